@@ -1,0 +1,75 @@
+"""RabbitMQ: the robust connection and the topology every actor message travels through.
+
+Per actor kind, `shards` quorum queues `actor.<kind>.<n>`, each single-active-consumer (one
+runtime process handles a shard at a time, in order; another takes over when it goes away),
+bound to the direct exchange `actorstack.actors`. A queue's `x-delivery-limit` catches a
+message that keeps killing its consumer: the broker dead-letters it to the intake queue, where
+the runtime records the fault. Messages the runtime dead-letters itself go straight to
+`actorstack.dead-letters`, where they stay for inspection.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+import aio_pika
+import aiormq
+from aio_pika.abc import AbstractChannel, AbstractRobustConnection
+
+from actors.errors import ServiceUnreachable
+from protocol.routing import ACTOR_EXCHANGE, DEAD_LETTER_EXCHANGE, DEAD_LETTER_QUEUE, queue_name
+
+DEAD_INTAKE_EXCHANGE = "actorstack.dead-intake"
+DEAD_INTAKE_QUEUE = "actorstack.dead-intake"
+DELIVERY_LIMIT = 20
+
+
+async def connect(url: str) -> AbstractRobustConnection:
+    """A connection that reconnects by itself and restores channels, queues and consumers."""
+    # The first attempt's failure is reported once, by ServiceUnreachable; aiormq would also
+    # log it as an error of its own.
+    quiet = logging.getLogger("aiormq.connection")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)
+    try:
+        return await aio_pika.connect_robust(url, timeout=10, fail_fast=True)
+    except (OSError, aiormq.exceptions.AMQPError, TimeoutError) as exc:
+        text = str(exc).strip() or type(exc).__name__
+        raise ServiceUnreachable("RabbitMQ", url, text.splitlines()[0]) from None
+    finally:
+        quiet.setLevel(level)
+
+
+def shard_queue_arguments() -> dict[str, object]:
+    return {
+        "x-queue-type": "quorum",
+        "x-single-active-consumer": True,
+        "x-delivery-limit": DELIVERY_LIMIT,
+        "x-dead-letter-exchange": DEAD_INTAKE_EXCHANGE,
+    }
+
+
+async def declare_topology(channel: AbstractChannel, kinds: Iterable[str], shards: int) -> None:
+    """Idempotent: every process declares what it uses at start."""
+    actors = await channel.declare_exchange(ACTOR_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True)
+
+    dead = await channel.declare_exchange(DEAD_LETTER_EXCHANGE, aio_pika.ExchangeType.FANOUT, durable=True)
+    dead_queue = await channel.declare_queue(
+        DEAD_LETTER_QUEUE, durable=True, arguments={"x-queue-type": "quorum"}
+    )
+    await dead_queue.bind(dead)
+
+    intake = await channel.declare_exchange(DEAD_INTAKE_EXCHANGE, aio_pika.ExchangeType.FANOUT, durable=True)
+    intake_queue = await channel.declare_queue(
+        DEAD_INTAKE_QUEUE,
+        durable=True,
+        arguments={"x-queue-type": "quorum", "x-single-active-consumer": True},
+    )
+    await intake_queue.bind(intake)
+
+    for kind in kinds:
+        for shard in range(shards):
+            name = queue_name(kind, shard)
+            queue = await channel.declare_queue(name, durable=True, arguments=shard_queue_arguments())
+            await queue.bind(actors, routing_key=name)

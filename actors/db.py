@@ -1,0 +1,117 @@
+"""PostgreSQL: the connection pool, and `db init` (schema.sql, then numbered migrations)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+from actors.errors import ServiceUnreachable
+
+ROOT = Path(__file__).resolve().parent.parent
+SCHEMA = ROOT / "schema.sql"
+MIGRATIONS = ROOT / "migrations"
+_INIT_LOCK = 0x61637473  # advisory lock key: concurrent `db init`s run one after the other
+
+# What asyncpg raises when the server is not there or refuses us.
+CONNECT_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+
+
+async def _setup_connection(conn: asyncpg.Connection) -> None:
+    for type_ in ("json", "jsonb"):
+        await conn.set_type_codec(type_, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def create_pool(url: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
+    try:
+        return await asyncpg.create_pool(
+            url, min_size=min_size, max_size=max_size, init=_setup_connection, timeout=10
+        )
+    except CONNECT_ERRORS as exc:
+        raise ServiceUnreachable("PostgreSQL", url, _describe(exc)) from None
+
+
+async def connect(url: str) -> asyncpg.Connection:
+    try:
+        conn = await asyncpg.connect(url, timeout=10)
+    except CONNECT_ERRORS as exc:
+        raise ServiceUnreachable("PostgreSQL", url, _describe(exc)) from None
+    await _setup_connection(conn)
+    return conn
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
+
+
+async def ensure_database(url: str) -> bool:
+    """Create the database named in `url` when the server is reachable but it is missing."""
+    try:
+        conn = await asyncpg.connect(url, timeout=10)
+    except asyncpg.InvalidCatalogNameError:
+        pass
+    except CONNECT_ERRORS as exc:
+        raise ServiceUnreachable("PostgreSQL", url, _describe(exc)) from None
+    else:
+        await conn.close()
+        return False
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/")
+    maintenance = urlunsplit(parts._replace(path="/postgres"))
+    admin = await connect(maintenance)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    except asyncpg.DuplicateDatabaseError:
+        return False
+    finally:
+        await admin.close()
+    return True
+
+
+def schema_version_of(schema: Path = SCHEMA) -> int:
+    match = re.search(r"^-- schema-version: (\d+)$", schema.read_text(), re.MULTILINE)
+    if match is None:
+        raise ValueError(f"{schema} has no '-- schema-version: N' line")
+    return int(match.group(1))
+
+
+def migrations_in(directory: Path = MIGRATIONS) -> list[tuple[int, Path]]:
+    found = []
+    for path in directory.glob("*.sql"):
+        match = re.match(r"^(\d+)_", path.name)
+        if match:
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+async def init_schema(
+    conn: asyncpg.Connection, schema: Path = SCHEMA, migrations: Path = MIGRATIONS
+) -> tuple[int | None, int]:
+    """Bring the database to the newest schema: (version before or None if empty, version after)."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _INIT_LOCK)
+        exists = await conn.fetchval("SELECT to_regclass('schema_version') IS NOT NULL")
+        if not exists:
+            await conn.execute(schema.read_text())
+            return None, await _current_version(conn)
+        before = await _current_version(conn)
+        for number, path in migrations_in(migrations):
+            if number > before:
+                await conn.execute(path.read_text())
+                await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", number)
+        return before, await _current_version(conn)
+
+
+async def _current_version(conn: asyncpg.Connection) -> int:
+    return await conn.fetchval("SELECT max(version) FROM schema_version")
+
+
+async def cluster_setting(conn: asyncpg.Connection | asyncpg.Pool, key: str) -> object:
+    value = await conn.fetchval("SELECT value FROM cluster_settings WHERE key = $1", key)
+    if value is None:
+        raise LookupError(f"cluster setting {key!r} is missing: run `actorstack db init`")
+    return value

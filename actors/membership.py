@@ -1,0 +1,83 @@
+"""Which runtime processes are alive, and which of them should own which shard.
+
+Each runtime process heartbeats a row in `runtime_members`. The preferred owner of a shard is
+chosen among the live members by rendezvous hashing, so a change of membership moves only the
+shards it must. Ownership itself is a lease (actors/leases.py); the runtime's balancer gives
+up leases that another live member prefers and takes free ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import socket
+import uuid
+from collections.abc import Sequence
+
+import asyncpg
+import structlog
+
+log = structlog.get_logger("actors.membership")
+
+
+def new_member_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def preferred_owner(queue: str, members: Sequence[str]) -> str:
+    """Rendezvous (highest random weight) hashing: stable, and minimal movement on change."""
+    return max(members, key=lambda m: hashlib.sha1(f"{m}|{queue}".encode()).digest())
+
+
+class Membership:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        member_id: str,
+        *,
+        heartbeat: float = 1.0,
+        timeout: float = 5.0,
+    ) -> None:
+        self._pool = pool
+        self.member_id = member_id
+        self._heartbeat = heartbeat
+        self._timeout = timeout
+        self.members: tuple[str, ...] = (member_id,)
+
+    async def leave(self) -> None:
+        await self._pool.execute("DELETE FROM runtime_members WHERE member_id = $1", self.member_id)
+
+    async def beat(self) -> tuple[str, ...]:
+        async with self._pool.acquire() as conn:
+            await conn.execute(
+                "INSERT INTO runtime_members (member_id, hostname, pid) VALUES ($1, $2, $3) "
+                "ON CONFLICT (member_id) DO UPDATE SET heartbeat_at = now()",
+                self.member_id,
+                socket.gethostname(),
+                os.getpid(),
+            )
+            rows = await conn.fetch(
+                "SELECT member_id FROM runtime_members "
+                "WHERE heartbeat_at > now() - make_interval(secs => $1) ORDER BY member_id",
+                self._timeout,
+            )
+            # Members long gone are removed so the table stays small.
+            await conn.execute(
+                "DELETE FROM runtime_members WHERE heartbeat_at < now() - make_interval(secs => $1)",
+                self._timeout * 10,
+            )
+        return tuple(r["member_id"] for r in rows)
+
+    async def run(self) -> None:
+        while True:
+            try:
+                members = await self.beat()
+                if members != self.members:
+                    log.info("runtime membership changed", members=list(members))
+                    self.members = members
+            except asyncio.CancelledError:
+                raise
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("membership heartbeat failed", error=repr(exc))
+            await asyncio.sleep(self._heartbeat)

@@ -1,0 +1,32 @@
+"""Where messages go: exchange and queue names, and the stable shard function.
+
+Actors of one kind are spread over `shards` quorum queues; a message for actor (kind, id) is
+routed to queue `actor.<kind>.<shard>` with shard = crc32(id) mod shards. The shard count is a
+cluster setting kept in PostgreSQL (`cluster_settings.shards`) so every process agrees on it.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+ACTOR_EXCHANGE = "actorstack.actors"  # direct; routing key = queue name
+DEAD_LETTER_EXCHANGE = "actorstack.dead"  # fanout
+DEAD_LETTER_QUEUE = "actorstack.dead-letters"
+
+# Headers set on a message we dead-letter ourselves (the broker adds x-death on its own).
+REASON_HEADER = "x-actorstack-reason"
+ORIGIN_QUEUE_HEADER = "x-actorstack-queue"
+
+
+def shard_of(actor_id: str, shards: int) -> int:
+    """Stable across processes and Python runs (unlike hash())."""
+    return zlib.crc32(actor_id.encode()) % shards
+
+
+def queue_name(kind: str, shard: int) -> str:
+    return f"actor.{kind}.{shard}"
+
+
+def route(kind: str, actor_id: str, shards: int) -> str:
+    """The routing key (and queue name) that carries messages for this actor."""
+    return queue_name(kind, shard_of(actor_id, shards))

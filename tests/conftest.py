@@ -1,0 +1,219 @@
+"""Fixtures that start real services for the tests.
+
+Each test run gets its own PostgreSQL database and RabbitMQ vhost named `astest_<hex>` (the
+run prefix, easy to find if anything is ever left over), created at the start of the session
+and removed at its end, whether the tests passed or not. Runtime processes started by a test
+are killed when the test ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from actors import amqp, db
+from actors.client import ActorClient
+from actors.runtime import Runtime, RuntimeSettings
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN_PREFIX = f"astest_{uuid.uuid4().hex[:8]}"
+PG_SERVER = os.environ.get("ACTORSTACK_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
+AMQP_SERVER = os.environ.get("ACTORSTACK_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672")
+
+
+class Services:
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.database_url = f"{PG_SERVER}/{prefix}"
+        self.amqp_url = f"{AMQP_SERVER}/{prefix}"
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            ACTORSTACK_DATABASE_URL=self.database_url,
+            ACTORSTACK_AMQP_URL=self.amqp_url,
+            PYTHONPATH=str(ROOT),
+        )
+        env.pop("ACTORSTACK_CRASHPOINTS", None)
+        env.update(extra)
+        return env
+
+
+def _rabbitmqctl(*args: str) -> None:
+    exe = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
+    subprocess.run([exe, *args], check=True, capture_output=True, timeout=120)
+
+
+async def _create_database(name: str) -> None:
+    conn = await asyncpg.connect(f"{PG_SERVER}/postgres")
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
+async def drop_database(name: str) -> None:
+    conn = await asyncpg.connect(f"{PG_SERVER}/postgres")
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+async def services() -> AsyncIterator[Services]:
+    svc = Services(RUN_PREFIX)
+    await _create_database(svc.prefix)
+    try:
+        _rabbitmqctl("add_vhost", svc.prefix)
+        try:
+            _rabbitmqctl("set_permissions", "-p", svc.prefix, "guest", ".*", ".*", ".*")
+            conn = await db.connect(svc.database_url)
+            try:
+                await db.init_schema(conn)
+                from tests.actors.probe import DDL
+
+                await conn.execute(DDL)
+            finally:
+                await conn.close()
+            yield svc
+        finally:
+            _rabbitmqctl("delete_vhost", svc.prefix)
+    finally:
+        await drop_database(svc.prefix)
+
+
+@pytest.fixture(scope="session")
+async def pool(services: Services) -> AsyncIterator[asyncpg.Pool]:
+    p = await db.create_pool(services.database_url, min_size=1, max_size=8)
+    yield p
+    await p.close()
+
+
+@pytest.fixture(scope="session")
+async def shards(pool: asyncpg.Pool) -> int:
+    return int(await db.cluster_setting(pool, "shards"))  # type: ignore[call-overload]
+
+
+@pytest.fixture(scope="session")
+async def broker(services: Services, shards: int) -> AsyncIterator[Any]:
+    from tests.actors.probe import KINDS
+
+    connection = await amqp.connect(services.amqp_url)
+    channel = await connection.channel()
+    await amqp.declare_topology(channel, [k.name for k in KINDS], shards)
+    await channel.close()
+    yield connection
+    await connection.close()
+
+
+@pytest.fixture
+async def client(broker: Any, shards: int) -> AsyncIterator[ActorClient]:
+    async with ActorClient(broker, shards) as c:
+        yield c
+
+
+FAST = RuntimeSettings(
+    handler_attempts=3, backoff_initial=0.01, backoff_max=0.05, heartbeat=0.3, member_timeout=1.5
+)
+
+
+@pytest.fixture
+async def start_runtime(pool: asyncpg.Pool, broker: Any, shards: int) -> AsyncIterator[Callable[..., Awaitable[Runtime]]]:
+    """Start in-process runtimes hosting the probe kind; all are stopped when the test ends."""
+    from tests.actors.probe import KINDS
+
+    started: list[Runtime] = []
+
+    async def start(settings: RuntimeSettings = FAST) -> Runtime:
+        runtime = Runtime(pool, broker, KINDS, shards=shards, settings=settings)
+        await runtime.start()
+        started.append(runtime)
+        return runtime
+
+    yield start
+    for runtime in reversed(started):
+        await runtime.stop()
+
+
+class RuntimeProcess:
+    def __init__(self, proc: subprocess.Popen[bytes], log_path: Path) -> None:
+        self.proc, self.log_path = proc, log_path
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def terminate(self, timeout: float = 30) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout)
+
+    async def exited(self, timeout: float = 30) -> int:
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"runtime process still running after {timeout}s:\n{self.log[-3000:]}")
+            await asyncio.sleep(0.05)
+        return self.proc.returncode
+
+
+@pytest.fixture
+def spawn_runtime(services: Services, tmp_path: Path) -> Iterator[Callable[..., RuntimeProcess]]:
+    """Start `actorstack runtime --load tests.actors.probe` processes; killed when the test ends."""
+    procs: list[RuntimeProcess] = []
+
+    def spawn(crashpoints: str = "", *extra: str) -> RuntimeProcess:
+        log_path = tmp_path / f"runtime-{len(procs)}.log"
+        env = services.env(ACTORSTACK_CRASHPOINTS=crashpoints) if crashpoints else services.env()
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "actorstack.cli", "runtime", "--load", "tests.actors.probe",
+                 "--log-format", "json", "--heartbeat", "0.3", "--member-timeout", "1.5",
+                 "--backoff", "0.01", *extra],
+                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            )
+        rp = RuntimeProcess(proc, log_path)
+        procs.append(rp)
+        return rp
+
+    yield spawn
+    for rp in procs:
+        rp.kill()
+
+
+async def wait_until(predicate: Callable[[], Awaitable[Any]], timeout: float = 20, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def temporary_database(prefix: str) -> AsyncIterator[str]:
+    name = f"{prefix}_{uuid.uuid4().hex[:6]}"
+    try:
+        yield f"{PG_SERVER}/{name}"
+    finally:
+        await drop_database(name)

@@ -1,0 +1,74 @@
+"""The command line as a newcomer meets it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from tests.conftest import ROOT, RUN_PREFIX, Services, temporary_database
+
+
+def run(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "actorstack.cli", *args],
+        cwd=ROOT, env=env or dict(os.environ), capture_output=True, text=True, timeout=timeout,
+    )
+
+
+async def test_db_init_twice_on_a_fresh_database() -> None:
+    async with temporary_database(RUN_PREFIX) as url:
+        first = run("db", "init", "--database-url", url)
+        assert first.returncode == 0, first.stderr
+        assert "initialised" in first.stdout
+        second = run("db", "init", "--database-url", url)
+        assert second.returncode == 0, second.stderr
+        assert "nothing to do" in second.stdout
+
+
+def test_unreachable_database_is_one_clear_line_and_a_non_zero_exit() -> None:
+    result = run("up", "--database-url", "postgresql://postgres:secret@127.0.0.1:1/actorstack")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "cannot reach PostgreSQL at postgresql://postgres:***@127.0.0.1:1/actorstack" in lines[0]
+    assert "Traceback" not in result.stderr and "secret" not in result.stderr
+
+
+def test_unreachable_broker_is_one_clear_line_and_a_non_zero_exit(services: Services) -> None:
+    result = run("runtime", "--amqp-url", "amqp://guest:guest@127.0.0.1:1/", env=services.env())
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot reach RabbitMQ at amqp://guest:***@127.0.0.1:1/" in lines[0], result.stderr
+
+
+def test_runtime_on_an_uninitialised_database_says_so() -> None:
+    result = run("runtime", "--database-url", "postgresql://postgres@127.0.0.1:5432/postgres")
+    assert result.returncode == 2
+    assert "has no actorstack schema: run `actorstack db init`" in result.stderr
+
+
+async def test_up_initialises_runs_and_stops_cleanly_on_sigterm(services: Services) -> None:
+    async with temporary_database(RUN_PREFIX) as url:
+        env = services.env(ACTORSTACK_DATABASE_URL=url)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "actorstack.cli", "up", "--log-format", "json"],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            seen = ""
+            assert proc.stderr is not None
+            while "runtime started" not in seen and time.monotonic() < deadline:
+                seen += proc.stderr.readline()
+            assert "runtime started" in seen, seen
+            proc.send_signal(signal.SIGTERM)
+            _, rest = proc.communicate(timeout=30)
+            assert proc.returncode == 0, rest
+            assert "runtime stopped" in rest and "Traceback" not in rest
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
