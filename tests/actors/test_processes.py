@@ -47,17 +47,21 @@ async def test_crash_between_commit_and_ack_causes_no_duplicate_effect(
     spawn_runtime: Any, client: ActorClient, pool: asyncpg.Pool
 ) -> None:
     (target,) = probes(1)
+    # Rows may be created by whoever owns the decision (as the API will): no turn needed.
+    await pool.execute("INSERT INTO probes (id, version, state) VALUES ($1, 1, 'idle')", target.id)
     first = spawn_runtime("turn.after_commit")
-    await client.send(target, Create())
-    assert await first.exited() == EXIT_CODE  # died after committing the create, before the ack
-    assert await count_of(pool, target) == 0
+    add = await client.send(target, Add(amount=1))
+    assert await first.exited() == EXIT_CODE  # died after committing the add, before the ack
+    assert await count_of(pool, target) == 1
 
     second = spawn_runtime()
-    await client.send(target, Add(amount=1))
-    await wait_until(lambda: _eq(count_of(pool, target), 1), what="the add after the restart")
-    # The create was redelivered to the second process and recognised as already handled.
-    await wait_until(lambda: _async("duplicate message skipped" in second.log), what="the duplicate log line")
-    assert await pool.fetchval("SELECT version FROM probes WHERE id = $1", target.id) == 2
+    # The add is redelivered to the second process, recognised as handled, and acked.
+    await wait_until(lambda: _async(f'"message_id": "{add.id}"' in second.log
+                                    and "duplicate message skipped" in second.log),
+                     what="the redelivered add to be skipped")
+    await client.send(target, Add(amount=10))
+    await wait_until(lambda: _eq(count_of(pool, target), 11), what="the next add")
+    assert await pool.fetchval("SELECT version FROM probes WHERE id = $1", target.id) == 3
 
 
 async def test_crash_between_commit_and_publish_loses_no_message(
