@@ -351,10 +351,13 @@ class Runtime:
         death = (message.headers or {}).get("x-death")
         first = death[0] if isinstance(death, list) and death and isinstance(death[0], dict) else {}
         origin = str(first.get("queue", "unknown"))
-        reason = (
-            f"the broker dead-lettered it from {origin} ({first.get('reason', 'unknown')}): "
-            f"delivered {amqp.DELIVERY_LIMIT} times without being handled"
-        )
+        why = str(first.get("reason", "unknown"))
+        if why == "rejected":
+            reason = f"rejected by its consumer on {origin} after an unexpected error in the runtime"
+        elif why == "delivery_limit":
+            reason = f"delivered {amqp.DELIVERY_LIMIT} times from {origin} without being handled"
+        else:
+            reason = f"the broker dead-lettered it from {origin} ({why})"
         envelope: Envelope | None = None
         kind: ActorKind | None = None
         with contextlib.suppress(ProtocolError):

@@ -13,7 +13,10 @@ from collections.abc import Awaitable, Callable
 
 import aio_pika
 import aiormq
+import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
+
+log = structlog.get_logger("actors.worker")
 
 # What a channel operation may raise once the broker connection is gone.
 BROKER_GONE: tuple[type[BaseException], ...] = (
@@ -70,6 +73,15 @@ class QueueWorker:
                 # broker (to us again after the reconnect, or to the next owner): skip it.
                 if not delivered_on_closed_channel(message):
                     await self._handle(message)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # A bug in the runtime itself, not in a handler (those are caught per turn).
+                # The loop must survive it; the broker dead-letters the message to the intake,
+                # which records it, rather than redeliver it here forever.
+                log.exception("unexpected error handling a delivery", queue=self.queue_name)
+                with contextlib.suppress(*BROKER_GONE):
+                    await message.reject(requeue=False)
             finally:
                 self._buffer.task_done()
 

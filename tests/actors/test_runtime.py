@@ -198,3 +198,33 @@ async def _find_in_dead_letter_queue(broker: Any, message_id: str) -> dict[str, 
         await channel.close()  # returns every message we looked at
 
 
+
+
+async def test_a_runtime_bug_on_one_delivery_does_not_stop_the_shard(
+    start_runtime: Any, client: ActorClient, pool: asyncpg.Pool, monkeypatch: Any
+) -> None:
+    runtime = await start_runtime()
+    target = new_probe()
+    await created(client, pool, target)
+    worker = runtime.workers[route("probe", target.id, runtime.shards)]
+    real_handle = worker._handle
+    calls = {"n": 0}
+
+    async def flaky(message: Any) -> None:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise KeyError("a bug in the runtime")
+        await real_handle(message)
+
+    monkeypatch.setattr(worker, "_handle", flaky)
+    lost = await client.send(target, Add(amount=100))
+    reply = await client.ask(target, Add(amount=1))
+    assert reply.ok and reply.result == {"count": 1}
+    # The delivery that hit the bug went to the dead-letter intake and was recorded, with its
+    # actor faulted: the message was never applied, so the actor may be missing its effect.
+    reason = await wait_until(
+        lambda: pool.fetchval("SELECT reason FROM dead_letters WHERE message_id = $1", lost.id),
+        what="the rejected delivery recorded as a dead letter",
+    )
+    assert "rejected by its consumer" in reason
+    await wait_until(lambda: _state_is(pool, target, "error"), what="the actor faulted")
