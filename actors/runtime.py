@@ -266,26 +266,20 @@ class Runtime:
                         conn, kind, envelope, self.activations.get(key),
                         shards=self.shards, member_id=self.member_id,
                     )
-            except HandlerError as exc:
-                self.activations.evict(key)
-                failures += 1
-                log.warning("handler failed", attempt=failures, error=str(exc))
-                if failures >= self.settings.handler_attempts:
-                    reason = f"handler failed {failures} times: {exc}"
-                    if await self._dead_letter(kind, envelope, queue, message.body, reason, fault_details(exc)):
-                        return "dead-lettered"
-                    return None
             except TRANSIENT_ERRORS as exc:
                 self.activations.evict(key)
                 if self._stopping:
                     return None
                 log.warning("turn interrupted by infrastructure; retrying", error=repr(exc), retry_in=backoff)
-            except asyncpg.PostgresError as exc:  # e.g. a constraint the new state violates
+            except (HandlerError, asyncpg.PostgresError) as exc:
+                # The handler raised, or the database refused its result (a constraint the new
+                # state violates): retried a few times, then this message is poison.
                 self.activations.evict(key)
                 failures += 1
-                log.warning("turn failed in the database", attempt=failures, error=repr(exc))
+                where = "handler" if isinstance(exc, HandlerError) else "turn in the database"
+                log.warning(f"{where} failed", attempt=failures, error=str(exc))
                 if failures >= self.settings.handler_attempts:
-                    reason = f"turn failed {failures} times in the database: {exc!r}"
+                    reason = f"{where} failed {failures} times: {exc}"
                     if await self._dead_letter(kind, envelope, queue, message.body, reason, fault_details(exc)):
                         return "dead-lettered"
                     return None
