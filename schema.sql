@@ -101,6 +101,7 @@ CREATE TABLE runtime_members (
     member_id     text PRIMARY KEY,
     hostname      text NOT NULL,
     pid           integer NOT NULL,
+    kinds         text[] NOT NULL DEFAULT '{}',   -- the actor kinds it hosts
     started_at    timestamptz NOT NULL DEFAULT now(),
     heartbeat_at  timestamptz NOT NULL DEFAULT now()
 );

@@ -1,7 +1,8 @@
 """Which runtime processes are alive, and which of them should own which shard.
 
-Each runtime process heartbeats a row in `runtime_members`. The preferred owner of a shard is
-chosen among the live members by rendezvous hashing, so a change of membership moves only the
+Each runtime process heartbeats a row in `runtime_members` naming the actor kinds it hosts.
+The preferred owner of a shard is chosen among the live members hosting its kind by rendezvous
+hashing, so a change of membership moves only the
 shards it must. Ownership itself is a lease (actors/leases.py); the runtime's balancer gives
 up leases that another live member prefers and takes free ones.
 """
@@ -35,6 +36,7 @@ class Membership:
         self,
         pool: asyncpg.Pool,
         member_id: str,
+        kinds: Sequence[str],
         *,
         heartbeat: float = 1.0,
         timeout: float = 5.0,
@@ -43,22 +45,25 @@ class Membership:
         self.member_id = member_id
         self._heartbeat = heartbeat
         self._timeout = timeout
-        self.members: tuple[str, ...] = (member_id,)
+        self.kinds = sorted(kinds)
+        # kind -> the live members hosting it (always including this one)
+        self.members: dict[str, tuple[str, ...]] = {k: (member_id,) for k in self.kinds}
 
     async def leave(self) -> None:
         await self._pool.execute("DELETE FROM runtime_members WHERE member_id = $1", self.member_id)
 
-    async def beat(self) -> tuple[str, ...]:
+    async def beat(self) -> dict[str, tuple[str, ...]]:
         async with self._pool.acquire() as conn:
             await conn.execute(
-                "INSERT INTO runtime_members (member_id, hostname, pid) VALUES ($1, $2, $3) "
+                "INSERT INTO runtime_members (member_id, hostname, pid, kinds) VALUES ($1, $2, $3, $4) "
                 "ON CONFLICT (member_id) DO UPDATE SET heartbeat_at = now()",
                 self.member_id,
                 socket.gethostname(),
                 os.getpid(),
+                self.kinds,
             )
             rows = await conn.fetch(
-                "SELECT member_id FROM runtime_members "
+                "SELECT member_id, kinds FROM runtime_members "
                 "WHERE heartbeat_at > now() - make_interval(secs => $1) ORDER BY member_id",
                 self._timeout,
             )
@@ -67,14 +72,19 @@ class Membership:
                 "DELETE FROM runtime_members WHERE heartbeat_at < now() - make_interval(secs => $1)",
                 self._timeout * 10,
             )
-        return tuple(r["member_id"] for r in rows)
+        members = {k: [self.member_id] for k in self.kinds}
+        for row in rows:
+            for kind in row["kinds"]:
+                if kind in members and row["member_id"] != self.member_id:
+                    members[kind].append(row["member_id"])
+        return {k: tuple(sorted(v)) for k, v in members.items()}
 
     async def run(self) -> None:
         while True:
             try:
                 members = await self.beat()
                 if members != self.members:
-                    log.info("runtime membership changed", members=list(members))
+                    log.info("runtime membership changed", members={k: len(v) for k, v in members.items()})
                     self.members = members
             except asyncio.CancelledError:
                 raise

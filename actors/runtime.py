@@ -99,7 +99,7 @@ class Runtime:
         self.timers = TimerWheel(pool, self.relay.wake)
         self.leases = ShardLeases(pool)
         self.membership = Membership(
-            pool, self.member_id, heartbeat=self.settings.heartbeat, timeout=self.settings.member_timeout
+            pool, self.member_id, sorted(self.kinds), heartbeat=self.settings.heartbeat, timeout=self.settings.member_timeout
         )
         self.workers: dict[str, QueueWorker] = {}
         self._intake: QueueWorker | None = None
@@ -125,13 +125,16 @@ class Runtime:
                 name = queue_name(kind.name, shard)
                 worker = QueueWorker(
                     name,
+                    kind.name,
                     functools.partial(self.handle, kind, name),
                     prefetch=prefetch,
                     on_release=functools.partial(self._forget_shard, kind.name, shard),
                 )
                 await worker.start(self.connection)
                 self.workers[name] = worker
-        self._intake = QueueWorker(amqp.DEAD_INTAKE_QUEUE, self._handle_broker_dead_letter, prefetch=prefetch)
+        self._intake = QueueWorker(
+            amqp.DEAD_INTAKE_QUEUE, "", self._handle_broker_dead_letter, prefetch=prefetch
+        )
         await self._intake.start(self.connection)
         await self._intake.subscribe()
         self.membership.members = await self.membership.beat()
@@ -183,7 +186,11 @@ class Runtime:
             await asyncio.gather(*(w.unsubscribe() for w in self.workers.values() if w.subscribed))
             return
         members = self.membership.members
-        leaving = [q for q in self.leases.held if preferred_owner(q, members) != self.member_id]
+
+        def preferred_here(queue: str) -> bool:
+            return preferred_owner(queue, members[self.workers[queue].kind]) == self.member_id
+
+        leaving = [q for q in self.leases.held if not preferred_here(q)]
         await asyncio.gather(*(self._give_up(self.workers[q]) for q in leaving))
 
         wanted = []
@@ -192,7 +199,7 @@ class Runtime:
                 continue
             if lease_key(queue) in taken:
                 self._free_polls.pop(queue, None)
-            elif preferred_owner(queue, members) == self.member_id:
+            elif preferred_here(queue):
                 wanted.append(queue)
             else:
                 self._free_polls[queue] = self._free_polls.get(queue, 0) + 1
@@ -203,7 +210,7 @@ class Runtime:
             self._free_polls.pop(queue, None)
             await self.workers[queue].subscribe()
         if leaving or got:
-            log.info("shards balanced", members=len(members), owned=len(self.leases.held),
+            log.info("shards balanced", owned=len(self.leases.held),
                      gave_up=len(leaving), took=len(got))
 
     async def _give_up(self, worker: QueueWorker) -> None:

@@ -32,12 +32,14 @@ class QueueWorker:
     def __init__(
         self,
         queue: str,
+        kind: str,
         handle: Callable[[AbstractIncomingMessage], Awaitable[None]],
         *,
         prefetch: int,
         on_release: Callable[[], None] = lambda: None,
     ) -> None:
         self.queue_name = queue
+        self.kind = kind
         self._handle = handle
         self._prefetch = prefetch
         self._on_release = on_release
