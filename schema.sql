@@ -18,6 +18,9 @@ CREATE TABLE cluster_settings (
 );
 -- Actors of each kind are spread over this many quorum queues (protocol/routing.py).
 INSERT INTO cluster_settings (key, value) VALUES ('shards', '16');
+-- The key that signs API tokens (HMAC-SHA256): 244 bits from the server's strong random source.
+INSERT INTO cluster_settings (key, value)
+VALUES ('token_key', to_jsonb(replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', '')));
 
 -- Runtime: ids of messages already handled (dedupe of redeliveries). A row is written in the
 -- same transaction as the turn's effects; rows older than the dedupe window are pruned.
@@ -104,4 +107,162 @@ CREATE TABLE runtime_members (
     kinds         text[] NOT NULL DEFAULT '{}',   -- the actor kinds it hosts
     started_at    timestamptz NOT NULL DEFAULT now(),
     heartbeat_at  timestamptz NOT NULL DEFAULT now()
+);
+
+-- ============================================================================================
+-- Identity (owned by the API's identity service; Keystone v3's model, Default domain)
+-- ============================================================================================
+
+CREATE TABLE domains (
+    id           text PRIMARY KEY,
+    name         text NOT NULL UNIQUE,
+    description  text NOT NULL DEFAULT '',
+    enabled      boolean NOT NULL DEFAULT true
+);
+INSERT INTO domains (id, name, description) VALUES ('default', 'Default', 'The default domain');
+
+CREATE TABLE projects (
+    id           text PRIMARY KEY,
+    name         text NOT NULL,
+    domain_id    text NOT NULL REFERENCES domains (id),
+    description  text NOT NULL DEFAULT '',
+    enabled      boolean NOT NULL DEFAULT true,
+    tags         text[] NOT NULL DEFAULT '{}',
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (domain_id, name)
+);
+
+CREATE TABLE users (
+    id                  text PRIMARY KEY,
+    name                text NOT NULL,
+    domain_id           text NOT NULL REFERENCES domains (id),
+    password_hash       text,
+    enabled             boolean NOT NULL DEFAULT true,
+    default_project_id  text REFERENCES projects (id) ON DELETE SET NULL,
+    email               text,
+    description         text NOT NULL DEFAULT '',
+    created_at          timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (domain_id, name)
+);
+
+CREATE TABLE roles (
+    id    text PRIMARY KEY,
+    name  text NOT NULL UNIQUE
+);
+
+-- A user's role on a project. (Keystone also has domain and group assignments; not yet.)
+CREATE TABLE role_assignments (
+    user_id     text NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    project_id  text NOT NULL REFERENCES projects (id) ON DELETE CASCADE,
+    role_id     text NOT NULL REFERENCES roles (id) ON DELETE CASCADE,
+    PRIMARY KEY (user_id, project_id, role_id)
+);
+CREATE INDEX role_assignments_project ON role_assignments (project_id);
+
+-- Tokens are signed, not stored; these rows revoke them: one token (audit_id), or every token
+-- of a user issued before revoked_at (password change, disable, delete, role removal).
+CREATE TABLE token_revocations (
+    id          bigserial PRIMARY KEY,
+    audit_id    text,
+    user_id     text,
+    revoked_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX token_revocations_audit ON token_revocations (audit_id);
+CREATE INDEX token_revocations_user ON token_revocations (user_id, revoked_at);
+
+-- ============================================================================================
+-- Compute basics (owned by the API's compute service)
+-- ============================================================================================
+
+CREATE TABLE flavors (
+    id           text PRIMARY KEY,
+    name         text NOT NULL UNIQUE,
+    ram          integer NOT NULL CHECK (ram > 0),            -- MiB
+    vcpus        integer NOT NULL CHECK (vcpus > 0),
+    disk         integer NOT NULL CHECK (disk >= 0),          -- GiB
+    ephemeral    integer NOT NULL DEFAULT 0 CHECK (ephemeral >= 0),
+    swap         integer NOT NULL DEFAULT 0 CHECK (swap >= 0), -- MiB
+    rxtx_factor  double precision NOT NULL DEFAULT 1.0,
+    is_public    boolean NOT NULL DEFAULT true,
+    description  text,
+    extra_specs  jsonb NOT NULL DEFAULT '{}',
+    created_at   timestamptz NOT NULL DEFAULT now()
+);
+
+-- Projects that may use a private flavor (os-flavor-access).
+CREATE TABLE flavor_access (
+    flavor_id   text NOT NULL REFERENCES flavors (id) ON DELETE CASCADE,
+    project_id  text NOT NULL,
+    PRIMARY KEY (flavor_id, project_id)
+);
+
+-- SSH keypairs belong to a user, as in Nova.
+CREATE TABLE keypairs (
+    user_id      text NOT NULL,
+    name         text NOT NULL,
+    project_id   text NOT NULL,
+    type         text NOT NULL DEFAULT 'ssh',
+    public_key   text NOT NULL,
+    fingerprint  text NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (user_id, name)
+);
+
+-- Quotas of every service: a row overrides the default limit for one project (-1 = unlimited).
+CREATE TABLE quota_defaults (
+    resource     text PRIMARY KEY,
+    hard_limit   bigint NOT NULL
+);
+INSERT INTO quota_defaults (resource, hard_limit) VALUES
+    ('instances', 10), ('cores', 20), ('ram', 51200), ('key_pairs', 100),
+    ('metadata_items', 128), ('server_groups', 10), ('server_group_members', 10),
+    ('injected_files', 5), ('injected_file_content_bytes', 10240), ('injected_file_path_bytes', 255),
+    ('volumes', 10), ('gigabytes', 1000), ('snapshots', 10), ('backups', 10),
+    ('backup_gigabytes', 1000), ('per_volume_gigabytes', -1), ('groups', 10),
+    ('network', 100), ('subnet', 100), ('port', 500), ('router', 10), ('floatingip', 50),
+    ('security_group', 10), ('security_group_rule', 100), ('rbac_policy', 10), ('subnetpool', -1);
+
+CREATE TABLE quota_limits (
+    project_id   text NOT NULL,
+    resource     text NOT NULL REFERENCES quota_defaults (resource),
+    hard_limit   bigint NOT NULL CHECK (hard_limit >= -1),
+    PRIMARY KEY (project_id, resource)
+);
+
+-- ============================================================================================
+-- Images (owned by the API's image service; the bytes live under <state dir>/images/)
+-- ============================================================================================
+
+CREATE TABLE images (
+    id                text PRIMARY KEY,
+    name              text,
+    owner             text,                          -- project id
+    status            text NOT NULL DEFAULT 'queued', -- queued, saving, active, killed, deleted, deactivated
+    visibility        text NOT NULL DEFAULT 'shared'
+                      CHECK (visibility IN ('private', 'public', 'shared', 'community')),
+    disk_format       text,
+    container_format  text,
+    size              bigint,
+    virtual_size      bigint,
+    checksum          text,                          -- md5, as Glance reports it
+    os_hash_algo      text,
+    os_hash_value     text,
+    min_disk          integer NOT NULL DEFAULT 0,
+    min_ram           integer NOT NULL DEFAULT 0,
+    protected         boolean NOT NULL DEFAULT false,
+    os_hidden         boolean NOT NULL DEFAULT false,
+    tags              text[] NOT NULL DEFAULT '{}',
+    properties        jsonb NOT NULL DEFAULT '{}',
+    created_at        timestamptz NOT NULL DEFAULT now(),
+    updated_at        timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX images_owner ON images (owner);
+
+CREATE TABLE image_members (
+    image_id    text NOT NULL REFERENCES images (id) ON DELETE CASCADE,
+    member_id   text NOT NULL,                       -- project id
+    status      text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'accepted', 'rejected')),
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (image_id, member_id)
 );

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 
 import structlog
@@ -12,6 +13,7 @@ from actors.errors import ServiceUnreachable
 from actors.runtime import RuntimeSettings
 from actorstack import logs, roles
 from actorstack.config import Settings, redact
+from api.bootstrap import openrc
 
 log = structlog.get_logger("actorstack")
 
@@ -45,8 +47,19 @@ def _parser() -> argparse.ArgumentParser:
     runtime_flags.add_argument("--passivate-after", type=float, default=300.0,
                                help="drop an actor from memory after this long idle (s)")
 
-    commands.add_parser("up", help="run the whole cloud in one process", parents=[common, runtime_flags])
+    api_flags = argparse.ArgumentParser(add_help=False)
+    api_flags.add_argument("--listen", default=os.environ.get("ACTORSTACK_LISTEN", "127.0.0.1:8770"),
+                           help="host:port of the API (env ACTORSTACK_LISTEN)")
+    api_flags.add_argument("--public-url", default=os.environ.get("ACTORSTACK_PUBLIC_URL"),
+                           help="the API's URL as clients reach it (default http://LISTEN)")
+    api_flags.add_argument("--token-ttl", type=float, default=float(os.environ.get("ACTORSTACK_TOKEN_TTL", 3600)),
+                           help="token lifetime in seconds")
+
+    commands.add_parser("up", help="run the whole cloud in one process", parents=[common, runtime_flags, api_flags])
     commands.add_parser("runtime", help="run the actor runtime role only", parents=[common, runtime_flags])
+    commands.add_parser("api", help="run the API role only", parents=[common, api_flags])
+    commands.add_parser("bootstrap", help="create the admin user and project and the default flavors",
+                        parents=[common, api_flags])
     return parser
 
 
@@ -72,20 +85,51 @@ async def _db_init(settings: Settings) -> int:
     return 0
 
 
+def _api_options(args: argparse.Namespace) -> roles.ApiOptions:
+    return roles.ApiOptions(listen=args.listen, public_url=args.public_url, token_ttl=args.token_ttl)
+
+
+def _admin_password() -> str:
+    return os.environ.get("ACTORSTACK_ADMIN_PASSWORD", "admin")
+
+
+async def _bootstrap(settings: Settings, args: argparse.Namespace) -> int:
+    await roles.init_database(settings)
+    await roles.bootstrap(settings, _admin_password())
+    print(openrc(_api_options(args).base_url, _admin_password()))
+    return 0
+
+
 async def _up(settings: Settings, args: argparse.Namespace) -> int:
     await roles.init_database(settings)
+    await roles.bootstrap(settings, _admin_password())
     stop = roles.stop_on_signals()
     kinds = roles.builtin_kinds() + roles.load_kinds(args.load)
-    print(f"actorstack is up (database {redact(settings.database_url)}, broker "
-          f"{redact(settings.amqp_url)}); Ctrl-C stops it", file=sys.stderr, flush=True)
-    await roles.run_runtime(settings, kinds, _runtime_settings(args), stop)
+    api = _api_options(args)
+
+    def ready() -> None:
+        print(
+            f"actorstack is up: API {api.base_url}, database {redact(settings.database_url)}, broker "
+            f"{redact(settings.amqp_url)}. Ctrl-C stops it.\n"
+            f"Point the openstack CLI at it with:\n\n{openrc(api.base_url, _admin_password())}\n",
+            file=sys.stderr, flush=True,
+        )
+
+    await roles.run_roles(settings, stop, kinds=kinds, runtime_settings=_runtime_settings(args), api=api,
+                          on_ready=ready)
     return 0
 
 
 async def _runtime(settings: Settings, args: argparse.Namespace) -> int:
     stop = roles.stop_on_signals()
     kinds = roles.builtin_kinds() + roles.load_kinds(args.load)
-    await roles.run_runtime(settings, kinds, _runtime_settings(args), stop)
+    await roles.run_roles(settings, stop, kinds=kinds, runtime_settings=_runtime_settings(args))
+    return 0
+
+
+async def _api(settings: Settings, args: argparse.Namespace) -> int:
+    stop = roles.stop_on_signals()
+    await roles.run_roles(settings, stop, api=_api_options(args))
     return 0
 
 
@@ -95,15 +139,11 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings.from_env(
         database_url=args.database_url, amqp_url=args.amqp_url, state_dir=args.state_dir
     )
-    if args.command == "db":
-        coro = _db_init(settings)
-    elif args.command == "up":
-        coro = _up(settings, args)
-    else:
-        coro = _runtime(settings, args)
+    commands = {"up": _up, "runtime": _runtime, "api": _api, "bootstrap": _bootstrap}
+    coro = _db_init(settings) if args.command == "db" else commands[args.command](settings, args)
     try:
         return asyncio.run(coro)
-    except (ServiceUnreachable, roles.NotInitialised) as exc:
+    except (ServiceUnreachable, roles.NotInitialised, roles.CannotListen) as exc:
         print(f"actorstack: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

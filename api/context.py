@@ -1,0 +1,79 @@
+"""What every handler can reach: the application context, the caller, request bodies."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import asyncpg
+import msgspec
+from aiohttp import web
+
+from api.auth import AuthContext, TokenCodec
+from api.errors import BadRequest, UnsupportedMediaType
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+T = TypeVar("T")
+
+
+@dataclasses.dataclass
+class ApiContext:
+    pool: asyncpg.Pool
+    tokens: TokenCodec
+    base_url: str  # the public URL clients reach this API at, no trailing slash
+    state_dir: Path
+    shards: int
+
+
+CTX = web.AppKey("actorstack", ApiContext)
+AUTH_KEY = "actorstack.auth"
+
+
+def public(handler: Handler) -> Handler:
+    """Mark a handler that needs no token (discovery documents, token issue)."""
+    handler.public = True  # type: ignore[attr-defined]
+    return handler
+
+
+def ctx(request: web.Request) -> ApiContext:
+    return request.app[CTX]
+
+
+def caller(request: web.Request) -> AuthContext:
+    return request[AUTH_KEY]
+
+
+async def body(request: web.Request, type_: type[T]) -> T:
+    """The JSON body decoded strictly into `type_`; a clear 400 otherwise."""
+    if request.content_type not in ("application/json", "", "application/octet-stream") and not (
+        request.content_type.endswith("+json") or request.content_type.startswith("application/openstack")
+    ):
+        raise UnsupportedMediaType(f"Unsupported Content-Type {request.content_type!r}; send application/json.")
+    raw = await request.read()
+    if not raw:
+        raise BadRequest("The request body is empty; a JSON object was expected.")
+    try:
+        return msgspec.json.decode(raw, type=type_)
+    except msgspec.ValidationError as exc:
+        raise BadRequest(f"Invalid input for field/attribute: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise BadRequest(f"Malformed request body: {exc}") from None
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=msgspec.json.encode(data), status=status, content_type="application/json", headers=headers
+    )
+
+
+async def json_body(request: web.Request) -> Any:
+    """The request's JSON document (any shape); a clear 400 when it is not JSON."""
+    raw = await request.read()
+    if not raw:
+        raise BadRequest("The request body is empty; a JSON object was expected.")
+    try:
+        return msgspec.json.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise BadRequest(f"Malformed request body: {exc}") from None

@@ -1,0 +1,117 @@
+"""API errors: small classes that carry a status and a message, rendered in one place in the
+shape each OpenStack service uses (clients parse these bodies to show the message)."""
+
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+
+
+class ApiError(Exception):
+    status = 500
+    title = "Internal Server Error"
+
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.headers = headers or {}
+
+
+class BadRequest(ApiError):
+    status, title = 400, "Bad Request"
+
+
+class Unauthorized(ApiError):
+    status, title = 401, "Unauthorized"
+
+
+class Forbidden(ApiError):
+    status, title = 403, "Forbidden"
+
+
+class OverQuota(Forbidden):
+    """Nova and Cinder answer an exceeded quota with 403 (Cinder: 413); the message says which."""
+
+
+class NotFound(ApiError):
+    status, title = 404, "Not Found"
+
+
+class MethodNotAllowed(ApiError):
+    status, title = 405, "Method Not Allowed"
+
+
+class Conflict(ApiError):
+    status, title = 409, "Conflict"
+
+
+class PayloadTooLarge(ApiError):
+    status, title = 413, "Request Entity Too Large"
+
+
+class UnsupportedMediaType(ApiError):
+    status, title = 415, "Unsupported Media Type"
+
+
+class NotImplementedYet(ApiError):
+    status, title = 501, "Not Implemented"
+
+
+class ServiceUnavailable(ApiError):
+    status, title = 503, "Service Unavailable"
+
+
+# Nova (and Cinder) wrap the error in an object named after the fault.
+_COMPUTE_FAULTS = {
+    400: "badRequest",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "itemNotFound",
+    405: "badMethod",
+    409: "conflictingRequest",
+    413: "overLimit",
+    415: "badMediaType",
+    501: "notImplemented",
+    503: "serviceUnavailable",
+}
+
+_NEUTRON_TYPES = {
+    400: "BadRequest",
+    401: "NotAuthorized",
+    403: "Forbidden",
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    409: "Conflict",
+    413: "OverQuota",
+    501: "NotImplemented",
+    503: "ServiceUnavailable",
+}
+
+
+def service_of(path: str) -> str:
+    for prefix, service in (
+        ("/identity", "identity"),
+        ("/compute", "compute"),
+        ("/image", "image"),
+        ("/volume", "volume"),
+        ("/networking", "network"),
+    ):
+        if path == prefix or path.startswith(prefix + "/"):
+            return service
+    return "identity"
+
+
+def render(service: str, status: int, title: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    body: object
+    if service in ("compute", "volume"):
+        body = {_COMPUTE_FAULTS.get(status, "computeFault"): {"code": status, "message": message}}
+    elif service == "network":
+        body = {"NeutronError": {"type": _NEUTRON_TYPES.get(status, "InternalError"), "message": message, "detail": ""}}
+    elif service == "image":
+        body = {"message": message, "code": f"{status} {title}", "title": title}
+    else:
+        body = {"error": {"code": status, "title": title, "message": message}}
+    return web.Response(
+        status=status, text=json.dumps(body), content_type="application/json", headers=headers or {}
+    )

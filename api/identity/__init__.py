@@ -1,0 +1,12 @@
+"""Identity v3 (Keystone's API): tokens and catalog, projects, users, domains, roles."""
+
+from aiohttp import web
+
+from api.identity import projects, roles, tokens, users
+
+
+def setup(app: web.Application) -> None:
+    tokens.setup(app)
+    projects.setup(app)
+    users.setup(app)
+    roles.setup(app)

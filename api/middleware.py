@@ -1,0 +1,91 @@
+"""The request pipeline: request id and logging, error rendering, authentication."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+
+import structlog
+from aiohttp import web
+
+from api.auth import AuthContext, check_not_revoked
+from api.context import AUTH_KEY, CTX, Handler
+from api.errors import ApiError, Unauthorized, render, service_of
+
+log = structlog.get_logger("api")
+
+_REQUEST_ID = re.compile(r"^req-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_HTTP_TITLES = {
+    400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+    405: "Method Not Allowed", 409: "Conflict", 413: "Request Entity Too Large",
+    415: "Unsupported Media Type",
+}
+
+
+@web.middleware
+async def request_id(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every response carries x-openstack-request-id; every log line of the request, its id."""
+    rid = f"req-{uuid.uuid4()}"
+    global_rid = request.headers.get("X-OpenStack-Request-ID", "")
+    started = time.monotonic()
+    with structlog.contextvars.bound_contextvars(
+        request_id=rid, global_request_id=global_rid if _REQUEST_ID.match(global_rid) else None
+    ):
+        request["request_id"] = rid
+        response = await handler(request)
+        response.headers["x-openstack-request-id"] = rid
+        if service_of(request.path) == "compute":
+            response.headers["x-compute-request-id"] = rid
+        log.info(
+            "request", method=request.method, path=request.path, status=response.status,
+            ms=round((time.monotonic() - started) * 1000, 1),
+        )
+        return response
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error in its service's shape; never a traceback in a response."""
+    service = service_of(request.path)
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return render(service, exc.status, exc.title, exc.message, exc.headers)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        status = exc.status
+        if status == 404:
+            message = "The resource could not be found."
+        elif status == 405:
+            message = f"The method {request.method} is not allowed for this resource."
+        elif status == 413:
+            message = "Request is too large."
+        else:
+            message = exc.text or exc.reason
+        headers = {k: v for k, v in exc.headers.items() if k.lower() not in ("content-type", "content-length")}
+        return render(service, status, _HTTP_TITLES.get(status, exc.reason), message, headers)
+    except Exception:
+        log.exception("unhandled error", method=request.method, path=request.path)
+        return render(
+            service, 500, "Internal Server Error",
+            "The server has either erred or is incapable of performing the requested operation.",
+        )
+
+
+@web.middleware
+async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    route_handler = request.match_info.handler
+    if getattr(route_handler, "public", False) or request.match_info.http_exception is not None:
+        return await handler(request)
+    token = request.headers.get("X-Auth-Token")
+    if not token:
+        raise Unauthorized("The request you have made requires authentication.",
+                           headers={"WWW-Authenticate": 'Keystone uri="%s/identity"' % request.app[CTX].base_url})
+    context = request.app[CTX]
+    payload = context.tokens.verify(token)
+    await check_not_revoked(context.pool, payload)
+    request[AUTH_KEY] = AuthContext(token, payload)
+    structlog.contextvars.bind_contextvars(user_id=payload.user_id, project_id=payload.project_id)
+    return await handler(request)
