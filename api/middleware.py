@@ -77,7 +77,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 @web.middleware
 async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
     route_handler = request.match_info.handler
-    if getattr(route_handler, "public", False) or request.match_info.http_exception is not None:
+    if getattr(route_handler, "public", False):
         return await handler(request)
     token = request.headers.get("X-Auth-Token")
     if not token:
