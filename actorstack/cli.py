@@ -13,7 +13,7 @@ from actors.errors import ServiceUnreachable
 from actors.runtime import RuntimeSettings
 from actorstack import logs, roles
 from actorstack.config import Settings, redact
-from api.bootstrap import openrc
+from api.bootstrap import clouds_yaml, openrc
 
 log = structlog.get_logger("actorstack")
 
@@ -60,6 +60,9 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("api", help="run the API role only", parents=[common, api_flags])
     commands.add_parser("bootstrap", help="create the admin user and project and the default flavors",
                         parents=[common, api_flags])
+    openrc_p = commands.add_parser("openrc", help="print the OS_* variables for the openstack CLI (or clouds.yaml)",
+                                   parents=[common, api_flags])
+    openrc_p.add_argument("--clouds-yaml", action="store_true", help="print a clouds.yaml entry instead")
     return parser
 
 
@@ -97,6 +100,12 @@ async def _bootstrap(settings: Settings, args: argparse.Namespace) -> int:
     await roles.init_database(settings)
     await roles.bootstrap(settings, _admin_password())
     print(openrc(_api_options(args).base_url, _admin_password()))
+    return 0
+
+
+async def _openrc(settings: Settings, args: argparse.Namespace) -> int:
+    base = _api_options(args).base_url
+    print(clouds_yaml(base, _admin_password()) if args.clouds_yaml else openrc(base, _admin_password()))
     return 0
 
 
@@ -139,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings.from_env(
         database_url=args.database_url, amqp_url=args.amqp_url, state_dir=args.state_dir
     )
-    commands = {"up": _up, "runtime": _runtime, "api": _api, "bootstrap": _bootstrap}
+    commands = {"up": _up, "runtime": _runtime, "api": _api, "bootstrap": _bootstrap, "openrc": _openrc}
     coro = _db_init(settings) if args.command == "db" else commands[args.command](settings, args)
     try:
         return asyncio.run(coro)

@@ -71,3 +71,20 @@ def openrc(base_url: str, password: str) -> str:
         "export OS_PROJECT_DOMAIN_NAME=Default",
         "export OS_REGION_NAME=RegionOne",
     ])
+
+
+def clouds_yaml(base_url: str, password: str, name: str = "actorstack") -> str:
+    """A clouds.yaml entry (for `openstack --os-cloud actorstack` and openstacksdk)."""
+    return "\n".join([
+        "clouds:",
+        f"  {name}:",
+        "    auth:",
+        f"      auth_url: {base_url}/identity/v3",
+        f"      username: {ADMIN_USER}",
+        f"      password: {password}",
+        f"      project_name: {ADMIN_PROJECT}",
+        "      user_domain_name: Default",
+        "      project_domain_name: Default",
+        "    region_name: RegionOne",
+        "    identity_api_version: 3",
+    ])

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 import uuid
 
+import asyncpg
+
+from api.auth import TokenCodec
 from tests.api.conftest import Cloud, Credentials
+from tests.conftest import PG_SERVER, RUN_PREFIX
 
 
 def test_token_issue_gives_a_project_scoped_token(cloud: Cloud) -> None:
@@ -53,14 +58,8 @@ async def test_tampered_token_is_refused(cloud: Cloud) -> None:
         assert data["error"]["code"] == 401
 
 
-async def test_expired_token_is_refused(cloud: Cloud, monkeypatch: object) -> None:
-    import time as _time
-
-    from api.auth import TokenCodec
-    from tests.conftest import PG_SERVER, RUN_PREFIX
-
-    import asyncpg
-
+async def test_expired_token_is_refused(cloud: Cloud) -> None:
+    """A genuine token (signed with the cloud's key) whose expiry has passed."""
     conn = await asyncpg.connect(f"{PG_SERVER}/{RUN_PREFIX}")
     try:
         key = json.loads(await conn.fetchval("SELECT value::text FROM cluster_settings WHERE key = 'token_key'"))
@@ -70,7 +69,7 @@ async def test_expired_token_is_refused(cloud: Cloud, monkeypatch: object) -> No
     codec = TokenCodec(key, ttl=1)
     token, _ = codec.issue(user_id=admin["id"], user_name="admin", user_domain_id="default", project_id=admin["pid"],
                            project_name="admin", project_domain_id="default", roles=(("x", "admin"),),
-                           methods=("password",), expires_at=_time.time() - 1)
+                           methods=("password",), expires_at=time.time() - 1)
     status, data, _ = await cloud.request("GET", "/identity/v3/projects", token=token, who=False)
     assert status == 401 and "expired" in data["error"]["message"]
 
