@@ -36,11 +36,13 @@ R = TypeVar("R", bound=msgspec.Struct)
 class IllegalTransition(Exception):
     """The message is not legal for the actor in its current state; nothing changed."""
 
-    def __init__(self, kind: str, actor_id: str, state: str, message_type: str) -> None:
+    def __init__(
+        self, kind: str, actor_id: str, state: str, message_type: str, reason: str | None = None
+    ) -> None:
         self.kind, self.actor_id, self.state, self.message_type = kind, actor_id, state, message_type
-        if state == ABSENT:
+        if reason is None and state == ABSENT:
             reason = f"{kind} {actor_id} does not exist"
-        else:
+        elif reason is None:
             reason = f"{kind} {actor_id} cannot accept {message_type} while in state {state}"
         super().__init__(reason)
         self.reason = reason
@@ -48,6 +50,15 @@ class IllegalTransition(Exception):
     @property
     def code(self) -> str:
         return "not_found" if self.state == ABSENT else "conflict"
+
+
+class Refused(Exception):
+    """Raised by a handler whose table row matches but whose guard does not hold (Nova's
+    "Instance is not ready"): the message is refused like an illegal one, with this reason."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class UndeclaredTransition(Exception):
@@ -202,7 +213,10 @@ class TransitionTable(Generic[R]):
         row = self._rows.get((state, type(envelope.body)))
         if row is None:
             raise IllegalTransition(self.kind, envelope.target.id, state, envelope.type)
-        outcome = row.handler(record, envelope.body, Context(envelope, now))
+        try:
+            outcome = row.handler(record, envelope.body, Context(envelope, now))
+        except Refused as refusal:
+            raise IllegalTransition(self.kind, envelope.target.id, state, envelope.type, refusal.reason) from None
         if outcome.delete:
             return outcome
         if outcome.record is None:

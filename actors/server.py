@@ -1,0 +1,350 @@
+"""The server actor: Nova's instance lifecycle as a transition table.
+
+A server's state is Nova's pair (vm_state, task_state); the table's state name is
+"vm_state" or "vm_state:task_state". power_state is what the hypervisor last reported, and the
+API status is derived from vm_state and task_state exactly as Nova derives it (`status_of`).
+
+The flow of a boot: the API inserts the row in building:scheduling and sends `server.build`;
+the actor asks the scheduler for a host (`scheduler.select`); on `server.scheduled` it asks that
+host's agent to spawn (building:spawning); `server.spawned` makes it active. A failed spawn
+releases the claim and retries on another host until `max_attempts`, then ERROR with Nova's
+"No valid host was found" fault. Every transitional state sets a timer that ends it in ERROR.
+Deleting works from every state and ends in `deleted` once the host confirms the domain and
+files are gone.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import msgspec
+
+from actors.kind import ActorKind
+from actors.table import CancelTimer, Context, Fault, Outcome, Refused, Send, SetTimer, TransitionTable
+from protocol import Message, Target
+from protocol import compute as m
+
+# --- Nova's vocabulary ---------------------------------------------------------------------------
+
+# power_state values, as Nova stores them
+NOSTATE, RUNNING, PAUSED, SHUTDOWN, CRASHED, SUSPENDED = 0, 1, 3, 4, 6, 7
+POWER_STATE_NAMES = {NOSTATE: "NOSTATE", RUNNING: "Running", PAUSED: "Paused", SHUTDOWN: "Shutdown",
+                     CRASHED: "Crashed", SUSPENDED: "Suspended"}
+
+# Nova's map from (vm_state, task_state) to the API status (nova/api/openstack/common.py).
+_STATUS: dict[str, dict[str | None, str]] = {
+    "active": {None: "ACTIVE", "rebooting": "REBOOT", "reboot_pending": "REBOOT", "reboot_started": "REBOOT",
+               "rebooting_hard": "HARD_REBOOT", "reboot_pending_hard": "HARD_REBOOT",
+               "reboot_started_hard": "HARD_REBOOT", "updating_password": "PASSWORD",
+               "rebuilding": "REBUILD", "rebuild_block_device_mapping": "REBUILD",
+               "rebuild_spawning": "REBUILD", "migrating": "MIGRATING", "resize_prep": "RESIZE",
+               "resize_migrating": "RESIZE", "resize_migrated": "RESIZE", "resize_finish": "RESIZE"},
+    "building": {None: "BUILD"},
+    "stopped": {None: "SHUTOFF", "resize_prep": "RESIZE", "resize_migrating": "RESIZE",
+                "resize_migrated": "RESIZE", "resize_finish": "RESIZE", "rebuilding": "REBUILD",
+                "rebuild_block_device_mapping": "REBUILD", "rebuild_spawning": "REBUILD"},
+    "resized": {None: "VERIFY_RESIZE", "resize_reverting": "REVERT_RESIZE"},
+    "paused": {None: "PAUSED", "migrating": "MIGRATING"},
+    "suspended": {None: "SUSPENDED"},
+    "rescued": {None: "RESCUE"},
+    "error": {None: "ERROR", "rebuilding": "REBUILD", "rebuild_block_device_mapping": "REBUILD",
+              "rebuild_spawning": "REBUILD"},
+    "deleted": {None: "DELETED"},
+    "soft-delete": {None: "SOFT_DELETED"},
+    "shelved": {None: "SHELVED"},
+    "shelved_offloaded": {None: "SHELVED_OFFLOADED"},
+}
+
+
+def status_of(vm_state: str, task_state: str | None) -> str:
+    """The API status, as Nova's status_from_state computes it."""
+    tasks = _STATUS.get(vm_state)
+    if tasks is None:
+        return "UNKNOWN"
+    return tasks.get(task_state, tasks[None])
+
+
+# How long each transitional task may last before the server goes to ERROR (seconds).
+TASK_TIMEOUTS = {
+    "scheduling": 120.0,
+    "spawning": 900.0,
+    "powering-off": 180.0,
+    "powering-on": 180.0,
+    "rebooting": 300.0,
+    "rebooting_hard": 300.0,
+    "pausing": 120.0,
+    "unpausing": 120.0,
+    "suspending": 180.0,
+    "resuming": 180.0,
+    "deleting": 600.0,
+}
+
+# --- the record ---------------------------------------------------------------------------------
+
+
+class ServerRecord(msgspec.Struct, kw_only=True):
+    """The columns of `servers` that the actor owns or reads (the API owns name, metadata…)."""
+
+    id: str
+    version: int = 0
+    project_id: str
+    user_id: str
+    display_name: str = ""
+    vm_state: str = "building"
+    task_state: str | None = "scheduling"
+    power_state: int = NOSTATE
+    flavor: dict[str, Any] = {}
+    image_id: str | None = None
+    host: str | None = None
+    node: str | None = None
+    availability_zone: str | None = None
+    requested_availability_zone: str | None = None
+    group_id: str | None = None
+    attempted_hosts: list[str] = []
+    max_attempts: int = 3
+    fault: dict[str, Any] | None = None
+    launched_at: float | None = None
+    terminated_at: float | None = None
+    updated_at: float | None = None
+
+
+def state_name(record: ServerRecord) -> str:
+    return record.vm_state if record.task_state is None else f"{record.vm_state}:{record.task_state}"
+
+
+STABLE = ("active", "stopped", "paused", "suspended", "error")
+STATES = {
+    "building:scheduling", "building:spawning", "building:deleting",
+    "active", "active:powering-off", "active:rebooting", "active:rebooting_hard", "active:pausing",
+    "active:suspending", "active:deleting",
+    "stopped", "stopped:powering-on", "stopped:rebooting_hard", "stopped:deleting",
+    "paused", "paused:unpausing", "paused:rebooting_hard", "paused:deleting",
+    "suspended", "suspended:resuming", "suspended:rebooting_hard", "suspended:deleting",
+    "error", "error:powering-off", "error:rebooting_hard", "error:deleting",
+    "deleted",
+}
+
+
+def _on_fault(record: ServerRecord, fault: Fault) -> ServerRecord:
+    return _with(record, vm_state="error", task_state=None,
+                 fault=_fault(500, f"{fault.reason}", fault.details))
+
+
+table = TransitionTable("server", ServerRecord, states=STATES, error_state="error",
+                        state_of=state_name, on_fault=_on_fault)
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def _with(record: ServerRecord, **changes: Any) -> ServerRecord:
+    return msgspec.structs.replace(record, updated_at=time.time(), **changes)
+
+
+def _fault(code: int, message: str, details: str = "") -> dict[str, Any]:
+    return {"code": code, "message": message, "details": details, "created": time.time()}
+
+
+def _flavor(record: ServerRecord) -> m.FlavorSpec:
+    return msgspec.convert(record.flavor, m.FlavorSpec)
+
+
+def _agent(record: ServerRecord) -> Target:
+    assert record.host is not None
+    return Target("agent", record.host)
+
+
+def _begin(record: ServerRecord, task: str, *effects: Any, **changes: Any) -> Outcome[ServerRecord]:
+    """Enter `task` (with its timer)."""
+    new = _with(record, task_state=task, **changes)
+    timer = SetTimer("task", TASK_TIMEOUTS[task], m.TaskTimeout(vm_state=new.vm_state, task_state=task))
+    return Outcome(new, effects=(*effects, timer))
+
+
+def _settle(record: ServerRecord, *effects: Any, **changes: Any) -> Outcome[ServerRecord]:
+    """Leave the transitional state (and cancel its timer)."""
+    return Outcome(_with(record, task_state=None, **changes), effects=(*effects, CancelTimer("task")))
+
+
+def _states(*vm_states: str, task: str | None = None) -> set[str]:
+    return {v if task is None else f"{v}:{task}" for v in vm_states}
+
+
+def _select(record: ServerRecord) -> Send:
+    return Send(Target("scheduler", record.id), m.SelectHost(
+        server_id=record.id, project_id=record.project_id, flavor=_flavor(record),
+        availability_zone=record.requested_availability_zone, group_id=record.group_id,
+        excluded_hosts=list(record.attempted_hosts)))
+
+
+def _release(record: ServerRecord) -> tuple[Send, ...]:
+    if record.host is None:
+        return ()
+    return (Send(Target("scheduler", record.id), m.ReleaseClaim(server_id=record.id, host=record.host)),)
+
+
+# --- build ----------------------------------------------------------------------------------------
+
+
+@table.on(m.BuildServer, source="building:scheduling", to="building:scheduling")
+def build(record: ServerRecord, msg: m.BuildServer, ctx: Context) -> Outcome[ServerRecord]:
+    return _begin(record, "scheduling", _select(record))
+
+
+@table.on(m.Scheduled, source="building:scheduling", to="building:spawning")
+def scheduled(record: ServerRecord, msg: m.Scheduled, ctx: Context) -> Outcome[ServerRecord]:
+    new = _with(record, host=msg.host, node=msg.node, availability_zone=msg.availability_zone)
+    spawn = m.Spawn(server_id=record.id, name=record.display_name, flavor=_flavor(record), image_id=record.image_id)
+    return _begin(new, "spawning", Send(Target("agent", msg.host), spawn))
+
+
+@table.on(m.NoValidHost, source="building:scheduling", to="error")
+def no_valid_host(record: ServerRecord, msg: m.NoValidHost, ctx: Context) -> Outcome[ServerRecord]:
+    message = "No valid host was found. " + msg.reason if msg.reason else "No valid host was found."
+    return _settle(record, vm_state="error", fault=_fault(500, message.strip()))
+
+
+@table.on(m.Spawned, source="building:spawning", to="active")
+def spawned(record: ServerRecord, msg: m.Spawned, ctx: Context) -> Outcome[ServerRecord]:
+    return _settle(record, vm_state="active", power_state=msg.power_state, launched_at=ctx.now)
+
+
+@table.on(m.SpawnFailed, source="building:spawning", to={"building:scheduling", "error"})
+def spawn_failed(record: ServerRecord, msg: m.SpawnFailed, ctx: Context) -> Outcome[ServerRecord]:
+    """Nova's reschedule: release the claim, try another host, give up after max_attempts."""
+    attempted = [*record.attempted_hosts, msg.host]
+    release = _release(record)
+    if len(attempted) >= record.max_attempts:
+        reason = (f"No valid host was found. Exceeded maximum number of retries. Exhausted all hosts "
+                  f"available for retrying build failures for instance {record.id}.")
+        return _settle(record, *release, vm_state="error", host=None, node=None, attempted_hosts=attempted,
+                       fault=_fault(500, reason, f"last failure on {msg.host}: {msg.reason}"))
+    retry = _with(record, host=None, node=None, attempted_hosts=attempted)
+    return _begin(retry, "scheduling", *release, _select(retry))
+
+
+# --- power actions ---------------------------------------------------------------------------------
+
+# message -> (states it is legal in, task it starts, agent action, state when done, power when done)
+_ACTIONS: dict[type[Message], tuple[set[str], str, str, str]] = {
+    m.Stop: (_states("active", "error"), "powering-off", "stop", "stopped"),
+    m.Start: (_states("stopped"), "powering-on", "start", "active"),
+    m.Reboot: (_states("active"), "rebooting", "reboot", "active"),
+    m.RebootHard: (_states("active", "stopped", "paused", "suspended", "error"), "rebooting_hard", "reboot_hard",
+                   "active"),
+    m.Pause: (_states("active"), "pausing", "pause", "paused"),
+    m.Unpause: (_states("paused"), "unpausing", "unpause", "active"),
+    m.Suspend: (_states("active"), "suspending", "suspend", "suspended"),
+    m.Resume: (_states("suspended"), "resuming", "resume", "active"),
+}
+_TASK_OF_ACTION = {action: task for _, task, action, _ in _ACTIONS.values()}
+_DONE_STATE = {action: done for _, _, action, done in _ACTIONS.values()}
+
+
+def _register_action(message: type[Message], sources: set[str], task: str, action: str) -> None:
+    @table.on(message, source=sources, to={f"{s}:{task}" for s in sources})
+    def request(record: ServerRecord, msg: Message, ctx: Context) -> Outcome[ServerRecord]:
+        if record.host is None:
+            raise Refused(f"Instance {record.id} is not ready")
+        power = m.PowerAction(server_id=record.id, action=action)
+        return _begin(record, task, Send(_agent(record), power))
+
+
+for _message, (_sources, _task, _action, _done) in _ACTIONS.items():
+    _register_action(_message, _sources, _task, _action)
+
+_IN_ACTION = {f"{v}:{task}" for sources, task, _, _ in _ACTIONS.values() for v in sources}
+
+
+@table.on(m.ActionDone, source=_IN_ACTION, to=_IN_ACTION | set(STABLE))
+def action_done(record: ServerRecord, msg: m.ActionDone, ctx: Context) -> Outcome[ServerRecord]:
+    if _TASK_OF_ACTION.get(msg.action) != record.task_state:
+        return Outcome(record)  # a late report of an earlier action
+    return _settle(record, vm_state=_DONE_STATE[msg.action], power_state=msg.power_state)
+
+
+@table.on(m.ActionFailed, source=_IN_ACTION, to=_IN_ACTION | set(STABLE))
+def action_failed(record: ServerRecord, msg: m.ActionFailed, ctx: Context) -> Outcome[ServerRecord]:
+    """As Nova: the instance stays in its vm_state, the task is cleared, the fault recorded."""
+    if _TASK_OF_ACTION.get(msg.action) != record.task_state:
+        return Outcome(record)
+    power = record.power_state if msg.power_state is None else msg.power_state
+    return _settle(record, power_state=power, fault=_fault(500, msg.reason))
+
+
+# --- delete ----------------------------------------------------------------------------------------
+
+_DELETABLE = STATES - {"deleted"} - {s for s in STATES if s.endswith(":deleting")}
+_DELETING = {s for s in STATES if s.endswith(":deleting")}
+
+
+@table.on(m.DeleteServer, source=_DELETABLE, to=_DELETING | {"deleted"})
+def delete(record: ServerRecord, msg: m.DeleteServer, ctx: Context) -> Outcome[ServerRecord]:
+    if record.host is None:  # never placed: nothing exists on any host
+        return _settle(record, vm_state="deleted", terminated_at=ctx.now)
+    return _begin(record, "deleting", Send(_agent(record), m.Destroy(server_id=record.id)))
+
+
+@table.on(m.DeleteServer, source=_DELETING | {"deleted"}, to=_DELETING | {"deleted"})
+def delete_again(record: ServerRecord, msg: m.DeleteServer, ctx: Context) -> Outcome[ServerRecord]:
+    return Outcome(record)  # idempotent, as Nova's delete of a deleting server
+
+
+@table.on(m.Destroyed, source=_DELETING, to="deleted")
+def destroyed(record: ServerRecord, msg: m.Destroyed, ctx: Context) -> Outcome[ServerRecord]:
+    return _settle(record, *_release(record), vm_state="deleted", power_state=NOSTATE, terminated_at=ctx.now)
+
+
+# Reports that arrive after the server moved on are accepted and ignored, not errors.
+@table.on(m.Scheduled, source=_DELETING | {"deleted", "error"}, to=_DELETING | {"deleted", "error"})
+def scheduled_late(record: ServerRecord, msg: m.Scheduled, ctx: Context) -> Outcome[ServerRecord]:
+    release = Send(Target("scheduler", record.id), m.ReleaseClaim(server_id=record.id, host=msg.host))
+    return Outcome(record, effects=(release,))
+
+
+@table.on(m.Spawned, source=_DELETING | {"deleted"}, to=_DELETING | {"deleted"})
+def spawned_late(record: ServerRecord, msg: m.Spawned, ctx: Context) -> Outcome[ServerRecord]:
+    return Outcome(record)
+
+
+# --- timers and power-state sync ---------------------------------------------------------------------
+
+
+@table.on(m.TaskTimeout, source=STATES, to=STATES)
+def task_timeout(record: ServerRecord, msg: m.TaskTimeout, ctx: Context) -> Outcome[ServerRecord]:
+    if (record.vm_state, record.task_state) != (msg.vm_state, msg.task_state):
+        return Outcome(record)  # the task ended in time; a stale timer
+    if msg.task_state == "deleting":
+        # The host never confirmed: the server is gone for the user; `doctor` reconciles the host.
+        return _settle(record, *_release(record), vm_state="deleted", terminated_at=ctx.now,
+                       fault=_fault(500, "Timed out waiting for the host to delete the instance."))
+    return _settle(record, vm_state="error",
+                   fault=_fault(500, f"Timed out during {msg.task_state} of instance {record.id}."))
+
+
+@table.on(m.PowerStateReport, source=STATES, to=STATES)
+def power_state_report(record: ServerRecord, msg: m.PowerStateReport, ctx: Context) -> Outcome[ServerRecord]:
+    """Nova's power-state sync: record what the hypervisor says; an instance that stopped (or
+    vanished) behind our back while ACTIVE becomes SHUTOFF; nothing changes mid-task."""
+    if record.task_state is not None or record.host != msg.host or record.vm_state in ("deleted", "building"):
+        return Outcome(record)
+    new = _with(record, power_state=msg.power_state)
+    if record.vm_state == "active" and msg.power_state in (SHUTDOWN, CRASHED, NOSTATE):
+        new = _with(new, vm_state="stopped")
+    elif record.vm_state == "paused" and msg.power_state in (SHUTDOWN, CRASHED, NOSTATE):
+        new = _with(new, vm_state="stopped")
+    elif record.vm_state == "suspended" and msg.power_state in (SHUTDOWN, NOSTATE):
+        new = _with(new, vm_state="stopped")
+    if new.power_state == record.power_state and new.vm_state == record.vm_state:
+        return Outcome(record)
+    return Outcome(new)
+
+
+KIND = ActorKind(table, "servers", project_field="project_id")
+
+
+def legal_actions(record: ServerRecord) -> Iterable[type[Message]]:
+    """The requests the server accepts now (what the API may send without a 409)."""
+    return [msg for msg in table.messages if table.allows(record, msg)]

@@ -1,0 +1,183 @@
+"""Messages of the compute capability: the server actor, the scheduler and the host agents.
+
+Naming: `server.<verb>` is addressed to a server actor; requests from the API are imperative
+(`server.stop`), reports from the scheduler or a host agent say what happened
+(`server.scheduled`, `server.spawned`, `server.action_done`).
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from protocol.message import Message
+
+
+# --- to the server actor, from the API ---------------------------------------------------------
+
+
+class BuildServer(Message, frozen=True):
+    """The API inserted the server row (building/scheduling) and asks the actor to build it."""
+
+    TYPE = "server.build"
+
+
+class DeleteServer(Message, frozen=True):
+    TYPE = "server.delete"
+
+
+class Stop(Message, frozen=True):
+    TYPE = "server.stop"
+
+
+class Start(Message, frozen=True):
+    TYPE = "server.start"
+
+
+class Reboot(Message, frozen=True):
+    TYPE = "server.reboot"
+
+
+class RebootHard(Message, frozen=True):
+    TYPE = "server.reboot_hard"
+
+
+class Pause(Message, frozen=True):
+    TYPE = "server.pause"
+
+
+class Unpause(Message, frozen=True):
+    TYPE = "server.unpause"
+
+
+class Suspend(Message, frozen=True):
+    TYPE = "server.suspend"
+
+
+class Resume(Message, frozen=True):
+    TYPE = "server.resume"
+
+
+# --- to the server actor, from the scheduler ---------------------------------------------------
+
+
+class Scheduled(Message, frozen=True):
+    TYPE = "server.scheduled"
+    host: str
+    node: str
+    availability_zone: str
+
+
+class NoValidHost(Message, frozen=True):
+    TYPE = "server.no_valid_host"
+    reason: str
+
+
+# --- to the server actor, from a host agent ----------------------------------------------------
+
+
+class Spawned(Message, frozen=True):
+    TYPE = "server.spawned"
+    host: str
+    power_state: int
+
+
+class SpawnFailed(Message, frozen=True):
+    TYPE = "server.spawn_failed"
+    host: str
+    reason: str
+
+
+class ActionDone(Message, frozen=True):
+    TYPE = "server.action_done"
+    action: str
+    power_state: int
+
+
+class ActionFailed(Message, frozen=True):
+    TYPE = "server.action_failed"
+    action: str
+    reason: str
+    power_state: int | None = None
+
+
+class Destroyed(Message, frozen=True):
+    """The host removed the domain and the instance's files (or they never existed)."""
+
+    TYPE = "server.destroyed"
+    host: str | None = None
+
+
+class PowerStateReport(Message, frozen=True):
+    """The host's periodic power-state sync: what libvirt says now."""
+
+    TYPE = "server.power_state"
+    host: str
+    power_state: int
+
+
+# --- to the server actor, from itself -----------------------------------------------------------
+
+
+class TaskTimeout(Message, frozen=True):
+    """A transitional state lasted too long (sent by the actor's own timer)."""
+
+    TYPE = "server.task_timeout"
+    vm_state: str
+    task_state: str
+
+
+# --- from the server actor to the scheduler and to host agents -----------------------------------
+
+
+class FlavorSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """What a server needs from a host (a copy of its flavor at create time)."""
+
+    id: str
+    name: str
+    ram: int
+    vcpus: int
+    disk: int
+    ephemeral: int = 0
+    swap: int = 0
+    extra_specs: dict[str, str] = {}
+
+
+class SelectHost(Message, frozen=True):
+    """To the scheduler: claim a host for this server, avoiding the ones that failed it."""
+
+    TYPE = "scheduler.select"
+    server_id: str
+    project_id: str
+    flavor: FlavorSpec
+    availability_zone: str | None = None
+    group_id: str | None = None
+    excluded_hosts: list[str] = []
+
+
+class ReleaseClaim(Message, frozen=True):
+    """To the scheduler: the server no longer uses its host (deleted, or its spawn failed)."""
+
+    TYPE = "scheduler.release"
+    server_id: str
+    host: str
+
+
+class Spawn(Message, frozen=True):
+    TYPE = "agent.spawn"
+    server_id: str
+    name: str
+    flavor: FlavorSpec
+    image_id: str | None
+
+
+class PowerAction(Message, frozen=True):
+    """stop, start, reboot, reboot_hard, pause, unpause, suspend, resume."""
+
+    TYPE = "agent.power"
+    server_id: str
+    action: str
+
+
+class Destroy(Message, frozen=True):
+    TYPE = "agent.destroy"
+    server_id: str
