@@ -39,7 +39,8 @@ from actors.leases import LeaseSessionLost, ShardLeases, lease_key
 from actors.membership import Membership, new_member_id, preferred_owner
 from actors.outbox import OutboxRow, Relay
 from actors.timers import TimerWheel
-from actors.turn import HandlerError, TurnResult, fault_details, record_fault, run_turn
+from actors.service import ServiceKind
+from actors.turn import HandlerError, TurnResult, fault_details, record_fault, run_service_turn, run_turn
 from actors.worker import BROKER_GONE, QueueWorker
 from protocol import Envelope, ProtocolError, decode
 from protocol.routing import DEAD_LETTER_EXCHANGE, ORIGIN_QUEUE_HEADER, REASON_HEADER, queue_name, shard_of
@@ -80,7 +81,7 @@ class Runtime:
         self,
         pool: asyncpg.Pool,
         connection: AbstractRobustConnection,
-        kinds: Iterable[ActorKind],
+        kinds: Iterable[ActorKind | ServiceKind],
         *,
         shards: int,
         settings: RuntimeSettings | None = None,
@@ -239,7 +240,7 @@ class Runtime:
 
     # --- one delivery ---------------------------------------------------------------------
 
-    async def handle(self, kind: ActorKind, queue: str, message: AbstractIncomingMessage) -> None:
+    async def handle(self, kind: ActorKind | ServiceKind, queue: str, message: AbstractIncomingMessage) -> None:
         try:
             envelope = decode(message.body)
             if envelope.target.kind != kind.name:
@@ -261,7 +262,7 @@ class Runtime:
             await self._ack(message)
 
     async def _turn_with_retries(
-        self, kind: ActorKind, queue: str, message: AbstractIncomingMessage, envelope: Envelope
+        self, kind: ActorKind | ServiceKind, queue: str, message: AbstractIncomingMessage, envelope: Envelope
     ) -> TurnResult | str | None:
         key = (kind.name, envelope.target.id)
         backoff = self.settings.backoff_initial
@@ -269,10 +270,15 @@ class Runtime:
         while True:
             try:
                 async with self.pool.acquire() as conn:
-                    result = await run_turn(
-                        conn, kind, envelope, self.activations.get(key),
-                        shards=self.shards, member_id=self.member_id,
-                    )
+                    if isinstance(kind, ServiceKind):
+                        result = await run_service_turn(
+                            conn, kind, envelope, shards=self.shards, member_id=self.member_id
+                        )
+                    else:
+                        result = await run_turn(
+                            conn, kind, envelope, self.activations.get(key),
+                            shards=self.shards, member_id=self.member_id,
+                        )
             except TRANSIENT_ERRORS as exc:
                 self.activations.evict(key)
                 if self._stopping:
@@ -296,7 +302,7 @@ class Runtime:
                     log.info("duplicate message skipped")
                 elif result.status == "rejected":
                     log.info("message rejected", reason=result.rejection.reason if result.rejection else "")
-                if result.status != "duplicate":
+                if result.status != "duplicate" and isinstance(kind, ActorKind):
                     self.activations.put(key, result.record)
                 if result.sent:
                     self.relay.wake()
@@ -308,7 +314,7 @@ class Runtime:
 
     async def _dead_letter(
         self,
-        kind: ActorKind | None,
+        kind: ActorKind | ServiceKind | None,
         envelope: Envelope | None,
         queue: str,
         raw: bytes,
@@ -360,7 +366,7 @@ class Runtime:
         else:
             reason = f"the broker dead-lettered it from {origin} ({why})"
         envelope: Envelope | None = None
-        kind: ActorKind | None = None
+        kind: ActorKind | ServiceKind | None = None
         with contextlib.suppress(ProtocolError):
             envelope = decode(message.body)
             kind = self.kinds.get(envelope.target.kind)

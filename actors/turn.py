@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import asyncpg
@@ -24,7 +25,8 @@ import msgspec
 from actors import outbox, timers
 from actors.kind import ActorKind
 from actors.outbox import OutboxRow
-from actors.table import ABSENT, CancelTimer, Emit, Fault, IllegalTransition, Outcome, Send, SetTimer
+from actors.service import ServiceKind
+from actors.table import ABSENT, CancelTimer, Emit, Fault, IllegalTransition, Outcome, Refused, Send, SetTimer
 from protocol import Envelope, Target
 from protocol.replies import Reply
 
@@ -128,15 +130,24 @@ async def _store(conn: asyncpg.Connection, kind: ActorKind, record: Any, outcome
 def _effects(
     kind: ActorKind, envelope: Envelope, old: Any, new: Any, outcome: Outcome[Any], shards: int
 ) -> tuple[list[OutboxRow], list[tuple[str, float, OutboxRow]], list[str], list[_Event]]:
-    rows: list[OutboxRow] = []
-    due: list[tuple[str, float, OutboxRow]] = []
-    cancelled: list[str] = []
     prev_state = None if old is None else kind.table.state_of(old)
     new_state = None if new is None else kind.table.state_of(new)
     events: list[_Event] = []
     if prev_state != new_state:
         events.append(_Event(envelope.type, prev_state, new_state, {}))
-    for effect in outcome.effects:
+    rows, due, cancelled, emitted = _perform(envelope, outcome.effects, prev_state, new_state, shards)
+    return rows, due, cancelled, events + emitted
+
+
+def _perform(
+    envelope: Envelope, effects: Iterable[Any], prev_state: str | None, new_state: str | None, shards: int
+) -> tuple[list[OutboxRow], list[tuple[str, float, OutboxRow]], list[str], list[_Event]]:
+    """Effects as rows: outgoing messages, timers to set and cancel, events to log."""
+    rows: list[OutboxRow] = []
+    due: list[tuple[str, float, OutboxRow]] = []
+    cancelled: list[str] = []
+    events: list[_Event] = []
+    for effect in effects:
         if isinstance(effect, Send):
             out = Envelope.new(effect.target, effect.body, cause=envelope, reply_to=effect.reply_to)
             rows.append(outbox.to_actor(out, shards))
@@ -148,6 +159,43 @@ def _effects(
         elif isinstance(effect, Emit):
             events.append(_Event(effect.type, prev_state, new_state, dict(effect.payload)))
     return rows, due, cancelled, events
+
+
+async def run_service_turn(
+    conn: asyncpg.Connection,
+    kind: ServiceKind,
+    envelope: Envelope,
+    *,
+    shards: int,
+    member_id: str,
+) -> TurnResult:
+    """A service kind's turn: the handler's SQL, its effects and the inbox in one transaction."""
+    actor_id = envelope.target.id
+    async with conn.transaction():
+        if not await conn.fetchval(_INBOX, envelope.id, kind.name, actor_id, member_id):
+            return TurnResult("duplicate", None)
+        handler = kind.handler_for(envelope.body)
+        try:
+            if handler is None:
+                raise Refused(f"{kind.name} does not handle {envelope.type}")
+            async with conn.transaction():  # a savepoint: a refusal undoes the handler's writes
+                effects = list(await handler(conn, envelope.body, kind.context(envelope)))
+        except Refused as refusal:
+            rejection = IllegalTransition(kind.name, actor_id, "service", envelope.type, refusal.reason)
+            rows = _reply(envelope, rejection=rejection)
+            await outbox.write(conn, rows)
+            return TurnResult("rejected", None, rejection, sent=len(rows))
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+            raise
+        except Exception as exc:
+            raise HandlerError(f"{type(exc).__name__}: {exc}") from exc
+        rows, due, cancelled, events = _perform(envelope, effects, None, None, shards)
+        rows += _reply(envelope, new_state=None)
+        await outbox.write(conn, rows)
+        await timers.set_timers(conn, kind.name, actor_id, due)
+        await timers.cancel_timers(conn, kind.name, actor_id, cancelled)
+        await _write_events(conn, kind, envelope, None, events)
+    return TurnResult("applied", None, sent=len(rows), timers_set=bool(due))
 
 
 def _reply(
@@ -174,11 +222,11 @@ def _reply(
 
 
 async def _write_events(
-    conn: asyncpg.Connection, kind: ActorKind, envelope: Envelope, record: Any, events: list[_Event]
+    conn: asyncpg.Connection, kind: ActorKind | ServiceKind, envelope: Envelope, record: Any, events: list[_Event]
 ) -> None:
     if not events:
         return
-    project = kind.project_of(record)
+    project = kind.project_of(record) if isinstance(kind, ActorKind) else None
     n = len(events)
     await conn.execute(
         _EVENTS,
@@ -196,7 +244,7 @@ async def _write_events(
 
 async def record_fault(
     conn: asyncpg.Connection,
-    kind: ActorKind | None,
+    kind: ActorKind | ServiceKind | None,
     envelope: Envelope | None,
     *,
     queue: str,
@@ -216,29 +264,13 @@ async def record_fault(
         fresh = envelope is not None and kind is not None and bool(
             await conn.fetchval(_INBOX, envelope.id, kind.name, envelope.target.id, member_id)
         )
-        if fresh and envelope is not None and kind is not None:
-            record = await kind.store.load(conn, envelope.target.id, lock=True)
-            if record is not None:
-                prev = kind.table.state_of(record)
-                fault = Fault(envelope.id, envelope.type, reason, details)
-                faulted = await kind.store.update(conn, kind.table.fault(record, fault), record.version)
-                await conn.execute(
-                    "INSERT INTO actor_faults (kind, actor_id, message_id, message_type, reason, details) "
-                    "VALUES ($1, $2, $3, $4, $5, $6)",
-                    kind.name,
-                    envelope.target.id,
-                    envelope.id,
-                    envelope.type,
-                    reason,
-                    details,
-                )
-                event = _Event("fault", prev, kind.table.error_state, {"reason": reason, "message_type": envelope.type})
-                await _write_events(conn, kind, envelope, faulted, [event])
-            if envelope.reply_to is not None:
-                body = Reply(ok=False, in_reply_to=envelope.id, error="failed", reason=reason,
-                             state=kind.table.error_state if faulted is not None else ABSENT)
-                reply = Envelope.new(Target("reply", envelope.reply_to), body, cause=envelope)
-                await outbox.write(conn, [outbox.to_queue(reply, envelope.reply_to)])
+        if fresh and envelope is not None and isinstance(kind, ActorKind):
+            faulted = await _fault_actor(conn, kind, envelope, reason, details)
+        if fresh and envelope is not None and envelope.reply_to is not None:
+            state = None if not isinstance(kind, ActorKind) else kind.table.error_state if faulted else ABSENT
+            body = Reply(ok=False, in_reply_to=envelope.id, error="failed", reason=reason, state=state)
+            reply = Envelope.new(Target("reply", envelope.reply_to), body, cause=envelope)
+            await outbox.write(conn, [outbox.to_queue(reply, envelope.reply_to)])
         await conn.execute(
             "INSERT INTO dead_letters (message_id, queue, reason, body) VALUES ($1, $2, $3, $4)",
             message_id,
@@ -247,6 +279,26 @@ async def record_fault(
             raw,
         )
         await outbox.write(conn, [dead_letter])
+    return faulted
+
+
+async def _fault_actor(
+    conn: asyncpg.Connection, kind: ActorKind, envelope: Envelope, reason: str, details: str
+) -> Any:
+    """Put the actor in its error state with a recorded fault (Nova's instance fault)."""
+    record = await kind.store.load(conn, envelope.target.id, lock=True)
+    if record is None:
+        return None
+    prev = kind.table.state_of(record)
+    fault = Fault(envelope.id, envelope.type, reason, details)
+    faulted = await kind.store.update(conn, kind.table.fault(record, fault), record.version)
+    await conn.execute(
+        "INSERT INTO actor_faults (kind, actor_id, message_id, message_type, reason, details) "
+        "VALUES ($1, $2, $3, $4, $5, $6)",
+        kind.name, envelope.target.id, envelope.id, envelope.type, reason, details,
+    )
+    event = _Event("fault", prev, kind.table.error_state, {"reason": reason, "message_type": envelope.type})
+    await _write_events(conn, kind, envelope, faulted, [event])
     return faulted
 
 

@@ -7,10 +7,13 @@ message). Loaded into runtime processes with `actorstack runtime --load tests.ac
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
 from actors.kind import ActorKind
-from actors.table import ABSENT, Context, Outcome, Send, SetTimer, TransitionTable
+from actors.service import ServiceKind
+from actors.table import ABSENT, Context, Emit, Outcome, Refused, Send, SetTimer, TransitionTable
 from protocol import Message, Target
 
 DDL = """
@@ -22,6 +25,11 @@ CREATE TABLE IF NOT EXISTS probes (
     last_seq      jsonb NOT NULL DEFAULT '{}',
     out_of_order  integer NOT NULL DEFAULT 0,
     project_id    text
+);
+CREATE TABLE IF NOT EXISTS ledger (
+    message_id  text PRIMARY KEY,
+    account     text NOT NULL,
+    amount      integer NOT NULL
 )
 """
 
@@ -127,4 +135,29 @@ def remove(record: ProbeRecord, msg: Remove, ctx: Context) -> Outcome[ProbeRecor
     return Outcome(None, delete=True)
 
 
-KINDS = [ActorKind(table, "probes", project_field="project_id")]
+# --- `ledger`: a service kind (its handler writes SQL inside the turn) -------------------------
+
+
+class Deposit(Message, frozen=True):
+    TYPE = "ledger.deposit"
+    account: str
+    amount: int
+    notify: str | None = None  # a probe to send an add to
+
+
+async def deposit(conn: Any, msg: Deposit, ctx: Context) -> list[Any]:
+    await conn.execute(
+        "INSERT INTO ledger (message_id, account, amount) VALUES ($1, $2, $3)", ctx.envelope.id, msg.account, msg.amount
+    )
+    balance = await conn.fetchval("SELECT sum(amount) FROM ledger WHERE account = $1", msg.account)
+    if balance < 0:
+        raise Refused(f"account {msg.account} would be overdrawn")
+    effects: list[Any] = [Emit("ledger.deposited", {"balance": int(balance)})]
+    if msg.notify:
+        effects.append(Send(Target("probe", msg.notify), Add(amount=msg.amount)))
+    return effects
+
+
+LEDGER = ServiceKind("ledger", {Deposit: deposit})
+
+KINDS = [ActorKind(table, "probes", project_field="project_id"), LEDGER]

@@ -228,3 +228,30 @@ async def test_a_runtime_bug_on_one_delivery_does_not_stop_the_shard(
     )
     assert "rejected by its consumer" in reason
     await wait_until(lambda: _state_is(pool, target, "error"), what="the actor faulted")
+
+
+async def test_a_service_kind_runs_its_sql_in_the_turn_with_the_same_guarantees(
+    start_runtime: Any, client: ActorClient, pool: asyncpg.Pool
+) -> None:
+    from tests.actors.probe import Deposit
+
+    await start_runtime()
+    target = new_probe()
+    await created(client, pool, target)
+    account = f"acct-{uuid.uuid4()}"
+    ledger = Target("ledger", account)
+    first = Envelope.new(ledger, Deposit(account=account, amount=5, notify=target.id))
+    await client.publish(first)
+    await client.publish(first)  # a redelivery: one row, one notification
+    reply = await client.ask(ledger, Deposit(account=account, amount=-20))
+    assert not reply.ok and reply.error == "conflict" and "would be overdrawn" in (reply.reason or "")
+    assert (await client.ask(ledger, Deposit(account=account, amount=1))).ok
+    rows = await pool.fetch("SELECT amount FROM ledger WHERE account = $1 ORDER BY amount", account)
+    assert [r["amount"] for r in rows] == [1, 5]  # the refused deposit's insert was rolled back
+    await wait_until(lambda: _async_count(pool, target, 5), what="the notification")
+    events = await pool.fetch("SELECT payload FROM events WHERE kind = 'ledger' AND actor_id = $1 ORDER BY id", account)
+    assert [e["payload"]["balance"] for e in events] == [5, 6]
+
+
+async def _async_count(pool: asyncpg.Pool, target: Target, expected: int) -> bool:
+    return (await probe_row(pool, target) or {}).get("count") == expected
