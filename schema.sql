@@ -266,3 +266,58 @@ CREATE TABLE image_members (
     updated_at  timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (image_id, member_id)
 );
+
+-- ============================================================================================
+-- Compute: hosts, claims, servers (the compute issue builds on these)
+-- ============================================================================================
+
+-- Compute hosts as the scheduler sees them (Placement's resource providers): inventory and
+-- heartbeats reported by each host agent, usage kept by the scheduler's claims. Owned by the
+-- scheduler service.
+CREATE TABLE compute_hosts (
+    name                   text PRIMARY KEY,
+    availability_zone      text NOT NULL DEFAULT 'nova',
+    enabled                boolean NOT NULL DEFAULT true,
+    disabled_reason        text,
+    virt_type              text NOT NULL,                  -- test, qemu or kvm
+    hypervisor_hostname    text NOT NULL,
+    host_ip                text,
+    vcpus                  integer NOT NULL CHECK (vcpus >= 0),
+    memory_mb              integer NOT NULL CHECK (memory_mb >= 0),
+    local_gb               integer NOT NULL CHECK (local_gb >= 0),
+    cpu_allocation_ratio   double precision NOT NULL DEFAULT 4.0,
+    ram_allocation_ratio   double precision NOT NULL DEFAULT 1.0,
+    disk_allocation_ratio  double precision NOT NULL DEFAULT 1.0,
+    reserved_memory_mb     integer NOT NULL DEFAULT 0,
+    used_vcpus             integer NOT NULL DEFAULT 0 CHECK (used_vcpus >= 0),
+    used_memory_mb         integer NOT NULL DEFAULT 0 CHECK (used_memory_mb >= 0),
+    used_local_gb          integer NOT NULL DEFAULT 0 CHECK (used_local_gb >= 0),
+    generation             bigint NOT NULL DEFAULT 0,      -- bumped by every claim and release
+    started_at             timestamptz NOT NULL DEFAULT now(),
+    heartbeat_at           timestamptz NOT NULL DEFAULT now()
+);
+
+-- One claim per placed server: what it takes from its host. Owned by the scheduler service.
+CREATE TABLE allocations (
+    server_id   text PRIMARY KEY,
+    host        text NOT NULL REFERENCES compute_hosts (name),
+    project_id  text NOT NULL,
+    group_id    text,
+    vcpus       integer NOT NULL,
+    memory_mb   integer NOT NULL,
+    local_gb    integer NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX allocations_host ON allocations (host);
+CREATE INDEX allocations_group ON allocations (group_id) WHERE group_id IS NOT NULL;
+
+-- Server groups (Nova's os-server-groups): policy affinity, anti-affinity, soft-*.
+CREATE TABLE server_groups (
+    id          text PRIMARY KEY,
+    name        text NOT NULL,
+    project_id  text NOT NULL,
+    user_id     text NOT NULL,
+    policy      text NOT NULL CHECK (policy IN ('affinity', 'anti-affinity', 'soft-affinity', 'soft-anti-affinity')),
+    rules       jsonb NOT NULL DEFAULT '{}',
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
