@@ -1,7 +1,8 @@
 """Where messages go: exchange and queue names, and the stable shard function.
 
 Actors of one kind are spread over `shards` quorum queues; a message for actor (kind, id) is
-routed to queue `actor.<kind>.<shard>` with shard = crc32(id) mod shards. The shard count is a
+routed to queue `actor.<kind>.<shard>` with shard = crc32(id) mod shards. A host agent has a
+queue of its own, `agent.<host>`. The shard count is a
 cluster setting kept in PostgreSQL (`cluster_settings.shards`) so every process agrees on it.
 """
 
@@ -27,6 +28,16 @@ def queue_name(kind: str, shard: int) -> str:
     return f"actor.{kind}.{shard}"
 
 
+# Kinds with one queue per id instead of shards: a host agent consumes its own queue.
+UNSHARDED = frozenset({"agent"})
+
+
+def agent_queue(host: str) -> str:
+    return f"agent.{host}"
+
+
 def route(kind: str, actor_id: str, shards: int) -> str:
     """The routing key (and queue name) that carries messages for this actor."""
+    if kind == "agent":
+        return agent_queue(actor_id)
     return queue_name(kind, shard_of(actor_id, shards))
