@@ -46,6 +46,12 @@ class Conflict(ApiError):
     status, title = 409, "Conflict"
 
 
+class Gone(ApiError):
+    """Glance answers an upload whose image was deleted meanwhile with 410."""
+
+    status, title = 410, "Gone"
+
+
 class PayloadTooLarge(ApiError):
     status, title = 413, "Request Entity Too Large"
 

@@ -1,7 +1,13 @@
-"""Image v2 (Glance's API) under /image/v2."""
+"""Image v2 (Glance's API) under /image/v2: image records (`images`), their data (`data`, kept
+by `store`), sharing (`members`) and the JSON schemas clients fetch (`schema`)."""
 
 from aiohttp import web
 
+from api.image import data, images, members, schema
+
 
 def setup(app: web.Application) -> None:
-    """Routes are added by the image modules as they land."""
+    images.setup(app)
+    data.setup(app)
+    members.setup(app)
+    schema.setup(app)

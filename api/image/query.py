@@ -1,0 +1,214 @@
+"""GET /v2/images: Glance's filters, sorting and marker paging, turned into one SQL query.
+
+Paging is by keyset: the page after a marker is the rows that sort after the marker row on the
+requested keys, ties broken by created_at then id (descending, as Glance), so a page costs the
+same at any depth and an image created meanwhile neither repeats nor hides another. NULLs sort
+as PostgreSQL does by default (last ascending, first descending), and the keyset condition
+follows that order.
+
+Filters are Glance's: visibility (community images only when asked for, or one's own),
+member_status (for images shared with the caller; default accepted), os_hidden (default
+false), tag (repeatable, all must match), name/id/status/disk_format/container_format (also
+`in:a,b`), owner, checksum, os_hash_value, protected, size_min/size_max, created_at/updated_at
+with an operator (`gte:2024-01-01T00:00:00Z`); any other parameter filters on the extra
+property of that name.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+from collections.abc import Mapping
+from typing import Any
+
+import asyncpg
+
+from api.auth import AuthContext
+from api.errors import BadRequest
+from api.image.access import visible_sql
+from api.image.schema import MEMBER_STATUSES, VISIBILITIES
+
+SORT_KEYS = ("name", "status", "container_format", "disk_format", "size", "id", "created_at", "updated_at")
+DEFAULT_LIMIT, MAX_LIMIT = 25, 1000
+_IN_FILTERS = ("id", "name", "status", "container_format", "disk_format")
+_EQUAL_FILTERS = ("owner", "checksum", "os_hash_value")
+_TIME_FILTERS = ("created_at", "updated_at")
+_TIME_OPERATORS = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<=", "eq": "=", "neq": "<>"}
+_NOT_PROPERTIES = frozenset({
+    "limit", "marker", "sort", "sort_key", "sort_dir", "member_status", "tag", "visibility", "os_hidden",
+    "protected", "size_min", "size_max", *_IN_FILTERS, *_EQUAL_FILTERS, *_TIME_FILTERS,
+})
+
+
+class Sql:
+    """A WHERE clause under construction: conditions and the arguments their $n refer to."""
+
+    def __init__(self) -> None:
+        self.conditions: list[str] = []
+        self.args: list[Any] = []
+
+    def arg(self, value: Any) -> str:
+        self.args.append(value)
+        return f"${len(self.args)}"
+
+    def where(self, condition: str) -> None:
+        self.conditions.append(condition)
+
+    def clause(self) -> str:
+        return " AND ".join(self.conditions) or "TRUE"
+
+
+def limit(query: Mapping[str, str]) -> int:
+    raw = query.get("limit")
+    if raw is None:
+        return DEFAULT_LIMIT
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest("limit param must be an integer") from None
+    if value < 0:
+        raise BadRequest("limit param must be positive")
+    return min(value, MAX_LIMIT)
+
+
+def sort_order(query: Any) -> list[tuple[str, bool]]:
+    """(key, descending) pairs, from `sort=k:dir,…` or repeated sort_key/sort_dir; the
+    tie-breakers created_at and id are appended unless already there."""
+    keys: list[str] = []
+    dirs: list[str] = []
+    if "sort" in query:
+        if "sort_key" in query or "sort_dir" in query:
+            raise BadRequest("Old and new sorting syntax cannot be combined")
+        for part in query["sort"].strip().split(","):
+            key, _, direction = part.partition(":")
+            keys.append(_sort_key(key.strip()))
+            dirs.append(_sort_dir(direction.strip() or "desc"))
+    else:
+        keys = [_sort_key(k.strip()) for k in query.getall("sort_key", [])]
+        dirs = [_sort_dir(d.strip()) for d in query.getall("sort_dir", [])]
+        if len(dirs) > 1 and len(dirs) != len(keys):
+            raise BadRequest("Number of sort dirs does not match the number of sort keys")
+    keys = keys or ["created_at"]
+    if not dirs:
+        dirs = ["desc"] * len(keys)
+    elif len(dirs) == 1:
+        dirs = dirs * len(keys)
+    order = [(key, direction == "desc") for key, direction in zip(keys, dirs, strict=True)]
+    for tie_breaker in ("created_at", "id"):
+        if tie_breaker not in keys:
+            order.append((tie_breaker, True))
+    return order
+
+
+def _sort_key(key: str) -> str:
+    if key not in SORT_KEYS:
+        raise BadRequest(f"Invalid sort key: {key}. It must be one of the following: {', '.join(SORT_KEYS)}.")
+    return key
+
+
+def _sort_dir(direction: str) -> str:
+    if direction not in ("asc", "desc"):
+        raise BadRequest(f"Invalid sort direction: {direction}")
+    return direction
+
+
+def order_by(order: list[tuple[str, bool]]) -> str:
+    return ", ".join(f"i.{key} {'DESC' if desc else 'ASC'}" for key, desc in order)
+
+
+def add_filters(sql: Sql, query: Any, me: AuthContext) -> None:
+    """What the caller may see, narrowed by the query's filters."""
+    member_status = query.get("member_status", "accepted")
+    if member_status not in (*MEMBER_STATUSES, "all"):
+        raise BadRequest(f"Invalid status: {member_status}")
+    visibility = query.get("visibility")
+    if visibility is not None and visibility not in (*VISIBILITIES, "all"):
+        raise BadRequest(f"Invalid visibility value: {visibility}")
+    if "changes-since" in query:
+        raise BadRequest('The "changes-since" filter is no longer available on v2.')
+
+    project = sql.arg(me.project_id)
+    if not me.is_admin:
+        status = None if member_status == "all" else sql.arg(member_status)
+        sql.where(visible_sql(project, status))
+    if visibility is None:
+        sql.where(f"(i.visibility <> 'community' OR i.owner = {project})")
+    elif visibility != "all":
+        sql.where(f"i.visibility = {sql.arg(visibility)}")
+
+    sql.where(f"i.os_hidden = {sql.arg(_flag(query, 'os_hidden', default=False))}")
+    if "protected" in query:
+        sql.where(f"i.protected = {sql.arg(_flag(query, 'protected', default=False))}")
+    for tag in query.getall("tag", []):
+        sql.where(f"{sql.arg(tag.strip())} = ANY(i.tags)")
+    for key in _IN_FILTERS:
+        if key in query:
+            value = query[key]
+            if value.startswith("in:"):
+                sql.where(f"i.{key} = ANY({sql.arg(_split_list(value[3:]))}::text[])")
+            else:
+                sql.where(f"i.{key} = {sql.arg(value)}")
+    for key in _EQUAL_FILTERS:
+        if key in query:
+            sql.where(f"i.{key} = {sql.arg(query[key])}")
+    for key, op in (("size_min", ">="), ("size_max", "<=")):
+        if key in query:
+            sql.where(f"i.size {op} {sql.arg(_integer(query, key))}")
+    for key in _TIME_FILTERS:
+        if key in query:
+            op, moment = _time_filter(key, query[key])
+            sql.where(f"i.{key} {op} {sql.arg(moment)}")
+    for key, value in query.items():
+        if key not in _NOT_PROPERTIES:
+            sql.where(f"i.properties ->> {sql.arg(key)} = {sql.arg(value)}")
+
+
+def add_after(sql: Sql, order: list[tuple[str, bool]], marker: asyncpg.Record) -> None:
+    """Rows that sort strictly after the marker row in `order`."""
+    args = {key: sql.arg(marker[key]) for key, _ in order}
+    alternatives = []
+    for position, (key, desc) in enumerate(order):
+        if marker[key] is None:  # NULLs come first descending, last ascending
+            after = f"i.{key} IS NOT NULL" if desc else None
+        elif desc:
+            after = f"i.{key} < {args[key]}"
+        else:
+            after = f"(i.{key} > {args[key]} OR i.{key} IS NULL)"
+        if after is not None:
+            same_before = [f"i.{k} IS NOT DISTINCT FROM {args[k]}" for k, _ in order[:position]]
+            alternatives.append("(" + " AND ".join([*same_before, after]) + ")")
+    sql.where("(" + (" OR ".join(alternatives) or "FALSE") + ")")
+
+
+def _flag(query: Mapping[str, str], key: str, *, default: bool) -> bool:
+    raw = query.get(key)
+    if raw is None:
+        return default
+    if raw.lower() not in ("true", "false"):
+        raise BadRequest(f"Invalid value '{raw}' for '{key}' filter. Valid values are 'true' or 'false'.")
+    return raw.lower() == "true"
+
+
+def _integer(query: Mapping[str, str], key: str) -> int:
+    try:
+        return int(query[key])
+    except ValueError:
+        raise BadRequest(f"Invalid value for {key}: {query[key]!r} is not an integer.") from None
+
+
+def _split_list(raw: str) -> list[str]:
+    """`a,b,"c,d"` → [a, b, c,d]: Glance's `in:` lists, quotes keeping commas in a value."""
+    return [item.strip() for item in next(csv.reader([raw], skipinitialspace=True), [])]
+
+
+def _time_filter(key: str, raw: str) -> tuple[str, datetime.datetime]:
+    op_name, sep, value = raw.partition(":")
+    if not sep or op_name not in _TIME_OPERATORS:
+        op_name, value = "eq", raw
+    try:
+        moment = datetime.datetime.fromisoformat(value)
+    except ValueError:
+        raise BadRequest(f"Invalid value for {key}: {raw!r}; expected [operator:]ISO-8601 time.") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return _TIME_OPERATORS[op_name], moment
