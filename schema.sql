@@ -196,8 +196,10 @@ CREATE TABLE flavor_access (
     PRIMARY KEY (flavor_id, project_id)
 );
 
--- SSH keypairs belong to a user, as in Nova.
+-- SSH keypairs belong to a user, as in Nova. `id` is Nova's integer keypair id: it orders a
+-- user's keypairs in a list and is the position a list marker stands for.
 CREATE TABLE keypairs (
+    id           bigserial NOT NULL UNIQUE,
     user_id      text NOT NULL,
     name         text NOT NULL,
     project_id   text NOT NULL,
@@ -221,6 +223,10 @@ INSERT INTO quota_defaults (resource, hard_limit) VALUES
     ('backup_gigabytes', 1000), ('per_volume_gigabytes', -1), ('groups', 10),
     ('network', 100), ('subnet', 100), ('port', 500), ('router', 10), ('floatingip', 50),
     ('security_group', 10), ('security_group_rule', 100), ('rbac_policy', 10), ('subnetpool', -1);
+-- nova-network's quotas: compute quota sets before microversion 2.36 still show (and store) them,
+-- unlimited and enforced by nothing, as Nova does since nova-network was removed.
+INSERT INTO quota_defaults (resource, hard_limit) VALUES
+    ('fixed_ips', -1), ('floating_ips', -1), ('security_groups', -1), ('security_group_rules', -1);
 
 CREATE TABLE quota_limits (
     project_id   text NOT NULL,
@@ -321,3 +327,60 @@ CREATE TABLE server_groups (
     rules       jsonb NOT NULL DEFAULT '{}',
     created_at  timestamptz NOT NULL DEFAULT now()
 );
+
+-- Servers. The server actor (actors/server.py) owns the lifecycle columns (the fields of its
+-- ServerRecord, from `version` to `updated_at`); the API owns the rest (name, description,
+-- metadata, key, user data…) and bumps `version` whenever it writes, so the actor's cached
+-- copy is never written back over the API's change.
+CREATE TABLE servers (
+    id                           text PRIMARY KEY,
+    version                      integer NOT NULL,
+    project_id                   text NOT NULL,
+    user_id                      text NOT NULL,
+    display_name                 text NOT NULL,
+    vm_state                     text NOT NULL,
+    task_state                   text,
+    power_state                  integer NOT NULL DEFAULT 0,
+    flavor                       jsonb NOT NULL,
+    image_id                     text,
+    host                         text,
+    node                         text,
+    availability_zone            text,
+    requested_availability_zone  text,
+    group_id                     text,
+    attempted_hosts              text[] NOT NULL DEFAULT '{}',
+    max_attempts                 integer NOT NULL DEFAULT 3,
+    fault                        jsonb,
+    launched_at                  double precision,
+    terminated_at                double precision,
+    updated_at                   double precision,
+    -- owned by the API
+    description                  text,
+    hostname                     text,
+    metadata                     jsonb NOT NULL DEFAULT '{}',
+    key_name                     text,
+    key_data                     text,
+    user_data                    text,
+    config_drive                 boolean NOT NULL DEFAULT false,
+    reservation_id               text NOT NULL,
+    launch_index                 integer NOT NULL DEFAULT 0,
+    locked                       boolean NOT NULL DEFAULT false,
+    tags                         text[] NOT NULL DEFAULT '{}',
+    created_at                   timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX servers_project ON servers (project_id, created_at) WHERE vm_state <> 'deleted';
+CREATE INDEX servers_host ON servers (host) WHERE vm_state <> 'deleted';
+
+-- Nova's instance actions: one row per request on a server (create, stop, delete…), written by
+-- the API in the request's transaction.
+CREATE TABLE instance_actions (
+    id          bigserial PRIMARY KEY,
+    server_id   text NOT NULL,
+    request_id  text NOT NULL,
+    action      text NOT NULL,
+    project_id  text NOT NULL,
+    user_id     text NOT NULL,
+    start_time  timestamptz NOT NULL DEFAULT now(),
+    message     text
+);
+CREATE INDEX instance_actions_server ON instance_actions (server_id, id);

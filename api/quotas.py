@@ -12,8 +12,10 @@ import asyncpg
 
 from api.errors import OverQuota
 
-COMPUTE = ("instances", "cores", "ram", "key_pairs", "metadata_items", "server_groups",
-           "server_group_members", "injected_files", "injected_file_content_bytes", "injected_file_path_bytes")
+# In the order Nova lists them; the last four are nova-network's, shown before microversion 2.36.
+COMPUTE = ("instances", "cores", "ram", "metadata_items", "injected_files", "injected_file_content_bytes",
+           "injected_file_path_bytes", "key_pairs", "server_groups", "server_group_members",
+           "fixed_ips", "floating_ips", "security_groups", "security_group_rules")
 VOLUME = ("volumes", "gigabytes", "snapshots", "backups", "backup_gigabytes", "per_volume_gigabytes", "groups")
 NETWORK = ("network", "subnet", "port", "router", "floatingip", "security_group", "security_group_rule",
            "rbac_policy", "subnetpool")
@@ -46,10 +48,17 @@ async def set_limits(conn: Any, project_id: str, values: Mapping[str, int]) -> N
     )
 
 
-async def lock(conn: asyncpg.Connection, project_id: str, resources: Iterable[str]) -> None:
-    """Serialise quota checks of these resources for the project until the transaction ends."""
+async def reset(conn: Any, project_id: str, resources: Iterable[str]) -> None:
+    """Drop the project's overrides of these resources: their defaults apply again."""
+    await conn.execute(
+        "DELETE FROM quota_limits WHERE project_id = $1 AND resource = ANY($2::text[])", project_id, list(resources)
+    )
+
+
+async def lock(conn: asyncpg.Connection, holder: str, resources: Iterable[str]) -> None:
+    """Serialise quota checks of these resources for the holder until the transaction ends."""
     for resource in sorted(resources):  # a fixed order: no deadlock between two requests
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"quota:{project_id}:{resource}")
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"quota:{holder}:{resource}")
 
 
 async def enforce(
@@ -59,10 +68,15 @@ async def enforce(
     usage: Callable[[asyncpg.Connection], Awaitable[Mapping[str, int]]],
     *,
     message: Callable[[str, int, int, int], str] | None = None,
+    holder: str | None = None,
 ) -> None:
     """Inside the caller's transaction: lock, count current usage, and refuse with OverQuota
-    if adding `requested` would pass any limit. The caller then inserts what it counted."""
-    await lock(conn, project_id, requested)
+    if adding `requested` would pass any limit. The caller then inserts what it counted.
+
+    The limits are the project's. `holder` names whose usage `usage` counts when that is not the
+    project (Nova counts key pairs per user, e.g. "user:<id>"): the lock is taken on it, so two
+    requests counting the same rows are always serialised."""
+    await lock(conn, holder or project_id, requested)
     hard = await limits(conn, project_id, requested)
     used = await usage(conn)
     for resource, amount in requested.items():

@@ -1,7 +1,33 @@
-"""Compute v2.1 (Nova's API) under /compute/v2.1."""
+"""Compute v2.1 (Nova's API) under /compute/v2.1.
+
+Every request there is first given its microversion (microversion.py: a middleware this setup
+adds to the app, innermost), which handlers read with `microversion.requested(request)`.
+"""
 
 from aiohttp import web
 
+from api.compute import (
+    flavor_access,
+    flavor_extra_specs,
+    flavors,
+    hosts,
+    keypairs,
+    limits,
+    microversion,
+    quotas,
+    server_groups,
+    servers,
+)
+
 
 def setup(app: web.Application) -> None:
-    """Routes are added by the compute modules as they land."""
+    microversion.setup(app)
+    flavors.setup(app)
+    flavor_extra_specs.setup(app)
+    flavor_access.setup(app)
+    keypairs.setup(app)
+    quotas.setup(app)
+    limits.setup(app)
+    servers.setup(app)
+    server_groups.setup(app)
+    hosts.setup(app)

@@ -4,6 +4,7 @@ with the networking issue; until then everything but quotas answers 501 as a Neu
 from aiohttp import web
 
 from api.errors import NotImplementedYet
+from api.network import quotas
 
 
 async def not_yet(request: web.Request) -> web.Response:
@@ -11,4 +12,6 @@ async def not_yet(request: web.Request) -> web.Response:
 
 
 def setup(app: web.Application) -> None:
+    # aiohttp tries routes in the order they were added: the catch-all must come last.
+    quotas.setup(app)
     app.router.add_route("*", "/networking/v2.0/{tail:.*}", not_yet)

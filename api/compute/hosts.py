@@ -1,0 +1,169 @@
+"""Admin views of the compute hosts: os-hypervisors, os-services, os-availability-zone.
+
+A host is up when its agent's heartbeat is younger than the scheduler's HOST_DOWN_AFTER, the
+same rule the scheduler filters by; an operator disables a host through os-services.
+"""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+
+from actors.scheduler import HOST_DOWN_AFTER
+from api.compute.microversion import requested
+from api.context import caller, ctx, json_body, json_response
+from api.errors import BadRequest, NotFound
+
+_NS = uuid.UUID("2f6c9b0e-6a54-4c1e-9d0a-7b3e5c1f4a21")
+_HOSTS = """
+SELECT h.*, heartbeat_at > now() - make_interval(secs => $1) AS up,
+       (SELECT count(*) FROM allocations a WHERE a.host = h.name) AS running_vms
+FROM compute_hosts h ORDER BY name
+"""
+
+
+def host_uuid(name: str, what: str) -> str:
+    return str(uuid.uuid5(_NS, f"{what}:{name}"))
+
+
+def _iso(value: datetime.datetime) -> str:
+    return value.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
+
+
+async def _hosts(request: web.Request) -> list[asyncpg.Record]:
+    return await ctx(request).pool.fetch(_HOSTS, HOST_DOWN_AFTER)
+
+
+def _hypervisor(request: web.Request, row: asyncpg.Record, *, detail: bool) -> dict[str, Any]:
+    version = requested(request)
+    hv: dict[str, Any] = {
+        "id": host_uuid(row["name"], "hypervisor") if version >= (2, 53) else abs(hash(row["name"])) % 10**6,
+        "hypervisor_hostname": row["hypervisor_hostname"],
+        "state": "up" if row["up"] else "down",
+        "status": "enabled" if row["enabled"] else "disabled",
+    }
+    if detail:
+        hv.update({
+            "host_ip": row["host_ip"],
+            "hypervisor_type": "QEMU" if row["virt_type"] in ("qemu", "kvm") else "test",
+            "hypervisor_version": 9000000,
+            "service": {"host": row["name"], "id": host_uuid(row["name"], "service"),
+                        "disabled_reason": row["disabled_reason"]},
+        })
+        if version < (2, 88):
+            free_ram = int((row["memory_mb"] - row["reserved_memory_mb"]) * row["ram_allocation_ratio"]) - row["used_memory_mb"]
+            hv.update({
+                "vcpus": row["vcpus"], "memory_mb": row["memory_mb"], "local_gb": row["local_gb"],
+                "vcpus_used": row["used_vcpus"], "memory_mb_used": row["used_memory_mb"],
+                "local_gb_used": row["used_local_gb"], "free_ram_mb": free_ram,
+                "free_disk_gb": row["local_gb"] - row["used_local_gb"], "current_workload": 0,
+                "running_vms": row["running_vms"], "disk_available_least": row["local_gb"] - row["used_local_gb"],
+                "cpu_info": "{}",
+            })
+        else:
+            hv["uptime"] = None
+    return hv
+
+
+async def list_hypervisors(request: web.Request) -> web.Response:
+    caller(request).require_admin("os_compute_api:os-hypervisors:list")
+    rows = await _hosts(request)
+    return json_response({"hypervisors": [_hypervisor(request, r, detail=False) for r in rows]})
+
+
+async def list_hypervisors_detail(request: web.Request) -> web.Response:
+    caller(request).require_admin("os_compute_api:os-hypervisors:list-detail")
+    rows = await _hosts(request)
+    return json_response({"hypervisors": [_hypervisor(request, r, detail=True) for r in rows]})
+
+
+async def show_hypervisor(request: web.Request) -> web.Response:
+    caller(request).require_admin("os_compute_api:os-hypervisors:show")
+    wanted = request.match_info["hypervisor_id"]
+    for row in await _hosts(request):
+        if wanted in (host_uuid(row["name"], "hypervisor"), row["hypervisor_hostname"],
+                      str(abs(hash(row["name"])) % 10**6)):
+            return json_response({"hypervisor": _hypervisor(request, row, detail=True)})
+    raise NotFound(f"Hypervisor with ID {wanted} could not be found.")
+
+
+def _service(request: web.Request, row: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "id": host_uuid(row["name"], "service") if requested(request) >= (2, 53) else abs(hash(row["name"])) % 10**6,
+        "binary": "nova-compute",
+        "host": row["name"],
+        "zone": row["availability_zone"],
+        "status": "enabled" if row["enabled"] else "disabled",
+        "state": "up" if row["up"] else "down",
+        "updated_at": _iso(row["heartbeat_at"]),
+        "disabled_reason": row["disabled_reason"],
+        "forced_down": False,
+    }
+
+
+async def list_services(request: web.Request) -> web.Response:
+    caller(request).require_admin("os_compute_api:os-services:list")
+    rows = await _hosts(request)
+    host, binary = request.query.get("host"), request.query.get("binary")
+    services = [_service(request, r) for r in rows]
+    services = [s for s in services if (not host or s["host"] == host) and (not binary or s["binary"] == binary)]
+    return json_response({"services": services})
+
+
+async def update_service(request: web.Request) -> web.Response:
+    """Enable or disable a compute host (microversion 2.53 form: PUT /os-services/{uuid})."""
+    caller(request).require_admin("os_compute_api:os-services:update")
+    data = await json_body(request)
+    if not isinstance(data, dict) or not set(data) <= {"status", "disabled_reason", "forced_down"}:
+        raise BadRequest("Invalid input: only status, disabled_reason and forced_down may be set.")
+    status = data.get("status")
+    if status not in (None, "enabled", "disabled"):
+        raise BadRequest(f"Invalid input for field/attribute status. Value: {status!r}.")
+    reason = data.get("disabled_reason")
+    if reason is not None and (status != "disabled" or not isinstance(reason, str) or len(reason) > 255):
+        raise BadRequest("disabled_reason is only allowed with status 'disabled', as a string of at most 255.")
+    wanted = request.match_info["service_id"]
+    for row in await _hosts(request):
+        if wanted == host_uuid(row["name"], "service"):
+            if status is not None:
+                await ctx(request).pool.execute(
+                    "UPDATE compute_hosts SET enabled = $2, disabled_reason = $3 WHERE name = $1",
+                    row["name"], status == "enabled", reason if status == "disabled" else None,
+                )
+            fresh = [r for r in await _hosts(request) if r["name"] == row["name"]][0]
+            return json_response({"service": _service(request, fresh)})
+    raise NotFound(f"Service {wanted} could not be found.")
+
+
+async def availability_zones(request: web.Request) -> web.Response:
+    rows = await _hosts(request)
+    zones = sorted({r["availability_zone"] for r in rows if r["enabled"]}) or ["nova"]
+    return json_response({"availabilityZoneInfo": [
+        {"zoneName": z, "zoneState": {"available": True}, "hosts": None} for z in zones]})
+
+
+async def availability_zones_detail(request: web.Request) -> web.Response:
+    caller(request).require_admin("os_compute_api:os-availability-zone:detail")
+    rows = await _hosts(request)
+    zones: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        zone = zones.setdefault(r["availability_zone"], {})
+        zone[r["name"]] = {"nova-compute": {"available": bool(r["up"] and r["enabled"]), "active": bool(r["enabled"]),
+                                            "updated_at": _iso(r["heartbeat_at"])}}
+    return json_response({"availabilityZoneInfo": [
+        {"zoneName": z, "zoneState": {"available": True}, "hosts": hosts} for z, hosts in sorted(zones.items())]})
+
+
+def setup(app: web.Application) -> None:
+    r = app.router
+    r.add_get("/compute/v2.1/os-hypervisors", list_hypervisors)
+    r.add_get("/compute/v2.1/os-hypervisors/detail", list_hypervisors_detail)
+    r.add_get("/compute/v2.1/os-hypervisors/{hypervisor_id}", show_hypervisor)
+    r.add_get("/compute/v2.1/os-services", list_services)
+    r.add_put("/compute/v2.1/os-services/{service_id}", update_service)
+    r.add_get("/compute/v2.1/os-availability-zone", availability_zones)
+    r.add_get("/compute/v2.1/os-availability-zone/detail", availability_zones_detail)
