@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import socket
 import sys
 
 import structlog
@@ -14,6 +15,7 @@ from actors.runtime import RuntimeSettings
 from actorstack import logs, roles
 from actorstack.config import Settings, redact
 from api.bootstrap import clouds_yaml, openrc
+from hostagent.virt import VIRT_TYPES, VirtError
 
 log = structlog.get_logger("actorstack")
 
@@ -55,9 +57,33 @@ def _parser() -> argparse.ArgumentParser:
     api_flags.add_argument("--token-ttl", type=float, default=float(os.environ.get("ACTORSTACK_TOKEN_TTL", 3600)),
                            help="token lifetime in seconds")
 
-    commands.add_parser("up", help="run the whole cloud in one process", parents=[common, runtime_flags, api_flags])
+    host_flags = argparse.ArgumentParser(add_help=False)
+    host_flags.add_argument("--virt", choices=VIRT_TYPES, default="test",
+                            help="hypervisor: libvirt's test driver, or real guests on qemu:///system")
+    host_flags.add_argument("--domain-type", choices=["auto", "kvm", "qemu"], default="auto",
+                            help="with --virt qemu: kvm, qemu (TCG), or auto (kvm only on bare metal)")
+    host_flags.add_argument("--availability-zone", default="nova")
+    host_flags.add_argument("--host-ip", default="127.0.0.1")
+    host_flags.add_argument("--host-heartbeat", type=float, default=10.0,
+                            help="compute host heartbeat (s); hosts silent for 30 s are down")
+    host_flags.add_argument("--sync-interval", type=float, default=10.0, help="power-state sync period (s)")
+    host_flags.add_argument("--cpu-allocation-ratio", type=float, default=4.0)
+    host_flags.add_argument("--ram-allocation-ratio", type=float, default=1.0)
+    host_flags.add_argument("--disk-allocation-ratio", type=float, default=1.0)
+    host_flags.add_argument("--reserved-host-memory-mb", type=int, default=None,
+                            help="RAM kept from guests (default: 0 with --virt test, 512 with qemu)")
+    host_flags.add_argument("--shutdown-timeout", type=float, default=60.0,
+                            help="how long a stop waits for the guest to shut down before destroying it (s)")
+
+    up = commands.add_parser("up", help="run the whole cloud in one process",
+                             parents=[common, runtime_flags, api_flags, host_flags])
+    up.add_argument("--hosts", type=int, default=1, metavar="N",
+                    help="host agents to run in this process, named <hostname>-1 … -N (0: none)")
     commands.add_parser("runtime", help="run the actor runtime role only", parents=[common, runtime_flags])
     commands.add_parser("api", help="run the API role only", parents=[common, api_flags])
+    agent = commands.add_parser("hostagent", help="run the host agent role for this compute host",
+                                parents=[common, host_flags])
+    agent.add_argument("--name", default=socket.gethostname(), help="the host's name (default: the hostname)")
     commands.add_parser("bootstrap", help="create the admin user and project and the default flavors",
                         parents=[common, api_flags])
     openrc_p = commands.add_parser("openrc", help="print the OS_* variables for the openstack CLI (or clouds.yaml)",
@@ -92,6 +118,16 @@ def _api_options(args: argparse.Namespace) -> roles.ApiOptions:
     return roles.ApiOptions(listen=args.listen, public_url=args.public_url, token_ttl=args.token_ttl)
 
 
+def _host_options(args: argparse.Namespace, names: tuple[str, ...], *, own_directories: bool) -> roles.HostOptions:
+    return roles.HostOptions(
+        names=names, virt=args.virt, domain_type=args.domain_type, own_directories=own_directories,
+        availability_zone=args.availability_zone, host_ip=args.host_ip, heartbeat=args.host_heartbeat,
+        sync_interval=args.sync_interval, cpu_allocation_ratio=args.cpu_allocation_ratio,
+        ram_allocation_ratio=args.ram_allocation_ratio, disk_allocation_ratio=args.disk_allocation_ratio,
+        reserved_memory_mb=args.reserved_host_memory_mb, shutdown_timeout=args.shutdown_timeout,
+    )
+
+
 def _admin_password() -> str:
     return os.environ.get("ACTORSTACK_ADMIN_PASSWORD", "admin")
 
@@ -115,17 +151,19 @@ async def _up(settings: Settings, args: argparse.Namespace) -> int:
     stop = roles.stop_on_signals()
     kinds = roles.builtin_kinds() + roles.load_kinds(args.load)
     api = _api_options(args)
+    hosts = _host_options(args, roles.simulated_host_names(max(0, args.hosts)), own_directories=True)
 
     def ready() -> None:
+        agents = f"{len(hosts.names)} host agent(s) on --virt {hosts.virt}" if hosts.names else "no host agents"
         print(
-            f"actorstack is up: API {api.base_url}, database {redact(settings.database_url)}, broker "
+            f"actorstack is up: API {api.base_url}, {agents}, database {redact(settings.database_url)}, broker "
             f"{redact(settings.amqp_url)}. Ctrl-C stops it.\n"
             f"Point the openstack CLI at it with:\n\n{openrc(api.base_url, _admin_password())}\n",
             file=sys.stderr, flush=True,
         )
 
     await roles.run_roles(settings, stop, kinds=kinds, runtime_settings=_runtime_settings(args), api=api,
-                          on_ready=ready)
+                          hosts=hosts, on_ready=ready)
     return 0
 
 
@@ -142,17 +180,24 @@ async def _api(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _hostagent(settings: Settings, args: argparse.Namespace) -> int:
+    stop = roles.stop_on_signals()
+    await roles.run_roles(settings, stop, hosts=_host_options(args, (args.name,), own_directories=False))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logs.configure(args.log_format, args.log_level)
     settings = Settings.from_env(
         database_url=args.database_url, amqp_url=args.amqp_url, state_dir=args.state_dir
     )
-    commands = {"up": _up, "runtime": _runtime, "api": _api, "bootstrap": _bootstrap, "openrc": _openrc}
+    commands = {"up": _up, "runtime": _runtime, "api": _api, "hostagent": _hostagent, "bootstrap": _bootstrap,
+                "openrc": _openrc}
     coro = _db_init(settings) if args.command == "db" else commands[args.command](settings, args)
     try:
         return asyncio.run(coro)
-    except (ServiceUnreachable, roles.NotInitialised, roles.CannotListen) as exc:
+    except (ServiceUnreachable, roles.NotInitialised, roles.CannotListen, VirtError) as exc:
         print(f"actorstack: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

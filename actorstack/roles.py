@@ -1,7 +1,9 @@
 """The roles a process can run, composed with their resources' lifecycles in one place.
 
-Every long-lived resource (the asyncpg pool, the AMQP connection, the runtime) is entered on
-an AsyncExitStack and released in reverse order at shutdown, whatever happened in between.
+Every long-lived resource (the asyncpg pool, the AMQP connection, the runtime, the host
+agents) is entered on an AsyncExitStack and released in reverse order at shutdown, whatever
+happened in between: host agents stop first (finishing the requests they were delivered, while
+the runtime still takes their replies), then the API, then the runtime.
 """
 
 from __future__ import annotations
@@ -11,13 +13,16 @@ import contextlib
 import dataclasses
 import importlib
 import signal
+import socket
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 
 import asyncpg
 import structlog
 
 from actors import amqp, db
 from actors.kind import ActorKind
+from actors.service import ServiceKind
 from actors.runtime import Runtime, RuntimeSettings
 from actorstack.config import Settings
 
@@ -31,14 +36,16 @@ class NotInitialised(Exception):
         super().__init__(f"the database at {redact(url)} has no actorstack schema: run `actorstack db init`")
 
 
-def builtin_kinds() -> list[ActorKind]:
-    """The actor kinds of the cloud itself (servers, volumes, … arrive with their issues)."""
-    return []
+def builtin_kinds() -> list[ActorKind | ServiceKind]:
+    """The actor kinds of the cloud itself (volumes, networks, … arrive with their issues)."""
+    from actors import scheduler, server
+
+    return [server.KIND, scheduler.KIND]
 
 
-def load_kinds(modules: Sequence[str]) -> list[ActorKind]:
+def load_kinds(modules: Sequence[str]) -> list[ActorKind | ServiceKind]:
     """Extra kinds from modules that define KINDS (plugins, and the test suite's probe kind)."""
-    kinds: list[ActorKind] = []
+    kinds: list[ActorKind | ServiceKind] = []
     for name in modules:
         kinds.extend(importlib.import_module(name).KINDS)
     return kinds
@@ -124,6 +131,58 @@ async def _start_api(
     log.info("api listening", url=options.base_url)
 
 
+@dataclasses.dataclass(frozen=True)
+class HostOptions:
+    """Host agents to run in this process, and how their hosts are configured."""
+
+    names: tuple[str, ...]
+    virt: str = "test"  # test or qemu
+    domain_type: str = "auto"  # qemu:///system only: auto, kvm or qemu (TCG)
+    # Several agents in one process simulate several hosts: each gets a directory of its own,
+    # <state dir>/hosts/<name>; a lone `hostagent` uses the state directory itself.
+    own_directories: bool = False
+    availability_zone: str = "nova"
+    host_ip: str = "127.0.0.1"
+    heartbeat: float = 10.0
+    sync_interval: float = 10.0
+    cpu_allocation_ratio: float = 4.0
+    ram_allocation_ratio: float = 1.0
+    disk_allocation_ratio: float = 1.0
+    reserved_memory_mb: int | None = None
+    shutdown_timeout: float = 60.0  # a clean shutdown's wait before a stop destroys the guest
+
+
+def simulated_host_names(count: int) -> tuple[str, ...]:
+    """The agents `up --hosts N` runs: <hostname>-1 … <hostname>-N."""
+    base = socket.gethostname().split(".")[0] or "host"
+    return tuple(f"{base}-{i}" for i in range(1, count + 1))
+
+
+async def _start_agents(
+    stack: contextlib.AsyncExitStack, settings: Settings, pool: asyncpg.Pool, options: HostOptions
+) -> None:
+    from api.image.store import image_dir
+    from hostagent.agent import AgentSettings, HostAgent
+    from hostagent.virt import make_driver
+
+    connection = await amqp.connect(settings.amqp_url)
+    stack.push_async_callback(connection.close)
+    for name in options.names:
+        state_dir: Path = settings.state_dir / "hosts" / name if options.own_directories else settings.state_dir
+        agent_settings = AgentSettings(
+            name=name, state_dir=state_dir, image_dir=image_dir(settings.state_dir),
+            availability_zone=options.availability_zone, host_ip=options.host_ip,
+            heartbeat=options.heartbeat, sync_interval=options.sync_interval,
+            cpu_allocation_ratio=options.cpu_allocation_ratio, ram_allocation_ratio=options.ram_allocation_ratio,
+            disk_allocation_ratio=options.disk_allocation_ratio, reserved_memory_mb=options.reserved_memory_mb,
+        )
+        driver = make_driver(options.virt, state_dir=state_dir, hostname=name, domain_type=options.domain_type,
+                             shutdown_timeout=options.shutdown_timeout)
+        agent = HostAgent(agent_settings, pool, connection, driver)
+        await agent.start()
+        stack.push_async_callback(agent.stop)
+
+
 async def run_roles(
     settings: Settings,
     stop: asyncio.Event,
@@ -131,6 +190,7 @@ async def run_roles(
     kinds: Iterable[ActorKind] | None = None,
     runtime_settings: RuntimeSettings | None = None,
     api: ApiOptions | None = None,
+    hosts: HostOptions | None = None,
     on_ready: Callable[[], None] = lambda: None,
 ) -> None:
     """Run the given roles in this process until `stop` is set; release all in reverse order."""
@@ -140,6 +200,8 @@ async def run_roles(
             await _start_runtime(stack, settings, pool, kinds, runtime_settings or RuntimeSettings())
         if api is not None:
             await _start_api(stack, settings, pool, api)
+        if hosts is not None and hosts.names:
+            await _start_agents(stack, settings, pool, hosts)
         on_ready()
         await stop.wait()
         log.info("stopping")

@@ -1,2 +1,11 @@
 """Host agents: claim resources on a compute host and drive libvirt, bridges and dnsmasq.
-Built by the compute issue; agents talk to actors only through `protocol` messages."""
+Agents talk to actors only through `protocol` messages (they consume `agent.<host>` and reply
+to the server actors); the only rows they write are their own host's in `compute_hosts`.
+
+- `agent.py`: the HostAgent (requests, replies, power-state sync, lifecycle);
+- `host.py`: the host's `compute_hosts` row (inventory and heartbeat);
+- `storage.py`, `qemu_img.py`: instance directories, the image cache, qcow2 overlays;
+- `virt/`: the hypervisor interface (`base.py`) and the libvirt driver (`libvirt.py`).
+
+Bridges, taps and dnsmasq arrive with the networking issue.
+"""

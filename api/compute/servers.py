@@ -182,6 +182,24 @@ def _count(data: dict[str, Any], key: str) -> int:
     return value
 
 
+def _image_from_block_devices(mappings: Any) -> str | None:
+    """The image of a local image boot expressed as a block device mapping (the openstack CLI
+    sends one with --image); volumes are not available yet, so any other mapping is refused."""
+    if mappings in (None, []):
+        return None
+    if not isinstance(mappings, list) or not all(isinstance(b, dict) for b in mappings):
+        raise BadRequest("Invalid input for field/attribute block_device_mapping_v2.")
+    image = None
+    for mapping in mappings:
+        if mapping.get("source_type") == "image" and mapping.get("destination_type", "local") == "local" \
+                and str(mapping.get("boot_index", "0")) == "0" and isinstance(mapping.get("uuid"), str):
+            image = mapping["uuid"]
+        else:
+            raise BadRequest("Block device mappings other than a local image boot are not available yet "
+                             "in this cloud (volumes arrive with the block storage issue).")
+    return image
+
+
 _ALLOWED = {"name", "imageRef", "flavorRef", "networks", "availability_zone", "key_name", "metadata",
             "user_data", "min_count", "max_count", "return_reservation_id", "description", "hostname",
             "security_groups", "config_drive", "adminPass", "OS-DCF:diskConfig", "block_device_mapping_v2",
@@ -206,7 +224,7 @@ async def create(request: web.Request) -> web.Response:
         raise BadRequest("Invalid input for field/attribute name. Value: %r. It must be 1 to 255 printable "
                          "characters with no leading or trailing whitespace" % name)
     flavor_ref = _text(data, "flavorRef", required=True) or ""
-    image_ref = _text(data, "imageRef")
+    image_ref = _text(data, "imageRef") or None
     networks = data.get("networks")
     if requested(request) >= (2, 37) and networks is None:
         raise BadRequest("Invalid input for field/attribute server. 'networks' is a required property")
@@ -214,8 +232,7 @@ async def create(request: web.Request) -> web.Response:
         raise BadRequest("Networking is not available yet in this cloud: boot with networks 'none'.")
     if networks not in (None, "none", "auto", []):
         raise BadRequest(f"Invalid input for field/attribute networks. Value: {networks!r}.")
-    if data.get("block_device_mapping_v2"):
-        raise BadRequest("Block device mappings are not available yet in this cloud.")
+    image_ref_from_bdm = _image_from_block_devices(data.get("block_device_mapping_v2"))
     metadata = data.get("metadata", {})
     if not isinstance(metadata, dict) or not all(
         isinstance(k, str) and isinstance(v, str) and 0 < len(k) <= 255 and len(v) <= 255 for k, v in metadata.items()
@@ -228,10 +245,17 @@ async def create(request: web.Request) -> web.Response:
     min_count, max_count = _count(data, "min_count"), _count(data, "max_count")
     if min_count > max_count:
         raise BadRequest("min_count must be <= max_count")
-    hints = document.get("os:scheduler_hints") or {}
+    if image_ref is None:
+        image_ref = image_ref_from_bdm
+    # Nova accepts the hints under either name (the SDK sends OS-SCH-HNT:scheduler_hints).
+    hints = document.get("os:scheduler_hints") or document.get("OS-SCH-HNT:scheduler_hints") or {}
     if not isinstance(hints, dict):
         raise BadRequest("Invalid input for field/attribute os:scheduler_hints.")
     group_id = hints.get("group")
+    if isinstance(group_id, list) and len(group_id) == 1:
+        group_id = group_id[0]
+    if group_id is not None and not isinstance(group_id, str):
+        raise BadRequest(f"Invalid input for field/attribute group. Value: {group_id!r}.")
 
     async with context.pool.acquire() as conn, conn.transaction():
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -16,9 +17,14 @@ TINY = m.FlavorSpec(id="1", name="m1.tiny", ram=512, vcpus=1, disk=1)
 
 
 @pytest.fixture
-async def zone(pool: asyncpg.Pool) -> str:
-    """A fresh availability zone: the test's hosts are the only candidates in it."""
-    return f"az-{uuid.uuid4().hex[:8]}"
+async def zone(pool: asyncpg.Pool) -> AsyncIterator[str]:
+    """A fresh availability zone: the test's hosts are the only candidates in it. Its hosts and
+    their claims are removed afterwards (they would show as down hypervisors otherwise)."""
+    name = f"az-{uuid.uuid4().hex[:8]}"
+    yield name
+    await pool.execute(
+        "DELETE FROM allocations WHERE host IN (SELECT name FROM compute_hosts WHERE availability_zone = $1)", name)
+    await pool.execute("DELETE FROM compute_hosts WHERE availability_zone = $1", name)
 
 
 async def add_host(pool: asyncpg.Pool, zone: str, name: str, *, vcpus: int = 2, memory_mb: int = 1024,

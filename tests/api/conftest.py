@@ -144,7 +144,8 @@ def cloud(services: Services, tmp_path_factory: pytest.TempPathFactory) -> Itera
     env = services.env(ACTORSTACK_STATE_DIR=str(state_dir), ACTORSTACK_ADMIN_PASSWORD=password)
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "actorstack.cli", "up", "--listen", f"127.0.0.1:{port}", "--log-format", "json"],
+            [sys.executable, "-m", "actorstack.cli", "up", "--listen", f"127.0.0.1:{port}", "--log-format", "json",
+             "--hosts", "3", "--virt", "test", "--host-heartbeat", "1", "--sync-interval", "2"],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"

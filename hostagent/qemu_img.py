@@ -1,0 +1,90 @@
+"""`qemu-img`, run as an asyncio subprocess (never blocking the event loop).
+
+Images are user data, and `qemu-img info` parses them: as Nova does (QEMU_IMG_LIMITS), it runs
+under `prlimit` with 1 GiB of address space and 30 s of CPU, so a crafted image cannot make the
+agent's host swap or spin; every call also has a wall-clock timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+LIMITS = ("prlimit", f"--as={1024 ** 3}", "--cpu=30")
+TIMEOUT = 120.0  # seconds, wall clock, for any one call
+
+
+class QemuImgError(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageInfo:
+    format: str
+    virtual_size: int  # bytes
+    backing_file: str | None
+    data_file: str | None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ImageInfo:
+        specific = (data.get("format-specific") or {}).get("data") or {}
+        return cls(
+            format=str(data["format"]),
+            virtual_size=int(data["virtual-size"]),
+            backing_file=data.get("backing-filename") or data.get("full-backing-filename"),
+            data_file=specific.get("data-file"),
+        )
+
+
+async def run(*args: str, limited: bool = False) -> str:
+    """Run qemu-img with `args`; its stdout, or QemuImgError with its stderr."""
+    argv = [*(LIMITS if limited else ()), "qemu-img", *args]
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+    except OSError as exc:
+        raise QemuImgError(f"cannot run {argv[0]}: {exc.strerror or exc}") from None
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), TIMEOUT)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise QemuImgError(f"qemu-img {args[0]} took longer than {TIMEOUT:.0f}s") from None
+    except asyncio.CancelledError:
+        if proc.returncode is None:
+            proc.kill()
+            await asyncio.shield(proc.wait())
+        raise
+    if proc.returncode != 0:
+        message = err.decode(errors="replace").strip() or f"exit status {proc.returncode}"
+        raise QemuImgError(f"qemu-img {args[0]} failed: {message}")
+    return out.decode()
+
+
+async def info(path: Path) -> ImageInfo:
+    """What the file is, probed by qemu-img (`-U`: read it even while a guest holds its lock)."""
+    text = await run("info", "-U", "--output=json", str(path), limited=True)
+    try:
+        return ImageInfo.from_json(json.loads(text))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise QemuImgError(f"qemu-img info printed something unexpected: {exc}") from None
+
+
+async def create_overlay(path: Path, backing: Path, backing_format: str, size: int | None = None) -> None:
+    """A qcow2 file whose unwritten blocks read from `backing`; `size` (bytes) grows it beyond
+    the backing file's size, as `qemu-img resize` would afterwards."""
+    args = ["create", "-q", "-f", "qcow2", "-b", str(backing), "-F", backing_format, str(path)]
+    if size is not None:
+        args.append(str(size))
+    await run(*args)
+
+
+async def create_blank(path: Path, size: int) -> None:
+    await run("create", "-q", "-f", "qcow2", str(path), str(size))

@@ -1,0 +1,214 @@
+"""The virt driver interface: what a host agent asks of a hypervisor.
+
+One abstract class and small concrete drivers beside it (aio-pika's `abc.py` style): the agent
+speaks only this interface, so a driver for another hypervisor (or a fake for a unit test) is a
+new module, not a change to the agent. Every method is a coroutine and must not block the event
+loop: a driver over a blocking library runs its calls in threads of its own.
+
+Power states are Nova's numbers (what the server actor stores and compares), not the
+hypervisor's; each driver maps its own states onto them.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import dataclasses
+import enum
+from collections.abc import AsyncIterator
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+
+class PowerState(enum.IntEnum):
+    """Nova's power_state values, as the server actor stores them."""
+
+    NOSTATE = 0
+    RUNNING = 1
+    PAUSED = 3
+    SHUTDOWN = 4
+    CRASHED = 6
+    SUSPENDED = 7
+
+
+class Action(str, enum.Enum):
+    """The power actions of `agent.power` (the wire strings)."""
+
+    STOP = "stop"
+    START = "start"
+    REBOOT = "reboot"
+    REBOOT_HARD = "reboot_hard"
+    PAUSE = "pause"
+    UNPAUSE = "unpause"
+    SUSPEND = "suspend"
+    RESUME = "resume"
+
+
+# An action whose end state already holds is done without touching the domain: a redelivered
+# or repeated request then reports success instead of a spurious failure. Reboots have no end
+# state that proves they happened, so they always act.
+IN_EFFECT: dict[Action, frozenset[PowerState]] = {
+    Action.STOP: frozenset({PowerState.SHUTDOWN}),
+    Action.START: frozenset({PowerState.RUNNING}),
+    Action.PAUSE: frozenset({PowerState.PAUSED}),
+    Action.UNPAUSE: frozenset({PowerState.RUNNING}),
+    Action.SUSPEND: frozenset({PowerState.SUSPENDED}),
+    Action.RESUME: frozenset({PowerState.RUNNING}),
+}
+
+# The states an action may start from (checked after IN_EFFECT).
+_ANY = frozenset(PowerState)
+ALLOWED_FROM: dict[Action, frozenset[PowerState]] = {
+    Action.STOP: _ANY,
+    Action.START: frozenset({PowerState.SHUTDOWN, PowerState.CRASHED, PowerState.NOSTATE}),
+    Action.REBOOT: frozenset({PowerState.RUNNING}),
+    Action.REBOOT_HARD: _ANY,
+    Action.PAUSE: frozenset({PowerState.RUNNING}),
+    Action.UNPAUSE: frozenset({PowerState.PAUSED}),
+    Action.SUSPEND: frozenset({PowerState.RUNNING, PowerState.PAUSED}),
+    Action.RESUME: frozenset({PowerState.SUSPENDED}),
+}
+
+
+# --- what the agent hands a driver, and what it gets back ---------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Disk:
+    """One file-backed disk of an instance, in the order the guest sees them (vda, vdb, …)."""
+
+    path: Path
+    format: str  # qcow2 or raw
+
+
+@dataclasses.dataclass(frozen=True)
+class InstanceSpec:
+    """Everything a driver needs to create an instance; the files already exist."""
+
+    uuid: str  # the server id; also the domain's UUID
+    name: str  # the server's display name: metadata only, never trusted as markup
+    vcpus: int
+    memory_mb: int
+    disks: tuple[Disk, ...]
+    console_log: Path
+    flavor_name: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class HostInfo:
+    """The hypervisor's inventory and identity, for the host's `compute_hosts` row."""
+
+    virt_type: str  # test, qemu or kvm: the domain type guests get
+    vcpus: int
+    memory_mb: int
+    hypervisor_type: str  # as libvirt names it: TEST, QEMU
+    hypervisor_version: int  # major * 1,000,000 + minor * 1,000 + release
+    hypervisor_hostname: str
+
+
+@dataclasses.dataclass(frozen=True)
+class LifecycleEvent:
+    """The hypervisor says something happened to an instance. The state is a hint: the agent
+    reads the current state again before it reports anything (level, not edge, triggered)."""
+
+    uuid: str
+    power_state: PowerState
+
+
+# --- errors that carry data ---------------------------------------------------------------------
+
+
+class VirtError(Exception):
+    """The hypervisor refused or failed; `reason` is fit for a server fault."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class InstanceNotFound(VirtError):
+    def __init__(self, uuid: str) -> None:
+        super().__init__(f"Instance {uuid} could not be found on this host.")
+        self.uuid = uuid
+
+
+class IllegalPowerAction(VirtError):
+    """The action cannot start from the instance's current state (e.g. unpause a running one)."""
+
+    def __init__(self, action: Action, state: PowerState) -> None:
+        super().__init__(f"Cannot {action.value} the instance while it is in power state {state.name}.")
+        self.action, self.state = action, state
+
+
+# --- the interface ------------------------------------------------------------------------------
+
+
+class VirtDriver(abc.ABC):
+    """A hypervisor connection. Use as an async context manager (or open/close)."""
+
+    #: The driver forgets its instances when the process ends (an in-memory hypervisor).
+    #: The agent then restores the definitions it kept, shut off, as a host reboot leaves them.
+    volatile: bool = False
+
+    def __init__(self) -> None:
+        self._events: asyncio.Queue[LifecycleEvent] = asyncio.Queue()
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect, and start delivering lifecycle events."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Stop events and disconnect. Idempotent."""
+
+    @abc.abstractmethod
+    async def host_info(self) -> HostInfo: ...
+
+    @abc.abstractmethod
+    def describe(self, spec: InstanceSpec) -> str:
+        """The hypervisor's definition of the instance (libvirt XML), as `spawn` would create it;
+        pure, so the agent can keep a copy in the instance directory first."""
+
+    @abc.abstractmethod
+    async def spawn(self, spec: InstanceSpec) -> PowerState:
+        """Define the instance persistently and start it; its power state afterwards."""
+
+    @abc.abstractmethod
+    async def restore(self, definition: str) -> None:
+        """Define (not start) an instance from a definition `describe` produced earlier."""
+
+    @abc.abstractmethod
+    async def power_state(self, uuid: str) -> PowerState | None:
+        """The instance's power state, or None when the hypervisor has no such instance."""
+
+    @abc.abstractmethod
+    async def instances(self) -> dict[str, PowerState]:
+        """Every instance this driver manages (by UUID) with its power state."""
+
+    @abc.abstractmethod
+    async def power(self, uuid: str, action: Action) -> PowerState:
+        """Perform a power action; the power state afterwards. Raises InstanceNotFound, or
+        IllegalPowerAction; an action already in effect (IN_EFFECT) succeeds without acting."""
+
+    @abc.abstractmethod
+    async def destroy(self, uuid: str) -> bool:
+        """Stop and undefine the instance (and any saved state); False if it did not exist."""
+
+    async def events(self) -> AsyncIterator[LifecycleEvent]:
+        """Lifecycle events as the hypervisor reports them, for one consumer, until cancelled."""
+        while True:
+            yield await self._events.get()
+
+    def _emit(self, event: LifecycleEvent) -> None:
+        """For implementations: queue an event (call on the event loop's thread)."""
+        self._events.put_nowait(event)
