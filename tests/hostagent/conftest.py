@@ -15,10 +15,14 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import asyncpg
 import pytest
 
+from hostagent.agent import AgentSettings, HostAgent
 from hostagent.virt.libvirt import LibvirtDriver
+from protocol.routing import agent_queue
 
 PREFIX = f"hatest-{uuid.uuid4().hex[:6]}"
 
@@ -69,3 +73,37 @@ async def open_test_driver(workdir: Path) -> AsyncIterator[Callable[..., Awaitab
     yield open_driver
     for driver in opened:
         await driver.close()
+
+
+SYNC = 0.5  # the agents' power-state sync period in these tests (s)
+StartAgent = Callable[..., Awaitable[HostAgent]]
+
+
+@pytest.fixture
+async def start_agent(pool: asyncpg.Pool, broker: Any, workdir: Path, image_dir: Path) -> AsyncIterator[StartAgent]:
+    """Start HostAgents (all stopped, their rows and queues removed, when the test ends)."""
+    started: list[HostAgent] = []
+    names: set[str] = set()
+
+    async def start(name: str | None = None, *, driver: type[LibvirtDriver] = LibvirtDriver,
+                    **overrides: Any) -> HostAgent:
+        """`driver`: a LibvirtDriver subclass, to inject a hypervisor's failures."""
+        name = name or f"{PREFIX}-{uuid.uuid4().hex[:6]}"
+        values: dict[str, Any] = {"name": name, "state_dir": workdir / name, "image_dir": image_dir,
+                                  "heartbeat": 0.2, "sync_interval": SYNC}
+        values.update(overrides)
+        settings = AgentSettings(**values)
+        agent = HostAgent(settings, pool, broker, driver.for_test(settings.state_dir, name))
+        await agent.start()
+        started.append(agent)
+        names.add(name)
+        return agent
+
+    yield start
+    for agent in reversed(started):
+        await agent.stop()
+    await pool.execute("DELETE FROM compute_hosts WHERE name = ANY($1::text[])", list(names))
+    channel = await broker.channel()
+    for name in names:
+        await channel.queue_delete(agent_queue(name))
+    await channel.close()

@@ -23,40 +23,10 @@ from protocol import Envelope, Message, Target, decode
 from protocol import compute as m
 from protocol.routing import ACTOR_EXCHANGE, agent_queue, route
 from tests.conftest import wait_until
-from tests.hostagent.conftest import PREFIX, make_image
+from tests.hostagent.conftest import PREFIX, SYNC, StartAgent, make_image
 
 TINY = m.FlavorSpec(id="1", name="m1.tiny", ram=512, vcpus=1, disk=1)
-SYNC = 0.5  # the agents' sync period in these tests (s)
 
-StartAgent = Callable[..., Awaitable[HostAgent]]
-
-
-@pytest.fixture
-async def start_agent(pool: asyncpg.Pool, broker: Any, workdir: Path, image_dir: Path) -> AsyncIterator[StartAgent]:
-    """Start HostAgents (all stopped, their rows and queues removed, when the test ends)."""
-    started: list[HostAgent] = []
-    names: set[str] = set()
-
-    async def start(name: str | None = None, **overrides: Any) -> HostAgent:
-        name = name or f"{PREFIX}-{uuid.uuid4().hex[:6]}"
-        values: dict[str, Any] = {"name": name, "state_dir": workdir / name, "image_dir": image_dir,
-                                  "heartbeat": 0.2, "sync_interval": SYNC}
-        values.update(overrides)
-        settings = AgentSettings(**values)
-        agent = HostAgent(settings, pool, broker, LibvirtDriver.for_test(settings.state_dir, name))
-        await agent.start()
-        started.append(agent)
-        names.add(name)
-        return agent
-
-    yield start
-    for agent in reversed(started):
-        await agent.stop()
-    await pool.execute("DELETE FROM compute_hosts WHERE name = ANY($1::text[])", list(names))
-    channel = await broker.channel()
-    for name in names:
-        await channel.queue_delete(agent_queue(name))
-    await channel.close()
 
 
 class ServerInbox:
