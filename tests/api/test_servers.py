@@ -60,6 +60,14 @@ def test_server_lifecycle_through_the_cli(cloud: Cloud, image: str) -> None:
     err = cloud.openstack_fails("server", "start", server)
     assert "Cannot 'start' instance" in err.stderr and "409" in err.stderr
 
+    cloud.openstack("server", "set", "--name", f"{name}-renamed", "--property", "role=web", "--property",
+                    "tier=<&>", server, fmt=None)
+    shown = cloud.openstack("server", "show", server)
+    assert shown["name"] == f"{name}-renamed"
+    assert shown["properties"] in ({"role": "web", "tier": "<&>"}, "role='web', tier='<&>'")
+    cloud.openstack("server", "unset", "--property", "role", server, fmt=None)
+    assert "role" not in str(cloud.openstack("server", "show", server)["properties"])
+
     actions = [a["Action"] for a in cloud.openstack("server", "event", "list", server)]
     assert actions[-1] == "create" and "stop" in actions
 
@@ -106,6 +114,28 @@ async def test_illegal_action_is_a_409_with_novas_message_and_changes_nothing(cl
     assert status == 400
     status, _, _ = await cloud.request("DELETE", f"/compute/v2.1/servers/{server_id}", who=member)
     assert status == 204
+
+
+async def test_multi_create_makes_max_count_servers_within_quota(cloud: Cloud, image: str) -> None:
+    who = await cloud.new_member("multi")
+    token = await cloud.token(who)
+    admin = await cloud.token()
+    status, _, _ = await cloud.request("PUT", f"/compute/v2.1/os-quota-sets/{who.project_id}", token=admin,
+                                       json={"quota_set": {"instances": 3}})
+    assert status == 200
+    request = {"name": "many", "imageRef": image, "flavorRef": "42", "networks": "none",
+               "min_count": 2, "max_count": 5, "return_reservation_id": True}
+    status, body, _ = await cloud.request("POST", "/compute/v2.1/servers", token=token, json={"server": request},
+                                          headers={"OpenStack-API-Version": "compute 2.96"})
+    assert status == 202 and body["reservation_id"].startswith("r-")
+    _, listing, _ = await cloud.request("GET", "/compute/v2.1/servers", token=token)
+    assert sorted(s["name"] for s in listing["servers"]) == ["many-1", "many-2", "many-3"]  # as many as fit
+    request.update(min_count=1, max_count=1, return_reservation_id=False)
+    status, body, _ = await cloud.request("POST", "/compute/v2.1/servers", token=token, json={"server": request},
+                                          headers={"OpenStack-API-Version": "compute 2.96"})
+    assert status == 403 and "Quota exceeded for instances" in body["forbidden"]["message"]
+    for server in listing["servers"]:
+        await cloud.request("DELETE", f"/compute/v2.1/servers/{server['id']}", token=token)
 
 
 async def test_another_projects_server_is_invisible(cloud: Cloud, image: str) -> None:
