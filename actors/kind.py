@@ -69,11 +69,14 @@ class RowStore:
         )
         self._delete = f"DELETE FROM {sql_table} WHERE id = $1 AND version = $2"
 
-    def _decode(self, row: asyncpg.Record | None) -> Any:
-        return None if row is None else msgspec.convert(dict(row), self.record, strict=False)
+    def decode(self, row: asyncpg.Record | None) -> Any:
+        """The record in a row (a row with more columns, e.g. a SELECT *, is fine)."""
+        if row is None:
+            return None
+        return msgspec.convert({c: row[c] for c in self.columns}, self.record, strict=False)
 
     async def load(self, conn: asyncpg.Connection, actor_id: str, *, lock: bool) -> Any:
-        return self._decode(await conn.fetchrow(self._select_locked if lock else self._select, actor_id))
+        return self.decode(await conn.fetchrow(self._select_locked if lock else self._select, actor_id))
 
     async def insert(self, conn: asyncpg.Connection, record: Any) -> Any | None:
         """Insert a new actor at version 1; None when a row with that id already exists."""

@@ -97,10 +97,8 @@ async def run_turn(
 
         rows, due, cancelled, events = _effects(kind, envelope, record, new_record, outcome, shards)
         rows += _reply(envelope, new_state=kind.table.current_state(new_record), result=outcome.result)
-        await outbox.write(conn, rows)
-        await timers.set_timers(conn, kind.name, actor_id, due)
-        await timers.cancel_timers(conn, kind.name, actor_id, cancelled)
-        await _write_events(conn, kind, envelope, new_record if new_record is not None else record, events)
+        await _write_turn(conn, kind, envelope, new_record if new_record is not None else record,
+                          rows, due, cancelled, events)
     return TurnResult("applied", new_record, sent=len(rows), timers_set=bool(due))
 
 
@@ -191,11 +189,25 @@ async def run_service_turn(
             raise HandlerError(f"{type(exc).__name__}: {exc}") from exc
         rows, due, cancelled, events = _perform(envelope, effects, None, None, shards)
         rows += _reply(envelope, new_state=None)
-        await outbox.write(conn, rows)
-        await timers.set_timers(conn, kind.name, actor_id, due)
-        await timers.cancel_timers(conn, kind.name, actor_id, cancelled)
-        await _write_events(conn, kind, envelope, None, events)
+        await _write_turn(conn, kind, envelope, None, rows, due, cancelled, events)
     return TurnResult("applied", None, sent=len(rows), timers_set=bool(due))
+
+
+async def _write_turn(
+    conn: asyncpg.Connection,
+    kind: ActorKind | ServiceKind,
+    envelope: Envelope,
+    record: Any,
+    rows: list[OutboxRow],
+    due: list[tuple[str, float, OutboxRow]],
+    cancelled: list[str],
+    events: list[_Event],
+) -> None:
+    """A turn's effects, in its transaction: outgoing messages, timers, events."""
+    await outbox.write(conn, rows)
+    await timers.set_timers(conn, kind.name, envelope.target.id, due)
+    await timers.cancel_timers(conn, kind.name, envelope.target.id, cancelled)
+    await _write_events(conn, kind, envelope, record, events)
 
 
 def _reply(

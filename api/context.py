@@ -5,17 +5,16 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import asyncpg
 import msgspec
 from aiohttp import web
 
 from api.auth import AuthContext, TokenCodec
-from api.errors import BadRequest, UnsupportedMediaType
+from api.errors import BadRequest
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-T = TypeVar("T")
 
 
 @dataclasses.dataclass
@@ -43,23 +42,6 @@ def ctx(request: web.Request) -> ApiContext:
 
 def caller(request: web.Request) -> AuthContext:
     return request[AUTH_KEY]
-
-
-async def body(request: web.Request, type_: type[T]) -> T:
-    """The JSON body decoded strictly into `type_`; a clear 400 otherwise."""
-    if request.content_type not in ("application/json", "", "application/octet-stream") and not (
-        request.content_type.endswith("+json") or request.content_type.startswith("application/openstack")
-    ):
-        raise UnsupportedMediaType(f"Unsupported Content-Type {request.content_type!r}; send application/json.")
-    raw = await request.read()
-    if not raw:
-        raise BadRequest("The request body is empty; a JSON object was expected.")
-    try:
-        return msgspec.json.decode(raw, type=type_)
-    except msgspec.ValidationError as exc:
-        raise BadRequest(f"Invalid input for field/attribute: {exc}") from None
-    except msgspec.DecodeError as exc:
-        raise BadRequest(f"Malformed request body: {exc}") from None
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:

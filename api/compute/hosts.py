@@ -6,8 +6,8 @@ same rule the scheduler filters by; an operator disables a host through os-servi
 
 from __future__ import annotations
 
-import datetime
 import uuid
+import zlib
 from typing import Any
 
 import asyncpg
@@ -17,6 +17,7 @@ from actors.scheduler import HOST_DOWN_AFTER
 from api.compute.microversion import requested
 from api.context import caller, ctx, json_body, json_response
 from api.errors import BadRequest, NotFound
+from api.times import iso_micro
 
 _NS = uuid.UUID("2f6c9b0e-6a54-4c1e-9d0a-7b3e5c1f4a21")
 _HOSTS = """
@@ -30,8 +31,9 @@ def host_uuid(name: str, what: str) -> str:
     return str(uuid.uuid5(_NS, f"{what}:{name}"))
 
 
-def _iso(value: datetime.datetime) -> str:
-    return value.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
+def legacy_id(name: str) -> int:
+    """The integer id older microversions (< 2.53) show: stable across processes and restarts."""
+    return zlib.crc32(name.encode()) % 10**6
 
 
 async def _hosts(request: web.Request) -> list[asyncpg.Record]:
@@ -41,7 +43,7 @@ async def _hosts(request: web.Request) -> list[asyncpg.Record]:
 def _hypervisor(request: web.Request, row: asyncpg.Record, *, detail: bool) -> dict[str, Any]:
     version = requested(request)
     hv: dict[str, Any] = {
-        "id": host_uuid(row["name"], "hypervisor") if version >= (2, 53) else abs(hash(row["name"])) % 10**6,
+        "id": host_uuid(row["name"], "hypervisor") if version >= (2, 53) else legacy_id(row["name"]),
         "hypervisor_hostname": row["hypervisor_hostname"],
         "state": "up" if row["up"] else "down",
         "status": "enabled" if row["enabled"] else "disabled",
@@ -86,20 +88,20 @@ async def show_hypervisor(request: web.Request) -> web.Response:
     wanted = request.match_info["hypervisor_id"]
     for row in await _hosts(request):
         if wanted in (host_uuid(row["name"], "hypervisor"), row["hypervisor_hostname"],
-                      str(abs(hash(row["name"])) % 10**6)):
+                      str(legacy_id(row["name"]))):
             return json_response({"hypervisor": _hypervisor(request, row, detail=True)})
     raise NotFound(f"Hypervisor with ID {wanted} could not be found.")
 
 
 def _service(request: web.Request, row: asyncpg.Record) -> dict[str, Any]:
     return {
-        "id": host_uuid(row["name"], "service") if requested(request) >= (2, 53) else abs(hash(row["name"])) % 10**6,
+        "id": host_uuid(row["name"], "service") if requested(request) >= (2, 53) else legacy_id(row["name"]),
         "binary": "nova-compute",
         "host": row["name"],
         "zone": row["availability_zone"],
         "status": "enabled" if row["enabled"] else "disabled",
         "state": "up" if row["up"] else "down",
-        "updated_at": _iso(row["heartbeat_at"]),
+        "updated_at": iso_micro(row["heartbeat_at"]),
         "disabled_reason": row["disabled_reason"],
         "forced_down": False,
     }
@@ -153,7 +155,7 @@ async def availability_zones_detail(request: web.Request) -> web.Response:
     for r in rows:
         zone = zones.setdefault(r["availability_zone"], {})
         zone[r["name"]] = {"nova-compute": {"available": bool(r["up"] and r["enabled"]), "active": bool(r["enabled"]),
-                                            "updated_at": _iso(r["heartbeat_at"])}}
+                                            "updated_at": iso_micro(r["heartbeat_at"])}}
     return json_response({"availabilityZoneInfo": [
         {"zoneName": z, "zoneState": {"available": True}, "hosts": hosts} for z, hosts in sorted(zones.items())]})
 

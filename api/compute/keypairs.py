@@ -13,7 +13,6 @@ Status codes follow the microversion as Nova's do: create 200 at 2.1 and 201 fro
 from __future__ import annotations
 
 import asyncio
-import datetime
 import string
 from typing import Any
 
@@ -29,14 +28,10 @@ from api.compute.microversion import requested
 from api.compute.usage import keypair_usage
 from api.context import caller, ctx, json_response
 from api.errors import BadRequest, Conflict, NotFound
+from api.times import iso_micro
 
 _NAME_CHARS = "_- " + string.digits + string.ascii_letters
 _NAME_CHARS_292 = "@._- " + string.digits + string.ascii_letters
-
-
-def _iso(ts: datetime.datetime) -> str:
-    """Nova's timestamps in keypair responses: UTC, microseconds, no zone suffix."""
-    return ts.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
 
 
 def _list_view(request: web.Request, row: asyncpg.Record) -> dict[str, Any]:
@@ -48,7 +43,7 @@ def _list_view(request: web.Request, row: asyncpg.Record) -> dict[str, Any]:
 
 def _show_view(request: web.Request, row: asyncpg.Record) -> dict[str, Any]:
     view = _list_view(request, row)
-    view.update(user_id=row["user_id"], created_at=_iso(row["created_at"]), deleted=False, deleted_at=None,
+    view.update(user_id=row["user_id"], created_at=iso_micro(row["created_at"]), deleted=False, deleted_at=None,
                 id=row["id"], updated_at=None)
     return view
 

@@ -9,7 +9,6 @@ runs again in the actor when the message arrives.
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import re
 import secrets
@@ -17,7 +16,6 @@ import uuid
 from typing import Any
 
 import asyncpg
-import msgspec
 from aiohttp import web
 
 from actors import outbox
@@ -32,24 +30,11 @@ from api.compute.usage import server_usage
 from api.context import caller, ctx, json_body, json_response
 from api.errors import BadRequest, Conflict, Forbidden, NotFound
 from api.image.access import visible_image
+from api.times import iso_micro, iso_seconds
 from protocol import Envelope, Message, Target
 from protocol import compute as m
 
 _NAME = re.compile(r"^(?!\s)[^\x00-\x1f\x7f]{1,255}(?<!\s)$")
-
-
-def _iso(value: datetime.datetime | float | None) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, (int, float)):
-        value = datetime.datetime.fromtimestamp(value, datetime.UTC)
-    return value.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _usage_iso(value: float | None) -> str | None:
-    if value is None:
-        return None
-    return datetime.datetime.fromtimestamp(value, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
 
 
 def not_found(server_id: str) -> NotFound:
@@ -62,11 +47,6 @@ async def find(conn: Any, me: AuthContext, server_id: str) -> asyncpg.Record:
     if row is None or (not me.is_admin and row["project_id"] != me.project_id):
         raise not_found(server_id)
     return row
-
-
-def record_of(row: asyncpg.Record) -> server_actor.ServerRecord:
-    fields = server_actor.ServerRecord.__struct_fields__
-    return msgspec.convert({k: row[k] for k in fields}, server_actor.ServerRecord, strict=False)
 
 
 # --- views ------------------------------------------------------------------------------------------
@@ -90,8 +70,8 @@ def view(request: web.Request, row: asyncpg.Record) -> dict[str, Any]:
         if row["host"] else "",
         "image": {"id": row["image_id"], "links": [{"rel": "bookmark", "href": f"{base}/compute/images/{row['image_id']}"}]}
         if row["image_id"] else "",
-        "created": _iso(row["created_at"]),
-        "updated": _iso(row["updated_at"] or row["created_at"]),
+        "created": iso_seconds(row["created_at"]),
+        "updated": iso_seconds(row["updated_at"] or row["created_at"]),
         "addresses": {},
         "accessIPv4": "",
         "accessIPv6": "",
@@ -101,8 +81,8 @@ def view(request: web.Request, row: asyncpg.Record) -> dict[str, Any]:
         "OS-EXT-AZ:availability_zone": row["availability_zone"] or "",
         "config_drive": "True" if row["config_drive"] else "",
         "key_name": row["key_name"],
-        "OS-SRV-USG:launched_at": _usage_iso(row["launched_at"]),
-        "OS-SRV-USG:terminated_at": _usage_iso(row["terminated_at"]),
+        "OS-SRV-USG:launched_at": iso_micro(row["launched_at"]) if row["launched_at"] else None,
+        "OS-SRV-USG:terminated_at": iso_micro(row["terminated_at"]) if row["terminated_at"] else None,
         "OS-EXT-STS:task_state": row["task_state"],
         "OS-EXT-STS:vm_state": row["vm_state"],
         "OS-EXT-STS:power_state": row["power_state"],
@@ -147,7 +127,7 @@ def view(request: web.Request, row: asyncpg.Record) -> dict[str, Any]:
         server["pinned_availability_zone"] = row["requested_availability_zone"]
     fault = row["fault"]
     if fault and row["vm_state"] in ("error", "deleted"):
-        shown = {"code": fault["code"], "created": _iso(fault["created"]), "message": fault["message"]}
+        shown = {"code": fault["code"], "created": iso_seconds(fault["created"]), "message": fault["message"]}
         if me.is_admin or fault["code"] != 500:
             shown["details"] = fault.get("details", "")
         server["fault"] = shown
@@ -233,12 +213,7 @@ async def create(request: web.Request) -> web.Response:
     if networks not in (None, "none", "auto", []):
         raise BadRequest(f"Invalid input for field/attribute networks. Value: {networks!r}.")
     image_ref_from_bdm = _image_from_block_devices(data.get("block_device_mapping_v2"))
-    metadata = data.get("metadata", {})
-    if not isinstance(metadata, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) and 0 < len(k) <= 255 and len(v) <= 255 for k, v in metadata.items()
-    ):
-        raise BadRequest("Invalid input for field/attribute metadata. Keys and values must be strings of 1-255 "
-                         "(keys) and 0-255 (values) characters")
+    metadata = _checked_metadata(data.get("metadata", {}))
     description = _text(data, "description", max_len=255)
     user_data = _text(data, "user_data", max_len=65535)
     zone = _text(data, "availability_zone")
@@ -526,7 +501,7 @@ async def _send(request: web.Request, body: Message, action: str, *, nova_action
         row = await find(conn, me, server_id)
         if row["locked"] and not me.is_admin:
             raise Conflict(f"Instance {server_id} is locked")
-        record = record_of(row)
+        record = server_actor.KIND.store.decode(row)
         if not server_actor.table.allows(record, type(body)):
             raise _conflict(row, action)
         if row["host"] is None and not isinstance(body, m.DeleteServer):
@@ -568,9 +543,9 @@ async def action(request: web.Request) -> web.Response:
 def _action_view(request: web.Request, row: asyncpg.Record) -> dict[str, Any]:
     action = {"action": row["action"], "instance_uuid": row["server_id"], "message": row["message"],
               "project_id": row["project_id"], "request_id": row["request_id"],
-              "start_time": _iso(row["start_time"]), "user_id": row["user_id"]}
+              "start_time": iso_seconds(row["start_time"]), "user_id": row["user_id"]}
     if requested(request) >= (2, 58):
-        action["updated_at"] = _iso(row["start_time"])
+        action["updated_at"] = iso_seconds(row["start_time"])
     return action
 
 

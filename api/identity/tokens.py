@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 from typing import Any
 
 import asyncpg
@@ -12,11 +11,8 @@ from api import catalog as catalog_
 from api.auth import AuthContext, TokenPayload, check_not_revoked, check_password
 from api.context import caller, ctx, json_body, json_response, public
 from api.errors import BadRequest, Forbidden, NotFound, Unauthorized
+from api.times import iso_micro
 from api.identity.views import effective_roles, find_domain, links, project_view
-
-
-def _iso(ts: float) -> str:
-    return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") + "Z"
 
 
 def token_body(payload: TokenPayload, base_url: str, *, with_catalog: bool = True) -> dict[str, Any]:
@@ -25,8 +21,8 @@ def token_body(payload: TokenPayload, base_url: str, *, with_catalog: bool = Tru
         "methods": list(payload.methods),
         "user": {"domain": domain, "id": payload.user_id, "name": payload.user_name, "password_expires_at": None},
         "audit_ids": [payload.audit_id],
-        "expires_at": _iso(payload.expires_at),
-        "issued_at": _iso(payload.issued_at),
+        "expires_at": iso_micro(payload.expires_at) + "Z",
+        "issued_at": iso_micro(payload.issued_at) + "Z",
     }
     if payload.project_id is not None:
         pdomain = payload.project_domain_id or "default"

@@ -6,15 +6,11 @@ endpoint, not from these.
 
 from __future__ import annotations
 
-import datetime
 from typing import Any
 
 import asyncpg
 
-
-def isotime(moment: datetime.datetime) -> str:
-    """Glance's timestamp format: UTC, whole seconds, a Z."""
-    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+from api.times import iso_seconds
 
 
 def image_view(row: asyncpg.Record) -> dict[str, Any]:
@@ -39,8 +35,8 @@ def image_view(row: asyncpg.Record) -> dict[str, Any]:
         min_disk=row["min_disk"],
         min_ram=row["min_ram"],
         tags=list(row["tags"]),
-        created_at=isotime(row["created_at"]),
-        updated_at=isotime(row["updated_at"]),
+        created_at=iso_seconds(row["created_at"]),
+        updated_at=iso_seconds(row["updated_at"]),
         self=f"/v2/images/{image_id}",
         file=f"/v2/images/{image_id}/file",
         schema="/v2/schemas/image",
@@ -53,7 +49,7 @@ def member_view(row: asyncpg.Record) -> dict[str, Any]:
         "image_id": row["image_id"],
         "member_id": row["member_id"],
         "status": row["status"],
-        "created_at": isotime(row["created_at"]),
-        "updated_at": isotime(row["updated_at"]),
+        "created_at": iso_seconds(row["created_at"]),
+        "updated_at": iso_seconds(row["updated_at"]),
         "schema": "/v2/schemas/member",
     }

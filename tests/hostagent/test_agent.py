@@ -16,7 +16,7 @@ import asyncpg
 import pytest
 
 from actors.client import ActorClient
-from hostagent.agent import AgentSettings, HostAgent
+from hostagent.agent import HostAgent
 from hostagent.virt.base import PowerState
 from hostagent.virt.libvirt import LibvirtDriver
 from protocol import Envelope, Message, Target, decode
