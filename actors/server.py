@@ -4,13 +4,16 @@ A server's state is Nova's pair (vm_state, task_state); the table's state name i
 "vm_state" or "vm_state:task_state". power_state is what the hypervisor last reported, and the
 API status is derived from vm_state and task_state exactly as Nova derives it (`status_of`).
 
-The flow of a boot: the API inserts the row in building:scheduling and sends `server.build`;
-the actor asks the scheduler for a host (`scheduler.select`); on `server.scheduled` it asks that
-host's agent to spawn (building:spawning); `server.spawned` makes it active. A failed spawn
+The flow of a boot: the API inserts the row in building:scheduling (with its ports, created or
+claimed in the same transaction) and sends `server.build`; the actor asks the scheduler for a
+host (`scheduler.select`); on `server.scheduled` it binds its ports to that host
+(building:networking) and, once every port confirmed, asks the host's agent to spawn
+(building:spawning); `server.spawned` makes it active and its ports ACTIVE. A failed spawn
 releases the claim and retries on another host until `max_attempts`, then ERROR with Nova's
 "No valid host was found" fault. Every transitional state sets a timer that ends it in ERROR.
 Deleting works from every state and ends in `deleted` once the host confirms the domain and
-files are gone.
+files are gone; then the ports the server created are deleted and the ones the user gave it are
+released.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from actors.kind import ActorKind
 from actors.table import CancelTimer, Context, Fault, Outcome, Refused, Send, SetTimer, TransitionTable
 from protocol import Message, Target
 from protocol import compute as m
+from protocol import network as n
 
 # --- Nova's vocabulary ---------------------------------------------------------------------------
 
@@ -69,6 +73,7 @@ def status_of(vm_state: str, task_state: str | None) -> str:
 # How long each transitional task may last before the server goes to ERROR (seconds).
 TASK_TIMEOUTS = {
     "scheduling": 120.0,
+    "networking": 120.0,
     "spawning": 900.0,
     "powering-off": 180.0,
     "powering-on": 180.0,
@@ -103,6 +108,8 @@ class ServerRecord(msgspec.Struct, kw_only=True):
     requested_availability_zone: str | None = None
     group_id: str | None = None
     attempted_hosts: list[str] = []
+    nics: list[dict[str, Any]] = []  # [{"port_id", "network_id", "mac_address", "delete_on_termination"}]
+    bound_ports: list[str] = []  # the ports that confirmed their binding to `host`
     max_attempts: int = 3
     fault: dict[str, Any] | None = None
     launched_at: float | None = None
@@ -116,7 +123,7 @@ def state_name(record: ServerRecord) -> str:
 
 STABLE = ("active", "stopped", "paused", "suspended", "error")
 STATES = {
-    "building:scheduling", "building:spawning", "building:deleting",
+    "building:scheduling", "building:networking", "building:spawning", "building:deleting",
     "active", "active:powering-off", "active:rebooting", "active:rebooting_hard", "active:pausing",
     "active:suspending", "active:deleting",
     "stopped", "stopped:powering-on", "stopped:rebooting_hard", "stopped:deleting",
@@ -193,11 +200,53 @@ def build(record: ServerRecord, msg: m.BuildServer, ctx: Context) -> Outcome[Ser
     return _begin(record, "scheduling", _select(record))
 
 
-@table.on(m.Scheduled, source="building:scheduling", to="building:spawning")
+def _port_ids(record: ServerRecord) -> list[str]:
+    return [str(nic["port_id"]) for nic in record.nics]
+
+
+def _spawn(record: ServerRecord) -> Outcome[ServerRecord]:
+    assert record.host is not None
+    spawn = m.Spawn(server_id=record.id, name=record.display_name, flavor=_flavor(record),
+                    image_id=record.image_id, ports=_port_ids(record))
+    return _begin(record, "spawning", Send(_agent(record), spawn))
+
+
+def _release_ports(record: ServerRecord) -> tuple[Send, ...]:
+    """The server is gone: delete the ports it created, release the ones it was given."""
+    effects = []
+    for nic in record.nics:
+        target = Target("port", str(nic["port_id"]))
+        if nic.get("delete_on_termination", True):
+            effects.append(Send(target, n.DeletePort(server_id=record.id)))
+        else:
+            effects.append(Send(target, n.UnbindPort(server_id=record.id)))
+    return tuple(effects)
+
+
+@table.on(m.Scheduled, source="building:scheduling", to={"building:networking", "building:spawning"})
 def scheduled(record: ServerRecord, msg: m.Scheduled, ctx: Context) -> Outcome[ServerRecord]:
-    new = _with(record, host=msg.host, node=msg.node, availability_zone=msg.availability_zone)
-    spawn = m.Spawn(server_id=record.id, name=record.display_name, flavor=_flavor(record), image_id=record.image_id)
-    return _begin(new, "spawning", Send(Target("agent", msg.host), spawn))
+    new = _with(record, host=msg.host, node=msg.node, availability_zone=msg.availability_zone, bound_ports=[])
+    if not record.nics:
+        return _spawn(new)
+    binds = [Send(Target("port", port_id), n.BindPort(server_id=record.id, host=msg.host))
+             for port_id in _port_ids(record)]
+    return _begin(new, "networking", *binds)
+
+
+@table.on(n.PortBound, source="building:networking", to={"building:networking", "building:spawning"})
+def port_bound(record: ServerRecord, msg: n.PortBound, ctx: Context) -> Outcome[ServerRecord]:
+    """Nova waits for its ports' bindings before it spawns; so does the server actor."""
+    if msg.host != record.host or msg.port_id not in _port_ids(record) or msg.port_id in record.bound_ports:
+        return Outcome(record)  # a binding to an earlier host, or a repeat
+    new = _with(record, bound_ports=[*record.bound_ports, msg.port_id])
+    if set(new.bound_ports) >= set(_port_ids(record)):
+        return _spawn(new)
+    return Outcome(new)
+
+
+@table.on(n.PortBound, source=STATES - {"building:networking"}, to=STATES - {"building:networking"})
+def port_bound_late(record: ServerRecord, msg: n.PortBound, ctx: Context) -> Outcome[ServerRecord]:
+    return Outcome(record)
 
 
 @table.on(m.NoValidHost, source="building:scheduling", to="error")
@@ -208,7 +257,9 @@ def no_valid_host(record: ServerRecord, msg: m.NoValidHost, ctx: Context) -> Out
 
 @table.on(m.Spawned, source="building:spawning", to="active")
 def spawned(record: ServerRecord, msg: m.Spawned, ctx: Context) -> Outcome[ServerRecord]:
-    return _settle(record, vm_state="active", power_state=msg.power_state, launched_at=ctx.now)
+    activate = [Send(Target("port", port_id), n.ActivatePort(server_id=record.id, host=msg.host))
+                for port_id in _port_ids(record)]
+    return _settle(record, *activate, vm_state="active", power_state=msg.power_state, launched_at=ctx.now)
 
 
 @table.on(m.SpawnFailed, source="building:spawning", to={"building:scheduling", "error"})
@@ -221,7 +272,7 @@ def spawn_failed(record: ServerRecord, msg: m.SpawnFailed, ctx: Context) -> Outc
                   f"available for retrying build failures for instance {record.id}.")
         return _settle(record, *release, vm_state="error", host=None, node=None, attempted_hosts=attempted,
                        fault=_fault(500, reason, f"last failure on {msg.host}: {msg.reason}"))
-    retry = _with(record, host=None, node=None, attempted_hosts=attempted)
+    retry = _with(record, host=None, node=None, attempted_hosts=attempted, bound_ports=[])
     return _begin(retry, "scheduling", *release, _select(retry))
 
 
@@ -283,7 +334,7 @@ _DELETING = {s for s in STATES if s.endswith(":deleting")}
 @table.on(m.DeleteServer, source=_DELETABLE, to=_DELETING | {"deleted"})
 def delete(record: ServerRecord, msg: m.DeleteServer, ctx: Context) -> Outcome[ServerRecord]:
     if record.host is None:  # never placed: nothing exists on any host
-        return _settle(record, vm_state="deleted", terminated_at=ctx.now)
+        return _settle(record, *_release_ports(record), vm_state="deleted", terminated_at=ctx.now)
     return _begin(record, "deleting", Send(_agent(record), m.Destroy(server_id=record.id)))
 
 
@@ -294,7 +345,8 @@ def delete_again(record: ServerRecord, msg: m.DeleteServer, ctx: Context) -> Out
 
 @table.on(m.Destroyed, source=_DELETING, to="deleted")
 def destroyed(record: ServerRecord, msg: m.Destroyed, ctx: Context) -> Outcome[ServerRecord]:
-    return _settle(record, *_release(record), vm_state="deleted", power_state=NOSTATE, terminated_at=ctx.now)
+    return _settle(record, *_release(record), *_release_ports(record), vm_state="deleted", power_state=NOSTATE,
+                   terminated_at=ctx.now)
 
 
 # Reports that arrive after the server moved on are accepted and ignored, not errors.
@@ -318,7 +370,7 @@ def task_timeout(record: ServerRecord, msg: m.TaskTimeout, ctx: Context) -> Outc
         return Outcome(record)  # the task ended in time; a stale timer
     if msg.task_state == "deleting":
         # The host never confirmed: the server is gone for the user; `doctor` reconciles the host.
-        return _settle(record, *_release(record), vm_state="deleted", terminated_at=ctx.now,
+        return _settle(record, *_release(record), *_release_ports(record), vm_state="deleted", terminated_at=ctx.now,
                        fault=_fault(500, "Timed out waiting for the host to delete the instance."))
     return _settle(record, vm_state="error",
                    fault=_fault(500, f"Timed out during {msg.task_state} of instance {record.id}."))

@@ -74,6 +74,10 @@ def _parser() -> argparse.ArgumentParser:
                             help="RAM kept from guests (default: 0 with --virt test, 512 with qemu)")
     host_flags.add_argument("--shutdown-timeout", type=float, default=60.0,
                             help="how long a stop waits for the guest to shut down before destroying it (s)")
+    host_flags.add_argument("--network", choices=["auto", "linux", "none"],
+                            default=os.environ.get("ACTORSTACK_NETWORK", "auto"),
+                            help="bridges, taps, DHCP and metadata in this kernel (linux, root only), none, "
+                                 "or auto: linux when run as root")
 
     up = commands.add_parser("up", help="run the whole cloud in one process",
                              parents=[common, runtime_flags, api_flags, host_flags])
@@ -125,6 +129,7 @@ def _host_options(args: argparse.Namespace, names: tuple[str, ...], *, own_direc
         sync_interval=args.sync_interval, cpu_allocation_ratio=args.cpu_allocation_ratio,
         ram_allocation_ratio=args.ram_allocation_ratio, disk_allocation_ratio=args.disk_allocation_ratio,
         reserved_memory_mb=args.reserved_host_memory_mb, shutdown_timeout=args.shutdown_timeout,
+        network=args.network,
     )
 
 

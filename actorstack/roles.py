@@ -12,10 +12,12 @@ import asyncio
 import contextlib
 import dataclasses
 import importlib
+import os
 import signal
 import socket
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import structlog
@@ -37,10 +39,10 @@ class NotInitialised(Exception):
 
 
 def builtin_kinds() -> list[ActorKind | ServiceKind]:
-    """The actor kinds of the cloud itself (volumes, networks, … arrive with their issues)."""
-    from actors import scheduler, server
+    """The actor kinds of the cloud itself (volumes arrive with their issue)."""
+    from actors import network, port, scheduler, server
 
-    return [server.KIND, scheduler.KIND]
+    return [server.KIND, scheduler.KIND, network.KIND, port.KIND]
 
 
 def load_kinds(modules: Sequence[str]) -> list[ActorKind | ServiceKind]:
@@ -150,6 +152,39 @@ class HostOptions:
     disk_allocation_ratio: float = 1.0
     reserved_memory_mb: int | None = None
     shutdown_timeout: float = 60.0  # a clean shutdown's wait before a stop destroys the guest
+    # Bridges, taps, DHCP and metadata in this kernel: "linux" (root only), "none", or "auto"
+    # (linux when running as root, else none).
+    network: str = "auto"
+
+
+def networking_mode(requested: str) -> str:
+    if requested == "auto":
+        return "linux" if os.geteuid() == 0 else "none"
+    return requested
+
+
+async def _start_networking(stack: contextlib.AsyncExitStack, settings: Settings, pool: asyncpg.Pool,
+                            options: HostOptions) -> Any:
+    """One networking per process (per kernel): the agents of the process share its bridges."""
+    from hostagent.network import HostNetworking, NetworkSettings, NullNetworking
+
+    mode = networking_mode(options.network)
+    if mode == "none":
+        log.info("host networking is off: servers get ports and addresses but no taps, DHCP or metadata")
+        return NullNetworking()
+    cloud_id = await db.cluster_setting(pool, "cloud_id")
+    # The tag on every link this cloud creates: the database's name makes a test run's links
+    # easy to find (its databases are named after the run), the cloud id makes the tag unique.
+    database = settings.database_url.rsplit("/", 1)[-1].split("?", 1)[0]
+    network = HostNetworking(pool, NetworkSettings(
+        owner=f"actorstack:{database}:{cloud_id}", state_dir=settings.state_dir / "network",
+        hosts=frozenset(options.names), interval=options.sync_interval,
+        # A volatile hypervisor forgets its guests when the process ends: so do their networks.
+        remove_on_stop=options.virt == "test",
+    ))
+    await network.start()
+    stack.push_async_callback(network.stop)
+    return network
 
 
 def simulated_host_names(count: int) -> tuple[str, ...]:
@@ -165,6 +200,7 @@ async def _start_agents(
     from hostagent.agent import AgentSettings, HostAgent
     from hostagent.virt import make_driver
 
+    network = await _start_networking(stack, settings, pool, options)
     connection = await amqp.connect(settings.amqp_url)
     stack.push_async_callback(connection.close)
     for name in options.names:
@@ -178,7 +214,7 @@ async def _start_agents(
         )
         driver = make_driver(options.virt, state_dir=state_dir, hostname=name, domain_type=options.domain_type,
                              shutdown_timeout=options.shutdown_timeout)
-        agent = HostAgent(agent_settings, pool, connection, driver)
+        agent = HostAgent(agent_settings, pool, connection, driver, network)
         await agent.start()
         stack.push_async_callback(agent.stop)
 

@@ -12,10 +12,13 @@ class ApiError(Exception):
     status = 500
     title = "Internal Server Error"
 
-    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None, kind: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.headers = headers or {}
+        # The service's own name for this error where its clients read one (Neutron's exception
+        # class, e.g. "NetworkNotFound", the NeutronError's "type"); None: the status's generic one.
+        self.kind = kind
 
 
 class BadRequest(ApiError):
@@ -108,12 +111,16 @@ def service_of(path: str) -> str:
     return "identity"
 
 
-def render(service: str, status: int, title: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
+def render(service: str, status: int, title: str, message: str, headers: dict[str, str] | None = None,
+           kind: str | None = None) -> web.Response:
+    """The error response in the service's shape; `kind` is only used where the shape has a
+    place for it (Neutron's "type")."""
     body: object
     if service in ("compute", "volume"):
         body = {_COMPUTE_FAULTS.get(status, "computeFault"): {"code": status, "message": message}}
     elif service == "network":
-        body = {"NeutronError": {"type": _NEUTRON_TYPES.get(status, "InternalError"), "message": message, "detail": ""}}
+        neutron_type = kind or _NEUTRON_TYPES.get(status, "InternalError")
+        body = {"NeutronError": {"type": neutron_type, "message": message, "detail": ""}}
     elif service == "image":
         body = {"message": message, "code": f"{status} {title}", "title": title}
     else:

@@ -51,7 +51,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except ApiError as exc:
-        return render(service, exc.status, exc.title, exc.message, exc.headers)
+        return render(service, exc.status, exc.title, exc.message, exc.headers, kind=exc.kind)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -19,6 +19,11 @@ server's state again, and every `sync_interval` it reads them all; it reports
 them after a start), NOSTATE for an instance directory whose domain vanished. A server with an
 action in flight is skipped: the action's reply carries its state.
 
+Networking: before it defines a domain the agent asks the host's networking (one
+`HostNetworking` per kernel, shared by the agents of a process) to plug the server's ports —
+bridge, tap, DHCP and metadata, converged from the database where the port actors recorded the
+binding — and gives libvirt the taps; destroying a server unplugs them.
+
 On start the agent adopts the domains that exist (it never starts, stops or redefines a
 domain that is there); a volatile hypervisor (the test driver) has forgotten them, and the
 agent defines them again, shut off, from the definitions it kept, as a host reboot would
@@ -55,6 +60,7 @@ from actors.turn import record_fault
 from actors.worker import BROKER_GONE
 from hostagent import host
 from hostagent.locks import KeyedLocks
+from hostagent.network import HostNetworking, NetworkingError, NullNetworking
 from hostagent.qemu_img import QemuImgError
 from hostagent.storage import InstanceStorage, StorageError, canonical_id
 from hostagent.virt.base import (
@@ -62,6 +68,7 @@ from hostagent.virt.base import (
     IllegalPowerAction,
     InstanceNotFound,
     InstanceSpec,
+    Interface,
     PowerState,
     VirtDriver,
     VirtError,
@@ -105,14 +112,15 @@ class AgentSettings:
 
 class HostAgent:
     def __init__(self, settings: AgentSettings, pool: asyncpg.Pool, connection: AbstractRobustConnection,
-                 driver: VirtDriver) -> None:
-        """The pool and the connection are the caller's (it closes them); the driver is
-        opened by start() and closed by stop()."""
+                 driver: VirtDriver, network: HostNetworking | NullNetworking | None = None) -> None:
+        """The pool, the connection and the networking are the caller's (it starts and stops
+        them); the driver is opened by start() and closed by stop()."""
         self.settings = settings
         self.name = settings.name
         self.pool = pool
         self.connection = connection
         self.driver = driver
+        self.network = network if network is not None else NullNetworking()
         self.storage = InstanceStorage(settings.state_dir, settings.image_dir)
         self.queue_name = agent_queue(settings.name)
         self._locks = KeyedLocks()
@@ -345,14 +353,15 @@ class HostAgent:
             return m.Spawned(host=self.name, power_state=int(existing))
         flavor = msg.flavor
         try:
+            interfaces = await self._plug(server_id, msg.ports)
             disks = await self.storage.create(server_id, msg.image_id, root_gb=flavor.disk,
                                               ephemeral_gb=flavor.ephemeral, swap_mb=flavor.swap)
             spec = InstanceSpec(uuid=server_id, name=msg.name, vcpus=flavor.vcpus, memory_mb=flavor.ram,
                                 disks=disks, console_log=self.storage.paths(server_id).console_log,
-                                flavor_name=flavor.name)
+                                flavor_name=flavor.name, interfaces=interfaces)
             await self.storage.save_definition(server_id, self.driver.describe(spec))
             state = await self.driver.spawn(spec)
-        except (StorageError, VirtError, QemuImgError, OSError) as exc:
+        except (StorageError, VirtError, QemuImgError, NetworkingError, OSError) as exc:
             reason = getattr(exc, "reason", None) or str(exc)
             log.warning("spawn failed; cleaning up", reason=reason)
             await self._clean_up(server_id)
@@ -360,12 +369,26 @@ class HostAgent:
         self._reported[server_id] = state
         return m.Spawned(host=self.name, power_state=int(state))
 
+    async def _plug(self, server_id: str, ports: list[str]) -> tuple[Interface, ...]:
+        """The server's NICs, plugged; every port the server actor named must be among them
+        (when this host has networking at all)."""
+        vifs = await self.network.plug(server_id)
+        if isinstance(self.network, HostNetworking):
+            missing = set(ports) - {vif.port_id for vif in vifs}
+            if missing:
+                raise NetworkingError(f"port {sorted(missing)[0]} is not bound to host {self.name}")
+        return tuple(Interface(mac_address=v.mac_address, tap=v.tap, mtu=v.mtu) for v in vifs)
+
     async def _clean_up(self, server_id: str) -> None:
         """Remove what a failed spawn created (nothing existed when it began)."""
         try:
             await self.driver.destroy(server_id)
         except VirtError as exc:
             log.error("could not remove the domain of a failed spawn", reason=exc.reason)
+        try:
+            await self.network.unplug(server_id)
+        except NetworkingError as exc:
+            log.error("could not unplug the taps of a failed spawn", reason=exc.reason)
         await self.storage.remove(server_id)
         self._reported.pop(server_id, None)
 
@@ -404,6 +427,7 @@ class HostAgent:
         except StorageError:
             return m.Destroyed(host=self.name)  # nothing of ours can carry that name
         existed = await self.driver.destroy(server_id)  # VirtError: retried via the queue
+        await self.network.unplug(server_id)  # NetworkingError: retried via the queue
         removed = await self.storage.remove(server_id)
         self._reported.pop(server_id, None)
         log.info("instance destroyed", domain_existed=existed, files_existed=removed)

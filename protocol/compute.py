@@ -168,6 +168,7 @@ class Spawn(Message, frozen=True):
     name: str
     flavor: FlavorSpec
     image_id: str | None
+    ports: list[str] = []  # the server's ports, bound to this host: the host plugs their taps
 
 
 class PowerAction(Message, frozen=True):

@@ -217,3 +217,49 @@ async def temporary_database(prefix: str) -> AsyncIterator[str]:
         yield f"{PG_SERVER}/{name}"
     finally:
         await drop_database(name)
+
+
+# --- leftovers on the host, checked at the end of the suite --------------------------------------
+
+
+def host_leftovers(tag: str = RUN_PREFIX) -> list[str]:
+    """What this run left in the kernel: links whose alias (the owner tag networking writes on
+    everything it creates) names the run, namespaces holding such links, and dnsmasq processes
+    whose command line names the run."""
+    if os.geteuid() != 0:
+        return []
+    from pyroute2 import IPRoute, NetNS, netns
+
+    found = []
+    with IPRoute() as ipr:
+        for link in ipr.get_links():
+            if tag in (link.get_attr("IFLA_IFALIAS") or ""):
+                found.append(f"link {link.get_attr('IFLA_IFNAME')}")
+    for name in netns.listnetns():
+        if not name.startswith("qdhcp-") and tag not in name:
+            continue
+        if tag in name:
+            found.append(f"namespace {name}")
+            continue
+        with NetNS(name) as ns:
+            if any(tag in (link.get_attr("IFLA_IFALIAS") or "") for link in ns.get_links()):
+                found.append(f"namespace {name}")
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                argv = (proc / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if argv and argv[0].endswith(b"dnsmasq") and any(tag.encode() in arg for arg in argv):
+                found.append(f"dnsmasq pid {proc.name}")
+    return found
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if getattr(session.config, "workerinput", None) is not None:
+        return
+    left = host_leftovers()
+    if left:
+        session.config.pluginmanager.get_plugin("terminalreporter").write_line(
+            f"LEFT ON THE HOST by this run ({RUN_PREFIX}): " + ", ".join(left), red=True)
+        session.exitstatus = 1

@@ -16,6 +16,7 @@ from api.compute import (
     microversion,
     quotas,
     server_groups,
+    server_networks,
     servers,
 )
 
@@ -29,5 +30,6 @@ def setup(app: web.Application) -> None:
     quotas.setup(app)
     limits.setup(app)
     servers.setup(app)
+    server_networks.setup(app)
     server_groups.setup(app)
     hosts.setup(app)

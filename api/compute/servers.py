@@ -23,6 +23,7 @@ from actors import server as server_actor
 from api import quotas
 from api.auth import AuthContext
 from api.compute import flavors as flavor_api
+from api.compute import server_networks
 from api.compute.links import limit as page_limit
 from api.compute.links import resource_links
 from api.compute.microversion import requested
@@ -52,8 +53,9 @@ async def find(conn: Any, me: AuthContext, server_id: str) -> asyncpg.Record:
 # --- views ------------------------------------------------------------------------------------------
 
 
-def view(request: web.Request, row: asyncpg.Record) -> dict[str, Any]:
-    """The server as Nova shows it at the request's microversion."""
+def view(request: web.Request, row: asyncpg.Record,
+         addresses: dict[str, dict[str, list[dict[str, Any]]]] | None = None) -> dict[str, Any]:
+    """The server as Nova shows it at the request's microversion (`addresses`: by server id)."""
     me = caller(request)
     version = requested(request)
     base = ctx(request).base_url
@@ -72,7 +74,7 @@ def view(request: web.Request, row: asyncpg.Record) -> dict[str, Any]:
         if row["image_id"] else "",
         "created": iso_seconds(row["created_at"]),
         "updated": iso_seconds(row["updated_at"] or row["created_at"]),
-        "addresses": {},
+        "addresses": (addresses or {}).get(row["id"], {}),
         "accessIPv4": "",
         "accessIPv6": "",
         "links": resource_links(request, "servers", row["id"]),
@@ -205,13 +207,7 @@ async def create(request: web.Request) -> web.Response:
                          "characters with no leading or trailing whitespace" % name)
     flavor_ref = _text(data, "flavorRef", required=True) or ""
     image_ref = _text(data, "imageRef") or None
-    networks = data.get("networks")
-    if requested(request) >= (2, 37) and networks is None:
-        raise BadRequest("Invalid input for field/attribute server. 'networks' is a required property")
-    if isinstance(networks, list) and networks:
-        raise BadRequest("Networking is not available yet in this cloud: boot with networks 'none'.")
-    if networks not in (None, "none", "auto", []):
-        raise BadRequest(f"Invalid input for field/attribute networks. Value: {networks!r}.")
+    requested_nics = server_networks.parse(data.get("networks"), requested(request))
     image_ref_from_bdm = _image_from_block_devices(data.get("block_device_mapping_v2"))
     metadata = _checked_metadata(data.get("metadata", {}))
     description = _text(data, "description", max_len=255)
@@ -263,6 +259,7 @@ async def create(request: web.Request) -> web.Response:
             if group is None or (group["project_id"] != project_id and not me.is_admin):
                 raise BadRequest(f"Invalid input for field/attribute group. Value: {group_id}.")
         count = max_count
+        nics = await server_networks.resolve(conn, me, requested_nics, count)
 
         # Nova's multi-create: as many as fit, if at least min_count do (under the quota lock).
         await quotas.lock(conn, project_id, ("cores", "instances", "ram"))
@@ -302,6 +299,10 @@ async def create(request: web.Request) -> web.Response:
             await conn.execute(
                 "INSERT INTO instance_actions (server_id, request_id, action, project_id, user_id) "
                 "VALUES ($1, $2, 'create', $3, $4)", server_id, request["request_id"], project_id, me.user_id)
+            server_nics = await server_networks.allocate(conn, me, project_id=project_id, server_id=server_id,
+                                                         zone=zone, nics=nics)
+            if server_nics:
+                await conn.execute("UPDATE servers SET nics = $2 WHERE id = $1", server_id, server_nics)
             created.append(server_id)
         await outbox.send(conn, [
             Envelope.new(Target("server", sid), m.BuildServer(), correlation_id=request["request_id"])
@@ -363,12 +364,15 @@ async def list_servers(request: web.Request) -> web.Response:
 
 async def list_servers_detail(request: web.Request) -> web.Response:
     rows = await _list(request)
-    return json_response({"servers": [view(request, r) for r in rows]})
+    found = await server_networks.addresses(ctx(request).pool, [r["id"] for r in rows])
+    return json_response({"servers": [view(request, r, found) for r in rows]})
 
 
 async def show(request: web.Request) -> web.Response:
-    row = await find(ctx(request).pool, caller(request), request.match_info["server_id"])
-    return json_response({"server": view(request, row)})
+    async with ctx(request).pool.acquire() as conn:
+        row = await find(conn, caller(request), request.match_info["server_id"])
+        found = await server_networks.addresses(conn, [row["id"]])
+    return json_response({"server": view(request, row, found)})
 
 
 async def update(request: web.Request) -> web.Response:
@@ -392,7 +396,8 @@ async def update(request: web.Request) -> web.Response:
             "version = version + 1 WHERE id = $1 RETURNING *",
             request.match_info["server_id"], name, description,
         )
-    return json_response({"server": view(request, row)})
+        found = await server_networks.addresses(conn, [row["id"]])
+    return json_response({"server": view(request, row, found)})
 
 
 # --- metadata (Nova's /servers/{id}/metadata) ---------------------------------------------------------

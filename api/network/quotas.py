@@ -3,9 +3,12 @@ non-default quotas), /quotas/{project_id} (GET, PUT by admins, DELETE by admins 
 defaults), /quotas/{project_id}/details (limit, used, reserved) and /quotas/{project_id}/default.
 
 Members read their own project's quotas, admins any project's. Like Neutron, an unknown project is
-not an error: it has the default quotas. Networks, subnets, ports and the rest are counted from
-the networking actors' tables when those exist; until then nothing can use these quotas and their
-usage is 0.
+not an error: it has the default quotas. Networks, subnets and ports are counted from their rows
+(a network's DHCP port counts for the network's project, as in Neutron, but is never refused for
+quota); routers and the rest do not exist in this cloud and are 0.
+
+`enforce` is the check every create runs in its own transaction, under the quota lock of
+(project, resource), so concurrent creates are counted one after the other.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from aiohttp import web
 from api.auth import AuthContext
 from api.context import caller, ctx, json_body, json_response
 from api.errors import BadRequest, Forbidden
-from api.quotas import NETWORK, defaults, limits, reset, set_limits
+from api.network.faults import over_quota
+from api.quotas import NETWORK, UNLIMITED, defaults, limits, lock, reset, set_limits
 
 _MAX_INT = 0x7FFFFFFF
 _CONTROL_KEYS = ("force", "check_limit")  # Neutron's quota-check-limit extension
@@ -28,9 +32,29 @@ def _may_read(me: AuthContext, project_id: str) -> None:
         raise Forbidden("rule:get_quota is disallowed by policy")
 
 
+_COUNTED = {"network": "networks", "subnet": "subnets", "port": "ports"}  # quota resource -> its table
+
+
 async def network_usage(conn: Any, project_id: str) -> dict[str, int]:
-    """In-use count of each networking quota resource (none exists yet: all 0)."""
-    return dict.fromkeys(NETWORK, 0)
+    """In-use count of each networking quota resource, from the rows themselves."""
+    row = await conn.fetchrow(
+        "SELECT (SELECT count(*) FROM networks WHERE project_id = $1) AS network, "
+        "(SELECT count(*) FROM subnets WHERE project_id = $1) AS subnet, "
+        "(SELECT count(*) FROM ports WHERE project_id = $1) AS port", project_id)
+    return {**dict.fromkeys(NETWORK, 0), **{resource: int(row[resource]) for resource in _COUNTED}}
+
+
+async def enforce(conn: Any, project_id: str, resource: str, amount: int = 1) -> None:
+    """Inside the caller's transaction: refuse with Neutron's OverQuota (409) if `amount` more
+    of `resource` would pass the project's limit. The lock holds until the transaction ends,
+    so the caller's insert is counted by the next request."""
+    await lock(conn, project_id, (resource,))
+    limit = (await limits(conn, project_id, (resource,)))[resource]
+    if limit == UNLIMITED:
+        return
+    used = await conn.fetchval(f"SELECT count(*) FROM {_COUNTED[resource]} WHERE project_id = $1", project_id)
+    if used + amount > limit:
+        raise over_quota(resource)
 
 
 async def list_quotas(request: web.Request) -> web.Response:

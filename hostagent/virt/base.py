@@ -83,6 +83,15 @@ class Disk:
 
 
 @dataclasses.dataclass(frozen=True)
+class Interface:
+    """One NIC: a tap the host's networking created (plugged into its network's bridge)."""
+
+    mac_address: str
+    tap: str
+    mtu: int = 1500
+
+
+@dataclasses.dataclass(frozen=True)
 class InstanceSpec:
     """Everything a driver needs to create an instance; the files already exist."""
 
@@ -93,6 +102,7 @@ class InstanceSpec:
     disks: tuple[Disk, ...]
     console_log: Path
     flavor_name: str = ""
+    interfaces: tuple[Interface, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -6,7 +6,9 @@ text of every element and attribute goes through `_text`, which replaces those c
 
 The domain: name `instance-<uuid>`, `<uuid>` the server id, vCPUs and memory from the flavor,
 file disks as virtio (vda = root, then ephemeral and swap), the serial console written to
-`console.log`, no NIC and no graphics. The display name and flavor travel in `<metadata>`, as
+`console.log`, a virtio NIC per interface on the tap the host's networking created (type
+`ethernet`, `managed='no'`: libvirt opens the existing tap, which is already on its network's
+bridge), and no graphics. The display name and flavor travel in `<metadata>`, as
 Nova's `<nova:instance>` does, for operators reading `virsh dumpxml`.
 """
 
@@ -80,6 +82,12 @@ def build(spec: InstanceSpec, domain_type: str) -> str:
         _sub(element, "driver", name="qemu", type=disk.format)
         _sub(element, "source", file=disk.path)
         _sub(element, "target", dev=f"vd{chr(ord('a') + index)}", bus="virtio")
+    for nic in spec.interfaces:
+        element = _sub(devices, "interface", type="ethernet")
+        _sub(element, "mac", address=nic.mac_address)
+        _sub(element, "target", dev=nic.tap, managed="no")
+        _sub(element, "model", type="virtio")
+        _sub(element, "mtu", size=nic.mtu)
     serial = _sub(devices, "serial", type="file")
     _sub(serial, "source", path=spec.console_log)
     _sub(serial, "target", port=0)

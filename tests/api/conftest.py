@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.conftest import ROOT, Services
+from tests.conftest import ROOT, RUN_PREFIX, Services
 
 OPENSTACK = str(Path(sys.executable).parent / "openstack")
 
@@ -138,7 +138,7 @@ class Cloud:
 @pytest.fixture(scope="session")
 def cloud(services: Services, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
     port = free_port()
-    state_dir = tmp_path_factory.mktemp("state")
+    state_dir = tmp_path_factory.mktemp(f"{RUN_PREFIX}-state")
     log_path = state_dir / "up.log"
     password = secrets.token_urlsafe(12)
     env = services.env(ACTORSTACK_STATE_DIR=str(state_dir), ACTORSTACK_ADMIN_PASSWORD=password)

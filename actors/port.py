@@ -1,0 +1,119 @@
+"""The port actor: a Neutron port's status and binding as a transition table.
+
+Neutron's statuses: DOWN (created, unbound, or administratively down), BUILD (bound to the host
+its server was scheduled to, waiting for the host to plug it), ACTIVE (the host runs the server
+with the port's tap on its network's bridge), ERROR. The API creates the row (DOWN; the
+network's DHCP port ACTIVE) with its fixed IPs, and owns its name, addresses and device fields;
+the actor owns the status, `admin_state_up` after creation, and the binding. A port whose row
+the API deleted (Neutron lets a user delete a port in use) simply stops receiving messages:
+they are refused as addressed to an absent actor, and the host's reconciliation unplugs it.
+
+A request that names a server the port no longer belongs to (a late message after the port
+was given to another server, or released) changes nothing.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+import msgspec
+
+from actors.kind import ActorKind
+from actors.table import Context, Outcome, Send, TransitionTable
+from protocol import Target
+from protocol import network as n
+
+BUILD, ACTIVE, DOWN, ERROR = "BUILD", "ACTIVE", "DOWN", "ERROR"
+STATES = {BUILD, ACTIVE, DOWN, ERROR}
+DHCP_OWNER = "network:dhcp"
+
+
+class PortRecord(msgspec.Struct, kw_only=True):
+    """The columns of `ports` the actor reads or owns (the API owns the rest)."""
+
+    id: str
+    version: int = 0
+    project_id: str
+    network_id: str
+    status: str = DOWN
+    admin_state_up: bool = True
+    device_id: str = ""
+    device_owner: str = ""
+    binding_host_id: str = ""
+    binding_vif_type: str = "unbound"
+    revision_number: int = 0
+    updated_at: datetime.datetime | None = None
+
+
+def _with(record: PortRecord, ctx: Context, **changes: Any) -> PortRecord:
+    return msgspec.structs.replace(
+        record, revision_number=record.revision_number + 1,
+        updated_at=datetime.datetime.fromtimestamp(ctx.now, datetime.UTC), **changes)
+
+
+def _settled_status(record: PortRecord) -> str:
+    """The status a port has when nothing is in flight: Neutron shows an administratively down
+    port DOWN; the network's DHCP port is served by every host of the network (ACTIVE); a VM
+    port is ACTIVE when bound (its host plugs a bound port whatever its admin state)."""
+    if not record.admin_state_up:
+        return DOWN
+    if record.device_owner == DHCP_OWNER:
+        return ACTIVE
+    return ACTIVE if record.binding_host_id else DOWN
+
+
+table = TransitionTable("port", PortRecord, states=STATES, error_state=ERROR, state_of=lambda r: r.status)
+
+
+@table.on(n.SetPortAdminState, source=STATES, to=STATES)
+def set_admin_state(record: PortRecord, msg: n.SetPortAdminState, ctx: Context) -> Outcome[PortRecord]:
+    if record.admin_state_up == msg.admin_state_up:
+        return Outcome(record)
+    new = msgspec.structs.replace(record, admin_state_up=msg.admin_state_up)
+    if record.status == BUILD and msg.admin_state_up:
+        status = BUILD  # still waiting for its host
+    elif record.status == ERROR and msg.admin_state_up:
+        status = ERROR
+    else:
+        status = _settled_status(new)
+    return Outcome(_with(new, ctx, status=status))
+
+
+@table.on(n.BindPort, source=STATES, to=STATES)
+def bind(record: PortRecord, msg: n.BindPort, ctx: Context) -> Outcome[PortRecord]:
+    """Bind to the server's host (again, on a reschedule) and tell the server it is bound."""
+    if record.device_id != msg.server_id:
+        return Outcome(record)  # the port was released or given to another server meanwhile
+    status = BUILD if record.admin_state_up else DOWN
+    new = _with(record, ctx, binding_host_id=msg.host, binding_vif_type="tap", status=status)
+    reply = Send(Target("server", msg.server_id), n.PortBound(port_id=record.id, host=msg.host))
+    return Outcome(new, effects=(reply,))
+
+
+@table.on(n.ActivatePort, source=STATES, to=STATES)
+def activate(record: PortRecord, msg: n.ActivatePort, ctx: Context) -> Outcome[PortRecord]:
+    if record.device_id != msg.server_id or record.binding_host_id != msg.host:
+        return Outcome(record)
+    status = ACTIVE if record.admin_state_up else DOWN
+    if status == record.status:
+        return Outcome(record)
+    return Outcome(_with(record, ctx, status=status))
+
+
+@table.on(n.UnbindPort, source=STATES, to=STATES)
+def unbind(record: PortRecord, msg: n.UnbindPort, ctx: Context) -> Outcome[PortRecord]:
+    if record.device_id != msg.server_id:
+        return Outcome(record)  # not this server's any more: nothing to release
+    return Outcome(_with(record, ctx, device_id="", device_owner="", binding_host_id="",
+                         binding_vif_type="unbound", status=DOWN))
+
+
+@table.on(n.DeletePort, source=STATES, to=STATES)
+def delete(record: PortRecord, msg: n.DeletePort, ctx: Context) -> Outcome[PortRecord]:
+    if record.device_id != msg.server_id:
+        return Outcome(record)  # the port was given to another server meanwhile: keep it
+    return Outcome(None, delete=True)
+
+
+KIND = ActorKind(table, "ports", project_field="project_id")

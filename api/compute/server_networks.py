@@ -1,0 +1,211 @@
+"""A server's networks: the `networks` of a create request turned into ports, and `addresses`.
+
+Nova asks Neutron for ports while it builds; here the ports are created (or, for `port`,
+claimed) in the create request's own transaction, so a boot that cannot get an address fails
+with a clear error at once and leaves nothing behind, and the quota of ports is enforced with
+the server's. The ports the server created are deleted with it; a port the user passed is only
+released (Nova's `preserve_on_delete`).
+
+`networks` as Nova takes it: a list of `{"uuid"}`, `{"uuid", "fixed_ip"}` or `{"port"}` (with an
+optional `tag`), or, from microversion 2.37, the strings "auto" and "none". "auto" (and a
+request with no `networks` before 2.37) uses the one network the project can use — its own or
+a shared one; with none there is no NIC (this cloud has no auto-allocated topology to create),
+and with several the request is ambiguous (409), as in Nova.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import uuid
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+
+from api.auth import AuthContext
+from api.context import caller, ctx, json_response
+from api.errors import ApiError, BadRequest, Conflict, Forbidden, NotFound
+from api.network import ports as port_api
+
+
+@dataclasses.dataclass(frozen=True)
+class RequestedNic:
+    network_id: str | None = None
+    port_id: str | None = None
+    fixed_ip: str | None = None
+
+
+AUTO = "auto"
+
+
+def parse(networks: Any, version: tuple[int, int]) -> list[RequestedNic] | str:
+    """The request's NICs, or AUTO; a 400 for anything Nova would refuse."""
+    if networks is None:
+        if version >= (2, 37):
+            raise BadRequest("Invalid input for field/attribute server. 'networks' is a required property")
+        return AUTO
+    if networks in ("auto", "none"):
+        if version < (2, 37):
+            raise BadRequest(f"Invalid input for field/attribute networks. Value: {networks}. "
+                             f"'{networks}' is not of type 'array'")
+        return AUTO if networks == "auto" else []
+    if not isinstance(networks, list):
+        raise BadRequest(f"Invalid input for field/attribute networks. Value: {networks!r}.")
+    nics = []
+    for item in networks:
+        if not isinstance(item, dict) or set(item) - {"uuid", "port", "fixed_ip", "tag"}:
+            raise BadRequest(f"Bad networks format: {item!r}")
+        network_id, port_id, fixed_ip = item.get("uuid"), item.get("port"), item.get("fixed_ip")
+        for name, value in (("uuid", network_id), ("port", port_id)):
+            if value is not None and not _is_uuid(value):
+                raise BadRequest(f"Bad networks format: network {name} is not in proper format ({value!r})")
+        if network_id is None and port_id is None:
+            raise BadRequest("Bad networks format: a network needs a 'uuid' or a 'port'")
+        if fixed_ip is not None:
+            try:
+                fixed_ip = str(ipaddress.ip_address(fixed_ip))
+            except (ValueError, TypeError):
+                raise BadRequest(f"Invalid fixed IP address ({fixed_ip!r})") from None
+            if port_id is not None:
+                raise BadRequest("Bad networks format: a fixed_ip goes with a network uuid, not a port")
+        nics.append(RequestedNic(network_id=None if port_id else network_id, port_id=port_id, fixed_ip=fixed_ip))
+    ports = [nic.port_id for nic in nics if nic.port_id]
+    if len(ports) != len(set(ports)):
+        raise BadRequest("Bad networks format: a port may be given once")
+    return nics
+
+
+def _is_uuid(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+async def resolve(conn: asyncpg.Connection, me: AuthContext, requested: list[RequestedNic] | str,
+                  count: int) -> list[RequestedNic]:
+    """Turn AUTO into the project's one usable network; check a port boot is a single boot."""
+    if requested == AUTO:
+        rows = await conn.fetch(
+            "SELECT id FROM networks WHERE (project_id = $1 OR shared) AND NOT external ORDER BY created_at, id",
+            me.project_id)
+        if len(rows) > 1:
+            raise Conflict("Multiple possible networks found, use a Network ID to be more specific.")
+        return [RequestedNic(network_id=rows[0]["id"])] if rows else []
+    assert isinstance(requested, list)
+    if count > 1 and any(nic.port_id for nic in requested):
+        raise BadRequest("Unable to launch multiple instances with a single configured port ID. Please launch "
+                         "your instance one by one with different ports.")
+    return requested
+
+
+async def allocate(conn: asyncpg.Connection, me: AuthContext, *, project_id: str, server_id: str,
+                   zone: str | None, nics: list[RequestedNic]) -> list[dict[str, Any]]:
+    """Create or claim the server's ports (in the caller's transaction); the `nics` column."""
+    owner = f"compute:{zone or 'nova'}"
+    result = []
+    for nic in nics:
+        if nic.port_id is not None:
+            port = await _claim(conn, me, nic.port_id, server_id, owner)
+            delete = False
+        else:
+            assert nic.network_id is not None
+            try:
+                network = await port_api.visible_network(conn, me, nic.network_id)
+            except NotFound:
+                raise BadRequest(f"Network {nic.network_id} could not be found.") from None
+            fixed = [{"ip_address": nic.fixed_ip}] if nic.fixed_ip else None
+            try:
+                port = await port_api.create_port(conn, me, network, project_id=project_id, device_id=server_id,
+                                                  device_owner=owner, fixed_ips=fixed)
+            except ApiError as exc:
+                raise _as_compute_error(exc, nic) from None
+            delete = True
+        result.append({"port_id": port["id"], "network_id": port["network_id"],
+                       "mac_address": str(port["mac_address"]), "delete_on_termination": delete})
+    return result
+
+
+async def _claim(conn: asyncpg.Connection, me: AuthContext, port_id: str, server_id: str,
+                 owner: str) -> asyncpg.Record:
+    row = await conn.fetchrow("SELECT * FROM ports WHERE id = $1", port_id)
+    if row is None or (not me.is_admin and row["project_id"] != me.project_id):
+        raise NotFound(f"Port id {port_id} could not be found.")
+    claimed = await conn.fetchrow(
+        "UPDATE ports SET device_id = $2, device_owner = $3, version = version + 1, "
+        "revision_number = revision_number + 1, updated_at = now() "
+        "WHERE id = $1 AND device_id = '' AND device_owner NOT LIKE 'network:%' RETURNING *",
+        port_id, server_id, owner)
+    if claimed is None:
+        raise Conflict(f"Port {port_id} is still in use.")
+    return claimed
+
+
+def _as_compute_error(exc: ApiError, nic: RequestedNic) -> ApiError:
+    """Neutron's refusal in Nova's words: a full quota is 403, a taken fixed IP 400, an exhausted
+    network 409; the message keeps Neutron's reason."""
+    if exc.status == 409 and "uota" in exc.message:
+        return Forbidden(f"Maximum number of ports exceeded: {exc.message}")
+    if exc.status == 409 and nic.fixed_ip and "already" in exc.message:
+        return BadRequest(f"Fixed IP address {nic.fixed_ip} is already in use on instance.")
+    if exc.status in (400, 404):
+        return BadRequest(exc.message)
+    return Conflict(exc.message)
+
+
+# --- addresses ------------------------------------------------------------------------------
+
+
+async def addresses(conn: Any, server_ids: list[str]) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """Nova's `addresses` of each server: network name -> its fixed IPs, port by port in the
+    order of the server's NICs."""
+    if not server_ids:
+        return {}
+    rows = await conn.fetch(
+        "SELECT p.device_id, n.name AS network, host(a.ip_address) AS ip, family(a.ip_address) AS version, "
+        "p.mac_address::text AS mac FROM ports p JOIN networks n ON n.id = p.network_id "
+        "JOIN ip_allocations a ON a.port_id = p.id "
+        "WHERE p.device_id = ANY($1::text[]) AND p.device_owner LIKE 'compute:%' "
+        "ORDER BY p.device_id, p.created_at, p.id, family(a.ip_address), a.ip_address",
+        server_ids)
+    result: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for row in rows:
+        per_network = result.setdefault(row["device_id"], {})
+        per_network.setdefault(row["network"], []).append({
+            "version": row["version"], "addr": row["ip"], "OS-EXT-IPS:type": "fixed",
+            "OS-EXT-IPS-MAC:mac_addr": row["mac"]})
+    return result
+
+
+# --- /servers/{id}/ips (os-server-ips) ---------------------------------------------------------
+
+
+async def list_ips(request: web.Request) -> web.Response:
+    from api.compute.servers import find
+
+    async with ctx(request).pool.acquire() as conn:
+        row = await find(conn, caller(request), request.match_info["server_id"])
+        found = (await addresses(conn, [row["id"]])).get(row["id"], {})
+    return json_response({"addresses": {net: [{"version": a["version"], "addr": a["addr"]} for a in ips]
+                                        for net, ips in found.items()}})
+
+
+async def show_ips(request: web.Request) -> web.Response:
+    from api.compute.servers import find
+
+    network = request.match_info["network"]
+    async with ctx(request).pool.acquire() as conn:
+        row = await find(conn, caller(request), request.match_info["server_id"])
+        found = (await addresses(conn, [row["id"]])).get(row["id"], {})
+    if network not in found:
+        raise NotFound("Instance is not a member of specified network")
+    return json_response({network: [{"version": a["version"], "addr": a["addr"]} for a in found[network]]})
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_get("/compute/v2.1/servers/{server_id}/ips", list_ips)
+    app.router.add_get("/compute/v2.1/servers/{server_id}/ips/{network}", show_ips)

@@ -1,0 +1,217 @@
+"""GET on a Neutron collection: filters, sorting, marker paging and `fields`, in one SQL query.
+
+Neutron's rules: a query parameter named after an attribute filters on it, a repeated parameter
+means any of its values (`?name=a&name=b`), values are converted as the attribute is (booleans
+as true/false/1/0 in any case), and parameters Neutron does not know are ignored. `tags`,
+`tags-any`, `not-tags`, `not-tags-any` take comma-separated tags. `sort_key`/`sort_dir` pairs
+order the result, `id` breaking ties. `limit` and `marker` page it by keyset — the page after
+the marker is the rows that sort after the marker row — and `<collection>_links` carries the
+next and previous pages as Neutron builds them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlencode
+
+import asyncpg
+from aiohttp import web
+
+from api.context import ctx
+from api.errors import ApiError, BadRequest
+from api.network import attributes as attrs
+from api.network.faults import bad_request
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+    """A filterable and sortable attribute: its SQL expression (never NULL), the SQL type of its
+    values, and how a query-string value becomes one."""
+
+    sql: str
+    type: str = "text"
+    parse: Callable[[str, str], Any] = lambda name, value: value
+    sortable: bool = True
+    filterable: bool = True
+    admin_only: bool = False
+
+
+def text(sql: str, **kw: Any) -> Field:
+    return Field(sql, "text", **kw)
+
+
+def flag(sql: str) -> Field:
+    return Field(sql, "boolean", attrs.boolean)
+
+
+def moment(sql: str) -> Field:
+    """A timestamp: sorts, does not filter (Neutron filters times with `changed_since` only)."""
+    return Field(sql, "timestamptz", filterable=False)
+
+
+def number(sql: str) -> Field:
+    def parse(name: str, value: str) -> int:
+        try:
+            return int(value)
+        except ValueError:
+            raise bad_request(f"Invalid input for {name}. Reason: '{value}' is not an integer.") from None
+    return Field(sql, "integer", parse)
+
+
+class Sql:
+    """A WHERE clause under construction: conditions and the arguments their $n refer to."""
+
+    def __init__(self) -> None:
+        self.conditions: list[str] = []
+        self.args: list[Any] = []
+
+    def arg(self, value: Any) -> str:
+        self.args.append(value)
+        return f"${len(self.args)}"
+
+    def where(self, condition: str) -> None:
+        self.conditions.append(condition)
+
+    def clause(self) -> str:
+        return " AND ".join(self.conditions) or "TRUE"
+
+
+_CONTROL = frozenset({"fields", "limit", "marker", "page_reverse", "sort_key", "sort_dir"})
+_TAG_FILTERS = {"tags": "{col} @> {arr}", "tags-any": "{col} && {arr}",
+                "not-tags": "NOT ({col} @> {arr})", "not-tags-any": "NOT ({col} && {arr})"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Collection:
+    """What a list needs to know of a resource: its name, the SELECT (from its table under
+    `alias`), its filterable attributes, and how the rows become views."""
+
+    name: str               # "networks"
+    alias: str              # "n"
+    select: str             # "SELECT n.*, ... FROM networks n JOIN ..."
+    fields: dict[str, Field]
+    not_found: Callable[[str], ApiError]
+    extra_filters: Callable[[Sql, Any], None] | None = None
+
+
+def add_filters(sql: Sql, query: Any, collection: Collection, *, is_admin: bool) -> None:
+    for name in set(query.keys()) - _CONTROL:
+        values = query.getall(name)
+        if name in _TAG_FILTERS:
+            wanted = [t.strip() for v in values for t in v.split(",") if t.strip()]
+            if wanted:
+                sql.where(_TAG_FILTERS[name].format(col=f"{collection.alias}.tags", arr=sql.arg(wanted) + "::text[]"))
+            continue
+        field = collection.fields.get(name)
+        if field is None or not field.filterable or (field.admin_only and not is_admin):
+            continue  # Neutron ignores filters it does not know
+        parsed = [field.parse(name, v) for v in values]
+        sql.where(f"{field.sql} = ANY({sql.arg(parsed)}::{field.type}[])")
+    if collection.extra_filters is not None:
+        collection.extra_filters(sql, query)
+
+
+def sort_order(query: Any, collection: Collection) -> list[tuple[str, bool]]:
+    """(SQL expression, descending) pairs; `id` last (ascending unless it was asked for)."""
+    keys = query.getall("sort_key", [])
+    dirs = query.getall("sort_dir", [])
+    if len(keys) != len(dirs):
+        raise bad_request("The number of sort_keys and sort_dirs must be same")
+    order: list[tuple[str, bool]] = []
+    for key, direction in zip(keys, dirs, strict=True):
+        field = collection.fields.get(key)
+        if field is None or not field.sortable:
+            raise bad_request(f"{key} is an invalid attribute for sort_key")
+        if direction not in ("asc", "desc"):
+            raise bad_request(f"{direction} is an invalid value for sort_dir, valid values are 'asc' and 'desc'")
+        order.append((field.sql, direction == "desc"))
+    id_sql = f"{collection.alias}.id"
+    if not order:
+        order = [(f"{collection.alias}.created_at", False)]
+    if id_sql not in (expr for expr, _ in order):
+        order.append((id_sql, order[-1][1] if keys else False))
+    return order
+
+
+def _limit(query: Any) -> int | None:
+    raw = query.get("limit", "0")
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise BadRequest(f"Bad limit request: Limit must be an integer 0 or greater and not '{raw}'.",
+                         kind="BadRequest")
+    return value or None
+
+
+def _after(sql: Sql, order: list[tuple[str, bool]], marker: asyncpg.Record) -> None:
+    """Rows strictly after the marker row in `order` (every expression is non-NULL)."""
+    values = [sql.arg(marker[f"_sort{i}"]) for i in range(len(order))]
+    alternatives = []
+    for position, (expr, desc) in enumerate(order):
+        same = [f"{order[i][0]} = {values[i]}" for i in range(position)]
+        alternatives.append("(" + " AND ".join([*same, f"{expr} {'<' if desc else '>'} {values[position]}"]) + ")")
+    sql.where("(" + " OR ".join(alternatives) + ")")
+
+
+async def fetch(conn: Any, request: web.Request, collection: Collection, visible: Callable[[Sql], None],
+                *, is_admin: bool) -> tuple[list[asyncpg.Record], list[dict[str, str]]]:
+    """The rows of one page, in order, and the page links (none without a limit)."""
+    query = request.query
+    order = sort_order(query, collection)
+    limit = _limit(query)
+    marker_id = query.get("marker") if limit else None
+    reverse = attrs.boolean("page_reverse", query.get("page_reverse", "false")) if limit else False
+    if reverse:
+        order = [(expr, not desc) for expr, desc in order]
+
+    sql = Sql()
+    visible(sql)
+    add_filters(sql, query, collection, is_admin=is_admin)
+    if marker_id:
+        marker_sql = Sql()
+        visible(marker_sql)
+        marker_sql.where(f"{collection.alias}.id = {marker_sql.arg(marker_id)}")
+        sort_columns = ", ".join(f"{expr} AS _sort{i}" for i, (expr, _) in enumerate(order))
+        marker = await conn.fetchrow(
+            f"SELECT {sort_columns} FROM ({collection.select}) AS {collection.alias} "
+            f"WHERE {marker_sql.clause()}", *marker_sql.args)
+        if marker is None:
+            raise collection.not_found(marker_id)
+        _after(sql, order, marker)
+    ordering = ", ".join(f"{expr} {'DESC' if desc else 'ASC'}" for expr, desc in order)
+    paging = f" LIMIT {limit}" if limit else ""
+    rows = await conn.fetch(
+        f"SELECT * FROM ({collection.select}) AS {collection.alias} WHERE {sql.clause()} "
+        f"ORDER BY {ordering}{paging}", *sql.args)
+    if reverse:
+        rows = list(reversed(rows))
+    return rows, _links(request, collection, rows, limit, reverse)
+
+
+def _links(request: web.Request, collection: Collection, rows: list[asyncpg.Record], limit: int | None,
+           reverse: bool) -> list[dict[str, str]]:
+    """Neutron's get_pagination_links: `next` unless a forward page came back short, `previous`
+    unless a backward one did."""
+    if not limit:
+        return []
+    base = f"{ctx(request).base_url}/networking/v2.0/{collection.name}"
+    params = [(k, v) for k, v in request.query.items() if k not in ("marker", "page_reverse")]
+    links = []
+    if not (len(rows) < limit and not reverse) and rows:
+        links.append({"rel": "next", "href": f"{base}?{urlencode([*params, ('marker', rows[-1]['id'])])}"})
+    if not (len(rows) < limit and reverse):
+        previous = [*params, *([("marker", rows[0]["id"])] if rows else []), ("page_reverse", "True")]
+        links.append({"rel": "previous", "href": f"{base}?{urlencode(previous)}"})
+    return links
+
+
+def select_fields(view: dict[str, Any], query: Any) -> dict[str, Any]:
+    """Only the attributes named by `fields=` (all when none is)."""
+    wanted = [f for f in query.getall("fields", []) if f]
+    if not wanted:
+        return view
+    return {k: v for k, v in view.items() if k in wanted}
