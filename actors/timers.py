@@ -92,10 +92,9 @@ class TimerWheel:
                 while await self.fire_due() >= 500:
                     pass
                 async with self._pool.acquire() as conn:
-                    delay = await conn.fetchval(
-                        "SELECT greatest(0, extract(epoch FROM min(fire_at) - now())) FROM timers"
-                    )
-                delay = self._max_sleep if delay is None else min(float(delay), self._max_sleep)
+                    # NULL when there is no timer (greatest() would turn that NULL into 0: a busy loop)
+                    delay = await conn.fetchval("SELECT extract(epoch FROM min(fire_at) - now()) FROM timers")
+                delay = self._max_sleep if delay is None else min(max(float(delay), 0.0), self._max_sleep)
             except asyncio.CancelledError:
                 raise
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
