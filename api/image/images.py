@@ -20,6 +20,7 @@ from api.context import caller, ctx, json_body, json_response
 from api.errors import BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, UnsupportedMediaType
 from api.image import access, patch, query, schema, store
 from api.image.views import image_view
+from api.sql import Sql
 
 log = structlog.get_logger("api.image")
 
@@ -82,7 +83,7 @@ async def list_images(request: web.Request) -> web.Response:
     params = request.query
     order = query.sort_order(params)
     limit = query.limit(params)
-    sql = query.Sql()
+    sql = Sql()
     query.add_filters(sql, params, me)
     async with context.pool.acquire() as conn:
         marker = params.get("marker")

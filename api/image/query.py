@@ -27,6 +27,7 @@ from api.auth import AuthContext
 from api.errors import BadRequest
 from api.image.access import visible_sql
 from api.image.schema import MEMBER_STATUSES, VISIBILITIES
+from api.sql import Sql
 
 SORT_KEYS = ("name", "status", "container_format", "disk_format", "size", "id", "created_at", "updated_at")
 DEFAULT_LIMIT, MAX_LIMIT = 25, 1000
@@ -38,24 +39,6 @@ _NOT_PROPERTIES = frozenset({
     "limit", "marker", "sort", "sort_key", "sort_dir", "member_status", "tag", "visibility", "os_hidden",
     "protected", "size_min", "size_max", *_IN_FILTERS, *_EQUAL_FILTERS, *_TIME_FILTERS,
 })
-
-
-class Sql:
-    """A WHERE clause under construction: conditions and the arguments their $n refer to."""
-
-    def __init__(self) -> None:
-        self.conditions: list[str] = []
-        self.args: list[Any] = []
-
-    def arg(self, value: Any) -> str:
-        self.args.append(value)
-        return f"${len(self.args)}"
-
-    def where(self, condition: str) -> None:
-        self.conditions.append(condition)
-
-    def clause(self) -> str:
-        return " AND ".join(self.conditions) or "TRUE"
 
 
 def limit(query: Mapping[str, str]) -> int:

@@ -23,6 +23,7 @@ from api.context import ctx
 from api.errors import ApiError, BadRequest
 from api.network import attributes as attrs
 from api.network.faults import bad_request
+from api.sql import Sql
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,24 +59,6 @@ def number(sql: str) -> Field:
         except ValueError:
             raise bad_request(f"Invalid input for {name}. Reason: '{value}' is not an integer.") from None
     return Field(sql, "integer", parse)
-
-
-class Sql:
-    """A WHERE clause under construction: conditions and the arguments their $n refer to."""
-
-    def __init__(self) -> None:
-        self.conditions: list[str] = []
-        self.args: list[Any] = []
-
-    def arg(self, value: Any) -> str:
-        self.args.append(value)
-        return f"${len(self.args)}"
-
-    def where(self, condition: str) -> None:
-        self.conditions.append(condition)
-
-    def clause(self) -> str:
-        return " AND ".join(self.conditions) or "TRUE"
 
 
 _CONTROL = frozenset({"fields", "limit", "marker", "page_reverse", "sort_key", "sort_dir"})

@@ -5,6 +5,7 @@ the bridge, tap, DHCP namespace and dnsmasq of a booted server exist and are gon
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 import uuid
@@ -13,7 +14,9 @@ from typing import Any
 
 import pytest
 
+from hostagent.network import kernel
 from tests.api.conftest import Cloud
+from tests.hostagent.network.conftest import http_get
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="Linux bridges and namespaces need root")
 
@@ -220,7 +223,11 @@ def test_a_booted_server_has_its_bridge_tap_namespace_and_dnsmasq_until_deleted(
     assert bridge in links and links[tap]["master"] == bridge
     assert links[bridge]["alias"] and links[bridge]["alias"].startswith("actorstack:")
     assert namespace in _namespaces()
+    assert any(link.name.startswith("ns-") for link in kernel.namespace_links(namespace))  # the DHCP veth
     assert _dnsmasq_for(network["id"])
+    # the metadata listener answers inside the namespace (404: the namespace's own address is no port's)
+    status, _, _ = asyncio.run(http_get(namespace, "/openstack/latest/meta_data.json"))
+    assert status == 404
     hosts = list((cloud.state_dir / "network").rglob("host*"))
     mac = cloud.openstack("port", "show", port["ID"])["mac_address"]
     assert any(mac in path.read_text() for path in hosts if path.is_file())
