@@ -2,7 +2,8 @@
 
 Neutron's statuses: DOWN (created, unbound, or administratively down), BUILD (bound to the host
 its server was scheduled to, waiting for the host to plug it), ACTIVE (the host runs the server
-with the port's tap on its network's bridge), ERROR. The API creates the row (DOWN; the
+with the port's tap on its network's bridge), ERROR (bound, but no guest came up with it within
+BUILD_TIMEOUT: Neutron's failed binding; a new bind or an unbind leaves it). The API creates the row (DOWN; the
 network's DHCP port ACTIVE) with its fixed IPs, and owns its name, addresses and device fields;
 the actor owns the status, `admin_state_up` after creation, and the binding. A port whose row
 the API deleted (Neutron lets a user delete a port in use) simply stops receiving messages:
@@ -20,13 +21,14 @@ from typing import Any
 import msgspec
 
 from actors.kind import ActorKind
-from actors.table import Context, Outcome, Send, TransitionTable
+from actors.table import CancelTimer, Context, Outcome, Send, SetTimer, TransitionTable
 from protocol import Target
 from protocol import network as n
 
 BUILD, ACTIVE, DOWN, ERROR = "BUILD", "ACTIVE", "DOWN", "ERROR"
 STATES = {BUILD, ACTIVE, DOWN, ERROR}
 DHCP_OWNER = "network:dhcp"
+BUILD_TIMEOUT = 1200.0  # longer than a server's networking and spawning tasks together
 
 
 class PortRecord(msgspec.Struct, kw_only=True):
@@ -88,7 +90,15 @@ def bind(record: PortRecord, msg: n.BindPort, ctx: Context) -> Outcome[PortRecor
     status = BUILD if record.admin_state_up else DOWN
     new = _with(record, ctx, binding_host_id=msg.host, binding_vif_type="tap", status=status)
     reply = Send(Target("server", msg.server_id), n.PortBound(port_id=record.id, host=msg.host))
-    return Outcome(new, effects=(reply,))
+    timer = SetTimer("build", BUILD_TIMEOUT, n.PortBuildTimeout(server_id=msg.server_id, host=msg.host))
+    return Outcome(new, effects=(reply, timer))
+
+
+@table.on(n.PortBuildTimeout, source=STATES, to=STATES)
+def build_timeout(record: PortRecord, msg: n.PortBuildTimeout, ctx: Context) -> Outcome[PortRecord]:
+    if record.status != BUILD or record.device_id != msg.server_id or record.binding_host_id != msg.host:
+        return Outcome(record)  # activated, released or bound again meanwhile: a stale timer
+    return Outcome(_with(record, ctx, status=ERROR, binding_vif_type="binding_failed"))
 
 
 @table.on(n.ActivatePort, source=STATES, to=STATES)
@@ -97,8 +107,8 @@ def activate(record: PortRecord, msg: n.ActivatePort, ctx: Context) -> Outcome[P
         return Outcome(record)
     status = ACTIVE if record.admin_state_up else DOWN
     if status == record.status:
-        return Outcome(record)
-    return Outcome(_with(record, ctx, status=status))
+        return Outcome(record, effects=(CancelTimer("build"),))
+    return Outcome(_with(record, ctx, status=status), effects=(CancelTimer("build"),))
 
 
 @table.on(n.UnbindPort, source=STATES, to=STATES)
@@ -106,7 +116,7 @@ def unbind(record: PortRecord, msg: n.UnbindPort, ctx: Context) -> Outcome[PortR
     if record.device_id != msg.server_id:
         return Outcome(record)  # not this server's any more: nothing to release
     return Outcome(_with(record, ctx, device_id="", device_owner="", binding_host_id="",
-                         binding_vif_type="unbound", status=DOWN))
+                         binding_vif_type="unbound", status=DOWN), effects=(CancelTimer("build"),))
 
 
 @table.on(n.DeletePort, source=STATES, to=STATES)

@@ -7,7 +7,7 @@ import msgspec
 from actors import network as net_actor
 from actors import port as p
 from actors import server as s
-from actors.table import Send
+from actors.table import CancelTimer, Send, SetTimer
 from protocol import Envelope, Message, Target
 from protocol import compute as m
 from protocol import network as n
@@ -124,3 +124,15 @@ def test_networking_that_never_completes_times_out_to_error() -> None:
     out = apply(s.table, server(), "server", m.Scheduled(host="h1", node="h1", availability_zone="nova"))
     out = apply(s.table, out.record, "server", m.TaskTimeout(vm_state="building", task_state="networking"))
     assert s.state_name(out.record) == "error"
+
+
+def test_a_port_bound_but_never_activated_ends_in_error_and_can_be_bound_again() -> None:
+    out = apply(p.table, port(), "port", n.BindPort(server_id=SID, host="h1"))
+    [timer] = [e for e in out.effects if isinstance(e, SetTimer)]
+    assert timer.name == "build" and isinstance(timer.body, n.PortBuildTimeout)
+    failed = apply(p.table, out.record, "port", timer.body).record
+    assert (failed.status, failed.binding_vif_type) == ("ERROR", "binding_failed")
+    assert apply(p.table, failed, "port", n.BindPort(server_id=SID, host="h2")).record.status == "BUILD"
+    active = apply(p.table, out.record, "port", n.ActivatePort(server_id=SID, host="h1"))
+    assert CancelTimer("build") in active.effects
+    assert apply(p.table, active.record, "port", timer.body).record.status == "ACTIVE"  # a stale timer
