@@ -29,6 +29,7 @@ from actors.table import CancelTimer, Context, Fault, Outcome, Refused, Send, Se
 from protocol import Message, Target
 from protocol import compute as m
 from protocol import network as n
+from protocol import volume as v
 
 # --- Nova's vocabulary ---------------------------------------------------------------------------
 
@@ -74,6 +75,7 @@ def status_of(vm_state: str, task_state: str | None) -> str:
 TASK_TIMEOUTS = {
     "scheduling": 120.0,
     "networking": 120.0,
+    "block_device_mapping": 900.0,
     "spawning": 900.0,
     "powering-off": 180.0,
     "powering-on": 180.0,
@@ -110,6 +112,10 @@ class ServerRecord(msgspec.Struct, kw_only=True):
     attempted_hosts: list[str] = []
     nics: list[dict[str, Any]] = []  # [{"port_id", "network_id", "mac_address", "delete_on_termination"}]
     bound_ports: list[str] = []  # the ports that confirmed their binding to `host`
+    # Nova's block device mappings of volumes: [{"attachment_id", "volume_id", "device",
+    # "boot_index", "delete_on_termination", "connection", "status"}], status waiting (its volume
+    # is being created for this boot), ready (to attach at spawn), attaching, attached, detaching
+    block_devices: list[dict[str, Any]] = []
     max_attempts: int = 3
     fault: dict[str, Any] | None = None
     launched_at: float | None = None
@@ -123,7 +129,8 @@ def state_name(record: ServerRecord) -> str:
 
 STABLE = ("active", "stopped", "paused", "suspended", "error")
 STATES = {
-    "building:scheduling", "building:networking", "building:spawning", "building:deleting",
+    "building:scheduling", "building:networking", "building:block_device_mapping", "building:spawning",
+    "building:deleting",
     "active", "active:powering-off", "active:rebooting", "active:rebooting_hard", "active:pausing",
     "active:suspending", "active:deleting",
     "stopped", "stopped:powering-on", "stopped:rebooting_hard", "stopped:deleting",
@@ -205,9 +212,15 @@ def _port_ids(record: ServerRecord) -> list[str]:
 
 
 def _spawn(record: ServerRecord) -> Outcome[ServerRecord]:
+    """Spawn, once every volume of the boot is ready (else wait for them in block_device_mapping)."""
     assert record.host is not None
+    if any(bdm["status"] == "waiting" for bdm in record.block_devices):
+        return _begin(record, "block_device_mapping")
+    volumes = [m.BlockDevice(device=bdm["device"], connection=msgspec.convert(bdm["connection"], v.VolumeConnection),
+                             boot_index=bdm.get("boot_index"))
+               for bdm in record.block_devices if bdm["status"] == "ready"]
     spawn = m.Spawn(server_id=record.id, name=record.display_name, flavor=_flavor(record),
-                    image_id=record.image_id, ports=_port_ids(record))
+                    image_id=record.image_id, ports=_port_ids(record), volumes=volumes)
     return _begin(record, "spawning", Send(_agent(record), spawn))
 
 
@@ -223,7 +236,8 @@ def _release_ports(record: ServerRecord) -> tuple[Send, ...]:
     return tuple(effects)
 
 
-@table.on(m.Scheduled, source="building:scheduling", to={"building:networking", "building:spawning"})
+@table.on(m.Scheduled, source="building:scheduling",
+          to={"building:networking", "building:block_device_mapping", "building:spawning"})
 def scheduled(record: ServerRecord, msg: m.Scheduled, ctx: Context) -> Outcome[ServerRecord]:
     new = _with(record, host=msg.host, node=msg.node, availability_zone=msg.availability_zone, bound_ports=[])
     if not record.nics:
@@ -233,7 +247,8 @@ def scheduled(record: ServerRecord, msg: m.Scheduled, ctx: Context) -> Outcome[S
     return _begin(new, "networking", *binds)
 
 
-@table.on(n.PortBound, source="building:networking", to={"building:networking", "building:spawning"})
+@table.on(n.PortBound, source="building:networking",
+          to={"building:networking", "building:block_device_mapping", "building:spawning"})
 def port_bound(record: ServerRecord, msg: n.PortBound, ctx: Context) -> Outcome[ServerRecord]:
     """Nova waits for its ports' bindings before it spawns; so does the server actor."""
     if msg.host != record.host or msg.port_id not in _port_ids(record) or msg.port_id in record.bound_ports:
@@ -259,7 +274,12 @@ def no_valid_host(record: ServerRecord, msg: m.NoValidHost, ctx: Context) -> Out
 def spawned(record: ServerRecord, msg: m.Spawned, ctx: Context) -> Outcome[ServerRecord]:
     activate = [Send(Target("port", port_id), n.ActivatePort(server_id=record.id, host=msg.host))
                 for port_id in _port_ids(record)]
-    return _settle(record, *activate, vm_state="active", power_state=msg.power_state, launched_at=ctx.now)
+    attached = [Send(Target("volume", bdm["volume_id"]), v.VolumeAttached(
+        attachment_id=bdm["attachment_id"], server_id=record.id, host=msg.host, device=bdm["device"]))
+        for bdm in record.block_devices if bdm["status"] == "ready"]
+    devices = [{**bdm, "status": "attached"} if bdm["status"] == "ready" else bdm for bdm in record.block_devices]
+    return _settle(record, *activate, *attached, vm_state="active", power_state=msg.power_state,
+                   launched_at=ctx.now, block_devices=devices)
 
 
 @table.on(m.SpawnFailed, source="building:spawning", to={"building:scheduling", "error"})
@@ -334,7 +354,8 @@ _DELETING = {s for s in STATES if s.endswith(":deleting")}
 @table.on(m.DeleteServer, source=_DELETABLE, to=_DELETING | {"deleted"})
 def delete(record: ServerRecord, msg: m.DeleteServer, ctx: Context) -> Outcome[ServerRecord]:
     if record.host is None:  # never placed: nothing exists on any host
-        return _settle(record, *_release_ports(record), vm_state="deleted", terminated_at=ctx.now)
+        return _settle(record, *_release_ports(record), *_release_volumes(record), vm_state="deleted",
+                       terminated_at=ctx.now)
     return _begin(record, "deleting", Send(_agent(record), m.Destroy(server_id=record.id)))
 
 
@@ -345,11 +366,18 @@ def delete_again(record: ServerRecord, msg: m.DeleteServer, ctx: Context) -> Out
 
 @table.on(m.Destroyed, source=_DELETING, to="deleted")
 def destroyed(record: ServerRecord, msg: m.Destroyed, ctx: Context) -> Outcome[ServerRecord]:
-    return _settle(record, *_release(record), *_release_ports(record), vm_state="deleted", power_state=NOSTATE,
-                   terminated_at=ctx.now)
+    return _settle(record, *_release(record), *_release_ports(record), *_release_volumes(record),
+                   vm_state="deleted", power_state=NOSTATE, terminated_at=ctx.now)
 
 
 # Reports that arrive after the server moved on are accepted and ignored, not errors.
+def _release_volumes(record: ServerRecord) -> tuple[Send, ...]:
+    """The server is gone: its volumes are detached (deleted where delete_on_termination says)."""
+    return tuple(Send(Target("volume", bdm["volume_id"]), v.VolumeDetached(
+        attachment_id=bdm["attachment_id"], delete=bool(bdm.get("delete_on_termination"))))
+        for bdm in record.block_devices)
+
+
 @table.on(m.Scheduled, source=_DELETING | {"deleted", "error"}, to=_DELETING | {"deleted", "error"})
 def scheduled_late(record: ServerRecord, msg: m.Scheduled, ctx: Context) -> Outcome[ServerRecord]:
     release = Send(Target("scheduler", record.id), m.ReleaseClaim(server_id=record.id, host=msg.host))
@@ -370,7 +398,8 @@ def task_timeout(record: ServerRecord, msg: m.TaskTimeout, ctx: Context) -> Outc
         return Outcome(record)  # the task ended in time; a stale timer
     if msg.task_state == "deleting":
         # The host never confirmed: the server is gone for the user; `doctor` reconciles the host.
-        return _settle(record, *_release(record), *_release_ports(record), vm_state="deleted", terminated_at=ctx.now,
+        return _settle(record, *_release(record), *_release_ports(record), *_release_volumes(record),
+                       vm_state="deleted", terminated_at=ctx.now,
                        fault=_fault(500, "Timed out waiting for the host to delete the instance."))
     return _settle(record, vm_state="error",
                    fault=_fault(500, f"Timed out during {msg.task_state} of instance {record.id}."))
@@ -392,6 +421,134 @@ def power_state_report(record: ServerRecord, msg: m.PowerStateReport, ctx: Conte
     if new.power_state == record.power_state and new.vm_state == record.vm_state:
         return Outcome(record)
     return Outcome(new)
+
+
+# --- volumes: attach, detach, and the volumes of a boot ---------------------------------------------
+
+_ATTACHABLE = {"active", "stopped", "paused", "suspended"}
+
+
+def _bdm(record: ServerRecord, attachment_id: str) -> dict[str, Any] | None:
+    return next((b for b in record.block_devices if b["attachment_id"] == attachment_id), None)
+
+
+def _replace_bdm(record: ServerRecord, attachment_id: str, **changes: Any) -> list[dict[str, Any]]:
+    return [{**b, **changes} if b["attachment_id"] == attachment_id else b for b in record.block_devices]
+
+
+def _without_bdm(record: ServerRecord, attachment_id: str) -> list[dict[str, Any]]:
+    return [b for b in record.block_devices if b["attachment_id"] != attachment_id]
+
+
+def _volume(bdm: dict[str, Any], body: Message) -> Send:
+    return Send(Target("volume", bdm["volume_id"]), body)
+
+
+@table.on(v.AttachVolume, source=STATES, to=STATES)
+def attach_volume(record: ServerRecord, msg: v.AttachVolume, ctx: Context) -> Outcome[ServerRecord]:
+    """Hot-plug a volume the API reserved for this server; a server that cannot take it now
+    (building, mid-task, deleted) gives the reservation back at once."""
+    if _bdm(record, msg.attachment_id) is not None:
+        return Outcome(record)  # a repeat
+    bdm = {"attachment_id": msg.attachment_id, "volume_id": msg.connection.volume_id, "device": msg.device,
+           "boot_index": None, "delete_on_termination": msg.delete_on_termination,
+           "connection": msgspec.to_builtins(msg.connection), "status": "attaching"}
+    if record.vm_state not in _ATTACHABLE or record.task_state is not None or record.host is None:
+        failed = v.VolumeAttachFailed(attachment_id=msg.attachment_id,
+                                      reason=f"Instance {record.id} is in state {state_name(record)}.")
+        return Outcome(record, effects=(_volume(bdm, failed),))
+    request = v.AttachVolumeOnHost(server_id=record.id, attachment_id=msg.attachment_id, device=msg.device,
+                                   connection=msg.connection)
+    return Outcome(_with(record, block_devices=[*record.block_devices, bdm]),
+                   effects=(Send(_agent(record), request),))
+
+
+@table.on(v.VolumeAttachedToServer, source=STATES, to=STATES)
+def volume_attached(record: ServerRecord, msg: v.VolumeAttachedToServer, ctx: Context) -> Outcome[ServerRecord]:
+    bdm = _bdm(record, msg.attachment_id)
+    if bdm is None or bdm["status"] != "attaching" or record.host is None:
+        return Outcome(record)
+    done = v.VolumeAttached(attachment_id=msg.attachment_id, server_id=record.id, host=record.host,
+                            device=bdm["device"])
+    return Outcome(_with(record, block_devices=_replace_bdm(record, msg.attachment_id, status="attached")),
+                   effects=(_volume(bdm, done),))
+
+
+@table.on(v.VolumeAttachToServerFailed, source=STATES, to=STATES)
+def volume_attach_failed(record: ServerRecord, msg: v.VolumeAttachToServerFailed,
+                         ctx: Context) -> Outcome[ServerRecord]:
+    bdm = _bdm(record, msg.attachment_id)
+    if bdm is None or bdm["status"] != "attaching":
+        return Outcome(record)
+    failed = v.VolumeAttachFailed(attachment_id=msg.attachment_id, reason=msg.reason)
+    return Outcome(_with(record, block_devices=_without_bdm(record, msg.attachment_id)),
+                   effects=(_volume(bdm, failed),))
+
+
+@table.on(v.DetachVolume, source=STATES, to=STATES)
+def detach_volume(record: ServerRecord, msg: v.DetachVolume, ctx: Context) -> Outcome[ServerRecord]:
+    bdm = _bdm(record, msg.attachment_id)
+    if bdm is None or record.host is None or bdm["status"] in ("waiting", "ready"):
+        # not (or not yet) on any host: nothing to unplug
+        gone = Send(Target("volume", msg.volume_id), v.VolumeDetached(attachment_id=msg.attachment_id))
+        return Outcome(_with(record, block_devices=_without_bdm(record, msg.attachment_id)), effects=(gone,))
+    if bdm["status"] != "attached":
+        raise Refused(f"Volume {msg.volume_id} is {bdm['status']} on instance {record.id}.")
+    request = v.DetachVolumeOnHost(server_id=record.id, attachment_id=msg.attachment_id,
+                                   volume_id=msg.volume_id, device=bdm["device"])
+    return Outcome(_with(record, block_devices=_replace_bdm(record, msg.attachment_id, status="detaching")),
+                   effects=(Send(_agent(record), request),))
+
+
+@table.on(v.VolumeDetachedFromServer, source=STATES, to=STATES)
+def volume_detached(record: ServerRecord, msg: v.VolumeDetachedFromServer, ctx: Context) -> Outcome[ServerRecord]:
+    bdm = _bdm(record, msg.attachment_id)
+    if bdm is None:
+        return Outcome(record)
+    done = v.VolumeDetached(attachment_id=msg.attachment_id)
+    return Outcome(_with(record, block_devices=_without_bdm(record, msg.attachment_id)),
+                   effects=(_volume(bdm, done),))
+
+
+@table.on(v.VolumeDetachFromServerFailed, source=STATES, to=STATES)
+def volume_detach_failed(record: ServerRecord, msg: v.VolumeDetachFromServerFailed,
+                         ctx: Context) -> Outcome[ServerRecord]:
+    """The disk stayed: it is still attached, and the volume in-use again."""
+    bdm = _bdm(record, msg.attachment_id)
+    if bdm is None or bdm["status"] != "detaching" or record.host is None:
+        return Outcome(record)
+    still = v.VolumeAttached(attachment_id=msg.attachment_id, server_id=record.id, host=record.host,
+                             device=bdm["device"])
+    return Outcome(_with(record, block_devices=_replace_bdm(record, msg.attachment_id, status="attached"),
+                         fault=_fault(500, f"Detaching volume {msg.volume_id} failed: {msg.reason}")),
+                   effects=(_volume(bdm, still),))
+
+
+@table.on(v.VolumeReady, source=STATES, to=STATES)
+def volume_ready(record: ServerRecord, msg: v.VolumeReady, ctx: Context) -> Outcome[ServerRecord]:
+    """A volume created for this boot is there; the last one lets the spawn go ahead."""
+    bdm = _bdm(record, msg.attachment_id)
+    if bdm is None or bdm["status"] != "waiting":
+        return Outcome(record)
+    new = _with(record, block_devices=_replace_bdm(record, msg.attachment_id, status="ready",
+                                                     connection=msgspec.to_builtins(msg.connection)))
+    if state_name(new) == "building:block_device_mapping":
+        return _spawn(new)
+    return Outcome(new)
+
+
+@table.on(v.VolumeFailed, source=STATES, to=STATES)
+def volume_failed(record: ServerRecord, msg: v.VolumeFailed, ctx: Context) -> Outcome[ServerRecord]:
+    """A volume of the boot could not be made: the build fails (Nova's VolumeNotCreated)."""
+    bdm = _bdm(record, msg.attachment_id)
+    if bdm is None or bdm["status"] != "waiting":
+        return Outcome(record)
+    devices = _replace_bdm(record, msg.attachment_id, status="failed")
+    if record.vm_state != "building" or record.task_state == "deleting":
+        return Outcome(_with(record, block_devices=devices))
+    reason = f"Volume {msg.volume_id} did not finish being created: {msg.reason}"
+    return _settle(record, *_release(record), vm_state="error", host=None, node=None, block_devices=devices,
+                   fault=_fault(500, "Build of instance aborted: " + reason))
 
 
 KIND = ActorKind(table, "servers", project_field="project_id")

@@ -78,6 +78,8 @@ def _parser() -> argparse.ArgumentParser:
                             default=os.environ.get("ACTORSTACK_NETWORK", "auto"),
                             help="bridges, taps, DHCP and metadata in this kernel (linux, root only), none, "
                                  "or auto: linux when run as root")
+    host_flags.add_argument("--storage", choices=["file", "none"], default=os.environ.get("ACTORSTACK_STORAGE", "file"),
+                            help="a storage agent for volumes: qcow2 files under <state dir>/volumes, or none")
 
     up = commands.add_parser("up", help="run the whole cloud in one process",
                              parents=[common, runtime_flags, api_flags, host_flags])
@@ -129,7 +131,7 @@ def _host_options(args: argparse.Namespace, names: tuple[str, ...], *, own_direc
         sync_interval=args.sync_interval, cpu_allocation_ratio=args.cpu_allocation_ratio,
         ram_allocation_ratio=args.ram_allocation_ratio, disk_allocation_ratio=args.disk_allocation_ratio,
         reserved_memory_mb=args.reserved_host_memory_mb, shutdown_timeout=args.shutdown_timeout,
-        network=args.network,
+        network=args.network, storage=args.storage,
     )
 
 

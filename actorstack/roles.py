@@ -39,10 +39,10 @@ class NotInitialised(Exception):
 
 
 def builtin_kinds() -> list[ActorKind | ServiceKind]:
-    """The actor kinds of the cloud itself (volumes arrive with their issue)."""
-    from actors import network, port, scheduler, server
+    """The actor kinds of the cloud itself."""
+    from actors import network, port, scheduler, server, volume
 
-    return [server.KIND, scheduler.KIND, network.KIND, port.KIND]
+    return [server.KIND, scheduler.KIND, network.KIND, port.KIND, volume.KIND]
 
 
 def load_kinds(modules: Sequence[str]) -> list[ActorKind | ServiceKind]:
@@ -155,6 +155,9 @@ class HostOptions:
     # Bridges, taps, DHCP and metadata in this kernel: "linux" (root only), "none", or "auto"
     # (linux when running as root, else none).
     network: str = "auto"
+    # A storage agent for volumes in this process: "file" (qcow2 files under <state dir>/volumes)
+    # or "none".
+    storage: str = "file"
 
 
 def networking_mode(requested: str) -> str:
@@ -217,6 +220,24 @@ async def _start_agents(
         agent = HostAgent(agent_settings, pool, connection, driver, network)
         await agent.start()
         stack.push_async_callback(agent.stop)
+    if options.storage == "file":
+        await _start_storage(stack, settings, pool, connection, options)
+
+
+async def _start_storage(stack: contextlib.AsyncExitStack, settings: Settings, pool: asyncpg.Pool,
+                         connection: Any, options: HostOptions) -> None:
+    """One storage agent per process: volumes live in the state directory every simulated host
+    of the process shares (as a shared NFS export would be for hosts on several machines)."""
+    from api.image.store import image_dir
+    from hostagent.volumes.agent import StorageAgent, StorageAgentSettings, backend_name
+    from hostagent.volumes.file import FileBackend
+
+    agent = StorageAgent(
+        StorageAgentSettings(name=backend_name("file"), image_dir=image_dir(settings.state_dir),
+                             availability_zone=options.availability_zone, heartbeat=options.heartbeat),
+        pool, connection, FileBackend(settings.state_dir / "volumes"))
+    await agent.start()
+    stack.push_async_callback(agent.stop)
 
 
 async def run_roles(

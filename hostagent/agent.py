@@ -1,17 +1,18 @@
 """The host agent: a compute host's hands. It carries out `agent.*` requests and reports.
 
-A HostAgent consumes its own durable quorum queue `agent.<name>` (single-active-consumer: a
-second agent started with the same name waits as a standby). For each request it does the work
-on the host (image cache, disks, domain) and replies to the server actor, publishing with
-publisher confirms, and only then acknowledges the request. A crash in between means a
-redelivery, so every request is idempotent: a Spawn for a domain that exists reports Spawned
-with its state, a Destroy of a missing domain reports Destroyed, a power action already in
-effect reports ActionDone. A reply's message id is derived from the request's, so the server
-actor's inbox recognises the reply to a redelivered request as a duplicate.
+A HostAgent consumes its own queue `agent.<name>` and replies to the server actors, with the
+plumbing every agent shares (`hostagent.requests`): publisher confirms before the ack, reply ids
+derived from the request's, one request per server at a time in delivery order. A redelivery
+after a crash must change nothing, so every request is idempotent: a Spawn for a domain that
+exists reports Spawned with its state, a Destroy of a missing domain reports Destroyed, a power
+action already in effect reports ActionDone, attaching a volume that is attached or detaching
+one that is not reports success. A spawn that fails replies SpawnFailed with the reason and
+removes what it created.
 
-Requests for different servers run concurrently (up to `prefetch`); those for one server run
-one at a time, in delivery order (a lock per server id, taken before the handler's first
-await). A spawn that fails replies SpawnFailed with the reason and removes what it created.
+Volumes: a Spawn's volumes become disks of the domain (with boot from volume, no image, the one
+with boot_index 0 is vda); `agent.attach_volume` and `agent.detach_volume` hot-plug them
+(`VirtDriver.attach_volume` / `detach_volume`), and the definition the agent keeps follows. The
+agent never creates or deletes a volume's file: that is the storage agent's (`hostagent.volumes`).
 
 Power-state sync, level-triggered: a libvirt lifecycle event makes the agent read that
 server's state again, and every `sync_interval` it reads them all; it reports
@@ -35,36 +36,23 @@ delivered, in the reverse order of `start()`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
-import uuid as uuidlib
-from collections.abc import Awaitable, Callable
+import re
 from pathlib import Path
-from typing import Any, Self
 
-import aio_pika
 import asyncpg
-import msgspec
 import structlog
-from aio_pika.abc import (
-    AbstractChannel,
-    AbstractExchange,
-    AbstractIncomingMessage,
-    AbstractQueue,
-    AbstractRobustConnection,
-)
+from aio_pika.abc import AbstractRobustConnection
 
-from actors import amqp, db
-from actors.outbox import OutboxRow
-from actors.turn import record_fault
 from actors.worker import BROKER_GONE
 from hostagent import host
-from hostagent.locks import KeyedLocks
 from hostagent.network import HostNetworking, NetworkingError, NullNetworking
 from hostagent.qemu_img import QemuImgError
+from hostagent.requests import DB_ERRORS, Handler, RequestAgent
 from hostagent.storage import InstanceStorage, StorageError, canonical_id
 from hostagent.virt.base import (
     Action,
+    Disk,
     IllegalPowerAction,
     InstanceNotFound,
     InstanceSpec,
@@ -73,25 +61,16 @@ from hostagent.virt.base import (
     VirtDriver,
     VirtError,
 )
-from protocol import Envelope, Message, ProtocolError, Target, decode, encode
+from protocol import Envelope, Message, ProtocolError, Target
 from protocol import compute as m
-from protocol.routing import (
-    ACTOR_EXCHANGE,
-    DEAD_LETTER_EXCHANGE,
-    ORIGIN_QUEUE_HEADER,
-    REASON_HEADER,
-    agent_queue,
-    route,
-)
+from protocol import volume as v
 
 log = structlog.get_logger("hostagent")
 
-# Replies get uuid5(this, request id): the same request always gets the same reply id.
-REPLY_NAMESPACE = uuidlib.UUID("6d1f3c1e-9a57-4f0b-8f3e-5b0a8f1c2d7e")
-RETRY_DELAY = 1.0  # before a request whose handling raised unexpectedly goes back to the queue
-DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 # What ends one pass of the power-state sync without ending the sync.
 SYNC_ERRORS: tuple[type[BaseException], ...] = (VirtError, OSError, *BROKER_GONE)
+VOLUME_FORMATS = frozenset({"qcow2", "raw"})
+_DEVICE = re.compile(r"(?:/dev/)?(vd[a-z]{1,2})")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,100 +87,60 @@ class AgentSettings:
     disk_allocation_ratio: float = 1.0
     reserved_memory_mb: int | None = None  # None: 0 on a volatile (test) hypervisor, else Nova's 512
     prefetch: int = 32
+    detach_timeout: float = 20.0  # how long a guest gets to release a volume (Nova: 20 s per attempt)
 
 
-class HostAgent:
+class VolumeRefused(Exception):
+    """A volume connection this host cannot attach; `reason` is fit for the attachment's fault."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class HostAgent(RequestAgent):
+    role = "host"
+    reply_kinds = ("server",)
+    heartbeat_errors = (*DB_ERRORS, VirtError)
+
     def __init__(self, settings: AgentSettings, pool: asyncpg.Pool, connection: AbstractRobustConnection,
                  driver: VirtDriver, network: HostNetworking | NullNetworking | None = None) -> None:
         """The pool, the connection and the networking are the caller's (it starts and stops
         them); the driver is opened by start() and closed by stop()."""
+        super().__init__(settings.name, pool, connection, prefetch=settings.prefetch, heartbeat=settings.heartbeat)
         self.settings = settings
-        self.name = settings.name
-        self.pool = pool
-        self.connection = connection
         self.driver = driver
         self.network = network if network is not None else NullNetworking()
         self.storage = InstanceStorage(settings.state_dir, settings.image_dir)
-        self.queue_name = agent_queue(settings.name)
-        self._locks = KeyedLocks()
         self._reported: dict[str, PowerState] = {}  # what the server actors last heard from us
         self._acted: dict[str, int] = {}  # per server: actions completed (tells a sync its read is stale)
-        self._handlers: set[asyncio.Task[None]] = set()
-        self._tasks: list[asyncio.Task[None]] = []
-        self._stack = contextlib.AsyncExitStack()
-        self._stopping = False
-        self._shards = 0
-        self._exchange: AbstractExchange | None = None
-        self._queue: AbstractQueue | None = None
-        self._consumer_tag: str | None = None
         self.inventory: host.Inventory | None = None
 
     # --- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
-        try:
-            await self._start()
-        except BaseException:
-            await self._stack.aclose()
-            raise
+        await super().start()
         log.info("host agent started", host=self.name, queue=self.queue_name,
                  virt_type=self.inventory.virt_type if self.inventory else None)
 
     async def stop(self) -> None:
         """Graceful: no new requests, the delivered ones finished and replied, then closed."""
-        await self._stack.aclose()
+        await super().stop()
         log.info("host agent stopped", host=self.name)
 
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
     async def _start(self) -> None:
-        stack = self._stack
-        self._shards = int(await db.cluster_setting(self.pool, "shards"))  # type: ignore[call-overload]
         await asyncio.to_thread(self.storage.instances_dir.mkdir, parents=True, exist_ok=True)
-        await stack.enter_async_context(self.driver)
+        await self._stack.enter_async_context(self.driver)
         await self._adopt()
-
-        publisher = await self.connection.channel(publisher_confirms=True)
-        stack.push_async_callback(_close_channel, publisher)
-        # Replies go to the server actors' shard queues: make sure they exist (idempotent, and
-        # the same declaration every runtime process makes).
-        await amqp.declare_topology(publisher, ["server"], self._shards)
-        self._exchange = await publisher.get_exchange(ACTOR_EXCHANGE, ensure=False)
-
-        consumer = await self.connection.channel()
-        stack.push_async_callback(_close_channel, consumer)
-        await consumer.set_qos(prefetch_count=self.settings.prefetch)
-        self._queue = await consumer.declare_queue(
-            self.queue_name, durable=True, arguments=amqp.shard_queue_arguments())
-        await self._queue.bind(ACTOR_EXCHANGE, routing_key=self.queue_name)
-
+        # Replies go to the server actors' shard queues: _open_queue makes sure they exist.
+        await self._open_queue()
         await self._register()
-        stack.push_async_callback(self._cancel_tasks)
-        self._tasks = [
-            asyncio.create_task(self._heartbeat_loop(), name=f"heartbeat {self.name}"),
-            asyncio.create_task(self._sync_loop(), name=f"power sync {self.name}"),
-            asyncio.create_task(self._event_loop(), name=f"libvirt events {self.name}"),
-        ]
-        stack.push_async_callback(self._drain)
-        self._consumer_tag = await self._queue.consume(self._on_message)
-
-    async def _drain(self) -> None:
-        self._stopping = True
-        if self._queue is not None and self._consumer_tag is not None:
-            with contextlib.suppress(*BROKER_GONE):
-                await self._queue.cancel(self._consumer_tag)
-        while self._handlers:
-            await asyncio.gather(*list(self._handlers), return_exceptions=True)
-
-    async def _cancel_tasks(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._run_tasks([
+            ("heartbeat", self._heartbeat_loop()),
+            ("power sync", self._sync_loop()),
+            ("libvirt events", self._event_loop()),
+        ])
+        await self._consume()
 
     # --- registration and heartbeat -------------------------------------------------------
 
@@ -222,15 +161,8 @@ class HostAgent:
                  local_gb=disk_gb, hypervisor=f"{info.hypervisor_type} {info.hypervisor_version}",
                  hypervisor_hostname=info.hypervisor_hostname)
 
-    async def _heartbeat_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.heartbeat)
-            try:
-                if not await host.heartbeat(self.pool, self.name):
-                    log.warning("compute host row is gone; registering again", host=self.name)
-                    await self._register()
-            except (*DB_ERRORS, VirtError) as exc:
-                log.warning("heartbeat failed; will retry", host=self.name, error=repr(exc))
+    async def _beat(self) -> bool:
+        return await host.heartbeat(self.pool, self.name)
 
     # --- adoption -------------------------------------------------------------------------
 
@@ -254,92 +186,26 @@ class HostAgent:
 
     # --- requests -------------------------------------------------------------------------
 
-    async def _on_message(self, message: AbstractIncomingMessage) -> None:
-        if self._stopping:
-            return  # not acked: the broker gives it back when the channel closes
-        task = asyncio.create_task(self._dispatch(message), name=f"request on {self.queue_name}")
-        self._handlers.add(task)
-        task.add_done_callback(self._handlers.discard)
-
-    async def _dispatch(self, message: AbstractIncomingMessage) -> None:
-        envelope: Envelope | None = None
-        try:
-            envelope = decode(message.body)
-            if envelope.target != Target("agent", self.name):
-                raise ProtocolError(f"message for {envelope.target.kind}/{envelope.target.id} "
-                                    f"arrived on {self.queue_name}")
-            handler = self._handler_for(envelope.body)
-        except ProtocolError as exc:
-            await self._settle(message, self._dead_letter(message, envelope, exc.reason))
-            return
-        server_id = str(envelope.body.server_id)  # type: ignore[attr-defined]
-        with structlog.contextvars.bound_contextvars(
-            correlation_id=envelope.correlation_id, message_id=envelope.id, server=server_id,
-            message_type=envelope.type, host=self.name,
-        ):
-            await self._settle(message, self._handle(message, envelope, server_id, handler))
-
-    def _handler_for(self, body: Message) -> Callable[[Any], Awaitable[Message]]:
+    def _handler_for(self, body: Message) -> Handler:
         if isinstance(body, m.Spawn):
             return self._spawn
         if isinstance(body, m.PowerAction):
             return self._power
         if isinstance(body, m.Destroy):
             return self._destroy
+        if isinstance(body, v.AttachVolumeOnHost):
+            return self._attach_volume
+        if isinstance(body, v.DetachVolumeOnHost):
+            return self._detach_volume
         raise ProtocolError(f"a host agent does not handle {body.TYPE!r}")
 
-    async def _settle(self, message: AbstractIncomingMessage, work: Awaitable[None]) -> None:
-        """Run the work that ends in the delivery's ack, with one failure policy for all."""
-        try:
-            await work
-        except BROKER_GONE as exc:
-            # Unacknowledged: the broker redelivers it, and every handler is idempotent.
-            log.warning("broker went away while handling a request", error=repr(exc))
-        except Exception:
-            # A bug, or a failure that is not the request's (libvirt cannot destroy a domain, the
-            # database is away): back to the queue after a pause; the queue's delivery limit
-            # dead-letters it to the runtime's intake if it never passes.
-            log.exception("request failed; returning it to the queue")
-            await asyncio.sleep(RETRY_DELAY)
-            with contextlib.suppress(*BROKER_GONE):
-                await message.nack(requeue=True)
+    def _subject(self, body: Message) -> Target:
+        return Target("server", str(body.server_id))  # type: ignore[attr-defined]
 
-    async def _handle(self, message: AbstractIncomingMessage, envelope: Envelope, server_id: str,
-                      handler: Callable[[Any], Awaitable[Message]]) -> None:
-        async with self._locks.hold(server_id):
-            reply = await handler(envelope.body)
-            await self._publish(self._reply(envelope, server_id, reply))
-            self._acted[server_id] = self._acted.get(server_id, 0) + 1
-            log.info("request handled", reply=reply.TYPE)
-        await message.ack()
+    def _handled(self, key: str) -> None:
+        self._acted[key] = self._acted.get(key, 0) + 1
 
-    def _reply(self, request: Envelope, server_id: str, body: Message) -> Envelope:
-        envelope = Envelope.new(Target("server", server_id), body, cause=request)
-        return msgspec.structs.replace(envelope, id=str(uuidlib.uuid5(REPLY_NAMESPACE, request.id)))
-
-    async def _publish(self, envelope: Envelope) -> None:
-        assert self._exchange is not None
-        await self._exchange.publish(
-            aio_pika.Message(encode(envelope), message_id=envelope.id, content_type="application/json",
-                             delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
-            route(envelope.target.kind, envelope.target.id, self._shards),
-        )
-
-    async def _dead_letter(self, message: AbstractIncomingMessage, envelope: Envelope | None, reason: str) -> None:
-        """An undecodable or misdirected request ends as the runtime's dead letters do: recorded
-        in `dead_letters` and queued (through the outbox, in the same transaction) for the
-        dead-letter queue; then acked."""
-        log.warning("dead-lettering a request the agent cannot handle", queue=self.queue_name, reason=reason)
-        copy = OutboxRow(
-            envelope.id if envelope is not None else str(uuidlib.uuid4()), DEAD_LETTER_EXCHANGE, "",
-            message.body, headers={REASON_HEADER: reason[:1000], ORIGIN_QUEUE_HEADER: self.queue_name},
-        )
-        async with self.pool.acquire() as conn:
-            await record_fault(conn, None, envelope, queue=self.queue_name, raw=message.body, reason=reason,
-                               details="", member_id=f"agent:{self.name}", dead_letter=copy)
-        await message.ack()
-
-    # --- the three requests ---------------------------------------------------------------
+    # --- the server's requests ---------------------------------------------------------------
 
     async def _spawn(self, msg: m.Spawn) -> Message:
         try:
@@ -353,21 +219,59 @@ class HostAgent:
             return m.Spawned(host=self.name, power_state=int(existing))
         flavor = msg.flavor
         try:
+            root, volumes = await self._volume_disks(msg)
             interfaces = await self._plug(server_id, msg.ports)
-            disks = await self.storage.create(server_id, msg.image_id, root_gb=flavor.disk,
+            local = await self.storage.create(server_id, msg.image_id, root_gb=flavor.disk,
                                               ephemeral_gb=flavor.ephemeral, swap_mb=flavor.swap)
             spec = InstanceSpec(uuid=server_id, name=msg.name, vcpus=flavor.vcpus, memory_mb=flavor.ram,
-                                disks=disks, console_log=self.storage.paths(server_id).console_log,
+                                disks=(*root, *local, *volumes),
+                                console_log=self.storage.paths(server_id).console_log,
                                 flavor_name=flavor.name, interfaces=interfaces)
             await self.storage.save_definition(server_id, self.driver.describe(spec))
             state = await self.driver.spawn(spec)
-        except (StorageError, VirtError, QemuImgError, NetworkingError, OSError) as exc:
+        except (StorageError, VirtError, QemuImgError, NetworkingError, OSError, VolumeRefused) as exc:
             reason = getattr(exc, "reason", None) or str(exc)
             log.warning("spawn failed; cleaning up", reason=reason)
             await self._clean_up(server_id)
             return m.SpawnFailed(host=self.name, reason=reason)
         self._reported[server_id] = state
         return m.Spawned(host=self.name, power_state=int(state))
+
+    async def _volume_disks(self, msg: m.Spawn) -> tuple[tuple[Disk, ...], tuple[Disk, ...]]:
+        """The spawn's volumes as disks: (the root volume, or nothing; the others). Without an
+        image, the volume with boot_index 0 is the root disk, vda; with one, the image is vda."""
+        root: list[Disk] = []
+        others: list[Disk] = []
+        for block in msg.volumes:
+            disk = await self._volume_disk(block.device, block.connection)
+            if msg.image_id is None and block.boot_index == 0 and not root:
+                root.append(dataclasses.replace(disk, device="vda"))
+            elif disk.device == "vda" and (msg.image_id is not None or any(b.boot_index == 0 for b in msg.volumes)):
+                raise VolumeRefused(f"Volume {block.connection.volume_id} cannot be vda: that is the root disk.")
+            else:
+                others.append(disk)
+        return tuple(root), tuple(others)
+
+    async def _volume_disk(self, device: str, connection: v.VolumeConnection) -> Disk:
+        """The disk for a volume connection, which must be one this host can attach: a file
+        that exists here, as qcow2 or raw, at a virtio disk's device name."""
+        try:
+            volume_id = canonical_id(connection.volume_id, "volume id")
+        except StorageError as exc:
+            raise VolumeRefused(exc.reason) from None
+        match = _DEVICE.fullmatch(device)
+        if match is None:
+            raise VolumeRefused(f"Invalid device {device!r} for volume {volume_id}: expected /dev/vdb, /dev/vdc, …")
+        if connection.driver != "file":
+            raise VolumeRefused(f"Volume {volume_id} has driver {connection.driver!r}; this host attaches "
+                                "file volumes only.")
+        if connection.format not in VOLUME_FORMATS:
+            raise VolumeRefused(f"Volume {volume_id} is in format {connection.format!r}; only qcow2 and raw "
+                                "are attached.")
+        path = Path(connection.path)
+        if not path.is_absolute() or ".." in path.parts or not await asyncio.to_thread(path.is_file):
+            raise VolumeRefused(f"Volume {volume_id} is not reachable from this host (no file {connection.path}).")
+        return Disk(path, connection.format, device=match.group(1), serial=volume_id)
 
     async def _plug(self, server_id: str, ports: list[str]) -> tuple[Interface, ...]:
         """The server's NICs, plugged; every port the server actor named must be among them
@@ -377,7 +281,7 @@ class HostAgent:
             missing = set(ports) - {vif.port_id for vif in vifs}
             if missing:
                 raise NetworkingError(f"port {sorted(missing)[0]} is not bound to host {self.name}")
-        return tuple(Interface(mac_address=v.mac_address, tap=v.tap, mtu=v.mtu) for v in vifs)
+        return tuple(Interface(mac_address=vif.mac_address, tap=vif.tap, mtu=vif.mtu) for vif in vifs)
 
     async def _clean_up(self, server_id: str) -> None:
         """Remove what a failed spawn created (nothing existed when it began)."""
@@ -487,6 +391,55 @@ class HostAgent:
         return True
 
 
-async def _close_channel(channel: AbstractChannel) -> None:
-    with contextlib.suppress(*BROKER_GONE):
-        await channel.close()
+    # --- volumes ----------------------------------------------------------------------------
+
+    async def _attach_volume(self, msg: v.AttachVolumeOnHost) -> Message:
+        def failed(reason: str) -> Message:
+            log.warning("volume attach failed", volume=msg.connection.volume_id, reason=reason)
+            return v.VolumeAttachToServerFailed(attachment_id=msg.attachment_id,
+                                                volume_id=msg.connection.volume_id, reason=reason)
+
+        try:
+            server_id = canonical_id(msg.server_id, "server id")
+            disk = await self._volume_disk(msg.device, msg.connection)
+            await self.driver.attach_volume(server_id, disk)
+        except (StorageError, VolumeRefused, VirtError) as exc:
+            return failed(exc.reason)  # VirtError but InstanceNotFound: libvirt refused, nothing changed
+        await self._save_definition(server_id)
+        log.info("volume attached", volume=disk.serial, device=disk.device)
+        return v.VolumeAttachedToServer(attachment_id=msg.attachment_id, volume_id=msg.connection.volume_id)
+
+    async def _detach_volume(self, msg: v.DetachVolumeOnHost) -> Message:
+        def failed(reason: str) -> Message:
+            log.warning("volume detach failed", volume=msg.volume_id, reason=reason)
+            return v.VolumeDetachFromServerFailed(attachment_id=msg.attachment_id, volume_id=msg.volume_id,
+                                                  reason=reason)
+
+        detached = v.VolumeDetachedFromServer(attachment_id=msg.attachment_id, volume_id=msg.volume_id)
+        try:
+            server_id = canonical_id(msg.server_id, "server id")
+            volume_id = canonical_id(msg.volume_id, "volume id")
+        except StorageError:
+            return detached  # nothing of ours can carry that name
+        match = _DEVICE.fullmatch(msg.device)
+        if match is None:
+            return failed(f"Invalid device {msg.device!r}: expected /dev/vdb, /dev/vdc, …")
+        try:
+            existed = await self.driver.detach_volume(server_id, match.group(1), serial=volume_id,
+                                                      timeout=self.settings.detach_timeout)
+        except InstanceNotFound:
+            return detached  # no domain: the volume is attached to nothing here
+        except VirtError as exc:
+            return failed(exc.reason)
+        await self._save_definition(server_id)
+        log.info("volume detached", volume=volume_id, was_attached=existed)
+        return detached
+
+    async def _save_definition(self, server_id: str) -> None:
+        """Keep the instance's saved definition in step with the hypervisor's (a volatile one is
+        restored from it)."""
+        if not await asyncio.to_thread(self.storage.paths(server_id).directory.is_dir):
+            return  # a domain without an instance directory is not one of ours to keep
+        definition = await self.driver.definition(server_id)
+        if definition is not None:
+            await self.storage.save_definition(server_id, definition)

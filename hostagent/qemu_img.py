@@ -68,9 +68,12 @@ async def run(*args: str, limited: bool = False) -> str:
     return out.decode()
 
 
-async def info(path: Path) -> ImageInfo:
-    """What the file is, probed by qemu-img (`-U`: read it even while a guest holds its lock)."""
-    text = await run("info", "-U", "--output=json", str(path), limited=True)
+async def info(path: Path, fmt: str | None = None) -> ImageInfo:
+    """What the file is (`-U`: read it even while a guest holds its lock): probed by qemu-img,
+    or read as `fmt` when the caller knows the format (a raw file must never be probed: its
+    bytes are the guest's, and may look like a qcow2 header naming a host file)."""
+    args = ["info", "-U", "--output=json", *(("-f", fmt) if fmt else ()), str(path)]
+    text = await run(*args, limited=True)
     try:
         return ImageInfo.from_json(json.loads(text))
     except (ValueError, KeyError, TypeError) as exc:
@@ -88,3 +91,13 @@ async def create_overlay(path: Path, backing: Path, backing_format: str, size: i
 
 async def create_blank(path: Path, size: int) -> None:
     await run("create", "-q", "-f", "qcow2", str(path), str(size))
+
+
+async def convert(source: Path, source_format: str, dest: Path, dest_format: str) -> None:
+    """Copy `source`, read as `source_format` (explicit: never probed), into a new `dest`."""
+    await run("convert", "-q", "-f", source_format, "-O", dest_format, str(source), str(dest))
+
+
+async def resize(path: Path, fmt: str, size: int) -> None:
+    """Grow the image to `size` bytes (qemu-img refuses to shrink without --shrink)."""
+    await run("resize", "-q", "-f", fmt, str(path), str(size))

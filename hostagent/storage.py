@@ -18,7 +18,8 @@ images exploit).
 
 Sizes follow Nova: the root disk grows to the flavor's `disk` GiB when that is larger than the
 image; a flavor disk of 0 keeps the image's size; a flavor disk smaller than the image is an
-error. A server without an image (boot from volume, later) gets no local root disk.
+error. A server without an image boots from a volume: it gets no local root disk (the volume,
+attached from the storage agent's file, is its vda), only the ephemeral and swap disks.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from __future__ import annotations
 import msgspec
 
 from protocol.message import Message
+from protocol.volume import VolumeConnection
 
 
 # --- to the server actor, from the API ---------------------------------------------------------
@@ -162,13 +163,23 @@ class ReleaseClaim(Message, frozen=True):
     host: str
 
 
+class BlockDevice(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A volume the domain gets at spawn: its root disk (boot_index 0, then there is no image)
+    or a data disk."""
+
+    device: str  # /dev/vdX
+    connection: VolumeConnection
+    boot_index: int | None = None
+
+
 class Spawn(Message, frozen=True):
     TYPE = "agent.spawn"
     server_id: str
     name: str
     flavor: FlavorSpec
-    image_id: str | None
+    image_id: str | None  # None: the root disk is the volume with boot_index 0
     ports: list[str] = []  # the server's ports, bound to this host: the host plugs their taps
+    volumes: list[BlockDevice] = []
 
 
 class PowerAction(Message, frozen=True):

@@ -17,6 +17,7 @@ from api.compute import (
     quotas,
     server_groups,
     server_networks,
+    server_volumes,
     servers,
 )
 
@@ -31,5 +32,6 @@ def setup(app: web.Application) -> None:
     limits.setup(app)
     servers.setup(app)
     server_networks.setup(app)
+    server_volumes.setup(app)
     server_groups.setup(app)
     hosts.setup(app)

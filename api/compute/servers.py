@@ -23,7 +23,7 @@ from actors import server as server_actor
 from api import quotas
 from api.auth import AuthContext
 from api.compute import flavors as flavor_api
-from api.compute import server_networks
+from api.compute import server_networks, server_volumes
 from api.compute.links import limit as page_limit
 from api.compute.links import resource_links
 from api.compute.microversion import requested
@@ -54,8 +54,10 @@ async def find(conn: Any, me: AuthContext, server_id: str) -> asyncpg.Record:
 
 
 def view(request: web.Request, row: asyncpg.Record,
-         addresses: dict[str, dict[str, list[dict[str, Any]]]] | None = None) -> dict[str, Any]:
-    """The server as Nova shows it at the request's microversion (`addresses`: by server id)."""
+         addresses: dict[str, dict[str, list[dict[str, Any]]]] | None = None,
+         volumes: dict[str, list[asyncpg.Record]] | None = None) -> dict[str, Any]:
+    """The server as Nova shows it at the request's microversion (`addresses` and `volumes`: by
+    server id)."""
     me = caller(request)
     version = requested(request)
     base = ctx(request).base_url
@@ -88,7 +90,10 @@ def view(request: web.Request, row: asyncpg.Record,
         "OS-EXT-STS:task_state": row["task_state"],
         "OS-EXT-STS:vm_state": row["vm_state"],
         "OS-EXT-STS:power_state": row["power_state"],
-        "os-extended-volumes:volumes_attached": [],
+        "os-extended-volumes:volumes_attached": [
+            {"id": vol["id"], **({"delete_on_termination": bool(vol["attachment"].get("delete_on_termination"))}
+                                 if version >= (2, 3) else {})}
+            for vol in (volumes or {}).get(row["id"], [])],
         "security_groups": [{"name": "default"}],
     }
     if version >= (2, 47):
@@ -164,24 +169,6 @@ def _count(data: dict[str, Any], key: str) -> int:
     return value
 
 
-def _image_from_block_devices(mappings: Any) -> str | None:
-    """The image of a local image boot expressed as a block device mapping (the openstack CLI
-    sends one with --image); volumes are not available yet, so any other mapping is refused."""
-    if mappings in (None, []):
-        return None
-    if not isinstance(mappings, list) or not all(isinstance(b, dict) for b in mappings):
-        raise BadRequest("Invalid input for field/attribute block_device_mapping_v2.")
-    image = None
-    for mapping in mappings:
-        if mapping.get("source_type") == "image" and mapping.get("destination_type", "local") == "local" \
-                and str(mapping.get("boot_index", "0")) == "0" and isinstance(mapping.get("uuid"), str):
-            image = mapping["uuid"]
-        else:
-            raise BadRequest("Block device mappings other than a local image boot are not available yet "
-                             "in this cloud (volumes arrive with the block storage issue).")
-    return image
-
-
 _ALLOWED = {"name", "imageRef", "flavorRef", "networks", "availability_zone", "key_name", "metadata",
             "user_data", "min_count", "max_count", "return_reservation_id", "description", "hostname",
             "security_groups", "config_drive", "adminPass", "OS-DCF:diskConfig", "block_device_mapping_v2",
@@ -208,7 +195,7 @@ async def create(request: web.Request) -> web.Response:
     flavor_ref = _text(data, "flavorRef", required=True) or ""
     image_ref = _text(data, "imageRef") or None
     requested_nics = server_networks.parse(data.get("networks"), requested(request))
-    image_ref_from_bdm = _image_from_block_devices(data.get("block_device_mapping_v2"))
+    boot = server_volumes.parse_mappings(data.get("block_device_mapping_v2"))
     metadata = _checked_metadata(data.get("metadata", {}))
     description = _text(data, "description", max_len=255)
     user_data = _text(data, "user_data", max_len=65535)
@@ -216,8 +203,15 @@ async def create(request: web.Request) -> web.Response:
     min_count, max_count = _count(data, "min_count"), _count(data, "max_count")
     if min_count > max_count:
         raise BadRequest("min_count must be <= max_count")
+    boots_from_volume = any(m.boot_index == 0 for m in boot.volumes)
     if image_ref is None:
-        image_ref = image_ref_from_bdm
+        image_ref = boot.image_id
+    if boots_from_volume and image_ref and boot.image_id is None and any(
+            m.source == "image" and m.uuid == image_ref for m in boot.volumes):
+        image_ref = None  # the CLI repeats a boot volume's image as imageRef: the volume is the root
+    if boots_from_volume and image_ref:
+        raise BadRequest("Block Device Mapping is Invalid: Boot sequence for the instance and image/block device "
+                         "mapping combination is not valid.")
     # Nova accepts the hints under either name (the SDK sends OS-SCH-HNT:scheduler_hints).
     hints = document.get("os:scheduler_hints") or document.get("OS-SCH-HNT:scheduler_hints") or {}
     if not isinstance(hints, dict):
@@ -244,9 +238,9 @@ async def create(request: web.Request) -> web.Response:
                 raise BadRequest("Flavor's memory is too small for requested image.")
             if flavor["disk"] and flavor["disk"] < image["min_disk"]:
                 raise BadRequest("Flavor's disk is too small for requested image.")
-        else:
-            raise BadRequest("Invalid input for field/attribute imageRef: an image is needed to boot "
-                             "(boot from volume is not available yet).")
+        elif not boots_from_volume:
+            raise BadRequest("Block Device Mapping is Invalid: Boot sequence for the instance and image/block "
+                             "device mapping combination is not valid (no image and no boot volume).")
         key_name = _text(data, "key_name")
         key_data = None
         if key_name is not None:
@@ -283,6 +277,7 @@ async def create(request: web.Request) -> web.Response:
                 "disk": flavor["disk"], "ephemeral": flavor["ephemeral"], "swap": flavor["swap"],
                 "extra_specs": dict(flavor["extra_specs"])}
         created = []
+        later: list[tuple[Target, Message]] = []  # messages for the volumes of the boots
         for index in range(count):
             server_id = str(uuid.uuid4())
             display = name if count == 1 else f"{name}-{index + 1}"
@@ -301,12 +296,18 @@ async def create(request: web.Request) -> web.Response:
                 "VALUES ($1, $2, 'create', $3, $4)", server_id, request["request_id"], project_id, me.user_id)
             server_nics = await server_networks.allocate(conn, me, project_id=project_id, server_id=server_id,
                                                          zone=zone, nics=nics)
-            if server_nics:
-                await conn.execute("UPDATE servers SET nics = $2 WHERE id = $1", server_id, server_nics)
+            devices, volume_messages = await server_volumes.prepare_boot_volumes(
+                conn, me, project_id=project_id, server_id=server_id, server_name=display, zone=zone,
+                flavor=flavor, boot=boot)
+            if server_nics or devices:
+                await conn.execute("UPDATE servers SET nics = $2, block_devices = $3 WHERE id = $1", server_id,
+                                   server_nics, devices)
+            later.extend(volume_messages)
             created.append(server_id)
         await outbox.send(conn, [
-            Envelope.new(Target("server", sid), m.BuildServer(), correlation_id=request["request_id"])
-            for sid in created
+            *(Envelope.new(target, body, correlation_id=request["request_id"]) for target, body in later),
+            *(Envelope.new(Target("server", sid), m.BuildServer(), correlation_id=request["request_id"])
+              for sid in created),
         ], context.shards)
     if data.get("return_reservation_id"):
         return json_response({"reservation_id": reservation}, status=202)
@@ -364,15 +365,19 @@ async def list_servers(request: web.Request) -> web.Response:
 
 async def list_servers_detail(request: web.Request) -> web.Response:
     rows = await _list(request)
-    found = await server_networks.addresses(ctx(request).pool, [r["id"] for r in rows])
-    return json_response({"servers": [view(request, r, found) for r in rows]})
+    ids = [r["id"] for r in rows]
+    async with ctx(request).pool.acquire() as conn:
+        found = await server_networks.addresses(conn, ids)
+        volumes = await server_volumes.attached_volumes(conn, ids)
+    return json_response({"servers": [view(request, r, found, volumes) for r in rows]})
 
 
 async def show(request: web.Request) -> web.Response:
     async with ctx(request).pool.acquire() as conn:
         row = await find(conn, caller(request), request.match_info["server_id"])
         found = await server_networks.addresses(conn, [row["id"]])
-    return json_response({"server": view(request, row, found)})
+        volumes = await server_volumes.attached_volumes(conn, [row["id"]])
+    return json_response({"server": view(request, row, found, volumes)})
 
 
 async def update(request: web.Request) -> web.Response:

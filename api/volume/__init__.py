@@ -1,18 +1,29 @@
-"""Block Storage v3 (Cinder's API) under /volume/v3/{project_id}. Volumes arrive with the block
-storage issue; until then everything but quotas and limits answers 501 in Cinder's error shape."""
+"""Block Storage v3 (Cinder's API) under /volume/v3/{project_id}: volumes (with their metadata and
+actions), the default volume type, availability zones, volume services and pools, quotas and
+limits. Snapshots, backups, attachments, groups and the rest answer 501 in Cinder's error shape.
+
+Every request there is first given its microversion (microversion.py: a middleware this setup
+adds to the app, innermost), which handlers read with `microversion.requested(request)`.
+"""
 
 from aiohttp import web
 
 from api.errors import NotImplementedYet
-from api.volume import limits, quotas
+from api.volume import actions, backends, limits, metadata, microversion, quotas, types, volumes
 
 
 async def not_yet(request: web.Request) -> web.Response:
-    raise NotImplementedYet("Block Storage is not available yet in this cloud.")
+    raise NotImplementedYet("This part of Block Storage is not available yet in this cloud.")
 
 
 def setup(app: web.Application) -> None:
+    microversion.setup(app)
     # aiohttp tries routes in the order they were added: the catch-all must come last.
     quotas.setup(app)
     limits.setup(app)
+    volumes.setup(app)
+    actions.setup(app)
+    metadata.setup(app)
+    types.setup(app)
+    backends.setup(app)
     app.router.add_route("*", "/volume/v3/{project_id}/{tail:.*}", not_yet)

@@ -3,9 +3,8 @@
 to the defaults (admin).
 
 Members read their own project's quotas, admins any project's. Like Cinder, an unknown target
-project is not an error: it simply has the default quotas. Volumes, snapshots and backups are
-counted from the block storage actors' tables when those exist; until then nothing can use these
-quotas and their usage is 0.
+project is not an error: it simply has the default quotas. Volumes and gigabytes are counted from
+the `volumes` rows; snapshots, backups and groups do not exist yet and their usage is 0.
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ from aiohttp import web
 
 from api.context import caller, ctx, json_body, json_response
 from api.errors import BadRequest
-from api.quotas import VOLUME, defaults, limits, reset, set_limits
+from api.quotas import VOLUME, defaults, limits, lock, reset, set_limits
 
 _NON_QUOTA_KEYS = ("tenant_id", "id")
 _MAX_INT = 0x7FFFFFFF
@@ -34,8 +33,15 @@ def _usage_wanted(request: web.Request) -> bool:
 
 
 async def volume_usage(conn: Any, project_id: str) -> dict[str, int]:
-    """In-use count of each block storage quota resource (none exists yet: all 0)."""
-    return dict.fromkeys(VOLUME, 0)
+    """In-use count of each block storage quota resource, counted from the rows themselves: every
+    volume of the project (whatever its status, until its row is gone) and its size, a volume being
+    extended counting at its target size. Snapshots, backups and groups do not exist yet: 0."""
+    row = await conn.fetchrow(
+        "SELECT count(*) AS volumes, coalesce(sum(greatest(size, coalesce(target_size, 0))), 0) AS gigabytes "
+        "FROM volumes WHERE project_id = $1", project_id)
+    used = dict.fromkeys(VOLUME, 0)
+    used.update(volumes=int(row["volumes"]), gigabytes=int(row["gigabytes"]))
+    return used
 
 
 async def show(request: web.Request) -> web.Response:
@@ -88,6 +94,7 @@ async def update(request: web.Request) -> web.Response:
         raise BadRequest(f"Invalid input received: Bad key(s) in quota set: {', '.join(bad)}")
     values = {key: _integer(key, value) for key, value in quota_set.items() if key in VOLUME}
     async with ctx(request).pool.acquire() as conn, conn.transaction():
+        await lock(conn, target, values)  # no volume created meanwhile slips under the new limit
         used = await volume_usage(conn, target)
         for key, value in values.items():
             if value != -1 and value < used[key]:

@@ -76,10 +76,14 @@ ALLOWED_FROM: dict[Action, frozenset[PowerState]] = {
 
 @dataclasses.dataclass(frozen=True)
 class Disk:
-    """One file-backed disk of an instance, in the order the guest sees them (vda, vdb, …)."""
+    """One file-backed disk of an instance. Local disks (root, ephemeral, swap) take the free
+    device names in the order given (vda, vdb, …); a volume names its device and carries its
+    id as the disk's serial (the guest sees it as /dev/disk/by-id/virtio-<serial>)."""
 
     path: Path
     format: str  # qcow2 or raw
+    device: str | None = None  # the target, e.g. vdb; None: the next free one
+    serial: str | None = None  # a volume's id
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,6 +145,23 @@ class InstanceNotFound(VirtError):
     def __init__(self, uuid: str) -> None:
         super().__init__(f"Instance {uuid} could not be found on this host.")
         self.uuid = uuid
+
+
+class DeviceInUse(VirtError):
+    """The device name a volume should take is held by another disk."""
+
+    def __init__(self, uuid: str, device: str, source: str | None) -> None:
+        super().__init__(f"Device {device} of instance {uuid} is in use by another disk ({source}).")
+        self.uuid, self.device, self.source = uuid, device, source
+
+
+class DetachTimeout(VirtError):
+    """The guest did not release the device in time: it is still attached."""
+
+    def __init__(self, uuid: str, device: str, timeout: float) -> None:
+        super().__init__(f"The guest of instance {uuid} did not release device {device} within {timeout:g} "
+                         "seconds; it is still attached.")
+        self.uuid, self.device, self.timeout = uuid, device, timeout
 
 
 class IllegalPowerAction(VirtError):
@@ -213,6 +234,26 @@ class VirtDriver(abc.ABC):
     @abc.abstractmethod
     async def destroy(self, uuid: str) -> bool:
         """Stop and undefine the instance (and any saved state); False if it did not exist."""
+
+    @abc.abstractmethod
+    async def definition(self, uuid: str) -> str | None:
+        """The instance's persistent definition as the hypervisor has it now (after volumes
+        came and went), for `restore`; None when there is no such instance."""
+
+    @abc.abstractmethod
+    async def attach_volume(self, uuid: str, disk: Disk) -> None:
+        """Give the instance a volume as `disk.device` (serial: the volume id): hot-plugged into
+        a running guest and recorded in the persistent definition (only recorded when the
+        instance is not running). Attached already (same device, same file): success. Raises
+        InstanceNotFound, DeviceInUse, or VirtError."""
+
+    @abc.abstractmethod
+    async def detach_volume(self, uuid: str, device: str, *, serial: str | None = None,
+                            timeout: float = 20.0) -> bool:
+        """Take the volume away: the disk whose serial is `serial` (when given; else the disk
+        at `device`). Returns once the hypervisor confirmed the device is gone from the running
+        guest (who must release it: DetachTimeout after `timeout` seconds) and from the
+        persistent definition; False when it was not attached. Raises InstanceNotFound."""
 
     async def events(self) -> AsyncIterator[LifecycleEvent]:
         """Lifecycle events as the hypervisor reports them, for one consumer, until cancelled."""

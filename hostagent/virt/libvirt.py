@@ -27,17 +27,29 @@ a managed save (libvirt writes the guest's memory to its own directory,
 /var/lib/libvirt/qemu/save, the one file of an instance outside the agent's state directory,
 and the domain stops), and resume restores it. A shut-off domain with a managed save image is reported SUSPENDED: Nova
 would say SHUTDOWN, but our server actor would then take a suspended server for stopped.
+
+Volumes on qemu:///system are hot-plugged: `attachDeviceFlags` with AFFECT_LIVE|AFFECT_CONFIG
+into a running (or paused) guest, AFFECT_CONFIG alone into a stopped one. A detach asks the
+running guest to release the device (AFFECT_LIVE) and waits until libvirt confirms it is gone —
+woken by libvirt's DEVICE_REMOVED event, checking the live XML every 100 ms — and only then
+removes it from the persistent definition, so a guest that never lets go (DetachTimeout) leaves
+the volume attached in both, as the server actor then records it. libvirt itself waits up to
+5 s inside the detach call before it returns. The test driver cannot hot-plug at all
+(attachDeviceFlags is "not supported by the connection driver"): there the stand-in
+`_redefine_with_disk` / `_redefine_without_disk` records the change in the persistent
+definition only (defineXML), which a running test domain takes as its next boot's definition.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import functools
 import os
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -50,6 +62,9 @@ from hostagent.virt.base import (
     ALLOWED_FROM,
     IN_EFFECT,
     Action,
+    DetachTimeout,
+    DeviceInUse,
+    Disk,
     HostInfo,
     IllegalPowerAction,
     InstanceNotFound,
@@ -90,6 +105,8 @@ _EVENT_STATE = {
 }
 
 _UNDEFINE_FLAGS = libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+_LIVE, _CONFIG = libvirt.VIR_DOMAIN_AFFECT_LIVE, libvirt.VIR_DOMAIN_AFFECT_CONFIG
+DETACH_POLL = 0.1  # seconds between looks at the live XML while a guest releases a device
 
 
 def _not_found(exc: libvirt.libvirtError) -> bool:
@@ -171,8 +188,9 @@ class LibvirtDriver(VirtDriver):
         self._workers = workers
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._conn: libvirt.virConnect | None = None
-        self._callback_id: int | None = None
+        self._callback_ids: list[int] = []
         self._broken = False
+        self._device_removed: dict[str, list[asyncio.Event]] = {}  # domain uuid -> detaches waiting
 
     @classmethod
     def for_test(cls, state_dir: Path, hostname: str, *, vcpus: int = 64, memory_mb: int = 262144,
@@ -228,9 +246,12 @@ class LibvirtDriver(VirtDriver):
         except libvirt.libvirtError as exc:
             raise VirtError(f"cannot connect to libvirt at {self.uri}: {_reason(exc)}") from None
         self._conn, self._broken = conn, False
-        self._callback_id = await self._call(
-            conn.domainEventRegisterAny, None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_lifecycle, None)
+        self._callback_ids = [await self._call(
+            conn.domainEventRegisterAny, None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_lifecycle, None)]
         if not self.volatile:
+            self._callback_ids.append(await self._call(
+                conn.domainEventRegisterAny, None, libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED,
+                self._on_device_removed, None))
             await self._call(conn.registerCloseCallback, self._on_close, None)
 
     def _kvm_offered(self) -> bool:
@@ -265,8 +286,8 @@ class LibvirtDriver(VirtDriver):
     async def close(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None and self._executor is not None:
-            await self._call(self._close_connection, conn, self._callback_id)
-        self._callback_id = None
+            await self._call(self._close_connection, conn, self._callback_ids)
+        self._callback_ids = []
         if self._executor is not None:
             executor, self._executor = self._executor, None
             await asyncio.to_thread(executor.shutdown)
@@ -274,9 +295,9 @@ class LibvirtDriver(VirtDriver):
         for _ in range(3):
             await asyncio.sleep(0)
 
-    def _close_connection(self, conn: libvirt.virConnect, callback_id: int | None) -> None:
+    def _close_connection(self, conn: libvirt.virConnect, callback_ids: list[int]) -> None:
         try:
-            if callback_id is not None:
+            for callback_id in callback_ids:
                 conn.domainEventDeregisterAny(callback_id)
             if not self.volatile:
                 conn.unregisterCloseCallback()
@@ -293,6 +314,26 @@ class LibvirtDriver(VirtDriver):
         if event == libvirt.VIR_DOMAIN_EVENT_STOPPED and detail == libvirt.VIR_DOMAIN_EVENT_STOPPED_SAVED:
             state = PowerState.SUSPENDED
         self._emit(LifecycleEvent(uuid, state))
+
+    def _on_device_removed(self, conn: libvirt.virConnect, dom: libvirt.virDomain, alias: str,
+                           opaque: object) -> None:
+        """A guest released a device: wake the detaches waiting on that domain (they look)."""
+        uuid = domain.uuid_of(dom.name())
+        for waiter in self._device_removed.get(uuid or "", ()):
+            waiter.set()
+
+    @contextlib.contextmanager
+    def _removals(self, uuid: str) -> Iterator[asyncio.Event]:
+        """An event set whenever libvirt reports a device of the domain removed."""
+        event = asyncio.Event()
+        self._device_removed.setdefault(uuid, []).append(event)
+        try:
+            yield event
+        finally:
+            waiters = self._device_removed[uuid]
+            waiters.remove(event)
+            if not waiters:
+                del self._device_removed[uuid]
 
     # --- inventory ------------------------------------------------------------------------
 
@@ -426,6 +467,121 @@ class LibvirtDriver(VirtDriver):
         if await self._call(dom.isActive):
             await self._call(dom.destroy)
 
+    async def definition(self, uuid: str) -> str | None:
+        dom = await self._lookup(uuid)
+        if dom is None:
+            return None
+        try:
+            return await self._call(dom.XMLDesc, libvirt.VIR_DOMAIN_XML_INACTIVE)
+        except libvirt.libvirtError as exc:
+            if _not_found(exc):
+                return None
+            raise VirtError(_reason(exc)) from None
+
+    # --- volumes ----------------------------------------------------------------------------
+
+    @property
+    def hotplug(self) -> bool:
+        """libvirt can hot-plug devices here (not the test driver)."""
+        return not self.volatile
+
+    async def attach_volume(self, uuid: str, disk: Disk) -> None:
+        dom = await self._lookup(uuid)
+        if dom is None:
+            raise InstanceNotFound(uuid)
+        attach = self._hotplug_disk if self.hotplug else self._redefine_with_disk
+        try:
+            await self._call(attach, dom, uuid, disk)
+        except libvirt.libvirtError as exc:
+            if _not_found(exc):
+                raise InstanceNotFound(uuid) from None
+            raise VirtError(f"libvirt could not attach the volume: {_reason(exc)}") from None
+
+    def _hotplug_disk(self, dom: libvirt.virDomain, uuid: str, disk: Disk) -> None:
+        """Blocking: attach into the running guest and the persistent definition, each unless
+        the disk is there already."""
+        flags = 0
+        if dom.isActive() and not _has_disk(dom.XMLDesc(0), uuid, disk):
+            flags |= _LIVE
+        if not _has_disk(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE), uuid, disk):
+            flags |= _CONFIG
+        if flags:
+            dom.attachDeviceFlags(domain.disk_xml(disk), flags)
+            log.info("volume attached", domain=dom.name(), device=disk.device, live=bool(flags & _LIVE))
+
+    def _redefine_with_disk(self, dom: libvirt.virDomain, uuid: str, disk: Disk) -> None:
+        """Blocking. The test driver's stand-in for hot-plug, which it does not support: the disk
+        is added to the persistent definition only (defineXML). A running test domain keeps its
+        live devices; the definition is what its next boot, and `restore`, will have."""
+        definition = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+        if not _has_disk(definition, uuid, disk):
+            self.connection.defineXML(domain.with_disk(definition, disk))
+            log.info("volume recorded in the definition (the test driver cannot hot-plug)", domain=dom.name(),
+                     device=disk.device)
+
+    async def detach_volume(self, uuid: str, device: str, *, serial: str | None = None,
+                            timeout: float = 20.0) -> bool:
+        dom = await self._lookup(uuid)
+        if dom is None:
+            raise InstanceNotFound(uuid)
+        try:
+            if not self.hotplug:
+                return await self._call(self._redefine_without_disk, dom, device, serial)
+            with self._removals(uuid) as removed:
+                was_live = await self._detach_live(dom, uuid, device, serial, timeout, removed)
+            was_defined = await self._call(self._detach_from_config, dom, device, serial)
+        except libvirt.libvirtError as exc:
+            if _not_found(exc):
+                raise InstanceNotFound(uuid) from None
+            raise VirtError(f"libvirt could not detach the volume: {_reason(exc)}") from None
+        if was_live or was_defined:
+            log.info("volume detached", domain=dom.name(), device=device, live=was_live)
+        return was_live or was_defined
+
+    async def _detach_live(self, dom: libvirt.virDomain, uuid: str, device: str, serial: str | None,
+                           timeout: float, removed: asyncio.Event) -> bool:
+        """Ask the running guest to release the disk; wait until libvirt says it is gone."""
+        deadline = time.monotonic() + timeout
+
+        def live_disk() -> domain.FoundDisk | None:
+            if not dom.isActive():
+                return None
+            return domain.find_disk(dom.XMLDesc(0), device=device, serial=serial)
+
+        found = await self._call(live_disk)
+        if found is None:
+            return False
+        await self._call(dom.detachDeviceFlags, found.xml, _LIVE)  # returns once asked (or after 5 s)
+        while await self._call(live_disk) is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise DetachTimeout(uuid, found.device, timeout)
+            removed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(removed.wait(), min(DETACH_POLL, remaining))
+        return True
+
+    @staticmethod
+    def _detach_from_config(dom: libvirt.virDomain, device: str, serial: str | None) -> bool:
+        """Blocking: remove the disk from the persistent definition; False if it is not there."""
+        found = domain.find_disk(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE), device=device, serial=serial)
+        if found is None:
+            return False
+        dom.detachDeviceFlags(found.xml, _CONFIG)
+        return True
+
+    def _redefine_without_disk(self, dom: libvirt.virDomain, device: str, serial: str | None) -> bool:
+        """Blocking. The test driver's stand-in for hot-unplug: the disk is removed from the
+        persistent definition only (defineXML); nothing to wait for."""
+        definition = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+        found = domain.find_disk(definition, device=device, serial=serial)
+        if found is None:
+            return False
+        self.connection.defineXML(domain.without_disk(definition, found.device))
+        log.info("volume removed from the definition (the test driver cannot hot-unplug)", domain=dom.name(),
+                 device=found.device)
+        return True
+
     async def destroy(self, uuid: str) -> bool:
         dom = await self._lookup(uuid)
         if dom is None:
@@ -445,6 +601,20 @@ class LibvirtDriver(VirtDriver):
         except libvirt.libvirtError as exc:
             raise VirtError(f"libvirt could not destroy the instance: {_reason(exc)}") from None
         return True
+
+
+def _has_disk(definition: str, uuid: str, disk: Disk) -> bool:
+    """The definition has this volume already (by its serial, or at its device with its file);
+    DeviceInUse when another disk holds the device."""
+    if disk.serial is not None and domain.find_disk(definition, serial=disk.serial) is not None:
+        return True
+    assert disk.device is not None
+    at_device = domain.find_disk(definition, device=disk.device)
+    if at_device is None:
+        return False
+    if at_device.source == str(disk.path):
+        return True
+    raise DeviceInUse(uuid, disk.device, at_device.source)
 
 
 def _hard_reboot(dom: libvirt.virDomain) -> None:

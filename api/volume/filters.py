@@ -1,0 +1,153 @@
+"""Which volumes a list request asks for: Cinder's filters, sort and paging over `volumes`.
+
+Filters: name (exact; `name~` for a substring, Cinder's LIKE filter), status, availability_zone,
+bootable, size, user_id, metadata (a dict, given as Python or JSON text, as the CLI sends it:
+every pair must match). Members see their project's volumes; admins their own project's, any one
+project's with ?project_id=, or all with ?all_tenants. Other filters Cinder would drop for a
+member are ignored, as Cinder does.
+
+Sort: `sort=key[:dir],…` or the older `sort_key`/`sort_dir` (default created_at desc), with
+created_at and id added as tie-breakers. Paging: `marker` (a volume id), `limit` (at most
+MAX_LIMIT, Cinder's osapi_max_limit) and `offset`.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import json
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+
+from api.auth import AuthContext
+from api.errors import NotFound
+from api.sql import Sql
+from api.volume.validate import invalid_input, query_bool, query_int
+
+MAX_LIMIT = 1000
+
+# A volume row with its backend's driver (for Cinder's host@backend#pool).
+SELECT = ("SELECT v.*, b.driver AS backend_driver "
+          "FROM volumes v LEFT JOIN volume_backends b ON b.name = v.backend")
+
+# sort key -> column (names only from here ever reach the SQL text)
+_SORT_COLUMNS = {
+    "id": "id", "name": "name", "display_name": "name", "description": "description",
+    "display_description": "description", "status": "status", "size": "size",
+    "availability_zone": "availability_zone", "created_at": "created_at", "updated_at": "updated_at",
+    "bootable": "bootable", "project_id": "project_id", "user_id": "user_id", "volume_type": "volume_type",
+}
+
+
+def _metadata_filter(raw: str) -> dict[str, str]:
+    try:
+        value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = None
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise invalid_input(f"Invalid metadata filter {raw!r}: it must be a dict of strings, e.g. "
+                            "{'key': 'value'}")
+    return {k: str(item) for k, item in value.items()}
+
+
+def _sort(query: Any) -> list[tuple[str, bool]]:
+    """[(column, descending)], tie-breakers included."""
+    if "sort" in query:
+        if "sort_key" in query or "sort_dir" in query:
+            raise invalid_input("The 'sort_key' and 'sort_dir' parameters are deprecated and cannot be used "
+                                "with the 'sort' parameter.")
+        pairs = []
+        for part in query["sort"].split(","):
+            key, _, direction = part.strip().partition(":")
+            pairs.append((key.strip(), direction.strip() or "desc"))
+    else:
+        pairs = [(query.get("sort_key", "created_at"), query.get("sort_dir", "desc"))]
+    order = []
+    for key, direction in pairs:
+        if key not in _SORT_COLUMNS:
+            known = ", ".join(sorted(_SORT_COLUMNS))
+            raise invalid_input(f"Invalid sort key {key!r}: it must be one of {known}.")
+        if direction.lower() not in ("asc", "desc"):
+            raise invalid_input('Unknown sort direction, must be "desc" or "asc"')
+        order.append((_SORT_COLUMNS[key], direction.lower() == "desc"))
+    columns = {column for column, _ in order}
+    for tie_breaker in ("created_at", "id"):
+        if tie_breaker not in columns:
+            order.append((tie_breaker, order[0][1]))
+    return order
+
+
+def _after(row: asyncpg.Record, marker: asyncpg.Record, order: list[tuple[str, bool]]) -> bool:
+    """Whether `row` sorts after `marker` (NULL is the greatest value, as in PostgreSQL)."""
+    for column, descending in order:
+        a, b = row[column], marker[column]
+        if a == b:
+            continue
+        if a is None:
+            return not descending
+        if b is None:
+            return descending
+        return a < b if descending else a > b
+    return False
+
+
+@dataclasses.dataclass
+class VolumeQuery:
+    where: Sql
+    order: list[tuple[str, bool]]
+    limit: int
+    offset: int
+    marker: str | None
+
+    @classmethod
+    def parse(cls, request: web.Request, me: AuthContext) -> VolumeQuery:
+        q = request.query
+        where = Sql()
+        project = q.get("project_id") if me.is_admin else None
+        if project:
+            where.where(f"v.project_id = {where.arg(project)}")
+        elif not (me.is_admin and query_bool(q, "all_tenants")):
+            where.where(f"v.project_id = {where.arg(me.project_id)}")
+        for key in ("name", "status", "availability_zone", "user_id"):
+            if key in q:
+                where.where(f"v.{key} = {where.arg(q[key])}")
+        if "name~" in q:
+            escaped = q["name~"].replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            where.where(f"v.name ILIKE {where.arg('%' + escaped + '%')}")
+        bootable = query_bool(q, "bootable")
+        if bootable is not None:
+            where.where(f"v.bootable = {where.arg(bootable)}")
+        size = query_int(q, "size")
+        if size is not None:
+            where.where(f"v.size = {where.arg(size)}")
+        if "metadata" in q:
+            where.where(f"v.metadata @> {where.arg(_metadata_filter(q['metadata']))}::jsonb")
+        limit = query_int(q, "limit")
+        return cls(
+            where=where, order=_sort(q), limit=MAX_LIMIT if limit is None else min(limit, MAX_LIMIT),
+            offset=query_int(q, "offset") or 0, marker=q.get("marker"),
+        )
+
+    async def fetch(self, conn: Any) -> list[asyncpg.Record]:
+        """Every matching volume, in order (before paging)."""
+        order = ", ".join(f"v.{column} {'DESC' if descending else 'ASC'}"
+                          for column, descending in self.order)
+        return await conn.fetch(f"{SELECT} WHERE {self.where.clause()} ORDER BY {order}", *self.where.args)
+
+    async def page(self, conn: Any, me: AuthContext, rows: list[asyncpg.Record]) -> list[asyncpg.Record]:
+        """The page of `rows` after the marker, from the offset, at most `limit` long."""
+        if self.marker is not None:
+            ids = [r["id"] for r in rows]
+            if self.marker in ids:
+                rows = rows[ids.index(self.marker) + 1:]
+            else:  # a visible volume the filters leave out still marks a place in the order
+                marker = await conn.fetchrow("SELECT * FROM volumes WHERE id = $1", self.marker)
+                if marker is None or (not me.is_admin and marker["project_id"] != me.project_id):
+                    raise NotFound(f"Marker {self.marker} could not be found.")
+                rows = [r for r in rows if _after(r, marker, self.order)]
+        return rows[self.offset:self.offset + self.limit]

@@ -1,0 +1,84 @@
+"""Block Storage microversions: which version of Cinder's v3 API a request asked for.
+
+Clients send `OpenStack-API-Version: volume 3.63`; no header means 3.0 and `latest` the newest
+we serve (the range the discovery document advertises). The `negotiate` middleware parses it once
+per request under /volume/v3, stores it where `requested(request)` finds it, and stamps the
+version headers on every response, errors included, as Cinder does. A well-formed version outside
+the range is refused with 406, a malformed one with 400 (Cinder's InvalidGlobalAPIVersion and
+its format check). The version type and the error are compute's: the two services' rules differ
+only in the service name and the range.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from api.compute.microversion import Microversion, NotAcceptable
+from api.context import Handler
+from api.discovery import VOLUME_MAX, VOLUME_MIN
+from api.errors import ApiError
+
+PREFIX = "/volume/v3"
+HEADER = "OpenStack-API-Version"
+_KEY = "volume.microversion"
+
+MIN = Microversion.parse(VOLUME_MIN)
+MAX = Microversion.parse(VOLUME_MAX)
+
+
+def _header_value(request: web.Request) -> str | None:
+    """The volume entry of OpenStack-API-Version (it may list several services, comma separated)."""
+    for raw in request.headers.getall(HEADER, []):
+        for entry in raw.split(","):
+            parts = entry.strip().split(None, 1)
+            if parts and parts[0].lower() == "volume":
+                return parts[1].strip() if len(parts) == 2 else ""
+    return None
+
+
+def negotiated(request: web.Request) -> Microversion:
+    value = _header_value(request)
+    if value is None:
+        return MIN
+    if value == "latest":
+        return MAX
+    version = Microversion.parse(value)
+    if not MIN <= version <= MAX:
+        raise NotAcceptable(
+            f"Version {version} is not supported by the API. Minimum is {MIN} and maximum is {MAX}.",
+            headers=version_headers(version),
+        )
+    return version
+
+
+def requested(request: web.Request) -> Microversion:
+    """The microversion the negotiate middleware settled for this request."""
+    return request[_KEY]
+
+
+def version_headers(version: Microversion) -> dict[str, str]:
+    return {HEADER: f"volume {version}", "Vary": HEADER}
+
+
+@web.middleware
+async def negotiate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if not request.path.startswith(PREFIX + "/"):
+        return await handler(request)
+    version = negotiated(request)
+    request[_KEY] = version
+    headers = version_headers(version)
+    try:
+        response = await handler(request)
+    except ApiError as exc:
+        exc.headers.update(headers)
+        raise
+    except web.HTTPException as exc:
+        exc.headers.update(headers)
+        raise
+    response.headers.update(headers)
+    return response
+
+
+def setup(app: web.Application) -> None:
+    """Innermost, after authentication, like compute's."""
+    app.middlewares.append(negotiate)
