@@ -168,6 +168,11 @@ def cloud(services: Services, tmp_path_factory: pytest.TempPathFactory) -> Itera
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        # Every test deletes the volumes it made: a file left is a volume (or a delete) lost.
+        left = sorted(p.name for p in (state_dir / "volumes").glob("volume-*"))
+        for path in (state_dir / "volumes").glob("volume-*"):
+            path.unlink()
+        assert not left, f"volume files left after the API tests: {left}"
 
 
 @pytest.fixture
