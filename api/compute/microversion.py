@@ -10,6 +10,7 @@ with tuples: `if requested(request) >= (2, 55): ...`.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import NamedTuple
 
 from aiohttp import web
@@ -52,32 +53,51 @@ MIN = Microversion.parse(COMPUTE_MIN)
 MAX = Microversion.parse(COMPUTE_MAX)
 
 
-def _header_value(request: web.Request) -> str | None:
-    """The compute entry of OpenStack-API-Version, else the legacy header (microversion-parse's
+def header_value(request: web.Request, service: str, legacy_header: str | None = None) -> str | None:
+    """The service's entry of OpenStack-API-Version, else the legacy header (microversion-parse's
     rules: the standard header wins; it may list several services separated by commas)."""
     for raw in request.headers.getall(HEADER, []):
         for entry in raw.split(","):
             parts = entry.strip().split(None, 1)
-            if parts and parts[0].lower() == "compute":
+            if parts and parts[0].lower() == service:
                 return parts[1].strip() if len(parts) == 2 else ""
-    legacy = request.headers.getall(LEGACY_HEADER, [])
+    legacy = request.headers.getall(legacy_header, []) if legacy_header else []
     return legacy[0].strip() if legacy else None
+
+
+def select(value: str | None, low: Microversion, high: Microversion,
+           headers_of: Callable[[Microversion], dict[str, str]]) -> Microversion:
+    """The version a header value asks for; 400 when malformed, 406 when outside low..high."""
+    if value is None:
+        return low
+    if value == "latest":
+        return high
+    version = Microversion.parse(value)
+    if not low <= version <= high:
+        raise NotAcceptable(
+            f"Version {version} is not supported by the API. Minimum is {low} and maximum is {high}.",
+            headers=headers_of(version),
+        )
+    return version
+
+
+async def stamped(request: web.Request, handler: Handler, headers: dict[str, str]) -> web.StreamResponse:
+    """Run the handler and put the version headers on its response, errors included."""
+    try:
+        response = await handler(request)
+    except ApiError as exc:
+        exc.headers.update(headers)
+        raise
+    except web.HTTPException as exc:
+        exc.headers.update(headers)
+        raise
+    response.headers.update(headers)
+    return response
 
 
 def negotiated(request: web.Request) -> Microversion:
     """Parse the request's microversion; 400 when malformed, 406 when outside MIN..MAX."""
-    value = _header_value(request)
-    if value is None:
-        return MIN
-    if value == "latest":
-        return MAX
-    version = Microversion.parse(value)
-    if not MIN <= version <= MAX:
-        raise NotAcceptable(
-            f"Version {version} is not supported by the API. Minimum is {MIN} and maximum is {MAX}.",
-            headers=version_headers(version),
-        )
-    return version
+    return select(header_value(request, "compute", LEGACY_HEADER), MIN, MAX, version_headers)
 
 
 def requested(request: web.Request) -> Microversion:
@@ -99,17 +119,7 @@ async def negotiate(request: web.Request, handler: Handler) -> web.StreamRespons
         return await handler(request)
     version = negotiated(request)
     request[_KEY] = version
-    headers = version_headers(version)
-    try:
-        response = await handler(request)
-    except ApiError as exc:
-        exc.headers.update(headers)
-        raise
-    except web.HTTPException as exc:
-        exc.headers.update(headers)
-        raise
-    response.headers.update(headers)
-    return response
+    return await stamped(request, handler, version_headers(version))
 
 
 def setup(app: web.Application) -> None:

@@ -13,42 +13,19 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from api.compute.microversion import Microversion, NotAcceptable
+from api.compute.microversion import HEADER, Microversion, header_value, select, stamped
 from api.context import Handler
 from api.discovery import VOLUME_MAX, VOLUME_MIN
-from api.errors import ApiError
 
 PREFIX = "/volume/v3"
-HEADER = "OpenStack-API-Version"
 _KEY = "volume.microversion"
 
 MIN = Microversion.parse(VOLUME_MIN)
 MAX = Microversion.parse(VOLUME_MAX)
 
 
-def _header_value(request: web.Request) -> str | None:
-    """The volume entry of OpenStack-API-Version (it may list several services, comma separated)."""
-    for raw in request.headers.getall(HEADER, []):
-        for entry in raw.split(","):
-            parts = entry.strip().split(None, 1)
-            if parts and parts[0].lower() == "volume":
-                return parts[1].strip() if len(parts) == 2 else ""
-    return None
-
-
 def negotiated(request: web.Request) -> Microversion:
-    value = _header_value(request)
-    if value is None:
-        return MIN
-    if value == "latest":
-        return MAX
-    version = Microversion.parse(value)
-    if not MIN <= version <= MAX:
-        raise NotAcceptable(
-            f"Version {version} is not supported by the API. Minimum is {MIN} and maximum is {MAX}.",
-            headers=version_headers(version),
-        )
-    return version
+    return select(header_value(request, "volume"), MIN, MAX, version_headers)
 
 
 def requested(request: web.Request) -> Microversion:
@@ -66,17 +43,7 @@ async def negotiate(request: web.Request, handler: Handler) -> web.StreamRespons
         return await handler(request)
     version = negotiated(request)
     request[_KEY] = version
-    headers = version_headers(version)
-    try:
-        response = await handler(request)
-    except ApiError as exc:
-        exc.headers.update(headers)
-        raise
-    except web.HTTPException as exc:
-        exc.headers.update(headers)
-        raise
-    response.headers.update(headers)
-    return response
+    return await stamped(request, handler, version_headers(version))
 
 
 def setup(app: web.Application) -> None:
