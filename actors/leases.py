@@ -72,9 +72,12 @@ class ShardLeases:
         async with self._lock:
             try:
                 conn = await self._session()
+                # pg_locks shows every database's locks; advisory locks are per database, and
+                # another cloud on this PostgreSQL holds the same keys in its own.
                 rows = await conn.fetch(
                     "SELECT objid FROM pg_locks WHERE locktype = 'advisory' AND classid = $1 "
-                    "AND objsubid = 2 AND granted",
+                    "AND objsubid = 2 AND granted "
+                    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
                     NAMESPACE,
                 )
             except _DB_ERRORS:
