@@ -10,9 +10,10 @@ import sys
 
 import structlog
 
+from actors import db
 from actors.errors import ServiceUnreachable
 from actors.runtime import RuntimeSettings
-from actorstack import logs, roles
+from actorstack import logs, roles, testimage
 from actorstack.config import Settings, redact
 from api.bootstrap import clouds_yaml, openrc
 from hostagent.virt import VIRT_TYPES, VirtError
@@ -95,6 +96,13 @@ def _parser() -> argparse.ArgumentParser:
     openrc_p = commands.add_parser("openrc", help="print the OS_* variables for the openstack CLI (or clouds.yaml)",
                                    parents=[common, api_flags])
     openrc_p.add_argument("--clouds-yaml", action="store_true", help="print a clouds.yaml entry instead")
+    up.add_argument("--no-test-image", dest="test_image", action="store_false",
+                    help="with --virt qemu: do not build and register the actorstack-test image")
+    image = commands.add_parser("testimage", help="the tiny bootable test image", parents=[common])
+    image_commands = image.add_subparsers(dest="testimage_command", required=True)
+    build = image_commands.add_parser("build", parents=[common],
+                                      help="build it (once; cached in <state dir>/testimage) and print its path")
+    build.add_argument("--force", action="store_true", help="build again even when a cached one matches")
     return parser
 
 
@@ -152,9 +160,38 @@ async def _openrc(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _testimage(settings: Settings, args: argparse.Namespace) -> int:
+    image = await asyncio.to_thread(testimage.build, settings.state_dir, force=args.force)
+    print(image.path)
+    print(f"Upload it with:\n  openstack image create --disk-format qcow2 --container-format bare --public "
+          f"--min-ram 128 --file {image.path} {testimage.NAME}", file=sys.stderr)
+    return 0
+
+
+async def _register_test_image(settings: Settings, project_id: str) -> None:
+    """`up --virt qemu`: the test image as the public image actorstack-test (built if need be)."""
+    from api.image import seed
+
+    try:
+        image = await asyncio.to_thread(testimage.build, settings.state_dir)
+    except testimage.BuildError as exc:
+        log.warning("no test image: servers boot only the images you upload", reason=str(exc))
+        return
+    pool = await db.create_pool(settings.database_url)
+    try:
+        image_id, new = await seed.register(
+            pool, settings.state_dir, image.path, name=testimage.NAME, owner=project_id, disk_format="qcow2",
+            build_property="actorstack_testimage", properties=image.properties, min_ram=testimage.MIN_RAM_MB)
+    finally:
+        await pool.close()
+    log.info("test image registered" if new else "test image present", image=testimage.NAME, image_id=image_id)
+
+
 async def _up(settings: Settings, args: argparse.Namespace) -> int:
     await roles.init_database(settings)
-    await roles.bootstrap(settings, _admin_password())
+    admin = await roles.bootstrap(settings, _admin_password())
+    if args.virt == "qemu" and args.test_image:
+        await _register_test_image(settings, admin["project_id"])
     stop = roles.stop_on_signals()
     kinds = roles.builtin_kinds() + roles.load_kinds(args.load)
     api = _api_options(args)
@@ -200,11 +237,11 @@ def main(argv: list[str] | None = None) -> int:
         database_url=args.database_url, amqp_url=args.amqp_url, state_dir=args.state_dir
     )
     commands = {"up": _up, "runtime": _runtime, "api": _api, "hostagent": _hostagent, "bootstrap": _bootstrap,
-                "openrc": _openrc}
+                "openrc": _openrc, "testimage": _testimage}
     coro = _db_init(settings) if args.command == "db" else commands[args.command](settings, args)
     try:
         return asyncio.run(coro)
-    except (ServiceUnreachable, roles.NotInitialised, roles.CannotListen, VirtError) as exc:
+    except (ServiceUnreachable, roles.NotInitialised, roles.CannotListen, VirtError, testimage.BuildError) as exc:
         print(f"actorstack: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
