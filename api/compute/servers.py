@@ -23,7 +23,7 @@ from actors import server as server_actor
 from api import quotas
 from api.auth import AuthContext
 from api.compute import flavors as flavor_api
-from api.compute import server_networks, server_volumes
+from api.compute import console, server_networks, server_volumes
 from api.compute.links import limit as page_limit
 from api.compute.links import resource_links
 from api.compute.microversion import requested
@@ -533,6 +533,8 @@ async def action(request: web.Request) -> web.Response:
     if not isinstance(document, dict) or len(document) != 1:
         raise BadRequest("There is no such action: the body must name exactly one action.")
     (name, args), = document.items()
+    if name == console.ACTION:
+        return await console.get_output(request, document)
     if name == "reboot":
         kind = (args or {}).get("type") if isinstance(args, dict) else None
         if not isinstance(kind, str) or kind.upper() not in ("SOFT", "HARD"):
