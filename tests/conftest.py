@@ -73,6 +73,23 @@ async def drop_database(name: str) -> None:
         await conn.close()
 
 
+@contextlib.asynccontextmanager
+async def separate_services(suffix: str) -> AsyncIterator[Services]:
+    """A database and vhost of their own (<run prefix>_<suffix>), for a second cloud beside the
+    session's: empty (its `actorstack up` creates the schema), dropped afterwards."""
+    svc = Services(f"{RUN_PREFIX}_{suffix}")
+    await _create_database(svc.prefix)
+    try:
+        _rabbitmqctl("add_vhost", svc.prefix)
+        try:
+            _rabbitmqctl("set_permissions", "-p", svc.prefix, "guest", ".*", ".*", ".*")
+            yield svc
+        finally:
+            _rabbitmqctl("delete_vhost", svc.prefix)
+    finally:
+        await drop_database(svc.prefix)
+
+
 @pytest.fixture(scope="session")
 async def services() -> AsyncIterator[Services]:
     svc = Services(RUN_PREFIX)

@@ -3,6 +3,7 @@ vhost, listening on a free loopback port, and the real `openstack` CLI pointed a
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -135,17 +136,18 @@ class Cloud:
         return who
 
 
-@pytest.fixture(scope="session")
-def cloud(services: Services, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
+@contextlib.contextmanager
+def running_cloud(services: Services, state_dir: Path, *args: str) -> Iterator[Cloud]:
+    """`actorstack up ARGS` on the run's database and vhost with this state directory, until the
+    block ends (then SIGTERM, and a kill if it does not stop)."""
     port = free_port()
-    state_dir = tmp_path_factory.mktemp(f"{RUN_PREFIX}-state")
     log_path = state_dir / "up.log"
     password = secrets.token_urlsafe(12)
     env = services.env(ACTORSTACK_STATE_DIR=str(state_dir), ACTORSTACK_ADMIN_PASSWORD=password)
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "actorstack.cli", "up", "--listen", f"127.0.0.1:{port}", "--log-format", "json",
-             "--hosts", "3", "--virt", "test", "--host-heartbeat", "1", "--sync-interval", "2"],
+             *args],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"
@@ -168,11 +170,19 @@ def cloud(services: Services, tmp_path_factory: pytest.TempPathFactory) -> Itera
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        # Every test deletes the volumes it made: a file left is a volume (or a delete) lost.
-        left = sorted(p.name for p in (state_dir / "volumes").glob("volume-*"))
-        for path in (state_dir / "volumes").glob("volume-*"):
-            path.unlink()
-        assert not left, f"volume files left after the API tests: {left}"
+
+
+@pytest.fixture(scope="session")
+def cloud(services: Services, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
+    state_dir = tmp_path_factory.mktemp(f"{RUN_PREFIX}-state")
+    with running_cloud(services, state_dir, "--hosts", "3", "--virt", "test", "--host-heartbeat", "1",
+                       "--sync-interval", "2") as running:
+        yield running
+    # Every test deletes the volumes it made: a file left is a volume (or a delete) lost.
+    left = sorted(p.name for p in (state_dir / "volumes").glob("volume-*"))
+    for path in (state_dir / "volumes").glob("volume-*"):
+        path.unlink()
+    assert not left, f"volume files left after the API tests: {left}"
 
 
 @pytest.fixture
