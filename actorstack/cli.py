@@ -161,7 +161,10 @@ async def _openrc(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _testimage(settings: Settings, args: argparse.Namespace) -> int:
-    image = await asyncio.to_thread(testimage.build, settings.state_dir, force=args.force)
+    try:
+        image = await asyncio.to_thread(testimage.build, settings.state_dir, force=args.force)
+    except OSError as exc:  # the state directory is not writable here, the disk is full, …
+        raise testimage.BuildError(f"cannot write the test image under {settings.state_dir}: {exc}") from None
     print(image.path)
     print(f"Upload it with:\n  openstack image create --disk-format qcow2 --container-format bare --public "
           f"--min-ram 128 --file {image.path} {testimage.NAME}", file=sys.stderr)
@@ -174,7 +177,7 @@ async def _register_test_image(settings: Settings, project_id: str) -> None:
 
     try:
         image = await asyncio.to_thread(testimage.build, settings.state_dir)
-    except testimage.BuildError as exc:
+    except (testimage.BuildError, OSError) as exc:
         log.warning("no test image: servers boot only the images you upload", reason=str(exc))
         return
     pool = await db.create_pool(settings.database_url)

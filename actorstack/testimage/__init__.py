@@ -149,7 +149,8 @@ def cpio_newc(entries: list[tuple[str, int, bytes]]) -> bytes:
     return bytes(out)
 
 
-def _module(tree: Path, name: str) -> bytes:
+def module_bytes(tree: Path, name: str) -> bytes:
+    """A module of an unpacked kernel package, by its path under kernel/ without .ko."""
     for suffix, unpack in ((".ko", None), (".ko.xz", "xz")):
         found = next(tree.glob(f"lib/modules/*/kernel/{name}{suffix}"), None)
         if found is None:
@@ -168,7 +169,7 @@ def initramfs(kernel_tree: Path, busybox: bytes) -> bytes:
     entries = [(d, 0o40755, b"") for d in dirs]
     entries += [("bin/busybox", 0o100755, busybox), ("init", 0o100755, (HERE / "init.sh").read_bytes()),
                 ("etc/udhcpc.script", 0o100755, (HERE / "udhcpc.script").read_bytes())]
-    entries += [(f"lib/modules/{name.rsplit('/', 1)[1]}.ko", 0o100644, _module(kernel_tree, name)) for name in MODULES]
+    entries += [(f"lib/modules/{name.rsplit('/', 1)[1]}.ko", 0o100644, module_bytes(kernel_tree, name)) for name in MODULES]
     return gzip.compress(cpio_newc(entries), 6)
 
 

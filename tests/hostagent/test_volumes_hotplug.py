@@ -14,7 +14,6 @@ import asyncio
 import gc
 import glob
 import gzip
-import lzma
 import os
 import shutil
 import struct
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from actorstack import testimage
 from hostagent.storage import InstanceStorage
 from hostagent.virt import domain
 from hostagent.virt.base import Action, DetachTimeout, Disk, InstanceSpec, PowerState
@@ -39,8 +39,8 @@ from tests.hostagent.test_libvirt_driver import qemu_system_unavailable
 KERNEL_DEB_ENV = "ACTORSTACK_TEST_GUEST_KERNEL"
 KERNEL_DEB_GLOB = "/var/cache/apt/archives/linux-image-[0-9]*-cloud-amd64_*.deb"
 BUSYBOX = Path("/bin/busybox")
-MODULES = ("virtio/virtio_ring", "virtio/virtio", "virtio/virtio_pci_legacy_dev", "virtio/virtio_pci_modern_dev",
-           "virtio/virtio_pci", "block/virtio_blk")  # in load order
+MODULES = ("drivers/virtio/virtio_ring", "drivers/virtio/virtio", "drivers/virtio/virtio_pci_legacy_dev",
+           "drivers/virtio/virtio_pci_modern_dev", "drivers/virtio/virtio_pci", "drivers/block/virtio_blk")  # in order
 READY = "guest ready"
 # The guest's init: load virtio, then print "disks: vda=<serial> …" twice a second. virtio-blk
 # gives the guest the first 20 bytes of a disk's serial (the volume id).
@@ -50,7 +50,7 @@ $B mkdir -p /proc /sys /dev
 $B mount -t proc proc /proc
 $B mount -t sysfs sys /sys
 $B mount -t devtmpfs dev /dev
-for m in {' '.join(name.split('/')[1] for name in MODULES)}; do $B insmod /lib/$m.ko; done
+for m in {' '.join(name.rsplit('/', 1)[1] for name in MODULES)}; do $B insmod /lib/$m.ko; done
 echo "{READY}"
 while true; do
   echo "disks:$(cd /sys/block && for d in vd*; do [ -e $d ] && echo -n " $d=$($B cat $d/serial)"; done)"
@@ -98,28 +98,6 @@ def _is_static(path: Path) -> bool:
     return all(struct.unpack_from("<I", data, phoff + i * phentsize)[0] != 3 for i in range(phnum))
 
 
-def _cpio_newc(entries: list[tuple[str, int, bytes]]) -> bytes:
-    """A cpio archive in the kernel's initramfs format: (name, mode, contents) each."""
-    out = bytearray()
-    for ino, (name, mode, data) in enumerate([*entries, ("TRAILER!!!", 0, b"")], start=1):
-        encoded = name.encode() + b"\0"
-        fields = (ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(encoded), 0)
-        out += b"070701" + "".join(f"{f:08x}" for f in fields).encode() + encoded
-        out += b"\0" * (-len(out) % 4) + data
-        out += b"\0" * (-len(out) % 4)
-    return bytes(out)
-
-
-def _module(tree: Path, name: str) -> bytes:
-    plain = next(tree.glob(f"lib/modules/*/kernel/drivers/{name}.ko"), None)
-    if plain is not None:
-        return plain.read_bytes()
-    packed = next(tree.glob(f"lib/modules/*/kernel/drivers/{name}.ko.xz"), None)
-    if packed is None:
-        raise FileNotFoundError(f"kernel module {name} is not in the kernel package")
-    return lzma.decompress(packed.read_bytes())
-
-
 @pytest.fixture(scope="module")
 def guest_boot() -> Iterator[tuple[Path, Path]]:
     """(kernel, initramfs) of a minimal Linux guest, built in a directory removed afterwards."""
@@ -138,9 +116,10 @@ def guest_boot() -> Iterator[tuple[Path, Path]]:
         kernel = next(tree.glob("boot/vmlinuz-*"))
         entries = [("bin", 0o40755, b""), ("lib", 0o40755, b""),
                    ("bin/busybox", 0o100755, BUSYBOX.read_bytes()), ("init", 0o100755, INIT.encode())]
-        entries += [(f"lib/{name.split('/')[1]}.ko", 0o100644, _module(tree, name)) for name in MODULES]
+        entries += [(f"lib/{name.rsplit('/', 1)[1]}.ko", 0o100644, testimage.module_bytes(tree, name))
+                    for name in MODULES]
         initrd = directory / "initrd.gz"
-        initrd.write_bytes(gzip.compress(_cpio_newc(entries), 1))
+        initrd.write_bytes(gzip.compress(testimage.cpio_newc(entries), 1))
         yield kernel, initrd
     finally:
         shutil.rmtree(directory, ignore_errors=True)
