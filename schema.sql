@@ -2,14 +2,14 @@
 -- messages in flight. Applied by `actorstack db init`; older databases are upgraded by the
 -- numbered files in migrations/ (this file always equals version 1 plus every migration).
 --
--- schema-version: 3
+-- schema-version: 4
 
 -- Which schema version this database is at; one row per applied version.
 CREATE TABLE schema_version (
     version     integer PRIMARY KEY,
     applied_at  timestamptz NOT NULL DEFAULT now()
 );
-INSERT INTO schema_version (version) VALUES (1), (2), (3);
+INSERT INTO schema_version (version) VALUES (1), (2), (3), (4);
 
 -- Settings every process must agree on (owned by `db init`; read by the runtime and senders).
 CREATE TABLE cluster_settings (
@@ -75,9 +75,19 @@ CREATE TABLE events (
     new_state       text,
     correlation_id  text,
     causation_id    text,              -- the message that caused it
-    payload         jsonb NOT NULL DEFAULT '{}'
+    payload         jsonb NOT NULL DEFAULT '{}',
+    -- The public stream's order (migration 0004): the inserting transaction, and the
+    -- commit-ordered number the sequencer gives the event once that transaction is settled.
+    xid             xid8 NOT NULL DEFAULT pg_current_xact_id(),
+    seq             bigint UNIQUE
 );
 CREATE INDEX events_actor ON events (kind, actor_id, id);
+CREATE INDEX events_unsequenced ON events (xid, id) WHERE seq IS NULL;
+CREATE INDEX events_project_seq ON events (project_id, seq);
+CREATE TABLE event_sequence (
+    last  bigint NOT NULL               -- the highest seq given out
+);
+INSERT INTO event_sequence (last) VALUES (0);
 
 -- Runtime: why an actor went to its error state (Nova's instance_faults, for every kind).
 CREATE TABLE actor_faults (

@@ -8,7 +8,7 @@ import asyncpg
 from aiohttp import web
 
 from actors import db
-from api import compute, discovery, identity, image, network, volume
+from api import compute, discovery, events, identity, image, network, volume
 from api.auth import TokenCodec
 from api.context import CTX, ApiContext
 from api.middleware import authenticate, errors, request_id
@@ -32,4 +32,5 @@ async def create_app(
     image.setup(app)
     volume.setup(app)
     network.setup(app)
+    events.setup(app)
     return app

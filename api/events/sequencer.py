@@ -1,0 +1,88 @@
+"""Commit-ordered numbers for events: what makes the stream resumable without gaps.
+
+A turn inserts its events with a `bigserial` id and the id of its transaction (`xid`). Ids are
+drawn at insert, not at commit: a reader following ids can pass id 7 while the transaction that
+holds it is still open, and never come back for it. So the stream follows `seq` instead, given
+here, in (xid, id) order, and only to events whose transaction is older than every transaction
+still running (xid below the current snapshot's xmin): those have all committed or rolled back,
+and no transaction that starts later can get a smaller xid. Numbered events therefore only ever
+join at the end, and "everything after seq N" is the same set whenever it is asked.
+
+Any API process may run a sequencer; a transaction-level advisory lock lets one number at a time,
+and the counter row (`event_sequence`) keeps the numbers dense and increasing across processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+
+import asyncpg
+import structlog
+
+log = structlog.get_logger("api.events")
+
+LOCK = 0x65766E74  # "evnt"
+BATCH = 5000
+_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+
+_SETTLED = """
+SELECT id FROM events
+WHERE seq IS NULL AND xid < pg_snapshot_xmin(pg_current_snapshot())
+ORDER BY xid, id
+LIMIT $1
+"""
+
+
+async def sequence_once(pool: asyncpg.Pool, batch: int = BATCH) -> int | None:
+    """Number the settled events not numbered yet (up to `batch`); the highest seq given, or
+    None when there was nothing to do (or another process holds the lock)."""
+    async with pool.acquire() as conn, conn.transaction():
+        if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", LOCK):
+            return None
+        ids = [r["id"] for r in await conn.fetch(_SETTLED, batch)]
+        if not ids:
+            return None
+        last = await conn.fetchval("UPDATE event_sequence SET last = last + $1 RETURNING last", len(ids))
+        first = last - len(ids) + 1
+        await conn.execute(
+            "UPDATE events SET seq = v.seq FROM unnest($1::bigint[], $2::bigint[]) AS v(id, seq) "
+            "WHERE events.id = v.id", ids, list(range(first, last + 1)))
+        return last
+
+
+class Sequencer:
+    """Numbers events every `interval` seconds (at once again while there is a backlog) and
+    tells `on_new` the highest seq given."""
+
+    def __init__(self, pool: asyncpg.Pool, on_new: Callable[[int], None], interval: float = 0.05) -> None:
+        self.pool = pool
+        self.on_new = on_new
+        self.interval = interval
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="event sequencer")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                last = await sequence_once(self.pool)
+            except asyncio.CancelledError:
+                raise
+            except _DB_ERRORS as exc:
+                log.warning("event sequencing failed; will retry", error=repr(exc))
+                await asyncio.sleep(1.0)
+                continue
+            if last is not None:
+                self.on_new(last)
+                continue  # there may be more
+            await asyncio.sleep(self.interval)
