@@ -13,7 +13,7 @@ import structlog
 from actors import db
 from actors.errors import ServiceUnreachable
 from actors.runtime import RuntimeSettings
-from actorstack import logs, roles, testimage
+from actorstack import events_cli, logs, roles, testimage
 from actorstack.config import Settings, redact
 from api.bootstrap import clouds_yaml, openrc
 from hostagent.virt import VIRT_TYPES, VirtError
@@ -98,6 +98,9 @@ def _parser() -> argparse.ArgumentParser:
     openrc_p.add_argument("--clouds-yaml", action="store_true", help="print a clouds.yaml entry instead")
     up.add_argument("--no-test-image", dest="test_image", action="store_false",
                     help="with --virt qemu: do not build and register the actorstack-test image")
+    events = commands.add_parser("events", help="tail the event stream (signs in with the OS_* variables)",
+                                 parents=[common])
+    events_cli.add_arguments(events)
     image = commands.add_parser("testimage", help="the tiny bootable test image", parents=[common])
     image_commands = image.add_subparsers(dest="testimage_command", required=True)
     build = image_commands.add_parser("build", parents=[common],
@@ -171,6 +174,14 @@ async def _testimage(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _events(settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        return await events_cli.tail(args)
+    except events_cli.EventsError as exc:
+        print(f"actorstack events: {exc}", file=sys.stderr)
+        return 2
+
+
 async def _register_test_image(settings: Settings, project_id: str) -> None:
     """`up --virt qemu`: the test image as the public image actorstack-test (built if need be)."""
     from api.image import seed
@@ -240,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         database_url=args.database_url, amqp_url=args.amqp_url, state_dir=args.state_dir
     )
     commands = {"up": _up, "runtime": _runtime, "api": _api, "hostagent": _hostagent, "bootstrap": _bootstrap,
-                "openrc": _openrc, "testimage": _testimage}
+                "openrc": _openrc, "testimage": _testimage, "events": _events}
     coro = _db_init(settings) if args.command == "db" else commands[args.command](settings, args)
     try:
         return asyncio.run(coro)

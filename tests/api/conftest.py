@@ -163,6 +163,9 @@ def running_cloud(services: Services, state_dir: Path, *args: str) -> Iterator[C
                 time.sleep(0.1)
         yield Cloud(url, Credentials("admin", password, "admin"), state_dir, log_path)
     finally:
+        if proc.poll() is not None:  # it died under the tests: say how, before its directory goes
+            print(f"actorstack up exited with {proc.returncode} during the tests; its log ends:\n"
+                  f"{log_path.read_text(errors='replace')[-6000:]}", file=sys.stderr)
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             try:
