@@ -83,7 +83,7 @@ def render(event: dict[str, Any], colour: bool) -> str:
     time = event["time"][11:23]
     new = event["new_state"] or "-"
     prev = event["prev_state"] or "-"
-    paint = COLOURS.get(new.split(":")[0] if ":" not in new else "", TRANSITIONAL if ":" in new else "")
+    paint = TRANSITIONAL if ":" in new else COLOURS.get(new, "")  # "vm_state:task_state" is on its way
     change = f"{prev} -> {new}" if prev != new else new
     text = (f"{time} #{event['id']:<7} {event['kind']:<9} {event['actor_id']}  {change:<44} "
             f"{event['type']}  {event['request_id'] or ''}")

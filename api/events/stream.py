@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -125,12 +126,12 @@ def filters_of(request: web.Request) -> Filters:
 def start_of(request: web.Request, hub: Hub) -> int:
     """The number to start after: Last-Event-ID, else ?after=, else the present."""
     raw = request.headers.get("Last-Event-ID") or request.query.get("after")
-    if raw is None or raw == "":
+    if not raw:
         return hub.latest
     try:
         value = int(raw)
     except ValueError:
-        raise BadRequest(f"Invalid event id {raw!r}: expected a non-negative integer.") from None
+        value = -1
     if value < 0:
         raise BadRequest(f"Invalid event id {raw!r}: expected a non-negative integer.")
     return value
@@ -143,7 +144,7 @@ def heartbeat_of(request: web.Request) -> float:
     try:
         value = float(raw)
     except ValueError:
-        raise BadRequest(f"Invalid heartbeat {raw!r}: expected seconds between 0.5 and 300.") from None
+        value = math.nan  # fails the range check below
     if not 0.5 <= value <= 300:
         raise BadRequest(f"Invalid heartbeat {raw!r}: expected seconds between 0.5 and 300.")
     return value

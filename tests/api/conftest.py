@@ -188,6 +188,16 @@ def cloud(services: Services, tmp_path_factory: pytest.TempPathFactory) -> Itera
     assert not left, f"volume files left after the API tests: {left}"
 
 
+@pytest.fixture(scope="module")
+def image(cloud: Cloud, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A public 1 MiB raw image for the module's servers (the test driver never reads it)."""
+    path = tmp_path_factory.mktemp("img") / "tiny.raw"
+    path.write_bytes(b"\0" * (1024 * 1024))
+    created = cloud.openstack("image", "create", "--file", str(path), "--disk-format", "raw",
+                              "--container-format", "bare", "--public", f"img-{uuid.uuid4().hex[:8]}")
+    return created["id"]
+
+
 @pytest.fixture
 async def member(cloud: Cloud) -> AsyncIterator[Credentials]:
     yield await cloud.new_member()

@@ -21,15 +21,6 @@ NOVA = {"OpenStack-API-Version": "compute 2.96"}
 
 
 @pytest.fixture(scope="module")
-def image(cloud: Cloud, tmp_path_factory: pytest.TempPathFactory) -> str:
-    path = tmp_path_factory.mktemp("img") / "tiny.raw"
-    path.write_bytes(b"\0" * (1024 * 1024))
-    created = cloud.openstack("image", "create", "--file", str(path), "--disk-format", "raw",
-                              "--container-format", "bare", "--public", f"img-{uuid.uuid4().hex[:8]}")
-    return created["id"]
-
-
-@pytest.fixture(scope="module")
 async def owner(cloud: Cloud) -> Credentials:
     return await cloud.new_member("con")
 

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import json
 import time
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -72,27 +71,9 @@ async def sse(cloud: Cloud, token: str, query: str = "", last_event_id: int | No
             response.close()  # drop the connection: the server streams forever
 
 
-async def latest_event(cloud: Cloud) -> int:
-    conn = await asyncpg.connect(cloud_database(cloud))
-    try:
-        return int(await conn.fetchval("SELECT last FROM event_sequence"))
-    finally:
-        await conn.close()
-
-
-def cloud_database(cloud: Cloud) -> str:
-    for line in cloud.log_path.read_text().splitlines():
-        if "database postgresql://" in line:
-            return "postgresql://" + line.split("database postgresql://", 1)[1].split(",", 1)[0]
-    raise AssertionError("the cloud's log names no database")
-
-
-@pytest.fixture(scope="module")
-def image(cloud: Cloud, tmp_path_factory: pytest.TempPathFactory) -> str:
-    path = tmp_path_factory.mktemp("img") / "tiny.raw"
-    path.write_bytes(b"\0" * (1024 * 1024))
-    return cloud.openstack("image", "create", "--file", str(path), "--disk-format", "raw", "--container-format",
-                           "bare", "--public", f"img-{uuid.uuid4().hex[:8]}")["id"]
+async def latest_event(pool: asyncpg.Pool) -> int:
+    """The highest event number given so far (the session's pool is the cloud's own database)."""
+    return int(await pool.fetchval("SELECT last FROM event_sequence"))
 
 
 async def boot(cloud: Cloud, token: str, image: str, name: str) -> str:
@@ -139,13 +120,13 @@ async def test_a_boot_and_delete_appear_in_order_with_every_transition(cloud: Cl
 
 
 async def test_a_stream_resumed_with_last_event_id_misses_and_repeats_nothing_under_load(
-        cloud: Cloud, image: str) -> None:
+        cloud: Cloud, image: str, pool: asyncpg.Pool) -> None:
     count = 100
     who = await cloud.new_member("storm")
     cloud.openstack("quota", "set", "--instances", str(count), "--cores", str(count), "--ram", str(count * 64),
                     who.project_id, fmt=None)
     token = await cloud.token(who)
-    start = await latest_event(cloud)
+    start = await latest_event(pool)
     ids: list[str] = []
     received: list[dict[str, Any]] = []
 
@@ -180,13 +161,9 @@ async def test_a_stream_resumed_with_last_event_id_misses_and_repeats_nothing_un
                 received.append(await stream.next())
         numbers = [e["id"] for e in received]
         assert numbers == sorted(set(numbers)), "an event was repeated or came out of order"
-        conn = await asyncpg.connect(cloud_database(cloud))
-        try:
-            stored = [r["seq"] for r in await conn.fetch(
-                "SELECT seq FROM events WHERE kind = 'server' AND seq > $1 AND seq <= $2 ORDER BY seq",
-                start, numbers[-1])]
-        finally:
-            await conn.close()
+        stored = [r["seq"] for r in await pool.fetch(
+            "SELECT seq FROM events WHERE kind = 'server' AND seq > $1 AND seq <= $2 ORDER BY seq",
+            start, numbers[-1])]
         assert numbers == stored, "the stream and the database disagree about the events"
     finally:
         booting.cancel()
@@ -196,10 +173,10 @@ async def test_a_stream_resumed_with_last_event_id_misses_and_repeats_nothing_un
             await delete(cloud, token, server_id)
 
 
-async def test_a_member_sees_only_their_projects_events(cloud: Cloud, image: str) -> None:
+async def test_a_member_sees_only_their_projects_events(cloud: Cloud, image: str, pool: asyncpg.Pool) -> None:
     a, b = await cloud.new_member("eva"), await cloud.new_member("evb")
     token_a, token_b = await cloud.token(a), await cloud.token(b)
-    start = await latest_event(cloud)
+    start = await latest_event(pool)
     server_a = await boot(cloud, token_a, image, "events-a")
     server_b = await boot(cloud, token_b, image, "events-b")
     try:
@@ -239,9 +216,10 @@ async def test_an_idle_stream_gets_heartbeats(cloud: Cloud) -> None:
         assert stream.comments.count("heartbeat") >= 2
 
 
-async def test_the_websocket_streams_the_same_events_and_resumes(cloud: Cloud, image: str) -> None:
+async def test_the_websocket_streams_the_same_events_and_resumes(cloud: Cloud, image: str,
+                                                                 pool: asyncpg.Pool) -> None:
     token = await cloud.token()
-    start = await latest_event(cloud)
+    start = await latest_event(pool)
     server_id = await boot(cloud, token, image, "events-ws")
     try:
         async with aiohttp.ClientSession() as session:

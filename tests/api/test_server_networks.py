@@ -21,15 +21,6 @@ from tests.hostagent.network.conftest import http_get
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="Linux bridges and namespaces need root")
 
 
-@pytest.fixture(scope="module")
-def image(cloud: Cloud, tmp_path_factory: pytest.TempPathFactory) -> str:
-    path = tmp_path_factory.mktemp("img") / "tiny.raw"
-    path.write_bytes(b"\0" * (1024 * 1024))
-    created = cloud.openstack("image", "create", "--file", str(path), "--disk-format", "raw",
-                              "--container-format", "bare", "--public", f"img-{uuid.uuid4().hex[:8]}")
-    return created["id"]
-
-
 @pytest.fixture
 def network(cloud: Cloud) -> Any:
     """A network with a /24 subnet; removed (with whatever is left on it) after the test."""

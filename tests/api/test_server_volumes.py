@@ -14,15 +14,6 @@ import pytest
 from tests.api.conftest import Cloud
 
 
-@pytest.fixture(scope="module")
-def image(cloud: Cloud, tmp_path_factory: pytest.TempPathFactory) -> str:
-    path = tmp_path_factory.mktemp("img") / "tiny.raw"
-    path.write_bytes(b"\0" * (1024 * 1024))
-    created = cloud.openstack("image", "create", "--file", str(path), "--disk-format", "raw",
-                              "--container-format", "bare", "--public", f"img-{uuid.uuid4().hex[:8]}")
-    return created["id"]
-
-
 def wait_for(cloud: Cloud, what: str, predicate: Any, timeout: float = 60) -> Any:
     deadline = time.monotonic() + timeout
     while True:

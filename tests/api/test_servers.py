@@ -13,16 +13,6 @@ import pytest
 from tests.api.conftest import Cloud, Credentials
 
 
-@pytest.fixture(scope="module")
-def image(cloud: Cloud, tmp_path_factory: pytest.TempPathFactory) -> str:
-    path = tmp_path_factory.mktemp("img") / "tiny.raw"
-    path.write_bytes(b"\0" * (1024 * 1024))
-    name = f"img-{uuid.uuid4().hex[:8]}"
-    created = cloud.openstack("image", "create", "--file", str(path), "--disk-format", "raw",
-                              "--container-format", "bare", "--public", name)
-    return created["id"]
-
-
 def wait_status(cloud: Cloud, server: str, status: str, who: Credentials | None = None, timeout: float = 60) -> Any:
     deadline = time.monotonic() + timeout
     while True:
