@@ -2,14 +2,14 @@
 -- messages in flight. Applied by `actorstack db init`; older databases are upgraded by the
 -- numbered files in migrations/ (this file always equals version 1 plus every migration).
 --
--- schema-version: 4
+-- schema-version: 7
 
 -- Which schema version this database is at; one row per applied version.
 CREATE TABLE schema_version (
     version     integer PRIMARY KEY,
     applied_at  timestamptz NOT NULL DEFAULT now()
 );
-INSERT INTO schema_version (version) VALUES (1), (2), (3), (4);
+INSERT INTO schema_version (version) VALUES (1), (2), (3), (4), (5), (6), (7);
 
 -- Settings every process must agree on (owned by `db init`; read by the runtime and senders).
 CREATE TABLE cluster_settings (
@@ -184,6 +184,32 @@ CREATE TABLE token_revocations (
 CREATE INDEX token_revocations_audit ON token_revocations (audit_id);
 CREATE INDEX token_revocations_user ON token_revocations (user_id, revoked_at);
 
+-- Keystone's application credentials (migration 0005; api/identity/app_credentials.py): a user
+-- delegates some of their roles on one project to an application, which authenticates with the
+-- credential's id (or name) and a secret instead of the user's password. Only the secret's scrypt
+-- hash is kept. A credential goes with its user and its project; tokens made from it carry its
+-- id, and stop validating once its row is gone.
+CREATE TABLE application_credentials (
+    id            text PRIMARY KEY,
+    name          text NOT NULL,
+    description   text,
+    user_id       text NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    project_id    text NOT NULL REFERENCES projects (id) ON DELETE CASCADE,
+    secret_hash   text NOT NULL,
+    expires_at    timestamptz,                  -- NULL: never
+    unrestricted  boolean NOT NULL DEFAULT false, -- may it manage application credentials itself
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (user_id, name)
+);
+CREATE INDEX application_credentials_project ON application_credentials (project_id);
+-- The roles a credential delegates (a subset of its user's roles on its project when created; a
+-- token gets those the user still holds there).
+CREATE TABLE application_credential_roles (
+    application_credential_id  text NOT NULL REFERENCES application_credentials (id) ON DELETE CASCADE,
+    role_id                    text NOT NULL REFERENCES roles (id) ON DELETE CASCADE,
+    PRIMARY KEY (application_credential_id, role_id)
+);
+
 -- ============================================================================================
 -- Compute basics (owned by the API's compute service)
 -- ============================================================================================
@@ -316,6 +342,8 @@ CREATE TABLE compute_hosts (
     started_at             timestamptz NOT NULL DEFAULT now(),
     heartbeat_at           timestamptz NOT NULL DEFAULT now()
 );
+CREATE INDEX compute_hosts_free_ram ON compute_hosts
+    ((floor((memory_mb - reserved_memory_mb) * ram_allocation_ratio) - used_memory_mb) DESC, name);
 
 -- One claim per placed server: what it takes from its host. Owned by the scheduler service.
 CREATE TABLE allocations (
@@ -553,3 +581,22 @@ CREATE TABLE volumes (
 CREATE INDEX volumes_project ON volumes (project_id, created_at);
 CREATE INDEX volumes_server ON volumes ((attachment->>'server_id')) WHERE attachment IS NOT NULL;
 CREATE INDEX volumes_backend ON volumes (backend);
+
+-- Idempotency keys (api/idempotency.py): a POST, PUT, PATCH or DELETE that carries an
+-- `Idempotency-Key` header (every AMQP command with an idempotency_key does) records its key
+-- here in the same transaction as its effect, with the response it got. The same key again
+-- (same user and project) gets that response back and changes nothing; a different request
+-- under a used key is refused. Rows are kept for a day.
+CREATE TABLE idempotency_keys (
+    user_id       text NOT NULL,
+    project_id    text NOT NULL,                -- '' for an unscoped token
+    key           text NOT NULL,
+    fingerprint   text NOT NULL,                -- sha256 of method, path, query and body
+    status        integer NOT NULL,
+    content_type  text,
+    location      text,
+    body          bytea NOT NULL,
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (user_id, project_id, key)
+);
+CREATE INDEX idempotency_keys_age ON idempotency_keys (created_at);

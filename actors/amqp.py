@@ -18,7 +18,16 @@ import aiormq
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 
 from actors.errors import ServiceUnreachable
-from protocol.routing import ACTOR_EXCHANGE, DEAD_LETTER_EXCHANGE, DEAD_LETTER_QUEUE, queue_name
+from protocol import notifications
+from protocol.routing import (
+    ACTOR_EXCHANGE,
+    COMMANDS_EXCHANGE,
+    COMMANDS_QUEUE,
+    COMMANDS_QUEUE_ARGUMENTS,
+    DEAD_LETTER_EXCHANGE,
+    DEAD_LETTER_QUEUE,
+    queue_name,
+)
 
 DEAD_INTAKE_EXCHANGE = "actorstack.dead-intake"
 DEAD_INTAKE_QUEUE = "actorstack.dead-intake"
@@ -50,9 +59,21 @@ def shard_queue_arguments() -> dict[str, object]:
     }
 
 
+async def declare_commands(channel: AbstractChannel) -> aio_pika.abc.AbstractQueue:
+    """The command exchange and its queue (api/commands.py): declared by every process, so that
+    an integration can send commands as soon as any part of the cloud is up."""
+    exchange = await channel.declare_exchange(COMMANDS_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
+    queue = await channel.declare_queue(COMMANDS_QUEUE, durable=True, arguments=COMMANDS_QUEUE_ARGUMENTS)
+    await queue.bind(exchange, routing_key="#")
+    return queue
+
+
 async def declare_topology(channel: AbstractChannel, kinds: Iterable[str], shards: int) -> None:
     """Idempotent: every process declares what it uses at start."""
     actors = await channel.declare_exchange(ACTOR_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True)
+    # Integrations bind their own queues to it (protocol/notifications.py); the relay publishes.
+    await channel.declare_exchange(notifications.EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
+    await declare_commands(channel)
 
     dead = await channel.declare_exchange(DEAD_LETTER_EXCHANGE, aio_pika.ExchangeType.FANOUT, durable=True)
     dead_queue = await channel.declare_queue(

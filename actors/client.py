@@ -16,6 +16,8 @@ from protocol import Envelope, Message, ProtocolError, Target, decode, encode
 from protocol.replies import Reply
 from protocol.routing import ACTOR_EXCHANGE, route
 
+PUBLISH_TIMEOUT = 30.0  # seconds for the broker to confirm one publish
+
 
 class ActorClient:
     def __init__(self, connection: AbstractRobustConnection, shards: int) -> None:
@@ -64,6 +66,7 @@ class ActorClient:
                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             ),
             routing_key,
+            timeout=PUBLISH_TIMEOUT,  # a broker blocking publishers (resource alarm) is an error, not a hang
         )
 
     async def send(self, target: Target, body: Message, *, correlation_id: str | None = None) -> Envelope:

@@ -8,12 +8,20 @@ that list, so adding a kind needs a table in schema.sql, a record struct and a t
 from __future__ import annotations
 
 import dataclasses
+import datetime
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import asyncpg
 import msgspec
 
-from actors.table import TransitionTable
+from actors.table import Notify, TransitionTable
+from protocol.notifications import Notification
+
+# Builds a notification from the actor's full row (every column, after the change) and the
+# handler's Notify; and names the notification a fault sends, given the record before it.
+Notifier = Callable[[Mapping[str, Any], Notify], Notification]
+FaultNotice = Callable[[Any], "Notify | None"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,6 +30,8 @@ class ActorKind:
     sql_table: str
     # The record field that names the owning project (copied into events), if the kind has one.
     project_field: str | None = None
+    notifier: Notifier | None = None
+    fault_notice: FaultNotice | None = None
 
     @property
     def name(self) -> str:
@@ -38,6 +48,12 @@ class ActorKind:
         object.__setattr__(self, "store", store)
 
     store: RowStore = dataclasses.field(init=False, repr=False, compare=False)
+
+    async def full_row(self, conn: asyncpg.Connection, record: Any) -> dict[str, Any]:
+        """Every column of the actor's row (what a notification describes); the record itself
+        when the row is gone."""
+        row = await conn.fetchrow(f"SELECT * FROM {self.sql_table} WHERE id = $1", record.id)
+        return dict(row) if row is not None else msgspec.to_builtins(record, builtin_types=(datetime.datetime,))
 
     def project_of(self, record: Any) -> str | None:
         if record is None or self.project_field is None:

@@ -11,6 +11,7 @@ transaction-scoped advisory lock, so rows leave in the order they were numbered.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 from collections.abc import Iterable, Sequence
 
@@ -21,11 +22,15 @@ from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnec
 
 from actors.crashpoints import crashpoint
 from protocol import Envelope, encode
+from protocol import notifications
 from protocol.routing import ACTOR_EXCHANGE, route
 
 log = structlog.get_logger("actors.outbox")
 
 _RELAY_LOCK = 0x6F757462  # advisory lock key of the relay pass
+# Writers outside a runtime (the API) NOTIFY this channel in their transaction; PostgreSQL
+# delivers it at commit, and every relay LISTENing wakes at once instead of at its next poll.
+CHANNEL = "actorstack_outbox"
 
 _INSERT = """
 INSERT INTO outbox (message_id, exchange, routing_key, headers, body)
@@ -52,10 +57,19 @@ def to_queue(envelope: Envelope, queue: str) -> OutboxRow:
     return OutboxRow(envelope.id, "", queue, encode(envelope))
 
 
-async def write(conn: asyncpg.Connection, rows: Sequence[OutboxRow]) -> None:
-    """Add rows to the outbox inside the caller's transaction."""
+def to_notifications(notification: notifications.Notification, at: float) -> OutboxRow:
+    """A notification for integrations, to the topic exchange under its priority's key."""
+    return OutboxRow(notification.message_id, notifications.EXCHANGE, notification.routing_key,
+                     notification.encode(at))
+
+
+async def write(conn: asyncpg.Connection, rows: Sequence[OutboxRow], *, wake: bool = False) -> None:
+    """Add rows to the outbox inside the caller's transaction; `wake`: tell the relays (at
+    commit) to publish them now, for writers whose process has no relay of its own."""
     if not rows:
         return
+    if wake:
+        await conn.execute(f"NOTIFY {CHANNEL}")
     await conn.execute(
         _INSERT,
         [r.message_id for r in rows],
@@ -68,7 +82,7 @@ async def write(conn: asyncpg.Connection, rows: Sequence[OutboxRow]) -> None:
 
 async def send(conn: asyncpg.Connection, envelopes: Iterable[Envelope], shards: int) -> None:
     """For callers outside the runtime (API, commands): send to actors in your transaction."""
-    await write(conn, [to_actor(e, shards) for e in envelopes])
+    await write(conn, [to_actor(e, shards) for e in envelopes], wake=True)
 
 
 class Relay:
@@ -105,7 +119,40 @@ class Relay:
                 self._exchanges[name] = await self._channel.get_exchange(name, ensure=False)
         return self._exchanges[name]
 
+    def _notified(self, *_args: object) -> None:
+        self.wake()
+
+    async def listen(self) -> None:
+        """Wake on other processes' commits (NOTIFY CHANNEL) for as long as the relay runs; the
+        poll remains the fallback while the listening connection is being replaced."""
+        while True:
+            try:
+                async with self._pool.acquire() as conn:
+                    lost = asyncio.Event()
+                    conn.add_termination_listener(lambda _conn: lost.set())
+                    await conn.add_listener(CHANNEL, self._notified)
+                    try:
+                        self.wake()  # whatever committed before we listened
+                        await lost.wait()
+                    finally:
+                        if not conn.is_closed():
+                            await conn.remove_listener(CHANNEL, self._notified)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the database is away: poll meanwhile, listen again later
+                log.warning("outbox listener lost its connection; will retry", error=repr(exc))
+                await asyncio.sleep(1.0)
+
     async def run(self) -> None:
+        listener = asyncio.create_task(self.listen(), name="outbox listener")
+        try:
+            await self._run()
+        finally:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
+
+    async def _run(self) -> None:
         backoff = 0.05
         while True:
             try:

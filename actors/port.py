@@ -21,7 +21,8 @@ from typing import Any
 import msgspec
 
 from actors.kind import ActorKind
-from actors.table import CancelTimer, Context, Outcome, Send, SetTimer, TransitionTable
+from actors import notices
+from actors.table import CancelTimer, Context, Notify, Outcome, Send, SetTimer, TransitionTable
 from protocol import Target
 from protocol import network as n
 
@@ -123,7 +124,7 @@ def unbind(record: PortRecord, msg: n.UnbindPort, ctx: Context) -> Outcome[PortR
 def delete(record: PortRecord, msg: n.DeletePort, ctx: Context) -> Outcome[PortRecord]:
     if record.device_id != msg.server_id:
         return Outcome(record)  # the port was given to another server meanwhile: keep it
-    return Outcome(None, delete=True)
+    return Outcome(None, effects=(Notify("port.delete.start"), Notify("port.delete.end")), delete=True)
 
 
-KIND = ActorKind(table, "ports", project_field="project_id")
+KIND = ActorKind(table, "ports", project_field="project_id", notifier=notices.port)

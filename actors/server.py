@@ -25,11 +25,13 @@ from typing import Any
 import msgspec
 
 from actors.kind import ActorKind
-from actors.table import CancelTimer, Context, Fault, Outcome, Refused, Send, SetTimer, TransitionTable
+from actors import notices
+from actors.table import CancelTimer, Context, Fault, Notify, Outcome, Refused, Send, SetTimer, TransitionTable
 from protocol import Message, Target
 from protocol import compute as m
 from protocol import network as n
 from protocol import volume as v
+from protocol.notifications import ERROR
 
 # --- Nova's vocabulary ---------------------------------------------------------------------------
 
@@ -204,7 +206,7 @@ def _release(record: ServerRecord) -> tuple[Send, ...]:
 
 @table.on(m.BuildServer, source="building:scheduling", to="building:scheduling")
 def build(record: ServerRecord, msg: m.BuildServer, ctx: Context) -> Outcome[ServerRecord]:
-    return _begin(record, "scheduling", _select(record))
+    return _begin(record, "scheduling", _select(record), Notify("instance.create.start"))
 
 
 def _port_ids(record: ServerRecord) -> list[str]:
@@ -267,7 +269,8 @@ def port_bound_late(record: ServerRecord, msg: n.PortBound, ctx: Context) -> Out
 @table.on(m.NoValidHost, source="building:scheduling", to="error")
 def no_valid_host(record: ServerRecord, msg: m.NoValidHost, ctx: Context) -> Outcome[ServerRecord]:
     message = "No valid host was found. " + msg.reason if msg.reason else "No valid host was found."
-    return _settle(record, vm_state="error", fault=_fault(500, message.strip()))
+    return _settle(record, _create_error("NoValidHost", message.strip()), vm_state="error",
+                   fault=_fault(500, message.strip()))
 
 
 @table.on(m.Spawned, source="building:spawning", to="active")
@@ -278,7 +281,8 @@ def spawned(record: ServerRecord, msg: m.Spawned, ctx: Context) -> Outcome[Serve
         attachment_id=bdm["attachment_id"], server_id=record.id, host=msg.host, device=bdm["device"]))
         for bdm in record.block_devices if bdm["status"] == "ready"]
     devices = [{**bdm, "status": "attached"} if bdm["status"] == "ready" else bdm for bdm in record.block_devices]
-    return _settle(record, *activate, *attached, vm_state="active", power_state=msg.power_state,
+    return _settle(record, *activate, *attached, Notify("instance.create.end"), vm_state="active",
+                   power_state=msg.power_state,
                    launched_at=ctx.now, block_devices=devices)
 
 
@@ -290,7 +294,8 @@ def spawn_failed(record: ServerRecord, msg: m.SpawnFailed, ctx: Context) -> Outc
     if len(attempted) >= record.max_attempts:
         reason = (f"No valid host was found. Exceeded maximum number of retries. Exhausted all hosts "
                   f"available for retrying build failures for instance {record.id}.")
-        return _settle(record, *release, vm_state="error", host=None, node=None, attempted_hosts=attempted,
+        return _settle(record, *release, _create_error("MaxRetriesExceeded", reason), vm_state="error",
+                       host=None, node=None, attempted_hosts=attempted,
                        fault=_fault(500, reason, f"last failure on {msg.host}: {msg.reason}"))
     retry = _with(record, host=None, node=None, attempted_hosts=attempted, bound_ports=[])
     return _begin(retry, "scheduling", *release, _select(retry))
@@ -311,6 +316,10 @@ _ACTIONS: dict[type[Message], tuple[set[str], str, str, str]] = {
     m.Resume: (_states("suspended"), "resuming", "resume", "active"),
 }
 _TASK_OF_ACTION = {action: task for _, task, action, _ in _ACTIONS.values()}
+# The notification family of each agent action (instance.<family>.start/end/error), as Nova's.
+_NOTIFIED_AS = {"stop": "power_off", "start": "power_on", "reboot": "reboot", "reboot_hard": "reboot",
+                "pause": "pause", "unpause": "unpause", "suspend": "suspend", "resume": "resume"}
+_ACTION_OF_TASK = {task: action for action, task in _TASK_OF_ACTION.items()}
 _DONE_STATE = {action: done for _, _, action, done in _ACTIONS.values()}
 
 
@@ -320,7 +329,7 @@ def _register_action(message: type[Message], sources: set[str], task: str, actio
         if record.host is None:
             raise Refused(f"Instance {record.id} is not ready")
         power = m.PowerAction(server_id=record.id, action=action)
-        return _begin(record, task, Send(_agent(record), power))
+        return _begin(record, task, Send(_agent(record), power), Notify(f"instance.{_NOTIFIED_AS[action]}.start"))
 
 
 for _message, (_sources, _task, _action, _done) in _ACTIONS.items():
@@ -333,7 +342,8 @@ _IN_ACTION = {f"{v}:{task}" for sources, task, _, _ in _ACTIONS.values() for v i
 def action_done(record: ServerRecord, msg: m.ActionDone, ctx: Context) -> Outcome[ServerRecord]:
     if _TASK_OF_ACTION.get(msg.action) != record.task_state:
         return Outcome(record)  # a late report of an earlier action
-    return _settle(record, vm_state=_DONE_STATE[msg.action], power_state=msg.power_state)
+    return _settle(record, Notify(f"instance.{_NOTIFIED_AS[msg.action]}.end"), vm_state=_DONE_STATE[msg.action],
+                   power_state=msg.power_state)
 
 
 @table.on(m.ActionFailed, source=_IN_ACTION, to=_IN_ACTION | set(STABLE))
@@ -342,7 +352,9 @@ def action_failed(record: ServerRecord, msg: m.ActionFailed, ctx: Context) -> Ou
     if _TASK_OF_ACTION.get(msg.action) != record.task_state:
         return Outcome(record)
     power = record.power_state if msg.power_state is None else msg.power_state
-    return _settle(record, power_state=power, fault=_fault(500, msg.reason))
+    error = Notify(f"instance.{_NOTIFIED_AS[msg.action]}.error", ERROR,
+                   {"exception": "InstanceActionFailed", "reason": msg.reason})
+    return _settle(record, error, power_state=power, fault=_fault(500, msg.reason))
 
 
 # --- delete ----------------------------------------------------------------------------------------
@@ -353,10 +365,11 @@ _DELETING = {s for s in STATES if s.endswith(":deleting")}
 
 @table.on(m.DeleteServer, source=_DELETABLE, to=_DELETING | {"deleted"})
 def delete(record: ServerRecord, msg: m.DeleteServer, ctx: Context) -> Outcome[ServerRecord]:
-    if record.host is None:  # never placed: nothing exists on any host
-        return _settle(record, *_release_ports(record), *_release_volumes(record), vm_state="deleted",
-                       terminated_at=ctx.now)
-    return _begin(record, "deleting", Send(_agent(record), m.Destroy(server_id=record.id)))
+    if record.host is None:  # never placed: nothing exists on any host (Nova's local delete)
+        return _settle(record, *_release_ports(record), *_release_volumes(record), Notify("instance.delete.start"),
+                       Notify("instance.delete.end"), vm_state="deleted", terminated_at=ctx.now)
+    return _begin(record, "deleting", Send(_agent(record), m.Destroy(server_id=record.id)),
+                  Notify("instance.delete.start"), Notify("instance.shutdown.start"))
 
 
 @table.on(m.DeleteServer, source=_DELETING | {"deleted"}, to=_DELETING | {"deleted"})
@@ -367,6 +380,7 @@ def delete_again(record: ServerRecord, msg: m.DeleteServer, ctx: Context) -> Out
 @table.on(m.Destroyed, source=_DELETING, to="deleted")
 def destroyed(record: ServerRecord, msg: m.Destroyed, ctx: Context) -> Outcome[ServerRecord]:
     return _settle(record, *_release(record), *_release_ports(record), *_release_volumes(record),
+                   Notify("instance.shutdown.end"), Notify("instance.delete.end"),
                    vm_state="deleted", power_state=NOSTATE, terminated_at=ctx.now)
 
 
@@ -399,10 +413,11 @@ def task_timeout(record: ServerRecord, msg: m.TaskTimeout, ctx: Context) -> Outc
     if msg.task_state == "deleting":
         # The host never confirmed: the server is gone for the user; `doctor` reconciles the host.
         return _settle(record, *_release(record), *_release_ports(record), *_release_volumes(record),
-                       vm_state="deleted", terminated_at=ctx.now,
+                       Notify("instance.delete.end"), vm_state="deleted", terminated_at=ctx.now,
                        fault=_fault(500, "Timed out waiting for the host to delete the instance."))
-    return _settle(record, vm_state="error",
-                   fault=_fault(500, f"Timed out during {msg.task_state} of instance {record.id}."))
+    reason = f"Timed out during {msg.task_state} of instance {record.id}."
+    notice = _error_notice(record, "Timeout", reason)
+    return _settle(record, *((notice,) if notice else ()), vm_state="error", fault=_fault(500, reason))
 
 
 @table.on(m.PowerStateReport, source=STATES, to=STATES)
@@ -460,7 +475,7 @@ def attach_volume(record: ServerRecord, msg: v.AttachVolume, ctx: Context) -> Ou
     request = v.AttachVolumeOnHost(server_id=record.id, attachment_id=msg.attachment_id, device=msg.device,
                                    connection=msg.connection)
     return Outcome(_with(record, block_devices=[*record.block_devices, bdm]),
-                   effects=(Send(_agent(record), request),))
+                   effects=(Send(_agent(record), request), _volume_notice("attach.start", bdm)))
 
 
 @table.on(v.VolumeAttachedToServer, source=STATES, to=STATES)
@@ -471,7 +486,7 @@ def volume_attached(record: ServerRecord, msg: v.VolumeAttachedToServer, ctx: Co
     done = v.VolumeAttached(attachment_id=msg.attachment_id, server_id=record.id, host=record.host,
                             device=bdm["device"])
     return Outcome(_with(record, block_devices=_replace_bdm(record, msg.attachment_id, status="attached")),
-                   effects=(_volume(bdm, done),))
+                   effects=(_volume(bdm, done), _volume_notice("attach.end", bdm)))
 
 
 @table.on(v.VolumeAttachToServerFailed, source=STATES, to=STATES)
@@ -482,7 +497,7 @@ def volume_attach_failed(record: ServerRecord, msg: v.VolumeAttachToServerFailed
         return Outcome(record)
     failed = v.VolumeAttachFailed(attachment_id=msg.attachment_id, reason=msg.reason)
     return Outcome(_with(record, block_devices=_without_bdm(record, msg.attachment_id)),
-                   effects=(_volume(bdm, failed),))
+                   effects=(_volume(bdm, failed), _volume_notice("attach.error", bdm, msg.reason)))
 
 
 @table.on(v.DetachVolume, source=STATES, to=STATES)
@@ -497,7 +512,7 @@ def detach_volume(record: ServerRecord, msg: v.DetachVolume, ctx: Context) -> Ou
     request = v.DetachVolumeOnHost(server_id=record.id, attachment_id=msg.attachment_id,
                                    volume_id=msg.volume_id, device=bdm["device"])
     return Outcome(_with(record, block_devices=_replace_bdm(record, msg.attachment_id, status="detaching")),
-                   effects=(Send(_agent(record), request),))
+                   effects=(Send(_agent(record), request), _volume_notice("detach.start", bdm)))
 
 
 @table.on(v.VolumeDetachedFromServer, source=STATES, to=STATES)
@@ -506,8 +521,10 @@ def volume_detached(record: ServerRecord, msg: v.VolumeDetachedFromServer, ctx: 
     if bdm is None:
         return Outcome(record)
     done = v.VolumeDetached(attachment_id=msg.attachment_id)
-    return Outcome(_with(record, block_devices=_without_bdm(record, msg.attachment_id)),
-                   effects=(_volume(bdm, done),))
+    effects: tuple[Any, ...] = (_volume(bdm, done),)
+    if bdm["status"] == "detaching":
+        effects += (_volume_notice("detach.end", bdm),)
+    return Outcome(_with(record, block_devices=_without_bdm(record, msg.attachment_id)), effects=effects)
 
 
 @table.on(v.VolumeDetachFromServerFailed, source=STATES, to=STATES)
@@ -546,12 +563,38 @@ def volume_failed(record: ServerRecord, msg: v.VolumeFailed, ctx: Context) -> Ou
     devices = _replace_bdm(record, msg.attachment_id, status="failed")
     if record.vm_state != "building" or record.task_state == "deleting":
         return Outcome(_with(record, block_devices=devices))
-    reason = f"Volume {msg.volume_id} did not finish being created: {msg.reason}"
-    return _settle(record, *_release(record), vm_state="error", host=None, node=None, block_devices=devices,
-                   fault=_fault(500, "Build of instance aborted: " + reason))
+    reason = "Build of instance aborted: " + f"Volume {msg.volume_id} did not finish being created: {msg.reason}"
+    return _settle(record, *_release(record), _create_error("BuildAbortException", reason), vm_state="error",
+                   host=None, node=None, block_devices=devices, fault=_fault(500, reason))
 
 
-KIND = ActorKind(table, "servers", project_field="project_id")
+# --- notifications ------------------------------------------------------------------------------------
+
+
+def _create_error(exception: str, reason: str) -> Notify:
+    return Notify("instance.create.error", ERROR, {"exception": exception, "reason": reason})
+
+
+def _error_notice(record: ServerRecord, exception: str, reason: str) -> Notify | None:
+    """The error notification of whatever the server was doing (None when it was doing nothing
+    Nova notifies about)."""
+    if record.vm_state == "building":
+        return _create_error(exception, reason)
+    action = _ACTION_OF_TASK.get(record.task_state or "")
+    if action is None:
+        return None
+    return Notify(f"instance.{_NOTIFIED_AS[action]}.error", ERROR, {"exception": exception, "reason": reason})
+
+
+def _volume_notice(step: str, bdm: dict[str, Any], reason: str = "") -> Notify:
+    if step.endswith(".error"):
+        return Notify(f"instance.volume_{step}", ERROR,
+                      {"volume_id": bdm["volume_id"], "exception": "VolumeAttachFailed", "reason": reason})
+    return Notify(f"instance.volume_{step}", extra={"volume_id": bdm["volume_id"]})
+
+
+KIND = ActorKind(table, "servers", project_field="project_id", notifier=notices.server,
+                 fault_notice=lambda record: _error_notice(record, "InstanceFault", ""))
 
 
 def legal_actions(record: ServerRecord) -> Iterable[type[Message]]:

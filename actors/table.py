@@ -99,7 +99,18 @@ class Emit:
     payload: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
-Effect = Send | SetTimer | CancelTimer | Emit
+@dataclasses.dataclass(frozen=True, slots=True)
+class Notify:
+    """A notification for integrations (protocol/notifications.py), e.g. instance.create.end.
+    The turn builds its payload from the actor's full row after the change, with the kind's
+    `notifier`, and writes it to the outbox with the change; `extra` adds to the payload."""
+
+    event_type: str
+    priority: str = "INFO"
+    extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+Effect = Send | SetTimer | CancelTimer | Emit | Notify
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -26,7 +26,8 @@ from actors import outbox, timers
 from actors.kind import ActorKind
 from actors.outbox import OutboxRow
 from actors.service import ServiceKind
-from actors.table import ABSENT, CancelTimer, Emit, Fault, IllegalTransition, Outcome, Refused, Send, SetTimer
+from actors.table import (ABSENT, CancelTimer, Emit, Fault, IllegalTransition, Notify, Outcome, Refused, Send,
+                          SetTimer)
 from protocol import Envelope, Target
 from protocol.replies import Reply
 
@@ -90,12 +91,17 @@ async def run_turn(
                 rows = _reply(envelope, rejection=rejection)
                 await outbox.write(conn, rows)
                 return TurnResult("rejected", record, rejection, sent=len(rows))
+            notices = [e for e in outcome.effects if isinstance(e, Notify)]
+            # A deleted actor's notifications describe its last row, read before the delete.
+            last_row = await kind.full_row(conn, record) if notices and outcome.delete and record else None
             stored, new_record = await _store(conn, kind, record, outcome)
             if stored:
                 break
             record, locked = await kind.store.load(conn, actor_id, lock=True), True
 
         rows, due, cancelled, events = _effects(kind, envelope, record, new_record, outcome, shards)
+        rows += await _notifications(conn, kind, new_record if new_record is not None else record, notices,
+                                     row=last_row)
         rows += _reply(envelope, new_state=kind.table.current_state(new_record), result=outcome.result)
         await _write_turn(conn, kind, envelope, new_record if new_record is not None else record,
                           rows, due, cancelled, events)
@@ -135,6 +141,17 @@ def _effects(
         events.append(_Event(envelope.type, prev_state, new_state, {}))
     rows, due, cancelled, emitted = _perform(envelope, outcome.effects, prev_state, new_state, shards)
     return rows, due, cancelled, events + emitted
+
+
+async def _notifications(conn: asyncpg.Connection, kind: ActorKind, record: Any, notices: list[Notify],
+                         *, row: dict[str, Any] | None = None) -> list[OutboxRow]:
+    """The turn's notifications, built from the actor's row as this transaction leaves it."""
+    if not notices or kind.notifier is None or record is None:
+        return []
+    if row is None:
+        row = await kind.full_row(conn, record)
+    now = time.time()
+    return [outbox.to_notifications(kind.notifier(row, notice), now) for notice in notices]
 
 
 def _perform(
@@ -311,6 +328,9 @@ async def _fault_actor(
     )
     event = _Event("fault", prev, kind.table.error_state, {"reason": reason, "message_type": envelope.type})
     await _write_events(conn, kind, envelope, faulted, [event])
+    notice = kind.fault_notice(record) if kind.fault_notice is not None else None
+    if notice is not None and faulted is not None:
+        await outbox.write(conn, await _notifications(conn, kind, faulted, [notice]))
     return faulted
 
 

@@ -23,9 +23,11 @@ from typing import Any
 import msgspec
 
 from actors.kind import ActorKind
-from actors.table import CancelTimer, Context, Outcome, Refused, Send, SetTimer, TransitionTable
+from actors import notices
+from actors.table import CancelTimer, Context, Notify, Outcome, Refused, Send, SetTimer, TransitionTable
 from protocol import Target
 from protocol import volume as v
+from protocol.notifications import ERROR
 
 STATES = {"creating", "available", "reserved", "attaching", "in-use", "detaching", "deleting", "error",
           "error_deleting", "extending", "error_extending"}
@@ -110,10 +112,10 @@ def _failed_boot(record: VolumeRecord, reason: str) -> tuple[Send, ...]:
 def create(record: VolumeRecord, msg: v.CreateVolume, ctx: Context) -> Outcome[VolumeRecord]:
     if record.backend is None:
         reason = "No valid backend was found. No weighed backends available"
-        return _settle(record, ctx, "error", *_failed_boot(record, reason), fault=reason)
+        return _settle(record, ctx, "error", *_failed_boot(record, reason), _create_error(reason), fault=reason)
     request = v.CreateVolumeOnBackend(volume_id=record.id, size=record.size, image_id=record.image_id,
                                       format=record.format)
-    return _begin(record, ctx, "creating", Send(_backend(record), request))
+    return _begin(record, ctx, "creating", Send(_backend(record), request), Notify("volume.create.start"))
 
 
 @table.on(v.VolumeCreated, source="creating", to={"available", "reserved"})
@@ -121,25 +123,27 @@ def created(record: VolumeRecord, msg: v.VolumeCreated, ctx: Context) -> Outcome
     new = _with(record, ctx, backend=msg.backend, provider_location=msg.provider_location, fault=None)
     server = _boot_server(record)
     if server is None:
-        return _settle(new, ctx, "available")
+        return _settle(new, ctx, "available", Notify("volume.create.end"))
     ready = v.VolumeReady(attachment_id=str(_attachment_id(record)), connection=connection(new))
-    return _settle(new, ctx, "reserved", Send(Target("server", server), ready))
+    return _settle(new, ctx, "reserved", Send(Target("server", server), ready), Notify("volume.create.end"))
 
 
 @table.on(v.VolumeCreateFailed, source="creating", to="error")
 def create_failed(record: VolumeRecord, msg: v.VolumeCreateFailed, ctx: Context) -> Outcome[VolumeRecord]:
-    return _settle(record, ctx, "error", *_failed_boot(record, msg.reason), fault=msg.reason)
+    return _settle(record, ctx, "error", *_failed_boot(record, msg.reason), _create_error(msg.reason),
+                   fault=msg.reason)
 
 
 # --- delete ------------------------------------------------------------------------------------------
 
 
 def _delete(record: VolumeRecord, ctx: Context) -> Outcome[VolumeRecord]:
-    if record.backend is None or record.provider_location is None:
-        return Outcome(None, effects=(CancelTimer("task"),), delete=True)  # nothing exists on a backend
+    if record.backend is None or record.provider_location is None:  # nothing exists on a backend
+        return Outcome(None, effects=(CancelTimer("task"), Notify("volume.delete.start"), Notify("volume.delete.end")),
+                       delete=True)
     request = v.DeleteVolumeOnBackend(volume_id=record.id, provider_location=record.provider_location)
-    return _begin(record, ctx, "deleting", Send(_backend(record), request), attachment=None,
-                  attach_status="detached")
+    return _begin(record, ctx, "deleting", Send(_backend(record), request), Notify("volume.delete.start"),
+                  attachment=None, attach_status="detached")
 
 
 @table.on(v.DeleteVolume, source=DELETABLE, to="deleting")
@@ -156,7 +160,7 @@ def delete_again(record: VolumeRecord, msg: v.DeleteVolume, ctx: Context) -> Out
 
 @table.on(v.VolumeDeleted, source={"deleting", "error_deleting"}, to="deleting")
 def deleted(record: VolumeRecord, msg: v.VolumeDeleted, ctx: Context) -> Outcome[VolumeRecord]:
-    return Outcome(None, effects=(CancelTimer("task"),), delete=True)
+    return Outcome(None, effects=(CancelTimer("task"), Notify("volume.delete.end")), delete=True)
 
 
 @table.on(v.VolumeDeleteFailed, source="deleting", to="error_deleting")
@@ -175,12 +179,14 @@ def extend(record: VolumeRecord, msg: v.ExtendVolume, ctx: Context) -> Outcome[V
     assert record.provider_location is not None
     request = v.ExtendVolumeOnBackend(volume_id=record.id, new_size=msg.new_size,
                                       provider_location=record.provider_location)
-    return _begin(record, ctx, "extending", Send(_backend(record), request), target_size=msg.new_size)
+    return _begin(record, ctx, "extending", Send(_backend(record), request), Notify("volume.resize.start"),
+                  target_size=msg.new_size)
 
 
 @table.on(v.VolumeExtended, source="extending", to="available")
 def extended(record: VolumeRecord, msg: v.VolumeExtended, ctx: Context) -> Outcome[VolumeRecord]:
-    return _settle(record, ctx, "available", size=msg.size, target_size=None, fault=None)
+    return _settle(record, ctx, "available", Notify("volume.resize.end"), size=msg.size, target_size=None,
+                   fault=None)
 
 
 @table.on(v.VolumeExtendFailed, source="extending", to="error_extending")
@@ -212,7 +218,8 @@ def attached(record: VolumeRecord, msg: v.VolumeAttached, ctx: Context) -> Outco
     attachment.update(host=msg.host, device=msg.device,
                       attached_at=attachment.get("attached_at") or datetime.datetime.fromtimestamp(
                           ctx.now, datetime.UTC).isoformat())
-    return _settle(record, ctx, "in-use", attach_status="attached", attachment=attachment, fault=None)
+    notice = () if record.status == "in-use" else (Notify("volume.attach.end"),)
+    return _settle(record, ctx, "in-use", *notice, attach_status="attached", attachment=attachment, fault=None)
 
 
 @table.on(v.VolumeAttachFailed, source=STATES, to=STATES)
@@ -237,10 +244,11 @@ def detached(record: VolumeRecord, msg: v.VolumeDetached, ctx: Context) -> Outco
     free = _with(record, ctx, attachment=None, attach_status="detached")
     if record.status in ("reserved", "attaching", "in-use", "detaching"):
         free = msgspec.structs.replace(free, status="available")
+    notice = (Notify("volume.detach.end"),) if record.attach_status in ("attached", "detaching") else ()
     if msg.delete and free.status in DELETABLE:
         outcome = _delete(free, ctx)
-        return Outcome(outcome.record, effects=outcome.effects, delete=outcome.delete)
-    return Outcome(free, effects=(CancelTimer("task"),))
+        return Outcome(outcome.record, effects=(*notice, *outcome.effects), delete=outcome.delete)
+    return Outcome(free, effects=(CancelTimer("task"), *notice))
 
 
 # --- admin reset and timers -----------------------------------------------------------------------------
@@ -263,8 +271,12 @@ def timeout(record: VolumeRecord, msg: v.VolumeTimeout, ctx: Context) -> Outcome
     if record.status != msg.status or msg.status not in TIMED_OUT:
         return Outcome(record)  # it finished in time: a stale timer
     reason = f"Timed out while the volume was {msg.status}."
-    effects = _failed_boot(record, reason) if msg.status == "creating" else ()
+    effects = (*_failed_boot(record, reason), _create_error(reason)) if msg.status == "creating" else ()
     return _settle(record, ctx, TIMED_OUT[msg.status], *effects, fault=reason)
 
 
-KIND = ActorKind(table, "volumes", project_field="project_id")
+def _create_error(reason: str) -> Notify:
+    return Notify("volume.create.error", ERROR, {"reason": reason})
+
+
+KIND = ActorKind(table, "volumes", project_field="project_id", notifier=notices.volume)

@@ -57,6 +57,8 @@ def _parser() -> argparse.ArgumentParser:
                            help="the API's URL as clients reach it (default http://LISTEN)")
     api_flags.add_argument("--token-ttl", type=float, default=float(os.environ.get("ACTORSTACK_TOKEN_TTL", 3600)),
                            help="token lifetime in seconds")
+    api_flags.add_argument("--no-commands", action="store_true",
+                           help="do not consume the AMQP command queue (protocol/README.md)")
 
     host_flags = argparse.ArgumentParser(add_help=False)
     host_flags.add_argument("--virt", choices=VIRT_TYPES, default="test",
@@ -132,7 +134,8 @@ async def _db_init(settings: Settings) -> int:
 
 
 def _api_options(args: argparse.Namespace) -> roles.ApiOptions:
-    return roles.ApiOptions(listen=args.listen, public_url=args.public_url, token_ttl=args.token_ttl)
+    return roles.ApiOptions(listen=args.listen, public_url=args.public_url, token_ttl=args.token_ttl,
+                            commands=not args.no_commands)
 
 
 def _host_options(args: argparse.Namespace, names: tuple[str, ...], *, own_directories: bool) -> roles.HostOptions:

@@ -76,6 +76,7 @@ class ApiOptions:
     listen: str  # host:port
     public_url: str | None = None  # what clients use; default http://<listen>
     token_ttl: float = 3600.0
+    commands: bool = True  # consume the AMQP command queue (api/commands.py)
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -131,6 +132,16 @@ async def _start_api(
     except OSError as exc:
         raise CannotListen(options.listen, exc.strerror or str(exc)) from None
     log.info("api listening", url=options.base_url)
+    if options.commands:
+        from api.commands import CommandService
+
+        # Commands are REST calls to this process's own listener, over loopback.
+        bound_host, bound_port = runner.addresses[0][:2]
+        loopback = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(bound_host, bound_host)
+        url_host = f"[{loopback}]" if ":" in loopback else loopback
+        commands = CommandService(settings.amqp_url, f"http://{url_host}:{bound_port}")
+        await commands.start()
+        stack.push_async_callback(commands.stop)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,7 +8,7 @@ import asyncpg
 from aiohttp import web
 
 from actors import db
-from api import compute, discovery, events, identity, image, network, volume
+from api import compute, discovery, events, idempotency, identity, image, network, volume
 from api.auth import TokenCodec
 from api.context import CTX, ApiContext
 from api.middleware import authenticate, errors, request_id
@@ -21,7 +21,8 @@ async def create_app(
 ) -> web.Application:
     key = str(await db.cluster_setting(pool, "token_key"))
     shards = int(await db.cluster_setting(pool, "shards"))  # type: ignore[call-overload]
-    app = web.Application(middlewares=[request_id, errors, authenticate], client_max_size=MAX_BODY)
+    app = web.Application(middlewares=[request_id, errors, authenticate, idempotency.idempotency],
+                          client_max_size=MAX_BODY)
     app[CTX] = ApiContext(
         pool=pool, tokens=TokenCodec(key, token_ttl), base_url=base_url.rstrip("/"),
         state_dir=state_dir, shards=shards,
@@ -33,4 +34,5 @@ async def create_app(
     volume.setup(app)
     network.setup(app)
     events.setup(app)
+    idempotency.setup(app)
     return app

@@ -1,10 +1,11 @@
 """Tokens, passwords and who is asking.
 
 Tokens are signed, not stored (like Keystone's Fernet tokens): `as1.<payload>.<mac>`, where
-payload is base64url JSON (user, project, roles, expiry, audit id) and mac is its HMAC-SHA256
-under the cluster's `token_key`. Validation needs no token lookup that a forged token could
-pass: a bad MAC or a past expiry is refused before the database is asked anything; the only
-query is for revocations (a revoked token, or every token of a user issued before a change).
+payload is base64url JSON (user, project, roles, expiry, audit id, the application credential it
+was made from if any) and mac is its HMAC-SHA256 under the cluster's `token_key`. Validation
+needs no token lookup that a forged token could pass: a bad MAC or a past expiry is refused
+before the database is asked anything; the only query is for revocations (a revoked token, every
+token of a user issued before a change, or a token whose application credential was deleted).
 
 Passwords are stored as scrypt hashes with a per-password salt; hashing runs in a thread.
 """
@@ -29,7 +30,16 @@ TOKEN_PREFIX = "as1."
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 
 
-class TokenPayload(msgspec.Struct, frozen=True):
+class AppCredentialRef(msgspec.Struct, frozen=True, array_like=True):
+    """The application credential a token was made from (its fields never change after creation,
+    so the token can carry them; whether it still exists is checked with the revocations)."""
+
+    id: str
+    name: str
+    unrestricted: bool
+
+
+class TokenPayload(msgspec.Struct, frozen=True, omit_defaults=True):
     user_id: str
     user_name: str
     user_domain_id: str
@@ -41,6 +51,8 @@ class TokenPayload(msgspec.Struct, frozen=True):
     issued_at: float
     expires_at: float
     audit_id: str
+    # Fields added later have defaults (and are left out when unset) so older tokens still decode.
+    application_credential: AppCredentialRef | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +69,10 @@ class AuthContext:
     @property
     def project_id(self) -> str | None:
         return self.payload.project_id
+
+    @property
+    def application_credential(self) -> AppCredentialRef | None:
+        return self.payload.application_credential
 
     @property
     def role_names(self) -> frozenset[str]:
@@ -132,12 +148,17 @@ class TokenCodec:
 
 
 async def check_not_revoked(conn: asyncpg.Connection | asyncpg.Pool, payload: TokenPayload) -> None:
+    """Unauthorized for a revoked token, or one made from an application credential since deleted
+    (one indexed query either way)."""
+    app_cred = payload.application_credential
     revoked = await conn.fetchval(
         "SELECT EXISTS (SELECT 1 FROM token_revocations WHERE audit_id = $1 "
-        "OR (user_id = $2 AND revoked_at >= to_timestamp($3)))",
+        "OR (user_id = $2 AND revoked_at >= to_timestamp($3))) "
+        "OR ($4::text IS NOT NULL AND NOT EXISTS (SELECT 1 FROM application_credentials WHERE id = $4))",
         payload.audit_id,
         payload.user_id,
         payload.issued_at,
+        app_cred.id if app_cred else None,
     )
     if revoked:
         raise Unauthorized("The token has been revoked.")

@@ -28,6 +28,9 @@ class ApiContext:
 
 CTX = web.AppKey("actorstack", ApiContext)
 AUTH_KEY = "actorstack.auth"
+# A request with an Idempotency-Key runs in one transaction: its context's pool is bound to it
+# (api/idempotency.py).
+BOUND_CTX = "actorstack.bound_context"
 
 
 def public(handler: Handler) -> Handler:
@@ -37,7 +40,8 @@ def public(handler: Handler) -> Handler:
 
 
 def ctx(request: web.Request) -> ApiContext:
-    return request.app[CTX]
+    bound: ApiContext | None = request.get(BOUND_CTX)
+    return bound if bound is not None else request.app[CTX]
 
 
 def caller(request: web.Request) -> AuthContext:

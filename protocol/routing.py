@@ -13,6 +13,11 @@ import zlib
 ACTOR_EXCHANGE = "actorstack.actors"  # direct; routing key = queue name
 DEAD_LETTER_EXCHANGE = "actorstack.dead"  # fanout
 DEAD_LETTER_QUEUE = "actorstack.dead-letters"
+# Commands for integrations (api/commands.py, protocol/README.md): a topic exchange whose routing
+# key is the operation, and the one queue every API process consumes.
+COMMANDS_EXCHANGE = "actorstack.commands"
+COMMANDS_QUEUE = "actorstack.commands"
+COMMANDS_QUEUE_ARGUMENTS = {"x-queue-type": "quorum"}
 
 # Headers set on a message we dead-letter ourselves (the broker adds x-death on its own).
 REASON_HEADER = "x-actorstack-reason"

@@ -1,8 +1,9 @@
-"""Identity v3 (Keystone's API): tokens and catalog, projects, users, domains, roles."""
+"""Identity v3 (Keystone's API): tokens and catalog, projects, users, domains, roles, application
+credentials."""
 
 from aiohttp import web
 
-from api.identity import projects, roles, tokens, users
+from api.identity import app_credentials, projects, roles, tokens, users
 
 
 def setup(app: web.Application) -> None:
@@ -10,3 +11,4 @@ def setup(app: web.Application) -> None:
     projects.setup(app)
     users.setup(app)
     roles.setup(app)
+    app_credentials.setup(app)

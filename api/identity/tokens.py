@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import asyncpg
 from aiohttp import web
 
 from api import catalog as catalog_
-from api.auth import AuthContext, TokenPayload, check_not_revoked, check_password
+from api.auth import (
+    AppCredentialRef, AuthContext, TokenCodec, TokenPayload, check_not_revoked, check_password,
+)
 from api.context import caller, ctx, json_body, json_response, public
 from api.errors import BadRequest, Forbidden, NotFound, Unauthorized
 from api.times import iso_micro
+from api.identity import app_credentials
 from api.identity.views import effective_roles, find_domain, links, project_view
 
 
@@ -35,6 +39,11 @@ def token_body(payload: TokenPayload, base_url: str, *, with_catalog: bool = Tru
         token["roles"] = [{"id": rid, "name": name} for rid, name in payload.roles]
         if with_catalog:
             token["catalog"] = catalog_.catalog(base_url, payload.project_id)
+    app_cred = payload.application_credential
+    if app_cred is not None:
+        token["application_credential"] = {
+            "id": app_cred.id, "name": app_cred.name, "restricted": not app_cred.unrestricted,
+        }
     return {"token": token}
 
 
@@ -100,6 +109,68 @@ async def _project_from_scope(conn: Any, scope: Any) -> asyncpg.Record | None:
     return project
 
 
+@dataclasses.dataclass(frozen=True)
+class _Grant:
+    """What a new token will say."""
+
+    user: asyncpg.Record
+    project: asyncpg.Record | None
+    roles: list[tuple[str, str]]
+    methods: tuple[str, ...]
+    expires_at: float | None = None  # a cap: the token's own TTL applies below it
+    app_cred: AppCredentialRef | None = None
+
+
+async def _app_credential_grant(conn: Any, auth: dict[str, Any], identity: dict[str, Any]) -> _Grant:
+    # The credential fixes the scope: asking for one is an error, as in Keystone.
+    if "scope" in auth:
+        raise Unauthorized("Error authenticating with application credential: "
+                           "Application credentials cannot request a scope.")
+    grant = await app_credentials.authenticate(conn, identity.get("application_credential"))
+    return _Grant(grant.user, grant.project, grant.roles, ("application_credential",), grant.expires_at,
+                  grant.ref)
+
+
+async def _user_grant(conn: Any, tokens: TokenCodec, auth: dict[str, Any], identity: dict[str, Any],
+                      methods: list[str]) -> _Grant:
+    """Password or token authentication, scoped as asked (or to the user's default project)."""
+    expires_at: float | None = None
+    app_cred: AppCredentialRef | None = None
+    if "password" in methods:
+        user = await _user_from_password(conn, identity.get("password"))
+    elif "token" in methods:
+        ref = identity.get("token")
+        if not isinstance(ref, dict) or not isinstance(ref.get("id"), str):
+            raise BadRequest("Expecting to find id in token.")
+        old = tokens.verify(ref["id"])
+        await check_not_revoked(conn, old)
+        user = await conn.fetchrow("SELECT * FROM users WHERE id = $1", old.user_id)
+        if user is None or not user["enabled"]:
+            raise _unauthorized()
+        expires_at, app_cred = old.expires_at, old.application_credential
+    else:
+        raise Unauthorized(f"Unsupported authentication method: {methods[0]}.")
+    scope = auth.get("scope")
+    project = await _project_from_scope(conn, scope)
+    if app_cred is not None:
+        # A token made from a credential's token stays bound to the credential: its project, its roles.
+        bound = await app_credentials.regrant(conn, app_cred)
+        if project is not None and project["id"] != bound.project["id"]:
+            raise Forbidden("You are not authorized to perform the requested action: a token made from an "
+                            "application credential cannot be rescoped to another project.")
+        return _Grant(user, bound.project, bound.roles, tuple(methods), expires_at, app_cred)
+    if project is None and scope is None and user["default_project_id"]:
+        project = await conn.fetchrow(
+            "SELECT * FROM projects WHERE id = $1 AND enabled", user["default_project_id"]
+        )
+    roles: list[tuple[str, str]] = []
+    if project is not None:
+        roles = await effective_roles(conn, user["id"], project["id"])
+        if not roles:
+            raise Unauthorized(f"User {user['id']} has no access to project {project['id']}.")
+    return _Grant(user, project, roles, tuple(methods), expires_at)
+
+
 @public
 async def issue(request: web.Request) -> web.Response:
     context = ctx(request)
@@ -112,32 +183,11 @@ async def issue(request: web.Request) -> web.Response:
         raise BadRequest("Expecting to find identity methods in auth.")
     methods = [str(m) for m in identity["methods"]]
     async with context.pool.acquire() as conn:
-        expires_at: float | None = None
-        if "password" in methods:
-            user = await _user_from_password(conn, identity.get("password"))
-        elif "token" in methods:
-            ref = identity.get("token")
-            if not isinstance(ref, dict) or not isinstance(ref.get("id"), str):
-                raise BadRequest("Expecting to find id in token.")
-            old = context.tokens.verify(ref["id"])
-            await check_not_revoked(conn, old)
-            user = await conn.fetchrow("SELECT * FROM users WHERE id = $1", old.user_id)
-            if user is None or not user["enabled"]:
-                raise _unauthorized()
-            expires_at = old.expires_at
+        if "application_credential" in methods:
+            grant = await _app_credential_grant(conn, auth, identity)
         else:
-            raise Unauthorized(f"Unsupported authentication method: {methods[0]}.")
-        scope = auth.get("scope")
-        project = await _project_from_scope(conn, scope)
-        if project is None and scope is None and user["default_project_id"]:
-            project = await conn.fetchrow(
-                "SELECT * FROM projects WHERE id = $1 AND enabled", user["default_project_id"]
-            )
-        roles: list[tuple[str, str]] = []
-        if project is not None:
-            roles = await effective_roles(conn, user["id"], project["id"])
-            if not roles:
-                raise Unauthorized(f"User {user['id']} has no access to project {project['id']}.")
+            grant = await _user_grant(conn, context.tokens, auth, identity, methods)
+    user, project = grant.user, grant.project
     token, payload = context.tokens.issue(
         user_id=user["id"],
         user_name=user["name"],
@@ -145,9 +195,10 @@ async def issue(request: web.Request) -> web.Response:
         project_id=project["id"] if project else None,
         project_name=project["name"] if project else None,
         project_domain_id=project["domain_id"] if project else None,
-        roles=tuple(roles),
-        methods=tuple(methods),
-        expires_at=expires_at,
+        roles=tuple(grant.roles),
+        methods=grant.methods,
+        expires_at=grant.expires_at,
+        application_credential=grant.app_cred,
     )
     nocatalog = "nocatalog" in request.query
     return json_response(

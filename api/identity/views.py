@@ -7,6 +7,7 @@ from typing import Any
 import asyncpg
 
 from api.errors import BadRequest, NotFound
+from api.times import iso_micro
 
 # Keystone's default role hierarchy: admin implies member implies reader.
 IMPLIED = {"admin": ("member", "reader"), "member": ("reader",), "reader": ()}
@@ -59,6 +60,27 @@ def role_view(row: asyncpg.Record, base: str) -> dict[str, Any]:
         "options": {},
         "links": {"self": f"{base}/identity/v3/roles/{row['id']}"},
     }
+
+
+def app_credential_view(row: asyncpg.Record, roles: list[asyncpg.Record], base: str, *,
+                        detail: bool = False) -> dict[str, Any]:
+    """Keystone's application credential. Its create and list answers filter the record to the
+    public fields; the show answer does not, so it alone also has `user_id` and `system`."""
+    expires_at = row["expires_at"]
+    view: dict[str, Any] = {
+        "id": row["id"],
+        "name": row["name"],
+        "description": row["description"],
+        "project_id": row["project_id"],
+        "roles": [{"id": r["id"], "name": r["name"], "domain_id": None} for r in roles],
+        "expires_at": iso_micro(expires_at) + "Z" if expires_at is not None else None,
+        "unrestricted": row["unrestricted"],
+        "access_rules": [],
+        "links": {"self": f"{base}/identity/v3/users/{row['user_id']}/application_credentials/{row['id']}"},
+    }
+    if detail:
+        view.update(user_id=row["user_id"], system=None)
+    return view
 
 
 def domain_view(row: asyncpg.Record, base: str) -> dict[str, Any]:

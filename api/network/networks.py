@@ -21,6 +21,7 @@ import asyncpg
 from aiohttp import web
 
 from actors import outbox
+from api import notify
 from api.auth import AuthContext
 from api.context import caller, ctx, json_body, json_response
 from api.errors import Conflict, NotFound
@@ -180,6 +181,7 @@ async def create(request: web.Request) -> web.Response:
             values.get("router:external", False), values.get("mtu", MAX_MTU),
             values.get("port_security_enabled", True), values.get("dns_domain", ""),
             list(dict.fromkeys(values.get("availability_zone_hints", []))), values.get("tags", []))
+        await notify.neutron(conn, "create", "network", view(row, me), values)
     return json_response({"network": view(row, me)}, status=201)
 
 
@@ -233,6 +235,8 @@ async def update(request: web.Request) -> web.Response:
             await outbox.send(conn, [Envelope.new(
                 Target("network", network_id), n.SetNetworkAdminState(admin_state_up=values["admin_state_up"]),
                 correlation_id=request["request_id"])], context.shards)
+        await notify.neutron(conn, "update", "network", view(row, me, admin_state_up=values.get("admin_state_up")),
+                             values)
     return json_response({"network": view(row, me, admin_state_up=values.get("admin_state_up"))})
 
 
@@ -250,6 +254,7 @@ async def delete(request: web.Request) -> web.Response:
         await conn.execute("DELETE FROM ports WHERE network_id = $1", network_id)  # the DHCP port; its IPs cascade
         await conn.execute("DELETE FROM subnets WHERE network_id = $1", network_id)
         await conn.execute("DELETE FROM networks WHERE id = $1", network_id)
+        await notify.neutron(conn, "delete", "network", view(row, me))
     return web.Response(status=204)
 
 

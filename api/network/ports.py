@@ -28,6 +28,7 @@ import asyncpg
 from aiohttp import web
 
 from actors import outbox
+from api import notify
 from api.auth import AuthContext
 from api.context import caller, ctx, json_body, json_response
 from api.errors import Conflict, ServiceUnavailable
@@ -277,6 +278,10 @@ async def create_port(conn: Any, me: AuthContext, network: asyncpg.Record, *, pr
             binding_host_id=binding_host_id, binding_profile=binding_profile or {},
             binding_vnic_type=binding_vnic_type, tags=tags or [])
         await ipam.allocate_for_port(conn, network["id"], row["id"], str(row["mac_address"]), fixed_ips)
+        addresses = (await ipam.addresses(conn, [row["id"]]))[row["id"]]
+        request = {"network_id": network["id"], "name": name, "device_id": device_id, "device_owner": device_owner,
+                   "fixed_ips": fixed_ips, "admin_state_up": admin_state_up}
+        await notify.neutron(conn, "create", "port", view(row, addresses, me), request)
     return row
 
 
@@ -467,6 +472,8 @@ async def update(request: web.Request) -> web.Response:
                 Target("port", port_id), n.SetPortAdminState(admin_state_up=values["admin_state_up"]),
                 correlation_id=request["request_id"])], context.shards)
         addresses = (await ipam.addresses(conn, [port_id]))[port_id]
+        await notify.neutron(conn, "update", "port", view(row, addresses, me,
+                                                            admin_state_up=values.get("admin_state_up")), values)
     return json_response({"port": view(row, addresses, me, admin_state_up=values.get("admin_state_up"))})
 
 
@@ -482,7 +489,9 @@ async def delete(request: web.Request) -> web.Response:
             raise Conflict(f"Port {port_id} cannot be deleted directly via the port API: it is the DHCP port of "
                            f"network {row['network_id']}, removed with the network's last DHCP subnet.",
                            kind="ServicePortInUse")
+        addresses = (await ipam.addresses(conn, [port_id]))[port_id]
         await conn.execute("DELETE FROM ports WHERE id = $1", port_id)  # its ip_allocations cascade
+        await notify.neutron(conn, "delete", "port", view(row, addresses, me))
     return web.Response(status=204)
 
 

@@ -62,6 +62,17 @@ async def test_concurrent_claims_never_over_commit_a_host(pool: asyncpg.Pool, zo
         assert (row["used_vcpus"], row["used_memory_mb"], row["n"]) == (2, 1024, 2)
 
 
+async def test_a_claim_that_loses_every_candidate_asks_again_while_room_is_left(
+        pool: asyncpg.Pool, zone: str) -> None:
+    """20 hosts with room for one server each and 20 claims at once: every claim ranks the same
+    top hosts, so most lose all of their first candidates; each must still find a free host."""
+    count = 20
+    hosts = [await add_host(pool, zone, f"one{i}", vcpus=1, memory_mb=512 + i) for i in range(count)]
+    results = await asyncio.gather(*(claim(pool, request(zone)) for _ in range(count)))
+    placed = sorted(r.host for r in results if isinstance(r, m.Scheduled))
+    assert placed == sorted(hosts), [r for r in results if isinstance(r, m.NoValidHost)]
+
+
 async def test_claims_spread_by_free_ram_and_skip_excluded_down_and_disabled_hosts(
     pool: asyncpg.Pool, zone: str
 ) -> None:
