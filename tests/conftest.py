@@ -27,6 +27,7 @@ import pytest
 from actors import amqp, db
 from actors.client import ActorClient
 from actors.runtime import Runtime, RuntimeSettings
+from tests.watchdog import Watchdog
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_PREFIX = f"astest_{uuid.uuid4().hex[:8]}"
@@ -50,6 +51,33 @@ class Services:
         env.pop("ACTORSTACK_CRASHPOINTS", None)
         env.update(extra)
         return env
+
+
+WATCHDOG: Watchdog | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global WATCHDOG
+    WATCHDOG = Watchdog(config, RUN_PREFIX, PG_SERVER)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    assert WATCHDOG is not None
+    WATCHDOG.arm(item.nodeid)
+    try:
+        yield
+    finally:
+        WATCHDOG.disarm()
+
+
+def broker_alarms() -> str:
+    """The broker's resource alarms, if any: while one is raised it blocks every publisher, and
+    the suite would wait on its first publish (a disk or memory alarm left by something else)."""
+    exe = shutil.which("rabbitmq-diagnostics") or "/usr/sbin/rabbitmq-diagnostics"
+    done = subprocess.run([exe, "-q", "alarms"], capture_output=True, text=True, timeout=60)
+    text = (done.stdout + done.stderr).strip()
+    return "" if done.returncode == 0 and "no alarms" in text else text
 
 
 def _rabbitmqctl(*args: str) -> None:
@@ -92,6 +120,11 @@ async def separate_services(suffix: str) -> AsyncIterator[Services]:
 
 @pytest.fixture(scope="session")
 async def services() -> AsyncIterator[Services]:
+    if WATCHDOG is not None:
+        WATCHDOG.loop = asyncio.get_running_loop()
+    alarms = broker_alarms()
+    if alarms:
+        pytest.exit(f"RabbitMQ has a resource alarm raised, every publish would block:\n{alarms}", 2)
     svc = Services(RUN_PREFIX)
     await _create_database(svc.prefix)
     try:
