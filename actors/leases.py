@@ -60,6 +60,9 @@ class ShardLeases:
         had = bool(self.held)
         self.held.clear()
         if conn is not None:
+            # The session may still be alive holding leases; the pool would not unlock them
+            # (actors/db.py), so end it.
+            conn.terminate()
             try:
                 await self._pool.release(conn)
             except _DB_ERRORS:

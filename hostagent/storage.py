@@ -117,6 +117,10 @@ class InstanceStorage:
         self.base_dir = self.instances_dir / "_base"
         self.image_dir = image_dir
         self._fetching: dict[str, asyncio.Future[None]] = {}
+        # What `qemu-img info` said of each cached base file, keyed by the file's identity: a
+        # base file is written once (atomically) and never changed, so probing it again at every
+        # boot (two processes, qemu-img under prlimit) would only cost CPU.
+        self._probed: dict[Path, tuple[tuple[int, int, int], qemu_img.ImageInfo]] = {}
 
     def paths(self, uuid: str) -> InstancePaths:
         return InstancePaths(self.instances_dir / canonical_id(uuid, "server id"))
@@ -165,9 +169,19 @@ class InstanceStorage:
                 future.set_result(None)
             finally:
                 del self._fetching[image_id]
-        found = await qemu_img.info(path)
+        found = await self._probe(path)
         self._check_image(image_id, found)
         return BaseImage(path, found.format, found.virtual_size, fetched)
+
+    async def _probe(self, path: Path) -> qemu_img.ImageInfo:
+        st = await asyncio.to_thread(path.stat)
+        identity = (st.st_ino, st.st_size, st.st_mtime_ns)
+        known = self._probed.get(path)
+        if known is not None and known[0] == identity:
+            return known[1]
+        found = await qemu_img.info(path)
+        self._probed[path] = (identity, found)
+        return found
 
     async def _fetch(self, image_id: str, dest: Path) -> None:
         source = self.image_dir / image_file_id(image_id)
@@ -201,7 +215,8 @@ class InstanceStorage:
                     f"Flavor's disk is too small for requested image. Flavor disk is {wanted} bytes, "
                     f"image is {base.virtual_size} bytes.")
             size = wanted if wanted > base.virtual_size else None
-            await qemu_img.create_overlay(paths.disk, base.path, base.format, size)
+            await qemu_img.create_overlay(paths.disk, base.path, base.format,
+                                          size if size is not None else base.virtual_size)
             disks.append(Disk(paths.disk, "qcow2"))
         if ephemeral_gb > 0:
             await qemu_img.create_blank(paths.ephemeral, ephemeral_gb * GIB)

@@ -27,29 +27,41 @@ LOCK = 0x65766E74  # "evnt"
 BATCH = 5000
 _DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 
-_SETTLED = """
-SELECT id FROM events
-WHERE seq IS NULL AND xid < pg_snapshot_xmin(pg_current_snapshot())
-ORDER BY xid, id
-LIMIT $1
+# One statement, so one round trip and one (implicit) transaction per pass, idle or not: the
+# transaction-level advisory lock lets one sequencer number at a time and is held until the
+# statement ends; the settled events are those whose transaction is older than every
+# transaction running now (xid below the snapshot's xmin), in (xid, id) order; the counter row
+# keeps the numbers dense across processes. NULL when there was nothing to do or the lock was
+# taken. (All parts of the statement see one snapshot; the counter's UPDATE runs once, before
+# the events' UPDATE reads its result.)
+_SEQUENCE = """
+WITH locked AS (SELECT pg_try_advisory_xact_lock($1) AS ok),
+settled AS (
+    SELECT id, row_number() OVER (ORDER BY xid, id) AS n
+    FROM (SELECT id, xid FROM events
+          WHERE seq IS NULL AND xid < pg_snapshot_xmin(pg_current_snapshot())
+            AND (SELECT ok FROM locked)
+          ORDER BY xid, id LIMIT $2) AS s
+),
+counter AS (
+    UPDATE event_sequence SET last = last + (SELECT count(*) FROM settled)
+    WHERE EXISTS (SELECT 1 FROM settled)
+    RETURNING last
+),
+numbered AS (
+    UPDATE events SET seq = counter.last - (SELECT count(*) FROM settled) + settled.n
+    FROM settled, counter WHERE events.id = settled.id
+    RETURNING events.seq
+)
+SELECT max(seq) FROM numbered
 """
 
 
 async def sequence_once(pool: asyncpg.Pool, batch: int = BATCH) -> int | None:
     """Number the settled events not numbered yet (up to `batch`); the highest seq given, or
     None when there was nothing to do (or another process holds the lock)."""
-    async with pool.acquire() as conn, conn.transaction():
-        if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", LOCK):
-            return None
-        ids = [r["id"] for r in await conn.fetch(_SETTLED, batch)]
-        if not ids:
-            return None
-        last = await conn.fetchval("UPDATE event_sequence SET last = last + $1 RETURNING last", len(ids))
-        first = last - len(ids) + 1
-        await conn.execute(
-            "UPDATE events SET seq = v.seq FROM unnest($1::bigint[], $2::bigint[]) AS v(id, seq) "
-            "WHERE events.id = v.id", ids, list(range(first, last + 1)))
-        return last
+    async with pool.acquire() as conn:
+        return await conn.fetchval(_SEQUENCE, LOCK, batch)
 
 
 class Sequencer:
