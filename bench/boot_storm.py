@@ -59,7 +59,6 @@ import asyncio
 import dataclasses
 import itertools
 import json
-import math
 import os
 import re
 import resource
@@ -67,7 +66,6 @@ import secrets
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -78,6 +76,10 @@ from typing import Any
 import aio_pika
 import aiohttp
 import asyncpg
+
+from bench.common import BenchError, percentile
+from bench.common import free_port as _free_port
+from bench.common import log as _log
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_SERVER = os.environ.get("ACTORSTACK_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
@@ -94,26 +96,6 @@ TARGETS = {"servers_per_s": 100.0, "p99_s": 2.0, "floor_fraction": 0.30}
 
 # The cloud's own banner (printed once `up` is ready), not a log event.
 _BANNER = re.compile(r"^(actorstack is up|Point the openstack|export |unset |\s*$)")
-
-
-class BenchError(Exception):
-    pass
-
-
-def _log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def percentile(values: list[float], p: float) -> float:
-    """Nearest rank: the smallest sample with at least p % of the samples at or below it."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
 
 
 def _run(argv: list[str], *, env: dict[str, str] | None = None, timeout: float = 120) -> str:

@@ -51,6 +51,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.common import BenchError
+from bench.common import free_port as _free_port
+from bench.common import log as _log
+
 ROOT = Path(__file__).resolve().parent.parent
 PG_SERVER = os.environ.get("ACTORSTACK_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
 AMQP_SERVER = os.environ.get("ACTORSTACK_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672")
@@ -60,20 +64,6 @@ GUEST = "actorstack-guest: "
 MARKER = GUEST + "meta_data.json "
 PHASES = (("boot", GUEST + "boot "), ("lease", GUEST + "lease "))  # earlier lines, for the breakdown
 POLL = 0.2
-
-
-class BenchError(Exception):
-    pass
-
-
-def _log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _run(argv: list[str] | tuple[str, ...], *, timeout: float = 120,

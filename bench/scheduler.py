@@ -57,6 +57,8 @@ from typing import Any
 import asyncpg
 
 from actors import db, scheduler
+from bench.common import log as _log
+from bench.common import percentile
 from protocol import compute as m
 
 PG_SERVER = os.environ.get("ACTORSTACK_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
@@ -115,16 +117,6 @@ ORDER BY h.name
 
 # The allocations of the bench's own claims (the hosts' running servers have project "bench").
 _CLAIMED = "SELECT server_id, host FROM allocations WHERE project_id = 'bench-claims'"
-
-
-def _log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def percentile(values: list[float], p: float) -> float:
-    """Nearest rank: the smallest sample with at least p % of the samples at or below it."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
 
 
 # --- the cloud the scheduler sees -----------------------------------------------------------------

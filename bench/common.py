@@ -1,0 +1,29 @@
+"""What the benchmarks share: their error, their progress lines, a free port, percentiles."""
+
+from __future__ import annotations
+
+import math
+import socket
+import sys
+import time
+
+
+class BenchError(Exception):
+    """A benchmark cannot go on; its message says why (the run cleans up and exits 1)."""
+
+
+def log(message: str) -> None:
+    """A timestamped progress line on stderr (the tables go to stdout)."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def percentile(values: list[float], p: float) -> float:
+    """Nearest rank: the smallest sample with at least p % of the samples at or below it."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
