@@ -77,7 +77,7 @@ import aio_pika
 import aiohttp
 import asyncpg
 
-from bench.common import BenchError, percentile
+from bench.common import BenchError, exit_code, percentile
 from bench.common import free_port as _free_port
 from bench.common import log as _log
 
@@ -1039,13 +1039,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {line}")
     if bench.boot is not None and bench.delete is not None:
         report(bench, command, machine)
-    if interrupted:
-        _log("interrupted")
-        return 130
-    if failed is not None:
-        _log(f"failed: {failed}")
-        return 1
-    return 1 if problems else 0
+    return exit_code(interrupted=interrupted, failed=failed, problems=problems)
 
 
 if __name__ == "__main__":

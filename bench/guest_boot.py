@@ -51,7 +51,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.common import BenchError
+from bench.common import BenchError, exit_code
 from bench.common import free_port as _free_port
 from bench.common import log as _log
 
@@ -621,13 +621,7 @@ def main(argv: list[str] | None = None) -> int:
                  "or state dir left")
     if bench.results:
         report(bench, command)
-    if isinstance(failed, KeyboardInterrupt):
-        _log("interrupted")
-        return 130
-    if failed is not None:
-        _log(f"failed: {failed}")
-        return 1
-    return 1 if problems else 0
+    return exit_code(interrupted=isinstance(failed, KeyboardInterrupt), failed=failed, problems=problems)
 
 
 if __name__ == "__main__":
