@@ -3,6 +3,7 @@ vhost, listening on a free loopback port, and the real `openstack` CLI pointed a
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import dataclasses
 import json
@@ -13,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -21,9 +23,25 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.cli_forkserver import ForkServer
 from tests.conftest import ROOT, RUN_PREFIX, Services
 
 OPENSTACK = str(Path(sys.executable).parent / "openstack")
+
+
+_FORK_SERVER: ForkServer | None = None
+
+
+def run_cli(argv: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """`openstack ARGV`: through the fork server (tests/cli_forkserver.py, the same CLI code with
+    its imports paid once), or as the executable with ACTORSTACK_TEST_CLI=subprocess."""
+    global _FORK_SERVER
+    if os.environ.get("ACTORSTACK_TEST_CLI") == "subprocess":
+        return subprocess.run([OPENSTACK, *argv], env=env, capture_output=True, text=True, timeout=timeout)
+    if _FORK_SERVER is None:
+        _FORK_SERVER = ForkServer()
+        atexit.register(_FORK_SERVER.close)
+    return _FORK_SERVER.run(argv, env, timeout)
 
 
 def free_port() -> int:
@@ -73,8 +91,7 @@ class Cloud:
                   timeout: float = 120) -> Any:
         """Run the real `openstack` CLI; parsed JSON output (or text with fmt=None)."""
         argv = [*args, "-f", fmt] if fmt else list(args)
-        result = subprocess.run([OPENSTACK, *argv], env=self.env(who), capture_output=True, text=True,
-                                timeout=timeout)
+        result = run_cli(argv, self.env(who), timeout)
         if result.returncode != 0:
             raise CliError(argv, result)
         if fmt == "json":
@@ -161,7 +178,9 @@ def running_cloud(services: Services, state_dir: Path, *args: str) -> Iterator[C
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise AssertionError(f"actorstack up did not start:\n{log_path.read_text()[-5000:]}") from None
                 time.sleep(0.1)
-        yield Cloud(url, Credentials("admin", password, "admin"), state_dir, log_path)
+        cloud = Cloud(url, Credentials("admin", password, "admin"), state_dir, log_path)
+        _wait_for_hosts(cloud, args, proc, deadline=time.monotonic() + 60)
+        yield cloud
     finally:
         if proc.poll() is not None:  # it died under the tests: say how, before its directory goes
             print(f"actorstack up exited with {proc.returncode} during the tests; its log ends:\n"
@@ -173,6 +192,40 @@ def running_cloud(services: Services, state_dir: Path, *args: str) -> Iterator[C
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def _wait_for_hosts(cloud: Cloud, args: tuple[str, ...], proc: subprocess.Popen[bytes], deadline: float) -> None:
+    """Until the compute hosts `up` runs (and its storage agent, unless --storage none) report
+    up: the API listens before the host agents have registered, and a server created in between
+    would find no valid host."""
+    hosts = int(args[args.index("--hosts") + 1]) if "--hosts" in args else 1
+    storage = "--storage" not in args or args[args.index("--storage") + 1] != "none"
+    body = json.dumps({"auth": {"identity": {"methods": ["password"], "password": {"user": {
+        "name": "admin", "domain": {"id": "default"}, "password": cloud.admin.password}}},
+        "scope": {"project": {"name": "admin", "domain": {"id": "default"}}}}}).encode()
+    while True:
+        try:
+            request = urllib.request.Request(f"{cloud.url}/identity/v3/auth/tokens", data=body, method="POST",
+                                             headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                token = answer.headers["X-Subject-Token"]
+                project = json.load(answer)["token"]["project"]["id"]
+            up = _count_up(cloud, token, "/compute/v2.1/os-hypervisors/detail", "hypervisors") >= hosts
+            if up and storage:
+                up = _count_up(cloud, token, f"/volume/v3/{project}/os-services?binary=cinder-volume", "services") > 0
+            if up:
+                return
+        except (OSError, ValueError, KeyError):
+            pass  # still starting
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"actorstack up: its hosts did not come up:\n{cloud.log_path.read_text()[-5000:]}")
+        time.sleep(0.2)
+
+
+def _count_up(cloud: Cloud, token: str, path: str, key: str) -> int:
+    request = urllib.request.Request(cloud.url + path, headers={"X-Auth-Token": token})
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        return sum(1 for item in json.load(answer)[key] if item.get("state") == "up")
 
 
 @pytest.fixture(scope="session")
