@@ -76,8 +76,8 @@ def set_admin_state(record: PortRecord, msg: n.SetPortAdminState, ctx: Context) 
     new = msgspec.structs.replace(record, admin_state_up=msg.admin_state_up)
     if record.status == BUILD and msg.admin_state_up:
         status = BUILD  # still waiting for its host
-    elif record.status == ERROR and msg.admin_state_up:
-        status = ERROR
+    elif record.binding_vif_type == "binding_failed" and msg.admin_state_up:
+        status = ERROR  # its binding failed, also if it was set down meanwhile: never ACTIVE for that
     else:
         status = _settled_status(new)
     return Outcome(_with(new, ctx, status=status))

@@ -176,7 +176,10 @@ def extend(record: VolumeRecord, msg: v.ExtendVolume, ctx: Context) -> Outcome[V
     if msg.new_size <= record.size:
         raise Refused(f"New size for extend must be greater than current size. (current: {record.size}, "
                       f"extended: {msg.new_size}).")
-    assert record.provider_location is not None
+    if record.backend is None or record.provider_location is None:
+        # Never created on a backend (an admin reset an errored create to available): there is
+        # nothing to grow, and the agent could not be asked.
+        raise Refused(f"Volume {record.id} has no storage on a backend; it cannot be extended.")
     request = v.ExtendVolumeOnBackend(volume_id=record.id, new_size=msg.new_size,
                                       provider_location=record.provider_location)
     return _begin(record, ctx, "extending", Send(_backend(record), request), Notify("volume.resize.start"),
@@ -248,7 +251,10 @@ def detached(record: VolumeRecord, msg: v.VolumeDetached, ctx: Context) -> Outco
     if msg.delete and free.status in DELETABLE:
         outcome = _delete(free, ctx)
         return Outcome(outcome.record, effects=(*notice, *outcome.effects), delete=outcome.delete)
-    return Outcome(free, effects=(CancelTimer("task"), *notice))
+    # Only the attachment's own timers end here: a boot volume still being created when its
+    # server went away keeps its create timer, or a lost backend reply would leave it creating.
+    cancel = (CancelTimer("task"),) if record.status in ("reserved", "attaching", "detaching") else ()
+    return Outcome(free, effects=(*cancel, *notice))
 
 
 # --- admin reset and timers -----------------------------------------------------------------------------

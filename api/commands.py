@@ -167,7 +167,7 @@ def parse(raw: bytes, routing_key: str) -> Command:
         raise CommandError(413, {"overLimit": {"code": 413, "message": "Request is too large."}})
     try:
         doc = msgspec.json.decode(raw)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:  # as api/context.json_body
         raise bad_request(f"Malformed command: {exc}") from None
     if not isinstance(doc, dict):
         raise bad_request("A command is a JSON object.")

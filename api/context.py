@@ -61,5 +61,7 @@ async def json_body(request: web.Request) -> Any:
         raise BadRequest("The request body is empty; a JSON object was expected.")
     try:
         return msgspec.json.decode(raw)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+        # msgspec raises the last two for bytes that are not UTF-8 inside a string and for
+        # nesting past its recursion limit: malformed input like any other, not a 500.
         raise BadRequest(f"Malformed request body: {exc}") from None

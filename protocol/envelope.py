@@ -88,6 +88,12 @@ class _Incoming(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
 _encoder = msgspec.json.Encoder()
 _incoming_decoder = msgspec.json.Decoder(_Incoming)
 
+# What msgspec raises on input it cannot read besides DecodeError: bytes that are not UTF-8
+# inside a string (UnicodeDecodeError) and nesting deeper than its recursion limit
+# (RecursionError, raised before the stack is at risk). Both are the sender's defect, so they
+# must become a ProtocolError like any other, or a consumer would crash instead of dead-lettering.
+_UNREADABLE = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
+
 
 def encode(envelope: Envelope) -> bytes:
     return _encoder.encode(envelope)
@@ -97,7 +103,7 @@ def decode(data: bytes) -> Envelope:
     """Decode and validate one message; raises ProtocolError with a reason on any defect."""
     try:
         raw = _incoming_decoder.decode(data)
-    except msgspec.DecodeError as exc:
+    except _UNREADABLE as exc:
         raise ProtocolError(f"malformed envelope: {exc}") from None
     try:
         uuid.UUID(raw.id)
@@ -110,7 +116,7 @@ def decode(data: bytes) -> Envelope:
         raise ProtocolError(f"unsupported version {raw.version} of message type {raw.type!r}")
     try:
         body = msgspec.json.decode(raw.body, type=cls)
-    except msgspec.DecodeError as exc:
+    except _UNREADABLE as exc:
         raise ProtocolError(f"malformed body of {raw.type!r} v{raw.version}: {exc}") from None
     return Envelope(
         id=raw.id,

@@ -30,7 +30,11 @@ def _colons(hex_digest: str) -> str:
 
 
 def ssh_fingerprint(public_key: str) -> str:
-    """The MD5 fingerprint of an OpenSSH public key line; 400 when it is not one."""
+    """The MD5 fingerprint of an OpenSSH public key line; 400 when it is not one. One line only:
+    the key reaches the guest's authorized_keys through the metadata service, where a line
+    break inside it would add a second key nobody imported."""
+    if any(c in public_key.rstrip("\r\n") for c in "\r\n\x00"):  # a .pub file's own line end is fine
+        raise BadRequest("Keypair data is invalid: failed to generate fingerprint")
     try:
         serialization.load_ssh_public_key(public_key.encode())
         blob = base64.b64decode(public_key.split(" ")[1])

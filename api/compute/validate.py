@@ -7,6 +7,8 @@ Each check either returns the value in the type the handler wants or raises BadR
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 import unicodedata
 from collections.abc import Collection, Mapping
@@ -163,3 +165,24 @@ def query_int(request: web.Request, key: str) -> int | None:
         raise BadRequest(f"Invalid input for query parameters {key}. Value: {raw}. "
                          f"{_py(raw)} does not match '^[0-9]*$'")
     return int(raw)
+
+
+def printable_or_none(value: str | None, key: str) -> str | None:
+    """Nova's printable-only strings (a server's description): no control characters, which
+    Nova's pattern refuses and PostgreSQL could not even store in the case of NUL."""
+    if value is not None and not all(_printable(c) for c in value):
+        raise invalid(key, value, f"{_py(value)} does not match the pattern of valid descriptions "
+                                  "(printable characters)")
+    return value
+
+
+def base64_or_none(value: str | None, key: str) -> str | None:
+    """Nova's `format: base64` (a server's user_data): the guest gets the decoded bytes from the
+    metadata service, so text that does not decode would be lost silently."""
+    if value is None:
+        return None
+    try:
+        base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise invalid(key, value[:255], f"{_py(value[:255])} is not a 'base64'") from None
+    return value
