@@ -31,7 +31,7 @@ import asyncpg
 import structlog
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
-from actors import amqp
+from actors import amqp, db
 from actors.activations import Activations
 from actors.crashpoints import crashpoint
 from actors.kind import ActorKind
@@ -58,6 +58,7 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.DeadlockDetectedError,
     asyncpg.AdminShutdownError,
     asyncpg.ConnectionDoesNotExistError,
+    db.PROTOCOL_LOST,  # a connection the database closed in a shutdown (actors/db.py)
 )
 
 
@@ -105,6 +106,9 @@ class Runtime:
         self.workers: dict[str, QueueWorker] = {}
         self._intake: QueueWorker | None = None
         self._free_polls: dict[str, int] = {}
+        # Shards taken over for a member that left them free (queue -> loop time until which
+        # they are kept even though that member is still listed as preferred; see _balance).
+        self._standing_in: dict[str, float] = {}
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopping = False
         self.counters = {"applied": 0, "duplicate": 0, "rejected": 0, "dead_lettered": 0}
@@ -191,12 +195,16 @@ class Runtime:
         def preferred_here(queue: str) -> bool:
             return preferred_owner(queue, members[self.workers[queue].kind]) == self.member_id
 
-        leaving = [q for q in self.leases.held if not preferred_here(q)]
+        now = asyncio.get_running_loop().time()
+        leaving = [q for q in self.leases.held if not preferred_here(q) and self._standing_in.get(q, 0.0) <= now]
         await asyncio.gather(*(self._give_up(self.workers[q]) for q in leaving))
 
         wanted = []
+        standing_in: set[str] = set()
         for queue in self.workers:
             if queue in self.leases.held:
+                if preferred_here(queue):
+                    self._standing_in.pop(queue, None)
                 continue
             if lease_key(queue) in taken:
                 self._free_polls.pop(queue, None)
@@ -206,15 +214,23 @@ class Runtime:
                 self._free_polls[queue] = self._free_polls.get(queue, 0) + 1
                 if self._free_polls[queue] >= self.settings.takeover_grace:
                     wanted.append(queue)
+                    standing_in.add(queue)
         got = await self.leases.try_acquire(wanted)
         for queue in got:
             self._free_polls.pop(queue, None)
+            if queue in standing_in:
+                # Its preferred owner left it free for the grace polls: most likely it died and
+                # is still listed until its heartbeat times out. Giving the shard back at the
+                # next poll would leave it unconsumed again for the grace polls, over and over
+                # until then; keep it that long instead (a slow but live owner gets it after).
+                self._standing_in[queue] = now + self.settings.member_timeout
             await self.workers[queue].subscribe()
         if leaving or got:
             log.info("shards balanced", owned=len(self.leases.held),
                      gave_up=len(leaving), took=len(got))
 
     async def _give_up(self, worker: QueueWorker) -> None:
+        self._standing_in.pop(worker.queue_name, None)
         await worker.unsubscribe()
         await self.leases.release(worker.queue_name)
 

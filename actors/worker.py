@@ -56,7 +56,10 @@ class QueueWorker:
     async def start(self, connection: AbstractRobustConnection) -> None:
         self._channel = await connection.channel()
         await self._channel.set_qos(prefetch_count=self._prefetch)
-        self._queue = await self._channel.get_queue(self.queue_name, ensure=False)
+        # Declared (passively: the topology is declared elsewhere) rather than just named, so the
+        # robust channel knows the queue and re-subscribes its consumer after a reconnect; a
+        # queue only named would stay unconsumed while this process keeps the shard's lease.
+        self._queue = await self._channel.declare_queue(self.queue_name, passive=True)
         self._task = asyncio.create_task(self._loop(), name=f"queue {self.queue_name}")
 
     async def subscribe(self) -> None:

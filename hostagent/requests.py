@@ -44,7 +44,7 @@ from aio_pika.abc import (
 from actors import amqp, db
 from actors.outbox import OutboxRow
 from actors.turn import record_fault
-from actors.worker import BROKER_GONE
+from actors.worker import BROKER_GONE, delivered_on_closed_channel
 from hostagent.locks import KeyedLocks
 from protocol import Envelope, Message, ProtocolError, Target, decode, encode
 from protocol.routing import (
@@ -61,7 +61,7 @@ log = structlog.get_logger("hostagent")
 # Replies get uuid5(this, request id): the same request always gets the same reply id.
 REPLY_NAMESPACE = uuidlib.UUID("6d1f3c1e-9a57-4f0b-8f3e-5b0a8f1c2d7e")
 RETRY_DELAY = 1.0  # before a request whose handling raised unexpectedly goes back to the queue
-DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError, db.PROTOCOL_LOST)
 
 Handler = Callable[[Any], Awaitable[Message]]
 
@@ -222,8 +222,17 @@ class RequestAgent(abc.ABC):
         try:
             await work
         except BROKER_GONE as exc:
-            # Unacknowledged: the broker redelivers it, and every handler is idempotent.
+            # Unacknowledged, and every handler is idempotent. If the request's own channel
+            # died with the connection, the broker has already given it back. But a reconnect
+            # restores the channels one after another, in no set order: a request delivered on
+            # the restored consuming channel can fail to publish its reply on the publishing
+            # one, not restored yet, while its own channel lives on. The broker would never
+            # redeliver that one, so it is given back here.
             log.warning("broker went away while handling a request", error=repr(exc))
+            await asyncio.sleep(RETRY_DELAY)
+            if not delivered_on_closed_channel(message):
+                with contextlib.suppress(*BROKER_GONE):
+                    await message.nack(requeue=True)
         except Exception:
             # A bug, or a failure that is not the request's (libvirt cannot destroy a domain, the
             # database is away): back to the queue after a pause; the queue's delivery limit
