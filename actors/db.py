@@ -19,6 +19,12 @@ _INIT_LOCK = 0x61637473  # advisory lock key: concurrent `db init`s run one afte
 # What asyncpg raises when the server is not there or refuses us.
 CONNECT_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 
+# A server shutting down sends its FATAL to idle connections too; asyncpg takes that message for a
+# protocol error and, until it sees the socket close, fails the next query on the connection with
+# an InternalClientError ("cannot switch to state …; another operation (2) is in progress"). It
+# is the database going away, like a refused connection: retry with a fresh connection.
+PROTOCOL_LOST = asyncpg.exceptions.InternalClientError
+
 
 def _json_encode(value: object) -> str:
     return _ENCODER.encode(value).decode()

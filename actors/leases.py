@@ -22,10 +22,12 @@ from collections.abc import Iterable
 import asyncpg
 import structlog
 
+from actors.db import PROTOCOL_LOST
+
 log = structlog.get_logger("actors.leases")
 
 NAMESPACE = 0x6C65  # first key of the two-key advisory lock ("le"ase)
-_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, PROTOCOL_LOST)
 
 
 def lease_key(queue: str) -> int:

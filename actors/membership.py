@@ -19,6 +19,8 @@ from collections.abc import Sequence
 import asyncpg
 import structlog
 
+from actors.db import PROTOCOL_LOST
+
 log = structlog.get_logger("actors.membership")
 
 
@@ -88,6 +90,6 @@ class Membership:
                     self.members = members
             except asyncio.CancelledError:
                 raise
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, PROTOCOL_LOST) as exc:
                 log.warning("membership heartbeat failed", error=repr(exc))
             await asyncio.sleep(self._heartbeat)

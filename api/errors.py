@@ -5,7 +5,37 @@ from __future__ import annotations
 
 import json
 
+import asyncpg
 from aiohttp import web
+
+# The database is away for now (down, restarting, recovering from a crash): the request is
+# answered 503, which clients retry, rather than 500; nothing was committed by it.
+DATABASE_AWAY: tuple[type[BaseException], ...] = (
+    ConnectionError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+)
+UNAVAILABLE_MESSAGE = "The service is temporarily unavailable. Please try again later."
+
+
+def database_away(exc: BaseException) -> bool:
+    """Whether `exc` means the database went away under the request. asyncpg reports a
+    connection lost inside a transaction twice: the query's ConnectionDoesNotExistError, then,
+    while leaving the transaction, an InterfaceError ("the underlying connection is closed").
+    And a server shutting down sends its FATAL to idle connections, which puts asyncpg's protocol
+    in a state where the next query on that connection, before the socket is seen closed, fails
+    with an InternalClientError ("cannot switch to state …; another operation … is in progress")."""
+    if isinstance(exc, DATABASE_AWAY):
+        return True
+    if isinstance(exc, asyncpg.InterfaceError):
+        cause = exc.__cause__ or exc.__context__
+        return "connection is closed" in str(exc) or (cause is not None and isinstance(cause, DATABASE_AWAY))
+    if isinstance(exc, asyncpg.exceptions.InternalClientError):
+        return "another operation" in str(exc)
+    return False
 
 
 class ApiError(Exception):

@@ -6,12 +6,17 @@ import re
 import time
 import uuid
 
+import asyncpg
 import structlog
 from aiohttp import web
 
 from api.auth import AuthContext, check_not_revoked
 from api.context import AUTH_KEY, CTX, Handler
-from api.errors import ApiError, Unauthorized, render, service_of
+from api.errors import UNAVAILABLE_MESSAGE, ApiError, Unauthorized, database_away, render, service_of
+
+# What PostgreSQL answers to text it cannot store (a NUL in a text or jsonb value).
+UNSTORABLE_TEXT = (asyncpg.exceptions.CharacterNotInRepertoireError,
+                   asyncpg.exceptions.UntranslatableCharacterError)
 
 log = structlog.get_logger("api")
 
@@ -52,6 +57,11 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     except ApiError as exc:
         return render(service, exc.status, exc.title, exc.message, exc.headers, kind=exc.kind)
+    except UNSTORABLE_TEXT:
+        # A NUL (or a byte sequence PostgreSQL cannot hold) in a path, query or body string
+        # reached a query: the caller's input, not our fault, and nothing was stored.
+        return render(service, 400, "Bad Request",
+                      "Invalid input: a string holds a character that cannot be stored (NUL, \\u0000).")
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -66,7 +76,10 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             message = exc.text or exc.reason
         headers = {k: v for k, v in exc.headers.items() if k.lower() not in ("content-type", "content-length")}
         return render(service, status, _HTTP_TITLES.get(status, exc.reason), message, headers)
-    except Exception:
+    except Exception as exc:
+        if database_away(exc):
+            log.warning("database unavailable", method=request.method, path=request.path, error=repr(exc))
+            return render(service, 503, "Service Unavailable", UNAVAILABLE_MESSAGE, {"Retry-After": "1"})
         log.exception("unhandled error", method=request.method, path=request.path)
         return render(
             service, 500, "Internal Server Error",
@@ -80,12 +93,17 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     if getattr(route_handler, "public", False):
         return await handler(request)
     token = request.headers.get("X-Auth-Token")
-    if not token:
-        raise Unauthorized("The request you have made requires authentication.",
-                           headers={"WWW-Authenticate": 'Keystone uri="%s/identity"' % request.app[CTX].base_url})
     context = request.app[CTX]
-    payload = context.tokens.verify(token)
-    await check_not_revoked(context.pool, payload)
+    try:
+        if not token:
+            raise Unauthorized("The request you have made requires authentication.")
+        payload = context.tokens.verify(token)
+        await check_not_revoked(context.pool, payload)
+    except Unauthorized as exc:
+        # keystonemiddleware's refusal, the same in every service: Keystone's error shape and
+        # where to sign in (not the service's own fault shape, which a handler's errors use).
+        return render("identity", 401, exc.title, exc.message,
+                      {"WWW-Authenticate": 'Keystone uri="%s/identity"' % context.base_url})
     request[AUTH_KEY] = AuthContext(token, payload)
     structlog.contextvars.bind_contextvars(user_id=payload.user_id, project_id=payload.project_id)
     return await handler(request)

@@ -25,7 +25,8 @@ log = structlog.get_logger("api.events")
 
 LOCK = 0x65766E74  # "evnt"
 BATCH = 5000
-_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError,
+              asyncpg.exceptions.InternalClientError)  # a shutdown's FATAL on an idle connection (actors/db.py)
 
 # One statement, so one round trip and one (implicit) transaction per pass, idle or not: the
 # transaction-level advisory lock lets one sequencer number at a time and is held until the
