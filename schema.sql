@@ -2,14 +2,14 @@
 -- messages in flight. Applied by `actorstack db init`; older databases are upgraded by the
 -- numbered files in migrations/ (this file always equals version 1 plus every migration).
 --
--- schema-version: 7
+-- schema-version: 8
 
 -- Which schema version this database is at; one row per applied version.
 CREATE TABLE schema_version (
     version     integer PRIMARY KEY,
     applied_at  timestamptz NOT NULL DEFAULT now()
 );
-INSERT INTO schema_version (version) VALUES (1), (2), (3), (4), (5), (6), (7);
+INSERT INTO schema_version (version) VALUES (1), (2), (3), (4), (5), (6), (7), (8);
 
 -- Settings every process must agree on (owned by `db init`; read by the runtime and senders).
 CREATE TABLE cluster_settings (
@@ -344,6 +344,16 @@ CREATE TABLE compute_hosts (
 );
 CREATE INDEX compute_hosts_free_ram ON compute_hosts
     ((floor((memory_mb - reserved_memory_mb) * ram_allocation_ratio) - used_memory_mb) DESC, name);
+
+-- What each host agent last saw on its host (migration 0008; hostagent/agent.py writes its row at every
+-- power-state sync): the instances it keeps, as {server id: power state, or null for an
+-- instance directory whose domain is gone}. `actorstack doctor` compares it with `servers` to
+-- find domains without servers and servers without domains. Owned by the host agent.
+CREATE TABLE host_domains (
+    host         text PRIMARY KEY,
+    domains      jsonb NOT NULL DEFAULT '{}',
+    reported_at  timestamptz NOT NULL DEFAULT now()
+);
 
 -- One claim per placed server: what it takes from its host. Owned by the scheduler service.
 CREATE TABLE allocations (

@@ -108,6 +108,14 @@ def _parser() -> argparse.ArgumentParser:
     build = image_commands.add_parser("build", parents=[common],
                                       help="build it (once; cached in <state dir>/testimage) and print its path")
     build.add_argument("--force", action="store_true", help="build again even when a cached one matches")
+    doctor_p = commands.add_parser("doctor", parents=[common],
+                                   help="list what the cloud did not settle (stuck states, orphans); --fix repairs")
+    doctor_p.add_argument("--fix", action="store_true", help="repair what is safe, through the actors")
+    doctor_p.add_argument("--format", dest="doctor_format", choices=["table", "json"], default="table")
+    doctor_p.add_argument("--older-than", type=float, default=600.0, metavar="SECONDS",
+                          help="a transitional state or an orphan this old (and not driven by a timer) is a finding")
+    doctor_p.add_argument("--wait", type=float, default=60.0, metavar="SECONDS",
+                          help="with --fix: how long to wait for the repairs to show")
     return parser
 
 
@@ -185,6 +193,13 @@ async def _events(settings: Settings, args: argparse.Namespace) -> int:
         return 2
 
 
+async def _doctor(settings: Settings, args: argparse.Namespace) -> int:
+    from actorstack import doctor
+
+    return await doctor.run(settings.database_url, fix=args.fix, fmt=args.doctor_format,
+                            older_than=args.older_than, wait=args.wait)
+
+
 async def _register_test_image(settings: Settings, project_id: str) -> None:
     """`up --virt qemu`: the test image as the public image actorstack-test (built if need be)."""
     from api.image import seed
@@ -254,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         database_url=args.database_url, amqp_url=args.amqp_url, state_dir=args.state_dir
     )
     commands = {"up": _up, "runtime": _runtime, "api": _api, "hostagent": _hostagent, "bootstrap": _bootstrap,
-                "openrc": _openrc, "testimage": _testimage, "events": _events}
+                "openrc": _openrc, "testimage": _testimage, "events": _events, "doctor": _doctor}
     coro = _db_init(settings) if args.command == "db" else commands[args.command](settings, args)
     try:
         return asyncio.run(coro)

@@ -17,8 +17,10 @@ agent never creates or deletes a volume's file: that is the storage agent's (`ho
 Power-state sync, level-triggered: a libvirt lifecycle event makes the agent read that
 server's state again, and every `sync_interval` it reads them all; it reports
 `server.power_state` for each server whose state differs from what it last reported (all of
-them after a start), NOSTATE for an instance directory whose domain vanished. A server with an
-action in flight is skipped: the action's reply carries its state.
+them after a start), NOSTATE for a server whose domain vanished (its instance directory is here,
+or the database places it on this host). A server with an action in flight is skipped: the
+action's reply carries its state. Each pass also records what the host keeps in
+`host_domains`, which `actorstack doctor` compares with the database.
 
 Networking: before it defines a domain the agent asks the host's networking (one
 `HostNetworking` per kernel, shared by the agents of a process) to plug the server's ports —
@@ -26,11 +28,15 @@ bridge, tap, DHCP and metadata, converged from the database where the port actor
 binding — and gives libvirt the taps; destroying a server unplugs them.
 
 On start the agent adopts the domains that exist (it never starts, stops or redefines a
-domain that is there); a volatile hypervisor (the test driver) has forgotten them, and the
-agent defines them again, shut off, from the definitions it kept, as a host reboot would
-leave them. It declares its queue before it registers its `compute_hosts` row, so the
-scheduler never picks a host whose queue does not exist yet. `stop()` finishes what was
-delivered, in the reverse order of `start()`.
+domain that is there: a guest keeps running across an agent's death and return, with the same
+QEMU process); a volatile hypervisor (the test driver) has forgotten them, and the agent
+defines them again, shut off, from the definitions it kept, as a host reboot would leave them.
+An instance whose server the database no longer places here (deleted while the agent was away,
+moved, or unknown) is destroyed and its files removed, as Nova reaps running deleted instances;
+a domain without an instance directory of this agent is never touched (another agent's, or
+another cloud's, on a shared qemu:///system). It declares its queue before it registers its
+`compute_hosts` row, so the scheduler never picks a host whose queue does not exist yet.
+`stop()` finishes what was delivered, in the reverse order of `start()`.
 """
 
 from __future__ import annotations
@@ -68,7 +74,7 @@ from protocol import volume as v
 log = structlog.get_logger("hostagent")
 
 # What ends one pass of the power-state sync without ending the sync.
-SYNC_ERRORS: tuple[type[BaseException], ...] = (VirtError, OSError, *BROKER_GONE)
+SYNC_ERRORS: tuple[type[BaseException], ...] = (VirtError, OSError, *BROKER_GONE, *DB_ERRORS)
 VOLUME_FORMATS = frozenset({"qcow2", "raw"})
 _DEVICE = re.compile(r"(?:/dev/)?(vd[a-z]{1,2})")
 
@@ -169,6 +175,10 @@ class HostAgent(RequestAgent):
     async def _adopt(self) -> None:
         mine = await self.storage.existing()
         domains = await self.driver.instances()
+        orphans = await self._orphans(mine)
+        for server_id in sorted(orphans):
+            await self._reap(server_id, existed=server_id in domains)
+        mine -= orphans
         restored = 0
         if self.driver.volatile:
             for server_id in sorted(mine - set(domains)):
@@ -180,9 +190,31 @@ class HostAgent(RequestAgent):
                     restored += 1
                 except VirtError as exc:
                     log.warning("could not restore an instance's definition", server=server_id, error=exc.reason)
-        if mine:
-            log.info("instances adopted", host=self.name, running=len(mine & set(domains)), restored=restored,
-                     missing=len(mine - set(domains)) - restored)
+        if mine or orphans:
+            log.info("instances adopted", host=self.name, adopted=len(mine & set(domains)), restored=restored,
+                     missing=len(mine - set(domains)) - restored, reaped=len(orphans))
+
+    async def _orphans(self, mine: set[str]) -> set[str]:
+        """The instances kept here whose server the database does not place here any more."""
+        if not mine:
+            return set()
+        owners = await host.owners(self.pool, sorted(mine))
+        return {server_id for server_id in mine
+                if owners.get(server_id) is None or owners[server_id][0] == "deleted"
+                or owners[server_id][1] != self.name}
+
+    async def _reap(self, server_id: str, *, existed: bool) -> None:
+        """Destroy an orphan's domain, taps and files; a failure leaves it for the next start
+        (and `actorstack doctor` lists it meanwhile)."""
+        try:
+            await self.driver.destroy(server_id)
+            await self.network.unplug(server_id)
+        except (VirtError, NetworkingError) as exc:
+            log.warning("could not reap an orphaned instance", server=server_id, error=exc.reason)
+            return
+        await self.storage.remove(server_id)
+        log.warning("orphaned instance reaped: its server is deleted or unknown", server=server_id,
+                    domain_existed=existed)
 
     # --- requests -------------------------------------------------------------------------
 
@@ -234,6 +266,9 @@ class HostAgent(RequestAgent):
             log.warning("spawn failed; cleaning up", reason=reason)
             await self._clean_up(server_id)
             return m.SpawnFailed(host=self.name, reason=reason)
+        # Only here is a domain really created (a redelivered Spawn reports the existing one):
+        # the fault tests count these lines to prove no domain is ever created twice.
+        log.info("domain created", power_state=state.name)
         self._reported[server_id] = state
         return m.Spawned(host=self.name, power_state=int(state))
 
@@ -352,14 +387,17 @@ class HostAgent(RequestAgent):
         acted = dict(self._acted)
         domains = await self.driver.instances()
         mine = await self.storage.existing()
+        placed = await host.placed_servers(self.pool, self.name)
+        await host.record_domains(self.pool, self.name, {
+            server_id: int(domains[server_id]) if server_id in domains else None for server_id in mine})
         reported = 0
-        for server_id in sorted(mine):
+        for server_id in sorted(mine | placed):
             async with self._locks.try_hold(server_id) as held:
                 if not held or self._acted.get(server_id) != acted.get(server_id):
                     continue  # an action is (or was, since we read) in flight: its reply told the state
                 if await self._report_if_changed(server_id, domains.get(server_id, PowerState.NOSTATE)):
                     reported += 1
-        for server_id in (set(self._reported) | set(self._acted)) - mine:  # destroyed: forget them
+        for server_id in (set(self._reported) | set(self._acted)) - mine - placed:  # destroyed: forget them
             if not self._locks.busy(server_id):
                 self._reported.pop(server_id, None)
                 self._acted.pop(server_id, None)

@@ -6,6 +6,10 @@ reserved memory it is configured with. The scheduler owns the usage (`used_*`, `
 and the operator owns `enabled` / `disabled_reason`: the agent never writes those, so a restart
 neither forgets claims nor re-enables a host the operator disabled. The scheduler takes a host
 whose heartbeat is older than ACTORSTACK_HOST_DOWN_AFTER (30 s) for down.
+
+The agent also keeps its row of `host_domains`, what it saw at its last power-state sync, and
+reads which servers the database places on it: the power-state sync reports a placed server
+whose domain is gone, and `actorstack doctor` compares the two sides.
 """
 
 from __future__ import annotations
@@ -82,3 +86,27 @@ async def heartbeat(pool: asyncpg.Pool, name: str) -> bool:
     """Mark the host alive now; False when its row is gone (deleted by an operator)."""
     status = await pool.execute("UPDATE compute_hosts SET heartbeat_at = now() WHERE name = $1", name)
     return status != "UPDATE 0"
+
+
+_RECORD_DOMAINS = """
+INSERT INTO host_domains (host, domains, reported_at) VALUES ($1, $2, now())
+ON CONFLICT (host) DO UPDATE SET domains = EXCLUDED.domains, reported_at = now()
+"""
+
+
+async def record_domains(pool: asyncpg.Pool, name: str, domains: dict[str, int | None]) -> None:
+    """Write what the host keeps now ({server id: power state, None: files without a domain}),
+    the inventory `actorstack doctor` compares with the servers the database places here."""
+    await pool.execute(_RECORD_DOMAINS, name, domains)
+
+
+async def placed_servers(pool: asyncpg.Pool, name: str) -> set[str]:
+    """The servers the database places on this host (every one not deleted)."""
+    rows = await pool.fetch("SELECT id FROM servers WHERE host = $1 AND vm_state <> 'deleted'", name)
+    return {row["id"] for row in rows}
+
+
+async def owners(pool: asyncpg.Pool, server_ids: list[str]) -> dict[str, tuple[str, str | None]]:
+    """{server id: (vm_state, host)} of those servers the database still has."""
+    rows = await pool.fetch("SELECT id, vm_state, host FROM servers WHERE id = ANY($1::text[])", server_ids)
+    return {row["id"]: (row["vm_state"], row["host"]) for row in rows}

@@ -1,13 +1,17 @@
 """Admin views of the compute hosts: os-hypervisors, os-services, os-availability-zone.
 
 A host is up when its agent's heartbeat is younger than the scheduler's HOST_DOWN_AFTER, the
-same rule the scheduler filters by; an operator disables a host through os-services.
+same rule the scheduler filters by; an operator disables a host through os-services. The same
+rule gives a server's `host_status` (`host_statuses`), as Nova derives it from its compute
+service: MAINTENANCE when disabled, UP while alive, UNKNOWN once silent, "" without a host.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 import zlib
+from collections.abc import Iterable
 from typing import Any
 
 import asyncpg
@@ -25,6 +29,40 @@ SELECT h.*, heartbeat_at > now() - make_interval(secs => $1) AS up,
        (SELECT count(*) FROM allocations a WHERE a.host = h.name) AS running_vms
 FROM compute_hosts h ORDER BY name
 """
+
+
+# Nova's HostStatus values (nova/objects/fields.py); "" (NONE) for a server without a host.
+HOST_UP, HOST_DOWN, HOST_MAINTENANCE, HOST_UNKNOWN, HOST_NONE = "UP", "DOWN", "MAINTENANCE", "UNKNOWN", ""
+_HOST_STATES = """
+SELECT name, enabled, heartbeat_at > now() - make_interval(secs => $2) AS up
+FROM compute_hosts WHERE name = ANY($1::text[])
+"""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class HostState:
+    status: str  # Nova's host_status
+    up: bool  # its agent's heartbeat is within the window: what the host reported still holds
+
+
+async def host_statuses(conn: Any, names: Iterable[str | None]) -> dict[str, HostState]:
+    """{host: its state} for these hosts; the status as Nova's _get_instance_host_status decides
+    it: a disabled service is MAINTENANCE, a live one UP, a silent one UNKNOWN (Nova's DOWN is
+    for a service forced down, which actorstack has not). A host with no row is UNKNOWN."""
+    wanted = sorted({name for name in names if name})
+    if not wanted:
+        return {}
+    rows = {r["name"]: r for r in await conn.fetch(_HOST_STATES, wanted, HOST_DOWN_AFTER)}
+    states = {}
+    for name in wanted:
+        row = rows.get(name)
+        if row is None:
+            states[name] = HostState(HOST_UNKNOWN, False)
+        elif not row["enabled"]:
+            states[name] = HostState(HOST_MAINTENANCE, bool(row["up"]))
+        else:
+            states[name] = HostState(HOST_UP if row["up"] else HOST_UNKNOWN, bool(row["up"]))
+    return states
 
 
 def host_uuid(name: str, what: str) -> str:

@@ -24,6 +24,8 @@ from api import quotas
 from api.auth import AuthContext
 from api.compute import flavors as flavor_api
 from api.compute import console, server_networks, server_volumes
+from api.compute import hosts as compute_hosts
+from api.compute import validate
 from api.compute.links import limit as page_limit
 from api.compute.links import resource_links
 from api.compute.microversion import requested
@@ -55,14 +57,24 @@ async def find(conn: Any, me: AuthContext, server_id: str) -> asyncpg.Record:
 
 def view(request: web.Request, row: asyncpg.Record,
          addresses: dict[str, dict[str, list[dict[str, Any]]]] | None = None,
-         volumes: dict[str, list[asyncpg.Record]] | None = None) -> dict[str, Any]:
+         volumes: dict[str, list[asyncpg.Record]] | None = None,
+         hosts: dict[str, compute_hosts.HostState] | None = None, *, show_host_status: bool = True) -> dict[str, Any]:
     """The server as Nova shows it at the request's microversion (`addresses` and `volumes`: by
-    server id)."""
+    server id; `hosts`: by host name, from `compute_hosts.host_statuses`).
+
+    While the server's host is silent (its agent's heartbeat older than the down window) the
+    power state shows NOSTATE, Nova's "unknown": what the host last reported may no longer hold.
+    The stored state is untouched, so it shows again once the host is back (whose agent reports
+    every state again at its start). The status stays what the server's states say, as Nova's."""
     me = caller(request)
     version = requested(request)
     base = ctx(request).base_url
     status = server_actor.status_of(row["vm_state"], row["task_state"])
     flavor = row["flavor"]
+    host_state = (hosts or {}).get(row["host"]) if row["host"] else None
+    power_state = row["power_state"]
+    if host_state is not None and not host_state.up:
+        power_state = server_actor.NOSTATE
     server: dict[str, Any] = {
         "id": row["id"],
         "name": row["display_name"],
@@ -89,7 +101,7 @@ def view(request: web.Request, row: asyncpg.Record,
         "OS-SRV-USG:terminated_at": iso_micro(row["terminated_at"]) if row["terminated_at"] else None,
         "OS-EXT-STS:task_state": row["task_state"],
         "OS-EXT-STS:vm_state": row["vm_state"],
-        "OS-EXT-STS:power_state": row["power_state"],
+        "OS-EXT-STS:power_state": power_state,
         "os-extended-volumes:volumes_attached": [
             {"id": vol["id"], **({"delete_on_termination": bool(vol["attachment"].get("delete_on_termination"))}
                                  if version >= (2, 3) else {})}
@@ -120,6 +132,8 @@ def view(request: web.Request, row: asyncpg.Record,
             })
     if version >= (2, 9):
         server["locked"] = row["locked"]
+    if version >= (2, 16) and me.is_admin and hosts is not None and show_host_status:
+        server["host_status"] = host_state.status if host_state is not None else compute_hosts.HOST_NONE
     if version >= (2, 19):
         server["description"] = row["description"]
     if version >= (2, 26):
@@ -197,8 +211,8 @@ async def create(request: web.Request) -> web.Response:
     requested_nics = server_networks.parse(data.get("networks"), requested(request))
     boot = server_volumes.parse_mappings(data.get("block_device_mapping_v2"))
     metadata = _checked_metadata(data.get("metadata", {}))
-    description = _text(data, "description", max_len=255)
-    user_data = _text(data, "user_data", max_len=65535)
+    description = validate.printable_or_none(_text(data, "description", max_len=255), "description")
+    user_data = validate.base64_or_none(_text(data, "user_data", max_len=65535), "user_data")
     zone = _text(data, "availability_zone")
     min_count, max_count = _count(data, "min_count"), _count(data, "max_count")
     if min_count > max_count:
@@ -256,6 +270,9 @@ async def create(request: web.Request) -> web.Response:
         nics = await server_networks.resolve(conn, me, requested_nics, count)
 
         # Nova's multi-create: as many as fit, if at least min_count do (under the quota lock).
+        metadata_limit = (await quotas.limits(conn, project_id, ("metadata_items",)))["metadata_items"]
+        if metadata_limit != quotas.UNLIMITED and len(metadata) > metadata_limit:  # as Nova checks at create
+            raise Forbidden(f"Quota exceeded for metadata_items: the limit is {metadata_limit} items")
         await quotas.lock(conn, project_id, ("cores", "instances", "ram"))
         hard = await quotas.limits(conn, project_id, ("instances", "cores", "ram"))
         used = await server_usage(conn, project_id)
@@ -369,7 +386,8 @@ async def list_servers_detail(request: web.Request) -> web.Response:
     async with ctx(request).pool.acquire() as conn:
         found = await server_networks.addresses(conn, ids)
         volumes = await server_volumes.attached_volumes(conn, ids)
-    return json_response({"servers": [view(request, r, found, volumes) for r in rows]})
+        hosts = await compute_hosts.host_statuses(conn, (r["host"] for r in rows))
+    return json_response({"servers": [view(request, r, found, volumes, hosts) for r in rows]})
 
 
 async def show(request: web.Request) -> web.Response:
@@ -377,7 +395,8 @@ async def show(request: web.Request) -> web.Response:
         row = await find(conn, caller(request), request.match_info["server_id"])
         found = await server_networks.addresses(conn, [row["id"]])
         volumes = await server_volumes.attached_volumes(conn, [row["id"]])
-    return json_response({"server": view(request, row, found, volumes)})
+        hosts = await compute_hosts.host_statuses(conn, [row["host"]])
+    return json_response({"server": view(request, row, found, volumes, hosts)})
 
 
 async def update(request: web.Request) -> web.Response:
@@ -393,7 +412,7 @@ async def update(request: web.Request) -> web.Response:
     name = _text(data, "name")
     if name is not None and not _NAME.match(name):
         raise BadRequest(f"Invalid input for field/attribute name. Value: {name!r}.")
-    description = _text(data, "description")
+    description = validate.printable_or_none(_text(data, "description"), "description")
     async with ctx(request).pool.acquire() as conn:
         await find(conn, me, request.match_info["server_id"])
         row = await conn.fetchrow(
@@ -402,7 +421,10 @@ async def update(request: web.Request) -> web.Response:
             request.match_info["server_id"], name, description,
         )
         found = await server_networks.addresses(conn, [row["id"]])
-    return json_response({"server": view(request, row, found)})
+        hosts = await compute_hosts.host_statuses(conn, [row["host"]])
+    # Nova shows host_status in an update's answer from microversion 2.75 on.
+    return json_response({"server": view(request, row, found, hosts=hosts,
+                                         show_host_status=requested(request) >= (2, 75))})
 
 
 # --- metadata (Nova's /servers/{id}/metadata) ---------------------------------------------------------

@@ -250,12 +250,24 @@ async def test_a_spawn_libvirt_refuses_fails_and_removes_the_files_it_made(
 
 
 async def test_every_instance_is_reported_once_after_start(
-    start_agent: StartAgent, client: ActorClient, inbox: Any, image_dir: Path
+    start_agent: StartAgent, client: ActorClient, inbox: Any, image_dir: Path, pool: asyncpg.Pool
 ) -> None:
     agent = await start_agent()
     box = await inbox(str(uuid.uuid4()))
     await spawned(client, agent, box, make_image(image_dir))
     await agent.stop()
+    # The database places the server here: adopted (an instance it does not know is reaped).
+    await pool.execute("INSERT INTO servers (id, version, project_id, user_id, display_name, vm_state, flavor, host, "
+                       "reservation_id) VALUES ($1, 1, $2, $2, $2, 'active', $3, $4, $2)",
+                       box.server_id, PREFIX, {}, agent.name)
+    try:
+        await _reported_once_after_start(start_agent, client, box, agent)
+    finally:
+        await pool.execute("DELETE FROM servers WHERE id = $1", box.server_id)
+
+
+async def _reported_once_after_start(start_agent: StartAgent, client: ActorClient, box: ServerInbox,
+                                     agent: HostAgent) -> None:
     # The test hypervisor forgot the domain with its connection; the new agent defines it again,
     # shut off, from the definition it kept, and reports it.
     again = await start_agent(agent.name)

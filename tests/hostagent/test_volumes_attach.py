@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
 from actors.client import ActorClient
@@ -264,7 +265,7 @@ async def test_a_detach_the_guest_does_not_complete_is_answered_with_the_reason_
 
 
 async def test_a_server_boots_from_its_volume_with_its_data_volumes_and_keeps_them_across_a_restart(
-    start_agent: StartAgent, client: ActorClient, inbox: Any, workdir: Path
+    start_agent: StartAgent, client: ActorClient, inbox: Any, workdir: Path, pool: asyncpg.Pool
 ) -> None:
     agent = await start_agent()
     server_id = str(uuid.uuid4())
@@ -291,9 +292,16 @@ async def test_a_server_boots_from_its_volume_with_its_data_volumes_and_keeps_th
     await next_reply(box, v.VolumeAttachedToServer)
 
     # The test hypervisor forgets its domains with the process: the new agent restores the
-    # definition it kept, volumes included.
+    # definition it kept, volumes included (the database places the server here: an instance it
+    # does not know would be reaped).
     await agent.stop()
-    again = await start_agent(agent.name)
+    await pool.execute("INSERT INTO servers (id, version, project_id, user_id, display_name, vm_state, flavor, host, "
+                       "reservation_id) VALUES ($1, 1, $2, $2, $2, 'active', $3, $4, $2)",
+                       server_id, PREFIX, {}, agent.name)
+    try:
+        again = await start_agent(agent.name)
+    finally:
+        await pool.execute("DELETE FROM servers WHERE id = $1", server_id)
     assert await again.driver.power_state(server_id) is PowerState.SHUTDOWN
     assert disks(await again.driver.definition(server_id) or "") == [*expected, ("vdd", str(extra), extra_id)]
 
