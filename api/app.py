@@ -8,7 +8,7 @@ import asyncpg
 from aiohttp import web
 
 from actors import db
-from api import compute, discovery, events, idempotency, identity, image, network, volume
+from api import compute, discovery, events, idempotency, identity, image, network, openapi, volume
 from api.auth import TokenCodec
 from api.context import CTX, ApiContext
 from api.middleware import authenticate, errors, request_id
@@ -28,6 +28,7 @@ async def create_app(
         state_dir=state_dir, shards=shards,
     )
     discovery.setup(app)
+    openapi.setup(app)
     identity.setup(app)
     compute.setup(app)
     image.setup(app)

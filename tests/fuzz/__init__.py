@@ -1,0 +1,1 @@
+"""Property-based fuzzing of the running API against its own OpenAPI description."""
