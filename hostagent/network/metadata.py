@@ -36,6 +36,7 @@ import dataclasses
 import ipaddress
 import json
 import os
+import re
 import socket
 from collections.abc import Mapping
 from typing import Any
@@ -129,6 +130,9 @@ class Instance:
                    mac=row["mac"], ip=ip)
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
 def _json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
@@ -166,6 +170,8 @@ def ec2_meta_data(inst: Instance) -> dict[str, Any]:
 
 
 def ec2_listing(tree: Mapping[str, Any]) -> str:
+    """One entry per line. An entry may hold user input (`0=<key name>`): its control
+    characters are replaced, so a line break in it can never add an entry the guest then reads."""
     lines = []
     for key in sorted(tree):
         if key == "_name":
@@ -175,7 +181,7 @@ def ec2_listing(tree: Mapping[str, Any]) -> str:
             lines.append(value.get("_name", key + "/"))
         else:
             lines.append(key)
-    return "\n".join(lines)
+    return "\n".join(_CONTROL.sub("\ufffd", line) for line in lines)
 
 
 def openstack_meta_data(inst: Instance) -> dict[str, Any]:
