@@ -107,9 +107,13 @@ def activate(record: PortRecord, msg: n.ActivatePort, ctx: Context) -> Outcome[P
     if record.device_id != msg.server_id or record.binding_host_id != msg.host:
         return Outcome(record)
     status = ACTIVE if record.admin_state_up else DOWN
-    if status == record.status:
+    # A host that reports the port plugged after its build timer gave up on it (binding_failed)
+    # has bound it after all: the binding is in effect again, or the port would show ACTIVE
+    # with a failed binding (or ERROR at its next admin up).
+    vif_type = "tap" if record.binding_vif_type == "binding_failed" else record.binding_vif_type
+    if status == record.status and vif_type == record.binding_vif_type:
         return Outcome(record, effects=(CancelTimer("build"),))
-    return Outcome(_with(record, ctx, status=status), effects=(CancelTimer("build"),))
+    return Outcome(_with(record, ctx, status=status, binding_vif_type=vif_type), effects=(CancelTimer("build"),))
 
 
 @table.on(n.UnbindPort, source=STATES, to=STATES)

@@ -22,12 +22,20 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import hypothesis
 import pytest
 
 from actors import amqp, db
 from actors.client import ActorClient
 from actors.runtime import Runtime, RuntimeSettings
 from tests.watchdog import Watchdog
+
+# In CI the property-based tests draw the same examples every run (a failure there is a bug to
+# fix, never a roll of the dice), and print the blob that reproduces a failing one; elsewhere
+# they explore afresh each run.
+hypothesis.settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+if os.environ.get("CI"):
+    hypothesis.settings.load_profile("ci")
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_PREFIX = f"astest_{uuid.uuid4().hex[:8]}"

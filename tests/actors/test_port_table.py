@@ -136,3 +136,16 @@ def test_a_port_bound_but_never_activated_ends_in_error_and_can_be_bound_again()
     active = apply(p.table, out.record, "port", n.ActivatePort(server_id=SID, host="h1"))
     assert CancelTimer("build") in active.effects
     assert apply(p.table, active.record, "port", timer.body).record.status == "ACTIVE"  # a stale timer
+
+
+def test_a_host_that_plugs_the_port_after_its_build_timer_gave_up_binds_it_after_all() -> None:
+    bound = apply(p.table, port(), "port", n.BindPort(server_id=SID, host="h1")).record
+    failed = apply(p.table, bound, "port", n.PortBuildTimeout(server_id=SID, host="h1")).record
+    assert (failed.status, failed.binding_vif_type) == ("ERROR", "binding_failed")
+    late = apply(p.table, failed, "port", n.ActivatePort(server_id=SID, host="h1")).record
+    assert (late.status, late.binding_vif_type) == ("ACTIVE", "tap")
+    # Also when it was set down meanwhile: the next admin up shows it ACTIVE, not ERROR.
+    down = apply(p.table, failed, "port", n.SetPortAdminState(admin_state_up=False)).record
+    plugged = apply(p.table, down, "port", n.ActivatePort(server_id=SID, host="h1")).record
+    assert (plugged.status, plugged.binding_vif_type) == ("DOWN", "tap")
+    assert apply(p.table, plugged, "port", n.SetPortAdminState(admin_state_up=True)).record.status == "ACTIVE"
