@@ -257,15 +257,18 @@ def spawn_runtime(services: Services, tmp_path: Path) -> Iterator[Callable[..., 
         rp.kill()
 
 
-async def wait_until(predicate: Callable[[], Awaitable[Any]], timeout: float = 20, what: str = "condition") -> Any:
+async def wait_until(predicate: Callable[[], Awaitable[Any]], timeout: float = 20, what: str = "condition",
+                     interval: float = 0.05) -> Any:
+    """Await `predicate` every `interval` seconds until it returns something true (returned);
+    AssertionError after `timeout`. Poll an API less often than a database query."""
     deadline = time.monotonic() + timeout
     while True:
         value = await predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.05)
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        await asyncio.sleep(interval)
 
 
 @contextlib.asynccontextmanager

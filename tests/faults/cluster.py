@@ -22,6 +22,7 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import secrets
@@ -39,7 +40,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-from tests.conftest import ROOT, separate_services
+from tests.conftest import ROOT, separate_services, wait_until
 
 READY_EVENTS = {"api": "api listening", "runtime": "runtime started", "hostagent": "host agent started"}
 START_TIMEOUT = 90.0  # seconds for a role to become ready on a loaded machine
@@ -57,17 +58,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def poll(predicate: Callable[[], Awaitable[Any]], *, timeout: float, what: str,
-               interval: float = 0.2) -> Any:
-    """Await `predicate` until it returns something true; AssertionError after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        await asyncio.sleep(interval)
+# Await a predicate until true, at a pace an API round trip can keep.
+poll = functools.partial(wait_until, interval=0.2)
 
 
 @dataclasses.dataclass

@@ -21,6 +21,7 @@ import atexit
 import contextlib
 import ctypes
 import dataclasses
+import functools
 import json
 import os
 import pwd
@@ -40,7 +41,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-from tests.conftest import RUN_PREFIX
+from tests.conftest import RUN_PREFIX, wait_until
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 RABBIT_BIN = Path("/usr/lib/rabbitmq/bin")
@@ -618,16 +619,8 @@ class BootStorm:
         assert not self.refused, f"boots still refused after the outage: {list(self.refused.values())[:3]}"
 
 
-async def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.25) -> Any:
-    """Poll an async predicate until it returns something true (bounded in time)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        await asyncio.sleep(interval)
+# Await a predicate until true (bounded in time), at a pace an API round trip can keep.
+wait_for = functools.partial(wait_until, interval=0.25)
 
 
 async def wait_settled(cloud: FaultCloud, timeout: float = 100) -> list[Any]:

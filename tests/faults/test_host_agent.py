@@ -22,7 +22,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -32,7 +31,7 @@ import asyncpg
 import pytest
 
 from tests.api.conftest import Cloud, running_cloud
-from tests.conftest import ROOT, RUN_PREFIX, Services, separate_services
+from tests.conftest import ROOT, RUN_PREFIX, Services, separate_services, wait_until
 from tests.hostagent.test_libvirt_driver import qemu_system_unavailable
 
 pytestmark = pytest.mark.faults
@@ -111,14 +110,7 @@ class AgentProcess:
 
 async def poll(predicate: Any, what: str, timeout: float = 60.0, interval: float = 0.5) -> Any:
     """wait_until at a pace an API round trip can keep (each poll is a request or two)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        await asyncio.sleep(interval)
+    return await wait_until(predicate, timeout, what, interval)
 
 
 async def show(cloud: Cloud, token: str, server_id: str) -> dict[str, Any]:
