@@ -150,9 +150,11 @@ def _clean(world: World, admin_token: str) -> None:
     wait_for(lambda: not c("GET", f"{vol}/volumes?all_tenants=1", admin_token)["volumes"], "volumes gone")
 
 
-@pytest.fixture(scope="module")
-async def world(fuzz_cloud: Cloud, fuzz_services: Services) -> AsyncIterator[World]:
-    member = await fuzz_cloud.new_member("fuzz")
+@pytest.fixture(scope="module", params=["member", "admin"])
+async def world(request: pytest.FixtureRequest, fuzz_cloud: Cloud, fuzz_services: Services) -> AsyncIterator[World]:
+    """The fuzzing user, in a project of its own: a member, then a user holding the admin role,
+    so that admin-only operations get past policy to their bodies too."""
+    member = await fuzz_cloud.new_member(f"fuzz{request.param}", role=request.param)
     world = World(fuzz_cloud, member, fuzz_services.database_url)
     admin_token = world.token(fuzz_cloud.admin)
     world.admin_project_id = world.call("GET", "/identity/v3/projects?name=admin", admin_token)["projects"][0]["id"]

@@ -2,7 +2,8 @@
 
 For every operation of the document, a fixed number of generated requests (positive: bodies and
 parameters the document allows; negative: ones it does not), derandomized so a run is
-repeatable, sent as a member of a project of its own on a cloud of its own. Every answer must
+repeatable, sent on a cloud of its own as a member of a project of its own, then again as a user
+holding the admin role (so admin-only operations are fuzzed past policy). Every answer must
 be: below 500 (501 only where the document says the part is not available), free of Python
 exception text, OpenStack-shaped JSON when it is a 4xx, and a refused POST/PUT/PATCH/DELETE
 must leave the listed state as it was. Failures are collected over a whole service and reported
