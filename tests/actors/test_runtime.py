@@ -127,7 +127,7 @@ async def test_timer_fires_its_message(start_runtime: Any, client: ActorClient, 
     target = new_probe()
     await created(client, pool, target)
     assert (await client.ask(target, Arm(after=0.3))).state == "armed"
-    await wait_until(lambda: _state_is(pool, target, "rung"), timeout=10, what="the timer")
+    await wait_until(lambda: _state_is(pool, target, "rung"), timeout=30, what="the timer")
     assert await pool.fetchval("SELECT count(*) FROM timers WHERE actor_id = $1", target.id) == 0
 
 
@@ -139,7 +139,7 @@ async def test_idle_actor_is_passivated_and_reactivated(
     await created(client, pool, target)
     key = ("probe", target.id)
     assert key in runtime.activations
-    await wait_until(lambda: _async(key not in runtime.activations), timeout=5, what="passivation")
+    await wait_until(lambda: _async(key not in runtime.activations), timeout=30, what="passivation")
     assert (await client.ask(target, Add(amount=2))).result == {"count": 2}
     assert key in runtime.activations
 

@@ -97,7 +97,7 @@ async def test_the_agent_registers_its_host_and_heartbeats(start_agent: StartAge
     assert (row["cpu_allocation_ratio"], row["ram_allocation_ratio"], row["disk_allocation_ratio"]) == (4.0, 1.0, 1.0)
     assert (row["used_vcpus"], row["used_memory_mb"], row["used_local_gb"], row["enabled"]) == (0, 0, 0, True)
     first = row["heartbeat_at"]
-    await wait_until(lambda: _heartbeat_after(pool, agent.name, first), timeout=5, what="a newer heartbeat")
+    await wait_until(lambda: _heartbeat_after(pool, agent.name, first), timeout=30, what="a newer heartbeat")
 
 
 async def _heartbeat_after(pool: asyncpg.Pool, name: str, when: Any) -> bool:
@@ -325,7 +325,7 @@ async def test_an_unreadable_request_is_dead_lettered_and_the_agent_goes_on(
     from protocol import encode
 
     await client.publish_raw(agent_queue(agent.name), encode(elsewhere), message_id=elsewhere.id)
-    await wait_until(lambda: _dead_letters(pool, agent.name, 2), timeout=10, what="two dead letters")
+    await wait_until(lambda: _dead_letters(pool, agent.name, 2), timeout=30, what="two dead letters")
     reasons = [r["reason"] for r in await pool.fetch(
         "SELECT reason FROM dead_letters WHERE queue = $1 ORDER BY id", agent_queue(agent.name))]
     assert reasons[0].startswith("malformed envelope")
@@ -346,7 +346,7 @@ async def test_stop_finishes_the_request_in_flight_before_it_returns(
     locks = agent._locks  # white box: hold the server's lock so the request stays in flight
     async with locks.hold(box.server_id):
         await client.send(Target("agent", agent.name), spawn_request(box.server_id, make_image(image_dir)))
-        await wait_until(lambda: _async(locks._users.get(box.server_id) == 2), timeout=5,
+        await wait_until(lambda: _async(locks._users.get(box.server_id) == 2), timeout=30,
                          what="the request waiting for the server's lock")
         stopping = asyncio.create_task(agent.stop())
         await asyncio.sleep(0.5)

@@ -132,7 +132,7 @@ async def test_the_agent_registers_its_backend_and_heartbeats(
     statvfs = os.statvfs(agent.backend.directory)
     assert row["total_gb"] == statvfs.f_blocks * statvfs.f_frsize // GIB > 0
     first = row["heartbeat_at"]
-    await wait_until(lambda: _heartbeat_after(pool, agent.name, first), timeout=5, what="a newer heartbeat")
+    await wait_until(lambda: _heartbeat_after(pool, agent.name, first), timeout=30, what="a newer heartbeat")
 
     # The API's allocation and the operator's switch survive a restart; a deleted row comes back.
     await pool.execute("UPDATE volume_backends SET allocated_gb = 7, enabled = false WHERE name = $1", agent.name)
@@ -141,7 +141,7 @@ async def test_the_agent_registers_its_backend_and_heartbeats(
     row = await pool.fetchrow("SELECT * FROM volume_backends WHERE name = $1", again.name)
     assert (row["allocated_gb"], row["enabled"], row["availability_zone"]) == (7, False, "nova")
     await pool.execute("DELETE FROM volume_backends WHERE name = $1", again.name)
-    await wait_until(lambda: _row_exists(pool, again.name), timeout=5, what="the row registered again")
+    await wait_until(lambda: _row_exists(pool, again.name), timeout=30, what="the row registered again")
 
 
 async def _heartbeat_after(pool: asyncpg.Pool, name: str, when: Any) -> bool:
@@ -243,7 +243,7 @@ async def test_a_request_for_another_kind_of_agent_is_dead_lettered_and_the_agen
     agent = await start_storage_agent()
     stray = Envelope.new(Target("agent", agent.name), m.Destroy(server_id=str(uuid.uuid4())))
     await client.publish_raw(agent_queue(agent.name), encode(stray), message_id=stray.id)
-    await wait_until(lambda: _dead_letters(pool, agent.name), timeout=10, what="the dead letter")
+    await wait_until(lambda: _dead_letters(pool, agent.name), timeout=30, what="the dead letter")
     reason = await pool.fetchval("SELECT reason FROM dead_letters WHERE queue = $1", agent_queue(agent.name))
     assert "does not handle 'agent.destroy'" in reason
     volume_id = str(uuid.uuid4())
