@@ -600,14 +600,72 @@ async def list_actions(request: web.Request) -> web.Response:
     return json_response({"instanceActions": [_action_view(request, r) for r in rows]})
 
 
+# Nova's name for the event of each action (what `openstack server event show` lists).
+_EVENT_NAMES = {
+    "create": "compute__do_build_and_run_instance", "delete": "compute_terminate_instance",
+    "stop": "compute_stop_instance", "start": "compute_start_instance", "reboot": "compute_reboot_instance",
+    "pause": "compute_pause_instance", "unpause": "compute_unpause_instance",
+    "suspend": "compute_suspend_instance", "resume": "compute_resume_instance",
+    "attach_volume": "compute_attach_volume", "detach_volume": "compute_detach_volume",
+}
+_VOLUME_ACTIONS = ("attach_volume", "detach_volume")
+_VOLUME_TRANSITIONAL = ("creating", "reserved", "attaching", "detaching", "deleting", "extending")
+
+
+def _settled(kind: str, state: str | None) -> bool:
+    if state is None:
+        return False
+    if kind == "volume":
+        return state not in _VOLUME_TRANSITIONAL
+    return ":" not in state  # a server with no task in progress (or deleted)
+
+
+async def _action_event(request: web.Request, conn: Any, action: asyncpg.Record) -> dict[str, Any] | None:
+    """The action's Nova event, derived from the actor events its request caused (every turn
+    records the request id it carries as its correlation id): started with the request,
+    finished at the first settled state, Error when that state is an error."""
+    name = _EVENT_NAMES.get(action["action"])
+    if name is None:
+        return None
+    kind = "volume" if action["action"] in _VOLUME_ACTIONS else "server"
+    where = "kind = 'volume'" if kind == "volume" else "kind = 'server' AND actor_id = $2"
+    args = [action["request_id"]] if kind == "volume" else [action["request_id"], action["server_id"]]
+    rows = await conn.fetch(f"SELECT at, new_state, payload FROM events WHERE correlation_id = $1 AND {where} "
+                            "ORDER BY id", *args)
+    done = next((r for r in rows if _settled(kind, r["new_state"])), None)
+    failed = done is not None and (done["new_state"] or "").startswith("error")
+    event: dict[str, Any] = {"event": name, "start_time": iso_seconds(action["start_time"]),
+                             "finish_time": iso_seconds(done["at"]) if done else None,
+                             "result": None if done is None else ("Error" if failed else "Success")}
+    me = caller(request)
+    if me.is_admin:
+        event["traceback"] = None
+    version = requested(request)
+    if version >= (2, 62):
+        server = await conn.fetchrow("SELECT host, project_id FROM servers WHERE id = $1", action["server_id"])
+        host = (server["host"] if server else None) or ""
+        event["hostId"] = hashlib.sha224((action["project_id"] + host).encode()).hexdigest() if host else ""
+        if me.is_admin:
+            event["host"] = host
+    if version >= (2, 84):
+        fault = await conn.fetchval("SELECT fault FROM servers WHERE id = $1", action["server_id"]) if failed else None
+        event["details"] = (fault or {}).get("message") if isinstance(fault, dict) else None
+    return event
+
+
 async def show_action(request: web.Request) -> web.Response:
     async with ctx(request).pool.acquire() as conn:
         server_id = await _actions_server(request, conn)
         row = await conn.fetchrow("SELECT * FROM instance_actions WHERE server_id = $1 AND request_id = $2",
                                   server_id, request.match_info["request_id"])
-    if row is None:
-        raise NotFound(f"Action for request_id {request.match_info['request_id']} on instance {server_id} not found")
-    return json_response({"instanceAction": {**_action_view(request, row), "events": []}})
+        if row is None:
+            raise NotFound(f"Action for request_id {request.match_info['request_id']} on instance {server_id} "
+                           "not found")
+        event = await _action_event(request, conn, row)
+    view = _action_view(request, row)
+    if event is not None and event["result"] == "Error":
+        view["message"] = "Error"  # as Nova marks an action whose event failed
+    return json_response({"instanceAction": {**view, "events": [event] if event else []}})
 
 
 def setup(app: web.Application) -> None:

@@ -58,8 +58,19 @@ def test_server_lifecycle_through_the_cli(cloud: Cloud, image: str) -> None:
     cloud.openstack("server", "unset", "--property", "role", server, fmt=None)
     assert "role" not in str(cloud.openstack("server", "show", server)["properties"])
 
-    actions = [a["Action"] for a in cloud.openstack("server", "event", "list", server)]
+    listed = cloud.openstack("server", "event", "list", server)
+    actions = [a["Action"] for a in listed]
     assert actions[-1] == "create" and "stop" in actions
+    # Each action's event, as Nova names it, finished with the state the action settled in.
+    expected = {"create": "compute__do_build_and_run_instance", "stop": "compute_stop_instance",
+                "pause": "compute_pause_instance", "resume": "compute_resume_instance"}
+    for row in listed:
+        if row["Action"] not in expected:
+            continue
+        shown = cloud.openstack("server", "event", "show", server, row["Request ID"])
+        [event] = shown["events"]
+        assert event["event"] == expected[row["Action"]], shown
+        assert event["result"] == "Success" and event["finish_time"] >= event["start_time"], shown
 
     cloud.openstack("server", "delete", "--wait", server, fmt=None, timeout=120)
     err = cloud.openstack_fails("server", "show", server)
@@ -208,3 +219,41 @@ async def test_fifty_concurrent_boots_never_exceed_host_capacity(cloud: Cloud, i
     faults = {s["fault"]["message"] for s in errored}
     assert all(f.startswith("No valid host was found") for f in faults), faults
     await asyncio.gather(*(cloud.request("DELETE", f"/compute/v2.1/servers/{sid}", token=member_token) for sid in ids))
+
+
+async def test_a_failed_boot_shows_an_error_event_with_its_fault(cloud: Cloud, image: str) -> None:
+    """No host can take the flavor (a 100 TB root disk): the create action's event ends in Error, with the fault as
+    its details (2.84), and the action's message says Error, as Nova shows them."""
+    token = await cloud.token()
+    flavor = f"huge-{uuid.uuid4().hex[:8]}"
+    status, body, _ = await cloud.request("POST", "/compute/v2.1/flavors", token=token, json={
+        "flavor": {"name": flavor, "ram": 64, "vcpus": 1, "disk": 100000}})
+    assert status == 200, body
+    flavor_id = body["flavor"]["id"]
+    try:
+        status, body, _ = await cloud.request("POST", "/compute/v2.1/servers", token=token, json={"server": {
+            "name": f"nohost-{uuid.uuid4().hex[:8]}", "flavorRef": flavor_id, "imageRef": image,
+            "networks": "none"}}, headers={"OpenStack-API-Version": "compute 2.84"})
+        assert status == 202, body
+        server = body["server"]["id"]
+        request_id = None
+        deadline = time.monotonic() + 60
+        while True:
+            _, shown, _ = await cloud.request("GET", f"/compute/v2.1/servers/{server}", token=token)
+            if shown["server"]["status"] == "ERROR" or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.3)
+        assert shown["server"]["status"] == "ERROR", shown
+        _, listed, _ = await cloud.request("GET", f"/compute/v2.1/servers/{server}/os-instance-actions", token=token)
+        [create] = listed["instanceActions"]
+        request_id = create["request_id"]
+        _, action, _ = await cloud.request("GET", f"/compute/v2.1/servers/{server}/os-instance-actions/{request_id}",
+                                           token=token, headers={"OpenStack-API-Version": "compute 2.84"})
+        action = action["instanceAction"]
+        [event] = action["events"]
+        assert action["message"] == "Error"
+        assert event["event"] == "compute__do_build_and_run_instance" and event["result"] == "Error"
+        assert event["details"] == shown["server"]["fault"]["message"]
+        await cloud.request("DELETE", f"/compute/v2.1/servers/{server}", token=token)
+    finally:
+        await cloud.request("DELETE", f"/compute/v2.1/flavors/{flavor_id}", token=token)
