@@ -623,6 +623,26 @@ class BootStorm:
 wait_for = functools.partial(wait_until, interval=0.25)
 
 
+async def storm_until_mixed(cloud: FaultCloud, storm: BootStorm, names: list[str],
+                            first: int = 20) -> tuple[asyncio.Task[None], dict[str, int]]:
+    """Boot `first` of `names` until some are ACTIVE, then the rest in the background, and
+    return (that task, the state counts) once servers are both ACTIVE and building: the moment
+    to inject a fault."""
+    await storm.post(names[:first])
+
+    async def some_active() -> bool:
+        return (await cloud.state_counts()).get("active", 0) >= 5
+
+    await wait_for(some_active, 90, "the first servers to become ACTIVE")
+    second_wave = asyncio.create_task(storm.post(names[first:]))
+
+    async def mixed() -> dict[str, int] | None:
+        counts = await cloud.state_counts()
+        return counts if counts.get("building", 0) and counts.get("active", 0) else None
+
+    return second_wave, await wait_for(mixed, 60, "servers both ACTIVE and building")
+
+
 async def wait_settled(cloud: FaultCloud, timeout: float = 100) -> list[Any]:
     """Every server in a final state (no task in progress); the servers."""
     last: dict[str, int] = {}

@@ -29,6 +29,7 @@ from tests.faults.private import (  # noqa: F401 - fixtures
     non_loopback_listeners,
     postgres,
     rabbit,
+    storm_until_mixed,
     unclean_answers,
     wait_for,
 )
@@ -83,21 +84,8 @@ async def test_servers_reach_a_final_state_across_a_broker_restart(
     storm = BootStorm(cloud, flavor_id, image_id)
     names = [f"broker-fault-{i:02d}" for i in range(SERVERS)]
 
-    await storm.post(names[:20])
-
-    async def some_active() -> bool:
-        return (await cloud.state_counts()).get("active", 0) >= 5
-
-    await wait_for(some_active, 90, "the first servers to become ACTIVE")
-
-    # The rest are booted as the broker goes down (and OUTAGE_BOOTS more while it is away).
-    second_wave = asyncio.create_task(storm.post(names[20:]))
-
-    async def mixed() -> dict[str, int] | None:
-        counts = await cloud.state_counts()
-        return counts if counts.get("building", 0) and counts.get("active", 0) else None
-
-    before = await wait_for(mixed, 60, "servers both ACTIVE and building")
+    # 20 boots first, the rest as the broker goes down (and OUTAGE_BOOTS more while it is away).
+    second_wave, before = await storm_until_mixed(cloud, storm, names)
     if crash:
         rabbit.kill()  # SIGKILL: no connection.close for anyone, unconfirmed publishes lost
     else:
