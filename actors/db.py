@@ -25,6 +25,10 @@ CONNECT_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, Timeou
 # is the database going away, like a refused connection: retry with a fresh connection.
 PROTOCOL_LOST = asyncpg.exceptions.InternalClientError
 
+# What a loop's database work may meet when the database is away or a statement fails (TimeoutError
+# is an OSError): the loops log it, wait and try again.
+DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, PROTOCOL_LOST)
+
 
 def _json_encode(value: object) -> str:
     return _ENCODER.encode(value).decode()

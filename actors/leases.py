@@ -22,12 +22,12 @@ from collections.abc import Iterable
 import asyncpg
 import structlog
 
-from actors.db import PROTOCOL_LOST
+from actors.db import DB_ERRORS
 
 log = structlog.get_logger("actors.leases")
 
 NAMESPACE = 0x6C65  # first key of the two-key advisory lock ("le"ase)
-_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, PROTOCOL_LOST)
+_DB_ERRORS = DB_ERRORS
 
 
 def lease_key(queue: str) -> int:

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import asyncpg
 import structlog
 
-from actors.db import PROTOCOL_LOST
+from actors.db import DB_ERRORS
 
 log = structlog.get_logger("actors.membership")
 
@@ -90,6 +90,6 @@ class Membership:
                     self.members = members
             except asyncio.CancelledError:
                 raise
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, PROTOCOL_LOST) as exc:
+            except DB_ERRORS as exc:
                 log.warning("membership heartbeat failed", error=repr(exc))
             await asyncio.sleep(self._heartbeat)

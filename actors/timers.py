@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 import asyncpg
 import structlog
 
-from actors.db import PROTOCOL_LOST
+from actors.db import DB_ERRORS
 from actors.outbox import OutboxRow
 from protocol.routing import ACTOR_EXCHANGE
 
@@ -98,7 +98,7 @@ class TimerWheel:
                 delay = self._max_sleep if delay is None else min(max(float(delay), 0.0), self._max_sleep)
             except asyncio.CancelledError:
                 raise
-            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, PROTOCOL_LOST) as exc:
+            except DB_ERRORS as exc:
                 log.warning("timer pass failed; will retry", error=repr(exc))
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=delay)

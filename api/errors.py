@@ -8,6 +8,8 @@ import json
 import asyncpg
 from aiohttp import web
 
+from actors import db
+
 # The database is away for now (down, restarting, recovering from a crash): the request is
 # answered 503, which clients retry, rather than 500; nothing was committed by it.
 DATABASE_AWAY: tuple[type[BaseException], ...] = (
@@ -33,7 +35,7 @@ def database_away(exc: BaseException) -> bool:
     if isinstance(exc, asyncpg.InterfaceError):
         cause = exc.__cause__ or exc.__context__
         return "connection is closed" in str(exc) or (cause is not None and isinstance(cause, DATABASE_AWAY))
-    if isinstance(exc, asyncpg.exceptions.InternalClientError):
+    if isinstance(exc, db.PROTOCOL_LOST):
         return "another operation" in str(exc)
     return False
 

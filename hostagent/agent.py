@@ -50,11 +50,12 @@ import asyncpg
 import structlog
 from aio_pika.abc import AbstractRobustConnection
 
+from actors.db import DB_ERRORS
 from actors.worker import BROKER_GONE
 from hostagent import host
 from hostagent.network import HostNetworking, NetworkingError, NullNetworking
 from hostagent.qemu_img import QemuImgError
-from hostagent.requests import DB_ERRORS, Handler, RequestAgent
+from hostagent.requests import Handler, RequestAgent
 from hostagent.storage import InstanceStorage, StorageError, canonical_id
 from hostagent.virt.base import (
     Action,

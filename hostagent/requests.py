@@ -61,7 +61,6 @@ log = structlog.get_logger("hostagent")
 # Replies get uuid5(this, request id): the same request always gets the same reply id.
 REPLY_NAMESPACE = uuidlib.UUID("6d1f3c1e-9a57-4f0b-8f3e-5b0a8f1c2d7e")
 RETRY_DELAY = 1.0  # before a request whose handling raised unexpectedly goes back to the queue
-DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError, db.PROTOCOL_LOST)
 
 Handler = Callable[[Any], Awaitable[Message]]
 
@@ -116,7 +115,7 @@ class RequestAgent(abc.ABC):
         return True
 
     #: What ends one heartbeat without ending the heartbeat loop.
-    heartbeat_errors: ClassVar[tuple[type[BaseException], ...]] = DB_ERRORS
+    heartbeat_errors: ClassVar[tuple[type[BaseException], ...]] = db.DB_ERRORS
 
     # --- lifecycle ------------------------------------------------------------------------
 

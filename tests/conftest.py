@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -269,6 +270,24 @@ async def wait_until(predicate: Callable[[], Awaitable[Any]], timeout: float = 2
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
         await asyncio.sleep(interval)
+
+
+@contextlib.contextmanager
+def qemu_scratch_dir(label: str, unavailable: str | None, what: str) -> Iterator[Path]:
+    """A directory for real guests, under /tmp and world-traversable (QEMU runs as another user
+    and opens the disks there), removed afterwards. When `unavailable` gives a reason, the test
+    is skipped, except in CI, where tools/setup provides everything and a skip would hide a
+    broken cloud: there `what` fails."""
+    if unavailable:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{what} cannot run in CI: {unavailable}")
+        pytest.skip(unavailable)
+    path = Path(tempfile.mkdtemp(prefix=f"{RUN_PREFIX}-{label}-", dir="/tmp"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @contextlib.asynccontextmanager

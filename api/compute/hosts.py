@@ -31,8 +31,9 @@ FROM compute_hosts h ORDER BY name
 """
 
 
-# Nova's HostStatus values (nova/objects/fields.py); "" (NONE) for a server without a host.
-HOST_UP, HOST_DOWN, HOST_MAINTENANCE, HOST_UNKNOWN, HOST_NONE = "UP", "DOWN", "MAINTENANCE", "UNKNOWN", ""
+# Nova's HostStatus values (nova/objects/fields.py) that actorstack shows ("DOWN" is for a service
+# forced down, which it has not); "" (NONE) for a server without a host.
+HOST_UP, HOST_MAINTENANCE, HOST_UNKNOWN, HOST_NONE = "UP", "MAINTENANCE", "UNKNOWN", ""
 _HOST_STATES = """
 SELECT name, enabled, heartbeat_at > now() - make_interval(secs => $2) AS up
 FROM compute_hosts WHERE name = ANY($1::text[])

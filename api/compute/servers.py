@@ -55,6 +55,12 @@ async def find(conn: Any, me: AuthContext, server_id: str) -> asyncpg.Record:
 # --- views ------------------------------------------------------------------------------------------
 
 
+def host_id(project_id: str, host: str) -> str:
+    """Nova's hostId: the host as a project sees it (equal for its servers on one host, and
+    telling nothing of the host's name)."""
+    return hashlib.sha224((project_id + host).encode()).hexdigest()
+
+
 def view(request: web.Request, row: asyncpg.Record,
          addresses: dict[str, dict[str, list[dict[str, Any]]]] | None = None,
          volumes: dict[str, list[asyncpg.Record]] | None = None,
@@ -82,7 +88,7 @@ def view(request: web.Request, row: asyncpg.Record,
         "tenant_id": row["project_id"],
         "user_id": row["user_id"],
         "metadata": row["metadata"],
-        "hostId": hashlib.sha224((row["project_id"] + (row["host"] or "")).encode()).hexdigest()
+        "hostId": host_id(row["project_id"], row["host"] or "")
         if row["host"] else "",
         "image": {"id": row["image_id"], "links": [{"rel": "bookmark", "href": f"{base}/compute/images/{row['image_id']}"}]}
         if row["image_id"] else "",
@@ -630,7 +636,7 @@ async def _action_event(request: web.Request, conn: Any, action: asyncpg.Record)
     kind = "volume" if action["action"] in _VOLUME_ACTIONS else "server"
     where = "kind = 'volume'" if kind == "volume" else "kind = 'server' AND actor_id = $2"
     args = [action["request_id"]] if kind == "volume" else [action["request_id"], action["server_id"]]
-    rows = await conn.fetch(f"SELECT at, new_state, payload FROM events WHERE correlation_id = $1 AND {where} "
+    rows = await conn.fetch(f"SELECT at, new_state FROM events WHERE correlation_id = $1 AND {where} "
                             "ORDER BY id", *args)
     done = next((r for r in rows if _settled(kind, r["new_state"])), None)
     failed = done is not None and (done["new_state"] or "").startswith("error")
@@ -641,15 +647,16 @@ async def _action_event(request: web.Request, conn: Any, action: asyncpg.Record)
     if me.is_admin:
         event["traceback"] = None
     version = requested(request)
-    if version >= (2, 62):
-        server = await conn.fetchrow("SELECT host, project_id FROM servers WHERE id = $1", action["server_id"])
-        host = (server["host"] if server else None) or ""
-        event["hostId"] = hashlib.sha224((action["project_id"] + host).encode()).hexdigest() if host else ""
-        if me.is_admin:
-            event["host"] = host
+    if version < (2, 62):
+        return event
+    server = await conn.fetchrow("SELECT host, fault FROM servers WHERE id = $1", action["server_id"])
+    host = (server["host"] if server else None) or ""
+    event["hostId"] = host_id(action["project_id"], host) if host else ""
+    if me.is_admin:
+        event["host"] = host
     if version >= (2, 84):
-        fault = await conn.fetchval("SELECT fault FROM servers WHERE id = $1", action["server_id"]) if failed else None
-        event["details"] = (fault or {}).get("message") if isinstance(fault, dict) else None
+        fault = server["fault"] if server and failed else None
+        event["details"] = fault.get("message") if isinstance(fault, dict) else None
     return event
 
 

@@ -21,12 +21,12 @@ from collections.abc import Callable
 import asyncpg
 import structlog
 
+from actors import db
+
 log = structlog.get_logger("api.events")
 
 LOCK = 0x65766E74  # "evnt"
 BATCH = 5000
-_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError,
-              asyncpg.exceptions.InternalClientError)  # a shutdown's FATAL on an idle connection (actors/db.py)
 
 # One statement, so one round trip and one (implicit) transaction per pass, idle or not: the
 # transaction-level advisory lock lets one sequencer number at a time and is held until the
@@ -91,7 +91,7 @@ class Sequencer:
                 last = await sequence_once(self.pool)
             except asyncio.CancelledError:
                 raise
-            except _DB_ERRORS as exc:
+            except db.DB_ERRORS as exc:
                 log.warning("event sequencing failed; will retry", error=repr(exc))
                 await asyncio.sleep(1.0)
                 continue

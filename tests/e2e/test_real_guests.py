@@ -20,7 +20,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -30,7 +29,7 @@ from typing import Any
 import pytest
 
 from tests.api.conftest import CliError, Cloud, running_cloud
-from tests.conftest import ROOT, RUN_PREFIX, separate_services
+from tests.conftest import ROOT, qemu_scratch_dir, separate_services
 from tests.hostagent.test_libvirt_driver import qemu_system_unavailable
 
 MARK = "actorstack-guest: "
@@ -48,18 +47,8 @@ def _why_not() -> str | None:
 
 @pytest.fixture(scope="module")
 def state_dir() -> Iterator[Path]:
-    """Under /tmp and world-traversable: QEMU runs as another user and opens the disks here."""
-    reason = _why_not()
-    if reason:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"the real-guest end-to-end test cannot run in CI: {reason}")
-        pytest.skip(reason)
-    path = Path(tempfile.mkdtemp(prefix=f"{RUN_PREFIX}-e2e-", dir="/tmp"))
-    path.chmod(0o755)
-    try:
+    with qemu_scratch_dir("e2e", _why_not(), "the real-guest end-to-end test") as path:
         yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -17,11 +17,9 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -31,7 +29,7 @@ import asyncpg
 import pytest
 
 from tests.api.conftest import Cloud, running_cloud
-from tests.conftest import ROOT, RUN_PREFIX, Services, separate_services, wait_until
+from tests.conftest import ROOT, RUN_PREFIX, Services, qemu_scratch_dir, separate_services, wait_until
 from tests.hostagent.test_libvirt_driver import qemu_system_unavailable
 
 pytestmark = pytest.mark.faults
@@ -276,18 +274,8 @@ def remove_domain(server_id: str) -> None:
 
 @pytest.fixture
 def qemu_dir() -> Iterator[Path]:
-    """Under /tmp and world-traversable: QEMU runs as another user and opens the disks here."""
-    reason = _why_not_qemu()
-    if reason:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"the host agent's real-guest fault test cannot run in CI: {reason}")
-        pytest.skip(reason)
-    path = Path(tempfile.mkdtemp(prefix=f"{RUN_PREFIX}-agent-", dir="/tmp"))
-    path.chmod(0o755)
-    try:
+    with qemu_scratch_dir("agent", _why_not_qemu(), "the host agent's real-guest fault test") as path:
         yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 async def test_a_returning_agent_keeps_running_guests_reaps_deleted_ones_and_reports_vanished_ones(
