@@ -10,7 +10,13 @@ from __future__ import annotations
 import asyncio
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
 
 from protocol import Envelope, Message, ProtocolError, Target, decode, encode
 from protocol.replies import Reply

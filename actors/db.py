@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -41,7 +42,9 @@ async def _setup_connection(conn: asyncpg.Connection) -> None:
     # msgspec's JSON codec: several times faster than the json module's on the rows a turn
     # writes and reads (flavors, faults, block devices, event payloads).
     for type_ in ("json", "jsonb"):
-        await conn.set_type_codec(type_, encoder=_json_encode, decoder=msgspec.json.decode, schema="pg_catalog")
+        await conn.set_type_codec(
+            type_, encoder=_json_encode, decoder=msgspec.json.decode, schema="pg_catalog"
+        )
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
@@ -51,14 +54,19 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     every release: one more round trip and one more transaction per use of the pool, which was
     about a third of the database's transactions in a boot storm (bench/boot_storm.py). Our code
     leaves no session state on a pooled connection: it uses transaction-scoped advisory locks, no
-    SET, no cursors outside transactions; the two holders of session state undo it themselves (the shard leases unlock
-    theirs, or terminate the connection when unsure; the outbox listener UNLISTENs)."""
+    SET, no cursors outside transactions; the two holders of session state undo it themselves
+    (the shard leases unlock theirs, or terminate the connection when unsure; the outbox
+    listener UNLISTENs)."""
 
 
 async def create_pool(url: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
     try:
         return await asyncpg.create_pool(
-            url, min_size=min_size, max_size=max_size, init=_setup_connection, reset=_keep_session,
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            init=_setup_connection,
+            reset=_keep_session,
             timeout=10,
         )
     except CONNECT_ERRORS as exc:
@@ -127,12 +135,12 @@ async def init_schema(
         await conn.execute("SELECT pg_advisory_xact_lock($1)", _INIT_LOCK)
         exists = await conn.fetchval("SELECT to_regclass('schema_version') IS NOT NULL")
         if not exists:
-            await conn.execute(schema.read_text())
+            await conn.execute(await asyncio.to_thread(schema.read_text))
             return None, await _current_version(conn)
         before = await _current_version(conn)
         for number, path in migrations_in(migrations):
             if number > before:
-                await conn.execute(path.read_text())
+                await conn.execute(await asyncio.to_thread(path.read_text))
                 await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", number)
         return before, await _current_version(conn)
 

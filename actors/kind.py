@@ -53,7 +53,9 @@ class ActorKind:
         """Every column of the actor's row (what a notification describes); the record itself
         when the row is gone."""
         row = await conn.fetchrow(f"SELECT * FROM {self.sql_table} WHERE id = $1", record.id)
-        return dict(row) if row is not None else msgspec.to_builtins(record, builtin_types=(datetime.datetime,))
+        return (
+            dict(row) if row is not None else msgspec.to_builtins(record, builtin_types=(datetime.datetime,))
+        )
 
     def project_of(self, record: Any) -> str | None:
         if record is None or self.project_field is None:

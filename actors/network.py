@@ -32,17 +32,27 @@ class NetworkRecord(msgspec.Struct, kw_only=True):
     updated_at: datetime.datetime | None = None
 
 
-table = TransitionTable("network", NetworkRecord, states=STATES, error_state=ERROR, state_of=lambda r: r.status)
+table = TransitionTable(
+    "network", NetworkRecord, states=STATES, error_state=ERROR, state_of=lambda r: r.status
+)
 
 
 @table.on(n.SetNetworkAdminState, source=STATES, to={ACTIVE, DOWN})
-def set_admin_state(record: NetworkRecord, msg: n.SetNetworkAdminState, ctx: Context) -> Outcome[NetworkRecord]:
+def set_admin_state(
+    record: NetworkRecord, msg: n.SetNetworkAdminState, ctx: Context
+) -> Outcome[NetworkRecord]:
     status = ACTIVE if msg.admin_state_up else DOWN
     if record.admin_state_up == msg.admin_state_up and record.status == status:
         return Outcome(record)
-    return Outcome(msgspec.structs.replace(
-        record, admin_state_up=msg.admin_state_up, status=status, revision_number=record.revision_number + 1,
-        updated_at=datetime.datetime.fromtimestamp(ctx.now, datetime.UTC)))
+    return Outcome(
+        msgspec.structs.replace(
+            record,
+            admin_state_up=msg.admin_state_up,
+            status=status,
+            revision_number=record.revision_number + 1,
+            updated_at=datetime.datetime.fromtimestamp(ctx.now, datetime.UTC),
+        )
+    )
 
 
 KIND = ActorKind(table, "networks", project_field="project_id")

@@ -38,13 +38,26 @@ def _iso(value: Any) -> str | None:
 
 
 def _flavor(flavor: Mapping[str, Any]) -> dict[str, Any]:
-    return versioned("FlavorPayload", "1.4", {
-        "flavorid": flavor.get("id"), "name": flavor.get("name"), "memory_mb": flavor.get("ram"),
-        "vcpus": flavor.get("vcpus"), "root_gb": flavor.get("disk"), "ephemeral_gb": flavor.get("ephemeral", 0),
-        "swap": flavor.get("swap", 0), "rxtx_factor": 1.0, "vcpu_weight": 0, "disabled": False,
-        "is_public": True, "extra_specs": dict(flavor.get("extra_specs") or {}), "projects": None,
-        "description": None,
-    })
+    return versioned(
+        "FlavorPayload",
+        "1.4",
+        {
+            "flavorid": flavor.get("id"),
+            "name": flavor.get("name"),
+            "memory_mb": flavor.get("ram"),
+            "vcpus": flavor.get("vcpus"),
+            "root_gb": flavor.get("disk"),
+            "ephemeral_gb": flavor.get("ephemeral", 0),
+            "swap": flavor.get("swap", 0),
+            "rxtx_factor": 1.0,
+            "vcpu_weight": 0,
+            "disabled": False,
+            "is_public": True,
+            "extra_specs": dict(flavor.get("extra_specs") or {}),
+            "projects": None,
+            "description": None,
+        },
+    )
 
 
 def _fault(row: Mapping[str, Any], notice: Notify) -> dict[str, Any] | None:
@@ -53,11 +66,17 @@ def _fault(row: Mapping[str, Any], notice: Notify) -> dict[str, Any] | None:
     if notice.priority != ERROR and not notice.extra.get("exception"):
         return None
     message = str(notice.extra.get("reason") or (fault or {}).get("message") or "")
-    return versioned("ExceptionPayload", "1.1", {
-        "module_name": "actorstack.actors.server", "function_name": notice.event_type.split(".")[1],
-        "exception": str(notice.extra.get("exception") or "InstanceFault"),
-        "exception_message": message, "traceback": "",
-    })
+    return versioned(
+        "ExceptionPayload",
+        "1.1",
+        {
+            "module_name": "actorstack.actors.server",
+            "function_name": notice.event_type.split(".")[1],
+            "exception": str(notice.extra.get("exception") or "InstanceFault"),
+            "exception_message": message,
+            "traceback": "",
+        },
+    )
 
 
 def _instance_data(row: Mapping[str, Any], notice: Notify) -> dict[str, Any]:
@@ -94,11 +113,20 @@ def _instance_data(row: Mapping[str, Any], notice: Notify) -> dict[str, Any]:
         "auto_disk_config": "MANUAL",
         "tags": list(row.get("tags") or []),
         "block_devices": [
-            versioned("BlockDevicePayload", "1.0", {
-                "volume_id": bdm.get("volume_id"), "device_name": bdm.get("device"),
-                "boot_index": bdm.get("boot_index"), "delete_on_termination": bool(bdm.get("delete_on_termination")),
-                "tag": None})
-            for bdm in (row.get("block_devices") or []) if bdm.get("status") == "attached"],
+            versioned(
+                "BlockDevicePayload",
+                "1.0",
+                {
+                    "volume_id": bdm.get("volume_id"),
+                    "device_name": bdm.get("device"),
+                    "boot_index": bdm.get("boot_index"),
+                    "delete_on_termination": bool(bdm.get("delete_on_termination")),
+                    "tag": None,
+                },
+            )
+            for bdm in (row.get("block_devices") or [])
+            if bdm.get("status") == "attached"
+        ],
         "fault": _fault(row, notice),
         "action_initiator_user": row.get("user_id"),
         "action_initiator_project": row.get("project_id"),
@@ -107,7 +135,9 @@ def _instance_data(row: Mapping[str, Any], notice: Notify) -> dict[str, Any]:
 
 def server(row: Mapping[str, Any], notice: Notify) -> Notification:
     family = notice.event_type.split(".")[1]
-    name, version = _CREATE if family == "create" else _VOLUME_ACTION if family.startswith("volume_") else _ACTION
+    name, version = (
+        _CREATE if family == "create" else _VOLUME_ACTION if family.startswith("volume_") else _ACTION
+    )
     data = _instance_data(row, notice)
     if family.startswith("volume_"):
         data["volume_id"] = notice.extra.get("volume_id")
@@ -127,7 +157,9 @@ def volume(row: Mapping[str, Any], notice: Notify) -> Notification:
         "volume_id": row["id"],
         "volume_type": row.get("volume_type"),
         "display_name": row.get("name"),
-        "launched_at": _iso(row.get("created_at")) if row.get("status") not in ("creating", "error") else None,
+        "launched_at": _iso(row.get("created_at"))
+        if row.get("status") not in ("creating", "error")
+        else None,
         "created_at": _iso(row.get("created_at")),
         "status": row.get("status"),
         "snapshot_id": row.get("snapshot_id"),
@@ -140,11 +172,14 @@ def volume(row: Mapping[str, Any], notice: Notify) -> Notification:
         "glance_metadata": dict(row.get("image_metadata") or {}),
     }
     payload.update(notice.extra)
-    return Notification(notice.event_type, payload, f"volume.{row.get('backend') or 'actorstack'}",
-                        notice.priority)
+    return Notification(
+        notice.event_type, payload, f"volume.{row.get('backend') or 'actorstack'}", notice.priority
+    )
 
 
-def neutron(event_type: str, resource: str, view: Mapping[str, Any], *, priority: str = "INFO") -> Notification:
+def neutron(
+    event_type: str, resource: str, view: Mapping[str, Any], *, priority: str = "INFO"
+) -> Notification:
     """Neutron's notification of a network, subnet or port: `{resource: view}`; a delete also
     names the id as `<resource>_id`, as neutron-server does."""
     payload: dict[str, Any] = {resource: dict(view)}
@@ -155,9 +190,17 @@ def neutron(event_type: str, resource: str, view: Mapping[str, Any], *, priority
 
 def port(row: Mapping[str, Any], notice: Notify) -> Notification:
     """A port's notification from the actor (a port its server created and now deletes)."""
-    view = {"id": row["id"], "network_id": row.get("network_id"), "tenant_id": row.get("project_id"),
-            "project_id": row.get("project_id"), "name": row.get("name", ""),
-            "mac_address": row.get("mac_address"), "status": row.get("status"),
-            "admin_state_up": row.get("admin_state_up"), "device_id": row.get("device_id"),
-            "device_owner": row.get("device_owner"), "binding:host_id": row.get("binding_host_id")}
+    view = {
+        "id": row["id"],
+        "network_id": row.get("network_id"),
+        "tenant_id": row.get("project_id"),
+        "project_id": row.get("project_id"),
+        "name": row.get("name", ""),
+        "mac_address": row.get("mac_address"),
+        "status": row.get("status"),
+        "admin_state_up": row.get("admin_state_up"),
+        "device_id": row.get("device_id"),
+        "device_owner": row.get("device_owner"),
+        "binding:host_id": row.get("binding_host_id"),
+    }
     return neutron(notice.event_type, "port", view, priority=notice.priority)

@@ -21,8 +21,7 @@ import structlog
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
 
 from actors.crashpoints import crashpoint
-from protocol import Envelope, encode
-from protocol import notifications
+from protocol import Envelope, encode, notifications
 from protocol.routing import ACTOR_EXCHANGE, route
 
 log = structlog.get_logger("actors.outbox")
@@ -59,8 +58,9 @@ def to_queue(envelope: Envelope, queue: str) -> OutboxRow:
 
 def to_notifications(notification: notifications.Notification, at: float) -> OutboxRow:
     """A notification for integrations, to the topic exchange under its priority's key."""
-    return OutboxRow(notification.message_id, notifications.EXCHANGE, notification.routing_key,
-                     notification.encode(at))
+    return OutboxRow(
+        notification.message_id, notifications.EXCHANGE, notification.routing_key, notification.encode(at)
+    )
 
 
 async def write(conn: asyncpg.Connection, rows: Sequence[OutboxRow], *, wake: bool = False) -> None:
@@ -129,7 +129,7 @@ class Relay:
             try:
                 async with self._pool.acquire() as conn:
                     lost = asyncio.Event()
-                    conn.add_termination_listener(lambda _conn: lost.set())
+                    conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
                     await conn.add_listener(CHANNEL, self._notified)
                     try:
                         self.wake()  # whatever committed before we listened
@@ -216,7 +216,9 @@ class Relay:
                 headers=row["headers"] or None,
             )
             pending.append(
-                asyncio.ensure_future(exchange.publish(message, row["routing_key"], mandatory=False, timeout=30))
+                asyncio.ensure_future(
+                    exchange.publish(message, row["routing_key"], mandatory=False, timeout=30)
+                )
             )
         results = await asyncio.gather(*pending, return_exceptions=True)
         failures = [r for r in results if isinstance(r, BaseException)]

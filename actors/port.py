@@ -3,8 +3,8 @@
 Neutron's statuses: DOWN (created, unbound, or administratively down), BUILD (bound to the host
 its server was scheduled to, waiting for the host to plug it), ACTIVE (the host runs the server
 with the port's tap on its network's bridge), ERROR (bound, but no guest came up with it within
-BUILD_TIMEOUT: Neutron's failed binding; a new bind or an unbind leaves it). The API creates the row (DOWN; the
-network's DHCP port ACTIVE) with its fixed IPs, and owns its name, addresses and device fields;
+BUILD_TIMEOUT: Neutron's failed binding; a new bind or an unbind leaves it). The API creates the
+row (DOWN; the network's DHCP port ACTIVE) with its fixed IPs, and owns its name, addresses and device fields;
 the actor owns the status, `admin_state_up` after creation, and the binding. A port whose row
 the API deleted (Neutron lets a user delete a port in use) simply stops receiving messages:
 they are refused as addressed to an absent actor, and the host's reconciliation unplugs it.
@@ -20,8 +20,8 @@ from typing import Any
 
 import msgspec
 
-from actors.kind import ActorKind
 from actors import notices
+from actors.kind import ActorKind
 from actors.table import CancelTimer, Context, Notify, Outcome, Send, SetTimer, TransitionTable
 from protocol import Target
 from protocol import network as n
@@ -51,8 +51,11 @@ class PortRecord(msgspec.Struct, kw_only=True):
 
 def _with(record: PortRecord, ctx: Context, **changes: Any) -> PortRecord:
     return msgspec.structs.replace(
-        record, revision_number=record.revision_number + 1,
-        updated_at=datetime.datetime.fromtimestamp(ctx.now, datetime.UTC), **changes)
+        record,
+        revision_number=record.revision_number + 1,
+        updated_at=datetime.datetime.fromtimestamp(ctx.now, datetime.UTC),
+        **changes,
+    )
 
 
 def _settled_status(record: PortRecord) -> str:
@@ -113,15 +116,27 @@ def activate(record: PortRecord, msg: n.ActivatePort, ctx: Context) -> Outcome[P
     vif_type = "tap" if record.binding_vif_type == "binding_failed" else record.binding_vif_type
     if status == record.status and vif_type == record.binding_vif_type:
         return Outcome(record, effects=(CancelTimer("build"),))
-    return Outcome(_with(record, ctx, status=status, binding_vif_type=vif_type), effects=(CancelTimer("build"),))
+    return Outcome(
+        _with(record, ctx, status=status, binding_vif_type=vif_type), effects=(CancelTimer("build"),)
+    )
 
 
 @table.on(n.UnbindPort, source=STATES, to=STATES)
 def unbind(record: PortRecord, msg: n.UnbindPort, ctx: Context) -> Outcome[PortRecord]:
     if record.device_id != msg.server_id:
         return Outcome(record)  # not this server's any more: nothing to release
-    return Outcome(_with(record, ctx, device_id="", device_owner="", binding_host_id="",
-                         binding_vif_type="unbound", status=DOWN), effects=(CancelTimer("build"),))
+    return Outcome(
+        _with(
+            record,
+            ctx,
+            device_id="",
+            device_owner="",
+            binding_host_id="",
+            binding_vif_type="unbound",
+            status=DOWN,
+        ),
+        effects=(CancelTimer("build"),),
+    )
 
 
 @table.on(n.DeletePort, source=STATES, to=STATES)

@@ -38,8 +38,8 @@ from actors.kind import ActorKind
 from actors.leases import LeaseSessionLost, ShardLeases, lease_key
 from actors.membership import Membership, new_member_id, preferred_owner
 from actors.outbox import OutboxRow, Relay
-from actors.timers import TimerWheel
 from actors.service import ServiceKind
+from actors.timers import TimerWheel
 from actors.turn import HandlerError, TurnResult, fault_details, record_fault, run_service_turn, run_turn
 from actors.worker import BROKER_GONE, QueueWorker
 from protocol import Envelope, ProtocolError, decode
@@ -73,7 +73,9 @@ class RuntimeSettings:
     heartbeat: float = 1.0
     member_timeout: float = 5.0
     lease_poll: float = 0.25  # how often shard ownership is balanced (s)
-    takeover_grace: int = 4  # polls a shard stays free before a member that is not its preferred owner takes it
+    takeover_grace: int = (
+        4  # polls a shard stays free before a member that is not its preferred owner takes it
+    )
     inbox_retention_days: int = 7
 
 
@@ -101,7 +103,11 @@ class Runtime:
         self.timers = TimerWheel(pool, self.relay.wake)
         self.leases = ShardLeases(pool)
         self.membership = Membership(
-            pool, self.member_id, sorted(self.kinds), heartbeat=self.settings.heartbeat, timeout=self.settings.member_timeout
+            pool,
+            self.member_id,
+            sorted(self.kinds),
+            heartbeat=self.settings.heartbeat,
+            timeout=self.settings.member_timeout,
         )
         self.workers: dict[str, QueueWorker] = {}
         self._intake: QueueWorker | None = None
@@ -147,7 +153,10 @@ class Runtime:
         self._tasks.append(asyncio.create_task(self.membership.run(), name="membership"))
         self._tasks.append(asyncio.create_task(self._balance_loop(), name="shard balancer"))
         log.info(
-            "runtime started", member=self.member_id, kinds=sorted(self.kinds), shards=self.shards,
+            "runtime started",
+            member=self.member_id,
+            kinds=sorted(self.kinds),
+            shards=self.shards,
             owned=len(self.leases.held),
         )
 
@@ -196,7 +205,9 @@ class Runtime:
             return preferred_owner(queue, members[self.workers[queue].kind]) == self.member_id
 
         now = asyncio.get_running_loop().time()
-        leaving = [q for q in self.leases.held if not preferred_here(q) and self._standing_in.get(q, 0.0) <= now]
+        leaving = [
+            q for q in self.leases.held if not preferred_here(q) and self._standing_in.get(q, 0.0) <= now
+        ]
         await asyncio.gather(*(self._give_up(self.workers[q]) for q in leaving))
 
         wanted = []
@@ -226,8 +237,7 @@ class Runtime:
                 self._standing_in[queue] = now + self.settings.member_timeout
             await self.workers[queue].subscribe()
         if leaving or got:
-            log.info("shards balanced", owned=len(self.leases.held),
-                     gave_up=len(leaving), took=len(got))
+            log.info("shards balanced", owned=len(self.leases.held), gave_up=len(leaving), took=len(got))
 
     async def _give_up(self, worker: QueueWorker) -> None:
         self._standing_in.pop(worker.queue_name, None)
@@ -256,7 +266,9 @@ class Runtime:
 
     # --- one delivery ---------------------------------------------------------------------
 
-    async def handle(self, kind: ActorKind | ServiceKind, queue: str, message: AbstractIncomingMessage) -> None:
+    async def handle(
+        self, kind: ActorKind | ServiceKind, queue: str, message: AbstractIncomingMessage
+    ) -> None:
         try:
             envelope = decode(message.body)
             if envelope.target.kind != kind.name:
@@ -268,8 +280,10 @@ class Runtime:
             return
 
         with structlog.contextvars.bound_contextvars(
-            correlation_id=envelope.correlation_id, message_id=envelope.id,
-            actor=f"{kind.name}/{envelope.target.id}", message_type=envelope.type,
+            correlation_id=envelope.correlation_id,
+            message_id=envelope.id,
+            actor=f"{kind.name}/{envelope.target.id}",
+            message_type=envelope.type,
         ):
             result = await self._turn_with_retries(kind, queue, message, envelope)
             if result is None:
@@ -292,8 +306,12 @@ class Runtime:
                         )
                     else:
                         result = await run_turn(
-                            conn, kind, envelope, self.activations.get(key),
-                            shards=self.shards, member_id=self.member_id,
+                            conn,
+                            kind,
+                            envelope,
+                            self.activations.get(key),
+                            shards=self.shards,
+                            member_id=self.member_id,
                         )
             except TRANSIENT_ERRORS as exc:
                 self.activations.evict(key)
@@ -309,7 +327,9 @@ class Runtime:
                 log.warning(f"{where} failed", attempt=failures, error=str(exc))
                 if failures >= self.settings.handler_attempts:
                     reason = f"{where} failed {failures} times: {exc}"
-                    if await self._dead_letter(kind, envelope, queue, message.body, reason, fault_details(exc)):
+                    if await self._dead_letter(
+                        kind, envelope, queue, message.body, reason, fault_details(exc)
+                    ):
                         return "dead-lettered"
                     return None
             else:
@@ -351,8 +371,15 @@ class Runtime:
             try:
                 async with self.pool.acquire() as conn:
                     await record_fault(
-                        conn, kind, envelope, queue=queue, raw=raw, reason=reason, details=details,
-                        member_id=self.member_id, dead_letter=copy,
+                        conn,
+                        kind,
+                        envelope,
+                        queue=queue,
+                        raw=raw,
+                        reason=reason,
+                        details=details,
+                        member_id=self.member_id,
+                        dead_letter=copy,
                     )
                 break
             except TRANSIENT_ERRORS as exc:
@@ -396,4 +423,3 @@ class Runtime:
             # The channel went away after the commit: the broker will redeliver and the inbox
             # will recognise the message as a duplicate.
             log.warning("ack failed after commit; redelivery will be deduplicated", error=repr(exc))
-

@@ -85,8 +85,11 @@ async def claim(conn: asyncpg.Connection, msg: m.SelectHost) -> m.Scheduled | m.
         msg.server_id,
     )
     if existing is not None:  # already placed (a retried request): the same answer again
-        return m.Scheduled(host=existing["host"], node=existing["hypervisor_hostname"],
-                           availability_zone=existing["availability_zone"])
+        return m.Scheduled(
+            host=existing["host"],
+            node=existing["hypervisor_hostname"],
+            availability_zone=existing["availability_zone"],
+        )
     vcpus, ram, disk = demand(msg.flavor)
     excluded = list(msg.excluded_hosts)
     only: list[str] | None = None
@@ -113,10 +116,19 @@ async def claim(conn: asyncpg.Connection, msg: m.SelectHost) -> m.Scheduled | m.
             await conn.execute(
                 "INSERT INTO allocations (server_id, host, project_id, group_id, vcpus, memory_mb, local_gb) "
                 "VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                msg.server_id, candidate["name"], msg.project_id, msg.group_id, vcpus, ram, disk,
+                msg.server_id,
+                candidate["name"],
+                msg.project_id,
+                msg.group_id,
+                vcpus,
+                ram,
+                disk,
             )
-            return m.Scheduled(host=candidate["name"], node=won["hypervisor_hostname"],
-                               availability_zone=won["availability_zone"])
+            return m.Scheduled(
+                host=candidate["name"],
+                node=won["hypervisor_hostname"],
+                availability_zone=won["availability_zone"],
+            )
     return m.NoValidHost(reason="There are not enough hosts available.")
 
 
@@ -124,14 +136,18 @@ async def release(conn: asyncpg.Connection, server_id: str, host: str) -> bool:
     """Give the server's claim back to its host; False when there was none (idempotent)."""
     row = await conn.fetchrow(
         "DELETE FROM allocations WHERE server_id = $1 AND host = $2 RETURNING vcpus, memory_mb, local_gb",
-        server_id, host,
+        server_id,
+        host,
     )
     if row is None:
         return False
     await conn.execute(
         "UPDATE compute_hosts SET used_vcpus = used_vcpus - $2, used_memory_mb = used_memory_mb - $3, "
         "used_local_gb = used_local_gb - $4, generation = generation + 1 WHERE name = $1",
-        host, row["vcpus"], row["memory_mb"], row["local_gb"],
+        host,
+        row["vcpus"],
+        row["memory_mb"],
+        row["local_gb"],
     )
     return True
 

@@ -24,9 +24,19 @@ from typing import Any
 
 import msgspec
 
-from actors.kind import ActorKind
 from actors import notices
-from actors.table import CancelTimer, Context, Fault, Notify, Outcome, Refused, Send, SetTimer, TransitionTable
+from actors.kind import ActorKind
+from actors.table import (
+    CancelTimer,
+    Context,
+    Fault,
+    Notify,
+    Outcome,
+    Refused,
+    Send,
+    SetTimer,
+    TransitionTable,
+)
 from protocol import Message, Target
 from protocol import compute as m
 from protocol import network as n
@@ -37,27 +47,56 @@ from protocol.notifications import ERROR
 
 # power_state values, as Nova stores them
 NOSTATE, RUNNING, PAUSED, SHUTDOWN, CRASHED, SUSPENDED = 0, 1, 3, 4, 6, 7
-POWER_STATE_NAMES = {NOSTATE: "NOSTATE", RUNNING: "Running", PAUSED: "Paused", SHUTDOWN: "Shutdown",
-                     CRASHED: "Crashed", SUSPENDED: "Suspended"}
+POWER_STATE_NAMES = {
+    NOSTATE: "NOSTATE",
+    RUNNING: "Running",
+    PAUSED: "Paused",
+    SHUTDOWN: "Shutdown",
+    CRASHED: "Crashed",
+    SUSPENDED: "Suspended",
+}
 
 # Nova's map from (vm_state, task_state) to the API status (nova/api/openstack/common.py).
 _STATUS: dict[str, dict[str | None, str]] = {
-    "active": {None: "ACTIVE", "rebooting": "REBOOT", "reboot_pending": "REBOOT", "reboot_started": "REBOOT",
-               "rebooting_hard": "HARD_REBOOT", "reboot_pending_hard": "HARD_REBOOT",
-               "reboot_started_hard": "HARD_REBOOT", "updating_password": "PASSWORD",
-               "rebuilding": "REBUILD", "rebuild_block_device_mapping": "REBUILD",
-               "rebuild_spawning": "REBUILD", "migrating": "MIGRATING", "resize_prep": "RESIZE",
-               "resize_migrating": "RESIZE", "resize_migrated": "RESIZE", "resize_finish": "RESIZE"},
+    "active": {
+        None: "ACTIVE",
+        "rebooting": "REBOOT",
+        "reboot_pending": "REBOOT",
+        "reboot_started": "REBOOT",
+        "rebooting_hard": "HARD_REBOOT",
+        "reboot_pending_hard": "HARD_REBOOT",
+        "reboot_started_hard": "HARD_REBOOT",
+        "updating_password": "PASSWORD",
+        "rebuilding": "REBUILD",
+        "rebuild_block_device_mapping": "REBUILD",
+        "rebuild_spawning": "REBUILD",
+        "migrating": "MIGRATING",
+        "resize_prep": "RESIZE",
+        "resize_migrating": "RESIZE",
+        "resize_migrated": "RESIZE",
+        "resize_finish": "RESIZE",
+    },
     "building": {None: "BUILD"},
-    "stopped": {None: "SHUTOFF", "resize_prep": "RESIZE", "resize_migrating": "RESIZE",
-                "resize_migrated": "RESIZE", "resize_finish": "RESIZE", "rebuilding": "REBUILD",
-                "rebuild_block_device_mapping": "REBUILD", "rebuild_spawning": "REBUILD"},
+    "stopped": {
+        None: "SHUTOFF",
+        "resize_prep": "RESIZE",
+        "resize_migrating": "RESIZE",
+        "resize_migrated": "RESIZE",
+        "resize_finish": "RESIZE",
+        "rebuilding": "REBUILD",
+        "rebuild_block_device_mapping": "REBUILD",
+        "rebuild_spawning": "REBUILD",
+    },
     "resized": {None: "VERIFY_RESIZE", "resize_reverting": "REVERT_RESIZE"},
     "paused": {None: "PAUSED", "migrating": "MIGRATING"},
     "suspended": {None: "SUSPENDED"},
     "rescued": {None: "RESCUE"},
-    "error": {None: "ERROR", "rebuilding": "REBUILD", "rebuild_block_device_mapping": "REBUILD",
-              "rebuild_spawning": "REBUILD"},
+    "error": {
+        None: "ERROR",
+        "rebuilding": "REBUILD",
+        "rebuild_block_device_mapping": "REBUILD",
+        "rebuild_spawning": "REBUILD",
+    },
     "deleted": {None: "DELETED"},
     "soft-delete": {None: "SOFT_DELETED"},
     "shelved": {None: "SHELVED"},
@@ -131,25 +170,47 @@ def state_name(record: ServerRecord) -> str:
 
 STABLE = ("active", "stopped", "paused", "suspended", "error")
 STATES = {
-    "building:scheduling", "building:networking", "building:block_device_mapping", "building:spawning",
+    "building:scheduling",
+    "building:networking",
+    "building:block_device_mapping",
+    "building:spawning",
     "building:deleting",
-    "active", "active:powering-off", "active:rebooting", "active:rebooting_hard", "active:pausing",
-    "active:suspending", "active:deleting",
-    "stopped", "stopped:powering-on", "stopped:rebooting_hard", "stopped:deleting",
-    "paused", "paused:unpausing", "paused:rebooting_hard", "paused:deleting",
-    "suspended", "suspended:resuming", "suspended:rebooting_hard", "suspended:deleting",
-    "error", "error:powering-off", "error:rebooting_hard", "error:deleting",
+    "active",
+    "active:powering-off",
+    "active:rebooting",
+    "active:rebooting_hard",
+    "active:pausing",
+    "active:suspending",
+    "active:deleting",
+    "stopped",
+    "stopped:powering-on",
+    "stopped:rebooting_hard",
+    "stopped:deleting",
+    "paused",
+    "paused:unpausing",
+    "paused:rebooting_hard",
+    "paused:deleting",
+    "suspended",
+    "suspended:resuming",
+    "suspended:rebooting_hard",
+    "suspended:deleting",
+    "error",
+    "error:powering-off",
+    "error:rebooting_hard",
+    "error:deleting",
     "deleted",
 }
 
 
 def _on_fault(record: ServerRecord, fault: Fault) -> ServerRecord:
-    return _with(record, vm_state="error", task_state=None,
-                 fault=_fault(500, f"{fault.reason}", fault.details))
+    return _with(
+        record, vm_state="error", task_state=None, fault=_fault(500, f"{fault.reason}", fault.details)
+    )
 
 
-table = TransitionTable("server", ServerRecord, states=STATES, error_state="error",
-                        state_of=state_name, on_fault=_on_fault)
+table = TransitionTable(
+    "server", ServerRecord, states=STATES, error_state="error", state_of=state_name, on_fault=_on_fault
+)
 
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -189,10 +250,17 @@ def _states(*vm_states: str, task: str | None = None) -> set[str]:
 
 
 def _select(record: ServerRecord) -> Send:
-    return Send(Target("scheduler", record.id), m.SelectHost(
-        server_id=record.id, project_id=record.project_id, flavor=_flavor(record),
-        availability_zone=record.requested_availability_zone, group_id=record.group_id,
-        excluded_hosts=list(record.attempted_hosts)))
+    return Send(
+        Target("scheduler", record.id),
+        m.SelectHost(
+            server_id=record.id,
+            project_id=record.project_id,
+            flavor=_flavor(record),
+            availability_zone=record.requested_availability_zone,
+            group_id=record.group_id,
+            excluded_hosts=list(record.attempted_hosts),
+        ),
+    )
 
 
 def _release(record: ServerRecord) -> tuple[Send, ...]:
@@ -218,11 +286,23 @@ def _spawn(record: ServerRecord) -> Outcome[ServerRecord]:
     assert record.host is not None
     if any(bdm["status"] == "waiting" for bdm in record.block_devices):
         return _begin(record, "block_device_mapping")
-    volumes = [m.BlockDevice(device=bdm["device"], connection=msgspec.convert(bdm["connection"], v.VolumeConnection),
-                             boot_index=bdm.get("boot_index"))
-               for bdm in record.block_devices if bdm["status"] == "ready"]
-    spawn = m.Spawn(server_id=record.id, name=record.display_name, flavor=_flavor(record),
-                    image_id=record.image_id, ports=_port_ids(record), volumes=volumes)
+    volumes = [
+        m.BlockDevice(
+            device=bdm["device"],
+            connection=msgspec.convert(bdm["connection"], v.VolumeConnection),
+            boot_index=bdm.get("boot_index"),
+        )
+        for bdm in record.block_devices
+        if bdm["status"] == "ready"
+    ]
+    spawn = m.Spawn(
+        server_id=record.id,
+        name=record.display_name,
+        flavor=_flavor(record),
+        image_id=record.image_id,
+        ports=_port_ids(record),
+        volumes=volumes,
+    )
     return _begin(record, "spawning", Send(_agent(record), spawn))
 
 
@@ -238,19 +318,27 @@ def _release_ports(record: ServerRecord) -> tuple[Send, ...]:
     return tuple(effects)
 
 
-@table.on(m.Scheduled, source="building:scheduling",
-          to={"building:networking", "building:block_device_mapping", "building:spawning"})
+@table.on(
+    m.Scheduled,
+    source="building:scheduling",
+    to={"building:networking", "building:block_device_mapping", "building:spawning"},
+)
 def scheduled(record: ServerRecord, msg: m.Scheduled, ctx: Context) -> Outcome[ServerRecord]:
     new = _with(record, host=msg.host, node=msg.node, availability_zone=msg.availability_zone, bound_ports=[])
     if not record.nics:
         return _spawn(new)
-    binds = [Send(Target("port", port_id), n.BindPort(server_id=record.id, host=msg.host))
-             for port_id in _port_ids(record)]
+    binds = [
+        Send(Target("port", port_id), n.BindPort(server_id=record.id, host=msg.host))
+        for port_id in _port_ids(record)
+    ]
     return _begin(new, "networking", *binds)
 
 
-@table.on(n.PortBound, source="building:networking",
-          to={"building:networking", "building:block_device_mapping", "building:spawning"})
+@table.on(
+    n.PortBound,
+    source="building:networking",
+    to={"building:networking", "building:block_device_mapping", "building:spawning"},
+)
 def port_bound(record: ServerRecord, msg: n.PortBound, ctx: Context) -> Outcome[ServerRecord]:
     """Nova waits for its ports' bindings before it spawns; so does the server actor."""
     if msg.host != record.host or msg.port_id not in _port_ids(record) or msg.port_id in record.bound_ports:
@@ -269,21 +357,43 @@ def port_bound_late(record: ServerRecord, msg: n.PortBound, ctx: Context) -> Out
 @table.on(m.NoValidHost, source="building:scheduling", to="error")
 def no_valid_host(record: ServerRecord, msg: m.NoValidHost, ctx: Context) -> Outcome[ServerRecord]:
     message = "No valid host was found. " + msg.reason if msg.reason else "No valid host was found."
-    return _settle(record, _create_error("NoValidHost", message.strip()), vm_state="error",
-                   fault=_fault(500, message.strip()))
+    return _settle(
+        record,
+        _create_error("NoValidHost", message.strip()),
+        vm_state="error",
+        fault=_fault(500, message.strip()),
+    )
 
 
 @table.on(m.Spawned, source="building:spawning", to="active")
 def spawned(record: ServerRecord, msg: m.Spawned, ctx: Context) -> Outcome[ServerRecord]:
-    activate = [Send(Target("port", port_id), n.ActivatePort(server_id=record.id, host=msg.host))
-                for port_id in _port_ids(record)]
-    attached = [Send(Target("volume", bdm["volume_id"]), v.VolumeAttached(
-        attachment_id=bdm["attachment_id"], server_id=record.id, host=msg.host, device=bdm["device"]))
-        for bdm in record.block_devices if bdm["status"] == "ready"]
-    devices = [{**bdm, "status": "attached"} if bdm["status"] == "ready" else bdm for bdm in record.block_devices]
-    return _settle(record, *activate, *attached, Notify("instance.create.end"), vm_state="active",
-                   power_state=msg.power_state,
-                   launched_at=ctx.now, block_devices=devices)
+    activate = [
+        Send(Target("port", port_id), n.ActivatePort(server_id=record.id, host=msg.host))
+        for port_id in _port_ids(record)
+    ]
+    attached = [
+        Send(
+            Target("volume", bdm["volume_id"]),
+            v.VolumeAttached(
+                attachment_id=bdm["attachment_id"], server_id=record.id, host=msg.host, device=bdm["device"]
+            ),
+        )
+        for bdm in record.block_devices
+        if bdm["status"] == "ready"
+    ]
+    devices = [
+        {**bdm, "status": "attached"} if bdm["status"] == "ready" else bdm for bdm in record.block_devices
+    ]
+    return _settle(
+        record,
+        *activate,
+        *attached,
+        Notify("instance.create.end"),
+        vm_state="active",
+        power_state=msg.power_state,
+        launched_at=ctx.now,
+        block_devices=devices,
+    )
 
 
 @table.on(m.SpawnFailed, source="building:spawning", to={"building:scheduling", "error"})
@@ -292,11 +402,20 @@ def spawn_failed(record: ServerRecord, msg: m.SpawnFailed, ctx: Context) -> Outc
     attempted = [*record.attempted_hosts, msg.host]
     release = _release(record)
     if len(attempted) >= record.max_attempts:
-        reason = (f"No valid host was found. Exceeded maximum number of retries. Exhausted all hosts "
-                  f"available for retrying build failures for instance {record.id}.")
-        return _settle(record, *release, _create_error("MaxRetriesExceeded", reason), vm_state="error",
-                       host=None, node=None, attempted_hosts=attempted,
-                       fault=_fault(500, reason, f"last failure on {msg.host}: {msg.reason}"))
+        reason = (
+            f"No valid host was found. Exceeded maximum number of retries. Exhausted all hosts "
+            f"available for retrying build failures for instance {record.id}."
+        )
+        return _settle(
+            record,
+            *release,
+            _create_error("MaxRetriesExceeded", reason),
+            vm_state="error",
+            host=None,
+            node=None,
+            attempted_hosts=attempted,
+            fault=_fault(500, reason, f"last failure on {msg.host}: {msg.reason}"),
+        )
     retry = _with(record, host=None, node=None, attempted_hosts=attempted, bound_ports=[])
     return _begin(retry, "scheduling", *release, _select(retry))
 
@@ -308,8 +427,12 @@ _ACTIONS: dict[type[Message], tuple[set[str], str, str, str]] = {
     m.Stop: (_states("active", "error"), "powering-off", "stop", "stopped"),
     m.Start: (_states("stopped"), "powering-on", "start", "active"),
     m.Reboot: (_states("active"), "rebooting", "reboot", "active"),
-    m.RebootHard: (_states("active", "stopped", "paused", "suspended", "error"), "rebooting_hard", "reboot_hard",
-                   "active"),
+    m.RebootHard: (
+        _states("active", "stopped", "paused", "suspended", "error"),
+        "rebooting_hard",
+        "reboot_hard",
+        "active",
+    ),
     m.Pause: (_states("active"), "pausing", "pause", "paused"),
     m.Unpause: (_states("paused"), "unpausing", "unpause", "active"),
     m.Suspend: (_states("active"), "suspending", "suspend", "suspended"),
@@ -317,8 +440,16 @@ _ACTIONS: dict[type[Message], tuple[set[str], str, str, str]] = {
 }
 _TASK_OF_ACTION = {action: task for _, task, action, _ in _ACTIONS.values()}
 # The notification family of each agent action (instance.<family>.start/end/error), as Nova's.
-_NOTIFIED_AS = {"stop": "power_off", "start": "power_on", "reboot": "reboot", "reboot_hard": "reboot",
-                "pause": "pause", "unpause": "unpause", "suspend": "suspend", "resume": "resume"}
+_NOTIFIED_AS = {
+    "stop": "power_off",
+    "start": "power_on",
+    "reboot": "reboot",
+    "reboot_hard": "reboot",
+    "pause": "pause",
+    "unpause": "unpause",
+    "suspend": "suspend",
+    "resume": "resume",
+}
 _ACTION_OF_TASK = {task: action for action, task in _TASK_OF_ACTION.items()}
 _DONE_STATE = {action: done for _, _, action, done in _ACTIONS.values()}
 
@@ -329,7 +460,9 @@ def _register_action(message: type[Message], sources: set[str], task: str, actio
         if record.host is None:
             raise Refused(f"Instance {record.id} is not ready")
         power = m.PowerAction(server_id=record.id, action=action)
-        return _begin(record, task, Send(_agent(record), power), Notify(f"instance.{_NOTIFIED_AS[action]}.start"))
+        return _begin(
+            record, task, Send(_agent(record), power), Notify(f"instance.{_NOTIFIED_AS[action]}.start")
+        )
 
 
 for _message, (_sources, _task, _action, _done) in _ACTIONS.items():
@@ -342,8 +475,12 @@ _IN_ACTION = {f"{v}:{task}" for sources, task, _, _ in _ACTIONS.values() for v i
 def action_done(record: ServerRecord, msg: m.ActionDone, ctx: Context) -> Outcome[ServerRecord]:
     if _TASK_OF_ACTION.get(msg.action) != record.task_state:
         return Outcome(record)  # a late report of an earlier action
-    return _settle(record, Notify(f"instance.{_NOTIFIED_AS[msg.action]}.end"), vm_state=_DONE_STATE[msg.action],
-                   power_state=msg.power_state)
+    return _settle(
+        record,
+        Notify(f"instance.{_NOTIFIED_AS[msg.action]}.end"),
+        vm_state=_DONE_STATE[msg.action],
+        power_state=msg.power_state,
+    )
 
 
 @table.on(m.ActionFailed, source=_IN_ACTION, to=_IN_ACTION | set(STABLE))
@@ -352,8 +489,11 @@ def action_failed(record: ServerRecord, msg: m.ActionFailed, ctx: Context) -> Ou
     if _TASK_OF_ACTION.get(msg.action) != record.task_state:
         return Outcome(record)
     power = record.power_state if msg.power_state is None else msg.power_state
-    error = Notify(f"instance.{_NOTIFIED_AS[msg.action]}.error", ERROR,
-                   {"exception": "InstanceActionFailed", "reason": msg.reason})
+    error = Notify(
+        f"instance.{_NOTIFIED_AS[msg.action]}.error",
+        ERROR,
+        {"exception": "InstanceActionFailed", "reason": msg.reason},
+    )
     return _settle(record, error, power_state=power, fault=_fault(500, msg.reason))
 
 
@@ -366,10 +506,22 @@ _DELETING = {s for s in STATES if s.endswith(":deleting")}
 @table.on(m.DeleteServer, source=_DELETABLE, to=_DELETING | {"deleted"})
 def delete(record: ServerRecord, msg: m.DeleteServer, ctx: Context) -> Outcome[ServerRecord]:
     if record.host is None:  # never placed: nothing exists on any host (Nova's local delete)
-        return _settle(record, *_release_ports(record), *_release_volumes(record), Notify("instance.delete.start"),
-                       Notify("instance.delete.end"), vm_state="deleted", terminated_at=ctx.now)
-    return _begin(record, "deleting", Send(_agent(record), m.Destroy(server_id=record.id)),
-                  Notify("instance.delete.start"), Notify("instance.shutdown.start"))
+        return _settle(
+            record,
+            *_release_ports(record),
+            *_release_volumes(record),
+            Notify("instance.delete.start"),
+            Notify("instance.delete.end"),
+            vm_state="deleted",
+            terminated_at=ctx.now,
+        )
+    return _begin(
+        record,
+        "deleting",
+        Send(_agent(record), m.Destroy(server_id=record.id)),
+        Notify("instance.delete.start"),
+        Notify("instance.shutdown.start"),
+    )
 
 
 @table.on(m.DeleteServer, source=_DELETING | {"deleted"}, to=_DELETING | {"deleted"})
@@ -379,17 +531,31 @@ def delete_again(record: ServerRecord, msg: m.DeleteServer, ctx: Context) -> Out
 
 @table.on(m.Destroyed, source=_DELETING, to="deleted")
 def destroyed(record: ServerRecord, msg: m.Destroyed, ctx: Context) -> Outcome[ServerRecord]:
-    return _settle(record, *_release(record), *_release_ports(record), *_release_volumes(record),
-                   Notify("instance.shutdown.end"), Notify("instance.delete.end"),
-                   vm_state="deleted", power_state=NOSTATE, terminated_at=ctx.now)
+    return _settle(
+        record,
+        *_release(record),
+        *_release_ports(record),
+        *_release_volumes(record),
+        Notify("instance.shutdown.end"),
+        Notify("instance.delete.end"),
+        vm_state="deleted",
+        power_state=NOSTATE,
+        terminated_at=ctx.now,
+    )
 
 
 # Reports that arrive after the server moved on are accepted and ignored, not errors.
 def _release_volumes(record: ServerRecord) -> tuple[Send, ...]:
     """The server is gone: its volumes are detached (deleted where delete_on_termination says)."""
-    return tuple(Send(Target("volume", bdm["volume_id"]), v.VolumeDetached(
-        attachment_id=bdm["attachment_id"], delete=bool(bdm.get("delete_on_termination"))))
-        for bdm in record.block_devices)
+    return tuple(
+        Send(
+            Target("volume", bdm["volume_id"]),
+            v.VolumeDetached(
+                attachment_id=bdm["attachment_id"], delete=bool(bdm.get("delete_on_termination"))
+            ),
+        )
+        for bdm in record.block_devices
+    )
 
 
 @table.on(m.Scheduled, source=_DELETING | {"deleted", "error"}, to=_DELETING | {"deleted", "error"})
@@ -412,9 +578,16 @@ def task_timeout(record: ServerRecord, msg: m.TaskTimeout, ctx: Context) -> Outc
         return Outcome(record)  # the task ended in time; a stale timer
     if msg.task_state == "deleting":
         # The host never confirmed: the server is gone for the user; `doctor` reconciles the host.
-        return _settle(record, *_release(record), *_release_ports(record), *_release_volumes(record),
-                       Notify("instance.delete.end"), vm_state="deleted", terminated_at=ctx.now,
-                       fault=_fault(500, "Timed out waiting for the host to delete the instance."))
+        return _settle(
+            record,
+            *_release(record),
+            *_release_ports(record),
+            *_release_volumes(record),
+            Notify("instance.delete.end"),
+            vm_state="deleted",
+            terminated_at=ctx.now,
+            fault=_fault(500, "Timed out waiting for the host to delete the instance."),
+        )
     reason = f"Timed out during {msg.task_state} of instance {record.id}."
     notice = _error_notice(record, "Timeout", reason)
     return _settle(record, *((notice,) if notice else ()), vm_state="error", fault=_fault(500, reason))
@@ -465,39 +638,57 @@ def attach_volume(record: ServerRecord, msg: v.AttachVolume, ctx: Context) -> Ou
     (building, mid-task, deleted) gives the reservation back at once."""
     if _bdm(record, msg.attachment_id) is not None:
         return Outcome(record)  # a repeat
-    bdm = {"attachment_id": msg.attachment_id, "volume_id": msg.connection.volume_id, "device": msg.device,
-           "boot_index": None, "delete_on_termination": msg.delete_on_termination,
-           "connection": msgspec.to_builtins(msg.connection), "status": "attaching"}
+    bdm = {
+        "attachment_id": msg.attachment_id,
+        "volume_id": msg.connection.volume_id,
+        "device": msg.device,
+        "boot_index": None,
+        "delete_on_termination": msg.delete_on_termination,
+        "connection": msgspec.to_builtins(msg.connection),
+        "status": "attaching",
+    }
     if record.vm_state not in _ATTACHABLE or record.task_state is not None or record.host is None:
-        failed = v.VolumeAttachFailed(attachment_id=msg.attachment_id,
-                                      reason=f"Instance {record.id} is in state {state_name(record)}.")
+        failed = v.VolumeAttachFailed(
+            attachment_id=msg.attachment_id, reason=f"Instance {record.id} is in state {state_name(record)}."
+        )
         return Outcome(record, effects=(_volume(bdm, failed),))
-    request = v.AttachVolumeOnHost(server_id=record.id, attachment_id=msg.attachment_id, device=msg.device,
-                                   connection=msg.connection)
-    return Outcome(_with(record, block_devices=[*record.block_devices, bdm]),
-                   effects=(Send(_agent(record), request), _volume_notice("attach.start", bdm)))
+    request = v.AttachVolumeOnHost(
+        server_id=record.id, attachment_id=msg.attachment_id, device=msg.device, connection=msg.connection
+    )
+    return Outcome(
+        _with(record, block_devices=[*record.block_devices, bdm]),
+        effects=(Send(_agent(record), request), _volume_notice("attach.start", bdm)),
+    )
 
 
 @table.on(v.VolumeAttachedToServer, source=STATES, to=STATES)
-def volume_attached(record: ServerRecord, msg: v.VolumeAttachedToServer, ctx: Context) -> Outcome[ServerRecord]:
+def volume_attached(
+    record: ServerRecord, msg: v.VolumeAttachedToServer, ctx: Context
+) -> Outcome[ServerRecord]:
     bdm = _bdm(record, msg.attachment_id)
     if bdm is None or bdm["status"] != "attaching" or record.host is None:
         return Outcome(record)
-    done = v.VolumeAttached(attachment_id=msg.attachment_id, server_id=record.id, host=record.host,
-                            device=bdm["device"])
-    return Outcome(_with(record, block_devices=_replace_bdm(record, msg.attachment_id, status="attached")),
-                   effects=(_volume(bdm, done), _volume_notice("attach.end", bdm)))
+    done = v.VolumeAttached(
+        attachment_id=msg.attachment_id, server_id=record.id, host=record.host, device=bdm["device"]
+    )
+    return Outcome(
+        _with(record, block_devices=_replace_bdm(record, msg.attachment_id, status="attached")),
+        effects=(_volume(bdm, done), _volume_notice("attach.end", bdm)),
+    )
 
 
 @table.on(v.VolumeAttachToServerFailed, source=STATES, to=STATES)
-def volume_attach_failed(record: ServerRecord, msg: v.VolumeAttachToServerFailed,
-                         ctx: Context) -> Outcome[ServerRecord]:
+def volume_attach_failed(
+    record: ServerRecord, msg: v.VolumeAttachToServerFailed, ctx: Context
+) -> Outcome[ServerRecord]:
     bdm = _bdm(record, msg.attachment_id)
     if bdm is None or bdm["status"] != "attaching":
         return Outcome(record)
     failed = v.VolumeAttachFailed(attachment_id=msg.attachment_id, reason=msg.reason)
-    return Outcome(_with(record, block_devices=_without_bdm(record, msg.attachment_id)),
-                   effects=(_volume(bdm, failed), _volume_notice("attach.error", bdm, msg.reason)))
+    return Outcome(
+        _with(record, block_devices=_without_bdm(record, msg.attachment_id)),
+        effects=(_volume(bdm, failed), _volume_notice("attach.error", bdm, msg.reason)),
+    )
 
 
 @table.on(v.DetachVolume, source=STATES, to=STATES)
@@ -509,14 +700,19 @@ def detach_volume(record: ServerRecord, msg: v.DetachVolume, ctx: Context) -> Ou
         return Outcome(_with(record, block_devices=_without_bdm(record, msg.attachment_id)), effects=(gone,))
     if bdm["status"] != "attached":
         raise Refused(f"Volume {msg.volume_id} is {bdm['status']} on instance {record.id}.")
-    request = v.DetachVolumeOnHost(server_id=record.id, attachment_id=msg.attachment_id,
-                                   volume_id=msg.volume_id, device=bdm["device"])
-    return Outcome(_with(record, block_devices=_replace_bdm(record, msg.attachment_id, status="detaching")),
-                   effects=(Send(_agent(record), request), _volume_notice("detach.start", bdm)))
+    request = v.DetachVolumeOnHost(
+        server_id=record.id, attachment_id=msg.attachment_id, volume_id=msg.volume_id, device=bdm["device"]
+    )
+    return Outcome(
+        _with(record, block_devices=_replace_bdm(record, msg.attachment_id, status="detaching")),
+        effects=(Send(_agent(record), request), _volume_notice("detach.start", bdm)),
+    )
 
 
 @table.on(v.VolumeDetachedFromServer, source=STATES, to=STATES)
-def volume_detached(record: ServerRecord, msg: v.VolumeDetachedFromServer, ctx: Context) -> Outcome[ServerRecord]:
+def volume_detached(
+    record: ServerRecord, msg: v.VolumeDetachedFromServer, ctx: Context
+) -> Outcome[ServerRecord]:
     bdm = _bdm(record, msg.attachment_id)
     if bdm is None:
         return Outcome(record)
@@ -528,17 +724,24 @@ def volume_detached(record: ServerRecord, msg: v.VolumeDetachedFromServer, ctx: 
 
 
 @table.on(v.VolumeDetachFromServerFailed, source=STATES, to=STATES)
-def volume_detach_failed(record: ServerRecord, msg: v.VolumeDetachFromServerFailed,
-                         ctx: Context) -> Outcome[ServerRecord]:
+def volume_detach_failed(
+    record: ServerRecord, msg: v.VolumeDetachFromServerFailed, ctx: Context
+) -> Outcome[ServerRecord]:
     """The disk stayed: it is still attached, and the volume in-use again."""
     bdm = _bdm(record, msg.attachment_id)
     if bdm is None or bdm["status"] != "detaching" or record.host is None:
         return Outcome(record)
-    still = v.VolumeAttached(attachment_id=msg.attachment_id, server_id=record.id, host=record.host,
-                             device=bdm["device"])
-    return Outcome(_with(record, block_devices=_replace_bdm(record, msg.attachment_id, status="attached"),
-                         fault=_fault(500, f"Detaching volume {msg.volume_id} failed: {msg.reason}")),
-                   effects=(_volume(bdm, still),))
+    still = v.VolumeAttached(
+        attachment_id=msg.attachment_id, server_id=record.id, host=record.host, device=bdm["device"]
+    )
+    return Outcome(
+        _with(
+            record,
+            block_devices=_replace_bdm(record, msg.attachment_id, status="attached"),
+            fault=_fault(500, f"Detaching volume {msg.volume_id} failed: {msg.reason}"),
+        ),
+        effects=(_volume(bdm, still),),
+    )
 
 
 @table.on(v.VolumeReady, source=STATES, to=STATES)
@@ -547,8 +750,12 @@ def volume_ready(record: ServerRecord, msg: v.VolumeReady, ctx: Context) -> Outc
     bdm = _bdm(record, msg.attachment_id)
     if bdm is None or bdm["status"] != "waiting":
         return Outcome(record)
-    new = _with(record, block_devices=_replace_bdm(record, msg.attachment_id, status="ready",
-                                                     connection=msgspec.to_builtins(msg.connection)))
+    new = _with(
+        record,
+        block_devices=_replace_bdm(
+            record, msg.attachment_id, status="ready", connection=msgspec.to_builtins(msg.connection)
+        ),
+    )
     if state_name(new) == "building:block_device_mapping":
         return _spawn(new)
     return Outcome(new)
@@ -563,9 +770,19 @@ def volume_failed(record: ServerRecord, msg: v.VolumeFailed, ctx: Context) -> Ou
     devices = _replace_bdm(record, msg.attachment_id, status="failed")
     if record.vm_state != "building" or record.task_state == "deleting":
         return Outcome(_with(record, block_devices=devices))
-    reason = "Build of instance aborted: " + f"Volume {msg.volume_id} did not finish being created: {msg.reason}"
-    return _settle(record, *_release(record), _create_error("BuildAbortException", reason), vm_state="error",
-                   host=None, node=None, block_devices=devices, fault=_fault(500, reason))
+    reason = (
+        "Build of instance aborted: " + f"Volume {msg.volume_id} did not finish being created: {msg.reason}"
+    )
+    return _settle(
+        record,
+        *_release(record),
+        _create_error("BuildAbortException", reason),
+        vm_state="error",
+        host=None,
+        node=None,
+        block_devices=devices,
+        fault=_fault(500, reason),
+    )
 
 
 # --- notifications ------------------------------------------------------------------------------------
@@ -588,13 +805,21 @@ def _error_notice(record: ServerRecord, exception: str, reason: str) -> Notify |
 
 def _volume_notice(step: str, bdm: dict[str, Any], reason: str = "") -> Notify:
     if step.endswith(".error"):
-        return Notify(f"instance.volume_{step}", ERROR,
-                      {"volume_id": bdm["volume_id"], "exception": "VolumeAttachFailed", "reason": reason})
+        return Notify(
+            f"instance.volume_{step}",
+            ERROR,
+            {"volume_id": bdm["volume_id"], "exception": "VolumeAttachFailed", "reason": reason},
+        )
     return Notify(f"instance.volume_{step}", extra={"volume_id": bdm["volume_id"]})
 
 
-KIND = ActorKind(table, "servers", project_field="project_id", notifier=notices.server,
-                 fault_notice=lambda record: _error_notice(record, "InstanceFault", ""))
+KIND = ActorKind(
+    table,
+    "servers",
+    project_field="project_id",
+    notifier=notices.server,
+    fault_notice=lambda record: _error_notice(record, "InstanceFault", ""),
+)
 
 
 def legal_actions(record: ServerRecord) -> Iterable[type[Message]]:

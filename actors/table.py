@@ -227,7 +227,9 @@ class TransitionTable(Generic[R]):
         try:
             outcome = row.handler(record, envelope.body, Context(envelope, now))
         except Refused as refusal:
-            raise IllegalTransition(self.kind, envelope.target.id, state, envelope.type, refusal.reason) from None
+            raise IllegalTransition(
+                self.kind, envelope.target.id, state, envelope.type, refusal.reason
+            ) from None
         if outcome.delete:
             return outcome
         if outcome.record is None:

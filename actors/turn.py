@@ -26,8 +26,18 @@ from actors import outbox, timers
 from actors.kind import ActorKind
 from actors.outbox import OutboxRow
 from actors.service import ServiceKind
-from actors.table import (ABSENT, CancelTimer, Emit, Fault, IllegalTransition, Notify, Outcome, Refused, Send,
-                          SetTimer)
+from actors.table import (
+    ABSENT,
+    CancelTimer,
+    Emit,
+    Fault,
+    IllegalTransition,
+    Notify,
+    Outcome,
+    Refused,
+    Send,
+    SetTimer,
+)
 from protocol import Envelope, Target
 from protocol.replies import Reply
 
@@ -100,11 +110,20 @@ async def run_turn(
             record, locked = await kind.store.load(conn, actor_id, lock=True), True
 
         rows, due, cancelled, events = _effects(kind, envelope, record, new_record, outcome, shards)
-        rows += await _notifications(conn, kind, new_record if new_record is not None else record, notices,
-                                     row=last_row)
+        rows += await _notifications(
+            conn, kind, new_record if new_record is not None else record, notices, row=last_row
+        )
         rows += _reply(envelope, new_state=kind.table.current_state(new_record), result=outcome.result)
-        await _write_turn(conn, kind, envelope, new_record if new_record is not None else record,
-                          rows, due, cancelled, events)
+        await _write_turn(
+            conn,
+            kind,
+            envelope,
+            new_record if new_record is not None else record,
+            rows,
+            due,
+            cancelled,
+            events,
+        )
     return TurnResult("applied", new_record, sent=len(rows), timers_set=bool(due))
 
 
@@ -117,7 +136,9 @@ def _apply(kind: ActorKind, record: Any, envelope: Envelope) -> Outcome[Any]:
         raise HandlerError(f"{type(exc).__name__}: {exc}") from exc
 
 
-async def _store(conn: asyncpg.Connection, kind: ActorKind, record: Any, outcome: Outcome[Any]) -> tuple[bool, Any]:
+async def _store(
+    conn: asyncpg.Connection, kind: ActorKind, record: Any, outcome: Outcome[Any]
+) -> tuple[bool, Any]:
     """Write the outcome; (False, None) when the row is not what `record` said it was."""
     store = kind.store
     if outcome.delete:
@@ -143,8 +164,14 @@ def _effects(
     return rows, due, cancelled, events + emitted
 
 
-async def _notifications(conn: asyncpg.Connection, kind: ActorKind, record: Any, notices: list[Notify],
-                         *, row: dict[str, Any] | None = None) -> list[OutboxRow]:
+async def _notifications(
+    conn: asyncpg.Connection,
+    kind: ActorKind,
+    record: Any,
+    notices: list[Notify],
+    *,
+    row: dict[str, Any] | None = None,
+) -> list[OutboxRow]:
     """The turn's notifications, built from the actor's row as this transaction leaves it."""
     if not notices or kind.notifier is None or record is None:
         return []
@@ -245,13 +272,19 @@ def _reply(
             reason=rejection.reason,
         )
     else:
-        body = Reply(ok=True, in_reply_to=envelope.id, state=new_state, result=dict(result) if result else None)
+        body = Reply(
+            ok=True, in_reply_to=envelope.id, state=new_state, result=dict(result) if result else None
+        )
     reply = Envelope.new(Target("reply", envelope.reply_to), body, cause=envelope)
     return [outbox.to_queue(reply, envelope.reply_to)]
 
 
 async def _write_events(
-    conn: asyncpg.Connection, kind: ActorKind | ServiceKind, envelope: Envelope, record: Any, events: list[_Event]
+    conn: asyncpg.Connection,
+    kind: ActorKind | ServiceKind,
+    envelope: Envelope,
+    record: Any,
+    events: list[_Event],
 ) -> None:
     if not events:
         return
@@ -290,8 +323,10 @@ async def record_fault(
     async with conn.transaction():
         message_id = envelope.id if envelope is not None else None
         # A message already handled (it crashed its consumer after the commit) faults nothing.
-        fresh = envelope is not None and kind is not None and bool(
-            await conn.fetchval(_INBOX, envelope.id, kind.name, envelope.target.id, member_id)
+        fresh = (
+            envelope is not None
+            and kind is not None
+            and bool(await conn.fetchval(_INBOX, envelope.id, kind.name, envelope.target.id, member_id))
         )
         if fresh and envelope is not None and isinstance(kind, ActorKind):
             faulted = await _fault_actor(conn, kind, envelope, reason, details)
@@ -324,7 +359,12 @@ async def _fault_actor(
     await conn.execute(
         "INSERT INTO actor_faults (kind, actor_id, message_id, message_type, reason, details) "
         "VALUES ($1, $2, $3, $4, $5, $6)",
-        kind.name, envelope.target.id, envelope.id, envelope.type, reason, details,
+        kind.name,
+        envelope.target.id,
+        envelope.id,
+        envelope.type,
+        reason,
+        details,
     )
     event = _Event("fault", prev, kind.table.error_state, {"reason": reason, "message_type": envelope.type})
     await _write_events(conn, kind, envelope, faulted, [event])

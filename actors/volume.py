@@ -22,20 +22,43 @@ from typing import Any
 
 import msgspec
 
-from actors.kind import ActorKind
 from actors import notices
+from actors.kind import ActorKind
 from actors.table import CancelTimer, Context, Notify, Outcome, Refused, Send, SetTimer, TransitionTable
 from protocol import Target
 from protocol import volume as v
 from protocol.notifications import ERROR
 
-STATES = {"creating", "available", "reserved", "attaching", "in-use", "detaching", "deleting", "error",
-          "error_deleting", "extending", "error_extending"}
-TIMEOUTS = {"creating": 900.0, "extending": 600.0, "deleting": 600.0, "reserved": 600.0, "attaching": 600.0,
-            "detaching": 600.0}
+STATES = {
+    "creating",
+    "available",
+    "reserved",
+    "attaching",
+    "in-use",
+    "detaching",
+    "deleting",
+    "error",
+    "error_deleting",
+    "extending",
+    "error_extending",
+}
+TIMEOUTS = {
+    "creating": 900.0,
+    "extending": 600.0,
+    "deleting": 600.0,
+    "reserved": 600.0,
+    "attaching": 600.0,
+    "detaching": 600.0,
+}
 # What a transitional status times out to.
-TIMED_OUT = {"creating": "error", "extending": "error_extending", "deleting": "error_deleting",
-             "reserved": "error", "attaching": "error", "detaching": "error"}
+TIMED_OUT = {
+    "creating": "error",
+    "extending": "error_extending",
+    "deleting": "error_deleting",
+    "reserved": "error",
+    "attaching": "error",
+    "detaching": "error",
+}
 DELETABLE = {"available", "error", "error_extending", "error_deleting"}
 
 
@@ -59,16 +82,21 @@ class VolumeRecord(msgspec.Struct, kw_only=True):
 
 
 def _with(record: VolumeRecord, ctx: Context, **changes: Any) -> VolumeRecord:
-    return msgspec.structs.replace(record, updated_at=datetime.datetime.fromtimestamp(ctx.now, datetime.UTC),
-                                   **changes)
+    return msgspec.structs.replace(
+        record, updated_at=datetime.datetime.fromtimestamp(ctx.now, datetime.UTC), **changes
+    )
 
 
-def _begin(record: VolumeRecord, ctx: Context, status: str, *effects: Any, **changes: Any) -> Outcome[VolumeRecord]:
+def _begin(
+    record: VolumeRecord, ctx: Context, status: str, *effects: Any, **changes: Any
+) -> Outcome[VolumeRecord]:
     timer = SetTimer("task", TIMEOUTS[status], v.VolumeTimeout(status=status))
     return Outcome(_with(record, ctx, status=status, **changes), effects=(*effects, timer))
 
 
-def _settle(record: VolumeRecord, ctx: Context, status: str, *effects: Any, **changes: Any) -> Outcome[VolumeRecord]:
+def _settle(
+    record: VolumeRecord, ctx: Context, status: str, *effects: Any, **changes: Any
+) -> Outcome[VolumeRecord]:
     return Outcome(_with(record, ctx, status=status, **changes), effects=(*effects, CancelTimer("task")))
 
 
@@ -79,8 +107,9 @@ def _backend(record: VolumeRecord) -> Target:
 
 def connection(record: VolumeRecord) -> v.VolumeConnection:
     assert record.provider_location is not None
-    return v.VolumeConnection(volume_id=record.id, driver="file", path=record.provider_location,
-                              format=record.format)
+    return v.VolumeConnection(
+        volume_id=record.id, driver="file", path=record.provider_location, format=record.format
+    )
 
 
 def _boot_server(record: VolumeRecord) -> str | None:
@@ -92,9 +121,14 @@ def _attachment_id(record: VolumeRecord) -> str | None:
     return None if record.attachment is None else str(record.attachment["id"])
 
 
-table = TransitionTable("volume", VolumeRecord, states=STATES, error_state="error",
-                        state_of=lambda r: r.status,
-                        on_fault=lambda r, f: msgspec.structs.replace(r, status="error", fault=f.reason))
+table = TransitionTable(
+    "volume",
+    VolumeRecord,
+    states=STATES,
+    error_state="error",
+    state_of=lambda r: r.status,
+    on_fault=lambda r, f: msgspec.structs.replace(r, status="error", fault=f.reason),
+)
 
 
 # --- create ------------------------------------------------------------------------------------------
@@ -104,17 +138,24 @@ def _failed_boot(record: VolumeRecord, reason: str) -> tuple[Send, ...]:
     server = _boot_server(record)
     if server is None:
         return ()
-    return (Send(Target("server", server), v.VolumeFailed(
-        attachment_id=str(_attachment_id(record)), volume_id=record.id, reason=reason)),)
+    return (
+        Send(
+            Target("server", server),
+            v.VolumeFailed(attachment_id=str(_attachment_id(record)), volume_id=record.id, reason=reason),
+        ),
+    )
 
 
 @table.on(v.CreateVolume, source="creating", to={"creating", "error"})
 def create(record: VolumeRecord, msg: v.CreateVolume, ctx: Context) -> Outcome[VolumeRecord]:
     if record.backend is None:
         reason = "No valid backend was found. No weighed backends available"
-        return _settle(record, ctx, "error", *_failed_boot(record, reason), _create_error(reason), fault=reason)
-    request = v.CreateVolumeOnBackend(volume_id=record.id, size=record.size, image_id=record.image_id,
-                                      format=record.format)
+        return _settle(
+            record, ctx, "error", *_failed_boot(record, reason), _create_error(reason), fault=reason
+        )
+    request = v.CreateVolumeOnBackend(
+        volume_id=record.id, size=record.size, image_id=record.image_id, format=record.format
+    )
     return _begin(record, ctx, "creating", Send(_backend(record), request), Notify("volume.create.start"))
 
 
@@ -130,8 +171,9 @@ def created(record: VolumeRecord, msg: v.VolumeCreated, ctx: Context) -> Outcome
 
 @table.on(v.VolumeCreateFailed, source="creating", to="error")
 def create_failed(record: VolumeRecord, msg: v.VolumeCreateFailed, ctx: Context) -> Outcome[VolumeRecord]:
-    return _settle(record, ctx, "error", *_failed_boot(record, msg.reason), _create_error(msg.reason),
-                   fault=msg.reason)
+    return _settle(
+        record, ctx, "error", *_failed_boot(record, msg.reason), _create_error(msg.reason), fault=msg.reason
+    )
 
 
 # --- delete ------------------------------------------------------------------------------------------
@@ -139,11 +181,21 @@ def create_failed(record: VolumeRecord, msg: v.VolumeCreateFailed, ctx: Context)
 
 def _delete(record: VolumeRecord, ctx: Context) -> Outcome[VolumeRecord]:
     if record.backend is None or record.provider_location is None:  # nothing exists on a backend
-        return Outcome(None, effects=(CancelTimer("task"), Notify("volume.delete.start"), Notify("volume.delete.end")),
-                       delete=True)
+        return Outcome(
+            None,
+            effects=(CancelTimer("task"), Notify("volume.delete.start"), Notify("volume.delete.end")),
+            delete=True,
+        )
     request = v.DeleteVolumeOnBackend(volume_id=record.id, provider_location=record.provider_location)
-    return _begin(record, ctx, "deleting", Send(_backend(record), request), Notify("volume.delete.start"),
-                  attachment=None, attach_status="detached")
+    return _begin(
+        record,
+        ctx,
+        "deleting",
+        Send(_backend(record), request),
+        Notify("volume.delete.start"),
+        attachment=None,
+        attach_status="detached",
+    )
 
 
 @table.on(v.DeleteVolume, source=DELETABLE, to="deleting")
@@ -174,22 +226,32 @@ def delete_failed(record: VolumeRecord, msg: v.VolumeDeleteFailed, ctx: Context)
 @table.on(v.ExtendVolume, source="available", to="extending")
 def extend(record: VolumeRecord, msg: v.ExtendVolume, ctx: Context) -> Outcome[VolumeRecord]:
     if msg.new_size <= record.size:
-        raise Refused(f"New size for extend must be greater than current size. (current: {record.size}, "
-                      f"extended: {msg.new_size}).")
+        raise Refused(
+            f"New size for extend must be greater than current size. (current: {record.size}, "
+            f"extended: {msg.new_size})."
+        )
     if record.backend is None or record.provider_location is None:
         # Never created on a backend (an admin reset an errored create to available): there is
         # nothing to grow, and the agent could not be asked.
         raise Refused(f"Volume {record.id} has no storage on a backend; it cannot be extended.")
-    request = v.ExtendVolumeOnBackend(volume_id=record.id, new_size=msg.new_size,
-                                      provider_location=record.provider_location)
-    return _begin(record, ctx, "extending", Send(_backend(record), request), Notify("volume.resize.start"),
-                  target_size=msg.new_size)
+    request = v.ExtendVolumeOnBackend(
+        volume_id=record.id, new_size=msg.new_size, provider_location=record.provider_location
+    )
+    return _begin(
+        record,
+        ctx,
+        "extending",
+        Send(_backend(record), request),
+        Notify("volume.resize.start"),
+        target_size=msg.new_size,
+    )
 
 
 @table.on(v.VolumeExtended, source="extending", to="available")
 def extended(record: VolumeRecord, msg: v.VolumeExtended, ctx: Context) -> Outcome[VolumeRecord]:
-    return _settle(record, ctx, "available", Notify("volume.resize.end"), size=msg.size, target_size=None,
-                   fault=None)
+    return _settle(
+        record, ctx, "available", Notify("volume.resize.end"), size=msg.size, target_size=None, fault=None
+    )
 
 
 @table.on(v.VolumeExtendFailed, source="extending", to="error_extending")
@@ -216,13 +278,20 @@ def attached(record: VolumeRecord, msg: v.VolumeAttached, ctx: Context) -> Outco
     mine = _attachment_id(record) == msg.attachment_id
     if not mine and not (record.attachment is None and record.status in ("available", "error")):
         return Outcome(record)  # attached to something else since: not ours to change
-    attachment = dict(record.attachment or {"id": msg.attachment_id, "server_id": msg.server_id, "mode": "rw",
-                                            "delete_on_termination": False})
-    attachment.update(host=msg.host, device=msg.device,
-                      attached_at=attachment.get("attached_at") or datetime.datetime.fromtimestamp(
-                          ctx.now, datetime.UTC).isoformat())
+    attachment = dict(
+        record.attachment
+        or {"id": msg.attachment_id, "server_id": msg.server_id, "mode": "rw", "delete_on_termination": False}
+    )
+    attachment.update(
+        host=msg.host,
+        device=msg.device,
+        attached_at=attachment.get("attached_at")
+        or datetime.datetime.fromtimestamp(ctx.now, datetime.UTC).isoformat(),
+    )
     notice = () if record.status == "in-use" else (Notify("volume.attach.end"),)
-    return _settle(record, ctx, "in-use", *notice, attach_status="attached", attachment=attachment, fault=None)
+    return _settle(
+        record, ctx, "in-use", *notice, attach_status="attached", attachment=attachment, fault=None
+    )
 
 
 @table.on(v.VolumeAttachFailed, source=STATES, to=STATES)

@@ -30,7 +30,9 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--log-level", default="info")
 
     parser = argparse.ArgumentParser(
-        prog="actorstack", description="A compact OpenStack-compatible cloud built from actors.", parents=[common]
+        prog="actorstack",
+        description="A compact OpenStack-compatible cloud built from actors.",
+        parents=[common],
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -39,83 +41,171 @@ def _parser() -> argparse.ArgumentParser:
     dbc.add_parser("init", help="create the schema, or upgrade it with migrations", parents=[common])
 
     runtime_flags = argparse.ArgumentParser(add_help=False)
-    runtime_flags.add_argument("--load", action="append", default=[], metavar="MODULE",
-                               help="also host the actor kinds in MODULE.KINDS")
+    runtime_flags.add_argument(
+        "--load",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="also host the actor kinds in MODULE.KINDS",
+    )
     runtime_flags.add_argument("--heartbeat", type=float, default=1.0, help="membership heartbeat (s)")
-    runtime_flags.add_argument("--member-timeout", type=float, default=5.0,
-                               help="a member silent this long is considered gone (s)")
-    runtime_flags.add_argument("--handler-attempts", type=int, default=5,
-                               help="tries of a failing handler before its message is dead-lettered")
+    runtime_flags.add_argument(
+        "--member-timeout", type=float, default=5.0, help="a member silent this long is considered gone (s)"
+    )
+    runtime_flags.add_argument(
+        "--handler-attempts",
+        type=int,
+        default=5,
+        help="tries of a failing handler before its message is dead-lettered",
+    )
     runtime_flags.add_argument("--backoff", type=float, default=0.05, help="first retry delay (s)")
-    runtime_flags.add_argument("--passivate-after", type=float, default=300.0,
-                               help="drop an actor from memory after this long idle (s)")
+    runtime_flags.add_argument(
+        "--passivate-after",
+        type=float,
+        default=300.0,
+        help="drop an actor from memory after this long idle (s)",
+    )
 
     api_flags = argparse.ArgumentParser(add_help=False)
-    api_flags.add_argument("--listen", default=os.environ.get("ACTORSTACK_LISTEN", "127.0.0.1:8770"),
-                           help="host:port of the API (env ACTORSTACK_LISTEN)")
-    api_flags.add_argument("--public-url", default=os.environ.get("ACTORSTACK_PUBLIC_URL"),
-                           help="the API's URL as clients reach it (default http://LISTEN)")
-    api_flags.add_argument("--token-ttl", type=float, default=float(os.environ.get("ACTORSTACK_TOKEN_TTL", 3600)),
-                           help="token lifetime in seconds")
-    api_flags.add_argument("--no-commands", action="store_true",
-                           help="do not consume the AMQP command queue (protocol/README.md)")
+    api_flags.add_argument(
+        "--listen",
+        default=os.environ.get("ACTORSTACK_LISTEN", "127.0.0.1:8770"),
+        help="host:port of the API (env ACTORSTACK_LISTEN)",
+    )
+    api_flags.add_argument(
+        "--public-url",
+        default=os.environ.get("ACTORSTACK_PUBLIC_URL"),
+        help="the API's URL as clients reach it (default http://LISTEN)",
+    )
+    api_flags.add_argument(
+        "--token-ttl",
+        type=float,
+        default=float(os.environ.get("ACTORSTACK_TOKEN_TTL", 3600)),
+        help="token lifetime in seconds",
+    )
+    api_flags.add_argument(
+        "--no-commands",
+        action="store_true",
+        help="do not consume the AMQP command queue (protocol/README.md)",
+    )
 
     host_flags = argparse.ArgumentParser(add_help=False)
-    host_flags.add_argument("--virt", choices=VIRT_TYPES, default="test",
-                            help="hypervisor: libvirt's test driver, or real guests on qemu:///system")
-    host_flags.add_argument("--domain-type", choices=["auto", "kvm", "qemu"], default="auto",
-                            help="with --virt qemu: kvm, qemu (TCG), or auto (kvm only on bare metal)")
+    host_flags.add_argument(
+        "--virt",
+        choices=VIRT_TYPES,
+        default="test",
+        help="hypervisor: libvirt's test driver, or real guests on qemu:///system",
+    )
+    host_flags.add_argument(
+        "--domain-type",
+        choices=["auto", "kvm", "qemu"],
+        default="auto",
+        help="with --virt qemu: kvm, qemu (TCG), or auto (kvm only on bare metal)",
+    )
     host_flags.add_argument("--availability-zone", default="nova")
     host_flags.add_argument("--host-ip", default="127.0.0.1")
-    host_flags.add_argument("--host-heartbeat", type=float, default=10.0,
-                            help="compute host heartbeat (s); hosts silent for 30 s are down")
+    host_flags.add_argument(
+        "--host-heartbeat",
+        type=float,
+        default=10.0,
+        help="compute host heartbeat (s); hosts silent for 30 s are down",
+    )
     host_flags.add_argument("--sync-interval", type=float, default=10.0, help="power-state sync period (s)")
     host_flags.add_argument("--cpu-allocation-ratio", type=float, default=4.0)
     host_flags.add_argument("--ram-allocation-ratio", type=float, default=1.0)
     host_flags.add_argument("--disk-allocation-ratio", type=float, default=1.0)
-    host_flags.add_argument("--reserved-host-memory-mb", type=int, default=None,
-                            help="RAM kept from guests (default: 0 with --virt test, 512 with qemu)")
-    host_flags.add_argument("--shutdown-timeout", type=float, default=60.0,
-                            help="how long a stop waits for the guest to shut down before destroying it (s)")
-    host_flags.add_argument("--network", choices=["auto", "linux", "none"],
-                            default=os.environ.get("ACTORSTACK_NETWORK", "auto"),
-                            help="bridges, taps, DHCP and metadata in this kernel (linux, root only), none, "
-                                 "or auto: linux when run as root")
-    host_flags.add_argument("--storage", choices=["file", "none"], default=os.environ.get("ACTORSTACK_STORAGE", "file"),
-                            help="a storage agent for volumes: qcow2 files under <state dir>/volumes, or none")
+    host_flags.add_argument(
+        "--reserved-host-memory-mb",
+        type=int,
+        default=None,
+        help="RAM kept from guests (default: 0 with --virt test, 512 with qemu)",
+    )
+    host_flags.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        default=60.0,
+        help="how long a stop waits for the guest to shut down before destroying it (s)",
+    )
+    host_flags.add_argument(
+        "--network",
+        choices=["auto", "linux", "none"],
+        default=os.environ.get("ACTORSTACK_NETWORK", "auto"),
+        help="bridges, taps, DHCP and metadata in this kernel (linux, root only), none, "
+        "or auto: linux when run as root",
+    )
+    host_flags.add_argument(
+        "--storage",
+        choices=["file", "none"],
+        default=os.environ.get("ACTORSTACK_STORAGE", "file"),
+        help="a storage agent for volumes: qcow2 files under <state dir>/volumes, or none",
+    )
 
-    up = commands.add_parser("up", help="run the whole cloud in one process",
-                             parents=[common, runtime_flags, api_flags, host_flags])
-    up.add_argument("--hosts", type=int, default=1, metavar="N",
-                    help="host agents to run in this process, named <hostname>-1 … -N (0: none)")
+    up = commands.add_parser(
+        "up",
+        help="run the whole cloud in one process",
+        parents=[common, runtime_flags, api_flags, host_flags],
+    )
+    up.add_argument(
+        "--hosts",
+        type=int,
+        default=1,
+        metavar="N",
+        help="host agents to run in this process, named <hostname>-1 … -N (0: none)",
+    )
     commands.add_parser("runtime", help="run the actor runtime role only", parents=[common, runtime_flags])
     commands.add_parser("api", help="run the API role only", parents=[common, api_flags])
-    agent = commands.add_parser("hostagent", help="run the host agent role for this compute host",
-                                parents=[common, host_flags])
+    agent = commands.add_parser(
+        "hostagent", help="run the host agent role for this compute host", parents=[common, host_flags]
+    )
     agent.add_argument("--name", default=socket.gethostname(), help="the host's name (default: the hostname)")
-    commands.add_parser("bootstrap", help="create the admin user and project and the default flavors",
-                        parents=[common, api_flags])
-    openrc_p = commands.add_parser("openrc", help="print the OS_* variables for the openstack CLI (or clouds.yaml)",
-                                   parents=[common, api_flags])
+    commands.add_parser(
+        "bootstrap",
+        help="create the admin user and project and the default flavors",
+        parents=[common, api_flags],
+    )
+    openrc_p = commands.add_parser(
+        "openrc",
+        help="print the OS_* variables for the openstack CLI (or clouds.yaml)",
+        parents=[common, api_flags],
+    )
     openrc_p.add_argument("--clouds-yaml", action="store_true", help="print a clouds.yaml entry instead")
-    up.add_argument("--no-test-image", dest="test_image", action="store_false",
-                    help="with --virt qemu: do not build and register the actorstack-test image")
-    events = commands.add_parser("events", help="tail the event stream (signs in with the OS_* variables)",
-                                 parents=[common])
+    up.add_argument(
+        "--no-test-image",
+        dest="test_image",
+        action="store_false",
+        help="with --virt qemu: do not build and register the actorstack-test image",
+    )
+    events = commands.add_parser(
+        "events", help="tail the event stream (signs in with the OS_* variables)", parents=[common]
+    )
     events_cli.add_arguments(events)
     image = commands.add_parser("testimage", help="the tiny bootable test image", parents=[common])
     image_commands = image.add_subparsers(dest="testimage_command", required=True)
-    build = image_commands.add_parser("build", parents=[common],
-                                      help="build it (once; cached in <state dir>/testimage) and print its path")
+    build = image_commands.add_parser(
+        "build", parents=[common], help="build it (once; cached in <state dir>/testimage) and print its path"
+    )
     build.add_argument("--force", action="store_true", help="build again even when a cached one matches")
-    doctor_p = commands.add_parser("doctor", parents=[common],
-                                   help="list what the cloud did not settle (stuck states, orphans); --fix repairs")
+    doctor_p = commands.add_parser(
+        "doctor",
+        parents=[common],
+        help="list what the cloud did not settle (stuck states, orphans); --fix repairs",
+    )
     doctor_p.add_argument("--fix", action="store_true", help="repair what is safe, through the actors")
     doctor_p.add_argument("--format", dest="doctor_format", choices=["table", "json"], default="table")
-    doctor_p.add_argument("--older-than", type=float, default=600.0, metavar="SECONDS",
-                          help="a transitional state or an orphan this old (and not driven by a timer) is a finding")
-    doctor_p.add_argument("--wait", type=float, default=60.0, metavar="SECONDS",
-                          help="with --fix: how long to wait for the repairs to show")
+    doctor_p.add_argument(
+        "--older-than",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="a transitional state or an orphan this old (and not driven by a timer) is a finding",
+    )
+    doctor_p.add_argument(
+        "--wait",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="with --fix: how long to wait for the repairs to show",
+    )
     return parser
 
 
@@ -142,18 +232,33 @@ async def _db_init(settings: Settings) -> int:
 
 
 def _api_options(args: argparse.Namespace) -> roles.ApiOptions:
-    return roles.ApiOptions(listen=args.listen, public_url=args.public_url, token_ttl=args.token_ttl,
-                            commands=not args.no_commands)
+    return roles.ApiOptions(
+        listen=args.listen,
+        public_url=args.public_url,
+        token_ttl=args.token_ttl,
+        commands=not args.no_commands,
+    )
 
 
-def _host_options(args: argparse.Namespace, names: tuple[str, ...], *, own_directories: bool) -> roles.HostOptions:
+def _host_options(
+    args: argparse.Namespace, names: tuple[str, ...], *, own_directories: bool
+) -> roles.HostOptions:
     return roles.HostOptions(
-        names=names, virt=args.virt, domain_type=args.domain_type, own_directories=own_directories,
-        availability_zone=args.availability_zone, host_ip=args.host_ip, heartbeat=args.host_heartbeat,
-        sync_interval=args.sync_interval, cpu_allocation_ratio=args.cpu_allocation_ratio,
-        ram_allocation_ratio=args.ram_allocation_ratio, disk_allocation_ratio=args.disk_allocation_ratio,
-        reserved_memory_mb=args.reserved_host_memory_mb, shutdown_timeout=args.shutdown_timeout,
-        network=args.network, storage=args.storage,
+        names=names,
+        virt=args.virt,
+        domain_type=args.domain_type,
+        own_directories=own_directories,
+        availability_zone=args.availability_zone,
+        host_ip=args.host_ip,
+        heartbeat=args.host_heartbeat,
+        sync_interval=args.sync_interval,
+        cpu_allocation_ratio=args.cpu_allocation_ratio,
+        ram_allocation_ratio=args.ram_allocation_ratio,
+        disk_allocation_ratio=args.disk_allocation_ratio,
+        reserved_memory_mb=args.reserved_host_memory_mb,
+        shutdown_timeout=args.shutdown_timeout,
+        network=args.network,
+        storage=args.storage,
     )
 
 
@@ -180,8 +285,11 @@ async def _testimage(settings: Settings, args: argparse.Namespace) -> int:
     except OSError as exc:  # the state directory is not writable here, the disk is full, …
         raise testimage.BuildError(f"cannot write the test image under {settings.state_dir}: {exc}") from None
     print(image.path)
-    print(f"Upload it with:\n  openstack image create --disk-format qcow2 --container-format bare --public "
-          f"--min-ram 128 --file {image.path} {testimage.NAME}", file=sys.stderr)
+    print(
+        f"Upload it with:\n  openstack image create --disk-format qcow2 --container-format bare --public "
+        f"--min-ram 128 --file {image.path} {testimage.NAME}",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -196,8 +304,13 @@ async def _events(settings: Settings, args: argparse.Namespace) -> int:
 async def _doctor(settings: Settings, args: argparse.Namespace) -> int:
     from actorstack import doctor
 
-    return await doctor.run(settings.database_url, fix=args.fix, fmt=args.doctor_format,
-                            older_than=args.older_than, wait=args.wait)
+    return await doctor.run(
+        settings.database_url,
+        fix=args.fix,
+        fmt=args.doctor_format,
+        older_than=args.older_than,
+        wait=args.wait,
+    )
 
 
 async def _register_test_image(settings: Settings, project_id: str) -> None:
@@ -212,11 +325,21 @@ async def _register_test_image(settings: Settings, project_id: str) -> None:
     pool = await db.create_pool(settings.database_url)
     try:
         image_id, new = await seed.register(
-            pool, settings.state_dir, image.path, name=testimage.NAME, owner=project_id, disk_format="qcow2",
-            build_property="actorstack_testimage", properties=image.properties, min_ram=testimage.MIN_RAM_MB)
+            pool,
+            settings.state_dir,
+            image.path,
+            name=testimage.NAME,
+            owner=project_id,
+            disk_format="qcow2",
+            build_property="actorstack_testimage",
+            properties=image.properties,
+            min_ram=testimage.MIN_RAM_MB,
+        )
     finally:
         await pool.close()
-    log.info("test image registered" if new else "test image present", image=testimage.NAME, image_id=image_id)
+    log.info(
+        "test image registered" if new else "test image present", image=testimage.NAME, image_id=image_id
+    )
 
 
 async def _up(settings: Settings, args: argparse.Namespace) -> int:
@@ -230,16 +353,26 @@ async def _up(settings: Settings, args: argparse.Namespace) -> int:
     hosts = _host_options(args, roles.simulated_host_names(max(0, args.hosts)), own_directories=True)
 
     def ready() -> None:
-        agents = f"{len(hosts.names)} host agent(s) on --virt {hosts.virt}" if hosts.names else "no host agents"
+        agents = (
+            f"{len(hosts.names)} host agent(s) on --virt {hosts.virt}" if hosts.names else "no host agents"
+        )
         print(
-            f"actorstack is up: API {api.base_url}, {agents}, database {redact(settings.database_url)}, broker "
-            f"{redact(settings.amqp_url)}. Ctrl-C stops it.\n"
+            f"actorstack is up: API {api.base_url}, {agents}, database {redact(settings.database_url)}, "
+            f"broker {redact(settings.amqp_url)}. Ctrl-C stops it.\n"
             f"Point the openstack CLI at it with:\n\n{openrc(api.base_url, _admin_password())}\n",
-            file=sys.stderr, flush=True,
+            file=sys.stderr,
+            flush=True,
         )
 
-    await roles.run_roles(settings, stop, kinds=kinds, runtime_settings=_runtime_settings(args), api=api,
-                          hosts=hosts, on_ready=ready)
+    await roles.run_roles(
+        settings,
+        stop,
+        kinds=kinds,
+        runtime_settings=_runtime_settings(args),
+        api=api,
+        hosts=hosts,
+        on_ready=ready,
+    )
     return 0
 
 
@@ -268,12 +401,27 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings.from_env(
         database_url=args.database_url, amqp_url=args.amqp_url, state_dir=args.state_dir
     )
-    commands = {"up": _up, "runtime": _runtime, "api": _api, "hostagent": _hostagent, "bootstrap": _bootstrap,
-                "openrc": _openrc, "testimage": _testimage, "events": _events, "doctor": _doctor}
+    commands = {
+        "up": _up,
+        "runtime": _runtime,
+        "api": _api,
+        "hostagent": _hostagent,
+        "bootstrap": _bootstrap,
+        "openrc": _openrc,
+        "testimage": _testimage,
+        "events": _events,
+        "doctor": _doctor,
+    }
     coro = _db_init(settings) if args.command == "db" else commands[args.command](settings, args)
     try:
         return asyncio.run(coro)
-    except (ServiceUnreachable, roles.NotInitialised, roles.CannotListen, VirtError, testimage.BuildError) as exc:
+    except (
+        ServiceUnreachable,
+        roles.NotInitialised,
+        roles.CannotListen,
+        VirtError,
+        testimage.BuildError,
+    ) as exc:
         print(f"actorstack: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

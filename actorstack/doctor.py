@@ -72,8 +72,15 @@ class Finding:
         return self.kind, self.resource_type, self.resource_id, self.host
 
     def as_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "resource_type": self.resource_type, "resource_id": self.resource_id,
-                "host": self.host, "problem": self.problem, "fix": self.fix, "fixable": self.repair is not None}
+        return {
+            "kind": self.kind,
+            "resource_type": self.resource_type,
+            "resource_id": self.resource_id,
+            "host": self.host,
+            "problem": self.problem,
+            "fix": self.fix,
+            "fixable": self.repair is not None,
+        }
 
 
 def _to(kind: str, actor_id: str, body: Message) -> Envelope:
@@ -115,26 +122,51 @@ async def stuck(conn: asyncpg.Connection, older_than: float) -> list[Finding]:
     for row in await conn.fetch(_STUCK_SERVERS, older_than):
         state = f"{row['vm_state']}/{row['task_state']}"
         outcome = "deleted" if row["task_state"] == "deleting" else "ERROR with a fault"
-        found.append(Finding(
-            STUCK, "server", row["id"], f"in {state} for {_age(row['since'])} with no timer to end it",
-            f"send server.task_timeout: the server actor moves it to {outcome}", host=row["host"],
-            repair=_to("server", row["id"],
-                       m.TaskTimeout(vm_state=row["vm_state"], task_state=row["task_state"]))))
+        found.append(
+            Finding(
+                STUCK,
+                "server",
+                row["id"],
+                f"in {state} for {_age(row['since'])} with no timer to end it",
+                f"send server.task_timeout: the server actor moves it to {outcome}",
+                host=row["host"],
+                repair=_to(
+                    "server", row["id"], m.TaskTimeout(vm_state=row["vm_state"], task_state=row["task_state"])
+                ),
+            )
+        )
     for row in await conn.fetch(_STUCK_VOLUMES, older_than, sorted(volume_actor.TIMED_OUT)):
-        found.append(Finding(
-            STUCK, "volume", row["id"], f"{row['status']} for {_age(row['since'])} with no timer to end it",
-            f"send volume.timeout: the volume actor moves it to {volume_actor.TIMED_OUT[row['status']]}",
-            repair=_to("volume", row["id"], v.VolumeTimeout(status=row["status"]))))
+        found.append(
+            Finding(
+                STUCK,
+                "volume",
+                row["id"],
+                f"{row['status']} for {_age(row['since'])} with no timer to end it",
+                f"send volume.timeout: the volume actor moves it to {volume_actor.TIMED_OUT[row['status']]}",
+                repair=_to("volume", row["id"], v.VolumeTimeout(status=row["status"])),
+            )
+        )
     for row in await conn.fetch(_STUCK_PORTS, older_than):
         bound = bool(row["device_id"] and row["binding_host_id"])
-        found.append(Finding(
-            STUCK, "port", row["id"], f"BUILD for {_age(row['since'])} with no timer to end it",
-            "send port.build_timeout: the port actor moves it to ERROR (a failed binding)" if bound
-            else "nothing automatic: the port is not bound to a server's host; delete or re-bind it",
-            host=row["binding_host_id"] or None,
-            repair=_to("port", row["id"],
-                       n.PortBuildTimeout(server_id=row["device_id"], host=row["binding_host_id"]))
-            if bound else None))
+        found.append(
+            Finding(
+                STUCK,
+                "port",
+                row["id"],
+                f"BUILD for {_age(row['since'])} with no timer to end it",
+                "send port.build_timeout: the port actor moves it to ERROR (a failed binding)"
+                if bound
+                else "nothing automatic: the port is not bound to a server's host; delete or re-bind it",
+                host=row["binding_host_id"] or None,
+                repair=_to(
+                    "port",
+                    row["id"],
+                    n.PortBuildTimeout(server_id=row["device_id"], host=row["binding_host_id"]),
+                )
+                if bound
+                else None,
+            )
+        )
     return found
 
 
@@ -161,11 +193,21 @@ async def orphaned_allocations(conn: asyncpg.Connection, older_than: float) -> l
             why = "its server is deleted"
         else:
             why = f"its server is on {row['server_host'] or 'no host'}"
-        found.append(Finding(
-            ORPHANED_ALLOCATION, "allocation", row["server_id"], f"a claim on {row['host']}, but {why}",
-            f"send scheduler.release_claim: the claim is freed on {row['host']}", host=row["host"],
-            repair=_to("scheduler", row["server_id"],
-                       m.ReleaseClaim(server_id=row["server_id"], host=row["host"]))))
+        found.append(
+            Finding(
+                ORPHANED_ALLOCATION,
+                "allocation",
+                row["server_id"],
+                f"a claim on {row['host']}, but {why}",
+                f"send scheduler.release_claim: the claim is freed on {row['host']}",
+                host=row["host"],
+                repair=_to(
+                    "scheduler",
+                    row["server_id"],
+                    m.ReleaseClaim(server_id=row["server_id"], host=row["host"]),
+                ),
+            )
+        )
     return found
 
 
@@ -190,10 +232,19 @@ async def hosts_and_domains(conn: asyncpg.Connection) -> list[Finding]:
     Only what the report saw after the server last changed counts, so a server being built,
     deleted or moved right now is not taken for a problem."""
     hosts = await conn.fetch(_HOSTS, HOST_DOWN_AFTER)
-    found = [Finding(HOST_DOWN, "host", h["name"], f"no heartbeat for {_age(h['heartbeat_at'])}; its "
-                     f"{h['servers']} server(s) show host_status UNKNOWN",
-                     "nothing automatic: start its host agent (it adopts its domains)", host=h["name"])
-             for h in hosts if not h["up"]]
+    found = [
+        Finding(
+            HOST_DOWN,
+            "host",
+            h["name"],
+            f"no heartbeat for {_age(h['heartbeat_at'])}; its "
+            f"{h['servers']} server(s) show host_status UNKNOWN",
+            "nothing automatic: start its host agent (it adopts its domains)",
+            host=h["name"],
+        )
+        for h in hosts
+        if not h["up"]
+    ]
     reports = [h for h in hosts if h["up"] and h["reported_at"] is not None]
     ids = sorted({server_id for h in reports for server_id in h["domains"]})
     servers = {r["id"]: r for r in await conn.fetch(_SERVERS, [h["name"] for h in reports], ids)}
@@ -219,11 +270,19 @@ def _domains_without_servers(report: asyncpg.Record, servers: dict[str, asyncpg.
             continue
         what = "files (no domain)" if power_state is None else f"domain instance-{server_id}"
         deleting = server is not None and server["task_state"] == "deleting"
-        found.append(Finding(
-            DOMAIN_WITHOUT_SERVER, "instance", server_id, f"{what} on {host}, but {why}",
-            "nothing now: its server is being deleted" if deleting
-            else f"send agent.destroy to {host}: its agent destroys the domain and removes its files",
-            host=host, repair=None if deleting else _to("agent", host, m.Destroy(server_id=server_id))))
+        found.append(
+            Finding(
+                DOMAIN_WITHOUT_SERVER,
+                "instance",
+                server_id,
+                f"{what} on {host}, but {why}",
+                "nothing now: its server is being deleted"
+                if deleting
+                else f"send agent.destroy to {host}: its agent destroys the domain and removes its files",
+                host=host,
+                repair=None if deleting else _to("agent", host, m.Destroy(server_id=server_id)),
+            )
+        )
     return found
 
 
@@ -231,14 +290,24 @@ def _servers_without_domains(report: asyncpg.Record, servers: dict[str, asyncpg.
     host, domains, found = report["name"], report["domains"], []
     for server in sorted(servers.values(), key=lambda s: s["id"]):
         settled = server["vm_state"] in SETTLED_VM_STATES and server["task_state"] is None
-        if (server["host"] != host or not settled or server["changed"] >= report["reported_at"]
-                or domains.get(server["id"]) is not None):
+        if (
+            server["host"] != host
+            or not settled
+            or server["changed"] >= report["reported_at"]
+            or domains.get(server["id"]) is not None
+        ):
             continue
         left = "its files are still there" if server["id"] in domains else "its files are gone too"
-        found.append(Finding(
-            SERVER_WITHOUT_DOMAIN, "server", server["id"],
-            f"{server['vm_state']} on {host}, which has no domain for it ({left})",
-            "nothing automatic: delete the server, or restore its domain on the host", host=host))
+        found.append(
+            Finding(
+                SERVER_WITHOUT_DOMAIN,
+                "server",
+                server["id"],
+                f"{server['vm_state']} on {host}, which has no domain for it ({left})",
+                "nothing automatic: delete the server, or restore its domain on the host",
+                host=host,
+            )
+        )
     return found
 
 
@@ -263,8 +332,9 @@ async def repair(pool: asyncpg.Pool, findings: Sequence[Finding]) -> int:
     return len(envelopes)
 
 
-async def _settle(pool: asyncpg.Pool, older_than: float, repaired: Sequence[Finding],
-                  wait: float) -> list[Finding]:
+async def _settle(
+    pool: asyncpg.Pool, older_than: float, repaired: Sequence[Finding], wait: float
+) -> list[Finding]:
     """Re-examine until none of the repaired findings is left, or `wait` seconds passed; the
     findings then."""
     keys = {f.key for f in repaired}
@@ -282,7 +352,9 @@ def render_table(findings: Sequence[Finding], fixed: Sequence[Finding], *, fixin
     lines = []
     if findings:
         head = ("KIND", "RESOURCE", "HOST", "PROBLEM", "FIX")
-        rows = [(f.kind, f"{f.resource_type} {f.resource_id}", f.host or "-", f.problem, f.fix) for f in findings]
+        rows = [
+            (f.kind, f"{f.resource_type} {f.resource_id}", f.host or "-", f.problem, f.fix) for f in findings
+        ]
         widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head) - 1)]
         for r in [head, *rows]:
             lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1])
@@ -290,8 +362,11 @@ def render_table(findings: Sequence[Finding], fixed: Sequence[Finding], *, fixin
         lines.append(f"Fixed: {len(fixed)}." if fixed else "Nothing was fixed.")
         lines += [f"  fixed {f.kind}: {f.resource_type} {f.resource_id} ({f.fix})" for f in fixed]
     if findings:
-        lines.append(f"{len(findings)} finding(s) remain." if fixing else
-                     f"{len(findings)} finding(s); `actorstack doctor --fix` does what the FIX column says.")
+        lines.append(
+            f"{len(findings)} finding(s) remain."
+            if fixing
+            else f"{len(findings)} finding(s); `actorstack doctor --fix` does what the FIX column says."
+        )
     return "\n".join(lines)
 
 

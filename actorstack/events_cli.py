@@ -20,8 +20,15 @@ from typing import Any
 import aiohttp
 
 RESET, DIM, BOLD = "\033[0m", "\033[2m", "\033[1m"
-COLOURS = {"active": "\033[32m", "available": "\033[32m", "in-use": "\033[32m", "error": "\033[31m",
-           "deleted": "\033[35m", "stopped": "\033[34m", "down": "\033[33m"}
+COLOURS = {
+    "active": "\033[32m",
+    "available": "\033[32m",
+    "in-use": "\033[32m",
+    "error": "\033[31m",
+    "deleted": "\033[35m",
+    "stopped": "\033[34m",
+    "down": "\033[33m",
+}
 TRANSITIONAL = "\033[33m"
 
 
@@ -46,7 +53,7 @@ def _base_url(args: argparse.Namespace) -> str:
         return args.url.rstrip("/")
     auth = os.environ.get("OS_AUTH_URL")
     if not auth:
-        raise EventsError("no API URL: set OS_AUTH_URL (eval \"$(actorstack openrc)\") or pass --url")
+        raise EventsError('no API URL: set OS_AUTH_URL (eval "$(actorstack openrc)") or pass --url')
     auth = auth.rstrip("/")
     for suffix in ("/identity/v3", "/v3", "/identity"):
         if auth.endswith(suffix):
@@ -60,12 +67,27 @@ async def _token(session: aiohttp.ClientSession, base: str) -> str:
     env = os.environ
     missing = [v for v in ("OS_USERNAME", "OS_PASSWORD", "OS_PROJECT_NAME") if not env.get(v)]
     if missing:
-        raise EventsError(f"cannot sign in: {', '.join(missing)} not set (eval \"$(actorstack openrc)\")")
-    body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
-        "name": env["OS_USERNAME"], "password": env["OS_PASSWORD"],
-        "domain": {"name": env.get("OS_USER_DOMAIN_NAME", "Default")}}}},
-        "scope": {"project": {"name": env["OS_PROJECT_NAME"],
-                              "domain": {"name": env.get("OS_PROJECT_DOMAIN_NAME", "Default")}}}}}
+        raise EventsError(f'cannot sign in: {", ".join(missing)} not set (eval "$(actorstack openrc)")')
+    body = {
+        "auth": {
+            "identity": {
+                "methods": ["password"],
+                "password": {
+                    "user": {
+                        "name": env["OS_USERNAME"],
+                        "password": env["OS_PASSWORD"],
+                        "domain": {"name": env.get("OS_USER_DOMAIN_NAME", "Default")},
+                    }
+                },
+            },
+            "scope": {
+                "project": {
+                    "name": env["OS_PROJECT_NAME"],
+                    "domain": {"name": env.get("OS_PROJECT_DOMAIN_NAME", "Default")},
+                }
+            },
+        }
+    }
     async with session.post(f"{base}/identity/v3/auth/tokens", json=body) as response:
         if response.status != 201:
             raise EventsError(f"sign-in refused ({response.status}): {(await response.text())[:300]}")
@@ -85,8 +107,10 @@ def render(event: dict[str, Any], colour: bool) -> str:
     prev = event["prev_state"] or "-"
     paint = TRANSITIONAL if ":" in new else COLOURS.get(new, "")  # "vm_state:task_state" is on its way
     change = f"{prev} -> {new}" if prev != new else new
-    text = (f"{time} #{event['id']:<7} {event['kind']:<9} {event['actor_id']}  {change:<44} "
-            f"{event['type']}  {event['request_id'] or ''}")
+    text = (
+        f"{time} #{event['id']:<7} {event['kind']:<9} {event['actor_id']}  {change:<44} "
+        f"{event['type']}  {event['request_id'] or ''}"
+    )
     if not colour:
         return text
     head, _, rest = text.partition(f"{change:<44}")
@@ -109,8 +133,9 @@ async def tail(args: argparse.Namespace) -> int:
             try:
                 async with session.get(f"{base}/v1/events", params=_query(args), headers=headers) as response:
                     if response.status != 200:
-                        raise EventsError(f"the event stream answered {response.status}: "
-                                          f"{(await response.text())[:300]}")
+                        raise EventsError(
+                            f"the event stream answered {response.status}: {(await response.text())[:300]}"
+                        )
                     failures = 0
                     data = None
                     async for raw in response.content:
@@ -127,7 +152,7 @@ async def tail(args: argparse.Namespace) -> int:
                             shown += 1
                             if args.count is not None and shown >= args.count:
                                 return 0
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiohttp.ClientError) as exc:
                 failures += 1
                 if failures > 5:
                     raise EventsError(f"cannot reach the event stream at {base}: {exc}") from None

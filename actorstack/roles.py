@@ -24,8 +24,8 @@ import structlog
 
 from actors import amqp, db
 from actors.kind import ActorKind
-from actors.service import ServiceKind
 from actors.runtime import Runtime, RuntimeSettings
+from actors.service import ServiceKind
 from actorstack.config import Settings
 
 log = structlog.get_logger("actorstack")
@@ -102,8 +102,11 @@ async def _open_pool(stack: contextlib.AsyncExitStack, settings: Settings) -> as
 
 
 async def _start_runtime(
-    stack: contextlib.AsyncExitStack, settings: Settings, pool: asyncpg.Pool,
-    kinds: Iterable[ActorKind], runtime_settings: RuntimeSettings,
+    stack: contextlib.AsyncExitStack,
+    settings: Settings,
+    pool: asyncpg.Pool,
+    kinds: Iterable[ActorKind],
+    runtime_settings: RuntimeSettings,
 ) -> Runtime:
     shards = int(await db.cluster_setting(pool, "shards"))  # type: ignore[call-overload]
     connection = await amqp.connect(settings.amqp_url)
@@ -121,8 +124,9 @@ async def _start_api(
 
     from api.app import create_app
 
-    app = await create_app(pool, base_url=options.base_url, state_dir=settings.state_dir,
-                           token_ttl=options.token_ttl)
+    app = await create_app(
+        pool, base_url=options.base_url, state_dir=settings.state_dir, token_ttl=options.token_ttl
+    )
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     stack.push_async_callback(runner.cleanup)
@@ -177,8 +181,9 @@ def networking_mode(requested: str) -> str:
     return requested
 
 
-async def _start_networking(stack: contextlib.AsyncExitStack, settings: Settings, pool: asyncpg.Pool,
-                            options: HostOptions) -> Any:
+async def _start_networking(
+    stack: contextlib.AsyncExitStack, settings: Settings, pool: asyncpg.Pool, options: HostOptions
+) -> Any:
     """One networking per process (per kernel): the agents of the process share its bridges."""
     from hostagent.network import HostNetworking, NetworkSettings, NullNetworking
 
@@ -190,12 +195,17 @@ async def _start_networking(stack: contextlib.AsyncExitStack, settings: Settings
     # The tag on every link this cloud creates: the database's name makes a test run's links
     # easy to find (its databases are named after the run), the cloud id makes the tag unique.
     database = settings.database_url.rsplit("/", 1)[-1].split("?", 1)[0]
-    network = HostNetworking(pool, NetworkSettings(
-        owner=f"actorstack:{database}:{cloud_id}", state_dir=settings.state_dir / "network",
-        hosts=frozenset(options.names), interval=options.sync_interval,
-        # A volatile hypervisor forgets its guests when the process ends: so do their networks.
-        remove_on_stop=options.virt == "test",
-    ))
+    network = HostNetworking(
+        pool,
+        NetworkSettings(
+            owner=f"actorstack:{database}:{cloud_id}",
+            state_dir=settings.state_dir / "network",
+            hosts=frozenset(options.names),
+            interval=options.sync_interval,
+            # A volatile hypervisor forgets its guests when the process ends: so do their networks.
+            remove_on_stop=options.virt == "test",
+        ),
+    )
     await network.start()
     stack.push_async_callback(network.stop)
     return network
@@ -218,16 +228,29 @@ async def _start_agents(
     connection = await amqp.connect(settings.amqp_url)
     stack.push_async_callback(connection.close)
     for name in options.names:
-        state_dir: Path = settings.state_dir / "hosts" / name if options.own_directories else settings.state_dir
-        agent_settings = AgentSettings(
-            name=name, state_dir=state_dir, image_dir=image_dir(settings.state_dir),
-            availability_zone=options.availability_zone, host_ip=options.host_ip,
-            heartbeat=options.heartbeat, sync_interval=options.sync_interval,
-            cpu_allocation_ratio=options.cpu_allocation_ratio, ram_allocation_ratio=options.ram_allocation_ratio,
-            disk_allocation_ratio=options.disk_allocation_ratio, reserved_memory_mb=options.reserved_memory_mb,
+        state_dir: Path = (
+            settings.state_dir / "hosts" / name if options.own_directories else settings.state_dir
         )
-        driver = make_driver(options.virt, state_dir=state_dir, hostname=name, domain_type=options.domain_type,
-                             shutdown_timeout=options.shutdown_timeout)
+        agent_settings = AgentSettings(
+            name=name,
+            state_dir=state_dir,
+            image_dir=image_dir(settings.state_dir),
+            availability_zone=options.availability_zone,
+            host_ip=options.host_ip,
+            heartbeat=options.heartbeat,
+            sync_interval=options.sync_interval,
+            cpu_allocation_ratio=options.cpu_allocation_ratio,
+            ram_allocation_ratio=options.ram_allocation_ratio,
+            disk_allocation_ratio=options.disk_allocation_ratio,
+            reserved_memory_mb=options.reserved_memory_mb,
+        )
+        driver = make_driver(
+            options.virt,
+            state_dir=state_dir,
+            hostname=name,
+            domain_type=options.domain_type,
+            shutdown_timeout=options.shutdown_timeout,
+        )
         agent = HostAgent(agent_settings, pool, connection, driver, network)
         await agent.start()
         stack.push_async_callback(agent.stop)
@@ -235,8 +258,13 @@ async def _start_agents(
         await _start_storage(stack, settings, pool, connection, options)
 
 
-async def _start_storage(stack: contextlib.AsyncExitStack, settings: Settings, pool: asyncpg.Pool,
-                         connection: Any, options: HostOptions) -> None:
+async def _start_storage(
+    stack: contextlib.AsyncExitStack,
+    settings: Settings,
+    pool: asyncpg.Pool,
+    connection: Any,
+    options: HostOptions,
+) -> None:
     """One storage agent per process: volumes live in the state directory every simulated host
     of the process shares (as a shared NFS export would be for hosts on several machines)."""
     from api.image.store import image_dir
@@ -244,9 +272,16 @@ async def _start_storage(stack: contextlib.AsyncExitStack, settings: Settings, p
     from hostagent.volumes.file import FileBackend
 
     agent = StorageAgent(
-        StorageAgentSettings(name=backend_name("file"), image_dir=image_dir(settings.state_dir),
-                             availability_zone=options.availability_zone, heartbeat=options.heartbeat),
-        pool, connection, FileBackend(settings.state_dir / "volumes"))
+        StorageAgentSettings(
+            name=backend_name("file"),
+            image_dir=image_dir(settings.state_dir),
+            availability_zone=options.availability_zone,
+            heartbeat=options.heartbeat,
+        ),
+        pool,
+        connection,
+        FileBackend(settings.state_dir / "volumes"),
+    )
     await agent.start()
     stack.push_async_callback(agent.stop)
 

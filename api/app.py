@@ -21,11 +21,15 @@ async def create_app(
 ) -> web.Application:
     key = str(await db.cluster_setting(pool, "token_key"))
     shards = int(await db.cluster_setting(pool, "shards"))  # type: ignore[call-overload]
-    app = web.Application(middlewares=[request_id, errors, authenticate, idempotency.idempotency],
-                          client_max_size=MAX_BODY)
+    app = web.Application(
+        middlewares=[request_id, errors, authenticate, idempotency.idempotency], client_max_size=MAX_BODY
+    )
     app[CTX] = ApiContext(
-        pool=pool, tokens=TokenCodec(key, token_ttl), base_url=base_url.rstrip("/"),
-        state_dir=state_dir, shards=shards,
+        pool=pool,
+        tokens=TokenCodec(key, token_ttl),
+        base_url=base_url.rstrip("/"),
+        state_dir=state_dir,
+        shards=shards,
     )
     discovery.setup(app)
     openapi.setup(app)

@@ -124,7 +124,10 @@ class TokenCodec:
         now = time.time()
         expiry = now + self.ttl if expires_at is None else min(expires_at, now + self.ttl)
         payload = TokenPayload(
-            issued_at=now, expires_at=expiry, audit_id=_b64(secrets.token_bytes(16)), **fields  # type: ignore[arg-type]
+            issued_at=now,
+            expires_at=expiry,
+            audit_id=_b64(secrets.token_bytes(16)),
+            **fields,  # type: ignore[arg-type]
         )
         body = _b64(msgspec.json.encode(payload))
         mac = _b64(hmac.new(self._key, body.encode(), hashlib.sha256).digest())
@@ -134,7 +137,7 @@ class TokenCodec:
         """The payload of a genuine, unexpired token; Unauthorized otherwise."""
         if not token.startswith(TOKEN_PREFIX) or token.count(".") != 2:
             raise Unauthorized("The request you have made requires authentication.")
-        body, mac = token[len(TOKEN_PREFIX):].split(".")
+        body, mac = token[len(TOKEN_PREFIX) :].split(".")
         expected = _b64(hmac.new(self._key, body.encode(), hashlib.sha256).digest())
         if not hmac.compare_digest(mac, expected):
             raise Unauthorized("The request you have made requires authentication.")
@@ -182,7 +185,9 @@ async def check_password(password: str, stored: str | None) -> bool:
     _, n, r, p, salt, digest = stored.split("$")
     params = {"n": int(n), "r": int(r), "p": int(p)}
     got = await asyncio.to_thread(
-        lambda: hashlib.scrypt(password.encode(), salt=_unb64(salt), dklen=32, maxmem=64 * 1024 * 1024, **params)
+        lambda: hashlib.scrypt(
+            password.encode(), salt=_unb64(salt), dklen=32, maxmem=64 * 1024 * 1024, **params
+        )
     )
     return hmac.compare_digest(got, _unb64(digest))
 

@@ -25,8 +25,15 @@ FLAVORS = {
     "m1.xlarge": (16384, 8, 160),
 }
 # Nova's own default flavors used ids "1".."5"; the two small test flavors follow devstack.
-FLAVOR_IDS = {"m1.nano": "42", "m1.micro": "84", "m1.tiny": "1", "m1.small": "2", "m1.medium": "3",
-              "m1.large": "4", "m1.xlarge": "5"}
+FLAVOR_IDS = {
+    "m1.nano": "42",
+    "m1.micro": "84",
+    "m1.tiny": "1",
+    "m1.small": "2",
+    "m1.medium": "3",
+    "m1.large": "4",
+    "m1.xlarge": "5",
+}
 
 
 async def bootstrap(conn: asyncpg.Connection, admin_password: str) -> dict[str, str]:
@@ -34,57 +41,72 @@ async def bootstrap(conn: asyncpg.Connection, admin_password: str) -> dict[str, 
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext('actorstack bootstrap'))")
         for role in ROLES:
-            await conn.execute("INSERT INTO roles (id, name) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING", new_id(), role)
+            await conn.execute(
+                "INSERT INTO roles (id, name) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING", new_id(), role
+            )
         project_id = await conn.fetchval(
             "INSERT INTO projects (id, name, domain_id, description) VALUES ($1, $2, 'default', 'Bootstrap project') "
             "ON CONFLICT (domain_id, name) DO UPDATE SET enabled = true RETURNING id",
-            new_id(), ADMIN_PROJECT,
+            new_id(),
+            ADMIN_PROJECT,
         )
         user_id = await conn.fetchval(
             "INSERT INTO users (id, name, domain_id, password_hash, default_project_id) VALUES ($1, $2, 'default', $3, $4) "
             "ON CONFLICT (domain_id, name) DO UPDATE SET password_hash = EXCLUDED.password_hash, enabled = true "
             "RETURNING id",
-            new_id(), ADMIN_USER, hashed, project_id,
+            new_id(),
+            ADMIN_USER,
+            hashed,
+            project_id,
         )
         await conn.execute(
             "INSERT INTO role_assignments (user_id, project_id, role_id) "
             "SELECT $1, $2, id FROM roles WHERE name = 'admin' ON CONFLICT DO NOTHING",
-            user_id, project_id,
+            user_id,
+            project_id,
         )
         for name, (ram, vcpus, disk) in FLAVORS.items():
             await conn.execute(
                 "INSERT INTO flavors (id, name, ram, vcpus, disk) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-                FLAVOR_IDS[name], name, ram, vcpus, disk,
+                FLAVOR_IDS[name],
+                name,
+                ram,
+                vcpus,
+                disk,
             )
     return {"project_id": project_id, "user_id": user_id}
 
 
 def openrc(base_url: str, password: str) -> str:
     """The environment that points the `openstack` CLI at this cloud as its admin."""
-    return "\n".join([
-        f"export OS_AUTH_URL={base_url}/identity/v3",
-        "export OS_IDENTITY_API_VERSION=3",
-        f"export OS_USERNAME={ADMIN_USER}",
-        f"export OS_PASSWORD={password}",
-        f"export OS_PROJECT_NAME={ADMIN_PROJECT}",
-        "export OS_USER_DOMAIN_NAME=Default",
-        "export OS_PROJECT_DOMAIN_NAME=Default",
-        "export OS_REGION_NAME=RegionOne",
-    ])
+    return "\n".join(
+        [
+            f"export OS_AUTH_URL={base_url}/identity/v3",
+            "export OS_IDENTITY_API_VERSION=3",
+            f"export OS_USERNAME={ADMIN_USER}",
+            f"export OS_PASSWORD={password}",
+            f"export OS_PROJECT_NAME={ADMIN_PROJECT}",
+            "export OS_USER_DOMAIN_NAME=Default",
+            "export OS_PROJECT_DOMAIN_NAME=Default",
+            "export OS_REGION_NAME=RegionOne",
+        ]
+    )
 
 
 def clouds_yaml(base_url: str, password: str, name: str = "actorstack") -> str:
     """A clouds.yaml entry (for `openstack --os-cloud actorstack` and openstacksdk)."""
-    return "\n".join([
-        "clouds:",
-        f"  {name}:",
-        "    auth:",
-        f"      auth_url: {base_url}/identity/v3",
-        f"      username: {ADMIN_USER}",
-        f"      password: {password}",
-        f"      project_name: {ADMIN_PROJECT}",
-        "      user_domain_name: Default",
-        "      project_domain_name: Default",
-        "    region_name: RegionOne",
-        "    identity_api_version: 3",
-    ])
+    return "\n".join(
+        [
+            "clouds:",
+            f"  {name}:",
+            "    auth:",
+            f"      auth_url: {base_url}/identity/v3",
+            f"      username: {ADMIN_USER}",
+            f"      password: {password}",
+            f"      project_name: {ADMIN_PROJECT}",
+            "      user_domain_name: Default",
+            "      project_domain_name: Default",
+            "    region_name: RegionOne",
+            "    identity_api_version: 3",
+        ]
+    )

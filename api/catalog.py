@@ -51,17 +51,29 @@ def catalog(base_url: str, project_id: str | None) -> list[dict[str, Any]]:
 
 def services(base_url: str) -> list[dict[str, Any]]:
     return [
-        {"id": _id("service", t), "type": t, "name": n, "enabled": True, "description": "",
-         "links": {"self": f"{base_url}/identity/v3/services/{_id('service', t)}"}}
+        {
+            "id": _id("service", t),
+            "type": t,
+            "name": n,
+            "enabled": True,
+            "description": "",
+            "links": {"self": f"{base_url}/identity/v3/services/{_id('service', t)}"},
+        }
         for t, n, _ in SERVICES
     ]
 
 
 def endpoints(base_url: str) -> list[dict[str, Any]]:
     return [
-        {"id": _id("endpoint", t), "service_id": _id("service", t), "interface": "public",
-         "region": REGION, "region_id": REGION, "enabled": True,
-         "url": base_url + p.replace("{project_id}", "$(project_id)s"),
-         "links": {"self": f"{base_url}/identity/v3/endpoints/{_id('endpoint', t)}"}}
+        {
+            "id": _id("endpoint", t),
+            "service_id": _id("service", t),
+            "interface": "public",
+            "region": REGION,
+            "region_id": REGION,
+            "enabled": True,
+            "url": base_url + p.replace("{project_id}", "$(project_id)s"),
+            "links": {"self": f"{base_url}/identity/v3/endpoints/{_id('endpoint', t)}"},
+        }
         for t, _, p in SERVICES
     ]

@@ -78,7 +78,11 @@ def _wrapped(name: str) -> Callable[[Args], Any]:
 
 def _attachment(args: Args) -> Any:
     attachment: dict[str, Any] = {"volumeId": args["volume_id"]}
-    for arg, field in (("device", "device"), ("delete_on_termination", "delete_on_termination"), ("tag", "tag")):
+    for arg, field in (
+        ("device", "device"),
+        ("delete_on_termination", "delete_on_termination"),
+        ("tag", "tag"),
+    ):
         if arg in args:
             attachment[field] = args[arg]
     return {"volumeAttachment": attachment}
@@ -90,7 +94,9 @@ def _crud(kind: str, collection: str, *, service: str, update: str = "PUT") -> d
     return {
         f"{kind}.create": Operation("POST", collection, wrapper=kind, body=_wrapped(kind), service=service),
         f"{kind}.show": Operation("GET", one, ids=(item,), service=service),
-        f"{kind}.update": Operation(update, one, ids=(item,), wrapper=kind, body=_wrapped(kind), service=service),
+        f"{kind}.update": Operation(
+            update, one, ids=(item,), wrapper=kind, body=_wrapped(kind), service=service
+        ),
         f"{kind}.delete": Operation("DELETE", one, ids=(item,), service=service),
         f"{kind}.list": Operation("GET", collection, service=service, listing=True),
     }
@@ -100,22 +106,39 @@ _SERVERS = "/compute/v2.1/servers"
 _VOLUMES = "/volume/v3/{project_id}/volumes"
 OPERATIONS: dict[str, Operation] = {
     **_crud("server", _SERVERS, service="compute"),
-    "server.create": Operation("POST", _SERVERS, wrapper="server", optional=("os:scheduler_hints",),
-                               body=lambda args: {k: args[k] for k in ("server", "os:scheduler_hints") if k in args}),
+    "server.create": Operation(
+        "POST",
+        _SERVERS,
+        wrapper="server",
+        optional=("os:scheduler_hints",),
+        body=lambda args: {k: args[k] for k in ("server", "os:scheduler_hints") if k in args},
+    ),
     "server.list": Operation("GET", _SERVERS + "/detail", listing=True),
-    "server.action": Operation("POST", _SERVERS + "/{server_id}/action", ids=("server_id",), wrapper="action",
-                               body=lambda args: args["action"]),
+    "server.action": Operation(
+        "POST",
+        _SERVERS + "/{server_id}/action",
+        ids=("server_id",),
+        wrapper="action",
+        body=lambda args: args["action"],
+    ),
     **_crud("volume", _VOLUMES, service="volume"),
     "volume.list": Operation("GET", _VOLUMES + "/detail", service="volume", listing=True),
-    "volume.attach": Operation("POST", _SERVERS + "/{server_id}/os-volume_attachments",
-                               ids=("server_id",), optional=("volume_id", "device", "delete_on_termination", "tag"),
-                               body=_attachment),
-    "volume.detach": Operation("DELETE", _SERVERS + "/{server_id}/os-volume_attachments/{volume_id}",
-                               ids=("server_id", "volume_id")),
+    "volume.attach": Operation(
+        "POST",
+        _SERVERS + "/{server_id}/os-volume_attachments",
+        ids=("server_id",),
+        optional=("volume_id", "device", "delete_on_termination", "tag"),
+        body=_attachment,
+    ),
+    "volume.detach": Operation(
+        "DELETE", _SERVERS + "/{server_id}/os-volume_attachments/{volume_id}", ids=("server_id", "volume_id")
+    ),
     **_crud("network", "/networking/v2.0/networks", service="network"),
     **_crud("subnet", "/networking/v2.0/subnets", service="network"),
     **_crud("port", "/networking/v2.0/ports", service="network"),
-    "keypair.create": Operation("POST", "/compute/v2.1/os-keypairs", wrapper="keypair", body=_wrapped("keypair")),
+    "keypair.create": Operation(
+        "POST", "/compute/v2.1/os-keypairs", wrapper="keypair", body=_wrapped("keypair")
+    ),
     "keypair.delete": Operation("DELETE", "/compute/v2.1/os-keypairs/{name}", ids=("name",)),
     "keypair.list": Operation("GET", "/compute/v2.1/os-keypairs", listing=True),
 }
@@ -175,8 +198,9 @@ def parse(raw: bytes, routing_key: str) -> Command:
     if unknown:
         raise bad_request(f"Unknown command fields: {', '.join(sorted(unknown))}.")
     if _major(doc.get("version", VERSION)) != _major(VERSION):
-        raise bad_request(f"Command protocol version {doc['version']!r} is not supported; this cloud speaks "
-                          f"{VERSION}.")
+        raise bad_request(
+            f"Command protocol version {doc['version']!r} is not supported; this cloud speaks {VERSION}."
+        )
     op = doc.get("op", routing_key or None)
     if not isinstance(op, str) or not op:
         raise bad_request("The command names no operation ('op').")
@@ -191,7 +215,9 @@ def parse(raw: bytes, routing_key: str) -> Command:
     _check_args(op, operation, args)
     auth = doc.get("auth")
     if not isinstance(auth, dict) or not auth:
-        raise unauthorized("The command carries no credentials ('auth': a token or an application credential).")
+        raise unauthorized(
+            "The command carries no credentials ('auth': a token or an application credential)."
+        )
     key = doc.get("idempotency_key")
     if key is not None and (not isinstance(key, str) or not 0 < len(key) <= 255 or not key.isprintable()):
         raise bad_request("'idempotency_key' must be a string of 1 to 255 printable characters.")
@@ -251,8 +277,9 @@ class Credentials:
         elif set(auth) == {"application_credential"} and isinstance(auth["application_credential"], dict):
             found = await self._exchange(http, base, auth["application_credential"])
         else:
-            raise unauthorized("'auth' must be {\"token\": …} or {\"application_credential\": {\"id\": …, "
-                               "\"secret\": …}}.")
+            raise unauthorized(
+                '\'auth\' must be {"token": …} or {"application_credential": {"id": …, "secret": …}}.'
+            )
         if len(self._known) > 10_000:
             self._known.clear()
         self._known[key] = found
@@ -266,9 +293,14 @@ class Credentials:
                 raise CommandError(response.status, body)
         return _Token(token, _project(body), _expiry(body))
 
-    async def _exchange(self, http: aiohttp.ClientSession, base: str, credential: Mapping[str, Any]) -> _Token:
-        request = {"auth": {"identity": {"methods": ["application_credential"],
-                                         "application_credential": credential}}}
+    async def _exchange(
+        self, http: aiohttp.ClientSession, base: str, credential: Mapping[str, Any]
+    ) -> _Token:
+        request = {
+            "auth": {
+                "identity": {"methods": ["application_credential"], "application_credential": credential}
+            }
+        }
         async with http.post(f"{base}/identity/v3/auth/tokens?nocatalog", json=request) as response:
             body = await _json(response)
             if response.status != 201:
@@ -328,8 +360,10 @@ class Executor:
         ids = {name: urllib.parse.quote(str(command.args[name]), safe="") for name in op.ids}
         if "{project_id}" in op.path:
             if token.project_id is None:
-                raise CommandError(403, {"forbidden": {"code": 403,
-                                                       "message": "This operation needs a project-scoped token."}})
+                raise CommandError(
+                    403,
+                    {"forbidden": {"code": 403, "message": "This operation needs a project-scoped token."}},
+                )
             ids["project_id"] = urllib.parse.quote(token.project_id, safe="")
         url = self.base + op.path.format(**ids)
         headers = {"X-Auth-Token": token.token}
@@ -339,17 +373,26 @@ class Executor:
             headers["OpenStack-API-Version"] = f"compute {command.microversion}"
         elif command.microversion is not None and op.service == "volume":
             headers["OpenStack-API-Version"] = f"volume {command.microversion}"
-        params = {k: str(v).lower() if isinstance(v, bool) else str(v)
-                  for k, v in (command.args.get("query") or {}).items()}
+        params = {
+            k: str(v).lower() if isinstance(v, bool) else str(v)
+            for k, v in (command.args.get("query") or {}).items()
+        }
         body = op.body(command.args) if op.body is not None else None
-        async with http.request(op.method, url, headers=headers, params=params or None,
-                                data=None if body is None else msgspec.json.encode(body),
-                                ) as response:
+        async with http.request(
+            op.method,
+            url,
+            headers=headers,
+            params=params or None,
+            data=None if body is None else msgspec.json.encode(body),
+        ) as response:
             result = await _json(response)
             if response.status == 401:
                 self.credentials.forget(command.auth)
-            reply: dict[str, Any] = {"ok": response.status < 400, "status": response.status,
-                                     "request_id": response.headers.get("x-openstack-request-id")}
+            reply: dict[str, Any] = {
+                "ok": response.status < 400,
+                "status": response.status,
+                "request_id": response.headers.get("x-openstack-request-id"),
+            }
             if response.status < 400:
                 reply["result"] = result
                 reply["replayed"] = response.headers.get("Idempotent-Replayed") == "true"
@@ -412,9 +455,13 @@ class CommandService:
         if message.reply_to:
             assert self._channel is not None
             await self._channel.default_exchange.publish(
-                aio_pika.Message(msgspec.json.encode(reply), content_type="application/json",
-                                 correlation_id=message.correlation_id),
-                routing_key=message.reply_to)
+                aio_pika.Message(
+                    msgspec.json.encode(reply),
+                    content_type="application/json",
+                    correlation_id=message.correlation_id,
+                ),
+                routing_key=message.reply_to,
+            )
         # Acked only once the reply is out: a consumer that dies before runs the command again
         # elsewhere (one effect with an idempotency key, api/idempotency.py).
         await message.ack()
@@ -430,13 +477,29 @@ class CommandService:
             reply = {"ok": False, "status": exc.status, "error": exc.error}
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.warning("commands: the API did not answer", op=op, error=repr(exc))
-            reply = {"ok": False, "status": 503, "error": {"serviceUnavailable": {
-                "code": 503, "message": "The API did not answer the command; retry it (with the same "
-                                        "idempotency_key)."}}}
+            reply = {
+                "ok": False,
+                "status": 503,
+                "error": {
+                    "serviceUnavailable": {
+                        "code": 503,
+                        "message": "The API did not answer the command; retry it (with the same "
+                        "idempotency_key).",
+                    }
+                },
+            }
         except Exception:
             log.exception("commands: unexpected failure", op=op)
-            reply = {"ok": False, "status": 500, "error": {"computeFault": {
-                "code": 500, "message": "The server has either erred or is incapable of performing the requested "
-                                        "operation."}}}
+            reply = {
+                "ok": False,
+                "status": 500,
+                "error": {
+                    "computeFault": {
+                        "code": 500,
+                        "message": "The server has either erred or is incapable of performing the requested "
+                        "operation.",
+                    }
+                },
+            }
         log.info("command", op=op, status=reply["status"])
         return {"version": VERSION, "op": op, **reply}

@@ -35,7 +35,9 @@ def _compute_version(base: str) -> dict[str, Any]:
         "min_version": COMPUTE_MIN,
         "updated": "2013-07-23T11:33:21Z",
         "links": [{"rel": "self", "href": f"{base}/compute/v2.1/"}],
-        "media-types": [{"base": "application/json", "type": "application/vnd.openstack.compute+json;version=2.1"}],
+        "media-types": [
+            {"base": "application/json", "type": "application/vnd.openstack.compute+json;version=2.1"}
+        ],
     }
 
 
@@ -47,7 +49,9 @@ def _volume_version(base: str) -> dict[str, Any]:
         "min_version": VOLUME_MIN,
         "updated": "2023-01-01T00:00:00Z",
         "links": [{"rel": "self", "href": f"{base}/volume/v3/"}],
-        "media-types": [{"base": "application/json", "type": "application/vnd.openstack.volume+json;version=3"}],
+        "media-types": [
+            {"base": "application/json", "type": "application/vnd.openstack.volume+json;version=3"}
+        ],
     }
 
 
@@ -75,8 +79,11 @@ async def compute_v21(request: web.Request) -> web.Response:
 async def image_versions(request: web.Request) -> web.Response:
     base = _base(request)
     versions = [
-        {"id": f"v2.{minor}", "status": "CURRENT" if minor == 16 else "SUPPORTED",
-         "links": [{"rel": "self", "href": f"{base}/image/v2/"}]}
+        {
+            "id": f"v2.{minor}",
+            "status": "CURRENT" if minor == 16 else "SUPPORTED",
+            "links": [{"rel": "self", "href": f"{base}/image/v2/"}],
+        }
         for minor in range(16, -1, -1)
     ]
     return json_response({"versions": versions}, status=300)
@@ -96,8 +103,15 @@ async def volume_v3(request: web.Request) -> web.Response:
 async def network_versions(request: web.Request) -> web.Response:
     base = _base(request)
     return json_response(
-        {"versions": [{"id": "v2.0", "status": "CURRENT",
-                       "links": [{"rel": "self", "href": f"{base}/networking/v2.0/"}]}]}
+        {
+            "versions": [
+                {
+                    "id": "v2.0",
+                    "status": "CURRENT",
+                    "links": [{"rel": "self", "href": f"{base}/networking/v2.0/"}],
+                }
+            ]
+        }
     )
 
 

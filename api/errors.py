@@ -44,7 +44,9 @@ class ApiError(Exception):
     status = 500
     title = "Internal Server Error"
 
-    def __init__(self, message: str, *, headers: dict[str, str] | None = None, kind: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, headers: dict[str, str] | None = None, kind: str | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.headers = headers or {}
@@ -143,8 +145,14 @@ def service_of(path: str) -> str:
     return "identity"
 
 
-def render(service: str, status: int, title: str, message: str, headers: dict[str, str] | None = None,
-           kind: str | None = None) -> web.Response:
+def render(
+    service: str,
+    status: int,
+    title: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+    kind: str | None = None,
+) -> web.Response:
     """The error response in the service's shape; `kind` is only used where the shape has a
     place for it (Neutron's "type")."""
     body: object

@@ -105,7 +105,11 @@ def _key(request: web.Request) -> str | None:
 
 async def _fingerprint(request: web.Request) -> str:
     digest = hashlib.sha256()
-    for part in (request.method.encode(), request.rel_url.path.encode(), request.rel_url.query_string.encode()):
+    for part in (
+        request.method.encode(),
+        request.rel_url.path.encode(),
+        request.rel_url.query_string.encode(),
+    ):
         digest.update(len(part).to_bytes(4, "big") + part)
     digest.update(await request.read())
     return digest.hexdigest()
@@ -116,8 +120,12 @@ def _replay(row: asyncpg.Record) -> web.Response:
     if row["location"]:
         headers["Location"] = row["location"]
     body = bytes(row["body"])
-    return web.Response(status=row["status"], body=body or None, headers=headers,
-                        content_type=row["content_type"] if body else None)
+    return web.Response(
+        status=row["status"],
+        body=body or None,
+        headers=headers,
+        content_type=row["content_type"] if body else None,
+    )
 
 
 @web.middleware
@@ -146,8 +154,14 @@ async def idempotency(request: web.Request, handler: Handler) -> web.StreamRespo
             if response.status >= 400:  # refused or failed: nothing of it stays, the key is free
                 return response
             body = response.body if isinstance(response, web.Response) else b""
-            await conn.execute(_RECORD, *scope, response.status, response.content_type if body else None,
-                               response.headers.get("Location"), _without_secrets(bytes(body or b"")))
+            await conn.execute(
+                _RECORD,
+                *scope,
+                response.status,
+                response.content_type if body else None,
+                response.headers.get("Location"),
+                _without_secrets(bytes(body or b"")),
+            )
             await transaction.commit()
             done = True
             return response
@@ -179,12 +193,16 @@ def _answer_repeat(row: asyncpg.Record | None, fingerprint: str) -> web.Response
     if row is None:  # cannot happen: the conflicting row committed (else our INSERT would have won)
         raise ApiError("The request could not be completed; retry it.")
     if row["fingerprint"] != fingerprint:
-        raise KeyReused(f"{HEADER} was already used with a different request; use a new key for a new request.")
+        raise KeyReused(
+            f"{HEADER} was already used with a different request; use a new key for a new request."
+        )
     return _replay(row)
 
 
 async def purge_expired(pool: asyncpg.Pool) -> int:
-    status = await pool.execute(f"DELETE FROM idempotency_keys WHERE created_at < now() - interval '{RETENTION}'")
+    status = await pool.execute(
+        f"DELETE FROM idempotency_keys WHERE created_at < now() - interval '{RETENTION}'"
+    )
     return int(status.split()[-1])
 
 
@@ -193,6 +211,7 @@ PURGE_EVERY = 600.0  # seconds
 
 async def _purge_loop(app: web.Application) -> AsyncIterator[None]:
     """Forget keys older than RETENTION, every PURGE_EVERY seconds, while the app runs."""
+
     async def loop() -> None:
         while True:
             await asyncio.sleep(PURGE_EVERY)

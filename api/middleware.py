@@ -15,15 +15,22 @@ from api.context import AUTH_KEY, CTX, Handler
 from api.errors import UNAVAILABLE_MESSAGE, ApiError, Unauthorized, database_away, render, service_of
 
 # What PostgreSQL answers to text it cannot store (a NUL in a text or jsonb value).
-UNSTORABLE_TEXT = (asyncpg.exceptions.CharacterNotInRepertoireError,
-                   asyncpg.exceptions.UntranslatableCharacterError)
+UNSTORABLE_TEXT = (
+    asyncpg.exceptions.CharacterNotInRepertoireError,
+    asyncpg.exceptions.UntranslatableCharacterError,
+)
 
 log = structlog.get_logger("api")
 
 _REQUEST_ID = re.compile(r"^req-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _HTTP_TITLES = {
-    400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-    405: "Method Not Allowed", 409: "Conflict", 413: "Request Entity Too Large",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    413: "Request Entity Too Large",
     415: "Unsupported Media Type",
 }
 
@@ -43,7 +50,10 @@ async def request_id(request: web.Request, handler: Handler) -> web.StreamRespon
         if service_of(request.path) == "compute":
             response.headers["x-compute-request-id"] = rid
         log.info(
-            "request", method=request.method, path=request.path, status=response.status,
+            "request",
+            method=request.method,
+            path=request.path,
+            status=response.status,
             ms=round((time.monotonic() - started) * 1000, 1),
         )
         return response
@@ -60,8 +70,12 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except UNSTORABLE_TEXT:
         # A NUL (or a byte sequence PostgreSQL cannot hold) in a path, query or body string
         # reached a query: the caller's input, not our fault, and nothing was stored.
-        return render(service, 400, "Bad Request",
-                      "Invalid input: a string holds a character that cannot be stored (NUL, \\u0000).")
+        return render(
+            service,
+            400,
+            "Bad Request",
+            "Invalid input: a string holds a character that cannot be stored (NUL, \\u0000).",
+        )
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -74,7 +88,9 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             message = "Request is too large."
         else:
             message = exc.text or exc.reason
-        headers = {k: v for k, v in exc.headers.items() if k.lower() not in ("content-type", "content-length")}
+        headers = {
+            k: v for k, v in exc.headers.items() if k.lower() not in ("content-type", "content-length")
+        }
         return render(service, status, _HTTP_TITLES.get(status, exc.reason), message, headers)
     except Exception as exc:
         if database_away(exc):
@@ -82,7 +98,9 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             return render(service, 503, "Service Unavailable", UNAVAILABLE_MESSAGE, {"Retry-After": "1"})
         log.exception("unhandled error", method=request.method, path=request.path)
         return render(
-            service, 500, "Internal Server Error",
+            service,
+            500,
+            "Internal Server Error",
             "The server has either erred or is incapable of performing the requested operation.",
         )
 
@@ -102,8 +120,13 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     except Unauthorized as exc:
         # keystonemiddleware's refusal, the same in every service: Keystone's error shape and
         # where to sign in (not the service's own fault shape, which a handler's errors use).
-        return render("identity", 401, exc.title, exc.message,
-                      {"WWW-Authenticate": 'Keystone uri="%s/identity"' % context.base_url})
+        return render(
+            "identity",
+            401,
+            exc.title,
+            exc.message,
+            {"WWW-Authenticate": 'Keystone uri="%s/identity"' % context.base_url},
+        )
     request[AUTH_KEY] = AuthContext(token, payload)
     structlog.contextvars.bind_contextvars(user_id=payload.user_id, project_id=payload.project_id)
     return await handler(request)

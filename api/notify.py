@@ -22,14 +22,24 @@ def jsonable(value: Any) -> Any:
     return str(value)
 
 
-async def neutron(conn: Any, action: str, resource: str, view: Mapping[str, Any],
-                  request_body: Mapping[str, Any] | None = None) -> None:
+async def neutron(
+    conn: Any,
+    action: str,
+    resource: str,
+    view: Mapping[str, Any],
+    request_body: Mapping[str, Any] | None = None,
+) -> None:
     """`<resource>.<action>.start` (the request's resource body, as Neutron) and `.end` (the
     resource as it is now). `view` is what the API answers for the resource."""
     now = time.time()
-    start = notices.neutron(f"{resource}.{action}.start", resource,
-                            jsonable(request_body) if request_body is not None else {"id": view.get("id")})
+    start = notices.neutron(
+        f"{resource}.{action}.start",
+        resource,
+        jsonable(request_body) if request_body is not None else {"id": view.get("id")},
+    )
     if action == "delete":
         start = notices.neutron(f"{resource}.delete.start", resource, {"id": view.get("id")})
     end = notices.neutron(f"{resource}.{action}.end", resource, view)
-    await outbox.write(conn, [outbox.to_notifications(start, now), outbox.to_notifications(end, now)], wake=True)
+    await outbox.write(
+        conn, [outbox.to_notifications(start, now), outbox.to_notifications(end, now)], wake=True
+    )

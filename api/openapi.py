@@ -40,12 +40,19 @@ DESCRIPTION: Schema = {"type": ["string", "null"], "maxLength": 65535}
 UUID: Schema = {"type": "string", "format": "uuid"}
 BOOL: Schema = {"type": "boolean"}
 # Nova's parameter_types.boolean: a JSON boolean or one of the usual spellings.
-NOVA_BOOL: Schema = {"anyOf": [BOOL, {"type": "string", "enum": ["true", "false", "True", "False", "1", "0",
-                                                                  "on", "off", "yes", "no"]}]}
+NOVA_BOOL: Schema = {
+    "anyOf": [
+        BOOL,
+        {"type": "string", "enum": ["true", "false", "True", "False", "1", "0", "on", "off", "yes", "no"]},
+    ]
+}
 INT32 = 0x7FFFFFFF
-METADATA: Schema = {"type": "object", "maxProperties": 128,
-                    "propertyNames": {"minLength": 1, "maxLength": 255},
-                    "additionalProperties": {"type": "string", "maxLength": 255}}
+METADATA: Schema = {
+    "type": "object",
+    "maxProperties": 128,
+    "propertyNames": {"minLength": 1, "maxLength": 255},
+    "additionalProperties": {"type": "string", "maxLength": 255},
+}
 TAGS: Schema = {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 255}}
 
 
@@ -64,8 +71,12 @@ def wrapped(key: str, properties: dict[str, Schema], *required: str) -> Schema:
 
 def int_or_str(minimum: int, maximum: int = INT32) -> Schema:
     """Nova takes integers as numbers or decimal strings."""
-    return {"anyOf": [{"type": "integer", "minimum": minimum, "maximum": maximum},
-                      {"type": "string", "pattern": "^[0-9]+$"}]}
+    return {
+        "anyOf": [
+            {"type": "integer", "minimum": minimum, "maximum": maximum},
+            {"type": "string", "pattern": "^[0-9]+$"},
+        ]
+    }
 
 
 # --- request bodies, by (method, path) ----------------------------------------------------------------
@@ -76,202 +87,475 @@ _NET = "/networking/v2.0"
 _ID = "/identity/v3"
 
 _SERVER_NETWORK: Schema = obj({"uuid": UUID, "port": UUID, "fixed_ip": {"type": "string"}, "tag": TEXT})
-_BLOCK_DEVICE: Schema = obj({
-    "boot_index": {"type": ["integer", "string", "null"]}, "uuid": {"type": "string"},
-    "source_type": {"type": "string", "enum": ["image", "volume", "blank", "snapshot"]},
-    "destination_type": {"type": "string", "enum": ["volume", "local"]},
-    "volume_size": int_or_str(1), "delete_on_termination": NOVA_BOOL, "device_name": TEXT,
-    "disk_bus": TEXT, "device_type": TEXT, "tag": TEXT, "volume_type": {"type": ["string", "null"]},
-})
-_SERVER_CREATE: Schema = obj({
-    "server": obj({
-        "name": NAME, "imageRef": {"type": "string"}, "flavorRef": {"type": "string"},
-        "networks": {"anyOf": [{"type": "string", "enum": ["auto", "none"]},
-                               {"type": "array", "items": _SERVER_NETWORK}]},
-        "availability_zone": TEXT, "key_name": TEXT, "metadata": METADATA,
-        "user_data": {"type": "string", "maxLength": 65535}, "min_count": int_or_str(1),
-        "max_count": int_or_str(1), "return_reservation_id": NOVA_BOOL, "description": DESCRIPTION,
-        "hostname": TEXT, "security_groups": {"type": "array", "items": obj({"name": TEXT})},
-        "config_drive": NOVA_BOOL, "adminPass": {"type": "string"},
+_BLOCK_DEVICE: Schema = obj(
+    {
+        "boot_index": {"type": ["integer", "string", "null"]},
+        "uuid": {"type": "string"},
+        "source_type": {"type": "string", "enum": ["image", "volume", "blank", "snapshot"]},
+        "destination_type": {"type": "string", "enum": ["volume", "local"]},
+        "volume_size": int_or_str(1),
+        "delete_on_termination": NOVA_BOOL,
+        "device_name": TEXT,
+        "disk_bus": TEXT,
+        "device_type": TEXT,
+        "tag": TEXT,
+        "volume_type": {"type": ["string", "null"]},
+    }
+)
+_SERVER_CREATE: Schema = obj(
+    {
+        "server": obj(
+            {
+                "name": NAME,
+                "imageRef": {"type": "string"},
+                "flavorRef": {"type": "string"},
+                "networks": {
+                    "anyOf": [
+                        {"type": "string", "enum": ["auto", "none"]},
+                        {"type": "array", "items": _SERVER_NETWORK},
+                    ]
+                },
+                "availability_zone": TEXT,
+                "key_name": TEXT,
+                "metadata": METADATA,
+                "user_data": {"type": "string", "maxLength": 65535},
+                "min_count": int_or_str(1),
+                "max_count": int_or_str(1),
+                "return_reservation_id": NOVA_BOOL,
+                "description": DESCRIPTION,
+                "hostname": TEXT,
+                "security_groups": {"type": "array", "items": obj({"name": TEXT})},
+                "config_drive": NOVA_BOOL,
+                "adminPass": {"type": "string"},
+                "OS-DCF:diskConfig": {"type": "string", "enum": ["AUTO", "MANUAL"]},
+                "block_device_mapping_v2": {"type": "array", "items": _BLOCK_DEVICE},
+                "tags": TAGS,
+                "accessIPv4": {"type": "string", "format": "ipv4"},
+                "accessIPv6": {"type": "string", "format": "ipv6"},
+            },
+            "name",
+            "flavorRef",
+        ),
+        "os:scheduler_hints": obj({"group": {"type": "string"}}, extra=True),
+        "OS-SCH-HNT:scheduler_hints": obj({"group": {"type": "string"}}, extra=True),
+    },
+    "server",
+)
+_SERVER_UPDATE = wrapped(
+    "server",
+    {
+        "name": NAME,
+        "description": DESCRIPTION,
+        "hostname": TEXT,
+        "accessIPv4": {"type": "string"},
+        "accessIPv6": {"type": "string"},
         "OS-DCF:diskConfig": {"type": "string", "enum": ["AUTO", "MANUAL"]},
-        "block_device_mapping_v2": {"type": "array", "items": _BLOCK_DEVICE}, "tags": TAGS,
-        "accessIPv4": {"type": "string", "format": "ipv4"}, "accessIPv6": {"type": "string", "format": "ipv6"},
-    }, "name", "flavorRef"),
-    "os:scheduler_hints": obj({"group": {"type": "string"}}, extra=True),
-    "OS-SCH-HNT:scheduler_hints": obj({"group": {"type": "string"}}, extra=True),
-}, "server")
-_SERVER_UPDATE = wrapped("server", {"name": NAME, "description": DESCRIPTION, "hostname": TEXT,
-                                    "accessIPv4": {"type": "string"}, "accessIPv6": {"type": "string"},
-                                    "OS-DCF:diskConfig": {"type": "string", "enum": ["AUTO", "MANUAL"]}})
-_SERVER_ACTION: Schema = {"oneOf": [
-    obj({"os-stop": {"type": "null"}}, "os-stop"),
-    obj({"os-start": {"type": "null"}}, "os-start"),
-    obj({"pause": {"type": "null"}}, "pause"),
-    obj({"unpause": {"type": "null"}}, "unpause"),
-    obj({"suspend": {"type": "null"}}, "suspend"),
-    obj({"resume": {"type": "null"}}, "resume"),
-    obj({"reboot": obj({"type": {"type": "string", "enum": ["SOFT", "HARD"]}}, "type")}, "reboot"),
-    obj({"os-getConsoleOutput": obj({"length": {"type": ["integer", "string", "null"]}})},
-        "os-getConsoleOutput"),
-]}
-_FLAVOR_CREATE = wrapped("flavor", {
-    "name": NAME, "id": {"type": ["string", "null"], "minLength": 1, "maxLength": 255},
-    "ram": int_or_str(1), "vcpus": int_or_str(1), "disk": int_or_str(0),
-    "OS-FLV-EXT-DATA:ephemeral": int_or_str(0), "swap": int_or_str(0),
-    "rxtx_factor": {"type": ["number", "string"]}, "os-flavor-access:is_public": NOVA_BOOL,
-    "description": DESCRIPTION,
-}, "name", "ram", "vcpus", "disk")
-_FLAVOR_ACTION: Schema = {"oneOf": [
-    obj({"addTenantAccess": obj({"tenant": TEXT}, "tenant")}, "addTenantAccess"),
-    obj({"removeTenantAccess": obj({"tenant": TEXT}, "tenant")}, "removeTenantAccess"),
-]}
-_EXTRA_SPECS = obj({"extra_specs": {"type": "object", "additionalProperties": {"type": "string",
-                                                                                "maxLength": 255}}},
-                   "extra_specs")
-_KEYPAIR_CREATE = wrapped("keypair", {
-    "name": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": r"^[a-zA-Z0-9 _.@-]+$"},
-    "public_key": {"type": "string"}, "type": {"type": "string", "enum": ["ssh", "x509"]},
-    "user_id": {"type": "string"},
-}, "name")
-_SERVER_GROUP_CREATE = wrapped("server_group", {
-    "name": NAME,
-    "policy": {"type": "string", "enum": ["affinity", "anti-affinity", "soft-affinity", "soft-anti-affinity"]},
-    "policies": {"type": "array", "minItems": 1, "maxItems": 1, "items": {"type": "string"}},
-    "rules": obj({"max_server_per_host": int_or_str(1)}),
-}, "name")
-_QUOTA_SET: Schema = obj({"quota_set": {"type": "object", "additionalProperties": {
-    "type": ["integer", "string", "boolean"]}}}, "quota_set")
-_SERVICE_UPDATE: Schema = obj({"status": {"type": "string", "enum": ["enabled", "disabled"]},
-                               "disabled_reason": {"type": ["string", "null"], "maxLength": 255},
-                               "forced_down": NOVA_BOOL})
-_ATTACH = wrapped("volumeAttachment", {"volumeId": UUID, "device": {"type": ["string", "null"]},
-                                       "tag": TEXT, "delete_on_termination": NOVA_BOOL}, "volumeId")
+    },
+)
+_SERVER_ACTION: Schema = {
+    "oneOf": [
+        obj({"os-stop": {"type": "null"}}, "os-stop"),
+        obj({"os-start": {"type": "null"}}, "os-start"),
+        obj({"pause": {"type": "null"}}, "pause"),
+        obj({"unpause": {"type": "null"}}, "unpause"),
+        obj({"suspend": {"type": "null"}}, "suspend"),
+        obj({"resume": {"type": "null"}}, "resume"),
+        obj({"reboot": obj({"type": {"type": "string", "enum": ["SOFT", "HARD"]}}, "type")}, "reboot"),
+        obj(
+            {"os-getConsoleOutput": obj({"length": {"type": ["integer", "string", "null"]}})},
+            "os-getConsoleOutput",
+        ),
+    ]
+}
+_FLAVOR_CREATE = wrapped(
+    "flavor",
+    {
+        "name": NAME,
+        "id": {"type": ["string", "null"], "minLength": 1, "maxLength": 255},
+        "ram": int_or_str(1),
+        "vcpus": int_or_str(1),
+        "disk": int_or_str(0),
+        "OS-FLV-EXT-DATA:ephemeral": int_or_str(0),
+        "swap": int_or_str(0),
+        "rxtx_factor": {"type": ["number", "string"]},
+        "os-flavor-access:is_public": NOVA_BOOL,
+        "description": DESCRIPTION,
+    },
+    "name",
+    "ram",
+    "vcpus",
+    "disk",
+)
+_FLAVOR_ACTION: Schema = {
+    "oneOf": [
+        obj({"addTenantAccess": obj({"tenant": TEXT}, "tenant")}, "addTenantAccess"),
+        obj({"removeTenantAccess": obj({"tenant": TEXT}, "tenant")}, "removeTenantAccess"),
+    ]
+}
+_EXTRA_SPECS = obj(
+    {"extra_specs": {"type": "object", "additionalProperties": {"type": "string", "maxLength": 255}}},
+    "extra_specs",
+)
+_KEYPAIR_CREATE = wrapped(
+    "keypair",
+    {
+        "name": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": r"^[a-zA-Z0-9 _.@-]+$"},
+        "public_key": {"type": "string"},
+        "type": {"type": "string", "enum": ["ssh", "x509"]},
+        "user_id": {"type": "string"},
+    },
+    "name",
+)
+_SERVER_GROUP_CREATE = wrapped(
+    "server_group",
+    {
+        "name": NAME,
+        "policy": {
+            "type": "string",
+            "enum": ["affinity", "anti-affinity", "soft-affinity", "soft-anti-affinity"],
+        },
+        "policies": {"type": "array", "minItems": 1, "maxItems": 1, "items": {"type": "string"}},
+        "rules": obj({"max_server_per_host": int_or_str(1)}),
+    },
+    "name",
+)
+_QUOTA_SET: Schema = obj(
+    {"quota_set": {"type": "object", "additionalProperties": {"type": ["integer", "string", "boolean"]}}},
+    "quota_set",
+)
+_SERVICE_UPDATE: Schema = obj(
+    {
+        "status": {"type": "string", "enum": ["enabled", "disabled"]},
+        "disabled_reason": {"type": ["string", "null"], "maxLength": 255},
+        "forced_down": NOVA_BOOL,
+    }
+)
+_ATTACH = wrapped(
+    "volumeAttachment",
+    {
+        "volumeId": UUID,
+        "device": {"type": ["string", "null"]},
+        "tag": TEXT,
+        "delete_on_termination": NOVA_BOOL,
+    },
+    "volumeId",
+)
 
-_VOLUME_CREATE: Schema = obj({
-    "volume": obj({
+_VOLUME_CREATE: Schema = obj(
+    {
+        "volume": obj(
+            {
+                "name": {"type": ["string", "null"], "maxLength": 255},
+                "description": {"type": ["string", "null"], "maxLength": 255},
+                "display_name": {"type": ["string", "null"], "maxLength": 255},
+                "display_description": {"type": ["string", "null"], "maxLength": 255},
+                "size": int_or_str(1),
+                "volume_type": {"type": ["string", "null"]},
+                "metadata": {
+                    "type": ["object", "null"],
+                    "additionalProperties": {"type": "string", "maxLength": 255},
+                },
+                "imageRef": {"type": ["string", "null"]},
+                "image_id": {"type": ["string", "null"]},
+                "availability_zone": {"type": ["string", "null"]},
+                "multiattach": {"type": ["boolean", "null"]},
+                "snapshot_id": {"type": "null"},
+                "source_volid": {"type": "null"},
+                "consistencygroup_id": {"type": "null"},
+                "bootable": {"type": "boolean"},
+            },
+            "size",
+        ),
+        "OS-SCH-HNT:scheduler_hints": {"type": ["object", "null"]},
+    },
+    "volume",
+)
+_VOLUME_UPDATE = wrapped(
+    "volume",
+    {
         "name": {"type": ["string", "null"], "maxLength": 255},
         "description": {"type": ["string", "null"], "maxLength": 255},
         "display_name": {"type": ["string", "null"], "maxLength": 255},
         "display_description": {"type": ["string", "null"], "maxLength": 255},
-        "size": int_or_str(1), "volume_type": {"type": ["string", "null"]},
-        "metadata": {"type": ["object", "null"], "additionalProperties": {"type": "string", "maxLength": 255}},
-        "imageRef": {"type": ["string", "null"]}, "image_id": {"type": ["string", "null"]},
-        "availability_zone": {"type": ["string", "null"]}, "multiattach": {"type": ["boolean", "null"]},
-        "snapshot_id": {"type": "null"}, "source_volid": {"type": "null"}, "consistencygroup_id": {"type": "null"},
-        "bootable": {"type": "boolean"},
-    }, "size"),
-    "OS-SCH-HNT:scheduler_hints": {"type": ["object", "null"]},
-}, "volume")
-_VOLUME_UPDATE = wrapped("volume", {
-    "name": {"type": ["string", "null"], "maxLength": 255},
-    "description": {"type": ["string", "null"], "maxLength": 255},
-    "display_name": {"type": ["string", "null"], "maxLength": 255},
-    "display_description": {"type": ["string", "null"], "maxLength": 255},
-    "metadata": {"type": ["object", "null"], "additionalProperties": {"type": "string", "maxLength": 255}},
-})
-_VOLUME_ACTION: Schema = {"oneOf": [
-    obj({"os-extend": obj({"new_size": int_or_str(1)}, "new_size")}, "os-extend"),
-    obj({"os-reset_status": obj({"status": TEXT, "attach_status": TEXT, "migration_status": TEXT})},
-        "os-reset_status"),
-    obj({"os-set_bootable": obj({"bootable": {"type": ["boolean", "string"]}}, "bootable")}, "os-set_bootable"),
-    obj({"os-update_readonly_flag": obj({"readonly": {"type": ["boolean", "string"]}}, "readonly")},
-        "os-update_readonly_flag"),
-    obj({"os-set_image_metadata": obj({"metadata": METADATA}, "metadata")}, "os-set_image_metadata"),
-    obj({"os-unset_image_metadata": obj({"key": TEXT}, "key")}, "os-unset_image_metadata"),
-    obj({"os-show_image_metadata": {"type": ["object", "null"]}}, "os-show_image_metadata"),
-]}
-_META = obj({"metadata": {"type": "object", "additionalProperties": {"type": "string", "maxLength": 255}}},
-            "metadata")
-_META_ITEM = obj({"meta": {"type": "object", "minProperties": 1, "maxProperties": 1,
-                           "additionalProperties": {"type": "string", "maxLength": 255}}}, "meta")
+        "metadata": {
+            "type": ["object", "null"],
+            "additionalProperties": {"type": "string", "maxLength": 255},
+        },
+    },
+)
+_VOLUME_ACTION: Schema = {
+    "oneOf": [
+        obj({"os-extend": obj({"new_size": int_or_str(1)}, "new_size")}, "os-extend"),
+        obj(
+            {"os-reset_status": obj({"status": TEXT, "attach_status": TEXT, "migration_status": TEXT})},
+            "os-reset_status",
+        ),
+        obj(
+            {"os-set_bootable": obj({"bootable": {"type": ["boolean", "string"]}}, "bootable")},
+            "os-set_bootable",
+        ),
+        obj(
+            {"os-update_readonly_flag": obj({"readonly": {"type": ["boolean", "string"]}}, "readonly")},
+            "os-update_readonly_flag",
+        ),
+        obj({"os-set_image_metadata": obj({"metadata": METADATA}, "metadata")}, "os-set_image_metadata"),
+        obj({"os-unset_image_metadata": obj({"key": TEXT}, "key")}, "os-unset_image_metadata"),
+        obj({"os-show_image_metadata": {"type": ["object", "null"]}}, "os-show_image_metadata"),
+    ]
+}
+_META = obj(
+    {"metadata": {"type": "object", "additionalProperties": {"type": "string", "maxLength": 255}}}, "metadata"
+)
+_META_ITEM = obj(
+    {
+        "meta": {
+            "type": "object",
+            "minProperties": 1,
+            "maxProperties": 1,
+            "additionalProperties": {"type": "string", "maxLength": 255},
+        }
+    },
+    "meta",
+)
 
 _IPV4_CIDR: Schema = {"type": "string", "pattern": r"^([0-9]{1,3}\.){3}[0-9]{1,3}/[0-9]{1,2}$"}
-_NETWORK = {"name": TEXT, "description": TEXT, "admin_state_up": BOOL, "shared": BOOL, "router:external": BOOL,
-            "mtu": {"type": "integer", "minimum": 68, "maximum": INT32}, "port_security_enabled": BOOL,
-            "dns_domain": {"type": "string", "maxLength": 255}}
-_NETWORK_CREATE = wrapped("network", {
-    **_NETWORK, "availability_zone_hints": {"type": "array", "items": TEXT}, "tags": TAGS, "project_id": TEXT,
-    "tenant_id": TEXT, "provider:network_type": {"type": "string"},
-    "provider:physical_network": {"type": ["string", "null"]}, "provider:segmentation_id": {"type": ["integer", "null"]},
-})
-_POOL: Schema = obj({"start": {"type": "string", "format": "ipv4"}, "end": {"type": "string", "format": "ipv4"}},
-                    "start", "end")
-_ROUTE: Schema = obj({"destination": _IPV4_CIDR, "nexthop": {"type": "string", "format": "ipv4"}},
-                     "destination", "nexthop")
-_SUBNET = {"name": TEXT, "description": TEXT, "gateway_ip": {"type": ["string", "null"], "format": "ipv4"},
-           "allocation_pools": {"type": "array", "items": _POOL},
-           "dns_nameservers": {"type": "array", "items": {"type": "string", "format": "ipv4"}},
-           "host_routes": {"type": "array", "items": _ROUTE}, "enable_dhcp": BOOL,
-           "segment_id": {"type": "null"}, "service_types": {"type": "array", "maxItems": 0}}
-_SUBNET_CREATE = wrapped("subnet", {
-    **_SUBNET, "network_id": UUID, "ip_version": {"type": "integer", "enum": [4, 6]}, "cidr": _IPV4_CIDR,
-    "ipv6_ra_mode": {"type": ["string", "null"], "enum": ["slaac", "dhcpv6-stateful", "dhcpv6-stateless", None]},
-    "ipv6_address_mode": {"type": ["string", "null"],
-                          "enum": ["slaac", "dhcpv6-stateful", "dhcpv6-stateless", None]},
-    "tags": TAGS, "project_id": TEXT, "tenant_id": TEXT, "subnetpool_id": {"type": "null"},
-    "use_default_subnetpool": {"type": "boolean", "enum": [False]},
-}, "network_id", "cidr", "ip_version")
+_NETWORK = {
+    "name": TEXT,
+    "description": TEXT,
+    "admin_state_up": BOOL,
+    "shared": BOOL,
+    "router:external": BOOL,
+    "mtu": {"type": "integer", "minimum": 68, "maximum": INT32},
+    "port_security_enabled": BOOL,
+    "dns_domain": {"type": "string", "maxLength": 255},
+}
+_NETWORK_CREATE = wrapped(
+    "network",
+    {
+        **_NETWORK,
+        "availability_zone_hints": {"type": "array", "items": TEXT},
+        "tags": TAGS,
+        "project_id": TEXT,
+        "tenant_id": TEXT,
+        "provider:network_type": {"type": "string"},
+        "provider:physical_network": {"type": ["string", "null"]},
+        "provider:segmentation_id": {"type": ["integer", "null"]},
+    },
+)
+_POOL: Schema = obj(
+    {"start": {"type": "string", "format": "ipv4"}, "end": {"type": "string", "format": "ipv4"}},
+    "start",
+    "end",
+)
+_ROUTE: Schema = obj(
+    {"destination": _IPV4_CIDR, "nexthop": {"type": "string", "format": "ipv4"}}, "destination", "nexthop"
+)
+_SUBNET = {
+    "name": TEXT,
+    "description": TEXT,
+    "gateway_ip": {"type": ["string", "null"], "format": "ipv4"},
+    "allocation_pools": {"type": "array", "items": _POOL},
+    "dns_nameservers": {"type": "array", "items": {"type": "string", "format": "ipv4"}},
+    "host_routes": {"type": "array", "items": _ROUTE},
+    "enable_dhcp": BOOL,
+    "segment_id": {"type": "null"},
+    "service_types": {"type": "array", "maxItems": 0},
+}
+_SUBNET_CREATE = wrapped(
+    "subnet",
+    {
+        **_SUBNET,
+        "network_id": UUID,
+        "ip_version": {"type": "integer", "enum": [4, 6]},
+        "cidr": _IPV4_CIDR,
+        "ipv6_ra_mode": {
+            "type": ["string", "null"],
+            "enum": ["slaac", "dhcpv6-stateful", "dhcpv6-stateless", None],
+        },
+        "ipv6_address_mode": {
+            "type": ["string", "null"],
+            "enum": ["slaac", "dhcpv6-stateful", "dhcpv6-stateless", None],
+        },
+        "tags": TAGS,
+        "project_id": TEXT,
+        "tenant_id": TEXT,
+        "subnetpool_id": {"type": "null"},
+        "use_default_subnetpool": {"type": "boolean", "enum": [False]},
+    },
+    "network_id",
+    "cidr",
+    "ip_version",
+)
 _FIXED_IP: Schema = obj({"subnet_id": UUID, "ip_address": {"type": "string", "format": "ipv4"}})
-_PORT = {"name": TEXT, "description": TEXT, "admin_state_up": BOOL,
-         "mac_address": {"type": "string", "pattern": "^([0-9a-f]{2}:){5}[0-9a-f]{2}$"},
-         "fixed_ips": {"type": "array", "items": _FIXED_IP},
-         "device_id": {"type": ["string", "null"], "maxLength": 255},
-         "device_owner": {"type": ["string", "null"], "maxLength": 255},
-         "allowed_address_pairs": {"type": "array", "items": obj({"ip_address": {"type": "string"},
-                                                                  "mac_address": {"type": "string"}},
-                                                                 "ip_address")},
-         "port_security_enabled": BOOL, "dns_name": {"type": "string", "maxLength": 63},
-         "binding:host_id": {"type": ["string", "null"], "maxLength": 255},
-         "binding:profile": {"type": ["object", "null"]},
-         "binding:vnic_type": {"type": "string", "enum": ["normal", "direct", "macvtap", "baremetal"]},
-         "security_groups": {"type": "array", "maxItems": 0}, "extra_dhcp_opts": {"type": "array", "maxItems": 0}}
-_PORT_CREATE = wrapped("port", {**_PORT, "network_id": UUID, "tags": TAGS, "project_id": TEXT,
-                                "tenant_id": TEXT}, "network_id")
-_NET_QUOTA = obj({"quota": {"type": "object", "additionalProperties": {"type": ["integer", "string", "boolean"]}}},
-                 "quota")
+_PORT = {
+    "name": TEXT,
+    "description": TEXT,
+    "admin_state_up": BOOL,
+    "mac_address": {"type": "string", "pattern": "^([0-9a-f]{2}:){5}[0-9a-f]{2}$"},
+    "fixed_ips": {"type": "array", "items": _FIXED_IP},
+    "device_id": {"type": ["string", "null"], "maxLength": 255},
+    "device_owner": {"type": ["string", "null"], "maxLength": 255},
+    "allowed_address_pairs": {
+        "type": "array",
+        "items": obj({"ip_address": {"type": "string"}, "mac_address": {"type": "string"}}, "ip_address"),
+    },
+    "port_security_enabled": BOOL,
+    "dns_name": {"type": "string", "maxLength": 63},
+    "binding:host_id": {"type": ["string", "null"], "maxLength": 255},
+    "binding:profile": {"type": ["object", "null"]},
+    "binding:vnic_type": {"type": "string", "enum": ["normal", "direct", "macvtap", "baremetal"]},
+    "security_groups": {"type": "array", "maxItems": 0},
+    "extra_dhcp_opts": {"type": "array", "maxItems": 0},
+}
+_PORT_CREATE = wrapped(
+    "port", {**_PORT, "network_id": UUID, "tags": TAGS, "project_id": TEXT, "tenant_id": TEXT}, "network_id"
+)
+_NET_QUOTA = obj(
+    {"quota": {"type": "object", "additionalProperties": {"type": ["integer", "string", "boolean"]}}}, "quota"
+)
 _NET_TAGS = obj({"tags": TAGS}, "tags")
 
-_IMAGE_WRITABLE = {k: v for k, v in image_schema.IMAGE_PROPERTIES.items()
-                   if k in image_schema.MUTABLE or k == "id"}
-_IMAGE_CREATE: Schema = {"type": "object", "properties": _IMAGE_WRITABLE,
-                         "additionalProperties": image_schema.EXTRA_PROPERTY}
-_IMAGE_PATCH: Schema = {"type": "array", "items": obj({
-    "op": {"type": "string", "enum": ["add", "replace", "remove"]},
-    "path": {"type": "string", "pattern": "^/"}, "value": {}}, "op", "path")}
+_IMAGE_WRITABLE = {
+    k: v for k, v in image_schema.IMAGE_PROPERTIES.items() if k in image_schema.MUTABLE or k == "id"
+}
+_IMAGE_CREATE: Schema = {
+    "type": "object",
+    "properties": _IMAGE_WRITABLE,
+    "additionalProperties": image_schema.EXTRA_PROPERTY,
+}
+_IMAGE_PATCH: Schema = {
+    "type": "array",
+    "items": obj(
+        {
+            "op": {"type": "string", "enum": ["add", "replace", "remove"]},
+            "path": {"type": "string", "pattern": "^/"},
+            "value": {},
+        },
+        "op",
+        "path",
+    ),
+}
 _IMAGE_MEMBER_ADD = obj({"member": {"type": "string", "minLength": 1, "maxLength": 255}}, "member")
-_IMAGE_MEMBER_UPDATE = obj({"status": {"type": "string", "enum": list(image_schema.MEMBER_STATUSES)}}, "status")
+_IMAGE_MEMBER_UPDATE = obj(
+    {"status": {"type": "string", "enum": list(image_schema.MEMBER_STATUSES)}}, "status"
+)
 
-_AUTH: Schema = obj({"auth": obj({
-    "identity": obj({
-        "methods": {"type": "array", "items": {"type": "string",
-                                               "enum": ["password", "token", "application_credential"]}},
-        "password": obj({"user": obj({"id": TEXT, "name": TEXT, "password": {"type": "string"},
-                                      "domain": obj({"id": TEXT, "name": TEXT})})}),
-        "token": obj({"id": {"type": "string"}}, "id"),
-        "application_credential": obj({"id": TEXT, "name": TEXT, "secret": {"type": "string"},
-                                       "user": obj({"id": TEXT, "name": TEXT})}),
-    }, "methods"),
-    "scope": {"anyOf": [{"type": "string", "enum": ["unscoped"]}, obj({
-        "project": obj({"id": TEXT, "name": TEXT, "domain": obj({"id": TEXT, "name": TEXT})}),
-        "domain": obj({"id": TEXT, "name": TEXT}), "system": obj({"all": BOOL})})]},
-}, "identity")}, "auth")
-_PROJECT = {"name": {"type": "string", "minLength": 1, "maxLength": 64}, "description": DESCRIPTION,
-            "enabled": BOOL, "tags": TAGS, "options": {"type": "object"}}
-_PROJECT_CREATE = wrapped("project", {**_PROJECT, "domain_id": TEXT, "parent_id": {"type": ["string", "null"]},
-                                      "is_domain": {"type": "boolean", "enum": [False]}}, "name")
-_USER = {"name": NAME, "password": {"type": ["string", "null"], "maxLength": 4096}, "enabled": BOOL,
-         "default_project_id": {"type": ["string", "null"], "maxLength": 64}, "email": {"type": ["string", "null"]},
-         "description": DESCRIPTION, "options": {"type": "object"}}
+_AUTH: Schema = obj(
+    {
+        "auth": obj(
+            {
+                "identity": obj(
+                    {
+                        "methods": {
+                            "type": "array",
+                            "items": {
+                                "type": "string",
+                                "enum": ["password", "token", "application_credential"],
+                            },
+                        },
+                        "password": obj(
+                            {
+                                "user": obj(
+                                    {
+                                        "id": TEXT,
+                                        "name": TEXT,
+                                        "password": {"type": "string"},
+                                        "domain": obj({"id": TEXT, "name": TEXT}),
+                                    }
+                                )
+                            }
+                        ),
+                        "token": obj({"id": {"type": "string"}}, "id"),
+                        "application_credential": obj(
+                            {
+                                "id": TEXT,
+                                "name": TEXT,
+                                "secret": {"type": "string"},
+                                "user": obj({"id": TEXT, "name": TEXT}),
+                            }
+                        ),
+                    },
+                    "methods",
+                ),
+                "scope": {
+                    "anyOf": [
+                        {"type": "string", "enum": ["unscoped"]},
+                        obj(
+                            {
+                                "project": obj(
+                                    {"id": TEXT, "name": TEXT, "domain": obj({"id": TEXT, "name": TEXT})}
+                                ),
+                                "domain": obj({"id": TEXT, "name": TEXT}),
+                                "system": obj({"all": BOOL}),
+                            }
+                        ),
+                    ]
+                },
+            },
+            "identity",
+        )
+    },
+    "auth",
+)
+_PROJECT = {
+    "name": {"type": "string", "minLength": 1, "maxLength": 64},
+    "description": DESCRIPTION,
+    "enabled": BOOL,
+    "tags": TAGS,
+    "options": {"type": "object"},
+}
+_PROJECT_CREATE = wrapped(
+    "project",
+    {
+        **_PROJECT,
+        "domain_id": TEXT,
+        "parent_id": {"type": ["string", "null"]},
+        "is_domain": {"type": "boolean", "enum": [False]},
+    },
+    "name",
+)
+_USER = {
+    "name": NAME,
+    "password": {"type": ["string", "null"], "maxLength": 4096},
+    "enabled": BOOL,
+    "default_project_id": {"type": ["string", "null"], "maxLength": 64},
+    "email": {"type": ["string", "null"]},
+    "description": DESCRIPTION,
+    "options": {"type": "object"},
+}
 _USER_CREATE = wrapped("user", {**_USER, "domain_id": TEXT}, "name")
-_PASSWORD = wrapped("user", {"original_password": {"type": "string", "maxLength": 4096},
-                             "password": {"type": "string", "maxLength": 4096}}, "original_password", "password")
-_ROLE_CREATE = wrapped("role", {"name": NAME, "description": DESCRIPTION, "domain_id": {"type": ["string", "null"]},
-                                "options": {"type": "object"}}, "name")
-_APP_CREDENTIAL = wrapped("application_credential", {
-    "name": NAME, "description": DESCRIPTION, "secret": {"type": ["string", "null"], "maxLength": 4096},
-    "expires_at": {"type": ["string", "null"]}, "roles": {"type": "array", "items": obj({"id": TEXT, "name": TEXT})},
-    "unrestricted": BOOL, "access_rules": {"type": "array", "maxItems": 0},
-}, "name")
+_PASSWORD = wrapped(
+    "user",
+    {
+        "original_password": {"type": "string", "maxLength": 4096},
+        "password": {"type": "string", "maxLength": 4096},
+    },
+    "original_password",
+    "password",
+)
+_ROLE_CREATE = wrapped(
+    "role",
+    {
+        "name": NAME,
+        "description": DESCRIPTION,
+        "domain_id": {"type": ["string", "null"]},
+        "options": {"type": "object"},
+    },
+    "name",
+)
+_APP_CREDENTIAL = wrapped(
+    "application_credential",
+    {
+        "name": NAME,
+        "description": DESCRIPTION,
+        "secret": {"type": ["string", "null"], "maxLength": 4096},
+        "expires_at": {"type": ["string", "null"]},
+        "roles": {"type": "array", "items": obj({"id": TEXT, "name": TEXT})},
+        "unrestricted": BOOL,
+        "access_rules": {"type": "array", "maxItems": 0},
+    },
+    "name",
+)
 
 REQUEST_BODIES: dict[tuple[str, str], Schema] = {
     ("post", f"{_COMPUTE}/servers"): _SERVER_CREATE,
@@ -283,7 +567,9 @@ REQUEST_BODIES: dict[tuple[str, str], Schema] = {
     ("post", f"{_COMPUTE}/servers/{{server_id}}/os-volume_attachments"): _ATTACH,
     ("put", f"{_COMPUTE}/servers/{{server_id}}/os-volume_attachments/{{volume_id}}"): _ATTACH,
     ("post", f"{_COMPUTE}/flavors"): _FLAVOR_CREATE,
-    ("put", f"{_COMPUTE}/flavors/{{flavor_id}}"): wrapped("flavor", {"description": DESCRIPTION}, "description"),
+    ("put", f"{_COMPUTE}/flavors/{{flavor_id}}"): wrapped(
+        "flavor", {"description": DESCRIPTION}, "description"
+    ),
     ("post", f"{_COMPUTE}/flavors/{{flavor_id}}/action"): _FLAVOR_ACTION,
     ("post", f"{_COMPUTE}/flavors/{{flavor_id}}/os-extra_specs"): _EXTRA_SPECS,
     ("post", f"{_COMPUTE}/flavors/{{flavor_id}}/os-extra-specs"): _EXTRA_SPECS,
@@ -321,25 +607,56 @@ REQUEST_BODIES: dict[tuple[str, str], Schema] = {
 # Bodies that are not JSON objects of application/json.
 _MEDIA_BODIES: dict[tuple[str, str], dict[str, Schema]] = {
     ("patch", "/image/v2/images/{image_id}"): {"application/openstack-images-v2.1-json-patch": _IMAGE_PATCH},
-    ("put", "/image/v2/images/{image_id}/file"): {"application/octet-stream": {"type": "string",
-                                                                               "format": "binary"}},
+    ("put", "/image/v2/images/{image_id}/file"): {
+        "application/octet-stream": {"type": "string", "format": "binary"}
+    },
 }
 
 # --- error bodies, one shape per service (api/errors.py renders them) ----------------------------------
 
 _FAULT: Schema = obj({"code": {"type": "integer"}, "message": {"type": "string"}}, "code", "message")
 ERROR_SCHEMAS: dict[str, Schema] = {
-    "ComputeFault": {"type": "object", "minProperties": 1, "maxProperties": 1, "additionalProperties": _FAULT},
-    "NeutronError": obj({"NeutronError": obj({"type": {"type": "string"}, "message": {"type": "string"},
-                                              "detail": {"type": "string"}}, "type", "message")},
-                        "NeutronError"),
-    "GlanceError": obj({"message": {"type": "string"}, "code": {"type": "string"}, "title": {"type": "string"}},
-                       "message", "code", "title"),
-    "KeystoneError": obj({"error": obj({"code": {"type": "integer"}, "title": {"type": "string"},
-                                        "message": {"type": "string"}}, "code", "title", "message")}, "error"),
+    "ComputeFault": {
+        "type": "object",
+        "minProperties": 1,
+        "maxProperties": 1,
+        "additionalProperties": _FAULT,
+    },
+    "NeutronError": obj(
+        {
+            "NeutronError": obj(
+                {"type": {"type": "string"}, "message": {"type": "string"}, "detail": {"type": "string"}},
+                "type",
+                "message",
+            )
+        },
+        "NeutronError",
+    ),
+    "GlanceError": obj(
+        {"message": {"type": "string"}, "code": {"type": "string"}, "title": {"type": "string"}},
+        "message",
+        "code",
+        "title",
+    ),
+    "KeystoneError": obj(
+        {
+            "error": obj(
+                {"code": {"type": "integer"}, "title": {"type": "string"}, "message": {"type": "string"}},
+                "code",
+                "title",
+                "message",
+            )
+        },
+        "error",
+    ),
 }
-_ERROR_OF_SERVICE = {"compute": "ComputeFault", "volume": "ComputeFault", "network": "NeutronError",
-                     "image": "GlanceError", "identity": "KeystoneError"}
+_ERROR_OF_SERVICE = {
+    "compute": "ComputeFault",
+    "volume": "ComputeFault",
+    "network": "NeutronError",
+    "image": "GlanceError",
+    "identity": "KeystoneError",
+}
 
 
 # --- the document --------------------------------------------------------------------------------------
@@ -366,7 +683,7 @@ def _group_patterns(pattern: str) -> dict[str, str]:
                 continue
             depth += {"(": 1, ")": -1}.get(pattern[index], 0)
             index += 1
-        found[match.group(1)] = pattern[start:index - 1]
+        found[match.group(1)] = pattern[start : index - 1]
     return found
 
 
@@ -382,8 +699,9 @@ def route_operations(app: web.Application) -> list[RouteOperation]:
         compiled = info.get("pattern")
         patterns = _group_patterns(compiled.pattern) if compiled is not None else {}
         methods = ANY_METHODS if route.method == "*" else (route.method.lower(),)
-        operations.extend(RouteOperation(method, path, route.handler, patterns, route.method == "*")
-                          for method in methods)
+        operations.extend(
+            RouteOperation(method, path, route.handler, patterns, route.method == "*") for method in methods
+        )
     return operations
 
 
@@ -395,25 +713,41 @@ def _summary(handler: Any) -> str:
 def _operation(route: RouteOperation) -> dict[str, Any]:
     method, path, handler = route.method, route.path, route.handler
     service = service_of(path)
-    error = {"description": "An OpenStack-shaped error",
-             "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/"
-                                                                 f"{_ERROR_OF_SERVICE[service]}"}}}}
+    error = {
+        "description": "An OpenStack-shaped error",
+        "content": {
+            "application/json": {"schema": {"$ref": f"#/components/schemas/{_ERROR_OF_SERVICE[service]}"}}
+        },
+    }
     operation: dict[str, Any] = {
         "operationId": re.sub(r"[^A-Za-z0-9]+", "_", f"{method}{path}").strip("_"),
         "summary": _summary(handler),
-        "tags": [service if path.startswith(("/identity", "/compute", "/image", "/volume", "/networking"))
-                 else "events" if path.startswith("/v1/events") else "discovery"],
+        "tags": [
+            service
+            if path.startswith(("/identity", "/compute", "/image", "/volume", "/networking"))
+            else "events"
+            if path.startswith("/v1/events")
+            else "discovery"
+        ],
         "responses": {"default": {"description": "The service's answer"}, "4XX": error},
         "x-handler": f"{handler.__module__}.{handler.__name__}",
     }
     if route.catch_all:
         operation["responses"]["501"] = error
-    parameters = [{"name": name, "in": "path", "required": True, "schema": _path_schema(route, name)}
-                  for name in _PARAM.findall(path)]
+    parameters = [
+        {"name": name, "in": "path", "required": True, "schema": _path_schema(route, name)}
+        for name in _PARAM.findall(path)
+    ]
     if path.startswith(("/compute/", "/volume/")):
-        parameters.append({"name": "OpenStack-API-Version", "in": "header", "required": False,
-                           "description": "The microversion, e.g. `compute 2.96` or `volume 3.70`",
-                           "schema": {"type": "string"}})
+        parameters.append(
+            {
+                "name": "OpenStack-API-Version",
+                "in": "header",
+                "required": False,
+                "description": "The microversion, e.g. `compute 2.96` or `volume 3.70`",
+                "schema": {"type": "string"},
+            }
+        )
     if parameters:
         operation["parameters"] = parameters
     if getattr(handler, "public", False):
@@ -422,8 +756,10 @@ def _operation(route: RouteOperation) -> dict[str, Any]:
     if body is not None:
         operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
     elif (method, path) in _MEDIA_BODIES:
-        operation["requestBody"] = {"required": True, "content": {
-            media: {"schema": schema} for media, schema in _MEDIA_BODIES[(method, path)].items()}}
+        operation["requestBody"] = {
+            "required": True,
+            "content": {media: {"schema": schema} for media, schema in _MEDIA_BODIES[(method, path)].items()},
+        }
     return operation
 
 
@@ -443,15 +779,24 @@ def build(app: web.Application, base_url: str) -> dict[str, Any]:
         paths.setdefault(route.path, {})[route.method] = _operation(route)
     return {
         "openapi": OPENAPI_VERSION,
-        "info": {"title": "actorstack", "version": "1",
-                 "description": "OpenStack-compatible Identity v3, Compute v2.1, Image v2, Block Storage v3 "
-                                "and Network v2.0, and the operator event stream."},
+        "info": {
+            "title": "actorstack",
+            "version": "1",
+            "description": "OpenStack-compatible Identity v3, Compute v2.1, Image v2, Block Storage v3 "
+            "and Network v2.0, and the operator event stream.",
+        },
         "servers": [{"url": base_url}],
         "security": [{"token": []}],
         "paths": paths,
         "components": {
-            "securitySchemes": {"token": {"type": "apiKey", "in": "header", "name": "X-Auth-Token",
-                                          "description": "A Keystone token (POST /identity/v3/auth/tokens)"}},
+            "securitySchemes": {
+                "token": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "X-Auth-Token",
+                    "description": "A Keystone token (POST /identity/v3/auth/tokens)",
+                }
+            },
             "schemas": ERROR_SCHEMAS,
         },
     }

@@ -13,12 +13,42 @@ import asyncpg
 from api.errors import OverQuota
 
 # In the order Nova lists them; the last four are nova-network's, shown before microversion 2.36.
-COMPUTE = ("instances", "cores", "ram", "metadata_items", "injected_files", "injected_file_content_bytes",
-           "injected_file_path_bytes", "key_pairs", "server_groups", "server_group_members",
-           "fixed_ips", "floating_ips", "security_groups", "security_group_rules")
-VOLUME = ("volumes", "gigabytes", "snapshots", "backups", "backup_gigabytes", "per_volume_gigabytes", "groups")
-NETWORK = ("network", "subnet", "port", "router", "floatingip", "security_group", "security_group_rule",
-           "rbac_policy", "subnetpool")
+COMPUTE = (
+    "instances",
+    "cores",
+    "ram",
+    "metadata_items",
+    "injected_files",
+    "injected_file_content_bytes",
+    "injected_file_path_bytes",
+    "key_pairs",
+    "server_groups",
+    "server_group_members",
+    "fixed_ips",
+    "floating_ips",
+    "security_groups",
+    "security_group_rules",
+)
+VOLUME = (
+    "volumes",
+    "gigabytes",
+    "snapshots",
+    "backups",
+    "backup_gigabytes",
+    "per_volume_gigabytes",
+    "groups",
+)
+NETWORK = (
+    "network",
+    "subnet",
+    "port",
+    "router",
+    "floatingip",
+    "security_group",
+    "security_group_rule",
+    "rbac_policy",
+    "subnetpool",
+)
 UNLIMITED = -1
 
 
@@ -28,7 +58,8 @@ async def limits(conn: Any, project_id: str, resources: Iterable[str]) -> dict[s
         "SELECT d.resource, coalesce(l.hard_limit, d.hard_limit) AS hard_limit FROM quota_defaults d "
         "LEFT JOIN quota_limits l ON l.resource = d.resource AND l.project_id = $1 "
         "WHERE d.resource = ANY($2::text[])",
-        project_id, list(resources),
+        project_id,
+        list(resources),
     )
     return {r["resource"]: int(r["hard_limit"]) for r in rows}
 
@@ -51,7 +82,9 @@ async def set_limits(conn: Any, project_id: str, values: Mapping[str, int]) -> N
 async def reset(conn: Any, project_id: str, resources: Iterable[str]) -> None:
     """Drop the project's overrides of these resources: their defaults apply again."""
     await conn.execute(
-        "DELETE FROM quota_limits WHERE project_id = $1 AND resource = ANY($2::text[])", project_id, list(resources)
+        "DELETE FROM quota_limits WHERE project_id = $1 AND resource = ANY($2::text[])",
+        project_id,
+        list(resources),
     )
 
 
@@ -83,6 +116,9 @@ async def enforce(
         limit = hard.get(resource, UNLIMITED)
         in_use = int(used.get(resource, 0))
         if limit != UNLIMITED and in_use + amount > limit:
-            text = (message(resource, amount, in_use, limit) if message else
-                    f"Quota exceeded for {resource}: Requested {amount}, but already used {in_use} of {limit} {resource}")
+            text = (
+                message(resource, amount, in_use, limit)
+                if message
+                else f"Quota exceeded for {resource}: Requested {amount}, but already used {in_use} of {limit} {resource}"
+            )
             raise OverQuota(text)

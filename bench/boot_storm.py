@@ -160,8 +160,9 @@ def service_cpu_by_pid() -> dict[int, tuple[str, float]]:
     return found
 
 
-def service_costs(before: dict[int, tuple[str, float]],
-                  after: dict[int, tuple[str, float]]) -> dict[str, float]:
+def service_costs(
+    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]
+) -> dict[str, float]:
     """CPU seconds per service between two readings; a process that ended meanwhile is missed."""
     costs = dict.fromkeys(SERVICES.values(), 0.0)
     for pid, (service, seconds) in after.items():
@@ -190,8 +191,9 @@ def parse_messages_received(overview: str) -> int:
     match = _AMQP091.search(overview)
     counter = re.search(r"messages_received_total\s*=>\s*(\d+)", match.group(1)) if match else None
     if counter is None:
-        raise BenchError(f"no messages_received_total for amqp091 in the broker's counters:\n"
-                         f"{overview[:2000]}")
+        raise BenchError(
+            f"no messages_received_total for amqp091 in the broker's counters:\n{overview[:2000]}"
+        )
     return int(counter.group(1))
 
 
@@ -260,6 +262,7 @@ class CloudProcess:
 @dataclasses.dataclass
 class Snapshot:
     """The counters at one moment; two of them make a phase's costs."""
+
     wall: float
     broker_messages: int
     pg_commits: int
@@ -286,6 +289,7 @@ class Costs:
 @dataclasses.dataclass
 class Storm:
     """One storm (boot or delete): when each request started, and when each server got there."""
+
     started: dict[str, float]  # server id -> time.time() just before its request
     reached: dict[str, float]  # server id -> epoch of its event
     request_seconds: list[float]
@@ -328,17 +332,46 @@ class Bench:
         self.failures: dict[str, int] = {}
         self.profilers: list[tuple[str, Path, subprocess.Popen[bytes]]] = []
         self.profiles: dict[str, tuple[int, list[tuple[str, int]], list[tuple[str, int]]]] = {}
-        self.env = {k: v for k, v in os.environ.items()
-                    if not k.startswith("OS_") and k != "ACTORSTACK_CRASHPOINTS"}
-        self.env.update(ACTORSTACK_DATABASE_URL=self.database_url, ACTORSTACK_AMQP_URL=self.amqp_url,
-                        ACTORSTACK_STATE_DIR=str(self.state_dir), ACTORSTACK_ADMIN_PASSWORD=self.password,
-                        PYTHONPATH=str(ROOT))
-        self.up_argv = [sys.executable, "-m", "actorstack.cli", "up", "--hosts", str(args.hosts),
-                        "--virt", "test", "--network", "none", "--storage", "none",
-                        "--listen", f"127.0.0.1:{self.port}",
-                        "--log-format", "json", "--log-level", "warning"]
-        self.runtime_argv = [sys.executable, "-m", "actorstack.cli", "runtime", "--log-format", "json",
-                             "--log-level", "warning"]
+        self.env = {
+            k: v for k, v in os.environ.items() if not k.startswith("OS_") and k != "ACTORSTACK_CRASHPOINTS"
+        }
+        self.env.update(
+            ACTORSTACK_DATABASE_URL=self.database_url,
+            ACTORSTACK_AMQP_URL=self.amqp_url,
+            ACTORSTACK_STATE_DIR=str(self.state_dir),
+            ACTORSTACK_ADMIN_PASSWORD=self.password,
+            PYTHONPATH=str(ROOT),
+        )
+        self.up_argv = [
+            sys.executable,
+            "-m",
+            "actorstack.cli",
+            "up",
+            "--hosts",
+            str(args.hosts),
+            "--virt",
+            "test",
+            "--network",
+            "none",
+            "--storage",
+            "none",
+            "--listen",
+            f"127.0.0.1:{self.port}",
+            "--log-format",
+            "json",
+            "--log-level",
+            "warning",
+        ]
+        self.runtime_argv = [
+            sys.executable,
+            "-m",
+            "actorstack.cli",
+            "runtime",
+            "--log-format",
+            "json",
+            "--log-level",
+            "warning",
+        ]
 
     # --- starting the cloud ------------------------------------------------------------------------
 
@@ -351,34 +384,42 @@ class Bench:
         self.vhost_created = True
         await _rabbitmqctl_async("set_permissions", "-p", self.name, "guest", ".*", ".*", ".*")
         await asyncio.to_thread(_run, [sys.executable, "-m", "actorstack.cli", "db", "init"], env=self.env)
-        _log(f"starting the cloud: {shlex.join(self.up_argv)} (state {self.state_dir}, database and vhost "
-             f"{self.name})")
+        _log(
+            f"starting the cloud: {shlex.join(self.up_argv)} (state {self.state_dir}, database and vhost "
+            f"{self.name})"
+        )
         self._spawn("up", self.up_argv)
         await self._wait_listening()
         self.token, self.project_id = await self._admin_token()
         await self._wait_for("all hypervisors to be up", self._hosts_up)
         for index in range(1, self.args.runtimes + 1):
             self._spawn(f"runtime-{index}", self.runtime_argv)
-        await self._wait_for(f"the shard leases to be spread over {len(self.procs)} processes",
-                             self._leases_spread)
+        await self._wait_for(
+            f"the shard leases to be spread over {len(self.procs)} processes", self._leases_spread
+        )
         pids = ", ".join(f"{p.label} {p.pid}" for p in self.procs)
-        _log(f"cloud up at {self.url}: {self.args.hosts} hosts up; processes {pids}; "
-             f"shard leases per process {'+'.join(map(str, self.lease_holders))}")
+        _log(
+            f"cloud up at {self.url}: {self.args.hosts} hosts up; processes {pids}; "
+            f"shard leases per process {'+'.join(map(str, self.lease_holders))}"
+        )
 
     def _spawn(self, label: str, argv: list[str]) -> None:
         log_path = self.log_dir / f"{label}.log"
         with log_path.open("wb") as log:
             # A session of its own: a Ctrl-C in the terminal reaches the bench only, which then
             # stops the cloud in order.
-            proc = subprocess.Popen(argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
+            proc = subprocess.Popen(
+                argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         self.procs.append(CloudProcess(label, argv, proc, log_path))
 
     def check_alive(self) -> None:
         for p in self.procs:
             if not p.alive():
-                raise BenchError(f"{p.label} (pid {p.pid}) exited with {p.proc.returncode}; its log ends:\n"
-                                 f"{self.log_tail(p)}")
+                raise BenchError(
+                    f"{p.label} (pid {p.pid}) exited with {p.proc.returncode}; its log ends:\n"
+                    f"{self.log_tail(p)}"
+                )
 
     async def _wait_listening(self) -> None:
         deadline = time.monotonic() + self.args.start_timeout
@@ -391,7 +432,8 @@ class Bench:
             except OSError:
                 if time.monotonic() > deadline:
                     raise BenchError(
-                        f"the API did not listen within {self.args.start_timeout:.0f}s") from None
+                        f"the API did not listen within {self.args.start_timeout:.0f}s"
+                    ) from None
                 await asyncio.sleep(0.1)
 
     async def _wait_for(self, what: str, probe: Any) -> Any:
@@ -406,9 +448,17 @@ class Bench:
             await asyncio.sleep(0.5)
 
     async def _admin_token(self) -> tuple[str, str]:
-        body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
-            "name": "admin", "domain": {"id": "default"}, "password": self.password}}},
-            "scope": {"project": {"name": "admin", "domain": {"id": "default"}}}}}
+        body = {
+            "auth": {
+                "identity": {
+                    "methods": ["password"],
+                    "password": {
+                        "user": {"name": "admin", "domain": {"id": "default"}, "password": self.password}
+                    },
+                },
+                "scope": {"project": {"name": "admin", "domain": {"id": "default"}}},
+            }
+        }
         url = f"{self.url}/identity/v3/auth/tokens"
         async with aiohttp.ClientSession() as s, s.post(url, json=body) as r:
             if r.status != 201:
@@ -428,7 +478,9 @@ class Bench:
                 "SELECT pid, count(*) AS n FROM pg_locks "
                 "WHERE locktype = 'advisory' AND classid = $1 AND granted "
                 "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
-                "GROUP BY pid ORDER BY n DESC", LEASE_NAMESPACE)
+                "GROUP BY pid ORDER BY n DESC",
+                LEASE_NAMESPACE,
+            )
         finally:
             await conn.close()
         holders = [r["n"] for r in rows]
@@ -440,8 +492,9 @@ class Bench:
 
     # --- talking to the API ------------------------------------------------------------------------
 
-    async def request(self, method: str, path: str, session: aiohttp.ClientSession | None = None,
-                      **kwargs: Any) -> tuple[int, Any]:
+    async def request(
+        self, method: str, path: str, session: aiohttp.ClientSession | None = None, **kwargs: Any
+    ) -> tuple[int, Any]:
         """(status, parsed JSON or text), as admin at microversion 2.96."""
         if session is None:
             async with aiohttp.ClientSession() as own:
@@ -466,22 +519,31 @@ class Bench:
         if status != 200:
             raise BenchError(f"flavor create: {status} {body}")
         self.flavor_id = body["flavor"]["id"]
-        image = {"name": f"bench-storm-{self.tag}", "disk_format": "raw", "container_format": "bare",
-                 "visibility": "public"}
+        image = {
+            "name": f"bench-storm-{self.tag}",
+            "disk_format": "raw",
+            "container_format": "bare",
+            "visibility": "public",
+        }
         status, body = await self.request("POST", "/image/v2/images", json=image)
         if status != 201:
             raise BenchError(f"image create: {status} {body}")
         self.image_id = body["id"]
-        status, body = await self.request("PUT", f"/image/v2/images/{self.image_id}/file",
-                                          data=b"\0" * IMAGE_BYTES,
-                                          headers={"Content-Type": "application/octet-stream"})
+        status, body = await self.request(
+            "PUT",
+            f"/image/v2/images/{self.image_id}/file",
+            data=b"\0" * IMAGE_BYTES,
+            headers={"Content-Type": "application/octet-stream"},
+        )
         if status != 204:
             raise BenchError(f"image upload: {status} {body}")
         status, body = await self.request("GET", f"/image/v2/images/{self.image_id}")
         if status != 200 or body["status"] != "active":
             raise BenchError(f"the image is not active after its upload: {status} {body}")
-        _log(f"admin quotas fit {n} servers; flavor {self.flavor_id} ({FLAVOR['ram']} MiB, "
-             f"{FLAVOR['vcpus']} vCPU, {FLAVOR['disk']} GB), image {self.image_id} (1 MiB raw, public)")
+        _log(
+            f"admin quotas fit {n} servers; flavor {self.flavor_id} ({FLAVOR['ram']} MiB, "
+            f"{FLAVOR['vcpus']} vCPU, {FLAVOR['disk']} GB), image {self.image_id} (1 MiB raw, public)"
+        )
 
     # --- the floor ---------------------------------------------------------------------------------
 
@@ -494,8 +556,9 @@ class Bench:
             publisher = await connection.channel(publisher_confirms=True)
             consumer = await connection.channel()
             await consumer.set_qos(prefetch_count=in_flight)
-            queue = await publisher.declare_queue(f"bench.floor.{self.tag}", durable=True,
-                                                  arguments={"x-queue-type": "quorum"})
+            queue = await publisher.declare_queue(
+                f"bench.floor.{self.tag}", durable=True, arguments={"x-queue-type": "quorum"}
+            )
             body = secrets.token_bytes(256).hex().encode()  # ~ an actor message's envelope (512 bytes)
             published = acked = 0
             last_ack = 0.0
@@ -517,7 +580,8 @@ class Bench:
                 nonlocal published
                 while time.monotonic() < until:
                     await publisher.default_exchange.publish(
-                        aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT), queue.name)
+                        aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT), queue.name
+                    )
                     published += 1
 
             await asyncio.gather(*(publish() for _ in range(in_flight)))
@@ -529,8 +593,10 @@ class Bench:
             await queue.delete(if_unused=False, if_empty=False)
         finally:
             await connection.close()
-        _log(f"RabbitMQ floor: {acked} persistent messages published with confirms and consumed with acks in "
-             f"{last_ack - t0:.2f}s: {rate:,.0f} round trips/s")
+        _log(
+            f"RabbitMQ floor: {acked} persistent messages published with confirms and consumed with acks in "
+            f"{last_ack - t0:.2f}s: {rate:,.0f} round trips/s"
+        )
         return rate
 
     async def postgres_floor(self) -> float:
@@ -544,8 +610,10 @@ class Bench:
 
         pool = await asyncpg.create_pool(self.database_url, min_size=8, max_size=8, reset=no_reset)
         try:
-            await pool.execute("CREATE TABLE bench_floor (id bigserial PRIMARY KEY, payload text NOT NULL, "
-                               "at timestamptz NOT NULL DEFAULT now())")
+            await pool.execute(
+                "CREATE TABLE bench_floor (id bigserial PRIMARY KEY, payload text NOT NULL, "
+                "at timestamptz NOT NULL DEFAULT now())"
+            )
             commits = 0
             t0 = time.monotonic()
             until = t0 + seconds
@@ -562,8 +630,9 @@ class Bench:
         finally:
             await pool.close()
         rate = commits / elapsed
-        _log(f"PostgreSQL floor: {commits} single-row INSERT commits in {elapsed:.2f}s: "
-             f"{rate:,.0f} commits/s")
+        _log(
+            f"PostgreSQL floor: {commits} single-row INSERT commits in {elapsed:.2f}s: {rate:,.0f} commits/s"
+        )
         return rate
 
     # --- counters --------------------------------------------------------------------------------
@@ -574,9 +643,16 @@ class Bench:
         broker = await broker_messages_received() if broker_first else 0
         commits = await self.pg_commits(stats)
         cpu = {p.label: proc_cpu_seconds(p.pid) for p in self.procs}
-        snap = Snapshot(time.time(), broker, commits, {k: own for k, (own, _) in cpu.items()},
-                        sum(children for _, children in cpu.values()), service_cpu_by_pid(),
-                        machine_busy_seconds(), self_cpu_seconds())
+        snap = Snapshot(
+            time.time(),
+            broker,
+            commits,
+            {k: own for k, (own, _) in cpu.items()},
+            sum(children for _, children in cpu.values()),
+            service_cpu_by_pid(),
+            machine_busy_seconds(),
+            self_cpu_seconds(),
+        )
         if not broker_first:
             snap.broker_messages = await broker_messages_received()
         return snap
@@ -607,21 +683,27 @@ class Bench:
         after = await self.snapshot(stats, broker_first=False)
         await asyncio.sleep(STATS_FLUSH)
         c = self.costs(before, after, await self.pg_commits(stats), 0)
-        self.idle = {"messages_per_s": c.messages / c.seconds, "pg_commits_per_s": c.pg_commits / c.seconds,
-                     "machine_cpu_per_s": c.machine_cpu / c.seconds,
-                     "cloud_cpu_per_s": sum(c.cloud_cpu.values()) / c.seconds,
-                     **{f"{k}_cpu_per_s": v / c.seconds for k, v in c.service_cpu.items()}}
-        _log(f"idle for {c.seconds:.1f}s: broker {self.idle['messages_per_s']:.0f} messages/s (all vhosts), "
-             f"bench database {self.idle['pg_commits_per_s']:.1f} commits/s, "
-             f"machine {self.idle['machine_cpu_per_s']:.2f} busy cores, "
-             f"cloud {self.idle['cloud_cpu_per_s']:.2f} cores, "
-             f"PostgreSQL {self.idle['PostgreSQL_cpu_per_s']:.2f}, "
-             f"RabbitMQ {self.idle['RabbitMQ_cpu_per_s']:.2f}")
+        self.idle = {
+            "messages_per_s": c.messages / c.seconds,
+            "pg_commits_per_s": c.pg_commits / c.seconds,
+            "machine_cpu_per_s": c.machine_cpu / c.seconds,
+            "cloud_cpu_per_s": sum(c.cloud_cpu.values()) / c.seconds,
+            **{f"{k}_cpu_per_s": v / c.seconds for k, v in c.service_cpu.items()},
+        }
+        _log(
+            f"idle for {c.seconds:.1f}s: broker {self.idle['messages_per_s']:.0f} messages/s (all vhosts), "
+            f"bench database {self.idle['pg_commits_per_s']:.1f} commits/s, "
+            f"machine {self.idle['machine_cpu_per_s']:.2f} busy cores, "
+            f"cloud {self.idle['cloud_cpu_per_s']:.2f} cores, "
+            f"PostgreSQL {self.idle['PostgreSQL_cpu_per_s']:.2f}, "
+            f"RabbitMQ {self.idle['RabbitMQ_cpu_per_s']:.2f}"
+        )
 
     # --- the storms ----------------------------------------------------------------------------------
 
-    async def storm(self, what: str, stats: asyncpg.Connection, poller: asyncpg.Connection,
-                    ids: list[str] | None) -> Storm:
+    async def storm(
+        self, what: str, stats: asyncpg.Connection, poller: asyncpg.Connection, ids: list[str] | None
+    ) -> Storm:
         """`what` is "boot" (ids None: POST N servers) or "delete" (DELETE the ids)."""
         n = self.args.servers
         target = "active" if what == "boot" else "deleted"
@@ -633,8 +715,14 @@ class Bench:
         async def client(session: aiohttp.ClientSession) -> None:
             while (index := next(counter)) < n:
                 if ids is None:
-                    body = {"server": {"name": f"storm-{self.tag}-{index}", "imageRef": self.image_id,
-                                       "flavorRef": self.flavor_id, "networks": "none"}}
+                    body = {
+                        "server": {
+                            "name": f"storm-{self.tag}-{index}",
+                            "imageRef": self.image_id,
+                            "flavorRef": self.flavor_id,
+                            "networks": "none",
+                        }
+                    }
                     t = time.time()
                     status, answer = await self.request("POST", "/compute/v2.1/servers", session, json=body)
                     if status != 202:
@@ -656,7 +744,8 @@ class Bench:
             while True:
                 await asyncio.sleep(POLL)
                 rows = await poller.fetch(
-                    "SELECT vm_state, count(*) AS n FROM servers GROUP BY vm_state ORDER BY 1")
+                    "SELECT vm_state, count(*) AS n FROM servers GROUP BY vm_state ORDER BY 1"
+                )
                 polls += 1
                 states = {r["vm_state"]: r["n"] for r in rows}
                 if states.get(target, 0) == n:
@@ -671,10 +760,15 @@ class Bench:
                     raise BenchError(f"{what}: servers ended in ERROR: {states}\n{await self.faults(poller)}")
                 stalled = now - last_change > self.args.stall_timeout
                 if now - t0 > self.args.timeout or stalled:
-                    why = (f"nothing changed for {self.args.stall_timeout:.0f}s" if stalled
-                           else f"not done after {self.args.timeout:.0f}s")
-                    raise BenchError(f"{what}: {why}; servers by vm_state: {states} (want {n} {target}), "
-                                     f"{len(started)}/{n} requests answered\n{await self.faults(poller)}")
+                    why = (
+                        f"nothing changed for {self.args.stall_timeout:.0f}s"
+                        if stalled
+                        else f"not done after {self.args.timeout:.0f}s"
+                    )
+                    raise BenchError(
+                        f"{what}: {why}; servers by vm_state: {states} (want {n} {target}), "
+                        f"{len(started)}/{n} requests answered\n{await self.faults(poller)}"
+                    )
 
         await asyncio.sleep(STATS_FLUSH)  # let the database's statistics catch up with what came before
         if what == "boot":
@@ -696,16 +790,22 @@ class Bench:
         rows = await poller.fetch(
             "SELECT actor_id, min(extract(epoch FROM at))::float8 AS at FROM events "
             "WHERE kind = 'server' AND new_state = $1 AND actor_id = ANY($2::text[]) GROUP BY actor_id",
-            target, list(started))
+            target,
+            list(started),
+        )
         reached = {r["actor_id"]: r["at"] for r in rows}
         missing = set(started) - set(reached)
         if missing:
-            raise BenchError(f"{what}: {len(missing)} servers are {target} but have no such event, e.g. "
-                             f"{sorted(missing)[:3]}")
+            raise BenchError(
+                f"{what}: {len(missing)} servers are {target} but have no such event, e.g. "
+                f"{sorted(missing)[:3]}"
+            )
         result = Storm(started, reached, request_seconds, self.costs(before, after, commits, polls))
         lat = result.latencies
-        _log(f"{what} storm: {result.rate:.1f} servers/s to {target.upper()}, p50 {percentile(lat, 50):.2f}s "
-             f"p99 {percentile(lat, 99):.2f}s")
+        _log(
+            f"{what} storm: {result.rate:.1f} servers/s to {target.upper()}, p50 {percentile(lat, 50):.2f}s "
+            f"p99 {percentile(lat, 99):.2f}s"
+        )
         return result
 
     def start_profiling(self) -> None:
@@ -719,9 +819,24 @@ class Bench:
             path = out / f"{p.label}.txt"
             with (out / f"{p.label}.py-spy.log").open("wb") as log:
                 spy = subprocess.Popen(
-                    [exe, "record", "--pid", str(p.pid), "--rate", "100", "--nonblocking", "--nolineno",
-                     "--format", "raw", "--output", str(path)],
-                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                    [
+                        exe,
+                        "record",
+                        "--pid",
+                        str(p.pid),
+                        "--rate",
+                        "100",
+                        "--nonblocking",
+                        "--nolineno",
+                        "--format",
+                        "raw",
+                        "--output",
+                        str(path),
+                    ],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
             self.profilers.append((p.label, path, spy))
         time.sleep(1.0)  # py-spy attaches
         _log(f"py-spy is sampling {', '.join(p.label for p in self.procs)} into {out}")
@@ -744,10 +859,13 @@ class Bench:
         lines = []
         for r in await conn.fetch("SELECT id, fault FROM servers WHERE vm_state = 'error' LIMIT 10"):
             lines.append(f"  server {r['id']} ERROR: {json.dumps(r['fault'])[:500]}")
-        for r in await conn.fetch("SELECT kind, actor_id, message_type, reason, details FROM actor_faults "
-                                  "ORDER BY id LIMIT 10"):
-            lines.append(f"  actor fault {r['kind']} {r['actor_id']} on {r['message_type']}: {r['reason']} "
-                         f"{r['details'][:300]}")
+        for r in await conn.fetch(
+            "SELECT kind, actor_id, message_type, reason, details FROM actor_faults ORDER BY id LIMIT 10"
+        ):
+            lines.append(
+                f"  actor fault {r['kind']} {r['actor_id']} on {r['message_type']}: {r['reason']} "
+                f"{r['details'][:300]}"
+            )
         for r in await conn.fetch("SELECT queue, reason FROM dead_letters ORDER BY id LIMIT 10"):
             lines.append(f"  dead letter from {r['queue']}: {r['reason'][:300]}")
         return "\n".join(lines) or "  (no server faults, actor faults or dead letters recorded)"
@@ -765,7 +883,8 @@ class Bench:
             self.delete = await self.storm("delete", stats, poller, list(self.boot.started))
             self.failures = {
                 "servers in ERROR": await poller.fetchval(
-                    "SELECT count(*) FROM servers WHERE vm_state = 'error'"),
+                    "SELECT count(*) FROM servers WHERE vm_state = 'error'"
+                ),
                 "actor faults": await poller.fetchval("SELECT count(*) FROM actor_faults"),
                 "dead letters": await poller.fetchval("SELECT count(*) FROM dead_letters"),
             }
@@ -892,70 +1011,109 @@ def report(bench: Bench, command: str, machine: str) -> None:
         return f"{total / n * 1000:.1f} ms ({parts}; {total / costs.seconds:.2f} cores busy)"
 
     def service(name: str) -> str:
-        return (f"{b.service_cpu[name] / n * 1000:.1f} ms / {d.service_cpu[name] / n * 1000:.1f} ms  "
-                f"({b.service_cpu[name] / b.seconds:.2f} / {d.service_cpu[name] / d.seconds:.2f} cores; "
-                f"idle {bench.idle[name + '_cpu_per_s']:.2f})")
+        return (
+            f"{b.service_cpu[name] / n * 1000:.1f} ms / {d.service_cpu[name] / n * 1000:.1f} ms  "
+            f"({b.service_cpu[name] / b.seconds:.2f} / {d.service_cpu[name] / d.seconds:.2f} cores; "
+            f"idle {bench.idle[name + '_cpu_per_s']:.2f})"
+        )
 
     rows: list[tuple[str, str]] = [
-        ("servers/s to ACTIVE", f"{boot.rate:.1f}  (N / (last ACTIVE - first POST start) = "
-                                f"{n} / {max(boot.reached.values()) - min(boot.started.values()):.2f}s)"),
-        ("create -> ACTIVE p50 / p95 / p99 / max",
-         " / ".join(f"{percentile(lat, p):.2f}s" for p in (50, 95, 99, 100))),
-        ("  POST /servers answered p50 / p99",
-         f"{percentile(boot.request_seconds, 50):.3f}s / {percentile(boot.request_seconds, 99):.3f}s"),
-        ("deletes/s to DELETED", f"{delete.rate:.1f}  ({n} / "
-                                 f"{max(delete.reached.values()) - min(delete.started.values()):.2f}s)"),
-        ("  delete -> DELETED p50 / p99 / max",
-         " / ".join(f"{percentile(dlat, p):.2f}s" for p in (50, 99, 100))),
-        ("messages per boot (broker-wide)",
-         f"{msgs_per_boot:.1f}  ({b.messages} over {b.seconds:.1f}s; idle broker {bg_msgs:.0f}/s "
-         f"would be {bg_msgs * b.seconds / n:.2f} of them)"),
-        ("messages per delete (broker-wide)",
-         f"{d.messages / n:.1f}  ({d.messages} over {d.seconds:.1f}s; idle {bg_msgs * d.seconds / n:.2f})"),
-        ("PG transactions per boot",
-         f"{tx_per_boot:.1f}  ({b.pg_commits} commits of the bench db over {b.seconds:.1f}s, the bench's "
-         f"{b.own_queries} polls taken out; the idle cloud's {bg_tx:.0f}/s would be "
-         f"{bg_tx * b.seconds / n:.2f})"),
-        ("PG transactions per delete",
-         f"{d.pg_commits / n:.1f}  ({d.pg_commits}, {d.own_queries} polls out; "
-         f"idle {bg_tx * d.seconds / n:.2f})"),
+        (
+            "servers/s to ACTIVE",
+            f"{boot.rate:.1f}  (N / (last ACTIVE - first POST start) = "
+            f"{n} / {max(boot.reached.values()) - min(boot.started.values()):.2f}s)",
+        ),
+        (
+            "create -> ACTIVE p50 / p95 / p99 / max",
+            " / ".join(f"{percentile(lat, p):.2f}s" for p in (50, 95, 99, 100)),
+        ),
+        (
+            "  POST /servers answered p50 / p99",
+            f"{percentile(boot.request_seconds, 50):.3f}s / {percentile(boot.request_seconds, 99):.3f}s",
+        ),
+        (
+            "deletes/s to DELETED",
+            f"{delete.rate:.1f}  ({n} / {max(delete.reached.values()) - min(delete.started.values()):.2f}s)",
+        ),
+        (
+            "  delete -> DELETED p50 / p99 / max",
+            " / ".join(f"{percentile(dlat, p):.2f}s" for p in (50, 99, 100)),
+        ),
+        (
+            "messages per boot (broker-wide)",
+            f"{msgs_per_boot:.1f}  ({b.messages} over {b.seconds:.1f}s; idle broker {bg_msgs:.0f}/s "
+            f"would be {bg_msgs * b.seconds / n:.2f} of them)",
+        ),
+        (
+            "messages per delete (broker-wide)",
+            f"{d.messages / n:.1f}  ({d.messages} over {d.seconds:.1f}s; idle {bg_msgs * d.seconds / n:.2f})",
+        ),
+        (
+            "PG transactions per boot",
+            f"{tx_per_boot:.1f}  ({b.pg_commits} commits of the bench db over {b.seconds:.1f}s, the bench's "
+            f"{b.own_queries} polls taken out; the idle cloud's {bg_tx:.0f}/s would be "
+            f"{bg_tx * b.seconds / n:.2f})",
+        ),
+        (
+            "PG transactions per delete",
+            f"{d.pg_commits / n:.1f}  ({d.pg_commits}, {d.own_queries} polls out; "
+            f"idle {bg_tx * d.seconds / n:.2f})",
+        ),
         ("peak RSS per process (VmHWM)", ", ".join(f"{k} {v:.0f} MiB" for k, v in bench.peak_rss.items())),
         ("cloud CPU per boot", cpu(b)),
         ("cloud CPU per delete", cpu(d)),
-        ("cloud's child processes' CPU per boot / delete",
-         f"{b.children_cpu / n * 1000:.1f} ms / {d.children_cpu / n * 1000:.1f} ms  (e.g. qemu-img; "
-         f"counted once the cloud has waited for them)"),
+        (
+            "cloud's child processes' CPU per boot / delete",
+            f"{b.children_cpu / n * 1000:.1f} ms / {d.children_cpu / n * 1000:.1f} ms  (e.g. qemu-img; "
+            f"counted once the cloud has waited for them)",
+        ),
         ("PostgreSQL CPU per boot / delete", service("PostgreSQL") + " all databases"),
         ("RabbitMQ CPU per boot / delete", service("RabbitMQ") + " whole broker"),
-        ("bench clients' CPU per boot / delete",
-         f"{b.bench_cpu / n * 1000:.1f} ms / {d.bench_cpu / n * 1000:.1f} ms"),
-        ("machine busy CPU per boot / delete",
-         f"{b.machine_cpu / n * 1000:.1f} ms / {d.machine_cpu / n * 1000:.1f} ms  (every process; "
-         f"{b.machine_cpu / b.seconds:.2f} / {d.machine_cpu / d.seconds:.2f} of {os.cpu_count()} cores busy; "
-         f"idle before the storm {bench.idle['machine_cpu_per_s']:.2f}, of which the cloud "
-         f"{bench.idle['cloud_cpu_per_s']:.2f})"),
-        ("floor: RabbitMQ round trips/s",
-         f"{rmq:,.0f}  (confirmed persistent publish + manual-ack consume, quorum queue, one connection, "
-         f"{args.floor_in_flight} in flight)"),
-        ("floor: PostgreSQL commits/s",
-         f"{pg:,.0f}  (single-row INSERT, autocommit, 8 connections, 16 tasks, no reset on release)"),
-        ("floor: boots/s these costs allow", f"{floor_rate:.1f}  = 1 / ({msgs_per_boot:.1f} / {rmq:,.0f} + "
-                                             f"{tx_per_boot:.1f} / {pg:,.0f})"),
+        (
+            "bench clients' CPU per boot / delete",
+            f"{b.bench_cpu / n * 1000:.1f} ms / {d.bench_cpu / n * 1000:.1f} ms",
+        ),
+        (
+            "machine busy CPU per boot / delete",
+            f"{b.machine_cpu / n * 1000:.1f} ms / {d.machine_cpu / n * 1000:.1f} ms  (every process; "
+            f"{b.machine_cpu / b.seconds:.2f} / {d.machine_cpu / d.seconds:.2f} of {os.cpu_count()} cores busy; "
+            f"idle before the storm {bench.idle['machine_cpu_per_s']:.2f}, of which the cloud "
+            f"{bench.idle['cloud_cpu_per_s']:.2f})",
+        ),
+        (
+            "floor: RabbitMQ round trips/s",
+            f"{rmq:,.0f}  (confirmed persistent publish + manual-ack consume, quorum queue, one connection, "
+            f"{args.floor_in_flight} in flight)",
+        ),
+        (
+            "floor: PostgreSQL commits/s",
+            f"{pg:,.0f}  (single-row INSERT, autocommit, 8 connections, 16 tasks, no reset on release)",
+        ),
+        (
+            "floor: boots/s these costs allow",
+            f"{floor_rate:.1f}  = 1 / ({msgs_per_boot:.1f} / {rmq:,.0f} + {tx_per_boot:.1f} / {pg:,.0f})",
+        ),
         ("fraction of the floor", f"{fraction:.0%}"),
         ("failures", ", ".join(f"{k}: {v}" for k, v in bench.failures.items())),
     ]
     width = max(len(label) for label, _ in rows)
-    print(f"\nboot storm: {n} servers on {args.hosts} hosts, {args.concurrency} clients, "
-          f"{args.runtimes} extra runtime process(es)")
+    print(
+        f"\nboot storm: {n} servers on {args.hosts} hosts, {args.concurrency} clients, "
+        f"{args.runtimes} extra runtime process(es)"
+    )
     for label, value in rows:
         print(f"{label:{width}}  {value}")
     print("\ntargets:")
-    print(f"  >= {TARGETS['servers_per_s']:.0f} servers/s to ACTIVE: {boot.rate:.1f}  "
-          f"{_met(boot.rate >= TARGETS['servers_per_s'])}")
+    print(
+        f"  >= {TARGETS['servers_per_s']:.0f} servers/s to ACTIVE: {boot.rate:.1f}  "
+        f"{_met(boot.rate >= TARGETS['servers_per_s'])}"
+    )
     p99 = percentile(lat, 99)
     print(f"  create -> ACTIVE p99 <= {TARGETS['p99_s']:.0f} s: {p99:.2f}s  {_met(p99 <= TARGETS['p99_s'])}")
-    print(f"  >= {TARGETS['floor_fraction']:.0%} of the floor: {fraction:.0%}  "
-          f"{_met(fraction >= TARGETS['floor_fraction'])}")
+    print(
+        f"  >= {TARGETS['floor_fraction']:.0%} of the floor: {fraction:.0%}  "
+        f"{_met(fraction >= TARGETS['floor_fraction'])}"
+    )
     for label, (total, own, inclusive) in bench.profiles.items():
         print(f"\npy-spy, {label}: {total} samples of non-idle stacks at 100 Hz during the boot storm")
         print("  most samples on top of the stack (self):")
@@ -965,8 +1123,10 @@ def report(bench: Bench, command: str, machine: str) -> None:
         for name, count in inclusive:
             print(f"    {count / total:6.1%}  {name}")
     print(f"\ncommand: {command}")
-    print(f"cloud:   {shlex.join(bench.up_argv[1:])}"
-          + (f" + {args.runtimes} x {shlex.join(bench.runtime_argv[1:])}" if args.runtimes else ""))
+    print(
+        f"cloud:   {shlex.join(bench.up_argv[1:])}"
+        + (f" + {args.runtimes} x {shlex.join(bench.runtime_argv[1:])}" if args.runtimes else "")
+    )
     print(f"machine: {machine}")
 
 
@@ -975,21 +1135,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--servers", type=int, default=1000, help="servers to boot and delete (default 1000)")
     parser.add_argument("--hosts", type=int, default=50, help="simulated compute hosts (default 50)")
     parser.add_argument("--concurrency", type=int, default=50, help="concurrent API clients (default 50)")
-    parser.add_argument("--runtimes", type=int, default=1,
-                        help="`actorstack runtime` processes beside `up` (default 1)")
-    parser.add_argument("--keep-log", action="store_true",
-                        help="keep the cloud's logs in /tmp/bench-storm-<hex>-logs")
-    parser.add_argument("--py-spy", metavar="DIR",
-                        help="sample every cloud process with py-spy during the boot storm; "
-                             "raw stacks in DIR")
+    parser.add_argument(
+        "--runtimes", type=int, default=1, help="`actorstack runtime` processes beside `up` (default 1)"
+    )
+    parser.add_argument(
+        "--keep-log", action="store_true", help="keep the cloud's logs in /tmp/bench-storm-<hex>-logs"
+    )
+    parser.add_argument(
+        "--py-spy",
+        metavar="DIR",
+        help="sample every cloud process with py-spy during the boot storm; raw stacks in DIR",
+    )
     parser.add_argument("--py-spy-top", type=int, default=15, help="hot spots to print per process")
-    parser.add_argument("--floor-seconds", type=float, default=3.0,
-                        help="length of each floor measurement (s)")
-    parser.add_argument("--floor-in-flight", type=int, default=256,
-                        help="publishes outstanding in the RabbitMQ floor (default 256)")
+    parser.add_argument(
+        "--floor-seconds", type=float, default=3.0, help="length of each floor measurement (s)"
+    )
+    parser.add_argument(
+        "--floor-in-flight",
+        type=int,
+        default=256,
+        help="publishes outstanding in the RabbitMQ floor (default 256)",
+    )
     parser.add_argument("--timeout", type=float, default=900, help="for a storm to finish (s)")
-    parser.add_argument("--stall-timeout", type=float, default=120,
-                        help="fail a storm when no server changed state for this long (s)")
+    parser.add_argument(
+        "--stall-timeout",
+        type=float,
+        default=120,
+        help="fail a storm when no server changed state for this long (s)",
+    )
     parser.add_argument("--start-timeout", type=float, default=120, help="for the cloud to come up (s)")
     args = parser.parse_args(argv)
     for name in ("servers", "hosts", "concurrency"):
@@ -1033,8 +1206,11 @@ def main(argv: list[str] | None = None) -> int:
             _log(f"cleaned up: no process, database, vhost or state directory of {bench.name} left")
         if args.keep_log and bench.kept_logs.exists():
             _log(f"the cloud's logs are in {bench.kept_logs}")
-    print("\ncloud logs (level warning and up):" if findings
-          else "\ncloud logs: no warnings, errors or tracebacks")
+    print(
+        "\ncloud logs (level warning and up):"
+        if findings
+        else "\ncloud logs: no warnings, errors or tracebacks"
+    )
     for line in findings:
         print(f"  {line}")
     if bench.boot is not None and bench.delete is not None:

@@ -66,8 +66,9 @@ PHASES = (("boot", GUEST + "boot "), ("lease", GUEST + "lease "))  # earlier lin
 POLL = 0.2
 
 
-def _run(argv: list[str] | tuple[str, ...], *, timeout: float = 120,
-         check: bool = True) -> subprocess.CompletedProcess[str]:
+def _run(
+    argv: list[str] | tuple[str, ...], *, timeout: float = 120, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
         why = (result.stderr or result.stdout).strip()
@@ -109,7 +110,7 @@ def _console_times(text: str, server_id: str, seen: dict[str, float], elapsed: f
             raise BenchError(f"the guest could not read its metadata: {line}")
         if line.startswith(MARKER):
             try:
-                doc = json.loads(line[len(MARKER):])
+                doc = json.loads(line[len(MARKER) :])
             except ValueError:
                 continue  # a line still being written, or one a kernel message broke
             if isinstance(doc, dict) and doc.get("uuid") == server_id:
@@ -119,8 +120,14 @@ def _console_times(text: str, server_id: str, seen: dict[str, float], elapsed: f
     return done
 
 
-def _poll(read: Callable[[], str | None], server_id: str, t0: float, timeout: float, what: str,
-          also: Callable[[float], None] | None = None) -> dict[str, float]:
+def _poll(
+    read: Callable[[], str | None],
+    server_id: str,
+    t0: float,
+    timeout: float,
+    what: str,
+    also: Callable[[float], None] | None = None,
+) -> dict[str, float]:
     """Read the console every POLL seconds until the marker; the phases' times since t0."""
     seen: dict[str, float] = {}
     tick = time.monotonic()
@@ -156,8 +163,20 @@ class Bench:
         self.url = f"http://127.0.0.1:{self.port}"
         self.password = secrets.token_urlsafe(12)
         self.log_path = self.state_dir / "up.log"
-        self.up_argv = [sys.executable, "-m", "actorstack.cli", "up", "--virt", "qemu", "--hosts", "1",
-                        "--listen", f"127.0.0.1:{self.port}", "--log-format", "json"]
+        self.up_argv = [
+            sys.executable,
+            "-m",
+            "actorstack.cli",
+            "up",
+            "--virt",
+            "qemu",
+            "--hosts",
+            "1",
+            "--listen",
+            f"127.0.0.1:{self.port}",
+            "--log-format",
+            "json",
+        ]
         self.proc: subprocess.Popen[bytes] | None = None
         self.conn: Any = None
         self.db_created = self.vhost_created = False
@@ -181,18 +200,26 @@ class Bench:
         self.vhost_created = True
         _rabbitmqctl("set_permissions", "-p", self.name, "guest", ".*", ".*", ".*")
 
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith("OS_") and k != "ACTORSTACK_CRASHPOINTS"}
-        env.update(ACTORSTACK_DATABASE_URL=f"{PG_SERVER}/{self.name}",
-                   ACTORSTACK_AMQP_URL=f"{AMQP_SERVER}/{self.name}", ACTORSTACK_STATE_DIR=str(self.state_dir),
-                   ACTORSTACK_ADMIN_PASSWORD=self.password, PYTHONPATH=str(ROOT))
-        _log(f"starting the cloud: {shlex.join(self.up_argv)} "
-             f"(state {self.state_dir}, database and vhost {self.name})")
+        env = {
+            k: v for k, v in os.environ.items() if not k.startswith("OS_") and k != "ACTORSTACK_CRASHPOINTS"
+        }
+        env.update(
+            ACTORSTACK_DATABASE_URL=f"{PG_SERVER}/{self.name}",
+            ACTORSTACK_AMQP_URL=f"{AMQP_SERVER}/{self.name}",
+            ACTORSTACK_STATE_DIR=str(self.state_dir),
+            ACTORSTACK_ADMIN_PASSWORD=self.password,
+            PYTHONPATH=str(ROOT),
+        )
+        _log(
+            f"starting the cloud: {shlex.join(self.up_argv)} "
+            f"(state {self.state_dir}, database and vhost {self.name})"
+        )
         with self.log_path.open("wb") as log:
             # A session of its own: a Ctrl-C in the terminal reaches the bench only, which deletes
             # the servers through the cloud before it stops the cloud.
-            self.proc = subprocess.Popen(self.up_argv, cwd=ROOT, env=env, stdout=log,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(
+                self.up_argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         deadline = time.monotonic() + self.args.start_timeout
         while True:
             try:
@@ -202,30 +229,41 @@ class Bench:
                 self._check_alive()
                 if time.monotonic() > deadline:
                     raise BenchError(
-                        f"the API did not listen within {self.args.start_timeout:.0f}s") from None
+                        f"the API did not listen within {self.args.start_timeout:.0f}s"
+                    ) from None
                 time.sleep(0.1)
 
         import openstack
 
         self.conn = openstack.connect(
-            auth_url=f"{self.url}/identity/v3", username="admin", password=self.password,
-            project_name="admin", user_domain_name="Default", project_domain_name="Default",
+            auth_url=f"{self.url}/identity/v3",
+            username="admin",
+            password=self.password,
+            project_name="admin",
+            user_domain_name="Default",
+            project_domain_name="Default",
             region_name="RegionOne",
-            identity_api_version="3", api_timeout=60, load_yaml_config=False, load_envvars=False)
+            identity_api_version="3",
+            api_timeout=60,
+            load_yaml_config=False,
+            load_envvars=False,
+        )
         self.image = self._wait("the image actorstack-test to be active", self._active_image)
         self.flavor = self.conn.compute.find_flavor(self.args.flavor, ignore_missing=False)
         self._wait("a compute host to be up", self._host_up)
 
         net = self.conn.network.create_network(name=f"bench-{self.tag}")
         self.network_id = net.id
-        subnet = self.conn.network.create_subnet(network_id=net.id, name=f"bench-{self.tag}", ip_version=4,
-                                                 cidr=self.args.cidr)
+        subnet = self.conn.network.create_subnet(
+            network_id=net.id, name=f"bench-{self.tag}", ip_version=4, cidr=self.args.cidr
+        )
         self.subnet_id = subnet.id
         key = self.state_dir / "id_ed25519"
         _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"bench-{self.tag}", "-f", str(key)])
         self.public_key = key.with_suffix(".pub").read_text().strip()
-        self.keypair = self.conn.compute.create_keypair(name=f"bench-{self.tag}",
-                                                        public_key=self.public_key).name
+        self.keypair = self.conn.compute.create_keypair(
+            name=f"bench-{self.tag}", public_key=self.public_key
+        ).name
         _log(f"cloud up at {self.url}: image {self.image.id}, network {net.id} ({self.args.cidr})")
 
     def _check_alive(self) -> None:
@@ -259,8 +297,12 @@ class Bench:
         timeout = self.args.timeout
         t0 = time.monotonic()
         server = self.conn.compute.create_server(
-            name=f"bench-{self.tag}-{index}", image_id=self.image.id, flavor_id=self.flavor.id,
-            networks=[{"uuid": self.network_id}], key_name=self.keypair)
+            name=f"bench-{self.tag}-{index}",
+            image_id=self.image.id,
+            flavor_id=self.flavor.id,
+            networks=[{"uuid": self.network_id}],
+            key_name=self.keypair,
+        )
         posted = time.monotonic() - t0
         sid = server.id
         self.servers.add(sid)
@@ -289,8 +331,10 @@ class Bench:
             if s.status == "ACTIVE":
                 active["active"] = time.monotonic() - t0
         cloud.update(active, post=posted)
-        _log(f"run {index}: actorstack create -> marker {cloud['marker']:.2f}s "
-             f"(ACTIVE {cloud.get('active', float('nan')):.2f}s)")
+        _log(
+            f"run {index}: actorstack create -> marker {cloud['marker']:.2f}s "
+            f"(ACTIVE {cloud.get('active', float('nan')):.2f}s)"
+        )
 
         bare = self._bare_run(sid, timeout)
         _log(f"run {index}: bare virsh create -> marker {bare['marker']:.2f}s")
@@ -341,8 +385,21 @@ class Bench:
             backing = info.get("full-backing-filename") or info.get("backing-filename")
             if backing:  # the root disk: a pristine overlay on the same image-cache file
                 fmt = info.get("backing-filename-format") or _qemu_img_info(backing)["format"]
-                _run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", backing, "-F", fmt, str(new),
-                      str(info["virtual-size"])])
+                _run(
+                    [
+                        "qemu-img",
+                        "create",
+                        "-q",
+                        "-f",
+                        "qcow2",
+                        "-b",
+                        backing,
+                        "-F",
+                        fmt,
+                        str(new),
+                        str(info["virtual-size"]),
+                    ]
+                )
             else:  # ephemeral or swap: blank, as the host agent makes them
                 _run(["qemu-img", "create", "-q", "-f", info["format"], str(new), str(info["virtual-size"])])
             source.set("file", str(new))
@@ -386,8 +443,13 @@ class Bench:
 
         cloud_alive = self.proc is not None and self.proc.poll() is None and self.conn is not None
         for name, where in list(self.bare.items()):
-            step(f"bare domain {name}", lambda n=name, w=where: (_virsh("destroy", n, check=False),
-                                                                 shutil.rmtree(w, ignore_errors=True)))
+            step(
+                f"bare domain {name}",
+                lambda n=name, w=where: (
+                    _virsh("destroy", n, check=False),
+                    shutil.rmtree(w, ignore_errors=True),
+                ),
+            )
         if cloud_alive:
             step("servers", self._delete_servers)
             if self.keypair:
@@ -395,8 +457,9 @@ class Bench:
             if self.subnet_id:
                 step("subnet", lambda: self.conn.network.delete_subnet(self.subnet_id, ignore_missing=True))
             if self.network_id:
-                step("network",
-                     lambda: self.conn.network.delete_network(self.network_id, ignore_missing=True))
+                step(
+                    "network", lambda: self.conn.network.delete_network(self.network_id, ignore_missing=True)
+                )
             step("host networking", self._wait_host_clean)
         if self.proc is not None:
             step("the cloud", self._stop_cloud)
@@ -493,8 +556,11 @@ class Bench:
         return found
 
     def _kernel_leftovers(self) -> list[str]:
-        return ([f"link {n}" for n in self._owner_links()] + [f"namespace {n}" for n in self._namespaces()]
-                + [f"dnsmasq pid {p}" for p in self._dnsmasqs()])
+        return (
+            [f"link {n}" for n in self._owner_links()]
+            + [f"namespace {n}" for n in self._namespaces()]
+            + [f"dnsmasq pid {p}" for p in self._dnsmasqs()]
+        )
 
     def _remove_networking(self) -> None:
         """What the cloud could not remove (it died, or was stopped with servers left): ours only."""
@@ -508,9 +574,13 @@ class Bench:
     def leftovers(self) -> list[str]:
         left = self._kernel_leftovers()
         domains = _virsh("list", "--all", "--name", check=False).stdout.split()
-        left += [f"domain {d}" for d in domains
-                 if d in self.bare or d.startswith(f"bench-bare-{self.tag}-")
-                 or d.removeprefix("instance-") in self.all_servers]
+        left += [
+            f"domain {d}"
+            for d in domains
+            if d in self.bare
+            or d.startswith(f"bench-bare-{self.tag}-")
+            or d.removeprefix("instance-") in self.all_servers
+        ]
         if self.state_dir.exists():
             left.append(f"directory {self.state_dir}")
         return left
@@ -540,21 +610,35 @@ def report(bench: Bench, command: str) -> dict[str, Any]:
         ("actorstack: server create -> meta_data.json marker", cloud),
         ("bare libvirt: virsh create -> meta_data.json marker", bare),
         ("overhead: actorstack - bare (paired, per run)", [c - b for c, b in zip(cloud, bare)]),
-        ("  actorstack: server create -> ACTIVE",
-         [r["actorstack"]["active"] for r in runs if "active" in r["actorstack"]]),
+        (
+            "  actorstack: server create -> ACTIVE",
+            [r["actorstack"]["active"] for r in runs if "active" in r["actorstack"]],
+        ),
         ("  actorstack: server create -> POST /servers answered", [r["actorstack"]["post"] for r in runs]),
         ("  bare libvirt: virsh create returned", [r["bare"]["started"] for r in runs]),
     ]
     for phase, _ in PHASES:
-        rows.append((f"  actorstack: create -> '{phase}' line",
-                     [r["actorstack"][phase] for r in runs if phase in r["actorstack"]]))
-        rows.append((f"  bare libvirt: create -> '{phase}' line",
-                     [r["bare"][phase] for r in runs if phase in r["bare"]]))
+        rows.append(
+            (
+                f"  actorstack: create -> '{phase}' line",
+                [r["actorstack"][phase] for r in runs if phase in r["actorstack"]],
+            )
+        )
+        rows.append(
+            (
+                f"  bare libvirt: create -> '{phase}' line",
+                [r["bare"][phase] for r in runs if phase in r["bare"]],
+            )
+        )
     kind = {"kvm": "kvm", "qemu": "qemu (TCG)"}.get(bench.domain_type or "", bench.domain_type or "?")
     summary = {
-        "command": command, "up_command": shlex.join(bench.up_argv), "runs": len(runs),
+        "command": command,
+        "up_command": shlex.join(bench.up_argv),
+        "runs": len(runs),
         "domain_type": bench.domain_type,
-        "poll_interval_s": POLL, "flavor": bench.args.flavor, "image": IMAGE,
+        "poll_interval_s": POLL,
+        "flavor": bench.args.flavor,
+        "image": IMAGE,
         "stats": {label.strip(): dict(zip(("median", "min", "max"), _stats(v))) for label, v in rows if v},
         "runs_detail": runs,
     }
@@ -562,8 +646,10 @@ def report(bench: Bench, command: str) -> dict[str, Any]:
         print(json.dumps(summary, indent=2))
         return summary
     width = max(len(label) for label, _ in rows)
-    print(f"\nguest boot: {len(runs)} run(s), domain type {kind}, flavor {bench.args.flavor}, image {IMAGE}, "
-          f"console polled every {POLL}s")
+    print(
+        f"\nguest boot: {len(runs)} run(s), domain type {kind}, flavor {bench.args.flavor}, image {IMAGE}, "
+        f"console polled every {POLL}s"
+    )
     print(f"{'':{width}}  {'median':>8} {'min':>8} {'max':>8}")
     for label, values in rows:
         if values:
@@ -579,8 +665,9 @@ def report(bench: Bench, command: str) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.guest_boot", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=5,
-                        help="servers to boot, one after the other (default 5)")
+    parser.add_argument(
+        "--runs", type=int, default=5, help="servers to boot, one after the other (default 5)"
+    )
     parser.add_argument("--flavor", default="m1.micro")
     parser.add_argument("--cidr", default="10.77.0.0/24", help="the bench network's subnet")
     parser.add_argument("--timeout", type=float, default=300, help="per guest, to its metadata marker (s)")
@@ -617,8 +704,10 @@ def main(argv: list[str] | None = None) -> int:
         for problem in problems:
             _log(f"CLEANUP PROBLEM: {problem}")
         if not problems:
-            _log("cleaned up: no servers, domains, links, namespaces, dnsmasq, database, vhost "
-                 "or state dir left")
+            _log(
+                "cleaned up: no servers, domains, links, namespaces, dnsmasq, database, vhost "
+                "or state dir left"
+            )
     if bench.results:
         report(bench, command)
     return exit_code(interrupted=isinstance(failed, KeyboardInterrupt), failed=failed, problems=problems)

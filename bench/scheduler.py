@@ -67,8 +67,12 @@ ZONE_WEIGHTS = (0.45, 0.45, 0.10)
 HEARTBEAT_EVERY = 10.0  # s: refresh between samples, well inside scheduler.HOST_DOWN_AFTER
 
 # Hardware classes: (vCPUs, RAM MiB, disk GiB, share of the hosts).
-HOST_CLASSES = ((16, 65536, 480, 0.25), (32, 131072, 960, 0.35), (48, 262144, 1920, 0.25),
-                (64, 524288, 3840, 0.15))
+HOST_CLASSES = (
+    (16, 65536, 480, 0.25),
+    (32, 131072, 960, 0.35),
+    (48, 262144, 1920, 0.25),
+    (64, 524288, 3840, 0.15),
+)
 RUNNING = (  # what the hosts already run in the latency phase
     m.FlavorSpec(id="2", name="m1.small", ram=2048, vcpus=1, disk=20),
     m.FlavorSpec(id="3", name="m1.medium", ram=4096, vcpus=2, disk=40),
@@ -78,10 +82,24 @@ RUNNING = (  # what the hosts already run in the latency phase
 TINY = m.FlavorSpec(id="1", name="m1.tiny", ram=512, vcpus=1, disk=1)
 FILL = m.FlavorSpec(id="bench.fill", name="bench.fill", ram=32768, vcpus=16, disk=320)
 
-HOST_COLUMNS = ("name", "availability_zone", "enabled", "virt_type", "hypervisor_hostname", "host_ip",
-                "vcpus", "memory_mb", "local_gb", "cpu_allocation_ratio", "ram_allocation_ratio",
-                "disk_allocation_ratio", "reserved_memory_mb", "used_vcpus", "used_memory_mb",
-                "used_local_gb")
+HOST_COLUMNS = (
+    "name",
+    "availability_zone",
+    "enabled",
+    "virt_type",
+    "hypervisor_hostname",
+    "host_ip",
+    "vcpus",
+    "memory_mb",
+    "local_gb",
+    "cpu_allocation_ratio",
+    "ram_allocation_ratio",
+    "disk_allocation_ratio",
+    "reserved_memory_mb",
+    "used_vcpus",
+    "used_memory_mb",
+    "used_local_gb",
+)
 ALLOCATION_COLUMNS = ("server_id", "host", "project_id", "vcpus", "memory_mb", "local_gb")
 
 # The capacities, exactly as actors/scheduler.py's _FITS counts them.
@@ -130,13 +148,26 @@ def make_hosts(count: int, rng: random.Random) -> list[tuple[Any, ...]]:
         vcpus, memory_mb, local_gb, _ = rng.choices(HOST_CLASSES, weights)[0]
         zone = rng.choices(ZONES, ZONE_WEIGHTS)[0]
         name = f"cmp-{zone}-{i:05d}"
-        rows.append((
-            name, zone, True, "kvm", f"{name}.bench.example", f"10.{i // 65536}.{i // 256 % 256}.{i % 256}",
-            vcpus, memory_mb, local_gb,
-            rng.choice((4.0, 4.0, 16.0)), rng.choice((1.0, 1.0, 1.5)), 1.0,
-            rng.choice((512, 2048, 4096)) if memory_mb > 65536 else 512,
-            0, 0, 0,
-        ))
+        rows.append(
+            (
+                name,
+                zone,
+                True,
+                "kvm",
+                f"{name}.bench.example",
+                f"10.{i // 65536}.{i // 256 % 256}.{i % 256}",
+                vcpus,
+                memory_mb,
+                local_gb,
+                rng.choice((4.0, 4.0, 16.0)),
+                rng.choice((1.0, 1.0, 1.5)),
+                1.0,
+                rng.choice((512, 2048, 4096)) if memory_mb > 65536 else 512,
+                0,
+                0,
+                0,
+            )
+        )
     return rows
 
 
@@ -145,8 +176,11 @@ def running_servers(hosts: list[tuple[Any, ...]], rng: random.Random) -> list[tu
     random 0-95 % of its RAM with m1.small..m1.xlarge, never beyond any of its capacities."""
     rows = []
     for name, _z, _e, _v, _hh, _ip, vcpus, memory_mb, local_gb, cpu_r, ram_r, disk_r, reserved, *_ in hosts:
-        limit_v, limit_r, limit_d = math.floor(vcpus * cpu_r), math.floor((memory_mb - reserved) * ram_r), \
-            math.floor(local_gb * disk_r)
+        limit_v, limit_r, limit_d = (
+            math.floor(vcpus * cpu_r),
+            math.floor((memory_mb - reserved) * ram_r),
+            math.floor(local_gb * disk_r),
+        )
         target = rng.uniform(0.0, 0.95) * limit_r
         used_v = used_r = used_d = 0
         while True:
@@ -158,8 +192,9 @@ def running_servers(hosts: list[tuple[Any, ...]], rng: random.Random) -> list[tu
     return rows
 
 
-async def load_cloud(conn: asyncpg.Connection, hosts: list[tuple[Any, ...]],
-                     allocations: list[tuple[Any, ...]]) -> None:
+async def load_cloud(
+    conn: asyncpg.Connection, hosts: list[tuple[Any, ...]], allocations: list[tuple[Any, ...]]
+) -> None:
     """Replace the hosts and allocations with these; usage is the sum of the allocations."""
     async with conn.transaction():
         await conn.execute("TRUNCATE allocations, compute_hosts")
@@ -170,7 +205,8 @@ async def load_cloud(conn: asyncpg.Connection, hosts: list[tuple[Any, ...]],
                 "UPDATE compute_hosts h SET used_vcpus = s.vcpus, used_memory_mb = s.memory_mb, "
                 "used_local_gb = s.local_gb FROM (SELECT host, sum(vcpus) AS vcpus, "
                 "sum(memory_mb) AS memory_mb, sum(local_gb) AS local_gb FROM allocations GROUP BY host) s "
-                "WHERE s.host = h.name")
+                "WHERE s.host = h.name"
+            )
     await conn.execute("VACUUM ANALYZE compute_hosts")
     await conn.execute("VACUUM ANALYZE allocations")
     await heartbeat(conn)
@@ -193,21 +229,25 @@ async def verify(conn: asyncpg.Connection, placed: dict[str, str]) -> list[str]:
             f"host {row['name']}: used vcpus/ram/disk {row['used_vcpus']}/{row['used_memory_mb']}/"
             f"{row['used_local_gb']}, allocations {row['alloc_vcpus']}/{row['alloc_memory_mb']}/"
             f"{row['alloc_local_gb']}, limits {row['limit_vcpus']:.0f}/{row['limit_memory_mb']:.0f}/"
-            f"{row['limit_local_gb']:.0f}")
+            f"{row['limit_local_gb']:.0f}"
+        )
     rows = await conn.fetch(_CLAIMED)
     allocated = {r["server_id"]: r["host"] for r in rows}
     if allocated != placed:
         missing = placed.keys() - allocated.keys()
         extra = allocated.keys() - placed.keys()
         moved = [s for s in placed.keys() & allocated.keys() if placed[s] != allocated[s]]
-        problems.append(f"allocations differ from the Scheduled answers: {len(missing)} missing, "
-                        f"{len(extra)} unanswered, {len(moved)} on another host")
+        problems.append(
+            f"allocations differ from the Scheduled answers: {len(missing)} missing, "
+            f"{len(extra)} unanswered, {len(moved)} on another host"
+        )
     return problems
 
 
 def select(flavor: m.FlavorSpec, zone: str | None) -> m.SelectHost:
-    return m.SelectHost(server_id=str(uuid.uuid4()), project_id="bench-claims", flavor=flavor,
-                        availability_zone=zone)
+    return m.SelectHost(
+        server_id=str(uuid.uuid4()), project_id="bench-claims", flavor=flavor, availability_zone=zone
+    )
 
 
 # --- phase 1: decision latency ----------------------------------------------------------------------
@@ -224,8 +264,9 @@ class LatencyResult:
     explain: list[str] = field(default_factory=list)
 
 
-async def measure_latency(conn: asyncpg.Connection, hosts: int, claims: int, rng: random.Random,
-                          explain: bool) -> LatencyResult:
+async def measure_latency(
+    conn: asyncpg.Connection, hosts: int, claims: int, rng: random.Random, explain: bool
+) -> LatencyResult:
     host_rows = make_hosts(hosts, rng)
     running = running_servers(host_rows, rng)
     await load_cloud(conn, host_rows, running)
@@ -255,14 +296,32 @@ async def measure_latency(conn: asyncpg.Connection, hosts: int, claims: int, rng
     query_ms = []
     for zone in zones:
         t0 = time.perf_counter()
-        await conn.fetch(scheduler._CANDIDATES, vcpus, ram, disk, scheduler.HOST_DOWN_AFTER, zone, [], None,
-                         scheduler.CANDIDATES)
+        await conn.fetch(
+            scheduler._CANDIDATES,
+            vcpus,
+            ram,
+            disk,
+            scheduler.HOST_DOWN_AFTER,
+            zone,
+            [],
+            None,
+            scheduler.CANDIDATES,
+        )
         query_ms.append((time.perf_counter() - t0) * 1000)
     result = LatencyResult(hosts, len(running), claim_ms, query_ms, refused, await verify(conn, placed))
     if explain:
         for zone in (None, ZONES[0]):
-            plan = await conn.fetch("EXPLAIN (ANALYZE, BUFFERS) " + scheduler._CANDIDATES, vcpus, ram, disk,
-                                    scheduler.HOST_DOWN_AFTER, zone, [], None, scheduler.CANDIDATES)
+            plan = await conn.fetch(
+                "EXPLAIN (ANALYZE, BUFFERS) " + scheduler._CANDIDATES,
+                vcpus,
+                ram,
+                disk,
+                scheduler.HOST_DOWN_AFTER,
+                zone,
+                [],
+                None,
+                scheduler.CANDIDATES,
+            )
             result.explain += [f"-- availability_zone = {zone!r}"] + [r[0] for r in plan]
     return result
 
@@ -286,14 +345,17 @@ class ThroughputResult:
     problems: list[str]
 
 
-async def measure_throughput(pool: asyncpg.Pool, hosts: int, schedulers: int,
-                             rng: random.Random) -> ThroughputResult:
+async def measure_throughput(
+    pool: asyncpg.Pool, hosts: int, schedulers: int, rng: random.Random
+) -> ThroughputResult:
     async with pool.acquire() as conn:
         await load_cloud(conn, make_hosts(hosts, rng), [])
         capacity = await room_for(conn, FILL)
     requests = capacity + max(2 * schedulers, capacity // 20)
-    _log(f"{hosts} empty hosts, room for {capacity} x {FILL.name}: "
-         f"{schedulers} schedulers make {requests} claims")
+    _log(
+        f"{hosts} empty hosts, room for {capacity} x {FILL.name}: "
+        f"{schedulers} schedulers make {requests} claims"
+    )
     zones = [rng.choice(ZONES) if rng.random() < 0.5 else None for _ in range(requests)]
     next_request = iter(zones)
     placed: dict[str, str] = {}
@@ -332,8 +394,20 @@ async def measure_throughput(pool: asyncpg.Pool, hosts: int, schedulers: int,
     # Claims only take room, so room left at the end was there at every refusal too: a refusal
     # is spurious when its zone (or, without one, the cloud) still has room for the flavor.
     spurious = sum(1 for zone in refused_zones if room[zone] > 0)
-    return ThroughputResult(hosts, schedulers, capacity, requests, seconds, len(placed), len(refused_zones),
-                            deadlocks, room[None], spurious, claim_ms, problems)
+    return ThroughputResult(
+        hosts,
+        schedulers,
+        capacity,
+        requests,
+        seconds,
+        len(placed),
+        len(refused_zones),
+        deadlocks,
+        room[None],
+        spurious,
+        claim_ms,
+        problems,
+    )
 
 
 # --- the report ---------------------------------------------------------------------------------------
@@ -348,49 +422,71 @@ async def machine(conn: asyncpg.Connection) -> str:
                 break
     except OSError:
         pass
-    settings = {r["name"]: r["value"] for r in await conn.fetch(
-        "SELECT name, current_setting(name) AS value FROM pg_settings WHERE name = ANY($1::text[])",
-        ["synchronous_commit", "fsync", "shared_buffers", "work_mem", "jit"])}
+    settings = {
+        r["name"]: r["value"]
+        for r in await conn.fetch(
+            "SELECT name, current_setting(name) AS value FROM pg_settings WHERE name = ANY($1::text[])",
+            ["synchronous_commit", "fsync", "shared_buffers", "work_mem", "jit"],
+        )
+    }
     version = await conn.fetchval("SHOW server_version")
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     shown = ", ".join(f"{k}={v}" for k, v in sorted(settings.items()))
-    return (f"machine: {os.cpu_count()} CPUs ({cpu}), load average {load}\n"
-            f"PostgreSQL {version} ({shown})")
+    return f"machine: {os.cpu_count()} CPUs ({cpu}), load average {load}\nPostgreSQL {version} ({shown})"
 
 
-def report(about: str, latency: list[LatencyResult], throughput: ThroughputResult | None, command: str,
-           extra_sql: str | None) -> None:
+def report(
+    about: str,
+    latency: list[LatencyResult],
+    throughput: ThroughputResult | None,
+    command: str,
+    extra_sql: str | None,
+) -> None:
     print(f"\n{about}")
     if latency:
-        print(f"\ndecision latency: one claim = BEGIN; scheduler.claim(SelectHost {TINY.name}); COMMIT, "
-              f"sequential on one connection;\nquery = the candidate query alone (filters + weigher, "
-              f"LIMIT {scheduler.CANDIDATES}); half the requests name an availability zone")
+        print(
+            f"\ndecision latency: one claim = BEGIN; scheduler.claim(SelectHost {TINY.name}); COMMIT, "
+            f"sequential on one connection;\nquery = the candidate query alone (filters + weigher, "
+            f"LIMIT {scheduler.CANDIDATES}); half the requests name an availability zone"
+        )
         print("| hosts  | servers | claims | p50 ms | p95 ms | p99 ms | max ms | query p50 | query p99 |")
         print("|-------:|--------:|-------:|-------:|-------:|-------:|-------:|----------:|----------:|")
         for r in latency:
             c, q = r.claim_ms, r.query_ms
-            print(f"| {r.hosts:6} | {r.servers:7} | {len(c):6} | {percentile(c, 50):6.2f} "
-                  f"| {percentile(c, 95):6.2f} | {percentile(c, 99):6.2f} | {max(c):6.2f} "
-                  f"| {percentile(q, 50):9.2f} | {percentile(q, 99):9.2f} |")
+            print(
+                f"| {r.hosts:6} | {r.servers:7} | {len(c):6} | {percentile(c, 50):6.2f} "
+                f"| {percentile(c, 95):6.2f} | {percentile(c, 99):6.2f} | {max(c):6.2f} "
+                f"| {percentile(q, 50):9.2f} | {percentile(q, 99):9.2f} |"
+            )
         for r in latency:
             if r.refused:
                 print(f"  {r.hosts} hosts: {r.refused} claims refused (NoValidHost)")
     if throughput is not None:
         t = throughput
         verdict = "none" if not t.problems else f"FAILED ({len(t.problems)} problems)"
-        print(f"\nconcurrent schedulers: {t.hosts} empty hosts, flavor {FILL.name} "
-              f"({FILL.vcpus} vCPUs, {FILL.ram} MiB, {FILL.disk} GiB), room for {t.capacity}, "
-              f"{t.requests} requests")
-        print("| schedulers | claims/s | seconds | placed | refused | spurious | room left | p50 ms | p99 ms "
-              "| over-commit |")
-        print("|-----------:|---------:|--------:|-------:|--------:|---------:|----------:|-------:|-------:"
-              "|:------------|")
-        print(f"| {t.schedulers:10} | {t.requests / t.seconds:8.0f} | {t.seconds:7.2f} | {t.placed:6} "
-              f"| {t.refused:7} | {t.spurious:8} | {t.room_left:9} | {percentile(t.claim_ms, 50):6.2f} "
-              f"| {percentile(t.claim_ms, 99):6.2f} | {verdict:11} |")
+        print(
+            f"\nconcurrent schedulers: {t.hosts} empty hosts, flavor {FILL.name} "
+            f"({FILL.vcpus} vCPUs, {FILL.ram} MiB, {FILL.disk} GiB), room for {t.capacity}, "
+            f"{t.requests} requests"
+        )
+        print(
+            "| schedulers | claims/s | seconds | placed | refused | spurious | room left | p50 ms | p99 ms "
+            "| over-commit |"
+        )
+        print(
+            "|-----------:|---------:|--------:|-------:|--------:|---------:|----------:|-------:|-------:"
+            "|:------------|"
+        )
+        print(
+            f"| {t.schedulers:10} | {t.requests / t.seconds:8.0f} | {t.seconds:7.2f} | {t.placed:6} "
+            f"| {t.refused:7} | {t.spurious:8} | {t.room_left:9} | {percentile(t.claim_ms, 50):6.2f} "
+            f"| {percentile(t.claim_ms, 99):6.2f} | {verdict:11} |"
+        )
         if t.spurious:
-            print(f"  {t.spurious} of the refusals were spurious: room was left for them, but every one of "
-                  f"the {scheduler.CANDIDATES} candidates was taken by a concurrent claim first")
+            print(
+                f"  {t.spurious} of the refusals were spurious: room was left for them, but every one of "
+                f"the {scheduler.CANDIDATES} candidates was taken by a concurrent claim first"
+            )
         if t.deadlocks:
             print(f"  {t.deadlocks} claims hit a deadlock and were retried")
     for r in latency:
@@ -450,8 +546,10 @@ async def run(args: argparse.Namespace, database: str, command: str) -> int:
         if len(problems) > 50:
             print(f"  ... and {len(problems) - 50} more")
         return 1
-    print("verification: every host's usage equals the sum of its allocations and is within its capacity; "
-          "the allocations are exactly the Scheduled answers")
+    print(
+        "verification: every host's usage equals the sum of its allocations and is within its capacity; "
+        "the allocations are exactly the Scheduled answers"
+    )
     return 0
 
 
@@ -467,20 +565,36 @@ def _counts(text: str) -> list[int]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.scheduler", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--hosts", type=_counts, default=[100, 1000, 10000],
-                        help="host counts for the latency phase, comma-separated (default 100,1000,10000)")
+    parser.add_argument(
+        "--hosts",
+        type=_counts,
+        default=[100, 1000, 10000],
+        help="host counts for the latency phase, comma-separated (default 100,1000,10000)",
+    )
     parser.add_argument("--claims", type=int, default=2000, help="timed claims per host count (default 2000)")
-    parser.add_argument("--concurrency", type=int, default=32,
-                        help="concurrent schedulers in the throughput phase (default 32)")
-    parser.add_argument("--fill-hosts", type=int, default=1000,
-                        help="hosts the concurrent schedulers fill (default 1000; 0 skips the phase)")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=32,
+        help="concurrent schedulers in the throughput phase (default 32)",
+    )
+    parser.add_argument(
+        "--fill-hosts",
+        type=int,
+        default=1000,
+        help="hosts the concurrent schedulers fill (default 1000; 0 skips the phase)",
+    )
     parser.add_argument("--seed", type=int, default=1, help="for the hosts, their servers and the requests")
-    parser.add_argument("--explain", action="store_true",
-                        help="print EXPLAIN (ANALYZE, BUFFERS) of the candidate query at the largest "
-                             "host count")
-    parser.add_argument("--extra-sql", metavar="SQL",
-                        help="run after the schema, e.g. a candidate index to compare (in the bench's "
-                             "database only)")
+    parser.add_argument(
+        "--explain",
+        action="store_true",
+        help="print EXPLAIN (ANALYZE, BUFFERS) of the candidate query at the largest host count",
+    )
+    parser.add_argument(
+        "--extra-sql",
+        metavar="SQL",
+        help="run after the schema, e.g. a candidate index to compare (in the bench's database only)",
+    )
     args = parser.parse_args(argv)
     if args.claims < 1 or args.concurrency < 1 or args.fill_hosts < 0:
         parser.error("--claims and --concurrency must be at least 1, --fill-hosts at least 0")

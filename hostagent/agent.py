@@ -110,11 +110,19 @@ class HostAgent(RequestAgent):
     reply_kinds = ("server",)
     heartbeat_errors = (*DB_ERRORS, VirtError)
 
-    def __init__(self, settings: AgentSettings, pool: asyncpg.Pool, connection: AbstractRobustConnection,
-                 driver: VirtDriver, network: HostNetworking | NullNetworking | None = None) -> None:
+    def __init__(
+        self,
+        settings: AgentSettings,
+        pool: asyncpg.Pool,
+        connection: AbstractRobustConnection,
+        driver: VirtDriver,
+        network: HostNetworking | NullNetworking | None = None,
+    ) -> None:
         """The pool, the connection and the networking are the caller's (it starts and stops
         them); the driver is opened by start() and closed by stop()."""
-        super().__init__(settings.name, pool, connection, prefetch=settings.prefetch, heartbeat=settings.heartbeat)
+        super().__init__(
+            settings.name, pool, connection, prefetch=settings.prefetch, heartbeat=settings.heartbeat
+        )
         self.settings = settings
         self.driver = driver
         self.network = network if network is not None else NullNetworking()
@@ -127,8 +135,12 @@ class HostAgent(RequestAgent):
 
     async def start(self) -> None:
         await super().start()
-        log.info("host agent started", host=self.name, queue=self.queue_name,
-                 virt_type=self.inventory.virt_type if self.inventory else None)
+        log.info(
+            "host agent started",
+            host=self.name,
+            queue=self.queue_name,
+            virt_type=self.inventory.virt_type if self.inventory else None,
+        )
 
     async def stop(self) -> None:
         """Graceful: no new requests, the delivered ones finished and replied, then closed."""
@@ -142,11 +154,13 @@ class HostAgent(RequestAgent):
         # Replies go to the server actors' shard queues: _open_queue makes sure they exist.
         await self._open_queue()
         await self._register()
-        self._run_tasks([
-            ("heartbeat", self._heartbeat_loop()),
-            ("power sync", self._sync_loop()),
-            ("libvirt events", self._event_loop()),
-        ])
+        self._run_tasks(
+            [
+                ("heartbeat", self._heartbeat_loop()),
+                ("power sync", self._sync_loop()),
+                ("libvirt events", self._event_loop()),
+            ]
+        )
         await self._consume()
 
     # --- registration and heartbeat -------------------------------------------------------
@@ -159,14 +173,26 @@ class HostAgent(RequestAgent):
             reserved = 0 if self.driver.volatile else 512
         s = self.settings
         self.inventory = host.inventory(
-            self.name, info, disk_gb, availability_zone=s.availability_zone, host_ip=s.host_ip,
-            cpu_allocation_ratio=s.cpu_allocation_ratio, ram_allocation_ratio=s.ram_allocation_ratio,
-            disk_allocation_ratio=s.disk_allocation_ratio, reserved_memory_mb=reserved,
+            self.name,
+            info,
+            disk_gb,
+            availability_zone=s.availability_zone,
+            host_ip=s.host_ip,
+            cpu_allocation_ratio=s.cpu_allocation_ratio,
+            ram_allocation_ratio=s.ram_allocation_ratio,
+            disk_allocation_ratio=s.disk_allocation_ratio,
+            reserved_memory_mb=reserved,
         )
         await host.register(self.pool, self.inventory)
-        log.info("compute host registered", host=self.name, vcpus=info.vcpus, memory_mb=info.memory_mb,
-                 local_gb=disk_gb, hypervisor=f"{info.hypervisor_type} {info.hypervisor_version}",
-                 hypervisor_hostname=info.hypervisor_hostname)
+        log.info(
+            "compute host registered",
+            host=self.name,
+            vcpus=info.vcpus,
+            memory_mb=info.memory_mb,
+            local_gb=disk_gb,
+            hypervisor=f"{info.hypervisor_type} {info.hypervisor_version}",
+            hypervisor_hostname=info.hypervisor_hostname,
+        )
 
     async def _beat(self) -> bool:
         return await host.heartbeat(self.pool, self.name)
@@ -190,19 +216,31 @@ class HostAgent(RequestAgent):
                     await self.driver.restore(definition)
                     restored += 1
                 except VirtError as exc:
-                    log.warning("could not restore an instance's definition", server=server_id, error=exc.reason)
+                    log.warning(
+                        "could not restore an instance's definition", server=server_id, error=exc.reason
+                    )
         if mine or orphans:
-            log.info("instances adopted", host=self.name, adopted=len(mine & set(domains)), restored=restored,
-                     missing=len(mine - set(domains)) - restored, reaped=len(orphans))
+            log.info(
+                "instances adopted",
+                host=self.name,
+                adopted=len(mine & set(domains)),
+                restored=restored,
+                missing=len(mine - set(domains)) - restored,
+                reaped=len(orphans),
+            )
 
     async def _orphans(self, mine: set[str]) -> set[str]:
         """The instances kept here whose server the database does not place here any more."""
         if not mine:
             return set()
         owners = await host.owners(self.pool, sorted(mine))
-        return {server_id for server_id in mine
-                if owners.get(server_id) is None or owners[server_id][0] == "deleted"
-                or owners[server_id][1] != self.name}
+        return {
+            server_id
+            for server_id in mine
+            if owners.get(server_id) is None
+            or owners[server_id][0] == "deleted"
+            or owners[server_id][1] != self.name
+        }
 
     async def _reap(self, server_id: str, *, existed: bool) -> None:
         """Destroy an orphan's domain, taps and files; a failure leaves it for the next start
@@ -214,8 +252,11 @@ class HostAgent(RequestAgent):
             log.warning("could not reap an orphaned instance", server=server_id, error=exc.reason)
             return
         await self.storage.remove(server_id)
-        log.warning("orphaned instance reaped: its server is deleted or unknown", server=server_id,
-                    domain_existed=existed)
+        log.warning(
+            "orphaned instance reaped: its server is deleted or unknown",
+            server=server_id,
+            domain_existed=existed,
+        )
 
     # --- requests -------------------------------------------------------------------------
 
@@ -254,12 +295,23 @@ class HostAgent(RequestAgent):
         try:
             root, volumes = await self._volume_disks(msg)
             interfaces = await self._plug(server_id, msg.ports)
-            local = await self.storage.create(server_id, msg.image_id, root_gb=flavor.disk,
-                                              ephemeral_gb=flavor.ephemeral, swap_mb=flavor.swap)
-            spec = InstanceSpec(uuid=server_id, name=msg.name, vcpus=flavor.vcpus, memory_mb=flavor.ram,
-                                disks=(*root, *local, *volumes),
-                                console_log=self.storage.paths(server_id).console_log,
-                                flavor_name=flavor.name, interfaces=interfaces)
+            local = await self.storage.create(
+                server_id,
+                msg.image_id,
+                root_gb=flavor.disk,
+                ephemeral_gb=flavor.ephemeral,
+                swap_mb=flavor.swap,
+            )
+            spec = InstanceSpec(
+                uuid=server_id,
+                name=msg.name,
+                vcpus=flavor.vcpus,
+                memory_mb=flavor.ram,
+                disks=(*root, *local, *volumes),
+                console_log=self.storage.paths(server_id).console_log,
+                flavor_name=flavor.name,
+                interfaces=interfaces,
+            )
             await self.storage.save_definition(server_id, self.driver.describe(spec))
             state = await self.driver.spawn(spec)
         except (StorageError, VirtError, QemuImgError, NetworkingError, OSError, VolumeRefused) as exc:
@@ -282,8 +334,12 @@ class HostAgent(RequestAgent):
             disk = await self._volume_disk(block.device, block.connection)
             if msg.image_id is None and block.boot_index == 0 and not root:
                 root.append(dataclasses.replace(disk, device="vda"))
-            elif disk.device == "vda" and (msg.image_id is not None or any(b.boot_index == 0 for b in msg.volumes)):
-                raise VolumeRefused(f"Volume {block.connection.volume_id} cannot be vda: that is the root disk.")
+            elif disk.device == "vda" and (
+                msg.image_id is not None or any(b.boot_index == 0 for b in msg.volumes)
+            ):
+                raise VolumeRefused(
+                    f"Volume {block.connection.volume_id} cannot be vda: that is the root disk."
+                )
             else:
                 others.append(disk)
         return tuple(root), tuple(others)
@@ -297,16 +353,22 @@ class HostAgent(RequestAgent):
             raise VolumeRefused(exc.reason) from None
         match = _DEVICE.fullmatch(device)
         if match is None:
-            raise VolumeRefused(f"Invalid device {device!r} for volume {volume_id}: expected /dev/vdb, /dev/vdc, …")
+            raise VolumeRefused(
+                f"Invalid device {device!r} for volume {volume_id}: expected /dev/vdb, /dev/vdc, …"
+            )
         if connection.driver != "file":
-            raise VolumeRefused(f"Volume {volume_id} has driver {connection.driver!r}; this host attaches "
-                                "file volumes only.")
+            raise VolumeRefused(
+                f"Volume {volume_id} has driver {connection.driver!r}; this host attaches file volumes only."
+            )
         if connection.format not in VOLUME_FORMATS:
-            raise VolumeRefused(f"Volume {volume_id} is in format {connection.format!r}; only qcow2 and raw "
-                                "are attached.")
+            raise VolumeRefused(
+                f"Volume {volume_id} is in format {connection.format!r}; only qcow2 and raw are attached."
+            )
         path = Path(connection.path)
         if not path.is_absolute() or ".." in path.parts or not await asyncio.to_thread(path.is_file):
-            raise VolumeRefused(f"Volume {volume_id} is not reachable from this host (no file {connection.path}).")
+            raise VolumeRefused(
+                f"Volume {volume_id} is not reachable from this host (no file {connection.path})."
+            )
         return Disk(path, connection.format, device=match.group(1), serial=volume_id)
 
     async def _plug(self, server_id: str, ports: list[str]) -> tuple[Interface, ...]:
@@ -348,8 +410,9 @@ class HostAgent(RequestAgent):
             return m.ActionFailed(action=action.value, reason=exc.reason, power_state=int(exc.state))
         except VirtError as exc:
             now = await self._state_or_none(server_id)
-            return m.ActionFailed(action=action.value, reason=exc.reason,
-                                  power_state=None if now is None else int(now))
+            return m.ActionFailed(
+                action=action.value, reason=exc.reason, power_state=None if now is None else int(now)
+            )
         self._reported[server_id] = state
         return m.ActionDone(action=action.value, power_state=int(state))
 
@@ -389,8 +452,11 @@ class HostAgent(RequestAgent):
         domains = await self.driver.instances()
         mine = await self.storage.existing()
         placed = await host.placed_servers(self.pool, self.name)
-        await host.record_domains(self.pool, self.name, {
-            server_id: int(domains[server_id]) if server_id in domains else None for server_id in mine})
+        await host.record_domains(
+            self.pool,
+            self.name,
+            {server_id: int(domains[server_id]) if server_id in domains else None for server_id in mine},
+        )
         reported = 0
         for server_id in sorted(mine | placed):
             async with self._locks.try_hold(server_id) as held:
@@ -429,14 +495,14 @@ class HostAgent(RequestAgent):
         log.info("power state reported", server=server_id, power_state=state.name)
         return True
 
-
     # --- volumes ----------------------------------------------------------------------------
 
     async def _attach_volume(self, msg: v.AttachVolumeOnHost) -> Message:
         def failed(reason: str) -> Message:
             log.warning("volume attach failed", volume=msg.connection.volume_id, reason=reason)
-            return v.VolumeAttachToServerFailed(attachment_id=msg.attachment_id,
-                                                volume_id=msg.connection.volume_id, reason=reason)
+            return v.VolumeAttachToServerFailed(
+                attachment_id=msg.attachment_id, volume_id=msg.connection.volume_id, reason=reason
+            )
 
         try:
             server_id = canonical_id(msg.server_id, "server id")
@@ -451,8 +517,9 @@ class HostAgent(RequestAgent):
     async def _detach_volume(self, msg: v.DetachVolumeOnHost) -> Message:
         def failed(reason: str) -> Message:
             log.warning("volume detach failed", volume=msg.volume_id, reason=reason)
-            return v.VolumeDetachFromServerFailed(attachment_id=msg.attachment_id, volume_id=msg.volume_id,
-                                                  reason=reason)
+            return v.VolumeDetachFromServerFailed(
+                attachment_id=msg.attachment_id, volume_id=msg.volume_id, reason=reason
+            )
 
         detached = v.VolumeDetachedFromServer(attachment_id=msg.attachment_id, volume_id=msg.volume_id)
         try:
@@ -464,8 +531,9 @@ class HostAgent(RequestAgent):
         if match is None:
             return failed(f"Invalid device {msg.device!r}: expected /dev/vdb, /dev/vdc, …")
         try:
-            existed = await self.driver.detach_volume(server_id, match.group(1), serial=volume_id,
-                                                      timeout=self.settings.detach_timeout)
+            existed = await self.driver.detach_volume(
+                server_id, match.group(1), serial=volume_id, timeout=self.settings.detach_timeout
+            )
         except InstanceNotFound:
             return detached  # no domain: the volume is attached to nothing here
         except VirtError as exc:

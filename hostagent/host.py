@@ -22,7 +22,7 @@ import asyncpg
 
 from hostagent.virt.base import HostInfo
 
-GIB = 1024 ** 3
+GIB = 1024**3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,14 +47,30 @@ def local_gb(path: Path) -> int:
     return stat.f_blocks * stat.f_frsize // GIB
 
 
-def inventory(name: str, info: HostInfo, disk_gb: int, *, availability_zone: str, host_ip: str,
-              cpu_allocation_ratio: float, ram_allocation_ratio: float, disk_allocation_ratio: float,
-              reserved_memory_mb: int) -> Inventory:
+def inventory(
+    name: str,
+    info: HostInfo,
+    disk_gb: int,
+    *,
+    availability_zone: str,
+    host_ip: str,
+    cpu_allocation_ratio: float,
+    ram_allocation_ratio: float,
+    disk_allocation_ratio: float,
+    reserved_memory_mb: int,
+) -> Inventory:
     return Inventory(
-        name=name, availability_zone=availability_zone, virt_type=info.virt_type,
-        hypervisor_hostname=info.hypervisor_hostname, host_ip=host_ip, vcpus=info.vcpus,
-        memory_mb=info.memory_mb, local_gb=disk_gb, cpu_allocation_ratio=cpu_allocation_ratio,
-        ram_allocation_ratio=ram_allocation_ratio, disk_allocation_ratio=disk_allocation_ratio,
+        name=name,
+        availability_zone=availability_zone,
+        virt_type=info.virt_type,
+        hypervisor_hostname=info.hypervisor_hostname,
+        host_ip=host_ip,
+        vcpus=info.vcpus,
+        memory_mb=info.memory_mb,
+        local_gb=disk_gb,
+        cpu_allocation_ratio=cpu_allocation_ratio,
+        ram_allocation_ratio=ram_allocation_ratio,
+        disk_allocation_ratio=disk_allocation_ratio,
         reserved_memory_mb=reserved_memory_mb,
     )
 
@@ -68,7 +84,8 @@ ON CONFLICT (name) DO UPDATE SET
     availability_zone = EXCLUDED.availability_zone, virt_type = EXCLUDED.virt_type,
     hypervisor_hostname = EXCLUDED.hypervisor_hostname, host_ip = EXCLUDED.host_ip,
     vcpus = EXCLUDED.vcpus, memory_mb = EXCLUDED.memory_mb, local_gb = EXCLUDED.local_gb,
-    cpu_allocation_ratio = EXCLUDED.cpu_allocation_ratio, ram_allocation_ratio = EXCLUDED.ram_allocation_ratio,
+    cpu_allocation_ratio = EXCLUDED.cpu_allocation_ratio,
+    ram_allocation_ratio = EXCLUDED.ram_allocation_ratio,
     disk_allocation_ratio = EXCLUDED.disk_allocation_ratio, reserved_memory_mb = EXCLUDED.reserved_memory_mb,
     started_at = now(), heartbeat_at = now()
 """
@@ -76,9 +93,19 @@ ON CONFLICT (name) DO UPDATE SET
 
 async def register(pool: asyncpg.Pool, inv: Inventory) -> None:
     await pool.execute(
-        _UPSERT, inv.name, inv.availability_zone, inv.virt_type, inv.hypervisor_hostname, inv.host_ip,
-        inv.vcpus, inv.memory_mb, inv.local_gb, inv.cpu_allocation_ratio, inv.ram_allocation_ratio,
-        inv.disk_allocation_ratio, inv.reserved_memory_mb,
+        _UPSERT,
+        inv.name,
+        inv.availability_zone,
+        inv.virt_type,
+        inv.hypervisor_hostname,
+        inv.host_ip,
+        inv.vcpus,
+        inv.memory_mb,
+        inv.local_gb,
+        inv.cpu_allocation_ratio,
+        inv.ram_allocation_ratio,
+        inv.disk_allocation_ratio,
+        inv.reserved_memory_mb,
     )
 
 

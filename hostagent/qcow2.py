@@ -92,12 +92,14 @@ def _extension(kind: int, payload: bytes) -> bytes:
 
 
 def _feature_table() -> bytes:
-    return b"".join(struct.pack(f">BB{_FEATURE_NAME_LEN}s", kind, bit, name)
-                    for kind, bit, name in _FEATURE_NAMES)
+    return b"".join(
+        struct.pack(f">BB{_FEATURE_NAME_LEN}s", kind, bit, name) for kind, bit, name in _FEATURE_NAMES
+    )
 
 
-def _backing(backing_file: str | bytes | os.PathLike[str] | None,
-             backing_format: str | None) -> tuple[bytes, bytes] | None:
+def _backing(
+    backing_file: str | bytes | os.PathLike[str] | None, backing_format: str | None
+) -> tuple[bytes, bytes] | None:
     if backing_file is None and backing_format is None:
         return None
     if backing_file is None or backing_format is None:
@@ -108,8 +110,9 @@ def _backing(backing_file: str | bytes | os.PathLike[str] | None,
     if b"\0" in name:
         raise ValueError("the backing file name contains a NUL byte")
     if len(name) > MAX_BACKING_NAME:
-        raise ValueError(f"the backing file name is {len(name)} bytes long; "
-                         f"at most {MAX_BACKING_NAME} are allowed")
+        raise ValueError(
+            f"the backing file name is {len(name)} bytes long; at most {MAX_BACKING_NAME} are allowed"
+        )
     if not isinstance(backing_format, str) or not _FORMAT_NAME.fullmatch(backing_format):
         raise ValueError(f"invalid backing format {backing_format!r}")
     fmt = backing_format.encode()
@@ -118,8 +121,9 @@ def _backing(backing_file: str | bytes | os.PathLike[str] | None,
     return name, fmt
 
 
-def image_bytes(size: int, backing_file: str | bytes | os.PathLike[str] | None = None,
-                backing_format: str | None = None) -> bytes:
+def image_bytes(
+    size: int, backing_file: str | bytes | os.PathLike[str] | None = None, backing_format: str | None = None
+) -> bytes:
     """The complete file of a new, empty qcow2 image of `size` bytes (rounded up to 512),
     reading unwritten blocks from `backing_file` (as named, in `backing_format`) if given."""
     virtual_size = rounded_size(size)
@@ -141,26 +145,41 @@ def image_bytes(size: int, backing_file: str | bytes | os.PathLike[str] | None =
     assert backing_offset + len(backing_name) <= CLUSTER_SIZE
 
     header = _HEADER.pack(
-        MAGIC, VERSION, backing_offset, len(backing_name), CLUSTER_BITS, virtual_size,
+        MAGIC,
+        VERSION,
+        backing_offset,
+        len(backing_name),
+        CLUSTER_BITS,
+        virtual_size,
         0,  # no encryption
-        l1_size, l1_offset,
-        1 * CLUSTER_SIZE, 1,  # the refcount table: cluster 1, one cluster long
-        0, 0,  # no snapshots
-        0, 0, 0,  # no feature bits (incompatible, compatible, autoclear)
-        REFCOUNT_ORDER, HEADER_LENGTH,
+        l1_size,
+        l1_offset,
+        1 * CLUSTER_SIZE,
+        1,  # the refcount table: cluster 1, one cluster long
+        0,
+        0,  # no snapshots
+        0,
+        0,
+        0,  # no feature bits (incompatible, compatible, autoclear)
+        REFCOUNT_ORDER,
+        HEADER_LENGTH,
         0,  # compression type zlib
     )
 
     image = bytearray(length)
     first = header + extensions + backing_name
-    image[:len(first)] = first
+    image[: len(first)] = first
     struct.pack_into(">Q", image, 1 * CLUSTER_SIZE, 2 * CLUSTER_SIZE)
     struct.pack_into(f">{used_clusters}H", image, 2 * CLUSTER_SIZE, *([1] * used_clusters))
     return bytes(image)
 
 
-def write(path: str | os.PathLike[str], size: int, backing_file: str | bytes | os.PathLike[str] | None = None,
-          backing_format: str | None = None) -> None:
+def write(
+    path: str | os.PathLike[str],
+    size: int,
+    backing_file: str | bytes | os.PathLike[str] | None = None,
+    backing_format: str | None = None,
+) -> None:
     """Write a new, empty qcow2 image to `path`, replacing any file there (as qemu-img does),
     with permissions 0644 less the umask. Blocking (call it from a thread); not synced to disk,
     like the other files of an instance: QEMU's first flush of the image makes it durable."""
@@ -169,6 +188,6 @@ def write(path: str | os.PathLike[str], size: int, backing_file: str | bytes | o
     try:
         view = memoryview(data)
         while view:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
     finally:
         os.close(fd)

@@ -18,7 +18,7 @@ from typing import Any
 
 from hostagent import qcow2
 
-LIMITS = ("prlimit", f"--as={1024 ** 3}", "--cpu=30")
+LIMITS = ("prlimit", f"--as={1024**3}", "--cpu=30")
 TIMEOUT = 120.0  # seconds, wall clock, for any one call
 
 
@@ -51,7 +51,9 @@ async def run(*args: str, limited: bool = False) -> str:
     argv = [*(LIMITS if limited else ()), "qemu-img", *args]
     try:
         proc = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
     except OSError as exc:

@@ -71,8 +71,15 @@ class RequestAgent(abc.ABC):
     #: The actor kinds it replies to: their shard queues are declared at start.
     reply_kinds: ClassVar[tuple[str, ...]]
 
-    def __init__(self, name: str, pool: asyncpg.Pool, connection: AbstractRobustConnection, *,
-                 prefetch: int, heartbeat: float) -> None:
+    def __init__(
+        self,
+        name: str,
+        pool: asyncpg.Pool,
+        connection: AbstractRobustConnection,
+        *,
+        prefetch: int,
+        heartbeat: float,
+    ) -> None:
         """The pool and the connection are the caller's: it starts and stops them."""
         self.name = name
         self.pool = pool
@@ -104,10 +111,10 @@ class RequestAgent(abc.ABC):
     def _subject(self, body: Message) -> Target:
         """The actor the request is about: requests about it are serialised, replies go to it."""
 
-    def _handled(self, key: str) -> None:
+    def _handled(self, key: str) -> None:  # noqa: B027 - an optional hook
         """Called (under the key's lock) once a request's reply is published."""
 
-    async def _register(self) -> None:
+    async def _register(self) -> None:  # noqa: B027 - an optional hook
         """Write the agent's row (inventory, capacity); again when the heartbeat finds it gone."""
 
     async def _beat(self) -> bool:
@@ -152,7 +159,8 @@ class RequestAgent(abc.ABC):
         stack.push_async_callback(_close_channel, consumer)
         await consumer.set_qos(prefetch_count=self.prefetch)
         self._queue = await consumer.declare_queue(
-            self.queue_name, durable=True, arguments=amqp.shard_queue_arguments())
+            self.queue_name, durable=True, arguments=amqp.shard_queue_arguments()
+        )
         await self._queue.bind(ACTOR_EXCHANGE, routing_key=self.queue_name)
 
     def _run_tasks(self, tasks: Iterable[tuple[str, Coroutine[Any, Any, None]]]) -> None:
@@ -203,16 +211,20 @@ class RequestAgent(abc.ABC):
         try:
             envelope = decode(message.body)
             if envelope.target != Target("agent", self.name):
-                raise ProtocolError(f"message for {envelope.target.kind}/{envelope.target.id} "
-                                    f"arrived on {self.queue_name}")
+                raise ProtocolError(
+                    f"message for {envelope.target.kind}/{envelope.target.id} arrived on {self.queue_name}"
+                )
             handler = self._handler_for(envelope.body)
         except ProtocolError as exc:
             await self._settle(message, self._dead_letter(message, envelope, exc.reason))
             return
         subject = self._subject(envelope.body)
         with structlog.contextvars.bound_contextvars(
-            correlation_id=envelope.correlation_id, message_id=envelope.id, **{subject.kind: subject.id},
-            message_type=envelope.type, **{self.role: self.name},
+            correlation_id=envelope.correlation_id,
+            message_id=envelope.id,
+            **{subject.kind: subject.id},
+            message_type=envelope.type,
+            **{self.role: self.name},
         ):
             await self._settle(message, self._handle(message, envelope, subject, handler))
 
@@ -241,8 +253,9 @@ class RequestAgent(abc.ABC):
             with contextlib.suppress(*BROKER_GONE):
                 await message.nack(requeue=True)
 
-    async def _handle(self, message: AbstractIncomingMessage, envelope: Envelope, subject: Target,
-                      handler: Handler) -> None:
+    async def _handle(
+        self, message: AbstractIncomingMessage, envelope: Envelope, subject: Target, handler: Handler
+    ) -> None:
         async with self._locks.hold(subject.id):
             reply = await handler(envelope.body)
             await self._publish(self._reply(envelope, subject, reply))
@@ -257,23 +270,41 @@ class RequestAgent(abc.ABC):
     async def _publish(self, envelope: Envelope) -> None:
         assert self._exchange is not None
         await self._exchange.publish(
-            aio_pika.Message(encode(envelope), message_id=envelope.id, content_type="application/json",
-                             delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+            aio_pika.Message(
+                encode(envelope),
+                message_id=envelope.id,
+                content_type="application/json",
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            ),
             route(envelope.target.kind, envelope.target.id, self._shards),
         )
 
-    async def _dead_letter(self, message: AbstractIncomingMessage, envelope: Envelope | None, reason: str) -> None:
+    async def _dead_letter(
+        self, message: AbstractIncomingMessage, envelope: Envelope | None, reason: str
+    ) -> None:
         """An undecodable or misdirected request ends as the runtime's dead letters do: recorded
         in `dead_letters` and queued (through the outbox, in the same transaction) for the
         dead-letter queue; then acked."""
         log.warning("dead-lettering a request the agent cannot handle", queue=self.queue_name, reason=reason)
         copy = OutboxRow(
-            envelope.id if envelope is not None else str(uuidlib.uuid4()), DEAD_LETTER_EXCHANGE, "",
-            message.body, headers={REASON_HEADER: reason[:1000], ORIGIN_QUEUE_HEADER: self.queue_name},
+            envelope.id if envelope is not None else str(uuidlib.uuid4()),
+            DEAD_LETTER_EXCHANGE,
+            "",
+            message.body,
+            headers={REASON_HEADER: reason[:1000], ORIGIN_QUEUE_HEADER: self.queue_name},
         )
         async with self.pool.acquire() as conn:
-            await record_fault(conn, None, envelope, queue=self.queue_name, raw=message.body, reason=reason,
-                               details="", member_id=f"agent:{self.name}", dead_letter=copy)
+            await record_fault(
+                conn,
+                None,
+                envelope,
+                queue=self.queue_name,
+                raw=message.body,
+                reason=reason,
+                details="",
+                member_id=f"agent:{self.name}",
+                dead_letter=copy,
+            )
         await message.ack()
 
 

@@ -37,8 +37,8 @@ from pathlib import Path
 from hostagent import qemu_img
 from hostagent.virt.base import Disk
 
-GIB = 1024 ** 3
-MIB = 1024 ** 2
+GIB = 1024**3
+MIB = 1024**2
 ACCEPTED_FORMATS = frozenset({"raw", "qcow2"})
 _CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _IMAGE_ID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
@@ -194,14 +194,17 @@ class InstanceStorage:
     @staticmethod
     def _check_image(image_id: str, found: qemu_img.ImageInfo) -> None:
         if found.format not in ACCEPTED_FORMATS:
-            raise StorageError(f"Image {image_id} is in format {found.format!r}; only raw and qcow2 are accepted.")
+            raise StorageError(
+                f"Image {image_id} is in format {found.format!r}; only raw and qcow2 are accepted."
+            )
         if found.backing_file or found.data_file:
             raise StorageError(f"Image {image_id} refers to another file; such images are refused.")
 
     # --- one instance's files -------------------------------------------------------------
 
-    async def create(self, uuid: str, image_id: str | None, *, root_gb: int, ephemeral_gb: int = 0,
-                     swap_mb: int = 0) -> tuple[Disk, ...]:
+    async def create(
+        self, uuid: str, image_id: str | None, *, root_gb: int, ephemeral_gb: int = 0, swap_mb: int = 0
+    ) -> tuple[Disk, ...]:
         """Make the instance's directory, disks, disk.info and (empty) console.log, replacing
         whatever an interrupted earlier attempt left there. Returns the disks in guest order."""
         paths = self.paths(uuid)
@@ -213,10 +216,12 @@ class InstanceStorage:
             if wanted and wanted < base.virtual_size:
                 raise StorageError(
                     f"Flavor's disk is too small for requested image. Flavor disk is {wanted} bytes, "
-                    f"image is {base.virtual_size} bytes.")
+                    f"image is {base.virtual_size} bytes."
+                )
             size = wanted if wanted > base.virtual_size else None
-            await qemu_img.create_overlay(paths.disk, base.path, base.format,
-                                          size if size is not None else base.virtual_size)
+            await qemu_img.create_overlay(
+                paths.disk, base.path, base.format, size if size is not None else base.virtual_size
+            )
             disks.append(Disk(paths.disk, "qcow2"))
         if ephemeral_gb > 0:
             await qemu_img.create_blank(paths.ephemeral, ephemeral_gb * GIB)

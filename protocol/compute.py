@@ -12,7 +12,6 @@ import msgspec
 from protocol.message import Message
 from protocol.volume import VolumeConnection
 
-
 # --- to the server actor, from the API ---------------------------------------------------------
 
 

@@ -129,4 +129,3 @@ def decode(data: bytes) -> Envelope:
         sent_at=raw.sent_at,
         body=body,
     )
-

@@ -63,17 +63,23 @@ class Notification:
         return routing_key(self.priority)
 
     def encode(self, at: float) -> bytes:
-        return msgspec.json.encode({
-            "priority": self.priority,
-            "event_type": self.event_type,
-            "publisher_id": self.publisher_id,
-            "message_id": self.message_id,
-            "timestamp": timestamp(at),
-            "payload": self.payload,
-        })
+        return msgspec.json.encode(
+            {
+                "priority": self.priority,
+                "event_type": self.event_type,
+                "publisher_id": self.publisher_id,
+                "message_id": self.message_id,
+                "timestamp": timestamp(at),
+                "payload": self.payload,
+            }
+        )
 
 
 def versioned(name: str, version: str, data: Mapping[str, Any]) -> dict[str, Any]:
     """A Nova versioned object as it appears in a payload."""
-    return {"nova_object.name": name, "nova_object.namespace": "nova", "nova_object.version": version,
-            "nova_object.data": dict(data)}
+    return {
+        "nova_object.name": name,
+        "nova_object.namespace": "nova",
+        "nova_object.version": version,
+        "nova_object.data": dict(data),
+    }

@@ -103,8 +103,11 @@ def _child(conn: socket.socket) -> None:
     sys.stderr.flush()
     out.seek(0)
     err.seek(0)
-    reply = {"returncode": int(returncode or 0), "stdout": out.read().decode(errors="replace"),
-             "stderr": err.read().decode(errors="replace")}
+    reply = {
+        "returncode": int(returncode or 0),
+        "stdout": out.read().decode(errors="replace"),
+        "stderr": err.read().decode(errors="replace"),
+    }
     conn.sendall(json.dumps(reply).encode() + b"\n")
     conn.close()
 
@@ -124,8 +127,9 @@ class ForkServer:
                 return
             if os.path.exists(self._path):
                 os.unlink(self._path)
-            self._proc = subprocess.Popen([sys.executable, __file__, self._path], stdout=subprocess.PIPE,
-                                          stdin=subprocess.DEVNULL)
+            self._proc = subprocess.Popen(
+                [sys.executable, __file__, self._path], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL
+            )
             assert self._proc.stdout is not None
             line = self._proc.stdout.readline()
             if line.strip() != b"ready":
@@ -149,9 +153,13 @@ class ForkServer:
                 _kill(pid)
                 raise subprocess.TimeoutExpired(["openstack", *argv], timeout) from None
             if not line:
-                raise RuntimeError(f"openstack {' '.join(argv)}: the CLI process (pid {pid}) died without an answer")
+                raise RuntimeError(
+                    f"openstack {' '.join(argv)}: the CLI process (pid {pid}) died without an answer"
+                )
             reply: dict[str, Any] = json.loads(line)
-        return subprocess.CompletedProcess(["openstack", *argv], reply["returncode"], reply["stdout"], reply["stderr"])
+        return subprocess.CompletedProcess(
+            ["openstack", *argv], reply["returncode"], reply["stdout"], reply["stderr"]
+        )
 
     def close(self) -> None:
         with self._lock:

@@ -191,7 +191,9 @@ FAST = RuntimeSettings(
 
 
 @pytest.fixture
-async def start_runtime(pool: asyncpg.Pool, broker: Any, shards: int) -> AsyncIterator[Callable[..., Awaitable[Runtime]]]:
+async def start_runtime(
+    pool: asyncpg.Pool, broker: Any, shards: int
+) -> AsyncIterator[Callable[..., Awaitable[Runtime]]]:
     """Start in-process runtimes hosting the probe kind; all are stopped when the test ends."""
     from tests.actors.probe import KINDS
 
@@ -244,10 +246,27 @@ def spawn_runtime(services: Services, tmp_path: Path) -> Iterator[Callable[..., 
         env = services.env(ACTORSTACK_CRASHPOINTS=crashpoints) if crashpoints else services.env()
         with log_path.open("wb") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "actorstack.cli", "runtime", "--load", "tests.actors.probe",
-                 "--log-format", "json", "--heartbeat", "0.3", "--member-timeout", "1.5",
-                 "--backoff", "0.01", *extra],
-                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                [
+                    sys.executable,
+                    "-m",
+                    "actorstack.cli",
+                    "runtime",
+                    "--load",
+                    "tests.actors.probe",
+                    "--log-format",
+                    "json",
+                    "--heartbeat",
+                    "0.3",
+                    "--member-timeout",
+                    "1.5",
+                    "--backoff",
+                    "0.01",
+                    *extra,
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         rp = RuntimeProcess(proc, log_path)
         procs.append(rp)
@@ -258,8 +277,12 @@ def spawn_runtime(services: Services, tmp_path: Path) -> Iterator[Callable[..., 
         rp.kill()
 
 
-async def wait_until(predicate: Callable[[], Awaitable[Any]], timeout: float = 20, what: str = "condition",
-                     interval: float = 0.05) -> Any:
+async def wait_until(
+    predicate: Callable[[], Awaitable[Any]],
+    timeout: float = 20,
+    what: str = "condition",
+    interval: float = 0.05,
+) -> Any:
     """Await `predicate` every `interval` seconds until it returns something true (returned);
     AssertionError after `timeout`. Poll an API less often than a database query."""
     deadline = time.monotonic() + timeout
@@ -341,5 +364,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     left = host_leftovers()
     if left:
         session.config.pluginmanager.get_plugin("terminalreporter").write_line(
-            f"LEFT ON THE HOST by this run ({RUN_PREFIX}): " + ", ".join(left), red=True)
+            f"LEFT ON THE HOST by this run ({RUN_PREFIX}): " + ", ".join(left), red=True
+        )
         session.exitstatus = 1

@@ -11,10 +11,16 @@ import time
 from tests.conftest import ROOT, RUN_PREFIX, Services, temporary_database
 
 
-def run(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "actorstack.cli", *args],
-        cwd=ROOT, env=env or dict(os.environ), capture_output=True, text=True, timeout=timeout,
+        cwd=ROOT,
+        env=env or dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -41,7 +47,9 @@ def test_unreachable_broker_is_one_clear_line_and_a_non_zero_exit(services: Serv
     result = run("runtime", "--amqp-url", "amqp://guest:guest@127.0.0.1:1/", env=services.env())
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "cannot reach RabbitMQ at amqp://guest:***@127.0.0.1:1/" in lines[0], result.stderr
+    assert len(lines) == 1 and "cannot reach RabbitMQ at amqp://guest:***@127.0.0.1:1/" in lines[0], (
+        result.stderr
+    )
 
 
 def test_runtime_on_an_uninitialised_database_says_so() -> None:
@@ -55,7 +63,11 @@ async def test_up_initialises_runs_and_stops_cleanly_on_sigterm(services: Servic
         env = services.env(ACTORSTACK_DATABASE_URL=url)
         proc = subprocess.Popen(
             [sys.executable, "-m", "actorstack.cli", "up", "--log-format", "json"],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         try:
             deadline = time.monotonic() + 30

@@ -41,7 +41,9 @@ async def test_numbered_migrations_upgrade_an_older_database(tmp_path: Path) -> 
             assert await db.init_schema(conn, old_schema, migrations) == (1, 3)
             assert await db.init_schema(conn, old_schema, migrations) == (3, 3)
             await conn.execute("INSERT INTO things (id, name) VALUES (1, 'x')")
-            versions = [r["version"] for r in await conn.fetch("SELECT version FROM schema_version ORDER BY 1")]
+            versions = [
+                r["version"] for r in await conn.fetch("SELECT version FROM schema_version ORDER BY 1")
+            ]
             assert versions == [1, 2, 3]
         finally:
             await conn.close()

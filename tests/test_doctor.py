@@ -40,8 +40,20 @@ AN_HOUR_AGO = "extract(epoch FROM now()) - 3600"
 async def doctor_cloud(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[Cloud, Services]]:
     state_dir = tmp_path_factory.mktemp(f"{RUN_PREFIX}-doctor")
     async with separate_services("doctor") as services:
-        with running_cloud(services, state_dir, "--hosts", "2", "--virt", "test", "--network", "none",
-                           "--host-heartbeat", "1", "--sync-interval", "1") as cloud:
+        with running_cloud(
+            services,
+            state_dir,
+            "--hosts",
+            "2",
+            "--virt",
+            "test",
+            "--network",
+            "none",
+            "--host-heartbeat",
+            "1",
+            "--sync-interval",
+            "1",
+        ) as cloud:
             await poll(lambda: _hosts_up(cloud, 2), "both hosts up", 120)
             yield cloud, services
 
@@ -62,8 +74,18 @@ def image_id(doctor_cloud: tuple[Cloud, Services], tmp_path_factory: pytest.Temp
 async def doctor(services: Services, *args: str) -> tuple[int, str]:
     """Run `actorstack doctor ARGS` against the cloud's database: (exit code, stdout)."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "actorstack.cli", "doctor", "--older-than", OLDER_THAN, *args, cwd=ROOT,
-        env=services.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "actorstack.cli",
+        "doctor",
+        "--older-than",
+        OLDER_THAN,
+        *args,
+        cwd=ROOT,
+        env=services.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(proc.communicate(), 120)
     assert proc.returncode in (0, 1), err.decode()
     return proc.returncode, out.decode()
@@ -85,11 +107,16 @@ async def reported_after(services: Services, server_ids: list[str], present: boo
     since = time.time()
     conn = await db.connect(services.database_url)  # with the jsonb codec
     try:
+
         async def caught_up() -> bool:
             rows = await conn.fetch("SELECT domains, extract(epoch FROM reported_at) AS at FROM host_domains")
             seen = {s for r in rows for s in r["domains"]}
-            return bool(rows) and all(r["at"] > since for r in rows) and all(
-                (s in seen) == present for s in server_ids)
+            return (
+                bool(rows)
+                and all(r["at"] > since for r in rows)
+                and all((s in seen) == present for s in server_ids)
+            )
+
         await poll(caught_up, "the hosts' reports", 60)
     finally:
         await conn.close()
@@ -133,44 +160,79 @@ async def test_each_problem_is_reported_and_fix_repairs_what_is_safe(
     assert (code, out.strip()) == (0, "No problems found."), out
 
 
-async def _problems_found_and_fixed(cloud: Cloud, services: Services, pool: asyncpg.Pool, admin: str,
-                                    servers: list[str], volume: str, port: str) -> None:
+async def _problems_found_and_fixed(
+    cloud: Cloud,
+    services: Services,
+    pool: asyncpg.Pool,
+    admin: str,
+    servers: list[str],
+    volume: str,
+    port: str,
+) -> None:
     stuck, deleted, vanished = servers
     for server_id in servers:
         await active(cloud, admin, server_id)
     await poll(lambda: _volume_status(cloud, volume, "available"), "the volume available", 60)
     host = (await show(cloud, admin, deleted))["OS-EXT-SRV-ATTR:host"]
     usage_before = await _usage(pool, host)
-    claim = await pool.fetchrow("SELECT vcpus, memory_mb, local_gb FROM allocations WHERE server_id = $1", deleted)
+    claim = await pool.fetchrow(
+        "SELECT vcpus, memory_mb, local_gb FROM allocations WHERE server_id = $1", deleted
+    )
     ghost = str(uuid.uuid4())
 
     # A lost timer: transitional states no timer will end.
-    await pool.execute(f"UPDATE servers SET task_state = 'powering-off', updated_at = {AN_HOUR_AGO}, "
-                       "version = version + 1 WHERE id = $1", stuck)
-    await pool.execute("UPDATE volumes SET status = 'extending', target_size = 2, updated_at = now() - interval "
-                       "'1 hour', version = version + 1 WHERE id = $1", volume)
-    await pool.execute("UPDATE ports SET status = 'BUILD', device_id = $2, binding_host_id = 'nowhere', "
-                       "updated_at = now() - interval '1 hour', version = version + 1 WHERE id = $1", port, ghost)
+    await pool.execute(
+        f"UPDATE servers SET task_state = 'powering-off', updated_at = {AN_HOUR_AGO}, "
+        "version = version + 1 WHERE id = $1",
+        stuck,
+    )
+    await pool.execute(
+        "UPDATE volumes SET status = 'extending', target_size = 2, updated_at = now() - interval "
+        "'1 hour', version = version + 1 WHERE id = $1",
+        volume,
+    )
+    await pool.execute(
+        "UPDATE ports SET status = 'BUILD', device_id = $2, binding_host_id = 'nowhere', "
+        "updated_at = now() - interval '1 hour', version = version + 1 WHERE id = $1",
+        port,
+        ghost,
+    )
     # A claim whose release never came (taken as the scheduler takes one).
     async with pool.acquire() as conn, conn.transaction():
-        await conn.execute("INSERT INTO allocations (server_id, host, project_id, vcpus, memory_mb, local_gb, "
-                           "created_at) VALUES ($1, $2, 'gone', 1, 64, 0, now() - interval '1 hour')", ghost, host)
-        await conn.execute("UPDATE compute_hosts SET used_vcpus = used_vcpus + 1, used_memory_mb = used_memory_mb "
-                           "+ 64, generation = generation + 1 WHERE name = $1", host)
+        await conn.execute(
+            "INSERT INTO allocations (server_id, host, project_id, vcpus, memory_mb, local_gb, "
+            "created_at) VALUES ($1, $2, 'gone', 1, 64, 0, now() - interval '1 hour')",
+            ghost,
+            host,
+        )
+        await conn.execute(
+            "UPDATE compute_hosts SET used_vcpus = used_vcpus + 1, used_memory_mb = used_memory_mb "
+            "+ 64, generation = generation + 1 WHERE name = $1",
+            host,
+        )
     # A server deleted in the database an hour ago whose host never heard (nor its scheduler).
-    await pool.execute(f"UPDATE servers SET vm_state = 'deleted', task_state = NULL, terminated_at = {AN_HOUR_AGO}, "
-                       f"updated_at = {AN_HOUR_AGO}, version = version + 1 WHERE id = $1", deleted)
+    await pool.execute(
+        f"UPDATE servers SET vm_state = 'deleted', task_state = NULL, terminated_at = {AN_HOUR_AGO}, "
+        f"updated_at = {AN_HOUR_AGO}, version = version + 1 WHERE id = $1",
+        deleted,
+    )
     # A domain destroyed behind its server's back.
     vanished_host = (await show(cloud, admin, vanished))["OS-EXT-SRV-ATTR:host"]
     shards = int(await db.cluster_setting(pool, "shards"))  # type: ignore[call-overload]
     async with pool.acquire() as conn, conn.transaction():
-        await outbox.send(conn, [Envelope.new(Target("agent", vanished_host), m.Destroy(server_id=vanished))], shards)
+        await outbox.send(
+            conn, [Envelope.new(Target("agent", vanished_host), m.Destroy(server_id=vanished))], shards
+        )
     await poll(lambda: _server_status(cloud, admin, vanished, "SHUTOFF"), "the vanished server SHUTOFF", 60)
 
     expected = {
-        ("stuck", "server", stuck), ("stuck", "volume", volume), ("stuck", "port", port),
-        ("orphaned_allocation", "allocation", ghost), ("orphaned_allocation", "allocation", deleted),
-        ("domain_without_server", "instance", deleted), ("server_without_domain", "server", vanished),
+        ("stuck", "server", stuck),
+        ("stuck", "volume", volume),
+        ("stuck", "port", port),
+        ("orphaned_allocation", "allocation", ghost),
+        ("orphaned_allocation", "allocation", deleted),
+        ("domain_without_server", "instance", deleted),
+        ("server_without_domain", "server", vanished),
     }
     found = await poll(lambda: _report_with(services, expected), "the doctor's findings", 60, 1)
     assert keys(found["findings"]) == expected, found
@@ -188,14 +250,19 @@ async def _problems_found_and_fixed(cloud: Cloud, services: Services, pool: asyn
     assert repaired["status"] == "ERROR" and "Timed out during powering-off" in repaired["fault"]["message"]
     assert await _volume_status(cloud, volume, "error_extending")
     assert cloud.openstack("port", "show", port)["status"] == "ERROR"
-    assert await pool.fetchval("SELECT count(*) FROM allocations WHERE server_id = ANY($1::text[])",
-                               [ghost, deleted]) == 0
+    assert (
+        await pool.fetchval(
+            "SELECT count(*) FROM allocations WHERE server_id = ANY($1::text[])", [ghost, deleted]
+        )
+        == 0
+    )
     # the ghost's claim and the deleted server's, both given back
     assert await _usage(pool, host) == tuple(u - c for u, c in zip(usage_before, claim.values(), strict=True))
     instance = cloud.state_dir / "hosts" / host / "instances" / deleted
     assert not instance.exists()
-    await pool.execute("UPDATE ports SET device_id = '', binding_host_id = '', version = version + 1 "
-                       "WHERE id = $1", port)  # the ghost's: deletable again
+    await pool.execute(
+        "UPDATE ports SET device_id = '', binding_host_id = '', version = version + 1 WHERE id = $1", port
+    )  # the ghost's: deletable again
 
 
 async def _report_with(services: Services, expected: set[tuple[str, str, str]]) -> dict[str, Any] | None:
@@ -212,6 +279,7 @@ async def _server_status(cloud: Cloud, token: str, server_id: str, status: str) 
 
 
 async def _usage(pool: asyncpg.Pool, host: str) -> tuple[int, int, int]:
-    row = await pool.fetchrow("SELECT used_vcpus, used_memory_mb, used_local_gb FROM compute_hosts WHERE name = $1",
-                              host)
+    row = await pool.fetchrow(
+        "SELECT used_vcpus, used_memory_mb, used_local_gb FROM compute_hosts WHERE name = $1", host
+    )
     return row["used_vcpus"], row["used_memory_mb"], row["used_local_gb"]

@@ -66,18 +66,36 @@ class Watchdog:
                 print(f"  (stack unavailable: {exc!r})", file=out)
         print("\n--- RabbitMQ", file=out)
         print(self._command("rabbitmq-diagnostics", "-q", "alarms"), file=out)
-        print(self._command("rabbitmqctl", "-q", "list_queues", "-p", self.prefix,
-                            "name", "messages", "consumers"), file=out)
+        print(
+            self._command(
+                "rabbitmqctl", "-q", "list_queues", "-p", self.prefix, "name", "messages", "consumers"
+            ),
+            file=out,
+        )
         print("\n--- PostgreSQL sessions of this run", file=out)
-        print(self._command("psql", f"{self.pg_server}/postgres", "-XAtc",
-                            "SELECT pid, datname, state, wait_event_type, wait_event, "
-                            "left(query, 120) FROM pg_stat_activity "
-                            f"WHERE datname LIKE '{self.prefix}%'"), file=out)
+        print(
+            self._command(
+                "psql",
+                f"{self.pg_server}/postgres",
+                "-XAtc",
+                "SELECT pid, datname, state, wait_event_type, wait_event, "
+                "left(query, 120) FROM pg_stat_activity "
+                f"WHERE datname LIKE '{self.prefix}%'",
+            ),
+            file=out,
+        )
         print(f"\n--- cleaning up: this run's child processes, vhost and database ({self.prefix})", file=out)
         print(self._command("pkill", "-KILL", "-P", str(os.getpid())), file=out)
         print(self._command("rabbitmqctl", "-q", "delete_vhost", self.prefix), file=out)
-        print(self._command("psql", f"{self.pg_server}/postgres", "-XAtc",
-                            f'DROP DATABASE IF EXISTS "{self.prefix}" WITH (FORCE)'), file=out)
+        print(
+            self._command(
+                "psql",
+                f"{self.pg_server}/postgres",
+                "-XAtc",
+                f'DROP DATABASE IF EXISTS "{self.prefix}" WITH (FORCE)',
+            ),
+            file=out,
+        )
         out.flush()
         os._exit(EXIT_CODE)
 

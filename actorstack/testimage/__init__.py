@@ -43,9 +43,16 @@ APT_ARCHIVES = Path("/var/cache/apt/archives")
 HERE = Path(__file__).parent
 # Loaded in this order by init.sh, which names them again (no modprobe in the guest).
 MODULES = (
-    "drivers/virtio/virtio_ring", "drivers/virtio/virtio", "drivers/virtio/virtio_pci_legacy_dev",
-    "drivers/virtio/virtio_pci_modern_dev", "drivers/virtio/virtio_pci", "drivers/block/virtio_blk",
-    "net/core/failover", "drivers/net/net_failover", "drivers/net/virtio_net", "drivers/acpi/button",
+    "drivers/virtio/virtio_ring",
+    "drivers/virtio/virtio",
+    "drivers/virtio/virtio_pci_legacy_dev",
+    "drivers/virtio/virtio_pci_modern_dev",
+    "drivers/virtio/virtio_pci",
+    "drivers/block/virtio_blk",
+    "net/core/failover",
+    "drivers/net/net_failover",
+    "drivers/net/virtio_net",
+    "drivers/acpi/button",
     "drivers/input/evdev",
 )
 SYSLINUX_CFG = """DEFAULT actorstack
@@ -58,8 +65,14 @@ LABEL actorstack
 """
 PARTITION_START = 2048  # sectors: the partition starts at 1 MiB, as partitioning tools do
 SECTOR = 512
-BUILD_TOOLS = {"syslinux": "syslinux", "mkfs.fat": "dosfstools", "mcopy": "mtools", "qemu-img": "qemu-utils",
-               "dpkg-deb": "dpkg", "apt-get": "apt"}
+BUILD_TOOLS = {
+    "syslinux": "syslinux",
+    "mkfs.fat": "dosfstools",
+    "mcopy": "mtools",
+    "qemu-img": "qemu-utils",
+    "dpkg-deb": "dpkg",
+    "apt-get": "apt",
+}
 
 
 class BuildError(Exception):
@@ -76,8 +89,14 @@ class TestImage:
     @property
     def properties(self) -> dict[str, str]:
         """Glance properties for the image (what it is, and which build)."""
-        return {"actorstack_testimage": self.digest, "os_distro": "actorstack-test", "os_type": "linux",
-                "hw_disk_bus": "virtio", "hw_vif_model": "virtio", "kernel_package": self.kernel}
+        return {
+            "actorstack_testimage": self.digest,
+            "os_distro": "actorstack-test",
+            "os_type": "linux",
+            "hw_disk_bus": "virtio",
+            "hw_vif_model": "virtio",
+            "kernel_package": self.kernel,
+        }
 
 
 def cache_dir(state_dir: Path) -> Path:
@@ -88,11 +107,15 @@ def _run(argv: list[str], *, cwd: Path | None = None, timeout: float = 300) -> s
     try:
         done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=timeout)
     except FileNotFoundError:
-        raise BuildError(f"{argv[0]} is not installed (Debian: {BUILD_TOOLS.get(argv[0], argv[0])})") from None
+        raise BuildError(
+            f"{argv[0]} is not installed (Debian: {BUILD_TOOLS.get(argv[0], argv[0])})"
+        ) from None
     except subprocess.TimeoutExpired:
         raise BuildError(f"{' '.join(argv)} did not finish within {timeout:.0f}s") from None
     if done.returncode != 0:
-        raise BuildError(f"{' '.join(argv)} failed ({done.returncode}): {(done.stderr or done.stdout).strip()[-500:]}")
+        raise BuildError(
+            f"{' '.join(argv)} failed ({done.returncode}): {(done.stderr or done.stdout).strip()[-500:]}"
+        )
     return done.stdout
 
 
@@ -164,12 +187,32 @@ def module_bytes(tree: Path, name: str) -> bytes:
 
 
 def initramfs(kernel_tree: Path, busybox: bytes) -> bytes:
-    dirs = ("bin", "sbin", "etc", "lib", "lib/modules", "usr", "usr/bin", "usr/sbin", "proc", "sys", "dev", "tmp",
-            "run", "mnt")
+    dirs = (
+        "bin",
+        "sbin",
+        "etc",
+        "lib",
+        "lib/modules",
+        "usr",
+        "usr/bin",
+        "usr/sbin",
+        "proc",
+        "sys",
+        "dev",
+        "tmp",
+        "run",
+        "mnt",
+    )
     entries = [(d, 0o40755, b"") for d in dirs]
-    entries += [("bin/busybox", 0o100755, busybox), ("init", 0o100755, (HERE / "init.sh").read_bytes()),
-                ("etc/udhcpc.script", 0o100755, (HERE / "udhcpc.script").read_bytes())]
-    entries += [(f"lib/modules/{name.rsplit('/', 1)[1]}.ko", 0o100644, module_bytes(kernel_tree, name)) for name in MODULES]
+    entries += [
+        ("bin/busybox", 0o100755, busybox),
+        ("init", 0o100755, (HERE / "init.sh").read_bytes()),
+        ("etc/udhcpc.script", 0o100755, (HERE / "udhcpc.script").read_bytes()),
+    ]
+    entries += [
+        (f"lib/modules/{name.rsplit('/', 1)[1]}.ko", 0o100644, module_bytes(kernel_tree, name))
+        for name in MODULES
+    ]
     return gzip.compress(cpio_newc(entries), 6)
 
 
@@ -194,8 +237,13 @@ def _syslinux_mbr() -> bytes:
 
 def _digest(kernel: Path, busybox: Path) -> str:
     h = hashlib.sha256()
-    for part in (kernel.name, busybox.name, Path(__file__).read_bytes(), (HERE / "init.sh").read_bytes(),
-                 (HERE / "udhcpc.script").read_bytes()):
+    for part in (
+        kernel.name,
+        busybox.name,
+        Path(__file__).read_bytes(),
+        (HERE / "init.sh").read_bytes(),
+        (HERE / "udhcpc.script").read_bytes(),
+    ):
         h.update(part if isinstance(part, bytes) else part.encode())
         h.update(b"\0")
     return h.hexdigest()[:16]
@@ -212,15 +260,23 @@ def build(state_dir: Path, *, force: bool = False) -> TestImage:
         return image
     for tool in ("syslinux", "mkfs.fat", "mcopy", "qemu-img", "dpkg-deb"):
         if shutil.which(tool) is None:
-            raise BuildError(f"{tool} is not installed (Debian: {BUILD_TOOLS[tool]}); tools/setup installs it")
+            raise BuildError(
+                f"{tool} is not installed (Debian: {BUILD_TOOLS[tool]}); tools/setup installs it"
+            )
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".build-", dir=cache) as scratch:
         work = Path(scratch)
         _run(["dpkg-deb", "-x", str(kernel_pkg), str(work / "kernel")])
         _run(["dpkg-deb", "-x", str(busybox_pkg), str(work / "busybox")])
         vmlinuz = next((work / "kernel").glob("boot/vmlinuz-*"), None)
-        busybox = next((p for p in (work / "busybox" / "bin" / "busybox", work / "busybox" / "usr/bin/busybox")
-                        if p.is_file()), None)
+        busybox = next(
+            (
+                p
+                for p in (work / "busybox" / "bin" / "busybox", work / "busybox" / "usr/bin/busybox")
+                if p.is_file()
+            ),
+            None,
+        )
         if vmlinuz is None or busybox is None:
             raise BuildError(f"{kernel_pkg.name} or {busybox_pkg.name} holds no vmlinuz / busybox")
         (work / "initrd.gz").write_bytes(initramfs(work / "kernel", busybox.read_bytes()))
@@ -229,8 +285,25 @@ def build(state_dir: Path, *, force: bool = False) -> TestImage:
         payload = vmlinuz.stat().st_size + (work / "initrd.gz").stat().st_size
         fat_kib = ((payload * 5 // 4) // 1024 // 1024 + 8) * 1024  # a quarter spare, whole MiB
         fat = work / "fat.img"
-        _run(["mkfs.fat", "-F", "16", "-n", "ACTORSTACK", "-h", str(PARTITION_START), "-C", str(fat), str(fat_kib)])
-        env_files = [(vmlinuz, "::vmlinuz"), (work / "initrd.gz", "::initrd.gz"), (work / "syslinux.cfg", "::syslinux.cfg")]
+        _run(
+            [
+                "mkfs.fat",
+                "-F",
+                "16",
+                "-n",
+                "ACTORSTACK",
+                "-h",
+                str(PARTITION_START),
+                "-C",
+                str(fat),
+                str(fat_kib),
+            ]
+        )
+        env_files = [
+            (vmlinuz, "::vmlinuz"),
+            (work / "initrd.gz", "::initrd.gz"),
+            (work / "syslinux.cfg", "::syslinux.cfg"),
+        ]
         for source, target in env_files:
             _run(["mcopy", "-i", str(fat), str(source), target])
         _run(["syslinux", "--install", str(fat)])  # keeps the hidden sectors mkfs.fat set (-h)
@@ -245,7 +318,9 @@ def build(state_dir: Path, *, force: bool = False) -> TestImage:
         _run(["qemu-img", "convert", "-q", "-c", "-f", "raw", "-O", "qcow2", str(raw), str(partial)])
         os.chmod(partial, 0o644)
         os.replace(partial, image.path)
-    (cache / f"{NAME}.json").write_text(json.dumps({"path": str(image.path), **image.properties}, indent=2) + "\n")
+    (cache / f"{NAME}.json").write_text(
+        json.dumps({"path": str(image.path), **image.properties}, indent=2) + "\n"
+    )
     for old in cache.glob(f"{NAME}-*.qcow2"):
         if old != image.path:
             old.unlink(missing_ok=True)

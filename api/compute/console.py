@@ -96,8 +96,10 @@ def _check_ready(row: asyncpg.Record) -> None:
     if row["host"] is None:
         raise Conflict(f"Instance {row['id']} is not ready")
     if row["task_state"] == "deleting":
-        raise Conflict(f"Instance {row['id']} in task_state deleting. Cannot get_console_output while "
-                       "the instance is in this state.")
+        raise Conflict(
+            f"Instance {row['id']} in task_state deleting. Cannot get_console_output while "
+            "the instance is in this state."
+        )
 
 
 async def get_output(request: web.Request, document: Any) -> web.Response:

@@ -75,8 +75,9 @@ async def flavor_action(request: web.Request) -> web.Response:
                     "INSERT INTO flavor_access (flavor_id, project_id) VALUES ($1, $2)", flavor_id, tenant
                 )
             except asyncpg.UniqueViolationError:
-                raise Conflict(f"Flavor access already exists for flavor {flavor_id} and project "
-                               f"{tenant} combination.") from None
+                raise Conflict(
+                    f"Flavor access already exists for flavor {flavor_id} and project {tenant} combination."
+                ) from None
         else:
             status = await conn.execute(
                 "DELETE FROM flavor_access WHERE flavor_id = $1 AND project_id = $2", flavor_id, tenant

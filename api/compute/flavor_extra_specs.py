@@ -37,8 +37,12 @@ def _specs(request: web.Request, data: Any, field: str) -> dict[str, str]:
         raise v.invalid(field, data, f"{data!r} is not of type 'object'")
     bad = sorted(k for k in data if not _KEY.match(k))
     if bad:
-        raise v.invalid(field, data, f"Additional properties are not allowed ({', '.join(map(repr, bad))} "
-                                     f"{'were' if len(bad) > 1 else 'was'} unexpected)")
+        raise v.invalid(
+            field,
+            data,
+            f"Additional properties are not allowed ({', '.join(map(repr, bad))} "
+            f"{'were' if len(bad) > 1 else 'was'} unexpected)",
+        )
     specs = {key: _spec_value(key, value) for key, value in data.items()}
     if requested(request) >= (2, 86):
         for key, value in specs.items():
@@ -108,7 +112,8 @@ async def delete_spec(request: web.Request) -> web.Response:
         await flavors.find(conn, caller(request), flavor_id)
         status = await conn.execute(
             "UPDATE flavors SET extra_specs = extra_specs - $2::text WHERE id = $1 AND extra_specs ? $2",
-            flavor_id, key,
+            flavor_id,
+            key,
         )
     if status == "UPDATE 0":
         raise _no_key(flavor_id, key)

@@ -52,8 +52,10 @@ _FALSE_STRINGS = ("0", "f", "false", "off", "n", "no")
 
 def _visible(project_param: str) -> str:
     """SQL: the flavor row `f` is public or shared with the project in `project_param`."""
-    return (f"(f.is_public OR EXISTS (SELECT 1 FROM flavor_access a "
-            f"WHERE a.flavor_id = f.id AND a.project_id = {project_param}))")
+    return (
+        f"(f.is_public OR EXISTS (SELECT 1 FROM flavor_access a "
+        f"WHERE a.flavor_id = f.id AND a.project_id = {project_param}))"
+    )
 
 
 def not_found(flavor_id: str) -> NotFound:
@@ -75,7 +77,9 @@ async def find(conn: Any, me: AuthContext, flavor_id: str) -> asyncpg.Record:
 
 def brief_view(request: web.Request, row: asyncpg.Record) -> dict[str, Any]:
     view: dict[str, Any] = {
-        "id": row["id"], "name": row["name"], "links": resource_links(request, "flavors", row["id"]),
+        "id": row["id"],
+        "name": row["name"],
+        "links": resource_links(request, "flavors", row["id"]),
     }
     if requested(request) >= (2, 55):
         view["description"] = row["description"]
@@ -131,8 +135,10 @@ def _min_filter(request: web.Request, key: str) -> int | None:
 def _enum_query(request: web.Request, key: str, allowed: Any, default: str) -> str:
     value = request.query.get(key) or default
     if value not in allowed:
-        raise BadRequest(f"Invalid input for query parameters {key}. Value: {value}. "
-                         f"{value!r} is not one of {sorted(allowed)!r}")
+        raise BadRequest(
+            f"Invalid input for query parameters {key}. Value: {value}. "
+            f"{value!r} is not one of {sorted(allowed)!r}"
+        )
     return value
 
 
@@ -168,15 +174,21 @@ async def _list(request: web.Request) -> list[asyncpg.Record]:
                 raise BadRequest(f"marker [{marker}] not found") from None
             args.append(marker)
             op = ">" if sort_dir == "asc" else "<"
-            where.append(f"({sort.format(t='f')}, f.id) {op} "
-                         f"(SELECT {sort.format(t='m')}, m.id FROM flavors m WHERE m.id = ${len(args)})")
+            where.append(
+                f"({sort.format(t='f')}, f.id) {op} "
+                f"(SELECT {sort.format(t='m')}, m.id FROM flavors m WHERE m.id = ${len(args)})"
+            )
         args.append(page)
-        sql = (f"SELECT * FROM flavors f WHERE {' AND '.join(where) or 'true'} "
-               f"ORDER BY {sort.format(t='f')} {sort_dir}, f.id {sort_dir} LIMIT ${len(args)}")
+        sql = (
+            f"SELECT * FROM flavors f WHERE {' AND '.join(where) or 'true'} "
+            f"ORDER BY {sort.format(t='f')} {sort_dir}, f.id {sort_dir} LIMIT ${len(args)}"
+        )
         return await conn.fetch(sql, *args)
 
 
-def _listing(request: web.Request, rows: list[asyncpg.Record], collection: str, views: list[Any]) -> web.Response:
+def _listing(
+    request: web.Request, rows: list[asyncpg.Record], collection: str, views: list[Any]
+) -> web.Response:
     body: dict[str, Any] = {"flavors": views}
     links = next_links(request, collection, len(rows), rows[-1]["id"] if rows else None)
     if links:
@@ -249,7 +261,16 @@ async def create_flavor(request: web.Request) -> web.Response:
         row = await ctx(request).pool.fetchrow(
             "INSERT INTO flavors (id, name, ram, vcpus, disk, ephemeral, swap, rxtx_factor, is_public, "
             "description) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING *",
-            flavor_id, name, ram, vcpus, disk, ephemeral, swap, rxtx_factor, is_public, description,
+            flavor_id,
+            name,
+            ram,
+            vcpus,
+            disk,
+            ephemeral,
+            swap,
+            rxtx_factor,
+            is_public,
+            description,
         )
     except asyncpg.UniqueViolationError as exc:
         if exc.constraint_name == "flavors_pkey":

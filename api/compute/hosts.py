@@ -88,23 +88,39 @@ def _hypervisor(request: web.Request, row: asyncpg.Record, *, detail: bool) -> d
         "status": "enabled" if row["enabled"] else "disabled",
     }
     if detail:
-        hv.update({
-            "host_ip": row["host_ip"],
-            "hypervisor_type": "QEMU" if row["virt_type"] in ("qemu", "kvm") else "test",
-            "hypervisor_version": 9000000,
-            "service": {"host": row["name"], "id": host_uuid(row["name"], "service"),
-                        "disabled_reason": row["disabled_reason"]},
-        })
+        hv.update(
+            {
+                "host_ip": row["host_ip"],
+                "hypervisor_type": "QEMU" if row["virt_type"] in ("qemu", "kvm") else "test",
+                "hypervisor_version": 9000000,
+                "service": {
+                    "host": row["name"],
+                    "id": host_uuid(row["name"], "service"),
+                    "disabled_reason": row["disabled_reason"],
+                },
+            }
+        )
         if version < (2, 88):
-            free_ram = int((row["memory_mb"] - row["reserved_memory_mb"]) * row["ram_allocation_ratio"]) - row["used_memory_mb"]
-            hv.update({
-                "vcpus": row["vcpus"], "memory_mb": row["memory_mb"], "local_gb": row["local_gb"],
-                "vcpus_used": row["used_vcpus"], "memory_mb_used": row["used_memory_mb"],
-                "local_gb_used": row["used_local_gb"], "free_ram_mb": free_ram,
-                "free_disk_gb": row["local_gb"] - row["used_local_gb"], "current_workload": 0,
-                "running_vms": row["running_vms"], "disk_available_least": row["local_gb"] - row["used_local_gb"],
-                "cpu_info": "{}",
-            })
+            free_ram = (
+                int((row["memory_mb"] - row["reserved_memory_mb"]) * row["ram_allocation_ratio"])
+                - row["used_memory_mb"]
+            )
+            hv.update(
+                {
+                    "vcpus": row["vcpus"],
+                    "memory_mb": row["memory_mb"],
+                    "local_gb": row["local_gb"],
+                    "vcpus_used": row["used_vcpus"],
+                    "memory_mb_used": row["used_memory_mb"],
+                    "local_gb_used": row["used_local_gb"],
+                    "free_ram_mb": free_ram,
+                    "free_disk_gb": row["local_gb"] - row["used_local_gb"],
+                    "current_workload": 0,
+                    "running_vms": row["running_vms"],
+                    "disk_available_least": row["local_gb"] - row["used_local_gb"],
+                    "cpu_info": "{}",
+                }
+            )
         else:
             hv["uptime"] = None
     return hv
@@ -126,8 +142,11 @@ async def show_hypervisor(request: web.Request) -> web.Response:
     caller(request).require_admin("os_compute_api:os-hypervisors:show")
     wanted = request.match_info["hypervisor_id"]
     for row in await _hosts(request):
-        if wanted in (host_uuid(row["name"], "hypervisor"), row["hypervisor_hostname"],
-                      str(legacy_id(row["name"]))):
+        if wanted in (
+            host_uuid(row["name"], "hypervisor"),
+            row["hypervisor_hostname"],
+            str(legacy_id(row["name"])),
+        ):
             return json_response({"hypervisor": _hypervisor(request, row, detail=True)})
     raise NotFound(f"Hypervisor with ID {wanted} could not be found.")
 
@@ -151,7 +170,9 @@ async def list_services(request: web.Request) -> web.Response:
     rows = await _hosts(request)
     host, binary = request.query.get("host"), request.query.get("binary")
     services = [_service(request, r) for r in rows]
-    services = [s for s in services if (not host or s["host"] == host) and (not binary or s["binary"] == binary)]
+    services = [
+        s for s in services if (not host or s["host"] == host) and (not binary or s["binary"] == binary)
+    ]
     return json_response({"services": services})
 
 
@@ -166,14 +187,18 @@ async def update_service(request: web.Request) -> web.Response:
         raise BadRequest(f"Invalid input for field/attribute status. Value: {status!r}.")
     reason = data.get("disabled_reason")
     if reason is not None and (status != "disabled" or not isinstance(reason, str) or len(reason) > 255):
-        raise BadRequest("disabled_reason is only allowed with status 'disabled', as a string of at most 255.")
+        raise BadRequest(
+            "disabled_reason is only allowed with status 'disabled', as a string of at most 255."
+        )
     wanted = request.match_info["service_id"]
     for row in await _hosts(request):
         if wanted == host_uuid(row["name"], "service"):
             if status is not None:
                 await ctx(request).pool.execute(
                     "UPDATE compute_hosts SET enabled = $2, disabled_reason = $3 WHERE name = $1",
-                    row["name"], status == "enabled", reason if status == "disabled" else None,
+                    row["name"],
+                    status == "enabled",
+                    reason if status == "disabled" else None,
                 )
             fresh = [r for r in await _hosts(request) if r["name"] == row["name"]][0]
             return json_response({"service": _service(request, fresh)})
@@ -183,8 +208,13 @@ async def update_service(request: web.Request) -> web.Response:
 async def availability_zones(request: web.Request) -> web.Response:
     rows = await _hosts(request)
     zones = sorted({r["availability_zone"] for r in rows if r["enabled"]}) or ["nova"]
-    return json_response({"availabilityZoneInfo": [
-        {"zoneName": z, "zoneState": {"available": True}, "hosts": None} for z in zones]})
+    return json_response(
+        {
+            "availabilityZoneInfo": [
+                {"zoneName": z, "zoneState": {"available": True}, "hosts": None} for z in zones
+            ]
+        }
+    )
 
 
 async def availability_zones_detail(request: web.Request) -> web.Response:
@@ -193,10 +223,21 @@ async def availability_zones_detail(request: web.Request) -> web.Response:
     zones: dict[str, dict[str, Any]] = {}
     for r in rows:
         zone = zones.setdefault(r["availability_zone"], {})
-        zone[r["name"]] = {"nova-compute": {"available": bool(r["up"] and r["enabled"]), "active": bool(r["enabled"]),
-                                            "updated_at": iso_micro(r["heartbeat_at"])}}
-    return json_response({"availabilityZoneInfo": [
-        {"zoneName": z, "zoneState": {"available": True}, "hosts": hosts} for z, hosts in sorted(zones.items())]})
+        zone[r["name"]] = {
+            "nova-compute": {
+                "available": bool(r["up"] and r["enabled"]),
+                "active": bool(r["enabled"]),
+                "updated_at": iso_micro(r["heartbeat_at"]),
+            }
+        }
+    return json_response(
+        {
+            "availabilityZoneInfo": [
+                {"zoneName": z, "zoneState": {"available": True}, "hosts": hosts}
+                for z, hosts in sorted(zones.items())
+            ]
+        }
+    )
 
 
 def setup(app: web.Application) -> None:

@@ -43,8 +43,14 @@ def _list_view(request: web.Request, row: asyncpg.Record) -> dict[str, Any]:
 
 def _show_view(request: web.Request, row: asyncpg.Record) -> dict[str, Any]:
     view = _list_view(request, row)
-    view.update(user_id=row["user_id"], created_at=iso_micro(row["created_at"]), deleted=False, deleted_at=None,
-                id=row["id"], updated_at=None)
+    view.update(
+        user_id=row["user_id"],
+        created_at=iso_micro(row["created_at"]),
+        deleted=False,
+        deleted_at=None,
+        id=row["id"],
+        updated_at=None,
+    )
     return view
 
 
@@ -122,8 +128,9 @@ def _keypair_name(data: dict[str, Any], version: tuple[int, int]) -> str:
     name = v.name(data)
     allowed = _NAME_CHARS_292 if version >= (2, 92) else _NAME_CHARS
     if any(c not in allowed for c in name):
-        raise BadRequest(f"An invalid 'name' value was provided. The name must be: "
-                         f"Only expected characters: [{allowed}]")
+        raise BadRequest(
+            f"An invalid 'name' value was provided. The name must be: Only expected characters: [{allowed}]"
+        )
     return name
 
 
@@ -168,17 +175,32 @@ async def create_keypair(request: web.Request) -> web.Response:
         return await keypair_usage(conn, user_id)
 
     async with ctx(request).pool.acquire() as conn, conn.transaction():
-        await quotas.enforce(conn, project_id, {"key_pairs": 1}, usage, holder=f"user:{user_id}",
-                             message=lambda *_: "Quota exceeded, too many key pairs.")
+        await quotas.enforce(
+            conn,
+            project_id,
+            {"key_pairs": 1},
+            usage,
+            holder=f"user:{user_id}",
+            message=lambda *_: "Quota exceeded, too many key pairs.",
+        )
         row = await conn.fetchrow(
             "INSERT INTO keypairs (user_id, name, project_id, type, public_key, fingerprint) "
             "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (user_id, name) DO NOTHING RETURNING *",
-            user_id, name, project_id, key_type, public_key, fingerprint,
+            user_id,
+            name,
+            project_id,
+            key_type,
+            public_key,
+            fingerprint,
         )
     if row is None:
         raise Conflict(f"Key pair '{name}' already exists.")
-    view = {"name": row["name"], "public_key": row["public_key"], "fingerprint": row["fingerprint"],
-            "user_id": row["user_id"]}
+    view = {
+        "name": row["name"],
+        "public_key": row["public_key"],
+        "fingerprint": row["fingerprint"],
+        "user_id": row["user_id"],
+    }
     if requested(request) >= (2, 2):
         view["type"] = row["type"]
     if private_key is not None:

@@ -26,7 +26,7 @@ _UPN = ObjectIdentifier("1.3.6.1.4.1.311.20.2.3")  # Microsoft's User Principal 
 
 
 def _colons(hex_digest: str) -> str:
-    return ":".join(hex_digest[i:i + 2] for i in range(0, len(hex_digest), 2))
+    return ":".join(hex_digest[i : i + 2] for i in range(0, len(hex_digest), 2))
 
 
 def ssh_fingerprint(public_key: str) -> str:
@@ -63,7 +63,9 @@ def generate_ssh() -> tuple[str, str, str]:
     returns: a traditional "RSA PRIVATE KEY" PEM and an "ssh-rsa … Generated-by-Nova" line."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     private = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
     ).decode()
     public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
     public_line = f"{public.decode()} Generated-by-Nova"

@@ -32,7 +32,9 @@ def limit(request: web.Request) -> int:
     return min(query_int(request, "limit") or MAX_LIMIT, MAX_LIMIT)
 
 
-def next_links(request: web.Request, collection: str, count: int, last_id: str | None) -> list[dict[str, str]]:
+def next_links(
+    request: web.Request, collection: str, count: int, last_id: str | None
+) -> list[dict[str, str]]:
     """[{"rel": "next", …}] when this page is as long as a page can be, else []."""
     if last_id is None or count != limit(request):
         return []

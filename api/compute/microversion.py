@@ -65,8 +65,12 @@ def header_value(request: web.Request, service: str, legacy_header: str | None =
     return legacy[0].strip() if legacy else None
 
 
-def select(value: str | None, low: Microversion, high: Microversion,
-           headers_of: Callable[[Microversion], dict[str, str]]) -> Microversion:
+def select(
+    value: str | None,
+    low: Microversion,
+    high: Microversion,
+    headers_of: Callable[[Microversion], dict[str, str]],
+) -> Microversion:
     """The version a header value asks for; 400 when malformed, 406 when outside low..high."""
     if value is None:
         return low

@@ -113,8 +113,10 @@ async def update(request: web.Request) -> web.Response:
             used = await compute_usage(conn, project_id, None)
             for key, value in values.items():
                 if key in _COUNTED and value != -1 and value < used[key]:
-                    raise BadRequest(f"Quota limit {value} for {key} must be greater than or equal to "
-                                     f"already used and reserved {used[key]}.")
+                    raise BadRequest(
+                        f"Quota limit {value} for {key} must be greater than or equal to "
+                        f"already used and reserved {used[key]}."
+                    )
         await set_limits(conn, project_id, values)
         hard = await limits(conn, project_id, keys)
     # Nova leaves the id out of an update's answer.

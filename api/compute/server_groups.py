@@ -19,7 +19,8 @@ _POLICIES = ("affinity", "anti-affinity", "soft-affinity", "soft-anti-affinity")
 
 async def _view(conn: Any, request: web.Request, row: asyncpg.Record) -> dict[str, Any]:
     members = await conn.fetch(
-        "SELECT id FROM servers WHERE group_id = $1 AND vm_state <> 'deleted' ORDER BY created_at", row["id"])
+        "SELECT id FROM servers WHERE group_id = $1 AND vm_state <> 'deleted' ORDER BY created_at", row["id"]
+    )
     group: dict[str, Any] = {"id": row["id"], "name": row["name"], "members": [r["id"] for r in members]}
     if requested(request) >= (2, 64):
         group.update(policy=row["policy"], rules=row["rules"])
@@ -45,7 +46,10 @@ async def list_groups(request: web.Request) -> web.Response:
     async with ctx(request).pool.acquire() as conn:
         rows = await conn.fetch(
             "SELECT * FROM server_groups WHERE $1::boolean OR project_id = $2 ORDER BY created_at LIMIT $3",
-            all_projects, me.project_id, page_limit(request))
+            all_projects,
+            me.project_id,
+            page_limit(request),
+        )
         return json_response({"server_groups": [await _view(conn, request, r) for r in rows]})
 
 
@@ -61,7 +65,9 @@ async def create_group(request: web.Request) -> web.Response:
     document = await json_body(request)
     data = document.get("server_group") if isinstance(document, dict) else None
     if not isinstance(data, dict):
-        raise BadRequest("Invalid input for field/attribute server_group. 'server_group' is a required property")
+        raise BadRequest(
+            "Invalid input for field/attribute server_group. 'server_group' is a required property"
+        )
     name = data.get("name")
     if not isinstance(name, str) or not 0 < len(name) <= 255:
         raise BadRequest("Invalid input for field/attribute name. It must be a string of 1 to 255 characters")
@@ -75,11 +81,20 @@ async def create_group(request: web.Request) -> web.Response:
             raise BadRequest("Invalid input for field/attribute policies: exactly one policy is expected")
         policy = policies[0]
     if policy not in _POLICIES:
-        raise BadRequest(f"Invalid input for field/attribute policy. Value: {policy!r}. "
-                         f"It must be one of {', '.join(_POLICIES)}")
-    if not isinstance(rules, dict) or set(rules) - {"max_server_per_host"} or (rules and policy != "anti-affinity"):
-        raise BadRequest("Invalid input for field/attribute rules: only max_server_per_host with anti-affinity")
+        raise BadRequest(
+            f"Invalid input for field/attribute policy. Value: {policy!r}. "
+            f"It must be one of {', '.join(_POLICIES)}"
+        )
+    if (
+        not isinstance(rules, dict)
+        or set(rules) - {"max_server_per_host"}
+        or (rules and policy != "anti-affinity")
+    ):
+        raise BadRequest(
+            "Invalid input for field/attribute rules: only max_server_per_host with anti-affinity"
+        )
     async with ctx(request).pool.acquire() as conn, conn.transaction():
+
         async def usage(c: asyncpg.Connection) -> dict[str, int]:
             n = await c.fetchval("SELECT count(*) FROM server_groups WHERE project_id = $1", project_id)
             return {"server_groups": n}
@@ -88,7 +103,13 @@ async def create_group(request: web.Request) -> web.Response:
         row = await conn.fetchrow(
             "INSERT INTO server_groups (id, name, project_id, user_id, policy, rules) "
             "VALUES ($1, $2, $3, $4, $5, $6) RETURNING *",
-            str(uuid.uuid4()), name, project_id, me.user_id, policy, rules)
+            str(uuid.uuid4()),
+            name,
+            project_id,
+            me.user_id,
+            policy,
+            rules,
+        )
         return json_response({"server_group": await _view(conn, request, row)})
 
 
@@ -106,4 +127,3 @@ def setup(app: web.Application) -> None:
     r.add_post("/compute/v2.1/os-server-groups", create_group)
     r.add_get("/compute/v2.1/os-server-groups/{group_id}", show_group)
     r.add_delete("/compute/v2.1/os-server-groups/{group_id}", delete_group)
-

@@ -47,8 +47,10 @@ def parse(networks: Any, version: tuple[int, int]) -> list[RequestedNic] | str:
         return AUTO
     if networks in ("auto", "none"):
         if version < (2, 37):
-            raise BadRequest(f"Invalid input for field/attribute networks. Value: {networks}. "
-                             f"'{networks}' is not of type 'array'")
+            raise BadRequest(
+                f"Invalid input for field/attribute networks. Value: {networks}. "
+                f"'{networks}' is not of type 'array'"
+            )
         return AUTO if networks == "auto" else []
     if not isinstance(networks, list):
         raise BadRequest(f"Invalid input for field/attribute networks. Value: {networks!r}.")
@@ -69,7 +71,9 @@ def parse(networks: Any, version: tuple[int, int]) -> list[RequestedNic] | str:
                 raise BadRequest(f"Invalid fixed IP address ({fixed_ip!r})") from None
             if port_id is not None:
                 raise BadRequest("Bad networks format: a fixed_ip goes with a network uuid, not a port")
-        nics.append(RequestedNic(network_id=None if port_id else network_id, port_id=port_id, fixed_ip=fixed_ip))
+        nics.append(
+            RequestedNic(network_id=None if port_id else network_id, port_id=port_id, fixed_ip=fixed_ip)
+        )
     ports = [nic.port_id for nic in nics if nic.port_id]
     if len(ports) != len(set(ports)):
         raise BadRequest("Bad networks format: a port may be given once")
@@ -86,25 +90,36 @@ def _is_uuid(value: Any) -> bool:
     return True
 
 
-async def resolve(conn: asyncpg.Connection, me: AuthContext, requested: list[RequestedNic] | str,
-                  count: int) -> list[RequestedNic]:
+async def resolve(
+    conn: asyncpg.Connection, me: AuthContext, requested: list[RequestedNic] | str, count: int
+) -> list[RequestedNic]:
     """Turn AUTO into the project's one usable network; check a port boot is a single boot."""
     if requested == AUTO:
         rows = await conn.fetch(
             "SELECT id FROM networks WHERE (project_id = $1 OR shared) AND NOT external ORDER BY created_at, id",
-            me.project_id)
+            me.project_id,
+        )
         if len(rows) > 1:
             raise Conflict("Multiple possible networks found, use a Network ID to be more specific.")
         return [RequestedNic(network_id=rows[0]["id"])] if rows else []
     assert isinstance(requested, list)
     if count > 1 and any(nic.port_id for nic in requested):
-        raise BadRequest("Unable to launch multiple instances with a single configured port ID. Please launch "
-                         "your instance one by one with different ports.")
+        raise BadRequest(
+            "Unable to launch multiple instances with a single configured port ID. Please launch "
+            "your instance one by one with different ports."
+        )
     return requested
 
 
-async def allocate(conn: asyncpg.Connection, me: AuthContext, *, project_id: str, server_id: str,
-                   zone: str | None, nics: list[RequestedNic]) -> list[dict[str, Any]]:
+async def allocate(
+    conn: asyncpg.Connection,
+    me: AuthContext,
+    *,
+    project_id: str,
+    server_id: str,
+    zone: str | None,
+    nics: list[RequestedNic],
+) -> list[dict[str, Any]]:
     """Create or claim the server's ports (in the caller's transaction); the `nics` column."""
     owner = f"compute:{zone or 'nova'}"
     result = []
@@ -120,18 +135,32 @@ async def allocate(conn: asyncpg.Connection, me: AuthContext, *, project_id: str
                 raise BadRequest(f"Network {nic.network_id} could not be found.") from None
             fixed = [{"ip_address": nic.fixed_ip}] if nic.fixed_ip else None
             try:
-                port = await port_api.create_port(conn, me, network, project_id=project_id, device_id=server_id,
-                                                  device_owner=owner, fixed_ips=fixed)
+                port = await port_api.create_port(
+                    conn,
+                    me,
+                    network,
+                    project_id=project_id,
+                    device_id=server_id,
+                    device_owner=owner,
+                    fixed_ips=fixed,
+                )
             except ApiError as exc:
                 raise _as_compute_error(exc, nic) from None
             delete = True
-        result.append({"port_id": port["id"], "network_id": port["network_id"],
-                       "mac_address": str(port["mac_address"]), "delete_on_termination": delete})
+        result.append(
+            {
+                "port_id": port["id"],
+                "network_id": port["network_id"],
+                "mac_address": str(port["mac_address"]),
+                "delete_on_termination": delete,
+            }
+        )
     return result
 
 
-async def _claim(conn: asyncpg.Connection, me: AuthContext, port_id: str, server_id: str,
-                 owner: str) -> asyncpg.Record:
+async def _claim(
+    conn: asyncpg.Connection, me: AuthContext, port_id: str, server_id: str, owner: str
+) -> asyncpg.Record:
     row = await conn.fetchrow("SELECT * FROM ports WHERE id = $1", port_id)
     if row is None or (not me.is_admin and row["project_id"] != me.project_id):
         raise NotFound(f"Port id {port_id} could not be found.")
@@ -139,7 +168,10 @@ async def _claim(conn: asyncpg.Connection, me: AuthContext, port_id: str, server
         "UPDATE ports SET device_id = $2, device_owner = $3, version = version + 1, "
         "revision_number = revision_number + 1, updated_at = now() "
         "WHERE id = $1 AND device_id = '' AND device_owner NOT LIKE 'network:%' RETURNING *",
-        port_id, server_id, owner)
+        port_id,
+        server_id,
+        owner,
+    )
     if claimed is None:
         raise Conflict(f"Port {port_id} is still in use.")
     return claimed
@@ -171,13 +203,19 @@ async def addresses(conn: Any, server_ids: list[str]) -> dict[str, dict[str, lis
         "JOIN ip_allocations a ON a.port_id = p.id "
         "WHERE p.device_id = ANY($1::text[]) AND p.device_owner LIKE 'compute:%' "
         "ORDER BY p.device_id, p.created_at, p.id, family(a.ip_address), a.ip_address",
-        server_ids)
+        server_ids,
+    )
     result: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for row in rows:
         per_network = result.setdefault(row["device_id"], {})
-        per_network.setdefault(row["network"], []).append({
-            "version": row["version"], "addr": row["ip"], "OS-EXT-IPS:type": "fixed",
-            "OS-EXT-IPS-MAC:mac_addr": row["mac"]})
+        per_network.setdefault(row["network"], []).append(
+            {
+                "version": row["version"],
+                "addr": row["ip"],
+                "OS-EXT-IPS:type": "fixed",
+                "OS-EXT-IPS-MAC:mac_addr": row["mac"],
+            }
+        )
     return result
 
 
@@ -190,8 +228,13 @@ async def list_ips(request: web.Request) -> web.Response:
     async with ctx(request).pool.acquire() as conn:
         row = await find(conn, caller(request), request.match_info["server_id"])
         found = (await addresses(conn, [row["id"]])).get(row["id"], {})
-    return json_response({"addresses": {net: [{"version": a["version"], "addr": a["addr"]} for a in ips]
-                                        for net, ips in found.items()}})
+    return json_response(
+        {
+            "addresses": {
+                net: [{"version": a["version"], "addr": a["addr"]} for a in ips] for net, ips in found.items()
+            }
+        }
+    )
 
 
 async def show_ips(request: web.Request) -> web.Response:

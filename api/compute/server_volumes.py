@@ -44,8 +44,9 @@ class OverLimit(ApiError):
 
 
 def _connection(row: asyncpg.Record) -> v.VolumeConnection:
-    return v.VolumeConnection(volume_id=row["id"], driver="file", path=row["provider_location"],
-                              format=row["format"])
+    return v.VolumeConnection(
+        volume_id=row["id"], driver="file", path=row["provider_location"], format=row["format"]
+    )
 
 
 async def attached_volumes(conn: Any, server_ids: list[str]) -> dict[str, list[asyncpg.Record]]:
@@ -54,7 +55,9 @@ async def attached_volumes(conn: Any, server_ids: list[str]) -> dict[str, list[a
         return {}
     rows = await conn.fetch(
         "SELECT * FROM volumes WHERE attachment IS NOT NULL AND attachment->>'server_id' = ANY($1::text[]) "
-        "ORDER BY attachment->>'device'", server_ids)
+        "ORDER BY attachment->>'device'",
+        server_ids,
+    )
     result: dict[str, list[asyncpg.Record]] = {}
     for row in rows:
         result.setdefault(row["attachment"]["server_id"], []).append(row)
@@ -96,8 +99,12 @@ async def _visible_volume(conn: Any, me: AuthContext, volume_id: str) -> asyncpg
 
 def _attachment_view(request: web.Request, volume: asyncpg.Record) -> dict[str, Any]:
     attachment = volume["attachment"]
-    view: dict[str, Any] = {"id": volume["id"], "volumeId": volume["id"], "serverId": attachment["server_id"],
-                            "device": attachment["device"]}
+    view: dict[str, Any] = {
+        "id": volume["id"],
+        "volumeId": volume["id"],
+        "serverId": attachment["server_id"],
+        "device": attachment["device"],
+    }
     version = requested(request)
     if version >= (2, 70):
         view["tag"] = attachment.get("tag")
@@ -118,7 +125,9 @@ async def _server(conn: Any, request: web.Request, action: str) -> asyncpg.Recor
     if row["locked"] and not me.is_admin:
         raise Conflict(f"Instance {row['id']} is locked")
     if row["vm_state"] not in _ATTACHABLE or row["task_state"] is not None or row["host"] is None:
-        attr, state = ("task_state", row["task_state"]) if row["task_state"] else ("vm_state", row["vm_state"])
+        attr, state = (
+            ("task_state", row["task_state"]) if row["task_state"] else ("vm_state", row["vm_state"])
+        )
         raise Conflict(f"Cannot '{action}' instance {row['id']} while it is in {attr} {state}")
     return row
 
@@ -127,12 +136,20 @@ async def _record_action(conn: Any, request: web.Request, server: asyncpg.Record
     me = caller(request)
     await conn.execute(
         "INSERT INTO instance_actions (server_id, request_id, action, project_id, user_id) VALUES ($1, $2, $3, $4, $5)",
-        server["id"], request["request_id"], action, server["project_id"], me.user_id)
+        server["id"],
+        request["request_id"],
+        action,
+        server["project_id"],
+        me.user_id,
+    )
 
 
 async def _send(conn: Any, request: web.Request, messages: list[tuple[Target, Message]]) -> None:
-    await outbox.send(conn, [Envelope.new(target, body, correlation_id=request["request_id"])
-                             for target, body in messages], ctx(request).shards)
+    await outbox.send(
+        conn,
+        [Envelope.new(target, body, correlation_id=request["request_id"]) for target, body in messages],
+        ctx(request).shards,
+    )
 
 
 # --- os-volume_attachments -------------------------------------------------------------------------
@@ -144,10 +161,14 @@ async def attach(request: web.Request) -> web.Response:
     document = await json_body(request)
     data = document.get("volumeAttachment") if isinstance(document, dict) else None
     if not isinstance(data, dict) or not isinstance(data.get("volumeId"), str):
-        raise BadRequest("Invalid input for field/attribute volumeAttachment. 'volumeId' is a required property")
+        raise BadRequest(
+            "Invalid input for field/attribute volumeAttachment. 'volumeId' is a required property"
+        )
     unknown = set(data) - {"volumeId", "device", "tag", "delete_on_termination"}
     if unknown:
-        raise BadRequest(f"Additional properties are not allowed ({', '.join(sorted(unknown))} were unexpected)")
+        raise BadRequest(
+            f"Additional properties are not allowed ({', '.join(sorted(unknown))} were unexpected)"
+        )
     delete_on_termination = data.get("delete_on_termination", False)
     if not isinstance(delete_on_termination, bool):
         raise BadRequest("Invalid input for field/attribute delete_on_termination: a boolean is expected")
@@ -159,25 +180,52 @@ async def attach(request: web.Request) -> web.Response:
             raise Conflict(f"Cannot 'attach_volume' instance {server['id']} now")
         await _visible_volume(conn, me, volume_id)
         taken = _local_devices(server) | {b["device"] for b in server["block_devices"]}
-        taken |= {r["attachment"]["device"] for r in (await attached_volumes(conn, [server["id"]])).get(server["id"], [])}
+        taken |= {
+            r["attachment"]["device"]
+            for r in (await attached_volumes(conn, [server["id"]])).get(server["id"], [])
+        }
         device = next_device(taken)
-        attachment = {"id": str(uuid.uuid4()), "server_id": server["id"], "device": device, "mode": "rw",
-                      "delete_on_termination": delete_on_termination, "tag": data.get("tag")}
+        attachment = {
+            "id": str(uuid.uuid4()),
+            "server_id": server["id"],
+            "device": device,
+            "mode": "rw",
+            "delete_on_termination": delete_on_termination,
+            "tag": data.get("tag"),
+        }
         volume = await conn.fetchrow(
             "UPDATE volumes SET status = 'reserved', attachment = $2, version = version + 1, updated_at = now() "
             "WHERE id = $1 AND status = 'available' AND attachment IS NULL AND provider_location IS NOT NULL "
-            "RETURNING *", volume_id, attachment)
+            "RETURNING *",
+            volume_id,
+            attachment,
+        )
         if volume is None:
             current = await conn.fetchval("SELECT status FROM volumes WHERE id = $1", volume_id)
-            raise BadRequest(f"Invalid volume: Volume {volume_id} status must be available to reserve, but the "
-                             f"current status is {current}.")
+            raise BadRequest(
+                f"Invalid volume: Volume {volume_id} status must be available to reserve, but the "
+                f"current status is {current}."
+            )
         await _record_action(conn, request, server, "attach_volume")
-        await _send(conn, request, [
-            (Target("volume", volume_id), v.VolumeReserved(attachment_id=attachment["id"], server_id=server["id"])),
-            (Target("server", server["id"]), v.AttachVolume(
-                attachment_id=attachment["id"], device=device, connection=_connection(volume),
-                delete_on_termination=delete_on_termination)),
-        ])
+        await _send(
+            conn,
+            request,
+            [
+                (
+                    Target("volume", volume_id),
+                    v.VolumeReserved(attachment_id=attachment["id"], server_id=server["id"]),
+                ),
+                (
+                    Target("server", server["id"]),
+                    v.AttachVolume(
+                        attachment_id=attachment["id"],
+                        device=device,
+                        connection=_connection(volume),
+                        delete_on_termination=delete_on_termination,
+                    ),
+                ),
+            ],
+        )
     return json_response({"volumeAttachment": _attachment_view(request, volume)})
 
 
@@ -209,28 +257,50 @@ async def detach(request: web.Request) -> web.Response:
     volume_id = request.match_info["volume_id"]
     async with ctx(request).pool.acquire() as conn, conn.transaction():
         server = await _server(conn, request, "detach_volume")
-        volume = next((r for r in (await attached_volumes(conn, [server["id"]])).get(server["id"], [])
-                       if r["id"] == volume_id), None)
+        volume = next(
+            (
+                r
+                for r in (await attached_volumes(conn, [server["id"]])).get(server["id"], [])
+                if r["id"] == volume_id
+            ),
+            None,
+        )
         if volume is None:
             raise NotFound(f"Volume {volume_id} is not attached to instance {server['id']}.")
         attachment = volume["attachment"]
-        root = any(b["attachment_id"] == attachment["id"] and b.get("boot_index") == 0
-                   for b in server["block_devices"])
+        root = any(
+            b["attachment_id"] == attachment["id"] and b.get("boot_index") == 0
+            for b in server["block_devices"]
+        )
         if root:
             raise BadRequest("Cannot detach a root device volume")
         moved = await conn.fetchval(
             "UPDATE volumes SET status = 'detaching', version = version + 1, updated_at = now() "
             "WHERE id = $1 AND status = 'in-use' AND attachment->>'id' = $2 RETURNING true",
-            volume_id, attachment["id"])
+            volume_id,
+            attachment["id"],
+        )
         if not moved:
-            raise BadRequest(f"Invalid volume: Unable to detach volume. Volume status must be 'in-use' and "
-                             f"attach_status must be 'attached' to detach. Currently: status: '{volume['status']}', "
-                             f"attach_status: '{volume['attach_status']}.'")
+            raise BadRequest(
+                f"Invalid volume: Unable to detach volume. Volume status must be 'in-use' and "
+                f"attach_status must be 'attached' to detach. Currently: status: '{volume['status']}', "
+                f"attach_status: '{volume['attach_status']}.'"
+            )
         await _record_action(conn, request, server, "detach_volume")
-        await _send(conn, request, [
-            (Target("volume", volume_id), v.VolumeDetaching(attachment_id=attachment["id"], server_id=server["id"])),
-            (Target("server", server["id"]), v.DetachVolume(attachment_id=attachment["id"], volume_id=volume_id)),
-        ])
+        await _send(
+            conn,
+            request,
+            [
+                (
+                    Target("volume", volume_id),
+                    v.VolumeDetaching(attachment_id=attachment["id"], server_id=server["id"]),
+                ),
+                (
+                    Target("server", server["id"]),
+                    v.DetachVolume(attachment_id=attachment["id"], volume_id=volume_id),
+                ),
+            ],
+        )
     return web.Response(status=202)
 
 
@@ -281,30 +351,51 @@ def parse_mappings(mappings: Any) -> BootDevices:
             image = uuid_
             continue
         if destination != "volume" or source not in ("image", "volume", "blank"):
-            raise BadRequest(f"Block Device Mapping is Invalid: source_type {source!r} with destination_type "
-                             f"{destination!r} is not supported in this cloud.")
+            raise BadRequest(
+                f"Block Device Mapping is Invalid: source_type {source!r} with destination_type "
+                f"{destination!r} is not supported in this cloud."
+            )
         if source in ("image", "volume") and not isinstance(uuid_, str):
             raise BadRequest("Block Device Mapping is Invalid: a 'uuid' is required.")
         size = item.get("volume_size")
         if isinstance(size, str) and size.isdigit():
             size = int(size)
         if source != "volume" and (not isinstance(size, int) or isinstance(size, bool) or size < 1):
-            raise BadRequest("Block Device Mapping is Invalid: a new volume needs a volume_size of at least 1.")
+            raise BadRequest(
+                "Block Device Mapping is Invalid: a new volume needs a volume_size of at least 1."
+            )
         delete = item.get("delete_on_termination", False)
         if isinstance(delete, str):
             delete = delete.lower() in ("true", "1", "yes")
-        volumes.append(Mapping(source, uuid_ if source != "blank" else None, boot_index,
-                               size if source != "volume" else None, bool(delete)))
+        volumes.append(
+            Mapping(
+                source,
+                uuid_ if source != "blank" else None,
+                boot_index,
+                size if source != "volume" else None,
+                bool(delete),
+            )
+        )
     boots = [m for m in volumes if m.boot_index == 0]
     if image is not None and boots or len(boots) > 1:
-        raise BadRequest("Block Device Mapping is Invalid: Boot sequence for the instance and image/block device "
-                         "mapping combination is not valid.")
+        raise BadRequest(
+            "Block Device Mapping is Invalid: Boot sequence for the instance and image/block device "
+            "mapping combination is not valid."
+        )
     return BootDevices(image, tuple(volumes))
 
 
-async def prepare_boot_volumes(conn: asyncpg.Connection, me: AuthContext, *, project_id: str, server_id: str,
-                               server_name: str, zone: str | None, flavor: asyncpg.Record,
-                               boot: BootDevices) -> tuple[list[dict[str, Any]], list[tuple[Target, Message]]]:
+async def prepare_boot_volumes(
+    conn: asyncpg.Connection,
+    me: AuthContext,
+    *,
+    project_id: str,
+    server_id: str,
+    server_name: str,
+    zone: str | None,
+    flavor: asyncpg.Record,
+    boot: BootDevices,
+) -> tuple[list[dict[str, Any]], list[tuple[Target, Message]]]:
     """Create (creating) or reserve the boot's volumes in the caller's transaction: the server's
     block_devices and the messages to send with it."""
     if not boot.volumes:
@@ -312,8 +403,9 @@ async def prepare_boot_volumes(conn: asyncpg.Connection, me: AuthContext, *, pro
     new = [m for m in boot.volumes if m.source != "volume"]
     if new:
         try:
-            await volume_api.enforce_quota(conn, project_id, volumes=len(new),
-                                           gigabytes=sum(m.size or 0 for m in new))
+            await volume_api.enforce_quota(
+                conn, project_id, volumes=len(new), gigabytes=sum(m.size or 0 for m in new)
+            )
         except ApiError as exc:  # Cinder's 413, passed on as Nova's 403
             raise OverLimit(exc.message) from None
     devices: list[dict[str, Any]] = []
@@ -323,19 +415,33 @@ async def prepare_boot_volumes(conn: asyncpg.Connection, me: AuthContext, *, pro
     for mapping in sorted(boot.volumes, key=lambda m: (m.boot_index is None, m.boot_index or 0)):
         device = "/dev/vda" if mapping.boot_index == 0 else next_device(taken)
         taken.add(device)
-        attachment = {"id": str(uuid.uuid4()), "server_id": server_id, "device": device, "mode": "rw",
-                      "delete_on_termination": mapping.delete_on_termination}
-        bdm: dict[str, Any] = {"attachment_id": attachment["id"], "device": device, "boot_index": mapping.boot_index,
-                               "delete_on_termination": mapping.delete_on_termination}
+        attachment = {
+            "id": str(uuid.uuid4()),
+            "server_id": server_id,
+            "device": device,
+            "mode": "rw",
+            "delete_on_termination": mapping.delete_on_termination,
+        }
+        bdm: dict[str, Any] = {
+            "attachment_id": attachment["id"],
+            "device": device,
+            "boot_index": mapping.boot_index,
+            "delete_on_termination": mapping.delete_on_termination,
+        }
         if mapping.source == "volume":
             assert mapping.uuid is not None
             await _visible_volume(conn, me, mapping.uuid)
             row = await conn.fetchrow(
                 "UPDATE volumes SET status = 'reserved', attachment = $2, version = version + 1, updated_at = now() "
                 "WHERE id = $1 AND status = 'available' AND attachment IS NULL AND provider_location IS NOT NULL "
-                "RETURNING *", mapping.uuid, attachment)
+                "RETURNING *",
+                mapping.uuid,
+                attachment,
+            )
             if row is None:
-                raise BadRequest(f"Invalid volume: Volume {mapping.uuid} status must be available to reserve.")
+                raise BadRequest(
+                    f"Invalid volume: Volume {mapping.uuid} status must be available to reserve."
+                )
             if mapping.boot_index == 0 and not row["bootable"]:
                 raise BadRequest(f"Block Device Mapping is Invalid: Volume {mapping.uuid} is not bootable.")
             bdm.update(volume_id=row["id"], connection=msgspec.to_builtins(_connection(row)), status="ready")
@@ -348,19 +454,31 @@ async def prepare_boot_volumes(conn: asyncpg.Connection, me: AuthContext, *, pro
                     raise BadRequest(f"Image {mapping.uuid} could not be found.") from None
                 if image["status"] != "active":
                     raise BadRequest(f"Image {mapping.uuid} is not active.")
-                if image["size"] and math.ceil(image["size"] / 2**30) > (mapping.size or 0) \
-                        or (image["min_disk"] or 0) > (mapping.size or 0):
-                    raise BadRequest(f"Volume size {mapping.size}GB is smaller than image {mapping.uuid} needs.")
+                if (
+                    image["size"]
+                    and math.ceil(image["size"] / 2**30) > (mapping.size or 0)
+                    or (image["min_disk"] or 0) > (mapping.size or 0)
+                ):
+                    raise BadRequest(
+                        f"Volume size {mapping.size}GB is smaller than image {mapping.uuid} needs."
+                    )
             volume_id = str(uuid.uuid4())
             placed = await volume_backends.claim(conn, zone, mapping.size or 0)
             backend = None if placed is None else placed["name"]
             await conn.execute(
                 "INSERT INTO volumes (id, project_id, user_id, name, size, status, attachment, bootable, "
                 "availability_zone, image_id, backend) VALUES ($1, $2, $3, $4, $5, 'creating', $6, $7, $8, $9, $10)",
-                volume_id, project_id, me.user_id, "" if image is None else f"{server_name}-root",
-                mapping.size, attachment, image is not None,
+                volume_id,
+                project_id,
+                me.user_id,
+                "" if image is None else f"{server_name}-root",
+                mapping.size,
+                attachment,
+                image is not None,
                 placed["availability_zone"] if placed is not None else (zone or "nova"),
-                None if image is None else image["id"], backend)
+                None if image is None else image["id"],
+                backend,
+            )
             messages.append((Target("volume", volume_id), v.CreateVolume()))
             bdm.update(volume_id=volume_id, connection=None, status="waiting")
         devices.append(bdm)

@@ -22,10 +22,9 @@ from actors import outbox
 from actors import server as server_actor
 from api import quotas
 from api.auth import AuthContext
+from api.compute import console, server_networks, server_volumes, validate
 from api.compute import flavors as flavor_api
-from api.compute import console, server_networks, server_volumes
 from api.compute import hosts as compute_hosts
-from api.compute import validate
 from api.compute.links import limit as page_limit
 from api.compute.links import resource_links
 from api.compute.microversion import requested
@@ -61,10 +60,15 @@ def host_id(project_id: str, host: str) -> str:
     return hashlib.sha224((project_id + host).encode()).hexdigest()
 
 
-def view(request: web.Request, row: asyncpg.Record,
-         addresses: dict[str, dict[str, list[dict[str, Any]]]] | None = None,
-         volumes: dict[str, list[asyncpg.Record]] | None = None,
-         hosts: dict[str, compute_hosts.HostState] | None = None, *, show_host_status: bool = True) -> dict[str, Any]:
+def view(
+    request: web.Request,
+    row: asyncpg.Record,
+    addresses: dict[str, dict[str, list[dict[str, Any]]]] | None = None,
+    volumes: dict[str, list[asyncpg.Record]] | None = None,
+    hosts: dict[str, compute_hosts.HostState] | None = None,
+    *,
+    show_host_status: bool = True,
+) -> dict[str, Any]:
     """The server as Nova shows it at the request's microversion (`addresses` and `volumes`: by
     server id; `hosts`: by host name, from `compute_hosts.host_statuses`).
 
@@ -88,10 +92,13 @@ def view(request: web.Request, row: asyncpg.Record,
         "tenant_id": row["project_id"],
         "user_id": row["user_id"],
         "metadata": row["metadata"],
-        "hostId": host_id(row["project_id"], row["host"] or "")
-        if row["host"] else "",
-        "image": {"id": row["image_id"], "links": [{"rel": "bookmark", "href": f"{base}/compute/images/{row['image_id']}"}]}
-        if row["image_id"] else "",
+        "hostId": host_id(row["project_id"], row["host"] or "") if row["host"] else "",
+        "image": {
+            "id": row["image_id"],
+            "links": [{"rel": "bookmark", "href": f"{base}/compute/images/{row['image_id']}"}],
+        }
+        if row["image_id"]
+        else "",
         "created": iso_seconds(row["created_at"]),
         "updated": iso_seconds(row["updated_at"] or row["created_at"]),
         "addresses": (addresses or {}).get(row["id"], {}),
@@ -109,33 +116,49 @@ def view(request: web.Request, row: asyncpg.Record,
         "OS-EXT-STS:vm_state": row["vm_state"],
         "OS-EXT-STS:power_state": power_state,
         "os-extended-volumes:volumes_attached": [
-            {"id": vol["id"], **({"delete_on_termination": bool(vol["attachment"].get("delete_on_termination"))}
-                                 if version >= (2, 3) else {})}
-            for vol in (volumes or {}).get(row["id"], [])],
+            {
+                "id": vol["id"],
+                **(
+                    {"delete_on_termination": bool(vol["attachment"].get("delete_on_termination"))}
+                    if version >= (2, 3)
+                    else {}
+                ),
+            }
+            for vol in (volumes or {}).get(row["id"], [])
+        ],
         "security_groups": [{"name": "default"}],
     }
     if version >= (2, 47):
         server["flavor"] = {
-            "vcpus": flavor["vcpus"], "ram": flavor["ram"], "disk": flavor["disk"],
-            "ephemeral": flavor.get("ephemeral", 0), "swap": flavor.get("swap", 0),
-            "original_name": flavor["name"], "extra_specs": flavor.get("extra_specs", {}),
+            "vcpus": flavor["vcpus"],
+            "ram": flavor["ram"],
+            "disk": flavor["disk"],
+            "ephemeral": flavor.get("ephemeral", 0),
+            "swap": flavor.get("swap", 0),
+            "original_name": flavor["name"],
+            "extra_specs": flavor.get("extra_specs", {}),
         }
     else:
-        server["flavor"] = {"id": flavor["id"], "links": [
-            {"rel": "bookmark", "href": f"{base}/compute/flavors/{flavor['id']}"}]}
+        server["flavor"] = {
+            "id": flavor["id"],
+            "links": [{"rel": "bookmark", "href": f"{base}/compute/flavors/{flavor['id']}"}],
+        }
     if me.is_admin:
         server["OS-EXT-SRV-ATTR:host"] = row["host"]
         server["OS-EXT-SRV-ATTR:hypervisor_hostname"] = row["node"]
         server["OS-EXT-SRV-ATTR:instance_name"] = f"instance-{row['id']}"
         if version >= (2, 3):
-            server.update({
-                "OS-EXT-SRV-ATTR:reservation_id": row["reservation_id"],
-                "OS-EXT-SRV-ATTR:launch_index": row["launch_index"],
-                "OS-EXT-SRV-ATTR:hostname": row["hostname"],
-                "OS-EXT-SRV-ATTR:kernel_id": "", "OS-EXT-SRV-ATTR:ramdisk_id": "",
-                "OS-EXT-SRV-ATTR:root_device_name": "/dev/vda",
-                "OS-EXT-SRV-ATTR:user_data": row["user_data"],
-            })
+            server.update(
+                {
+                    "OS-EXT-SRV-ATTR:reservation_id": row["reservation_id"],
+                    "OS-EXT-SRV-ATTR:launch_index": row["launch_index"],
+                    "OS-EXT-SRV-ATTR:hostname": row["hostname"],
+                    "OS-EXT-SRV-ATTR:kernel_id": "",
+                    "OS-EXT-SRV-ATTR:ramdisk_id": "",
+                    "OS-EXT-SRV-ATTR:root_device_name": "/dev/vda",
+                    "OS-EXT-SRV-ATTR:user_data": row["user_data"],
+                }
+            )
     if version >= (2, 9):
         server["locked"] = row["locked"]
     if version >= (2, 16) and me.is_admin and hosts is not None and show_host_status:
@@ -162,7 +185,11 @@ def view(request: web.Request, row: asyncpg.Record,
 
 
 def brief(request: web.Request, row: asyncpg.Record) -> dict[str, Any]:
-    return {"id": row["id"], "name": row["display_name"], "links": resource_links(request, "servers", row["id"])}
+    return {
+        "id": row["id"],
+        "name": row["display_name"],
+        "links": resource_links(request, "servers", row["id"]),
+    }
 
 
 # --- create -------------------------------------------------------------------------------------------
@@ -172,11 +199,15 @@ def _text(data: dict[str, Any], key: str, *, required: bool = False, max_len: in
     value = data.get(key)
     if value is None:
         if required:
-            raise BadRequest(f"Invalid input for field/attribute server. Value: {data}. '{key}' is a required property")
+            raise BadRequest(
+                f"Invalid input for field/attribute server. Value: {data}. '{key}' is a required property"
+            )
         return None
     if not isinstance(value, str) or len(value) > max_len:
-        raise BadRequest(f"Invalid input for field/attribute {key}. Value: {value!r}. "
-                         f"It must be a string of at most {max_len} characters")
+        raise BadRequest(
+            f"Invalid input for field/attribute {key}. Value: {value!r}. "
+            f"It must be a string of at most {max_len} characters"
+        )
     return value
 
 
@@ -185,14 +216,35 @@ def _count(data: dict[str, Any], key: str) -> int:
     if isinstance(value, str) and value.isdigit():
         value = int(value)
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise BadRequest(f"Invalid input for field/attribute {key}. Value: {value!r}. It must be an integer >= 1")
+        raise BadRequest(
+            f"Invalid input for field/attribute {key}. Value: {value!r}. It must be an integer >= 1"
+        )
     return value
 
 
-_ALLOWED = {"name", "imageRef", "flavorRef", "networks", "availability_zone", "key_name", "metadata",
-            "user_data", "min_count", "max_count", "return_reservation_id", "description", "hostname",
-            "security_groups", "config_drive", "adminPass", "OS-DCF:diskConfig", "block_device_mapping_v2",
-            "tags", "accessIPv4", "accessIPv6"}
+_ALLOWED = {
+    "name",
+    "imageRef",
+    "flavorRef",
+    "networks",
+    "availability_zone",
+    "key_name",
+    "metadata",
+    "user_data",
+    "min_count",
+    "max_count",
+    "return_reservation_id",
+    "description",
+    "hostname",
+    "security_groups",
+    "config_drive",
+    "adminPass",
+    "OS-DCF:diskConfig",
+    "block_device_mapping_v2",
+    "tags",
+    "accessIPv4",
+    "accessIPv6",
+}
 
 
 async def create(request: web.Request) -> web.Response:
@@ -206,12 +258,16 @@ async def create(request: web.Request) -> web.Response:
     data: dict[str, Any] = document["server"]
     unknown = set(data) - _ALLOWED
     if unknown:
-        raise BadRequest(f"Invalid input for field/attribute server. Additional properties are not allowed "
-                         f"({', '.join(sorted(unknown))} were unexpected)")
+        raise BadRequest(
+            f"Invalid input for field/attribute server. Additional properties are not allowed "
+            f"({', '.join(sorted(unknown))} were unexpected)"
+        )
     name = _text(data, "name", required=True) or ""
     if not _NAME.match(name):
-        raise BadRequest("Invalid input for field/attribute name. Value: %r. It must be 1 to 255 printable "
-                         "characters with no leading or trailing whitespace" % name)
+        raise BadRequest(
+            "Invalid input for field/attribute name. Value: %r. It must be 1 to 255 printable "
+            "characters with no leading or trailing whitespace" % name
+        )
     flavor_ref = _text(data, "flavorRef", required=True) or ""
     image_ref = _text(data, "imageRef") or None
     requested_nics = server_networks.parse(data.get("networks"), requested(request))
@@ -226,12 +282,18 @@ async def create(request: web.Request) -> web.Response:
     boots_from_volume = any(m.boot_index == 0 for m in boot.volumes)
     if image_ref is None:
         image_ref = boot.image_id
-    if boots_from_volume and image_ref and boot.image_id is None and any(
-            m.source == "image" and m.uuid == image_ref for m in boot.volumes):
+    if (
+        boots_from_volume
+        and image_ref
+        and boot.image_id is None
+        and any(m.source == "image" and m.uuid == image_ref for m in boot.volumes)
+    ):
         image_ref = None  # the CLI repeats a boot volume's image as imageRef: the volume is the root
     if boots_from_volume and image_ref:
-        raise BadRequest("Block Device Mapping is Invalid: Boot sequence for the instance and image/block device "
-                         "mapping combination is not valid.")
+        raise BadRequest(
+            "Block Device Mapping is Invalid: Boot sequence for the instance and image/block device "
+            "mapping combination is not valid."
+        )
     # Nova accepts the hints under either name (the SDK sends OS-SCH-HNT:scheduler_hints).
     hints = document.get("os:scheduler_hints") or document.get("OS-SCH-HNT:scheduler_hints") or {}
     if not isinstance(hints, dict):
@@ -259,13 +321,16 @@ async def create(request: web.Request) -> web.Response:
             if flavor["disk"] and flavor["disk"] < image["min_disk"]:
                 raise BadRequest("Flavor's disk is too small for requested image.")
         elif not boots_from_volume:
-            raise BadRequest("Block Device Mapping is Invalid: Boot sequence for the instance and image/block "
-                             "device mapping combination is not valid (no image and no boot volume).")
+            raise BadRequest(
+                "Block Device Mapping is Invalid: Boot sequence for the instance and image/block "
+                "device mapping combination is not valid (no image and no boot volume)."
+            )
         key_name = _text(data, "key_name")
         key_data = None
         if key_name is not None:
             key_data = await conn.fetchval(
-                "SELECT public_key FROM keypairs WHERE user_id = $1 AND name = $2", me.user_id, key_name)
+                "SELECT public_key FROM keypairs WHERE user_id = $1 AND name = $2", me.user_id, key_name
+            )
             if key_data is None:
                 raise BadRequest("Invalid key_name provided.")
         if group_id is not None:
@@ -288,17 +353,28 @@ async def create(request: web.Request) -> web.Response:
             if hard[resource] != quotas.UNLIMITED:
                 fits = min(fits, (hard[resource] - used[resource]) // each)
         if fits < min_count:
-            over = next(r for r, each in per.items() if hard[r] != quotas.UNLIMITED
-                        and used[r] + each * min_count > hard[r])
+            over = next(
+                r
+                for r, each in per.items()
+                if hard[r] != quotas.UNLIMITED and used[r] + each * min_count > hard[r]
+            )
             raise Forbidden(
                 f"Quota exceeded for {over}: Requested {per[over] * min_count}, but already used "
-                f"{used[over]} of {hard[over]} {over}")
+                f"{used[over]} of {hard[over]} {over}"
+            )
         count = fits
 
         reservation = f"r-{secrets.token_hex(4)}"
-        spec = {"id": flavor["id"], "name": flavor["name"], "ram": flavor["ram"], "vcpus": flavor["vcpus"],
-                "disk": flavor["disk"], "ephemeral": flavor["ephemeral"], "swap": flavor["swap"],
-                "extra_specs": dict(flavor["extra_specs"])}
+        spec = {
+            "id": flavor["id"],
+            "name": flavor["name"],
+            "ram": flavor["ram"],
+            "vcpus": flavor["vcpus"],
+            "disk": flavor["disk"],
+            "ephemeral": flavor["ephemeral"],
+            "swap": flavor["swap"],
+            "extra_specs": dict(flavor["extra_specs"]),
+        }
         created = []
         later: list[tuple[Target, Message]] = []  # messages for the volumes of the boots
         for index in range(count):
@@ -310,33 +386,73 @@ async def create(request: web.Request) -> web.Response:
                 "key_name, key_data, user_data, reservation_id, launch_index) "
                 "VALUES ($1, 1, $2, $3, $4, 'building', 'scheduling', $5, $6, $7, $8, $9, $10, $11, $12, $13, "
                 "$14, $15, $16)",
-                server_id, project_id, me.user_id, display, spec, image_ref, zone, group_id, description,
-                re.sub(r"[^a-z0-9-]", "-", display.lower())[:63].strip("-") or "server", metadata, key_name,
-                key_data, user_data, reservation, index,
+                server_id,
+                project_id,
+                me.user_id,
+                display,
+                spec,
+                image_ref,
+                zone,
+                group_id,
+                description,
+                re.sub(r"[^a-z0-9-]", "-", display.lower())[:63].strip("-") or "server",
+                metadata,
+                key_name,
+                key_data,
+                user_data,
+                reservation,
+                index,
             )
             await conn.execute(
                 "INSERT INTO instance_actions (server_id, request_id, action, project_id, user_id) "
-                "VALUES ($1, $2, 'create', $3, $4)", server_id, request["request_id"], project_id, me.user_id)
-            server_nics = await server_networks.allocate(conn, me, project_id=project_id, server_id=server_id,
-                                                         zone=zone, nics=nics)
+                "VALUES ($1, $2, 'create', $3, $4)",
+                server_id,
+                request["request_id"],
+                project_id,
+                me.user_id,
+            )
+            server_nics = await server_networks.allocate(
+                conn, me, project_id=project_id, server_id=server_id, zone=zone, nics=nics
+            )
             devices, volume_messages = await server_volumes.prepare_boot_volumes(
-                conn, me, project_id=project_id, server_id=server_id, server_name=display, zone=zone,
-                flavor=flavor, boot=boot)
+                conn,
+                me,
+                project_id=project_id,
+                server_id=server_id,
+                server_name=display,
+                zone=zone,
+                flavor=flavor,
+                boot=boot,
+            )
             if server_nics or devices:
-                await conn.execute("UPDATE servers SET nics = $2, block_devices = $3 WHERE id = $1", server_id,
-                                   server_nics, devices)
+                await conn.execute(
+                    "UPDATE servers SET nics = $2, block_devices = $3 WHERE id = $1",
+                    server_id,
+                    server_nics,
+                    devices,
+                )
             later.extend(volume_messages)
             created.append(server_id)
-        await outbox.send(conn, [
-            *(Envelope.new(target, body, correlation_id=request["request_id"]) for target, body in later),
-            *(Envelope.new(Target("server", sid), m.BuildServer(), correlation_id=request["request_id"])
-              for sid in created),
-        ], context.shards)
+        await outbox.send(
+            conn,
+            [
+                *(Envelope.new(target, body, correlation_id=request["request_id"]) for target, body in later),
+                *(
+                    Envelope.new(Target("server", sid), m.BuildServer(), correlation_id=request["request_id"])
+                    for sid in created
+                ),
+            ],
+            context.shards,
+        )
     if data.get("return_reservation_id"):
         return json_response({"reservation_id": reservation}, status=202)
-    body = {"id": created[0], "links": resource_links(request, "servers", created[0]),
-            "OS-DCF:diskConfig": "MANUAL", "security_groups": [{"name": "default"}],
-            "adminPass": data.get("adminPass") or secrets.token_urlsafe(9)}
+    body = {
+        "id": created[0],
+        "links": resource_links(request, "servers", created[0]),
+        "OS-DCF:diskConfig": "MANUAL",
+        "security_groups": [{"name": "default"}],
+        "adminPass": data.get("adminPass") or secrets.token_urlsafe(9),
+    }
     return json_response({"server": body}, status=202)
 
 
@@ -354,7 +470,9 @@ async def _list(request: web.Request) -> list[asyncpg.Record]:
         "SELECT * FROM servers WHERE vm_state <> 'deleted' "
         "AND ($1::boolean OR project_id = coalesce($2, $3)) "
         "ORDER BY created_at DESC, id DESC",
-        all_projects, project, me.project_id,
+        all_projects,
+        project,
+        me.project_id,
     )
     name = q.get("name")
     if name:
@@ -377,7 +495,7 @@ async def _list(request: web.Request) -> list[asyncpg.Record]:
         ids = [r["id"] for r in rows]
         if marker not in ids:
             raise BadRequest(f"marker [{marker}] not found")
-        rows = rows[ids.index(marker) + 1:]
+        rows = rows[ids.index(marker) + 1 :]
     return rows[: page_limit(request)]
 
 
@@ -414,7 +532,9 @@ async def update(request: web.Request) -> web.Response:
     data = document["server"]
     unknown = set(data) - {"name", "description", "hostname", "accessIPv4", "accessIPv6", "OS-DCF:diskConfig"}
     if unknown:
-        raise BadRequest(f"Additional properties are not allowed ({', '.join(sorted(unknown))} were unexpected)")
+        raise BadRequest(
+            f"Additional properties are not allowed ({', '.join(sorted(unknown))} were unexpected)"
+        )
     name = _text(data, "name")
     if name is not None and not _NAME.match(name):
         raise BadRequest(f"Invalid input for field/attribute name. Value: {name!r}.")
@@ -424,13 +544,16 @@ async def update(request: web.Request) -> web.Response:
         row = await conn.fetchrow(
             "UPDATE servers SET display_name = coalesce($2, display_name), description = coalesce($3, description), "
             "version = version + 1 WHERE id = $1 RETURNING *",
-            request.match_info["server_id"], name, description,
+            request.match_info["server_id"],
+            name,
+            description,
         )
         found = await server_networks.addresses(conn, [row["id"]])
         hosts = await compute_hosts.host_statuses(conn, [row["host"]])
     # Nova shows host_status in an update's answer from microversion 2.75 on.
-    return json_response({"server": view(request, row, found, hosts=hosts,
-                                         show_host_status=requested(request) >= (2, 75))})
+    return json_response(
+        {"server": view(request, row, found, hosts=hosts, show_host_status=requested(request) >= (2, 75))}
+    )
 
 
 # --- metadata (Nova's /servers/{id}/metadata) ---------------------------------------------------------
@@ -438,10 +561,13 @@ async def update(request: web.Request) -> web.Response:
 
 def _checked_metadata(value: Any) -> dict[str, str]:
     if not isinstance(value, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) and 0 < len(k) <= 255 and len(v) <= 255 for k, v in value.items()
+        isinstance(k, str) and isinstance(v, str) and 0 < len(k) <= 255 and len(v) <= 255
+        for k, v in value.items()
     ):
-        raise BadRequest("Invalid input for field/attribute metadata. Keys and values must be strings of 1-255 "
-                         "(keys) and 0-255 (values) characters")
+        raise BadRequest(
+            "Invalid input for field/attribute metadata. Keys and values must be strings of 1-255 "
+            "(keys) and 0-255 (values) characters"
+        )
     return value
 
 
@@ -457,7 +583,9 @@ async def _write_metadata(request: web.Request, change: Any) -> dict[str, str]:
         limit = (await quotas.limits(conn, row["project_id"], ("metadata_items",)))["metadata_items"]
         if limit != quotas.UNLIMITED and len(new) > limit:
             raise Forbidden(f"Quota exceeded for metadata_items: the limit is {limit} items")
-        await conn.execute("UPDATE servers SET metadata = $2, version = version + 1 WHERE id = $1", row["id"], new)
+        await conn.execute(
+            "UPDATE servers SET metadata = $2, version = version + 1 WHERE id = $1", row["id"], new
+        )
     return new
 
 
@@ -546,9 +674,18 @@ async def _send(request: web.Request, body: Message, action: str, *, nova_action
             raise Conflict(f"Instance {server_id} is not ready")
         await conn.execute(
             "INSERT INTO instance_actions (server_id, request_id, action, project_id, user_id) "
-            "VALUES ($1, $2, $3, $4, $5)", server_id, request["request_id"], nova_action, row["project_id"], me.user_id)
-        await outbox.send(conn, [Envelope.new(Target("server", server_id), body,
-                                              correlation_id=request["request_id"])], context.shards)
+            "VALUES ($1, $2, $3, $4, $5)",
+            server_id,
+            request["request_id"],
+            nova_action,
+            row["project_id"],
+            me.user_id,
+        )
+        await outbox.send(
+            conn,
+            [Envelope.new(Target("server", server_id), body, correlation_id=request["request_id"])],
+            context.shards,
+        )
 
 
 async def delete(request: web.Request) -> web.Response:
@@ -560,13 +697,15 @@ async def action(request: web.Request) -> web.Response:
     document = await json_body(request)
     if not isinstance(document, dict) or len(document) != 1:
         raise BadRequest("There is no such action: the body must name exactly one action.")
-    (name, args), = document.items()
+    ((name, args),) = document.items()
     if name == console.ACTION:
         return await console.get_output(request, document)
     if name == "reboot":
         kind = (args or {}).get("type") if isinstance(args, dict) else None
         if not isinstance(kind, str) or kind.upper() not in ("SOFT", "HARD"):
-            raise BadRequest("Invalid input for field/attribute type. Value: %r. 'SOFT' or 'HARD' expected" % kind)
+            raise BadRequest(
+                "Invalid input for field/attribute type. Value: %r. 'SOFT' or 'HARD' expected" % kind
+            )
         body: Message = m.RebootHard() if kind.upper() == "HARD" else m.Reboot()
         await _send(request, body, "reboot", nova_action="reboot")
     elif name in _ACTIONS:
@@ -581,9 +720,15 @@ async def action(request: web.Request) -> web.Response:
 
 
 def _action_view(request: web.Request, row: asyncpg.Record) -> dict[str, Any]:
-    action = {"action": row["action"], "instance_uuid": row["server_id"], "message": row["message"],
-              "project_id": row["project_id"], "request_id": row["request_id"],
-              "start_time": iso_seconds(row["start_time"]), "user_id": row["user_id"]}
+    action = {
+        "action": row["action"],
+        "instance_uuid": row["server_id"],
+        "message": row["message"],
+        "project_id": row["project_id"],
+        "request_id": row["request_id"],
+        "start_time": iso_seconds(row["start_time"]),
+        "user_id": row["user_id"],
+    }
     if requested(request) >= (2, 58):
         action["updated_at"] = iso_seconds(row["start_time"])
     return action
@@ -602,17 +747,25 @@ async def _actions_server(request: web.Request, conn: Any) -> str:
 async def list_actions(request: web.Request) -> web.Response:
     async with ctx(request).pool.acquire() as conn:
         server_id = await _actions_server(request, conn)
-        rows = await conn.fetch("SELECT * FROM instance_actions WHERE server_id = $1 ORDER BY id DESC", server_id)
+        rows = await conn.fetch(
+            "SELECT * FROM instance_actions WHERE server_id = $1 ORDER BY id DESC", server_id
+        )
     return json_response({"instanceActions": [_action_view(request, r) for r in rows]})
 
 
 # Nova's name for the event of each action (what `openstack server event show` lists).
 _EVENT_NAMES = {
-    "create": "compute__do_build_and_run_instance", "delete": "compute_terminate_instance",
-    "stop": "compute_stop_instance", "start": "compute_start_instance", "reboot": "compute_reboot_instance",
-    "pause": "compute_pause_instance", "unpause": "compute_unpause_instance",
-    "suspend": "compute_suspend_instance", "resume": "compute_resume_instance",
-    "attach_volume": "compute_attach_volume", "detach_volume": "compute_detach_volume",
+    "create": "compute__do_build_and_run_instance",
+    "delete": "compute_terminate_instance",
+    "stop": "compute_stop_instance",
+    "start": "compute_start_instance",
+    "reboot": "compute_reboot_instance",
+    "pause": "compute_pause_instance",
+    "unpause": "compute_unpause_instance",
+    "suspend": "compute_suspend_instance",
+    "resume": "compute_resume_instance",
+    "attach_volume": "compute_attach_volume",
+    "detach_volume": "compute_detach_volume",
 }
 _VOLUME_ACTIONS = ("attach_volume", "detach_volume")
 _VOLUME_TRANSITIONAL = ("creating", "reserved", "attaching", "detaching", "deleting", "extending")
@@ -636,13 +789,17 @@ async def _action_event(request: web.Request, conn: Any, action: asyncpg.Record)
     kind = "volume" if action["action"] in _VOLUME_ACTIONS else "server"
     where = "kind = 'volume'" if kind == "volume" else "kind = 'server' AND actor_id = $2"
     args = [action["request_id"]] if kind == "volume" else [action["request_id"], action["server_id"]]
-    rows = await conn.fetch(f"SELECT at, new_state FROM events WHERE correlation_id = $1 AND {where} "
-                            "ORDER BY id", *args)
+    rows = await conn.fetch(
+        f"SELECT at, new_state FROM events WHERE correlation_id = $1 AND {where} ORDER BY id", *args
+    )
     done = next((r for r in rows if _settled(kind, r["new_state"])), None)
     failed = done is not None and (done["new_state"] or "").startswith("error")
-    event: dict[str, Any] = {"event": name, "start_time": iso_seconds(action["start_time"]),
-                             "finish_time": iso_seconds(done["at"]) if done else None,
-                             "result": None if done is None else ("Error" if failed else "Success")}
+    event: dict[str, Any] = {
+        "event": name,
+        "start_time": iso_seconds(action["start_time"]),
+        "finish_time": iso_seconds(done["at"]) if done else None,
+        "result": None if done is None else ("Error" if failed else "Success"),
+    }
     me = caller(request)
     if me.is_admin:
         event["traceback"] = None
@@ -663,11 +820,15 @@ async def _action_event(request: web.Request, conn: Any, action: asyncpg.Record)
 async def show_action(request: web.Request) -> web.Response:
     async with ctx(request).pool.acquire() as conn:
         server_id = await _actions_server(request, conn)
-        row = await conn.fetchrow("SELECT * FROM instance_actions WHERE server_id = $1 AND request_id = $2",
-                                  server_id, request.match_info["request_id"])
+        row = await conn.fetchrow(
+            "SELECT * FROM instance_actions WHERE server_id = $1 AND request_id = $2",
+            server_id,
+            request.match_info["request_id"],
+        )
         if row is None:
-            raise NotFound(f"Action for request_id {request.match_info['request_id']} on instance {server_id} "
-                           "not found")
+            raise NotFound(
+                f"Action for request_id {request.match_info['request_id']} on instance {server_id} not found"
+            )
         event = await _action_event(request, conn, row)
     view = _action_view(request, row)
     if event is not None and event["result"] == "Error":

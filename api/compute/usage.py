@@ -22,8 +22,11 @@ async def _keypairs(conn: Any, user_id: str) -> dict[str, int]:
 
 
 async def _server_groups(conn: Any, project_id: str) -> dict[str, int]:
-    return {"server_groups": await conn.fetchval("SELECT count(*) FROM server_groups WHERE project_id = $1",
-                                                 project_id)}
+    return {
+        "server_groups": await conn.fetchval(
+            "SELECT count(*) FROM server_groups WHERE project_id = $1", project_id
+        )
+    }
 
 
 # Counters of resources a project owns, called with the project id.

@@ -35,8 +35,11 @@ def invalid(field: str, value: Any, reason: str) -> BadRequest:
 async def document(request: web.Request) -> Any:
     """The request's JSON body; 415 for a non-JSON content type, 400 when it does not parse."""
     content_type = request.content_type
-    if request.body_exists and content_type not in ("application/json", "application/octet-stream", "") \
-            and not content_type.endswith("+json"):
+    if (
+        request.body_exists
+        and content_type not in ("application/json", "application/octet-stream", "")
+        and not content_type.endswith("+json")
+    ):
         raise UnsupportedMediaType(f"Unsupported Content-Type {content_type}")
     return await json_body(request)
 
@@ -44,8 +47,9 @@ async def document(request: web.Request) -> Any:
 def member(data: Any, key: str) -> dict[str, Any]:
     """`data[key]` of a body that must be exactly {key: {...}}."""
     if not isinstance(data, dict):
-        raise BadRequest(f"Invalid input for field/attribute . Value: {data}. "
-                         f"{_py(data)} is not of type 'object'")
+        raise BadRequest(
+            f"Invalid input for field/attribute . Value: {data}. {_py(data)} is not of type 'object'"
+        )
     if key not in data:
         raise BadRequest(f"'{key}' is a required property")
     only(data, {key}, "")
@@ -70,8 +74,9 @@ def required(obj: Mapping[str, Any], keys: Collection[str], field: str) -> None:
             raise invalid(field, dict(obj), f"'{key}' is a required property")
 
 
-def integer(obj: Mapping[str, Any], key: str, *, minimum: int, maximum: int = MAX_INT,
-            signed: bool = False) -> int:
+def integer(
+    obj: Mapping[str, Any], key: str, *, minimum: int, maximum: int = MAX_INT, signed: bool = False
+) -> int:
     """An integer given as a JSON number or a decimal string (Nova accepts both)."""
     value = obj[key]
     pattern = r"^-?[0-9]+$" if signed else r"^[0-9]*$"
@@ -99,13 +104,19 @@ def boolean(obj: Mapping[str, Any], key: str) -> bool:
     value = obj[key]
     if isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.lower() in _TRUE | _FALSE and value in (
-        value.lower(), value.upper(), value.capitalize()
+    if (
+        isinstance(value, str)
+        and value.lower() in _TRUE | _FALSE
+        and value in (value.lower(), value.upper(), value.capitalize())
     ):
         return value.lower() in _TRUE
-    raise invalid(key, value, f"{_py(value)} is not one of [True, 'True', 'TRUE', 'true', '1', 'ON', 'On', "
-                              "'on', 'YES', 'Yes', 'yes', False, 'False', 'FALSE', 'false', '0', 'OFF', "
-                              "'Off', 'off', 'NO', 'No', 'no']")
+    raise invalid(
+        key,
+        value,
+        f"{_py(value)} is not one of [True, 'True', 'TRUE', 'true', '1', 'ON', 'On', "
+        "'on', 'YES', 'Yes', 'yes', False, 'False', 'FALSE', 'false', '0', 'OFF', "
+        "'Off', 'off', 'NO', 'No', 'no']",
+    )
 
 
 def _printable(char: str) -> bool:
@@ -124,8 +135,12 @@ def name(obj: Mapping[str, Any], key: str = "name") -> str:
     if len(value) > 255:
         raise invalid(key, value, f"{_py(value)} is too long")
     if not all(_printable(c) for c in value) or value[0].isspace() or value[-1].isspace():
-        raise invalid(key, value, f"{_py(value)} does not match the pattern of valid names "
-                                  "(printable characters, no leading or trailing whitespace)")
+        raise invalid(
+            key,
+            value,
+            f"{_py(value)} does not match the pattern of valid names "
+            "(printable characters, no leading or trailing whitespace)",
+        )
     return value
 
 
@@ -152,8 +167,10 @@ def query(request: web.Request, allowed: Collection[str]) -> None:
     if extra:
         listed = ", ".join(_py(k) for k in extra)
         verb = "were" if len(extra) > 1 else "was"
-        raise BadRequest(f"Invalid input for query parameters {', '.join(extra)}. "
-                         f"Additional properties are not allowed ({listed} {verb} unexpected)")
+        raise BadRequest(
+            f"Invalid input for query parameters {', '.join(extra)}. "
+            f"Additional properties are not allowed ({listed} {verb} unexpected)"
+        )
 
 
 def query_int(request: web.Request, key: str) -> int | None:
@@ -162,8 +179,9 @@ def query_int(request: web.Request, key: str) -> int | None:
     if raw is None:
         return None
     if not re.fullmatch(r"[0-9]+", raw):
-        raise BadRequest(f"Invalid input for query parameters {key}. Value: {raw}. "
-                         f"{_py(raw)} does not match '^[0-9]*$'")
+        raise BadRequest(
+            f"Invalid input for query parameters {key}. Value: {raw}. {_py(raw)} does not match '^[0-9]*$'"
+        )
     return int(raw)
 
 
@@ -171,8 +189,11 @@ def printable_or_none(value: str | None, key: str) -> str | None:
     """Nova's printable-only strings (a server's description): no control characters, which
     Nova's pattern refuses and PostgreSQL could not even store in the case of NUL."""
     if value is not None and not all(_printable(c) for c in value):
-        raise invalid(key, value, f"{_py(value)} does not match the pattern of valid descriptions "
-                                  "(printable characters)")
+        raise invalid(
+            key,
+            value,
+            f"{_py(value)} does not match the pattern of valid descriptions (printable characters)",
+        )
     return value
 
 

@@ -31,7 +31,7 @@ import structlog
 from aiohttp import WSCloseCode, web
 
 from api.auth import check_not_revoked
-from api.context import CTX, caller, ctx
+from api.context import caller, ctx
 from api.errors import ApiError, BadRequest, Forbidden
 
 log = structlog.get_logger("api.events")
@@ -96,8 +96,12 @@ class Filters:
 
     def where(self, args: list[Any]) -> str:
         clauses = []
-        for column, values in (("project_id", (self.project_id,) if self.project_id else ()),
-                               ("kind", self.kinds), ("actor_id", self.ids), ("type", self.types)):
+        for column, values in (
+            ("project_id", (self.project_id,) if self.project_id else ()),
+            ("kind", self.kinds),
+            ("actor_id", self.ids),
+            ("type", self.types),
+        ):
             if values:
                 args.append(list(values))
                 clauses.append(f"{column} = ANY(${len(args)}::text[])")
@@ -152,16 +156,25 @@ def heartbeat_of(request: web.Request) -> float:
 
 def event_view(row: asyncpg.Record) -> dict[str, Any]:
     return {
-        "id": row["seq"], "time": row["at"].isoformat(), "project_id": row["project_id"], "kind": row["kind"],
-        "actor_id": row["actor_id"], "type": row["type"], "prev_state": row["prev_state"],
-        "new_state": row["new_state"], "request_id": row["correlation_id"], "payload": row["payload"],
+        "id": row["seq"],
+        "time": row["at"].isoformat(),
+        "project_id": row["project_id"],
+        "kind": row["kind"],
+        "actor_id": row["actor_id"],
+        "type": row["type"],
+        "prev_state": row["prev_state"],
+        "new_state": row["new_state"],
+        "request_id": row["correlation_id"],
+        "payload": row["payload"],
     }
 
 
 async def page(pool: asyncpg.Pool, filters: Filters, after: int, upto: int) -> list[asyncpg.Record]:
     args: list[Any] = [after, upto, PAGE]
-    sql = ("SELECT seq, at, project_id, kind, actor_id, type, prev_state, new_state, correlation_id, payload "
-           "FROM events WHERE seq > $1 AND seq <= $2" + filters.where(args) + " ORDER BY seq LIMIT $3")
+    sql = (
+        "SELECT seq, at, project_id, kind, actor_id, type, prev_state, new_state, correlation_id, payload "
+        "FROM events WHERE seq > $1 AND seq <= $2" + filters.where(args) + " ORDER BY seq LIMIT $3"
+    )
     return list(await pool.fetch(sql, *args))
 
 
@@ -169,8 +182,14 @@ class Gone(Exception):
     """The stream must end: the reason goes to the client where the protocol can carry it."""
 
 
-async def follow(request: web.Request, after: int, filters: Filters, heartbeat: float,
-                 send: Callable[[dict[str, Any]], Awaitable[None]], beat: Callable[[], Awaitable[None]]) -> None:
+async def follow(
+    request: web.Request,
+    after: int,
+    filters: Filters,
+    heartbeat: float,
+    send: Callable[[dict[str, Any]], Awaitable[None]],
+    beat: Callable[[], Awaitable[None]],
+) -> None:
     """Send every matching event numbered after `after`, in order, forever (until Gone)."""
     context, hub = ctx(request), request.app[HUB]
     me = caller(request)
@@ -209,8 +228,9 @@ async def sse(request: web.Request) -> web.StreamResponse:
     """GET /v1/events: text/event-stream; each event `id: <seq>` and `data: <JSON>`."""
     hub = request.app[HUB]
     filters, after, heartbeat = filters_of(request), start_of(request, hub), heartbeat_of(request)
-    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
-                                           "X-Accel-Buffering": "no"})
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )
     await response.prepare(request)
     await response.write(b"retry: 2000\n: actorstack events after %d\n\n" % after)
 
@@ -225,8 +245,9 @@ async def sse(request: web.Request) -> web.StreamResponse:
     except Gone as exc:
         log.info("event stream ended", reason=str(exc))
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(response.write(
-                b"event: error\ndata: %s\n\n" % msgspec.json.encode({"reason": str(exc)})), 1.0)
+            await asyncio.wait_for(
+                response.write(b"event: error\ndata: %s\n\n" % msgspec.json.encode({"reason": str(exc)})), 1.0
+            )
     except (ConnectionResetError, asyncio.CancelledError):
         pass  # the client went away
     return response

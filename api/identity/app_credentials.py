@@ -82,8 +82,7 @@ def _role_refs(data: dict[str, Any]) -> list[dict[str, str]] | None:
     if not isinstance(refs, list) or not all(
         isinstance(r, dict) and len(r) == 1 and isinstance(r.get("id", r.get("name")), str) for r in refs
     ):
-        raise BadRequest("Invalid input for field 'roles': a list of {\"id\": …} or {\"name\": …} "
-                         "was expected")
+        raise BadRequest('Invalid input for field \'roles\': a list of {"id": …} or {"name": …} was expected')
     return refs
 
 
@@ -155,7 +154,14 @@ async def create(request: web.Request) -> web.Response:
             row = await conn.fetchrow(
                 "INSERT INTO application_credentials (id, name, description, user_id, project_id, "
                 "secret_hash, expires_at, unrestricted) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *",
-                new_id(), name, description, user_id, project_id, secret_hash, expires_at, unrestricted,
+                new_id(),
+                name,
+                description,
+                user_id,
+                project_id,
+                secret_hash,
+                expires_at,
+                unrestricted,
             )
         except asyncpg.UniqueViolationError:
             raise Conflict(
@@ -182,13 +188,18 @@ async def list_(request: web.Request) -> web.Response:
         rows = await conn.fetch(
             "SELECT * FROM application_credentials WHERE user_id = $1 AND ($2::text IS NULL OR name = $2) "
             "ORDER BY name",
-            user_id, request.query.get("name"),
+            user_id,
+            request.query.get("name"),
         )
         roles = await _roles_of(conn, [r["id"] for r in rows])
-    return json_response({
-        "application_credentials": [app_credential_view(r, roles[r["id"]], context.base_url) for r in rows],
-        "links": links(context.base_url, f"users/{user_id}/application_credentials"),
-    })
+    return json_response(
+        {
+            "application_credentials": [
+                app_credential_view(r, roles[r["id"]], context.base_url) for r in rows
+            ],
+            "links": links(context.base_url, f"users/{user_id}/application_credentials"),
+        }
+    )
 
 
 async def _own_or_404(conn: Any, request: web.Request, action: str) -> asyncpg.Record:
@@ -281,7 +292,9 @@ async def grant_of(conn: Any, row: asyncpg.Record) -> Grant:
     if not roles:
         raise Unauthorized(f"User {user['id']} has no access to project {project['id']}.")
     return Grant(
-        user=user, project=project, roles=roles,
+        user=user,
+        project=project,
+        roles=roles,
         ref=AppCredentialRef(id=row["id"], name=row["name"], unrestricted=row["unrestricted"]),
         expires_at=expires_at.timestamp() if expires_at is not None else None,
     )

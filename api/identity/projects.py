@@ -23,14 +23,24 @@ async def list_projects(request: web.Request) -> web.Response:
     me = caller(request)
     context = ctx(request)
     me.require_admin("identity:list_projects")
-    name, domain_id, enabled = request.query.get("name"), request.query.get("domain_id"), _bool_query(request, "enabled")
+    name, domain_id, enabled = (
+        request.query.get("name"),
+        request.query.get("domain_id"),
+        _bool_query(request, "enabled"),
+    )
     rows = await context.pool.fetch(
         "SELECT * FROM projects WHERE ($1::text IS NULL OR name = $1) AND ($2::text IS NULL OR domain_id = $2) "
         "AND ($3::boolean IS NULL OR enabled = $3) ORDER BY name",
-        name, domain_id, enabled,
+        name,
+        domain_id,
+        enabled,
     )
-    return json_response({"projects": [project_view(r, context.base_url) for r in rows],
-                          "links": links(context.base_url, "projects")})
+    return json_response(
+        {
+            "projects": [project_view(r, context.base_url) for r in rows],
+            "links": links(context.base_url, "projects"),
+        }
+    )
 
 
 async def create_project(request: web.Request) -> web.Response:
@@ -38,7 +48,11 @@ async def create_project(request: web.Request) -> web.Response:
     me.require_admin("identity:create_project")
     context = ctx(request)
     data = v.member(await json_body(request), "project")
-    v.only(data, {"name", "domain_id", "description", "enabled", "tags", "parent_id", "is_domain", "options"}, "project")
+    v.only(
+        data,
+        {"name", "domain_id", "description", "enabled", "tags", "parent_id", "is_domain", "options"},
+        "project",
+    )
     name = v.text(data, "name", required=True, max_len=64)
     description = v.text(data, "description", max_len=65535) or ""
     enabled = v.flag(data, "enabled")
@@ -49,7 +63,12 @@ async def create_project(request: web.Request) -> web.Response:
             row = await conn.fetchrow(
                 "INSERT INTO projects (id, name, domain_id, description, enabled, tags) "
                 "VALUES ($1, $2, $3, $4, $5, $6) RETURNING *",
-                new_id(), name, domain["id"], description, True if enabled is None else enabled, tags,
+                new_id(),
+                name,
+                domain["id"],
+                description,
+                True if enabled is None else enabled,
+                tags,
             )
         except asyncpg.UniqueViolationError:
             raise Conflict(
@@ -68,10 +87,13 @@ async def get_project(request: web.Request) -> web.Response:
         if not me.is_admin and project_id != me.project_id:
             has_role = await conn.fetchval(
                 "SELECT EXISTS (SELECT 1 FROM role_assignments WHERE user_id = $1 AND project_id = $2)",
-                me.user_id, project_id,
+                me.user_id,
+                project_id,
             )
             if not has_role:
-                raise Forbidden("You are not authorized to perform the requested action: identity:get_project.")
+                raise Forbidden(
+                    "You are not authorized to perform the requested action: identity:get_project."
+                )
     return json_response({"project": project_view(row, context.base_url)})
 
 
@@ -92,10 +114,16 @@ async def update_project(request: web.Request) -> web.Response:
             row = await conn.fetchrow(
                 "UPDATE projects SET name = coalesce($2, name), description = coalesce($3, description), "
                 "enabled = coalesce($4, enabled), tags = coalesce($5, tags) WHERE id = $1 RETURNING *",
-                project_id, name, description, enabled, tags,
+                project_id,
+                name,
+                description,
+                enabled,
+                tags,
             )
         except asyncpg.UniqueViolationError:
-            raise Conflict(f"Conflict occurred attempting to store project - duplicate name {name}.") from None
+            raise Conflict(
+                f"Conflict occurred attempting to store project - duplicate name {name}."
+            ) from None
     return json_response({"project": project_view(row, context.base_url)})
 
 
@@ -106,7 +134,9 @@ async def delete_project(request: web.Request) -> web.Response:
     project_id = request.match_info["project_id"]
     async with context.pool.acquire() as conn, conn.transaction():
         await get_or_404(conn, "projects", project_id, "project")
-        users = await conn.fetch("SELECT DISTINCT user_id FROM role_assignments WHERE project_id = $1", project_id)
+        users = await conn.fetch(
+            "SELECT DISTINCT user_id FROM role_assignments WHERE project_id = $1", project_id
+        )
         await conn.execute("DELETE FROM projects WHERE id = $1", project_id)
         await conn.executemany(
             "INSERT INTO token_revocations (user_id) VALUES ($1)", [(u["user_id"],) for u in users]
@@ -120,8 +150,12 @@ async def list_domains(request: web.Request) -> web.Response:
     rows = await context.pool.fetch(
         "SELECT * FROM domains WHERE ($1::text IS NULL OR name = $1) ORDER BY name", name
     )
-    return json_response({"domains": [domain_view(r, context.base_url) for r in rows],
-                          "links": links(context.base_url, "domains")})
+    return json_response(
+        {
+            "domains": [domain_view(r, context.base_url) for r in rows],
+            "links": links(context.base_url, "domains"),
+        }
+    )
 
 
 async def get_domain(request: web.Request) -> web.Response:

@@ -21,7 +21,9 @@ async def list_roles(request: web.Request) -> web.Response:
     rows = await context.pool.fetch(
         "SELECT * FROM roles WHERE ($1::text IS NULL OR name = $1) ORDER BY name", request.query.get("name")
     )
-    return json_response({"roles": [role_view(r, context.base_url) for r in rows], "links": links(context.base_url, "roles")})
+    return json_response(
+        {"roles": [role_view(r, context.base_url) for r in rows], "links": links(context.base_url, "roles")}
+    )
 
 
 async def create_role(request: web.Request) -> web.Response:
@@ -31,9 +33,13 @@ async def create_role(request: web.Request) -> web.Response:
     v.only(data, {"name", "description", "domain_id", "options"}, "role")
     name = v.text(data, "name", required=True)
     try:
-        row = await context.pool.fetchrow("INSERT INTO roles (id, name) VALUES ($1, $2) RETURNING *", new_id(), name)
+        row = await context.pool.fetchrow(
+            "INSERT INTO roles (id, name) VALUES ($1, $2) RETURNING *", new_id(), name
+        )
     except asyncpg.UniqueViolationError:
-        raise Conflict(f"Conflict occurred attempting to store role - Duplicate entry found with name {name}.") from None
+        raise Conflict(
+            f"Conflict occurred attempting to store role - Duplicate entry found with name {name}."
+        ) from None
     return json_response({"role": role_view(row, context.base_url)}, status=201)
 
 
@@ -54,7 +60,9 @@ async def delete_role(request: web.Request) -> web.Response:
             raise Forbidden(f"The role {row['name']} is built in and cannot be deleted.")
         users = await conn.fetch("SELECT DISTINCT user_id FROM role_assignments WHERE role_id = $1", role_id)
         await conn.execute("DELETE FROM roles WHERE id = $1", role_id)
-        await conn.executemany("INSERT INTO token_revocations (user_id) VALUES ($1)", [(u["user_id"],) for u in users])
+        await conn.executemany(
+            "INSERT INTO token_revocations (user_id) VALUES ($1)", [(u["user_id"],) for u in users]
+        )
     return web.Response(status=204)
 
 
@@ -72,7 +80,9 @@ async def grant(request: web.Request) -> web.Response:
         project_id, user_id, role_id = await _assignment_parts(conn, request)
         await conn.execute(
             "INSERT INTO role_assignments (user_id, project_id, role_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-            user_id, project_id, role_id,
+            user_id,
+            project_id,
+            role_id,
         )
     return web.Response(status=204)
 
@@ -83,11 +93,15 @@ async def check_grant(request: web.Request) -> web.Response:
         project_id, user_id, role_id = await _assignment_parts(conn, request)
         exists = await conn.fetchval(
             "SELECT EXISTS (SELECT 1 FROM role_assignments WHERE user_id = $1 AND project_id = $2 AND role_id = $3)",
-            user_id, project_id, role_id,
+            user_id,
+            project_id,
+            role_id,
         )
     if not exists:
-        raise NotFound(f"Could not find role assignment with role: {role_id}, user or group: {user_id}, "
-                       f"project, domain, or system: {project_id}.")
+        raise NotFound(
+            f"Could not find role assignment with role: {role_id}, user or group: {user_id}, "
+            f"project, domain, or system: {project_id}."
+        )
     return web.Response(status=204)
 
 
@@ -97,11 +111,15 @@ async def revoke_grant(request: web.Request) -> web.Response:
         project_id, user_id, role_id = await _assignment_parts(conn, request)
         status = await conn.execute(
             "DELETE FROM role_assignments WHERE user_id = $1 AND project_id = $2 AND role_id = $3",
-            user_id, project_id, role_id,
+            user_id,
+            project_id,
+            role_id,
         )
         if status == "DELETE 0":
-            raise NotFound(f"Could not find role assignment with role: {role_id}, user or group: {user_id}, "
-                           f"project, domain, or system: {project_id}.")
+            raise NotFound(
+                f"Could not find role assignment with role: {role_id}, user or group: {user_id}, "
+                f"project, domain, or system: {project_id}."
+            )
         # Tokens carry roles: the user's existing tokens must not keep the one just removed.
         await conn.execute("INSERT INTO token_revocations (user_id) VALUES ($1)", user_id)
     return web.Response(status=204)
@@ -116,10 +134,15 @@ async def list_grants(request: web.Request) -> web.Response:
     rows = await context.pool.fetch(
         "SELECT r.* FROM role_assignments a JOIN roles r ON r.id = a.role_id "
         "WHERE a.project_id = $1 AND a.user_id = $2 ORDER BY r.name",
-        m["project_id"], m["user_id"],
+        m["project_id"],
+        m["user_id"],
     )
-    return json_response({"roles": [role_view(r, context.base_url) for r in rows],
-                          "links": links(context.base_url, f"projects/{m['project_id']}/users/{m['user_id']}/roles")})
+    return json_response(
+        {
+            "roles": [role_view(r, context.base_url) for r in rows],
+            "links": links(context.base_url, f"projects/{m['project_id']}/users/{m['user_id']}/roles"),
+        }
+    )
 
 
 async def role_assignments(request: web.Request) -> web.Response:
@@ -128,7 +151,9 @@ async def role_assignments(request: web.Request) -> web.Response:
     q = request.query
     user_id = q.get("user.id")
     if not me.is_admin and user_id != me.user_id:
-        raise Forbidden("You are not authorized to perform the requested action: identity:list_role_assignments.")
+        raise Forbidden(
+            "You are not authorized to perform the requested action: identity:list_role_assignments."
+        )
     if q.get("group.id") or q.get("scope.domain.id") or q.get("scope.system"):
         return json_response({"role_assignments": [], "links": links(context.base_url, "role_assignments")})
     include_names = q.get("include_names", "false").lower() not in ("0", "false", "")
@@ -139,7 +164,9 @@ async def role_assignments(request: web.Request) -> web.Response:
         "JOIN projects p ON p.id = a.project_id "
         "WHERE ($1::text IS NULL OR a.user_id = $1) AND ($2::text IS NULL OR a.project_id = $2) "
         "AND ($3::text IS NULL OR a.role_id = $3) ORDER BY p.name, u.name, r.name",
-        user_id, q.get("scope.project.id"), q.get("role.id"),
+        user_id,
+        q.get("scope.project.id"),
+        q.get("role.id"),
     )
     base = context.base_url
     result = []
@@ -151,10 +178,16 @@ async def role_assignments(request: web.Request) -> web.Response:
             role["name"] = r["role_name"]
             user.update(name=r["user_name"], domain={"id": r["user_domain"], "name": "Default"})
             project.update(name=r["project_name"], domain={"id": r["project_domain"], "name": "Default"})
-        result.append({
-            "role": role, "user": user, "scope": {"project": project},
-            "links": {"assignment": f"{base}/identity/v3/projects/{r['project_id']}/users/{r['user_id']}/roles/{r['role_id']}"},
-        })
+        result.append(
+            {
+                "role": role,
+                "user": user,
+                "scope": {"project": project},
+                "links": {
+                    "assignment": f"{base}/identity/v3/projects/{r['project_id']}/users/{r['user_id']}/roles/{r['role_id']}"
+                },
+            }
+        )
     return json_response({"role_assignments": result, "links": links(base, "role_assignments")})
 
 
@@ -190,8 +223,12 @@ async def get_endpoint(request: web.Request) -> web.Response:
 
 async def list_regions(request: web.Request) -> web.Response:
     base = ctx(request).base_url
-    region = {"id": catalog_.REGION, "description": "", "parent_region_id": None,
-              "links": {"self": f"{base}/identity/v3/regions/{catalog_.REGION}"}}
+    region = {
+        "id": catalog_.REGION,
+        "description": "",
+        "parent_region_id": None,
+        "links": {"self": f"{base}/identity/v3/regions/{catalog_.REGION}"},
+    }
     return json_response({"regions": [region], "links": links(base, "regions")})
 
 

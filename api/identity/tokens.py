@@ -10,20 +10,33 @@ from aiohttp import web
 
 from api import catalog as catalog_
 from api.auth import (
-    AppCredentialRef, AuthContext, TokenCodec, TokenPayload, check_not_revoked, check_password,
+    AppCredentialRef,
+    AuthContext,
+    TokenCodec,
+    TokenPayload,
+    check_not_revoked,
+    check_password,
 )
 from api.context import caller, ctx, json_body, json_response, public
 from api.errors import BadRequest, Forbidden, NotFound, Unauthorized
-from api.times import iso_micro
 from api.identity import app_credentials
 from api.identity.views import effective_roles, find_domain, links, project_view
+from api.times import iso_micro
 
 
 def token_body(payload: TokenPayload, base_url: str, *, with_catalog: bool = True) -> dict[str, Any]:
-    domain = {"id": payload.user_domain_id, "name": "Default" if payload.user_domain_id == "default" else payload.user_domain_id}
+    domain = {
+        "id": payload.user_domain_id,
+        "name": "Default" if payload.user_domain_id == "default" else payload.user_domain_id,
+    }
     token: dict[str, Any] = {
         "methods": list(payload.methods),
-        "user": {"domain": domain, "id": payload.user_id, "name": payload.user_name, "password_expires_at": None},
+        "user": {
+            "domain": domain,
+            "id": payload.user_id,
+            "name": payload.user_name,
+            "password_expires_at": None,
+        },
         "audit_ids": [payload.audit_id],
         "expires_at": iso_micro(payload.expires_at) + "Z",
         "issued_at": iso_micro(payload.issued_at) + "Z",
@@ -42,7 +55,9 @@ def token_body(payload: TokenPayload, base_url: str, *, with_catalog: bool = Tru
     app_cred = payload.application_credential
     if app_cred is not None:
         token["application_credential"] = {
-            "id": app_cred.id, "name": app_cred.name, "restricted": not app_cred.unrestricted,
+            "id": app_cred.id,
+            "name": app_cred.name,
+            "restricted": not app_cred.unrestricted,
         }
     return {"token": token}
 
@@ -124,15 +139,19 @@ class _Grant:
 async def _app_credential_grant(conn: Any, auth: dict[str, Any], identity: dict[str, Any]) -> _Grant:
     # The credential fixes the scope: asking for one is an error, as in Keystone.
     if "scope" in auth:
-        raise Unauthorized("Error authenticating with application credential: "
-                           "Application credentials cannot request a scope.")
+        raise Unauthorized(
+            "Error authenticating with application credential: "
+            "Application credentials cannot request a scope."
+        )
     grant = await app_credentials.authenticate(conn, identity.get("application_credential"))
-    return _Grant(grant.user, grant.project, grant.roles, ("application_credential",), grant.expires_at,
-                  grant.ref)
+    return _Grant(
+        grant.user, grant.project, grant.roles, ("application_credential",), grant.expires_at, grant.ref
+    )
 
 
-async def _user_grant(conn: Any, tokens: TokenCodec, auth: dict[str, Any], identity: dict[str, Any],
-                      methods: list[str]) -> _Grant:
+async def _user_grant(
+    conn: Any, tokens: TokenCodec, auth: dict[str, Any], identity: dict[str, Any], methods: list[str]
+) -> _Grant:
     """Password or token authentication, scoped as asked (or to the user's default project)."""
     expires_at: float | None = None
     app_cred: AppCredentialRef | None = None
@@ -156,8 +175,10 @@ async def _user_grant(conn: Any, tokens: TokenCodec, auth: dict[str, Any], ident
         # A token made from a credential's token stays bound to the credential: its project, its roles.
         bound = await app_credentials.regrant(conn, app_cred)
         if project is not None and project["id"] != bound.project["id"]:
-            raise Forbidden("You are not authorized to perform the requested action: a token made from an "
-                            "application credential cannot be rescoped to another project.")
+            raise Forbidden(
+                "You are not authorized to perform the requested action: a token made from an "
+                "application credential cannot be rescoped to another project."
+            )
         return _Grant(user, bound.project, bound.roles, tuple(methods), expires_at, app_cred)
     if project is None and scope is None and user["default_project_id"]:
         project = await conn.fetchrow(
@@ -179,7 +200,11 @@ async def issue(request: web.Request) -> web.Response:
         raise BadRequest("Expecting to find auth in request body.")
     auth = data["auth"]
     identity = auth.get("identity")
-    if not isinstance(identity, dict) or not isinstance(identity.get("methods"), list) or not identity["methods"]:
+    if (
+        not isinstance(identity, dict)
+        or not isinstance(identity.get("methods"), list)
+        or not identity["methods"]
+    ):
         raise BadRequest("Expecting to find identity methods in auth.")
     methods = [str(m) for m in identity["methods"]]
     async with context.pool.acquire() as conn:
@@ -202,7 +227,8 @@ async def issue(request: web.Request) -> web.Response:
     )
     nocatalog = "nocatalog" in request.query
     return json_response(
-        token_body(payload, context.base_url, with_catalog=not nocatalog), status=201,
+        token_body(payload, context.base_url, with_catalog=not nocatalog),
+        status=201,
         headers={"X-Subject-Token": token},
     )
 
@@ -246,7 +272,9 @@ async def revoke(request: web.Request) -> web.Response:
 async def auth_catalog(request: web.Request) -> web.Response:
     me = caller(request)
     base = ctx(request).base_url
-    return json_response({"catalog": catalog_.catalog(base, me.project_id), "links": links(base, "auth/catalog")})
+    return json_response(
+        {"catalog": catalog_.catalog(base, me.project_id), "links": links(base, "auth/catalog")}
+    )
 
 
 async def auth_projects(request: web.Request) -> web.Response:
@@ -258,7 +286,10 @@ async def auth_projects(request: web.Request) -> web.Response:
         me.user_id,
     )
     return json_response(
-        {"projects": [project_view(r, context.base_url) for r in rows], "links": links(context.base_url, "auth/projects")}
+        {
+            "projects": [project_view(r, context.base_url) for r in rows],
+            "links": links(context.base_url, "auth/projects"),
+        }
     )
 
 

@@ -21,9 +21,12 @@ async def list_users(request: web.Request) -> web.Response:
     name, domain_id = request.query.get("name"), request.query.get("domain_id")
     rows = await context.pool.fetch(
         "SELECT * FROM users WHERE ($1::text IS NULL OR name = $1) AND ($2::text IS NULL OR domain_id = $2) ORDER BY name",
-        name, domain_id,
+        name,
+        domain_id,
     )
-    return json_response({"users": [user_view(r, context.base_url) for r in rows], "links": links(context.base_url, "users")})
+    return json_response(
+        {"users": [user_view(r, context.base_url) for r in rows], "links": links(context.base_url, "users")}
+    )
 
 
 async def create_user(request: web.Request) -> web.Response:
@@ -31,7 +34,11 @@ async def create_user(request: web.Request) -> web.Response:
     me.require_admin("identity:create_user")
     context = ctx(request)
     data = v.member(await json_body(request), "user")
-    v.only(data, {"name", "domain_id", "password", "enabled", "default_project_id", "email", "description", "options"}, "user")
+    v.only(
+        data,
+        {"name", "domain_id", "password", "enabled", "default_project_id", "email", "description", "options"},
+        "user",
+    )
     name = v.text(data, "name", required=True, max_len=255)
     password = v.text(data, "password", max_len=4096)
     enabled = v.flag(data, "enabled")
@@ -46,8 +53,14 @@ async def create_user(request: web.Request) -> web.Response:
             row = await conn.fetchrow(
                 "INSERT INTO users (id, name, domain_id, password_hash, enabled, default_project_id, email, description) "
                 "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *",
-                new_id(), name, domain["id"], hashed, True if enabled is None else enabled,
-                default_project, email, description,
+                new_id(),
+                name,
+                domain["id"],
+                hashed,
+                True if enabled is None else enabled,
+                default_project,
+                email,
+                description,
             )
         except asyncpg.UniqueViolationError:
             raise Conflict(
@@ -76,7 +89,9 @@ async def update_user(request: web.Request) -> web.Response:
     context = ctx(request)
     user_id = request.match_info["user_id"]
     data = v.member(await json_body(request), "user")
-    v.only(data, {"name", "password", "enabled", "default_project_id", "email", "description", "options"}, "user")
+    v.only(
+        data, {"name", "password", "enabled", "default_project_id", "email", "description", "options"}, "user"
+    )
     name = v.text(data, "name")
     password = v.text(data, "password", max_len=4096)
     enabled = v.flag(data, "enabled")
@@ -91,7 +106,12 @@ async def update_user(request: web.Request) -> web.Response:
                 "UPDATE users SET name = coalesce($2, name), password_hash = coalesce($3, password_hash), "
                 "enabled = coalesce($4, enabled), default_project_id = coalesce($5, default_project_id), "
                 "email = coalesce($6, email), description = coalesce($7, description) WHERE id = $1 RETURNING *",
-                user_id, name, hashed, enabled, default_project, v.text(data, "email"),
+                user_id,
+                name,
+                hashed,
+                enabled,
+                default_project,
+                v.text(data, "email"),
                 v.text(data, "description", max_len=65535),
             )
         except asyncpg.UniqueViolationError:

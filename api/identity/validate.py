@@ -49,4 +49,6 @@ def tags(obj: dict[str, Any]) -> list[str] | None:
 def only(obj: dict[str, Any], allowed: set[str], what: str) -> None:
     extra = set(obj) - allowed
     if extra:
-        raise BadRequest(f"Additional properties are not allowed in {what} ({', '.join(sorted(extra))} unexpected)")
+        raise BadRequest(
+            f"Additional properties are not allowed in {what} ({', '.join(sorted(extra))} unexpected)"
+        )

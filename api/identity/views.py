@@ -62,8 +62,9 @@ def role_view(row: asyncpg.Record, base: str) -> dict[str, Any]:
     }
 
 
-def app_credential_view(row: asyncpg.Record, roles: list[asyncpg.Record], base: str, *,
-                        detail: bool = False) -> dict[str, Any]:
+def app_credential_view(
+    row: asyncpg.Record, roles: list[asyncpg.Record], base: str, *, detail: bool = False
+) -> dict[str, Any]:
     """Keystone's application credential. Its create and list answers filter the record to the
     public fields; the show answer does not, so it alone also has `user_id` and `system`."""
     expires_at = row["expires_at"]
@@ -126,5 +127,7 @@ async def effective_roles(conn: Any, user_id: str, project_id: str) -> list[tupl
     names = {r["name"] for r in rows}
     for name in list(names):
         names.update(IMPLIED.get(name, ()))
-    all_roles = await conn.fetch("SELECT id, name FROM roles WHERE name = ANY($1::text[]) ORDER BY name", list(names))
+    all_roles = await conn.fetch(
+        "SELECT id, name FROM roles WHERE name = ANY($1::text[]) ORDER BY name", list(names)
+    )
     return [(r["id"], r["name"]) for r in all_roles]

@@ -33,7 +33,9 @@ def not_found(image_id: str) -> NotFound:
     return NotFound(f"No image found with ID {image_id}")
 
 
-async def visible_image(conn: Any, me: AuthContext, image_id: str, *, for_update: bool = False) -> asyncpg.Record:
+async def visible_image(
+    conn: Any, me: AuthContext, image_id: str, *, for_update: bool = False
+) -> asyncpg.Record:
     """The image as the caller may see it, locked for the transaction when `for_update`."""
     lock = " FOR UPDATE OF i" if for_update else ""
     if me.is_admin:

@@ -82,7 +82,8 @@ async def body_chunks(content: StreamReader, idle_timeout: float = IDLE_TIMEOUT)
 
 async def _requeue(pool: asyncpg.Pool, image_id: str) -> None:
     await pool.execute(
-        "UPDATE images SET status = 'queued', updated_at = now() WHERE id = $1 AND status = 'saving'", image_id
+        "UPDATE images SET status = 'queued', updated_at = now() WHERE id = $1 AND status = 'saving'",
+        image_id,
     )
 
 
@@ -110,7 +111,8 @@ async def upload(request: web.Request) -> web.Response:
             raise BadRequest(f"{noun} {', '.join(missing)} must be set prior to saving data.")
         claimed = await conn.fetchval(
             "UPDATE images SET status = 'saving', updated_at = now() WHERE id = $1 AND status = 'queued' "
-            "RETURNING id", image_id,
+            "RETURNING id",
+            image_id,
         )
         if claimed is None:  # another upload got there first
             raise Conflict("Image status transition from saving to saving is not allowed")
@@ -134,7 +136,12 @@ async def upload(request: web.Request) -> web.Response:
         activated = await context.pool.fetchval(
             "UPDATE images SET status = 'active', size = $2, virtual_size = $3, checksum = $4, os_hash_algo = $5, "
             "os_hash_value = $6, updated_at = now() WHERE id = $1 AND status = 'saving' RETURNING id",
-            image_id, received.size, virtual, received.md5, store.HASH_ALGO, received.hash_value,
+            image_id,
+            received.size,
+            virtual,
+            received.md5,
+            store.HASH_ALGO,
+            received.hash_value,
         )
     except BaseException:
         await asyncio.shield(store.remove(path))
@@ -142,8 +149,10 @@ async def upload(request: web.Request) -> web.Response:
         raise
     if activated is None:
         await store.remove(path)
-        raise Gone(f"Image {image_id} could not be found after upload. The image may have been deleted "
-                   "during the upload, cleaning up the chunks uploaded.")
+        raise Gone(
+            f"Image {image_id} could not be found after upload. The image may have been deleted "
+            "during the upload, cleaning up the chunks uploaded."
+        )
     log.info("image uploaded", image_id=image_id, size=received.size)
     return web.Response(status=204)
 

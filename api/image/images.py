@@ -41,10 +41,14 @@ def _split_create_body(data: Any) -> tuple[dict[str, Any], dict[str, str], list[
             properties[key] = value
     tags = list(dict.fromkeys(attributes.pop("tags", [])))
     if len(properties) > schema.PROPERTY_QUOTA:
-        raise PayloadTooLarge(f"Maximum number of image properties exceeded: {len(properties)} of "
-                              f"{schema.PROPERTY_QUOTA} allowed.")
+        raise PayloadTooLarge(
+            f"Maximum number of image properties exceeded: {len(properties)} of "
+            f"{schema.PROPERTY_QUOTA} allowed."
+        )
     if len(tags) > schema.TAG_QUOTA:
-        raise PayloadTooLarge(f"Maximum number of image tags exceeded: {len(tags)} of {schema.TAG_QUOTA} allowed.")
+        raise PayloadTooLarge(
+            f"Maximum number of image tags exceeded: {len(tags)} of {schema.TAG_QUOTA} allowed."
+        )
     return attributes, properties, tags
 
 
@@ -67,14 +71,24 @@ async def create_image(request: web.Request) -> web.Response:
             "INSERT INTO images (id, name, owner, visibility, disk_format, container_format, min_disk, min_ram, "
             "protected, os_hidden, tags, properties) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) "
             "RETURNING *",
-            image_id, attributes.get("name"), owner, visibility, attributes.get("disk_format"),
-            attributes.get("container_format"), attributes.get("min_disk", 0), attributes.get("min_ram", 0),
-            attributes.get("protected", False), attributes.get("os_hidden", False), tags, properties,
+            image_id,
+            attributes.get("name"),
+            owner,
+            visibility,
+            attributes.get("disk_format"),
+            attributes.get("container_format"),
+            attributes.get("min_disk", 0),
+            attributes.get("min_ram", 0),
+            attributes.get("protected", False),
+            attributes.get("os_hidden", False),
+            tags,
+            properties,
         )
     except asyncpg.UniqueViolationError:
         raise Conflict(f"Image with identifier {image_id} already exists!") from None
-    return json_response(image_view(row), status=201,
-                         headers={"Location": f"{context.base_url}/image/v2/images/{image_id}"})
+    return json_response(
+        image_view(row), status=201, headers={"Location": f"{context.base_url}/image/v2/images/{image_id}"}
+    )
 
 
 async def list_images(request: web.Request) -> web.Response:
@@ -137,9 +151,18 @@ async def update_image(request: web.Request) -> web.Response:
                 "UPDATE images SET name = $2, visibility = $3, protected = $4, os_hidden = $5, owner = $6, "
                 "container_format = $7, disk_format = $8, tags = $9, min_ram = $10, min_disk = $11, "
                 "properties = $12, updated_at = now() WHERE id = $1 RETURNING *",
-                image_id, image["name"], image["visibility"], image["protected"], image["os_hidden"],
-                image["owner"], image["container_format"], image["disk_format"], image["tags"],
-                image["min_ram"], image["min_disk"], image["properties"],
+                image_id,
+                image["name"],
+                image["visibility"],
+                image["protected"],
+                image["os_hidden"],
+                image["owner"],
+                image["container_format"],
+                image["disk_format"],
+                image["tags"],
+                image["min_ram"],
+                image["min_disk"],
+                image["properties"],
             )
     return json_response(image_view(row))
 
@@ -173,7 +196,9 @@ async def add_tag(request: web.Request) -> web.Response:
             if len(row["tags"]) >= schema.TAG_QUOTA:
                 raise PayloadTooLarge(f"Maximum number of image tags exceeded: {schema.TAG_QUOTA} allowed.")
             await conn.execute(
-                "UPDATE images SET tags = array_append(tags, $2), updated_at = now() WHERE id = $1", image_id, tag
+                "UPDATE images SET tags = array_append(tags, $2), updated_at = now() WHERE id = $1",
+                image_id,
+                tag,
             )
     return web.Response(status=204)
 

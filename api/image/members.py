@@ -66,7 +66,8 @@ async def add_member(request: web.Request) -> web.Response:
             raise PayloadTooLarge(f"Maximum number of image members exceeded: {schema.MEMBER_QUOTA} allowed.")
         row = await conn.fetchrow(
             "INSERT INTO image_members (image_id, member_id) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING *",
-            image_id, member_id,
+            image_id,
+            member_id,
         )
         if row is None:
             raise Conflict(f"The target member {member_id} is already associated with image {image_id}.")
@@ -105,7 +106,9 @@ async def update_member(request: web.Request) -> web.Response:
         row = await conn.fetchrow(
             "UPDATE image_members SET status = $3, updated_at = now() WHERE image_id = $1 AND member_id = $2 "
             "RETURNING *",
-            image_id, member_id, status,
+            image_id,
+            member_id,
+            status,
         )
     if row is None:
         raise _member_not_found(image_id, member_id)

@@ -67,8 +67,10 @@ def _op_and_path(raw: dict[str, Any], draft: int) -> tuple[str, Any]:
         op = raw.get("op")
         if op not in OPERATIONS:
             if op is None:
-                raise BadRequest("Unable to find `op` in JSON Schema change. "
-                                 f"It must be one of the following: {', '.join(OPERATIONS)}.")
+                raise BadRequest(
+                    "Unable to find `op` in JSON Schema change. "
+                    f"It must be one of the following: {', '.join(OPERATIONS)}."
+                )
             raise BadRequest(
                 f"Invalid operation: `{op}`. It must be one of the following: {', '.join(OPERATIONS)}."
             )
@@ -76,7 +78,7 @@ def _op_and_path(raw: dict[str, Any], draft: int) -> tuple[str, Any]:
             raise BadRequest("Unable to find 'path' in JSON Schema change")
         pointer = raw["path"]
     if not isinstance(pointer, str):
-        raise BadRequest(f"Pointer `{pointer}` does not start with \"/\".")
+        raise BadRequest(f'Pointer `{pointer}` does not start with "/".')
     return op, pointer
 
 
@@ -122,11 +124,13 @@ def apply(image: dict[str, Any], changes: list[Change], *, draft: int, is_admin:
         else:
             props[key] = change.value
     if len(props) > schema.PROPERTY_QUOTA:
-        raise PayloadTooLarge(f"Maximum number of image properties exceeded: {len(props)} of "
-                              f"{schema.PROPERTY_QUOTA} allowed.")
+        raise PayloadTooLarge(
+            f"Maximum number of image properties exceeded: {len(props)} of {schema.PROPERTY_QUOTA} allowed."
+        )
     if len(result["tags"]) > schema.TAG_QUOTA:
-        raise PayloadTooLarge(f"Maximum number of image tags exceeded: {len(result['tags'])} of "
-                              f"{schema.TAG_QUOTA} allowed.")
+        raise PayloadTooLarge(
+            f"Maximum number of image tags exceeded: {len(result['tags'])} of {schema.TAG_QUOTA} allowed."
+        )
     return result
 
 

@@ -35,10 +35,25 @@ _IN_FILTERS = ("id", "name", "status", "container_format", "disk_format")
 _EQUAL_FILTERS = ("owner", "checksum", "os_hash_value")
 _TIME_FILTERS = ("created_at", "updated_at")
 _TIME_OPERATORS = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<=", "eq": "=", "neq": "<>"}
-_NOT_PROPERTIES = frozenset({
-    "limit", "marker", "sort", "sort_key", "sort_dir", "member_status", "tag", "visibility", "os_hidden",
-    "protected", "size_min", "size_max", *_IN_FILTERS, *_EQUAL_FILTERS, *_TIME_FILTERS,
-})
+_NOT_PROPERTIES = frozenset(
+    {
+        "limit",
+        "marker",
+        "sort",
+        "sort_key",
+        "sort_dir",
+        "member_status",
+        "tag",
+        "visibility",
+        "os_hidden",
+        "protected",
+        "size_min",
+        "size_max",
+        *_IN_FILTERS,
+        *_EQUAL_FILTERS,
+        *_TIME_FILTERS,
+    }
+)
 
 
 def limit(query: Mapping[str, str]) -> int:

@@ -19,8 +19,17 @@ from api.errors import BadRequest, Forbidden
 DISK_FORMATS = ("ami", "ari", "aki", "vhd", "vhdx", "vmdk", "raw", "qcow2", "vdi", "iso", "ploop")
 CONTAINER_FORMATS = ("ami", "ari", "aki", "bare", "ovf", "ova", "docker", "compressed")
 VISIBILITIES = ("public", "private", "shared", "community")
-STATUSES = ("queued", "saving", "active", "killed", "deleted", "uploading", "importing",
-            "pending_delete", "deactivated")
+STATUSES = (
+    "queued",
+    "saving",
+    "active",
+    "killed",
+    "deleted",
+    "uploading",
+    "importing",
+    "pending_delete",
+    "deactivated",
+)
 MEMBER_STATUSES = ("pending", "accepted", "rejected")
 UUID_PATTERN = r"^([0-9a-fA-F]){8}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){12}$"
 INT32_MAX = 2**31 - 1
@@ -31,37 +40,85 @@ PROPERTY_QUOTA = TAG_QUOTA = MEMBER_QUOTA = 128
 IMAGE_PROPERTIES: dict[str, dict[str, Any]] = {
     "id": {"type": "string", "description": "An identifier for the image", "pattern": UUID_PATTERN},
     "name": {"type": ["null", "string"], "description": "Descriptive name for the image", "maxLength": 255},
-    "status": {"type": "string", "readOnly": True, "description": "Status of the image", "enum": list(STATUSES)},
-    "visibility": {"type": "string", "description": "Scope of image accessibility", "enum": list(VISIBILITIES)},
+    "status": {
+        "type": "string",
+        "readOnly": True,
+        "description": "Status of the image",
+        "enum": list(STATUSES),
+    },
+    "visibility": {
+        "type": "string",
+        "description": "Scope of image accessibility",
+        "enum": list(VISIBILITIES),
+    },
     "protected": {"type": "boolean", "description": "If true, image will not be deletable."},
-    "os_hidden": {"type": "boolean",
-                  "description": "If true, image will not appear in default image list response."},
-    "checksum": {"type": ["null", "string"], "readOnly": True, "description": "md5 hash of image contents.",
-                 "maxLength": 32},
-    "os_hash_algo": {"type": ["null", "string"], "readOnly": True,
-                     "description": "Algorithm to calculate the os_hash_value", "maxLength": 64},
-    "os_hash_value": {"type": ["null", "string"], "readOnly": True,
-                      "description": "Hexdigest of the image contents using the algorithm specified by the "
-                                     "os_hash_algo", "maxLength": 128},
+    "os_hidden": {
+        "type": "boolean",
+        "description": "If true, image will not appear in default image list response.",
+    },
+    "checksum": {
+        "type": ["null", "string"],
+        "readOnly": True,
+        "description": "md5 hash of image contents.",
+        "maxLength": 32,
+    },
+    "os_hash_algo": {
+        "type": ["null", "string"],
+        "readOnly": True,
+        "description": "Algorithm to calculate the os_hash_value",
+        "maxLength": 64,
+    },
+    "os_hash_value": {
+        "type": ["null", "string"],
+        "readOnly": True,
+        "description": "Hexdigest of the image contents using the algorithm specified by the os_hash_algo",
+        "maxLength": 128,
+    },
     "owner": {"type": ["null", "string"], "description": "Owner of the image", "maxLength": 255},
     "size": {"type": ["null", "integer"], "readOnly": True, "description": "Size of image file in bytes"},
-    "virtual_size": {"type": ["null", "integer"], "readOnly": True,
-                     "description": "Virtual size of image in bytes"},
-    "container_format": {"type": ["null", "string"], "description": "Format of the container",
-                         "enum": [None, *CONTAINER_FORMATS]},
-    "disk_format": {"type": ["null", "string"], "description": "Format of the disk",
-                    "enum": [None, *DISK_FORMATS]},
+    "virtual_size": {
+        "type": ["null", "integer"],
+        "readOnly": True,
+        "description": "Virtual size of image in bytes",
+    },
+    "container_format": {
+        "type": ["null", "string"],
+        "description": "Format of the container",
+        "enum": [None, *CONTAINER_FORMATS],
+    },
+    "disk_format": {
+        "type": ["null", "string"],
+        "description": "Format of the disk",
+        "enum": [None, *DISK_FORMATS],
+    },
     "created_at": {"type": "string", "readOnly": True, "description": "Date and time of image registration"},
-    "updated_at": {"type": "string", "readOnly": True,
-                   "description": "Date and time of the last image modification"},
-    "tags": {"type": "array", "description": "List of strings related to the image",
-             "items": {"type": "string", "maxLength": 255}},
-    "direct_url": {"type": "string", "readOnly": True,
-                   "description": "URL to access the image file kept in external store"},
-    "min_ram": {"type": "integer", "description": "Amount of ram (in MB) required to boot image.",
-                "minimum": 0, "maximum": INT32_MAX},
-    "min_disk": {"type": "integer", "description": "Amount of disk space (in GB) required to boot image.",
-                 "minimum": 0, "maximum": INT32_MAX},
+    "updated_at": {
+        "type": "string",
+        "readOnly": True,
+        "description": "Date and time of the last image modification",
+    },
+    "tags": {
+        "type": "array",
+        "description": "List of strings related to the image",
+        "items": {"type": "string", "maxLength": 255},
+    },
+    "direct_url": {
+        "type": "string",
+        "readOnly": True,
+        "description": "URL to access the image file kept in external store",
+    },
+    "min_ram": {
+        "type": "integer",
+        "description": "Amount of ram (in MB) required to boot image.",
+        "minimum": 0,
+        "maximum": INT32_MAX,
+    },
+    "min_disk": {
+        "type": "integer",
+        "description": "Amount of disk space (in GB) required to boot image.",
+        "minimum": 0,
+        "maximum": INT32_MAX,
+    },
     "self": {"type": "string", "readOnly": True, "description": "An image self url"},
     "file": {"type": "string", "readOnly": True, "description": "An image file url"},
     "schema": {"type": "string", "readOnly": True, "description": "An image schema url"},
@@ -74,21 +131,74 @@ MEMBER_PROPERTIES: dict[str, dict[str, Any]] = {
     "image_id": {"type": "string", "description": "An identifier for the image", "pattern": UUID_PATTERN},
     "created_at": {"type": "string", "description": "Date and time of image member creation"},
     "updated_at": {"type": "string", "description": "Date and time of last modification of image member"},
-    "status": {"type": "string", "description": "The status of this image member", "enum": list(MEMBER_STATUSES)},
+    "status": {
+        "type": "string",
+        "description": "The status of this image member",
+        "enum": list(MEMBER_STATUSES),
+    },
     "schema": {"type": "string", "readOnly": True},
 }
 
 # What a client may not write, and how Glance refuses it (all 403).
-READ_ONLY = frozenset({"created_at", "updated_at", "status", "checksum", "size", "virtual_size", "direct_url",
-                       "self", "file", "schema", "id", "os_hash_algo", "os_hash_value", "stores", "locations"})
+READ_ONLY = frozenset(
+    {
+        "created_at",
+        "updated_at",
+        "status",
+        "checksum",
+        "size",
+        "virtual_size",
+        "direct_url",
+        "self",
+        "file",
+        "schema",
+        "id",
+        "os_hash_algo",
+        "os_hash_value",
+        "stores",
+        "locations",
+    }
+)
 RESERVED = frozenset({"location", "deleted", "deleted_at"})
 RESERVED_PREFIX = "os_glance"
 # Attributes that are columns of an image, not extra properties.
-BASE = frozenset({"id", "name", "status", "visibility", "protected", "os_hidden", "checksum", "os_hash_algo",
-                  "os_hash_value", "owner", "size", "virtual_size", "container_format", "disk_format",
-                  "created_at", "updated_at", "tags", "min_ram", "min_disk"})
-MUTABLE = frozenset({"name", "visibility", "protected", "os_hidden", "owner", "container_format", "disk_format",
-                     "tags", "min_ram", "min_disk"})
+BASE = frozenset(
+    {
+        "id",
+        "name",
+        "status",
+        "visibility",
+        "protected",
+        "os_hidden",
+        "checksum",
+        "os_hash_algo",
+        "os_hash_value",
+        "owner",
+        "size",
+        "virtual_size",
+        "container_format",
+        "disk_format",
+        "created_at",
+        "updated_at",
+        "tags",
+        "min_ram",
+        "min_disk",
+    }
+)
+MUTABLE = frozenset(
+    {
+        "name",
+        "visibility",
+        "protected",
+        "os_hidden",
+        "owner",
+        "container_format",
+        "disk_format",
+        "tags",
+        "min_ram",
+        "min_disk",
+    }
+)
 
 _JSON_TYPES = {"null": type(None), "string": str, "boolean": bool, "array": list, "object": dict}
 
@@ -153,8 +263,11 @@ def image_schema() -> dict[str, Any]:
         "name": "image",
         "properties": IMAGE_PROPERTIES,
         "additionalProperties": EXTRA_PROPERTY,
-        "links": [{"rel": "self", "href": "{self}"}, {"rel": "enclosure", "href": "{file}"},
-                  {"rel": "describedby", "href": "{schema}"}],
+        "links": [
+            {"rel": "self", "href": "{self}"},
+            {"rel": "enclosure", "href": "{file}"},
+            {"rel": "describedby", "href": "{schema}"},
+        ],
     }
 
 

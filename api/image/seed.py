@@ -27,8 +27,18 @@ async def _chunks(path: Path) -> AsyncIterator[bytes]:
             yield chunk
 
 
-async def register(pool: asyncpg.Pool, state_dir: Path, path: Path, *, name: str, owner: str, disk_format: str,
-                   build_property: str, properties: dict[str, str], min_ram: int = 0) -> tuple[str, bool]:
+async def register(
+    pool: asyncpg.Pool,
+    state_dir: Path,
+    path: Path,
+    *,
+    name: str,
+    owner: str,
+    disk_format: str,
+    build_property: str,
+    properties: dict[str, str],
+    min_ram: int = 0,
+) -> tuple[str, bool]:
     """The id of the public image `name` built as `properties[build_property]` says, registering
     it from `path` when there is none; and whether it was registered now."""
     build = properties[build_property]
@@ -36,7 +46,11 @@ async def register(pool: asyncpg.Pool, state_dir: Path, path: Path, *, name: str
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext('actorstack seed image ' || $1))", name)
         rows = await conn.fetch(
             "SELECT id, status, properties->>$3 AS build FROM images WHERE name = $1 AND owner = $2 "
-            "AND properties ? $3 FOR UPDATE", name, owner, build_property)
+            "AND properties ? $3 FOR UPDATE",
+            name,
+            owner,
+            build_property,
+        )
         current = next((r["id"] for r in rows if r["build"] == build and r["status"] == "active"), None)
         if current is not None:
             return current, False
@@ -47,7 +61,13 @@ async def register(pool: asyncpg.Pool, state_dir: Path, path: Path, *, name: str
         await conn.execute(
             "INSERT INTO images (id, name, owner, status, visibility, disk_format, container_format, min_ram, "
             "properties) VALUES ($1, $2, $3, 'saving', 'public', $4, 'bare', $5, $6::jsonb)",
-            image_id, name, owner, disk_format, min_ram, properties)
+            image_id,
+            name,
+            owner,
+            disk_format,
+            min_ram,
+            properties,
+        )
     for old in stale:
         await store.remove(store.image_path(state_dir, old))
     destination = store.image_path(state_dir, image_id)
@@ -57,7 +77,13 @@ async def register(pool: asyncpg.Pool, state_dir: Path, path: Path, *, name: str
         await pool.execute(
             "UPDATE images SET status = 'active', size = $2, virtual_size = $3, checksum = $4, os_hash_algo = $5, "
             "os_hash_value = $6, updated_at = now() WHERE id = $1",
-            image_id, received.size, virtual, received.md5, store.HASH_ALGO, received.hash_value)
+            image_id,
+            received.size,
+            virtual,
+            received.md5,
+            store.HASH_ALGO,
+            received.hash_value,
+        )
     except BaseException:
         await asyncio.shield(pool.execute("DELETE FROM images WHERE id = $1", image_id))
         await asyncio.shield(store.remove(destination))

@@ -120,7 +120,9 @@ async def receive(chunks: AsyncIterable[bytes], dest: Path, *, cap: int) -> Rece
         # Shielded: a second cancellation must not leave the temporary file behind.
         await asyncio.shield(asyncio.to_thread(writer.abort))
         raise
-    return Received(writer.size, writer.md5.hexdigest(), writer.hash.hexdigest(), bytes(writer.head), writer.tail)
+    return Received(
+        writer.size, writer.md5.hexdigest(), writer.hash.hexdigest(), bytes(writer.head), writer.tail
+    )
 
 
 async def remove(path: Path) -> None:

@@ -77,6 +77,7 @@ def string(max_len: int = 255) -> Converter:
         if len(value) > max_len:
             raise bad_attribute(name, f"'{value}' exceeds maximum length of {max_len}")
         return value
+
     return convert
 
 
@@ -85,6 +86,7 @@ def nullable_string(max_len: int = 255) -> Converter:
 
     def convert(name: str, value: Any) -> str:
         return "" if value is None else inner(name, value)
+
     return convert
 
 
@@ -112,6 +114,7 @@ def integer(low: int, high: int) -> Converter:
         if number > high:
             raise bad_attribute(name, f"'{number}' is too large - must be no larger than '{high}'")
         return number
+
     return convert
 
 
@@ -137,6 +140,7 @@ def string_list(max_len: int = 255, *, max_items: int | None = None, unique: boo
         if max_items is not None and len(items) > max_items:
             raise bad_attribute(name, f"'{value}' has more than {max_items} items")
         return items
+
     return convert
 
 
@@ -205,10 +209,12 @@ def dns_domain(name: str, value: Any) -> str:
 def empty_list_only(what: str) -> Converter:
     """An attribute shown for compatibility whose feature this cloud does not have: [] (or
     null) is accepted, anything else refused with the reason."""
+
     def convert(name: str, value: Any) -> list[Any]:
         if value is None or value == []:
             return []
         raise bad_attribute(name, f"{what} are not available in this cloud")
+
     return convert
 
 
@@ -216,4 +222,5 @@ def null_only(what: str) -> Converter:
     def convert(name: str, value: Any) -> None:
         if value is not None:
             raise bad_attribute(name, f"{what} are not available in this cloud")
+
     return convert

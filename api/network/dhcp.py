@@ -31,12 +31,17 @@ def device_id(network_id: str) -> str:
 async def _port(conn: Any, network_id: str) -> asyncpg.Record | None:
     return await conn.fetchrow(
         "SELECT * FROM ports WHERE network_id = $1 AND device_owner = $2 ORDER BY created_at, id LIMIT 1 FOR UPDATE",
-        network_id, DHCP_OWNER)
+        network_id,
+        DHCP_OWNER,
+    )
 
 
 async def _touch(conn: Any, port_id: str) -> None:
-    await conn.execute("UPDATE ports SET version = version + 1, revision_number = revision_number + 1, "
-                       "updated_at = now() WHERE id = $1", port_id)
+    await conn.execute(
+        "UPDATE ports SET version = version + 1, revision_number = revision_number + 1, "
+        "updated_at = now() WHERE id = $1",
+        port_id,
+    )
 
 
 async def serve(conn: Any, network: asyncpg.Record, subnet_id: str) -> None:
@@ -45,9 +50,15 @@ async def serve(conn: Any, network: asyncpg.Record, subnet_id: str) -> None:
     port = await _port(conn, network["id"])
     if port is None:
         port = await ports.insert_row(
-            conn, network["id"], project_id=network["project_id"], name="", status="ACTIVE",
-            device_id=device_id(network["id"]), device_owner=DHCP_OWNER,
-            port_security_enabled=network["port_security_enabled"])
+            conn,
+            network["id"],
+            project_id=network["project_id"],
+            name="",
+            status="ACTIVE",
+            device_id=device_id(network["id"]),
+            device_owner=DHCP_OWNER,
+            port_security_enabled=network["port_security_enabled"],
+        )
     else:
         await _touch(conn, port["id"])
     if await ipam.allocate(conn, subnet_id, port["id"], mac=str(port["mac_address"])) is None:
@@ -62,7 +73,9 @@ async def unserve(conn: Any, network_id: str, subnet_id: str) -> None:
         return
     others = await conn.fetchval(
         "SELECT EXISTS (SELECT 1 FROM subnets WHERE network_id = $1 AND enable_dhcp AND id <> $2)",
-        network_id, subnet_id)
+        network_id,
+        subnet_id,
+    )
     if others:
         await ipam.release(conn, port["id"], subnet_id)
         await _touch(conn, port["id"])

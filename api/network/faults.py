@@ -45,34 +45,48 @@ def over_quota(resource: str) -> Conflict:
 
 
 def network_in_use(network_id: str) -> Conflict:
-    return Conflict(f"Unable to complete operation on network {network_id}. There are one or more ports still "
-                    f"in use on the network.", kind="NetworkInUse")
+    return Conflict(
+        f"Unable to complete operation on network {network_id}. There are one or more ports still "
+        f"in use on the network.",
+        kind="NetworkInUse",
+    )
 
 
 def subnet_in_use(subnet_id: str) -> Conflict:
-    return Conflict(f"Unable to complete operation on subnet {subnet_id}: One or more ports have an IP "
-                    f"allocation from this subnet.", kind="SubnetInUse")
+    return Conflict(
+        f"Unable to complete operation on subnet {subnet_id}: One or more ports have an IP "
+        f"allocation from this subnet.",
+        kind="SubnetInUse",
+    )
 
 
 def addresses_exhausted(network_id: str) -> Conflict:
-    return Conflict(f"No more IP addresses available on network {network_id}.", kind="IpAddressGenerationFailure")
+    return Conflict(
+        f"No more IP addresses available on network {network_id}.", kind="IpAddressGenerationFailure"
+    )
 
 
 def address_taken(ip_address: str, subnet_id: str) -> Conflict:
-    return Conflict(f"IP address {ip_address} already allocated in subnet {subnet_id}",
-                    kind="IpAddressAlreadyAllocated")
+    return Conflict(
+        f"IP address {ip_address} already allocated in subnet {subnet_id}", kind="IpAddressAlreadyAllocated"
+    )
 
 
 def invalid_ip_for_subnet(ip_address: str) -> BadRequest:
-    return BadRequest(f"IP address {ip_address} is not a valid IP for the specified subnet.",
-                      kind="InvalidIpForSubnet")
+    return BadRequest(
+        f"IP address {ip_address} is not a valid IP for the specified subnet.", kind="InvalidIpForSubnet"
+    )
 
 
 def invalid_ip_for_network(ip_address: str) -> BadRequest:
-    return BadRequest(f"IP address {ip_address} is not a valid IP for any of the subnets on the specified network.",
-                      kind="InvalidIpForNetwork")
+    return BadRequest(
+        f"IP address {ip_address} is not a valid IP for any of the subnets on the specified network.",
+        kind="InvalidIpForNetwork",
+    )
 
 
 def mac_in_use(network_id: str, mac: str) -> Conflict:
-    return Conflict(f"Unable to complete operation for network {network_id}. The mac address {mac} is in use.",
-                    kind="MacAddressInUse")
+    return Conflict(
+        f"Unable to complete operation for network {network_id}. The mac address {mac} is in use.",
+        kind="MacAddressInUse",
+    )

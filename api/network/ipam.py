@@ -74,11 +74,17 @@ class Subnet:
     @classmethod
     def of(cls, row: asyncpg.Record) -> Subnet:
         return cls(
-            id=row["id"], network_id=row["network_id"], ip_version=row["ip_version"], cidr=row["cidr"],
-            gateway_ip=row["gateway_ip"], ipv6_address_mode=row["ipv6_address_mode"] or row["ipv6_ra_mode"],
+            id=row["id"],
+            network_id=row["network_id"],
+            ip_version=row["ip_version"],
+            cidr=row["cidr"],
+            gateway_ip=row["gateway_ip"],
+            ipv6_address_mode=row["ipv6_address_mode"] or row["ipv6_ra_mode"],
             enable_dhcp=row["enable_dhcp"],
-            pools=tuple((ipaddress.ip_address(p["start"]), ipaddress.ip_address(p["end"]))
-                        for p in row["allocation_pools"]),
+            pools=tuple(
+                (ipaddress.ip_address(p["start"]), ipaddress.ip_address(p["end"]))
+                for p in row["allocation_pools"]
+            ),
         )
 
     @property
@@ -126,14 +132,19 @@ async def _insert(conn: Any, subnet: Subnet, port_id: str, ip: IPAddress) -> boo
         async with conn.transaction():
             await conn.execute(
                 "INSERT INTO ip_allocations (subnet_id, ip_address, port_id, network_id) VALUES ($1, $2, $3, $4)",
-                subnet.id, ip, port_id, subnet.network_id)
+                subnet.id,
+                ip,
+                port_id,
+                subnet.network_id,
+            )
     except asyncpg.UniqueViolationError:
         return False
     return True
 
 
-async def allocate(conn: Any, subnet_id: str, port_id: str, *, mac: str,
-                   ip: IPAddress | None = None) -> IPAddress | None:
+async def allocate(
+    conn: Any, subnet_id: str, port_id: str, *, mac: str, ip: IPAddress | None = None
+) -> IPAddress | None:
     """Give the port an address on the subnet: `ip` if given (409 if taken), its EUI-64 address
     on a SLAAC subnet, otherwise the lowest free address of the pools; None when none is free."""
     subnet = await _locked(conn, subnet_id)
@@ -149,8 +160,12 @@ async def allocate(conn: Any, subnet_id: str, port_id: str, *, mac: str,
         return ip
     for _ in range(3):  # under the lock a pick cannot be taken; the retry covers writers that skip it
         picked = await conn.fetchval(
-            _LOWEST_FREE, subnet.id, [str(a) for a, _ in subnet.pools], [str(b) for _, b in subnet.pools],
-            subnet.gateway_ip)
+            _LOWEST_FREE,
+            subnet.id,
+            [str(a) for a, _ in subnet.pools],
+            [str(b) for _, b in subnet.pools],
+            subnet.gateway_ip,
+        )
         if picked is None:
             return None
         if await _insert(conn, subnet, port_id, ipaddress.ip_address(picked)):
@@ -179,8 +194,10 @@ def resolve(network_id: str, subnets: list[Subnet], requested: Iterable[dict[str
         if subnet_id is not None:
             subnet = by_id.get(subnet_id)
             if subnet is None:
-                raise invalid_input(f"Failed to create port on network {network_id}, because fixed_ips included "
-                                    f"invalid subnet {subnet_id}")
+                raise invalid_input(
+                    f"Failed to create port on network {network_id}, because fixed_ips included "
+                    f"invalid subnet {subnet_id}"
+                )
             if ip is not None and not subnet.usable(ip):
                 raise invalid_ip_for_subnet(str(ip))
         else:
@@ -188,8 +205,10 @@ def resolve(network_id: str, subnets: list[Subnet], requested: Iterable[dict[str
             if subnet is None:
                 raise invalid_ip_for_network(str(ip))
         if ip is not None and subnet.auto_address:
-            raise invalid_input(f"IPv6 address {ip} cannot be directly assigned to a port on subnet {subnet.id} "
-                                f"as the subnet is configured for automatic addresses")
+            raise invalid_input(
+                f"IPv6 address {ip} cannot be directly assigned to a port on subnet {subnet.id} "
+                f"as the subnet is configured for automatic addresses"
+            )
         wanted.append(Wanted(subnet, ip))
     return wanted
 
@@ -207,14 +226,17 @@ async def _allocate_any(conn: Any, network_id: str, port_id: str, mac: str, subn
     raise addresses_exhausted(network_id)
 
 
-async def allocate_for_port(conn: Any, network_id: str, port_id: str, mac: str,
-                            requested: list[dict[str, Any]] | None) -> None:
+async def allocate_for_port(
+    conn: Any, network_id: str, port_id: str, mac: str, requested: list[dict[str, Any]] | None
+) -> None:
     """A new port's fixed IPs: the requested ones, or Neutron's default (see the module)."""
     subnets = await network_subnets(conn, network_id)
     auto = [s for s in subnets if s.auto_address]
     if requested is None:
-        for group in ([s for s in subnets if s.ip_version == 4],
-                      [s for s in subnets if s.ip_version == 6 and not s.auto_address]):
+        for group in (
+            [s for s in subnets if s.ip_version == 4],
+            [s for s in subnets if s.ip_version == 6 and not s.auto_address],
+        ):
             if group:
                 await _allocate_any(conn, network_id, port_id, mac, group)
     else:
@@ -227,8 +249,9 @@ async def allocate_for_port(conn: Any, network_id: str, port_id: str, mac: str,
         await allocate(conn, subnet.id, port_id, mac=mac)
 
 
-async def replace_for_port(conn: Any, network_id: str, port_id: str, mac: str,
-                           requested: list[dict[str, Any]]) -> None:
+async def replace_for_port(
+    conn: Any, network_id: str, port_id: str, mac: str, requested: list[dict[str, Any]]
+) -> None:
     """A port update's `fixed_ips` as Neutron applies it: named addresses the port has are kept,
     the port's other addresses released (except automatic ones whose subnet is not named),
     and the rest allocated (an entry with only a subnet is always a new address)."""
@@ -243,8 +266,12 @@ async def replace_for_port(conn: Any, network_id: str, port_id: str, mac: str,
         if key in named or (row["subnet_id"] in auto_ids and row["subnet_id"] not in named_subnets):
             continue
         await lock(conn, row["subnet_id"])
-        await conn.execute("DELETE FROM ip_allocations WHERE subnet_id = $1 AND ip_address = $2 AND port_id = $3",
-                           row["subnet_id"], row["ip_address"], port_id)
+        await conn.execute(
+            "DELETE FROM ip_allocations WHERE subnet_id = $1 AND ip_address = $2 AND port_id = $3",
+            row["subnet_id"],
+            row["ip_address"],
+            port_id,
+        )
     held = {(r["subnet_id"], r["ip_address"]) for r in current}
     for item in wanted:
         if item.ip is not None and (item.subnet.id, item.ip) in held:
@@ -263,7 +290,9 @@ async def addresses(conn: Any, port_ids: list[str]) -> dict[str, list[dict[str, 
     """Each port's fixed IPs as Neutron shows them, IPv4 first, then by address."""
     rows = await conn.fetch(
         "SELECT port_id, subnet_id, host(ip_address) AS ip FROM ip_allocations WHERE port_id = ANY($1::text[]) "
-        "ORDER BY port_id, family(ip_address), ip_address", port_ids)
+        "ORDER BY port_id, family(ip_address), ip_address",
+        port_ids,
+    )
     result: dict[str, list[dict[str, str]]] = {pid: [] for pid in port_ids}
     for row in rows:
         result[row["port_id"]].append({"subnet_id": row["subnet_id"], "ip_address": row["ip"]})

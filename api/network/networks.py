@@ -71,22 +71,42 @@ ATTRS = {
     **{name: Attr(_anything, put=False) for name in _PROVIDER},
     **read_only(*STANDARD_READ_ONLY, "status", "subnets", "availability_zones"),
 }
-_COLUMNS = {"name": "name", "description": "description", "shared": "shared", "router:external": "external",
-            "mtu": "mtu", "port_security_enabled": "port_security_enabled", "dns_domain": "dns_domain"}
+_COLUMNS = {
+    "name": "name",
+    "description": "description",
+    "shared": "shared",
+    "router:external": "external",
+    "mtu": "mtu",
+    "port_security_enabled": "port_security_enabled",
+    "dns_domain": "dns_domain",
+}
 
-SELECT = ("SELECT n.*, ARRAY(SELECT s.id FROM subnets s WHERE s.network_id = n.id ORDER BY s.created_at, s.id) "
-          "AS subnet_ids FROM networks n")
+SELECT = (
+    "SELECT n.*, ARRAY(SELECT s.id FROM subnets s WHERE s.network_id = n.id ORDER BY s.created_at, s.id) "
+    "AS subnet_ids FROM networks n"
+)
 
 COLLECTION = query.Collection(
-    name="networks", alias="n", select=SELECT, not_found=network_not_found,
+    name="networks",
+    alias="n",
+    select=SELECT,
+    not_found=network_not_found,
     fields={
-        "id": query.text("n.id"), "name": query.text("n.name"), "description": query.text("n.description"),
-        "status": query.text("n.status"), "admin_state_up": query.flag("n.admin_state_up"),
-        "shared": query.flag("n.shared"), "router:external": query.flag("n.external"),
-        "mtu": query.number("n.mtu"), "port_security_enabled": query.flag("n.port_security_enabled"),
-        "project_id": query.text("n.project_id"), "tenant_id": query.text("n.project_id"),
-        "dns_domain": query.text("n.dns_domain"), "revision_number": query.number("n.revision_number"),
-        "created_at": query.moment("n.created_at"), "updated_at": query.moment("n.updated_at"),
+        "id": query.text("n.id"),
+        "name": query.text("n.name"),
+        "description": query.text("n.description"),
+        "status": query.text("n.status"),
+        "admin_state_up": query.flag("n.admin_state_up"),
+        "shared": query.flag("n.shared"),
+        "router:external": query.flag("n.external"),
+        "mtu": query.number("n.mtu"),
+        "port_security_enabled": query.flag("n.port_security_enabled"),
+        "project_id": query.text("n.project_id"),
+        "tenant_id": query.text("n.project_id"),
+        "dns_domain": query.text("n.dns_domain"),
+        "revision_number": query.number("n.revision_number"),
+        "created_at": query.moment("n.created_at"),
+        "updated_at": query.moment("n.updated_at"),
         "provider:network_type": query.text("'local'::text", admin_only=True),
     },
 )
@@ -100,6 +120,7 @@ def _visible_sql(me: AuthContext) -> Any:
     def where(sql: query.Sql) -> None:
         if not me.is_admin:
             sql.where(f"(n.project_id = {sql.arg(me.project_id)} OR n.shared OR n.external)")
+
     return where
 
 
@@ -140,8 +161,13 @@ def view(row: asyncpg.Record, me: AuthContext, *, admin_state_up: bool | None = 
         "updated_at": iso_seconds(row["updated_at"]),
     }
     if me.is_admin:
-        network.update({"provider:network_type": "local", "provider:physical_network": None,
-                        "provider:segmentation_id": None})
+        network.update(
+            {
+                "provider:network_type": "local",
+                "provider:physical_network": None,
+                "provider:segmentation_id": None,
+            }
+        )
     return network
 
 
@@ -165,8 +191,13 @@ async def create(request: web.Request) -> web.Response:
     policy.require_writer(me, "create_network")
     values = parse(resource_body(await json_body(request), "network"), ATTRS, method="POST")
     project_id = policy.project_for(me, values)
-    policy.admin_only(me, "create_network", values, ("shared", "router:external", *_PROVIDER),
-                      defaults={"shared": False, "router:external": False, **dict.fromkeys(_PROVIDER)})
+    policy.admin_only(
+        me,
+        "create_network",
+        values,
+        ("shared", "router:external", *_PROVIDER),
+        defaults={"shared": False, "router:external": False, **dict.fromkeys(_PROVIDER)},
+    )
     _check(values)
     admin_state_up = values.get("admin_state_up", True)
     async with ctx(request).pool.acquire() as conn, conn.transaction():
@@ -176,11 +207,19 @@ async def create(request: web.Request) -> web.Response:
             "external, mtu, port_security_enabled, dns_domain, availability_zone_hints, tags, revision_number) "
             "VALUES (gen_random_uuid()::text, 1, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 1) "
             "RETURNING *, '{}'::text[] AS subnet_ids",
-            project_id, values.get("name", ""), values.get("description", ""),
-            "ACTIVE" if admin_state_up else "DOWN", admin_state_up, values.get("shared", False),
-            values.get("router:external", False), values.get("mtu", MAX_MTU),
-            values.get("port_security_enabled", True), values.get("dns_domain", ""),
-            list(dict.fromkeys(values.get("availability_zone_hints", []))), values.get("tags", []))
+            project_id,
+            values.get("name", ""),
+            values.get("description", ""),
+            "ACTIVE" if admin_state_up else "DOWN",
+            admin_state_up,
+            values.get("shared", False),
+            values.get("router:external", False),
+            values.get("mtu", MAX_MTU),
+            values.get("port_security_enabled", True),
+            values.get("dns_domain", ""),
+            list(dict.fromkeys(values.get("availability_zone_hints", []))),
+            values.get("tags", []),
+        )
         await notify.neutron(conn, "create", "network", view(row, me), values)
     return json_response({"network": view(row, me)}, status=201)
 
@@ -205,10 +244,15 @@ async def _refuse_unsharing(conn: Any, row: asyncpg.Record) -> None:
     """Neutron's InvalidSharedSetting: a network other projects use stays shared."""
     used = await conn.fetchval(
         "SELECT EXISTS (SELECT 1 FROM ports WHERE network_id = $1 AND project_id <> $2) "
-        "OR EXISTS (SELECT 1 FROM subnets WHERE network_id = $1 AND project_id <> $2)", row["id"], row["project_id"])
+        "OR EXISTS (SELECT 1 FROM subnets WHERE network_id = $1 AND project_id <> $2)",
+        row["id"],
+        row["project_id"],
+    )
     if used:
-        raise Conflict(f"Unable to reconfigure sharing settings for network {row['id']}. Multiple tenants are "
-                       f"using it.", kind="InvalidSharedSetting")
+        raise Conflict(
+            f"Unable to reconfigure sharing settings for network {row['id']}. Multiple tenants are using it.",
+            kind="InvalidSharedSetting",
+        )
 
 
 async def update(request: web.Request) -> web.Response:
@@ -229,14 +273,26 @@ async def update(request: web.Request) -> web.Response:
             assignments = ", ".join(f"{column} = ${i}" for i, column in enumerate(changes, start=2))
             await conn.execute(
                 f"UPDATE networks SET {assignments}, version = version + 1, revision_number = revision_number + 1, "
-                f"updated_at = now() WHERE id = $1", network_id, *changes.values())
+                f"updated_at = now() WHERE id = $1",
+                network_id,
+                *changes.values(),
+            )
             row = await find(conn, me, network_id)
         if "admin_state_up" in values:
-            await outbox.send(conn, [Envelope.new(
-                Target("network", network_id), n.SetNetworkAdminState(admin_state_up=values["admin_state_up"]),
-                correlation_id=request["request_id"])], context.shards)
-        await notify.neutron(conn, "update", "network", view(row, me, admin_state_up=values.get("admin_state_up")),
-                             values)
+            await outbox.send(
+                conn,
+                [
+                    Envelope.new(
+                        Target("network", network_id),
+                        n.SetNetworkAdminState(admin_state_up=values["admin_state_up"]),
+                        correlation_id=request["request_id"],
+                    )
+                ],
+                context.shards,
+            )
+        await notify.neutron(
+            conn, "update", "network", view(row, me, admin_state_up=values.get("admin_state_up")), values
+        )
     return json_response({"network": view(row, me, admin_state_up=values.get("admin_state_up"))})
 
 
@@ -248,10 +304,15 @@ async def delete(request: web.Request) -> web.Response:
         row = await find(conn, me, network_id, lock="FOR UPDATE")
         policy.require_owner(me, row["project_id"], "delete_network")
         in_use = await conn.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM ports WHERE network_id = $1 AND device_owner <> $2)", network_id, DHCP_OWNER)
+            "SELECT EXISTS (SELECT 1 FROM ports WHERE network_id = $1 AND device_owner <> $2)",
+            network_id,
+            DHCP_OWNER,
+        )
         if in_use:
             raise network_in_use(network_id)
-        await conn.execute("DELETE FROM ports WHERE network_id = $1", network_id)  # the DHCP port; its IPs cascade
+        await conn.execute(
+            "DELETE FROM ports WHERE network_id = $1", network_id
+        )  # the DHCP port; its IPs cascade
         await conn.execute("DELETE FROM subnets WHERE network_id = $1", network_id)
         await conn.execute("DELETE FROM networks WHERE id = $1", network_id)
         await notify.neutron(conn, "delete", "network", view(row, me))

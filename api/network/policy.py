@@ -28,8 +28,13 @@ def require_owner(me: AuthContext, project_id: str, action: str) -> None:
         raise policy_denied(f"rule:{action}")
 
 
-def admin_only(me: AuthContext, action: str, values: dict[str, Any], names: Iterable[str],
-               defaults: dict[str, Any] | None = None) -> None:
+def admin_only(
+    me: AuthContext,
+    action: str,
+    values: dict[str, Any],
+    names: Iterable[str],
+    defaults: dict[str, Any] | None = None,
+) -> None:
     """Refuse attributes only admins may set; on create, an attribute given with its default
     value is not "set" (Neutron's _is_attribute_explicitly_set)."""
     if me.is_admin:
@@ -44,6 +49,8 @@ def project_for(me: AuthContext, values: dict[str, Any]) -> str:
     """The project a new resource goes to: the caller's, or (admins) the one named."""
     project_id = owner_project(values, me.project_id or "")
     if project_id != me.project_id and not me.is_admin:
-        raise bad_request("Specifying 'project_id' or 'tenant_id' other than the authenticated project in request "
-                          "requires admin privileges")
+        raise bad_request(
+            "Specifying 'project_id' or 'tenant_id' other than the authenticated project in request "
+            "requires admin privileges"
+        )
     return project_id

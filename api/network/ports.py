@@ -87,8 +87,11 @@ def fixed_ip_list(name: str, value: Any) -> list[dict[str, Any]]:
             item["subnet_id"] = uuid_string(name, entry["subnet_id"])
         if "ip_address" in entry:
             raw = entry["ip_address"]
-            item["ip_address"] = raw if isinstance(raw, (ipaddress.IPv4Address, ipaddress.IPv6Address)) \
+            item["ip_address"] = (
+                raw
+                if isinstance(raw, (ipaddress.IPv4Address, ipaddress.IPv6Address))
                 else ip_address(name, raw)
+            )
         result.append(item)
     addresses = [str(e["ip_address"]) for e in result if "ip_address" in e]
     if len(addresses) != len(set(addresses)):
@@ -104,7 +107,11 @@ def address_pairs(name: str, value: Any) -> list[dict[str, str]]:
         raise bad_attribute(name, f"Exceeded maximum amount of allowed address pairs ({_MAX_ADDRESS_PAIRS})")
     pairs = []
     for pair in value:
-        if not isinstance(pair, dict) or "ip_address" not in pair or set(pair) - {"ip_address", "mac_address"}:
+        if (
+            not isinstance(pair, dict)
+            or "ip_address" not in pair
+            or set(pair) - {"ip_address", "mac_address"}
+        ):
             raise bad_attribute(name, f"Invalid allowed address pair '{pair}'")
         raw = pair["ip_address"]
         ip = str(ip_subnet(name, raw)) if isinstance(raw, str) and "/" in raw else str(ip_address(name, raw))
@@ -154,13 +161,23 @@ ATTRS = {
     **read_only(*STANDARD_READ_ONLY, "status", "binding:vif_type", "binding:vif_details", "dns_assignment"),
 }
 _BINDING = ("binding:host_id", "binding:profile")
-_COLUMNS = {"name": "name", "description": "description", "device_id": "device_id", "device_owner": "device_owner",
-            "mac_address": "mac_address", "allowed_address_pairs": "allowed_address_pairs",
-            "port_security_enabled": "port_security_enabled", "dns_name": "dns_name",
-            "binding:host_id": "binding_host_id", "binding:profile": "binding_profile",
-            "binding:vnic_type": "binding_vnic_type"}
+_COLUMNS = {
+    "name": "name",
+    "description": "description",
+    "device_id": "device_id",
+    "device_owner": "device_owner",
+    "mac_address": "mac_address",
+    "allowed_address_pairs": "allowed_address_pairs",
+    "port_security_enabled": "port_security_enabled",
+    "dns_name": "dns_name",
+    "binding:host_id": "binding_host_id",
+    "binding:profile": "binding_profile",
+    "binding:vnic_type": "binding_vnic_type",
+}
 
-SELECT = "SELECT p.*, net.project_id AS network_project_id FROM ports p JOIN networks net ON net.id = p.network_id"
+SELECT = (
+    "SELECT p.*, net.project_id AS network_project_id FROM ports p JOIN networks net ON net.id = p.network_id"
+)
 
 
 def _fixed_ip_filters(sql: query.Sql, params: Any) -> None:
@@ -169,7 +186,9 @@ def _fixed_ip_filters(sql: query.Sql, params: Any) -> None:
     for raw in params.getall("fixed_ips", []):
         key, sep, value = raw.partition("=")
         if not sep or key not in ("ip_address", "subnet_id", "ip_address_substr"):
-            raise bad_request(f"Invalid input for fixed_ips. Reason: '{raw}' is not a valid fixed_ips filter.")
+            raise bad_request(
+                f"Invalid input for fixed_ips. Reason: '{raw}' is not a valid fixed_ips filter."
+            )
         wanted.setdefault(key, []).append(value)
     if not wanted:
         return
@@ -184,19 +203,30 @@ def _fixed_ip_filters(sql: query.Sql, params: Any) -> None:
 
 
 COLLECTION = query.Collection(
-    name="ports", alias="p", select=SELECT, not_found=port_not_found, extra_filters=_fixed_ip_filters,
+    name="ports",
+    alias="p",
+    select=SELECT,
+    not_found=port_not_found,
+    extra_filters=_fixed_ip_filters,
     fields={
-        "id": query.text("p.id"), "name": query.text("p.name"), "description": query.text("p.description"),
-        "network_id": query.text("p.network_id"), "project_id": query.text("p.project_id"),
-        "tenant_id": query.text("p.project_id"), "status": query.text("p.status"),
+        "id": query.text("p.id"),
+        "name": query.text("p.name"),
+        "description": query.text("p.description"),
+        "network_id": query.text("p.network_id"),
+        "project_id": query.text("p.project_id"),
+        "tenant_id": query.text("p.project_id"),
+        "status": query.text("p.status"),
         "admin_state_up": query.flag("p.admin_state_up"),
         "mac_address": query.Field("p.mac_address::text", parse=lambda name, value: value.lower()),
-        "device_id": query.text("p.device_id"), "device_owner": query.text("p.device_owner"),
-        "dns_name": query.text("p.dns_name"), "port_security_enabled": query.flag("p.port_security_enabled"),
+        "device_id": query.text("p.device_id"),
+        "device_owner": query.text("p.device_owner"),
+        "dns_name": query.text("p.dns_name"),
+        "port_security_enabled": query.flag("p.port_security_enabled"),
         "binding:host_id": query.text("p.binding_host_id", admin_only=True, sortable=False),
         "binding:vnic_type": query.text("p.binding_vnic_type"),
         "revision_number": query.number("p.revision_number"),
-        "created_at": query.moment("p.created_at"), "updated_at": query.moment("p.updated_at"),
+        "created_at": query.moment("p.created_at"),
+        "updated_at": query.moment("p.updated_at"),
     },
 )
 
@@ -223,23 +253,40 @@ async def insert_row(conn: Any, network_id: str, *, mac: str | None = None, **co
         candidate = mac or random_mac()
         try:
             async with conn.transaction():
-                return await conn.fetchrow(sql, str(uuid.uuid4()), 1, 1, network_id, candidate, *columns.values())
+                return await conn.fetchrow(
+                    sql, str(uuid.uuid4()), 1, 1, network_id, candidate, *columns.values()
+                )
         except asyncpg.UniqueViolationError:
             if mac:
                 raise mac_in_use(network_id, mac) from None
         except asyncpg.ForeignKeyViolationError:
             raise network_not_found(network_id) from None
-    raise ServiceUnavailable(f"Unable to generate unique mac on network {network_id}.",
-                             kind="MacAddressGenerationFailure")
+    raise ServiceUnavailable(
+        f"Unable to generate unique mac on network {network_id}.", kind="MacAddressGenerationFailure"
+    )
 
 
-async def create_port(conn: Any, me: AuthContext, network: asyncpg.Record, *, project_id: str, device_id: str = "",
-                      device_owner: str = "", name: str = "", fixed_ips: list[dict[str, Any]] | None = None,
-                      description: str = "", admin_state_up: bool = True, mac_address: str | None = None,
-                      port_security_enabled: bool | None = None,
-                      allowed_address_pairs: list[dict[str, str]] | None = None, dns_name: str = "",
-                      binding_host_id: str = "", binding_profile: dict[str, Any] | None = None,
-                      binding_vnic_type: str = "normal", tags: list[str] | None = None) -> asyncpg.Record:
+async def create_port(
+    conn: Any,
+    me: AuthContext,
+    network: asyncpg.Record,
+    *,
+    project_id: str,
+    device_id: str = "",
+    device_owner: str = "",
+    name: str = "",
+    fixed_ips: list[dict[str, Any]] | None = None,
+    description: str = "",
+    admin_state_up: bool = True,
+    mac_address: str | None = None,
+    port_security_enabled: bool | None = None,
+    allowed_address_pairs: list[dict[str, str]] | None = None,
+    dns_name: str = "",
+    binding_host_id: str = "",
+    binding_profile: dict[str, Any] | None = None,
+    binding_vnic_type: str = "normal",
+    tags: list[str] | None = None,
+) -> asyncpg.Record:
     """Create a port on `network` (from `visible_network`) for `project_id`, in the caller's
     transaction: Neutron's policy checks for `me`, the port quota (atomically), the MAC and the
     fixed IPs (`fixed_ips` as in the API: {subnet_id}, {ip_address} or both; None: Neutron's
@@ -248,8 +295,10 @@ async def create_port(conn: Any, me: AuthContext, network: asyncpg.Record, *, pr
     MacAddressInUse, PolicyNotAuthorized, BadRequest."""
     policy.require_writer(me, "create_port")
     if project_id != me.project_id and not me.is_admin:
-        raise bad_request("Specifying 'project_id' or 'tenant_id' other than the authenticated project in request "
-                          "requires admin privileges")
+        raise bad_request(
+            "Specifying 'project_id' or 'tenant_id' other than the authenticated project in request "
+            "requires admin privileges"
+        )
     if fixed_ips is not None:
         fixed_ips = fixed_ip_list("fixed_ips", fixed_ips)  # the compute API passes addresses as text
     if device_owner == DHCP_OWNER:
@@ -267,20 +316,41 @@ async def create_port(conn: Any, me: AuthContext, network: asyncpg.Record, *, pr
         _network_owner_only(owner, port_security_enabled is not None, "port_security_enabled")
         if (binding_host_id or binding_profile) and not me.is_admin:
             raise policy_denied("(rule:create_port and rule:create_port:binding:host_id)")
-        security = network["port_security_enabled"] if port_security_enabled is None else port_security_enabled
+        security = (
+            network["port_security_enabled"] if port_security_enabled is None else port_security_enabled
+        )
         if allowed_address_pairs and not security:
             raise _pairs_need_security()
         await enforce(conn, project_id, "port")
         row = await insert_row(
-            conn, network["id"], mac=mac_address, project_id=project_id, name=name, description=description,
-            admin_state_up=admin_state_up, status="DOWN", device_id=device_id, device_owner=device_owner,
-            port_security_enabled=security, allowed_address_pairs=allowed_address_pairs or [], dns_name=dns_name,
-            binding_host_id=binding_host_id, binding_profile=binding_profile or {},
-            binding_vnic_type=binding_vnic_type, tags=tags or [])
+            conn,
+            network["id"],
+            mac=mac_address,
+            project_id=project_id,
+            name=name,
+            description=description,
+            admin_state_up=admin_state_up,
+            status="DOWN",
+            device_id=device_id,
+            device_owner=device_owner,
+            port_security_enabled=security,
+            allowed_address_pairs=allowed_address_pairs or [],
+            dns_name=dns_name,
+            binding_host_id=binding_host_id,
+            binding_profile=binding_profile or {},
+            binding_vnic_type=binding_vnic_type,
+            tags=tags or [],
+        )
         await ipam.allocate_for_port(conn, network["id"], row["id"], str(row["mac_address"]), fixed_ips)
         addresses = (await ipam.addresses(conn, [row["id"]]))[row["id"]]
-        request = {"network_id": network["id"], "name": name, "device_id": device_id, "device_owner": device_owner,
-                   "fixed_ips": fixed_ips, "admin_state_up": admin_state_up}
+        request = {
+            "network_id": network["id"],
+            "name": name,
+            "device_id": device_id,
+            "device_owner": device_owner,
+            "fixed_ips": fixed_ips,
+            "admin_state_up": admin_state_up,
+        }
         await notify.neutron(conn, "create", "port", view(row, addresses, me), request)
     return row
 
@@ -291,22 +361,31 @@ def _network_owner_only(owner: bool, asked: bool, attribute: str) -> None:
 
 
 def _pairs_need_security() -> Conflict:
-    return Conflict("Port Security must be enabled in order to have allowed address pairs on a port.",
-                    kind="AddressPairAndPortSecurityRequired")
+    return Conflict(
+        "Port Security must be enabled in order to have allowed address pairs on a port.",
+        kind="AddressPairAndPortSecurityRequired",
+    )
 
 
 async def port_addresses(conn: Any, port_ids: list[str]) -> dict[str, list[tuple[str, int]]]:
     """Each port's fixed IPs as (address, IP version), IPv4 first, then by address."""
     found = await ipam.addresses(conn, port_ids)
-    return {pid: [(a["ip_address"], ipaddress.ip_address(a["ip_address"]).version) for a in ips]
-            for pid, ips in found.items()}
+    return {
+        pid: [(a["ip_address"], ipaddress.ip_address(a["ip_address"]).version) for a in ips]
+        for pid, ips in found.items()
+    }
 
 
 # --- views --------------------------------------------------------------------------------------
 
 
-def view(row: asyncpg.Record, addresses: list[dict[str, str]], me: AuthContext, *,
-         admin_state_up: bool | None = None) -> dict[str, Any]:
+def view(
+    row: asyncpg.Record,
+    addresses: list[dict[str, str]],
+    me: AuthContext,
+    *,
+    admin_state_up: bool | None = None,
+) -> dict[str, Any]:
     mac = str(row["mac_address"])
     host_names = row["dns_name"] or None
     port = {
@@ -322,8 +401,10 @@ def view(row: asyncpg.Record, addresses: list[dict[str, str]], me: AuthContext, 
         "device_id": row["device_id"],
         "device_owner": row["device_owner"],
         "fixed_ips": addresses,
-        "allowed_address_pairs": [{"ip_address": p["ip_address"], "mac_address": p.get("mac_address") or mac}
-                                  for p in row["allowed_address_pairs"]],
+        "allowed_address_pairs": [
+            {"ip_address": p["ip_address"], "mac_address": p.get("mac_address") or mac}
+            for p in row["allowed_address_pairs"]
+        ],
         "extra_dhcp_opts": [],
         "security_groups": [],
         "port_security_enabled": row["port_security_enabled"],
@@ -344,12 +425,14 @@ def view(row: asyncpg.Record, addresses: list[dict[str, str]], me: AuthContext, 
     }
     if me.is_admin:
         bound = row["binding_vif_type"] not in ("unbound", "binding_failed")
-        port.update({
-            "binding:host_id": row["binding_host_id"],
-            "binding:vif_type": row["binding_vif_type"],
-            "binding:vif_details": {"port_filter": False} if bound else {},
-            "binding:profile": row["binding_profile"],
-        })
+        port.update(
+            {
+                "binding:host_id": row["binding_host_id"],
+                "binding:vif_type": row["binding_vif_type"],
+                "binding:vif_details": {"port_filter": False} if bound else {},
+                "binding:profile": row["binding_profile"],
+            }
+        )
     return port
 
 
@@ -365,6 +448,7 @@ def _visible_sql(me: AuthContext) -> Any:
         if not me.is_admin:
             project = sql.arg(me.project_id)
             sql.where(f"(p.project_id = {project} OR p.network_project_id = {project})")
+
     return where
 
 
@@ -385,14 +469,25 @@ async def create(request: web.Request) -> web.Response:
     async with ctx(request).pool.acquire() as conn, conn.transaction():
         network = await visible_network(conn, me, values["network_id"])
         row = await create_port(
-            conn, me, network, project_id=project_id, device_id=values.get("device_id", ""),
-            device_owner=values.get("device_owner", ""), name=values.get("name", ""),
-            fixed_ips=values.get("fixed_ips"), description=values.get("description", ""),
-            admin_state_up=values.get("admin_state_up", True), mac_address=values.get("mac_address"),
+            conn,
+            me,
+            network,
+            project_id=project_id,
+            device_id=values.get("device_id", ""),
+            device_owner=values.get("device_owner", ""),
+            name=values.get("name", ""),
+            fixed_ips=values.get("fixed_ips"),
+            description=values.get("description", ""),
+            admin_state_up=values.get("admin_state_up", True),
+            mac_address=values.get("mac_address"),
             port_security_enabled=values.get("port_security_enabled"),
-            allowed_address_pairs=values.get("allowed_address_pairs"), dns_name=values.get("dns_name", ""),
-            binding_host_id=values.get("binding:host_id", ""), binding_profile=values.get("binding:profile"),
-            binding_vnic_type=values.get("binding:vnic_type", "normal"), tags=values.get("tags"))
+            allowed_address_pairs=values.get("allowed_address_pairs"),
+            dns_name=values.get("dns_name", ""),
+            binding_host_id=values.get("binding:host_id", ""),
+            binding_profile=values.get("binding:profile"),
+            binding_vnic_type=values.get("binding:vnic_type", "normal"),
+            tags=values.get("tags"),
+        )
         addresses = (await ipam.addresses(conn, [row["id"]]))[row["id"]]
     return json_response({"port": view(row, addresses, me)}, status=201)
 
@@ -402,8 +497,9 @@ async def list_ports(request: web.Request) -> web.Response:
     async with ctx(request).pool.acquire() as conn:
         rows, links = await query.fetch(conn, request, COLLECTION, _visible_sql(me), is_admin=me.is_admin)
         addresses = await ipam.addresses(conn, [r["id"] for r in rows])
-    body: dict[str, Any] = {"ports": [query.select_fields(view(r, addresses[r["id"]], me), request.query)
-                                      for r in rows]}
+    body: dict[str, Any] = {
+        "ports": [query.select_fields(view(r, addresses[r["id"]], me), request.query) for r in rows]
+    }
     if links:
         body["ports_links"] = links
     return json_response(body)
@@ -426,16 +522,22 @@ def _check_update(me: AuthContext, row: asyncpg.Record, values: dict[str, Any]) 
     policy.admin_only(me, "update_port", values, ("mac_address", *_BINDING))
     bound = bool(row["binding_host_id"])
     if bound and ("mac_address" in values or any(name in values for name in _BINDING)):
-        raise Conflict(f"Unable to complete operation on port {row['id']}, port is already bound, port type: "
-                       f"{row['binding_vif_type']}, old_mac {row['mac_address']}, new_mac "
-                       f"{values.get('mac_address', row['mac_address'])}.", kind="PortBound")
+        raise Conflict(
+            f"Unable to complete operation on port {row['id']}, port is already bound, port type: "
+            f"{row['binding_vif_type']}, old_mac {row['mac_address']}, new_mac "
+            f"{values.get('mac_address', row['mac_address'])}.",
+            kind="PortBound",
+        )
     if values.get("device_owner") == DHCP_OWNER and row["device_owner"] != DHCP_OWNER:
         raise bad_request(f"device_owner {DHCP_OWNER} is reserved for the network's own DHCP port")
     if row["device_owner"] == DHCP_OWNER:
         for attribute in ("fixed_ips", "mac_address", "device_id", "device_owner"):
             if attribute in values:
-                raise Conflict(f"Port {row['id']} is the DHCP port of network {row['network_id']}: its {attribute} "
-                               f"follows the network's DHCP subnets.", kind="PortInUse")
+                raise Conflict(
+                    f"Port {row['id']} is the DHCP port of network {row['network_id']}: its {attribute} "
+                    f"follows the network's DHCP subnets.",
+                    kind="PortInUse",
+                )
 
 
 async def update(request: web.Request) -> web.Response:
@@ -458,22 +560,45 @@ async def update(request: web.Request) -> web.Response:
                 assignments = ", ".join(f"{column} = ${i}" for i, column in enumerate(changes, start=2))
                 try:
                     async with conn.transaction():
-                        await conn.execute(f"UPDATE ports SET {assignments} WHERE id = $1", port_id, *changes.values())
+                        await conn.execute(
+                            f"UPDATE ports SET {assignments} WHERE id = $1", port_id, *changes.values()
+                        )
                 except asyncpg.UniqueViolationError:
                     raise mac_in_use(row["network_id"], values["mac_address"]) from None
             if "fixed_ips" in values:
-                await ipam.replace_for_port(conn, row["network_id"], port_id, str(changes.get(
-                    "mac_address", row["mac_address"])), values["fixed_ips"])
-            await conn.execute("UPDATE ports SET version = version + 1, revision_number = revision_number + 1, "
-                               "updated_at = now() WHERE id = $1", port_id)
+                await ipam.replace_for_port(
+                    conn,
+                    row["network_id"],
+                    port_id,
+                    str(changes.get("mac_address", row["mac_address"])),
+                    values["fixed_ips"],
+                )
+            await conn.execute(
+                "UPDATE ports SET version = version + 1, revision_number = revision_number + 1, "
+                "updated_at = now() WHERE id = $1",
+                port_id,
+            )
             row = await find(conn, me, port_id)
         if "admin_state_up" in values:
-            await outbox.send(conn, [Envelope.new(
-                Target("port", port_id), n.SetPortAdminState(admin_state_up=values["admin_state_up"]),
-                correlation_id=request["request_id"])], context.shards)
+            await outbox.send(
+                conn,
+                [
+                    Envelope.new(
+                        Target("port", port_id),
+                        n.SetPortAdminState(admin_state_up=values["admin_state_up"]),
+                        correlation_id=request["request_id"],
+                    )
+                ],
+                context.shards,
+            )
         addresses = (await ipam.addresses(conn, [port_id]))[port_id]
-        await notify.neutron(conn, "update", "port", view(row, addresses, me,
-                                                            admin_state_up=values.get("admin_state_up")), values)
+        await notify.neutron(
+            conn,
+            "update",
+            "port",
+            view(row, addresses, me, admin_state_up=values.get("admin_state_up")),
+            values,
+        )
     return json_response({"port": view(row, addresses, me, admin_state_up=values.get("admin_state_up"))})
 
 
@@ -486,9 +611,11 @@ async def delete(request: web.Request) -> web.Response:
         if row["network_project_id"] != me.project_id:
             policy.require_owner(me, row["project_id"], "delete_port")
         if row["device_owner"] == DHCP_OWNER:
-            raise Conflict(f"Port {port_id} cannot be deleted directly via the port API: it is the DHCP port of "
-                           f"network {row['network_id']}, removed with the network's last DHCP subnet.",
-                           kind="ServicePortInUse")
+            raise Conflict(
+                f"Port {port_id} cannot be deleted directly via the port API: it is the DHCP port of "
+                f"network {row['network_id']}, removed with the network's last DHCP subnet.",
+                kind="ServicePortInUse",
+            )
         addresses = (await ipam.addresses(conn, [port_id]))[port_id]
         await conn.execute("DELETE FROM ports WHERE id = $1", port_id)  # its ip_allocations cascade
         await notify.neutron(conn, "delete", "port", view(row, addresses, me))

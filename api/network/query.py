@@ -58,12 +58,17 @@ def number(sql: str) -> Field:
             return int(value)
         except ValueError:
             raise bad_request(f"Invalid input for {name}. Reason: '{value}' is not an integer.") from None
+
     return Field(sql, "integer", parse)
 
 
 _CONTROL = frozenset({"fields", "limit", "marker", "page_reverse", "sort_key", "sort_dir"})
-_TAG_FILTERS = {"tags": "{col} @> {arr}", "tags-any": "{col} && {arr}",
-                "not-tags": "NOT ({col} @> {arr})", "not-tags-any": "NOT ({col} && {arr})"}
+_TAG_FILTERS = {
+    "tags": "{col} @> {arr}",
+    "tags-any": "{col} && {arr}",
+    "not-tags": "NOT ({col} @> {arr})",
+    "not-tags-any": "NOT ({col} && {arr})",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,9 +76,9 @@ class Collection:
     """What a list needs to know of a resource: its name, the SELECT (from its table under
     `alias`), its filterable attributes, and how the rows become views."""
 
-    name: str               # "networks"
-    alias: str              # "n"
-    select: str             # "SELECT n.*, ... FROM networks n JOIN ..."
+    name: str  # "networks"
+    alias: str  # "n"
+    select: str  # "SELECT n.*, ... FROM networks n JOIN ..."
     fields: dict[str, Field]
     not_found: Callable[[str], ApiError]
     extra_filters: Callable[[Sql, Any], None] | None = None
@@ -85,7 +90,11 @@ def add_filters(sql: Sql, query: Any, collection: Collection, *, is_admin: bool)
         if name in _TAG_FILTERS:
             wanted = [t.strip() for v in values for t in v.split(",") if t.strip()]
             if wanted:
-                sql.where(_TAG_FILTERS[name].format(col=f"{collection.alias}.tags", arr=sql.arg(wanted) + "::text[]"))
+                sql.where(
+                    _TAG_FILTERS[name].format(
+                        col=f"{collection.alias}.tags", arr=sql.arg(wanted) + "::text[]"
+                    )
+                )
             continue
         field = collection.fields.get(name)
         if field is None or not field.filterable or (field.admin_only and not is_admin):
@@ -108,7 +117,9 @@ def sort_order(query: Any, collection: Collection) -> list[tuple[str, bool]]:
         if field is None or not field.sortable:
             raise bad_request(f"{key} is an invalid attribute for sort_key")
         if direction not in ("asc", "desc"):
-            raise bad_request(f"{direction} is an invalid value for sort_dir, valid values are 'asc' and 'desc'")
+            raise bad_request(
+                f"{direction} is an invalid value for sort_dir, valid values are 'asc' and 'desc'"
+            )
         order.append((field.sql, direction == "desc"))
     id_sql = f"{collection.alias}.id"
     if not order:
@@ -125,8 +136,9 @@ def _limit(query: Any) -> int | None:
     except ValueError:
         value = -1
     if value < 0:
-        raise BadRequest(f"Bad limit request: Limit must be an integer 0 or greater and not '{raw}'.",
-                         kind="BadRequest")
+        raise BadRequest(
+            f"Bad limit request: Limit must be an integer 0 or greater and not '{raw}'.", kind="BadRequest"
+        )
     return value or None
 
 
@@ -136,12 +148,15 @@ def _after(sql: Sql, order: list[tuple[str, bool]], marker: asyncpg.Record) -> N
     alternatives = []
     for position, (expr, desc) in enumerate(order):
         same = [f"{order[i][0]} = {values[i]}" for i in range(position)]
-        alternatives.append("(" + " AND ".join([*same, f"{expr} {'<' if desc else '>'} {values[position]}"]) + ")")
+        alternatives.append(
+            "(" + " AND ".join([*same, f"{expr} {'<' if desc else '>'} {values[position]}"]) + ")"
+        )
     sql.where("(" + " OR ".join(alternatives) + ")")
 
 
-async def fetch(conn: Any, request: web.Request, collection: Collection, visible: Callable[[Sql], None],
-                *, is_admin: bool) -> tuple[list[asyncpg.Record], list[dict[str, str]]]:
+async def fetch(
+    conn: Any, request: web.Request, collection: Collection, visible: Callable[[Sql], None], *, is_admin: bool
+) -> tuple[list[asyncpg.Record], list[dict[str, str]]]:
     """The rows of one page, in order, and the page links (none without a limit)."""
     query = request.query
     order = sort_order(query, collection)
@@ -161,7 +176,9 @@ async def fetch(conn: Any, request: web.Request, collection: Collection, visible
         sort_columns = ", ".join(f"{expr} AS _sort{i}" for i, (expr, _) in enumerate(order))
         marker = await conn.fetchrow(
             f"SELECT {sort_columns} FROM ({collection.select}) AS {collection.alias} "
-            f"WHERE {marker_sql.clause()}", *marker_sql.args)
+            f"WHERE {marker_sql.clause()}",
+            *marker_sql.args,
+        )
         if marker is None:
             raise collection.not_found(marker_id)
         _after(sql, order, marker)
@@ -169,14 +186,17 @@ async def fetch(conn: Any, request: web.Request, collection: Collection, visible
     paging = f" LIMIT {limit}" if limit else ""
     rows = await conn.fetch(
         f"SELECT * FROM ({collection.select}) AS {collection.alias} WHERE {sql.clause()} "
-        f"ORDER BY {ordering}{paging}", *sql.args)
+        f"ORDER BY {ordering}{paging}",
+        *sql.args,
+    )
     if reverse:
         rows = list(reversed(rows))
     return rows, _links(request, collection, rows, limit, reverse)
 
 
-def _links(request: web.Request, collection: Collection, rows: list[asyncpg.Record], limit: int | None,
-           reverse: bool) -> list[dict[str, str]]:
+def _links(
+    request: web.Request, collection: Collection, rows: list[asyncpg.Record], limit: int | None, reverse: bool
+) -> list[dict[str, str]]:
     """Neutron's get_pagination_links: `next` unless a forward page came back short, `previous`
     unless a backward one did."""
     if not limit:

@@ -40,7 +40,9 @@ async def network_usage(conn: Any, project_id: str) -> dict[str, int]:
     row = await conn.fetchrow(
         "SELECT (SELECT count(*) FROM networks WHERE project_id = $1) AS network, "
         "(SELECT count(*) FROM subnets WHERE project_id = $1) AS subnet, "
-        "(SELECT count(*) FROM ports WHERE project_id = $1) AS port", project_id)
+        "(SELECT count(*) FROM ports WHERE project_id = $1) AS port",
+        project_id,
+    )
     return {**dict.fromkeys(NETWORK, 0), **{resource: int(row[resource]) for resource in _COUNTED}}
 
 
@@ -105,8 +107,9 @@ def _limit(key: str, value: Any) -> int:
     if number < -1:
         raise BadRequest(f"Invalid input for {key}. Reason: '{number}' is too small - must be at least '-1'.")
     if number > _MAX_INT:
-        raise BadRequest(f"Invalid input for {key}. Reason: '{number}' is too large - must be no larger than "
-                         f"'{_MAX_INT}'.")
+        raise BadRequest(
+            f"Invalid input for {key}. Reason: '{number}' is too large - must be no larger than '{_MAX_INT}'."
+        )
     return number
 
 
@@ -136,8 +139,10 @@ async def update(request: web.Request) -> web.Response:
             used = await network_usage(conn, project_id)
             for key, value in values.items():
                 if value != -1 and value < used[key]:
-                    raise BadRequest(f"Quota limit {value} for {key} must be greater than or equal to already "
-                                     f"used {used[key]}.")
+                    raise BadRequest(
+                        f"Quota limit {value} for {key} must be greater than or equal to already "
+                        f"used {used[key]}."
+                    )
         await set_limits(conn, project_id, values)
         hard = await limits(conn, project_id, NETWORK)
     return json_response({"quota": hard})

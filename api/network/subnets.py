@@ -150,22 +150,32 @@ ATTRS = {
     **read_only(*STANDARD_READ_ONLY),
 }
 
-SELECT = ("SELECT s.*, net.shared AS network_shared, net.project_id AS network_project_id "
-          "FROM subnets s JOIN networks net ON net.id = s.network_id")
+SELECT = (
+    "SELECT s.*, net.shared AS network_shared, net.project_id AS network_project_id "
+    "FROM subnets s JOIN networks net ON net.id = s.network_id"
+)
 
 COLLECTION = query.Collection(
-    name="subnets", alias="s", select=SELECT, not_found=subnet_not_found,
+    name="subnets",
+    alias="s",
+    select=SELECT,
+    not_found=subnet_not_found,
     fields={
-        "id": query.text("s.id"), "name": query.text("s.name"), "description": query.text("s.description"),
-        "network_id": query.text("s.network_id"), "project_id": query.text("s.project_id"),
-        "tenant_id": query.text("s.project_id"), "ip_version": query.number("s.ip_version"),
+        "id": query.text("s.id"),
+        "name": query.text("s.name"),
+        "description": query.text("s.description"),
+        "network_id": query.text("s.network_id"),
+        "project_id": query.text("s.project_id"),
+        "tenant_id": query.text("s.project_id"),
+        "ip_version": query.number("s.ip_version"),
         "cidr": query.text("s.cidr::text"),
         "gateway_ip": query.text("coalesce(host(s.gateway_ip), '')"),
         "enable_dhcp": query.flag("s.enable_dhcp"),
         "ipv6_ra_mode": query.text("coalesce(s.ipv6_ra_mode, '')"),
         "ipv6_address_mode": query.text("coalesce(s.ipv6_address_mode, '')"),
         "revision_number": query.number("s.revision_number"),
-        "created_at": query.moment("s.created_at"), "updated_at": query.moment("s.updated_at"),
+        "created_at": query.moment("s.created_at"),
+        "updated_at": query.moment("s.updated_at"),
     },
 )
 
@@ -194,54 +204,76 @@ def default_pools(cidr: IPNetwork, gateway: IPAddress | None) -> list[tuple[IPAd
     return [pool for pool in ((first, gateway - 1), (gateway + 1, last)) if pool[0] <= pool[1]]
 
 
-def check_pools(pools: list[tuple[IPAddress, IPAddress]], cidr: IPNetwork) -> list[tuple[IPAddress, IPAddress]]:
+def check_pools(
+    pools: list[tuple[IPAddress, IPAddress]], cidr: IPNetwork
+) -> list[tuple[IPAddress, IPAddress]]:
     """Neutron's validate_allocation_pools; the pools in address order."""
     first, last = _usable_range(cidr)
     for start, end in pools:
         if start.version != cidr.version or end.version != cidr.version or end < start:
-            raise BadRequest(f"The allocation pool {_pool_text((start, end))} is not valid.",
-                             kind="InvalidAllocationPool")
+            raise BadRequest(
+                f"The allocation pool {_pool_text((start, end))} is not valid.", kind="InvalidAllocationPool"
+            )
         if start < first or end > last:
-            raise BadRequest(f"The allocation pool {_pool_text((start, end))} spans beyond the subnet cidr {cidr}.",
-                             kind="OutOfBoundsAllocationPool")
+            raise BadRequest(
+                f"The allocation pool {_pool_text((start, end))} spans beyond the subnet cidr {cidr}.",
+                kind="OutOfBoundsAllocationPool",
+            )
     ordered = sorted(pools)
     for before, after in itertools.pairwise(ordered):
         if after[0] <= before[1]:
-            raise Conflict(f"Found overlapping allocation pools: {_pool_text(before)} {_pool_text(after)} for "
-                           f"subnet {cidr}.", kind="OverlappingAllocationPools")
+            raise Conflict(
+                f"Found overlapping allocation pools: {_pool_text(before)} {_pool_text(after)} for "
+                f"subnet {cidr}.",
+                kind="OverlappingAllocationPools",
+            )
     return ordered
 
 
-def check_gateway(gateway: IPAddress | None, cidr: IPNetwork, pools: list[tuple[IPAddress, IPAddress]]) -> None:
+def check_gateway(
+    gateway: IPAddress | None, cidr: IPNetwork, pools: list[tuple[IPAddress, IPAddress]]
+) -> None:
     if gateway is None:
         return
     if gateway.version != cidr.version:
         raise invalid_input(f"gateway_ip '{gateway}' does not match the ip_version '{cidr.version}'")
-    if gateway in cidr and (gateway == cidr.network_address
-                            or (cidr.version == 4 and cidr.prefixlen < 31 and gateway == cidr.broadcast_address)):
+    if gateway in cidr and (
+        gateway == cidr.network_address
+        or (cidr.version == 4 and cidr.prefixlen < 31 and gateway == cidr.broadcast_address)
+    ):
         raise invalid_input("Gateway is not valid on subnet")
     for pool in pools:
         if pool[0] <= gateway <= pool[1]:
-            raise Conflict(f"Gateway ip {gateway} conflicts with allocation pool {_pool_text(pool)}.",
-                           kind="GatewayConflictWithAllocationPools")
+            raise Conflict(
+                f"Gateway ip {gateway} conflicts with allocation pool {_pool_text(pool)}.",
+                kind="GatewayConflictWithAllocationPools",
+            )
 
 
 def check_servers_and_routes(values: dict[str, Any], version: int) -> None:
     servers = values.get("dns_nameservers", [])
     if len(servers) > MAX_NAMESERVERS:
-        raise BadRequest(f"Unable to complete operation for subnet. The number of DNS nameservers exceeds the limit "
-                         f"{MAX_NAMESERVERS}.", kind="DNSNameServersExhausted")
+        raise BadRequest(
+            f"Unable to complete operation for subnet. The number of DNS nameservers exceeds the limit "
+            f"{MAX_NAMESERVERS}.",
+            kind="DNSNameServersExhausted",
+        )
     for server in servers:
         if server.version != version:
             raise invalid_input(f"dns_nameserver '{server}' does not match the ip_version '{version}'")
     routes = values.get("host_routes", [])
     if len(routes) > MAX_HOST_ROUTES:
-        raise BadRequest(f"Unable to complete operation for subnet. The number of host routes exceeds the limit "
-                         f"{MAX_HOST_ROUTES}.", kind="HostRoutesExhausted")
+        raise BadRequest(
+            f"Unable to complete operation for subnet. The number of host routes exceeds the limit "
+            f"{MAX_HOST_ROUTES}.",
+            kind="HostRoutesExhausted",
+        )
     for destination, nexthop in routes:
         if destination.version != version or nexthop.version != version:
-            raise invalid_input(f"Invalid route: destination {destination} nexthop {nexthop} does not match the "
-                                f"ip_version '{version}'")
+            raise invalid_input(
+                f"Invalid route: destination {destination} nexthop {nexthop} does not match the "
+                f"ip_version '{version}'"
+            )
 
 
 def check_dhcp(cidr: IPNetwork) -> None:
@@ -261,13 +293,19 @@ def check_ipv6_modes(values: dict[str, Any], cidr: IPNetwork, enable_dhcp: bool)
     if cidr.version == 4:
         raise invalid_input("ipv6_ra_mode and ipv6_address_mode are not valid when ip_version is 4")
     if ra_mode is not None and address_mode is not None and ra_mode != address_mode:
-        raise invalid_input(f"ipv6_ra_mode set to '{ra_mode}' with ipv6_address_mode set to '{address_mode}' is not "
-                            f"valid. If both attributes are set, they must be the same value")
+        raise invalid_input(
+            f"ipv6_ra_mode set to '{ra_mode}' with ipv6_address_mode set to '{address_mode}' is not "
+            f"valid. If both attributes are set, they must be the same value"
+        )
     if not enable_dhcp:
-        raise invalid_input("ipv6_ra_mode or ipv6_address_mode cannot be set when enable_dhcp is set to False")
+        raise invalid_input(
+            "ipv6_ra_mode or ipv6_address_mode cannot be set when enable_dhcp is set to False"
+        )
     if (address_mode or ra_mode) in ipam.AUTO_ADDRESS_MODES and cidr.prefixlen != 64:
-        raise invalid_input(f"Invalid CIDR {cidr} for IPv6 address mode. OpenStack uses the EUI-64 address format, "
-                            f"which requires the prefix to be /64")
+        raise invalid_input(
+            f"Invalid CIDR {cidr} for IPv6 address mode. OpenStack uses the EUI-64 address format, "
+            f"which requires the prefix to be /64"
+        )
 
 
 # --- views and lookups --------------------------------------------------------------------------
@@ -309,7 +347,11 @@ def view(row: asyncpg.Record) -> dict[str, Any]:
 
 
 def visible(me: AuthContext, row: asyncpg.Record) -> bool:
-    return me.is_admin or row["network_shared"] or me.project_id in (row["project_id"], row["network_project_id"])
+    return (
+        me.is_admin
+        or row["network_shared"]
+        or me.project_id in (row["project_id"], row["network_project_id"])
+    )
 
 
 def _visible_sql(me: AuthContext) -> Any:
@@ -317,6 +359,7 @@ def _visible_sql(me: AuthContext) -> Any:
         if not me.is_admin:
             project = sql.arg(me.project_id)
             sql.where(f"(s.project_id = {project} OR s.network_shared OR s.network_project_id = {project})")
+
     return where
 
 
@@ -332,7 +375,9 @@ async def _lock_network(conn: Any, network_id: str) -> asyncpg.Record:
     changed: Neutron bumps its revision; the version bump keeps the actor's copy honest)."""
     row = await conn.fetchrow(
         "UPDATE networks SET version = version + 1, revision_number = revision_number + 1, updated_at = now() "
-        "WHERE id = $1 RETURNING *", network_id)
+        "WHERE id = $1 RETURNING *",
+        network_id,
+    )
     if row is None:
         raise network_not_found(network_id)
     return row
@@ -354,8 +399,9 @@ async def create(request: web.Request) -> web.Response:
         if required not in values:
             raise bad_request(f"Failed to parse request. Required attribute '{required}' not specified")
     if "cidr" not in values:
-        raise BadRequest("Bad subnets request: a subnetpool must be specified in the absence of a cidr.",
-                         kind="BadRequest")
+        raise BadRequest(
+            "Bad subnets request: a subnetpool must be specified in the absence of a cidr.", kind="BadRequest"
+        )
     project_id = policy.project_for(me, values)
     cidr: IPNetwork = values["cidr"]
     if cidr.version != values["ip_version"]:
@@ -379,19 +425,35 @@ async def create(request: web.Request) -> web.Response:
         await enforce(conn, project_id, "subnet")
         network = await _lock_network(conn, network["id"])
         overlapping = await conn.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM subnets WHERE network_id = $1 AND cidr && $2::cidr)", network["id"], cidr)
+            "SELECT EXISTS (SELECT 1 FROM subnets WHERE network_id = $1 AND cidr && $2::cidr)",
+            network["id"],
+            cidr,
+        )
         if overlapping:
-            raise invalid_input(f"Requested subnet with cidr: {cidr} for network: {network['id']} overlaps with "
-                                f"another subnet")
+            raise invalid_input(
+                f"Requested subnet with cidr: {cidr} for network: {network['id']} overlaps with "
+                f"another subnet"
+            )
         row = await conn.fetchrow(
             "INSERT INTO subnets (id, network_id, project_id, name, description, ip_version, cidr, gateway_ip, "
             "enable_dhcp, dns_nameservers, allocation_pools, host_routes, ipv6_ra_mode, ipv6_address_mode, tags) "
             "VALUES (gen_random_uuid()::text, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) "
             "RETURNING *",
-            network["id"], project_id, values.get("name", ""), values.get("description", ""), cidr.version, cidr,
-            gateway, enable_dhcp, [str(s) for s in values.get("dns_nameservers", [])], _pools_json(pools),
-            _routes_json(values.get("host_routes", [])), values.get("ipv6_ra_mode"), values.get("ipv6_address_mode"),
-            values.get("tags", []))
+            network["id"],
+            project_id,
+            values.get("name", ""),
+            values.get("description", ""),
+            cidr.version,
+            cidr,
+            gateway,
+            enable_dhcp,
+            [str(s) for s in values.get("dns_nameservers", [])],
+            _pools_json(pools),
+            _routes_json(values.get("host_routes", [])),
+            values.get("ipv6_ra_mode"),
+            values.get("ipv6_address_mode"),
+            values.get("tags", []),
+        )
         if enable_dhcp:
             await dhcp.serve(conn, network, row["id"])
         if ipam.Subnet.of(row).auto_address:
@@ -403,12 +465,18 @@ async def create(request: web.Request) -> web.Response:
 async def _address_existing_ports(conn: Any, subnet_id: str, network_id: str) -> None:
     """A new SLAAC subnet gives every port of the network its automatic address (Neutron's
     _add_auto_addrs_on_network_ports); the DHCP port already got its own."""
-    ports = await conn.fetch("SELECT id, mac_address FROM ports WHERE network_id = $1 AND device_owner <> $2",
-                             network_id, networks.DHCP_OWNER)
+    ports = await conn.fetch(
+        "SELECT id, mac_address FROM ports WHERE network_id = $1 AND device_owner <> $2",
+        network_id,
+        networks.DHCP_OWNER,
+    )
     for port in ports:
         await ipam.allocate(conn, subnet_id, port["id"], mac=str(port["mac_address"]))
-        await conn.execute("UPDATE ports SET version = version + 1, revision_number = revision_number + 1, "
-                           "updated_at = now() WHERE id = $1", port["id"])
+        await conn.execute(
+            "UPDATE ports SET version = version + 1, revision_number = revision_number + 1, "
+            "updated_at = now() WHERE id = $1",
+            port["id"],
+        )
 
 
 async def list_subnets(request: web.Request) -> web.Response:
@@ -426,7 +494,15 @@ async def show(request: web.Request) -> web.Response:
     return json_response({"subnet": query.select_fields(view(row), request.query)})
 
 
-_COLUMNS = ("name", "description", "gateway_ip", "allocation_pools", "dns_nameservers", "host_routes", "enable_dhcp")
+_COLUMNS = (
+    "name",
+    "description",
+    "gateway_ip",
+    "allocation_pools",
+    "dns_nameservers",
+    "host_routes",
+    "enable_dhcp",
+)
 
 
 async def update(request: web.Request) -> web.Response:
@@ -442,7 +518,11 @@ async def update(request: web.Request) -> web.Response:
         row = await find(conn, me, subnet_id, lock="FOR UPDATE")
         cidr: IPNetwork = row["cidr"]
         current = ipam.Subnet.of(row)
-        pools = check_pools(values["allocation_pools"], cidr) if "allocation_pools" in values else list(current.pools)
+        pools = (
+            check_pools(values["allocation_pools"], cidr)
+            if "allocation_pools" in values
+            else list(current.pools)
+        )
         gateway = values.get("gateway_ip", current.gateway_ip)
         if "gateway_ip" in values or "allocation_pools" in values:
             check_gateway(gateway, cidr, pools)
@@ -451,11 +531,17 @@ async def update(request: web.Request) -> web.Response:
         if enable_dhcp and not row["enable_dhcp"]:
             check_dhcp(cidr)
         if not enable_dhcp and (row["ipv6_ra_mode"] or row["ipv6_address_mode"]):
-            raise invalid_input("ipv6_ra_mode or ipv6_address_mode cannot be set when enable_dhcp is set to False")
+            raise invalid_input(
+                "ipv6_ra_mode or ipv6_address_mode cannot be set when enable_dhcp is set to False"
+            )
         changes = {
-            "name": values.get("name"), "description": values.get("description"),
-            "gateway_ip": gateway, "allocation_pools": _pools_json(pools),
-            "dns_nameservers": [str(s) for s in values["dns_nameservers"]] if "dns_nameservers" in values else None,
+            "name": values.get("name"),
+            "description": values.get("description"),
+            "gateway_ip": gateway,
+            "allocation_pools": _pools_json(pools),
+            "dns_nameservers": [str(s) for s in values["dns_nameservers"]]
+            if "dns_nameservers" in values
+            else None,
             "host_routes": _routes_json(values["host_routes"]) if "host_routes" in values else None,
             "enable_dhcp": enable_dhcp,
         }
@@ -463,7 +549,10 @@ async def update(request: web.Request) -> web.Response:
             "UPDATE subnets SET name = coalesce($2, name), description = coalesce($3, description), gateway_ip = $4, "
             "allocation_pools = $5, dns_nameservers = coalesce($6, dns_nameservers), "
             "host_routes = coalesce($7, host_routes), enable_dhcp = $8, revision_number = revision_number + 1, "
-            "updated_at = now() WHERE id = $1 RETURNING *", subnet_id, *(changes[c] for c in _COLUMNS))
+            "updated_at = now() WHERE id = $1 RETURNING *",
+            subnet_id,
+            *(changes[c] for c in _COLUMNS),
+        )
         if enable_dhcp and not current.enable_dhcp:
             await dhcp.serve(conn, network, subnet_id)
         elif current.enable_dhcp and not enable_dhcp:
@@ -485,10 +574,16 @@ async def delete(request: web.Request) -> web.Response:
             await conn.execute(
                 "WITH gone AS (DELETE FROM ip_allocations WHERE subnet_id = $1 RETURNING port_id) "
                 "UPDATE ports SET version = version + 1, revision_number = revision_number + 1, updated_at = now() "
-                "WHERE id IN (SELECT port_id FROM gone) AND device_owner <> $2", subnet_id, networks.DHCP_OWNER)
+                "WHERE id IN (SELECT port_id FROM gone) AND device_owner <> $2",
+                subnet_id,
+                networks.DHCP_OWNER,
+            )
         in_use = await conn.fetchval(
             "SELECT EXISTS (SELECT 1 FROM ip_allocations a JOIN ports p ON p.id = a.port_id "
-            "WHERE a.subnet_id = $1 AND p.device_owner <> $2)", subnet_id, networks.DHCP_OWNER)
+            "WHERE a.subnet_id = $1 AND p.device_owner <> $2)",
+            subnet_id,
+            networks.DHCP_OWNER,
+        )
         if in_use:
             raise subnet_in_use(subnet_id)
         if row["enable_dhcp"]:

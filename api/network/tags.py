@@ -50,8 +50,12 @@ async def _write(request: web.Request, change: Callable[[list[str]], list[str]])
         new = change(list(row["tags"]))
         if new != list(row["tags"]):
             version = ", version = version + 1" if tagged.versioned else ""
-            await conn.execute(f"UPDATE {tagged.table} SET tags = $2, revision_number = revision_number + 1, "
-                               f"updated_at = now(){version} WHERE id = $1", resource_id, new)
+            await conn.execute(
+                f"UPDATE {tagged.table} SET tags = $2, revision_number = revision_number + 1, "
+                f"updated_at = now(){version} WHERE id = $1",
+                resource_id,
+                new,
+            )
     return new
 
 
@@ -83,7 +87,7 @@ async def check_tag(request: web.Request) -> web.Response:
 async def replace_tags(request: web.Request) -> web.Response:
     document = await json_body(request)
     if not isinstance(document, dict) or set(document) != {"tags"}:
-        raise bad_request("Invalid tags body: {\"tags\": [...]} was expected")
+        raise bad_request('Invalid tags body: {"tags": [...]} was expected')
     wanted = tag_list("tags", document["tags"])
     return json_response({"tags": await _write(request, lambda old: wanted)})
 
@@ -120,4 +124,3 @@ def setup(app: web.Application) -> None:
     r.add_get(base + "/{tag}", check_tag)
     r.add_put(base + "/{tag}", add_tag)
     r.add_delete(base + "/{tag}", remove_tag)
-

@@ -48,11 +48,15 @@ async def _extend(request: web.Request, args: dict[str, Any]) -> web.Response:
     async with ctx(request).pool.acquire() as conn, conn.transaction():
         row = await volumes.find(conn, me, request.match_info["volume_id"], lock=True)
         if row["status"] != "available":
-            raise BadRequest(f"Invalid volume: Volume {row['id']} status must be available to extend, but "
-                             f"current status is: {row['status']}.")
+            raise BadRequest(
+                f"Invalid volume: Volume {row['id']} status must be available to extend, but "
+                f"current status is: {row['status']}."
+            )
         if new_size <= row["size"]:
-            raise check.invalid_input(f"New size for extend must be greater than current size. (current: "
-                                      f"{row['size']}, extended: {new_size}).")
+            raise check.invalid_input(
+                f"New size for extend must be greater than current size. (current: "
+                f"{row['size']}, extended: {new_size})."
+            )
         await volumes.check_per_volume_limit(conn, row["project_id"], new_size)
         await volumes.enforce_quota(conn, row["project_id"], volumes=0, gigabytes=new_size - row["size"])
         await volumes.send(request, conn, row["id"], v.ExtendVolume(new_size=new_size))
@@ -78,22 +82,31 @@ async def _reset_status(request: web.Request, args: dict[str, Any]) -> web.Respo
     if not (status or attach_status or migration_status):
         raise check.invalid_input("Must specify 'status', 'attach_status' or 'migration_status' for update.")
     if status and status not in volume_actor.STATES:
-        raise check.invalid_input(f"Volume status: {status} is invalid, valid statuses are: "
-                                  f"{tuple(sorted(volume_actor.STATES))}.")
+        raise check.invalid_input(
+            f"Volume status: {status} is invalid, valid statuses are: {tuple(sorted(volume_actor.STATES))}."
+        )
     if attach_status and attach_status not in _ATTACH_STATUSES:
-        raise check.invalid_input(f"Volume attach status: {attach_status} is invalid, valid statuses are: "
-                                  f"{list(_ATTACH_STATUSES)}.")
+        raise check.invalid_input(
+            f"Volume attach status: {attach_status} is invalid, valid statuses are: {list(_ATTACH_STATUSES)}."
+        )
     if migration_status and migration_status not in _MIGRATION_STATUSES:
-        raise check.invalid_input(f"Volume migration status: {migration_status} is invalid, valid statuses "
-                                  f"are: {_MIGRATION_STATUSES}.")
+        raise check.invalid_input(
+            f"Volume migration status: {migration_status} is invalid, valid statuses "
+            f"are: {_MIGRATION_STATUSES}."
+        )
     if migration_status not in (None, "none"):
-        raise check.invalid_input("Volumes do not migrate in this cloud: the only migration status is "
-                                  "'none'.")
+        raise check.invalid_input(
+            "Volumes do not migrate in this cloud: the only migration status is 'none'."
+        )
     async with ctx(request).pool.acquire() as conn, conn.transaction():
         row = await volumes.find(conn, me, request.match_info["volume_id"], lock=True)
         if status or attach_status:
-            await volumes.send(request, conn, row["id"], v.ResetVolumeState(
-                status=status or row["status"], attach_status=attach_status))
+            await volumes.send(
+                request,
+                conn,
+                row["id"],
+                v.ResetVolumeState(status=status or row["status"], attach_status=attach_status),
+            )
     return web.Response(status=202)
 
 
@@ -106,8 +119,11 @@ async def _set_bootable(request: web.Request, args: dict[str, Any]) -> web.Respo
     bootable = boolean(args, "bootable")
     async with ctx(request).pool.acquire() as conn, conn.transaction():
         row = await volumes.find(conn, me, request.match_info["volume_id"], lock=True)
-        await conn.execute("UPDATE volumes SET bootable = $2, version = version + 1, updated_at = now() "
-                           "WHERE id = $1", row["id"], bootable)
+        await conn.execute(
+            "UPDATE volumes SET bootable = $2, version = version + 1, updated_at = now() WHERE id = $1",
+            row["id"],
+            bootable,
+        )
     return web.Response(status=200)
 
 
@@ -123,17 +139,25 @@ async def _update_readonly_flag(request: web.Request, args: dict[str, Any]) -> w
     async with ctx(request).pool.acquire() as conn, conn.transaction():
         row = await volumes.find(conn, me, request.match_info["volume_id"], lock=True)
         if row["status"] != "available":
-            raise BadRequest(f"Invalid volume: Volume {row['id']} status must be available to update "
-                             f"readonly flag, but current status is: {row['status']}.")
+            raise BadRequest(
+                f"Invalid volume: Volume {row['id']} status must be available to update "
+                f"readonly flag, but current status is: {row['status']}."
+            )
         await conn.execute(
             "UPDATE volumes SET metadata = metadata || jsonb_build_object('readonly', $2::text), "
-            "version = version + 1, updated_at = now() WHERE id = $1", row["id"], str(readonly))
+            "version = version + 1, updated_at = now() WHERE id = $1",
+            row["id"],
+            str(readonly),
+        )
     return web.Response(status=202)
 
 
 async def _store_image_metadata(conn: Any, volume_id: str, image_metadata: dict[str, str]) -> None:
-    await conn.execute("UPDATE volumes SET image_metadata = $2, version = version + 1, updated_at = now() "
-                       "WHERE id = $1", volume_id, image_metadata)
+    await conn.execute(
+        "UPDATE volumes SET image_metadata = $2, version = version + 1, updated_at = now() WHERE id = $1",
+        volume_id,
+        image_metadata,
+    )
 
 
 async def _set_image_metadata(request: web.Request, args: dict[str, Any]) -> web.Response:
@@ -189,7 +213,7 @@ async def action(request: web.Request) -> web.Response:
     document = await json_body(request)
     if not isinstance(document, dict) or len(document) != 1:
         raise BadRequest("There is no such action: the body must name exactly one action.")
-    (name, args), = document.items()
+    ((name, args),) = document.items()
     handler = _ACTIONS.get(name)
     if handler is None:
         raise BadRequest(f"There is no such action: {name}")

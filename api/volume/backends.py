@@ -30,8 +30,10 @@ _NS = uuid.UUID("8c3f0d7e-2b1a-4f6e-9a55-1d2c3b4a5e6f")
 # What each backend holds, counted from the volume rows themselves (a volume being extended at
 # its target size), so that a volume the actor deleted frees its space without anyone keeping a
 # counter right.
-_USED = ("SELECT backend, sum(greatest(size, coalesce(target_size, 0))) AS used FROM volumes "
-         "WHERE backend IS NOT NULL GROUP BY backend")
+_USED = (
+    "SELECT backend, sum(greatest(size, coalesce(target_size, 0))) AS used FROM volumes "
+    "WHERE backend IS NOT NULL GROUP BY backend"
+)
 _CANDIDATES = f"""
 SELECT b.name, b.availability_zone FROM volume_backends b LEFT JOIN ({_USED}) u ON u.backend = b.name
 WHERE b.enabled AND b.heartbeat_at > now() - make_interval(secs => $1)
@@ -51,12 +53,17 @@ async def claim(conn: asyncpg.Connection, zone: str | None, size: int) -> asyncp
     creates can never together over-commit it. `allocated_gb` is stored as counted plus `size`."""
     for candidate in await conn.fetch(_CANDIDATES, HOST_DOWN_AFTER, zone, size):
         total = await conn.fetchval(
-            "SELECT total_gb FROM volume_backends WHERE name = $1 AND enabled FOR UPDATE", candidate["name"])
-        used = await conn.fetchval("SELECT coalesce(sum(greatest(size, coalesce(target_size, 0))), 0) "
-                                   "FROM volumes WHERE backend = $1", candidate["name"])
+            "SELECT total_gb FROM volume_backends WHERE name = $1 AND enabled FOR UPDATE", candidate["name"]
+        )
+        used = await conn.fetchval(
+            "SELECT coalesce(sum(greatest(size, coalesce(target_size, 0))), 0) "
+            "FROM volumes WHERE backend = $1",
+            candidate["name"],
+        )
         if total is not None and total - used >= size:
-            await conn.execute("UPDATE volume_backends SET allocated_gb = $2 WHERE name = $1",
-                               candidate["name"], used + size)
+            await conn.execute(
+                "UPDATE volume_backends SET allocated_gb = $2 WHERE name = $1", candidate["name"], used + size
+            )
             return candidate
     return None
 
@@ -103,8 +110,13 @@ async def list_zones(request: web.Request) -> web.Response:
         available[zone] = available.get(zone, False) or row["enabled"]
     if not available:
         available[DEFAULT_ZONE] = True
-    return json_response({"availabilityZoneInfo": [
-        {"zoneName": zone, "zoneState": {"available": up}} for zone, up in sorted(available.items())]})
+    return json_response(
+        {
+            "availabilityZoneInfo": [
+                {"zoneName": zone, "zoneState": {"available": up}} for zone, up in sorted(available.items())
+            ]
+        }
+    )
 
 
 async def list_services(request: web.Request) -> web.Response:
@@ -121,10 +133,16 @@ async def list_services(request: web.Request) -> web.Response:
         if binary and binary != "cinder-volume":
             continue
         service: dict[str, Any] = {
-            "binary": "cinder-volume", "host": name, "zone": row["availability_zone"],
-            "status": "enabled" if row["enabled"] else "disabled", "state": "up" if row["up"] else "down",
-            "updated_at": iso_micro(row["heartbeat_at"]), "disabled_reason": None,
-            "replication_status": "disabled", "active_backend_id": None, "frozen": False,
+            "binary": "cinder-volume",
+            "host": name,
+            "zone": row["availability_zone"],
+            "status": "enabled" if row["enabled"] else "disabled",
+            "state": "up" if row["up"] else "down",
+            "updated_at": iso_micro(row["heartbeat_at"]),
+            "disabled_reason": None,
+            "replication_status": "disabled",
+            "active_backend_id": None,
+            "frozen": False,
         }
         if version >= (3, 7):
             service["cluster"] = None
@@ -142,13 +160,20 @@ async def list_pools(request: web.Request) -> web.Response:
         pool: dict[str, Any] = {"name": host_of(row["name"], row["driver"])}
         if detail:
             pool["capabilities"] = {
-                "pool_name": row["driver"], "volume_backend_name": row["name"],
+                "pool_name": row["driver"],
+                "volume_backend_name": row["name"],
                 "storage_protocol": row["driver"],
-                "vendor_name": "actorstack", "driver_version": "1.0", "total_capacity_gb": row["total_gb"],
+                "vendor_name": "actorstack",
+                "driver_version": "1.0",
+                "total_capacity_gb": row["total_gb"],
                 "allocated_capacity_gb": row["used_gb"],
-                "free_capacity_gb": max(row["total_gb"] - row["used_gb"], 0), "reserved_percentage": 0,
-                "thin_provisioning_support": True, "thick_provisioning_support": False, "QoS_support": False,
-                "multiattach": False, "timestamp": iso_micro(row["heartbeat_at"]),
+                "free_capacity_gb": max(row["total_gb"] - row["used_gb"], 0),
+                "reserved_percentage": 0,
+                "thin_provisioning_support": True,
+                "thick_provisioning_support": False,
+                "QoS_support": False,
+                "multiattach": False,
+                "timestamp": iso_micro(row["heartbeat_at"]),
             }
         pools.append(pool)
     return json_response({"pools": pools})

@@ -29,15 +29,26 @@ from api.volume.validate import invalid_input, query_bool, query_int
 MAX_LIMIT = 1000
 
 # A volume row with its backend's driver (for Cinder's host@backend#pool).
-SELECT = ("SELECT v.*, b.driver AS backend_driver "
-          "FROM volumes v LEFT JOIN volume_backends b ON b.name = v.backend")
+SELECT = (
+    "SELECT v.*, b.driver AS backend_driver FROM volumes v LEFT JOIN volume_backends b ON b.name = v.backend"
+)
 
 # sort key -> column (names only from here ever reach the SQL text)
 _SORT_COLUMNS = {
-    "id": "id", "name": "name", "display_name": "name", "description": "description",
-    "display_description": "description", "status": "status", "size": "size",
-    "availability_zone": "availability_zone", "created_at": "created_at", "updated_at": "updated_at",
-    "bootable": "bootable", "project_id": "project_id", "user_id": "user_id", "volume_type": "volume_type",
+    "id": "id",
+    "name": "name",
+    "display_name": "name",
+    "description": "description",
+    "display_description": "description",
+    "status": "status",
+    "size": "size",
+    "availability_zone": "availability_zone",
+    "created_at": "created_at",
+    "updated_at": "updated_at",
+    "bootable": "bootable",
+    "project_id": "project_id",
+    "user_id": "user_id",
+    "volume_type": "volume_type",
 }
 
 
@@ -50,8 +61,9 @@ def _metadata_filter(raw: str) -> dict[str, str]:
         except ValueError:
             value = None
     if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-        raise invalid_input(f"Invalid metadata filter {raw!r}: it must be a dict of strings, e.g. "
-                            "{'key': 'value'}")
+        raise invalid_input(
+            f"Invalid metadata filter {raw!r}: it must be a dict of strings, e.g. {{'key': 'value'}}"
+        )
     return {k: str(item) for k, item in value.items()}
 
 
@@ -59,8 +71,10 @@ def _sort(query: Any) -> list[tuple[str, bool]]:
     """[(column, descending)], tie-breakers included."""
     if "sort" in query:
         if "sort_key" in query or "sort_dir" in query:
-            raise invalid_input("The 'sort_key' and 'sort_dir' parameters are deprecated and cannot be used "
-                                "with the 'sort' parameter.")
+            raise invalid_input(
+                "The 'sort_key' and 'sort_dir' parameters are deprecated and cannot be used "
+                "with the 'sort' parameter."
+            )
         pairs = []
         for part in query["sort"].split(","):
             key, _, direction = part.strip().partition(":")
@@ -129,14 +143,18 @@ class VolumeQuery:
             where.where(f"v.metadata @> {where.arg(_metadata_filter(q['metadata']))}::jsonb")
         limit = query_int(q, "limit")
         return cls(
-            where=where, order=_sort(q), limit=MAX_LIMIT if limit is None else min(limit, MAX_LIMIT),
-            offset=query_int(q, "offset") or 0, marker=q.get("marker"),
+            where=where,
+            order=_sort(q),
+            limit=MAX_LIMIT if limit is None else min(limit, MAX_LIMIT),
+            offset=query_int(q, "offset") or 0,
+            marker=q.get("marker"),
         )
 
     async def fetch(self, conn: Any) -> list[asyncpg.Record]:
         """Every matching volume, in order (before paging)."""
-        order = ", ".join(f"v.{column} {'DESC' if descending else 'ASC'}"
-                          for column, descending in self.order)
+        order = ", ".join(
+            f"v.{column} {'DESC' if descending else 'ASC'}" for column, descending in self.order
+        )
         return await conn.fetch(f"{SELECT} WHERE {self.where.clause()} ORDER BY {order}", *self.where.args)
 
     async def page(self, conn: Any, me: AuthContext, rows: list[asyncpg.Record]) -> list[asyncpg.Record]:
@@ -144,10 +162,10 @@ class VolumeQuery:
         if self.marker is not None:
             ids = [r["id"] for r in rows]
             if self.marker in ids:
-                rows = rows[ids.index(self.marker) + 1:]
+                rows = rows[ids.index(self.marker) + 1 :]
             else:  # a visible volume the filters leave out still marks a place in the order
                 marker = await conn.fetchrow("SELECT * FROM volumes WHERE id = $1", self.marker)
                 if marker is None or (not me.is_admin and marker["project_id"] != me.project_id):
                     raise NotFound(f"Marker {self.marker} could not be found.")
                 rows = [r for r in rows if _after(r, marker, self.order)]
-        return rows[self.offset:self.offset + self.limit]
+        return rows[self.offset : self.offset + self.limit]

@@ -45,8 +45,11 @@ async def _write(request: web.Request, change: Change) -> dict[str, str]:
     async with ctx(request).pool.acquire() as conn, conn.transaction():
         row = await volumes.find(conn, me, request.match_info["volume_id"], lock=True)
         new = change(row["id"], dict(row["metadata"]))
-        await conn.execute("UPDATE volumes SET metadata = $2, version = version + 1, updated_at = now() "
-                           "WHERE id = $1", row["id"], new)
+        await conn.execute(
+            "UPDATE volumes SET metadata = $2, version = version + 1, updated_at = now() WHERE id = $1",
+            row["id"],
+            new,
+        )
     return new
 
 

@@ -38,7 +38,9 @@ async def volume_usage(conn: Any, project_id: str) -> dict[str, int]:
     extended counting at its target size. Snapshots, backups and groups do not exist yet: 0."""
     row = await conn.fetchrow(
         "SELECT count(*) AS volumes, coalesce(sum(greatest(size, coalesce(target_size, 0))), 0) AS gigabytes "
-        "FROM volumes WHERE project_id = $1", project_id)
+        "FROM volumes WHERE project_id = $1",
+        project_id,
+    )
     used = dict.fromkeys(VOLUME, 0)
     used.update(volumes=int(row["volumes"]), gigabytes=int(row["gigabytes"]))
     return used
@@ -83,8 +85,9 @@ async def update(request: web.Request) -> web.Response:
     caller(request).require_admin("volume_extension:quotas:update")
     data = await json_body(request)
     if not isinstance(data, dict) or not isinstance(data.get("quota_set"), dict):
-        raise BadRequest("Invalid input for field/attribute quota_set. 'quota_set' is a required property "
-                         "of type 'object'")
+        raise BadRequest(
+            "Invalid input for field/attribute quota_set. 'quota_set' is a required property of type 'object'"
+        )
     extra = sorted(set(data) - {"quota_set"})
     if extra:
         raise BadRequest(f"Additional properties are not allowed ({', '.join(extra)} unexpected)")
@@ -98,8 +101,10 @@ async def update(request: web.Request) -> web.Response:
         used = await volume_usage(conn, target)
         for key, value in values.items():
             if value != -1 and value < used[key]:
-                raise BadRequest(f"Invalid input received: Quota {key} limit must be equal or greater than "
-                                 "existing resources.")
+                raise BadRequest(
+                    f"Invalid input received: Quota {key} limit must be equal or greater than "
+                    "existing resources."
+                )
         await set_limits(conn, target, values)
         hard = await limits(conn, target, VOLUME)
     return json_response({"quota_set": hard})

@@ -53,8 +53,12 @@ def metadata(value: Any, field: str = "metadata") -> dict[str, str]:
     if bad_keys:
         listed = ", ".join(repr(k) for k in bad_keys)
         verb = "were" if len(bad_keys) > 1 else "was"
-        raise invalid(field, value, f"Additional properties are not allowed ({listed} {verb} unexpected): "
-                                    "keys are 1 to 255 letters, digits and '-_:. /'")
+        raise invalid(
+            field,
+            value,
+            f"Additional properties are not allowed ({listed} {verb} unexpected): "
+            "keys are 1 to 255 letters, digits and '-_:. /'",
+        )
     for key, item in value.items():
         if not isinstance(item, str):
             raise invalid(key, item, f"{item!r} is not of type 'string'")

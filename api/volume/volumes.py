@@ -89,15 +89,17 @@ def _attachments(row: asyncpg.Record, me: AuthContext) -> list[dict[str, Any]]:
     attachment = row["attachment"]
     if attachment is None or row["attach_status"] != "attached":
         return []
-    return [{
-        "id": row["id"],  # Cinder's quirk: the volume's id, the attachment's is attachment_id
-        "attachment_id": attachment.get("id"),
-        "volume_id": row["id"],
-        "server_id": attachment.get("server_id"),
-        "host_name": attachment.get("host") if me.is_admin else None,
-        "device": attachment.get("device"),
-        "attached_at": _moment(attachment.get("attached_at")),
-    }]
+    return [
+        {
+            "id": row["id"],  # Cinder's quirk: the volume's id, the attachment's is attachment_id
+            "attachment_id": attachment.get("id"),
+            "volume_id": row["id"],
+            "server_id": attachment.get("server_id"),
+            "host_name": attachment.get("host") if me.is_admin else None,
+            "device": attachment.get("device"),
+            "attached_at": _moment(attachment.get("attached_at")),
+        }
+    ]
 
 
 def view(request: web.Request, row: asyncpg.Record, *, extended: bool = True) -> dict[str, Any]:
@@ -160,9 +162,25 @@ def _summary(request: web.Request, row: asyncpg.Record) -> dict[str, Any]:
 
 # --- create -------------------------------------------------------------------------------------------
 
-_CREATE_KEYS = {"name", "description", "display_name", "display_description", "size", "availability_zone",
-                "source_volid", "snapshot_id", "backup_id", "consistencygroup_id", "group_id", "volume_type",
-                "imageRef", "image_id", "metadata", "multiattach", "scheduler_hints"}
+_CREATE_KEYS = {
+    "name",
+    "description",
+    "display_name",
+    "display_description",
+    "size",
+    "availability_zone",
+    "source_volid",
+    "snapshot_id",
+    "backup_id",
+    "consistencygroup_id",
+    "group_id",
+    "volume_type",
+    "imageRef",
+    "image_id",
+    "metadata",
+    "multiattach",
+    "scheduler_hints",
+}
 _NOT_YET = {
     "snapshot_id": "Creating a volume from a snapshot",
     "source_volid": "Cloning a volume (source_volid)",
@@ -174,9 +192,16 @@ _NOT_YET = {
 
 def _image_metadata(image: asyncpg.Record) -> dict[str, str]:
     """Cinder's volume_image_metadata: the image's core attributes and its properties, as strings."""
-    core = {"image_id": image["id"], "image_name": image["name"], "checksum": image["checksum"],
-            "container_format": image["container_format"], "disk_format": image["disk_format"],
-            "min_disk": image["min_disk"], "min_ram": image["min_ram"], "size": image["size"]}
+    core = {
+        "image_id": image["id"],
+        "image_name": image["name"],
+        "checksum": image["checksum"],
+        "container_format": image["container_format"],
+        "disk_format": image["disk_format"],
+        "min_disk": image["min_disk"],
+        "min_ram": image["min_ram"],
+        "size": image["size"],
+    }
     shown = {k: str(value) for k, value in (image["properties"] or {}).items() if value is not None}
     shown.update({k: str(value) for k, value in core.items() if value is not None})
     return shown
@@ -192,15 +217,19 @@ async def _check_image(conn: Any, me: AuthContext, image_ref: str, size: int) ->
         raise check.invalid_input(f"Image {image_ref} is not active.")
     image_gb = -(-int(image["size"] or 0) // GiB)
     if image_gb > size:
-        raise check.invalid_input(f"Size of specified image {image_gb}GB is larger than volume size "
-                                  f"{size}GB.")
+        raise check.invalid_input(
+            f"Size of specified image {image_gb}GB is larger than volume size {size}GB."
+        )
     if size < image["min_disk"]:
-        raise check.invalid_input(f"Volume size {size}GB cannot be smaller than the image minDisk size "
-                                  f"{image['min_disk']}GB.")
+        raise check.invalid_input(
+            f"Volume size {size}GB cannot be smaller than the image minDisk size {image['min_disk']}GB."
+        )
     virtual_gb = -(-int(image["virtual_size"] or 0) // GiB)
     if virtual_gb > size:
-        raise BadRequest(f"Image {image_ref} is unacceptable: Image virtual size is {virtual_gb}GB and "
-                         f"doesn't fit in a volume of size {size}GB.")
+        raise BadRequest(
+            f"Image {image_ref} is unacceptable: Image virtual size is {virtual_gb}GB and "
+            f"doesn't fit in a volume of size {size}GB."
+        )
     return image
 
 
@@ -214,18 +243,22 @@ async def enforce_quota(conn: asyncpg.Connection, project_id: str, *, volumes: i
     if gigabytes and limit != quotas.UNLIMITED and used["gigabytes"] + gigabytes > limit:
         raise PayloadTooLarge(
             "VolumeSizeExceedsAvailableQuota: Requested volume or snapshot exceeds allowed gigabytes quota. "
-            f"Requested {gigabytes}G, quota is {limit}G and {used['gigabytes']}G has been consumed.")
+            f"Requested {gigabytes}G, quota is {limit}G and {used['gigabytes']}G has been consumed."
+        )
     limit = hard["volumes"]
     if volumes and limit != quotas.UNLIMITED and used["volumes"] + volumes > limit:
         raise PayloadTooLarge(
-            f"VolumeLimitExceeded: Maximum number of volumes allowed ({limit}) exceeded for quota 'volumes'.")
+            f"VolumeLimitExceeded: Maximum number of volumes allowed ({limit}) exceeded for quota 'volumes'."
+        )
 
 
 async def check_per_volume_limit(conn: Any, project_id: str, size: int) -> None:
     limit = (await quotas.limits(conn, project_id, ("per_volume_gigabytes",)))["per_volume_gigabytes"]
     if limit != quotas.UNLIMITED and size > limit:
-        raise PayloadTooLarge(f"VolumeSizeExceedsLimit: Requested volume size {size}G is larger than maximum "
-                              f"allowed limit {limit}G.")
+        raise PayloadTooLarge(
+            f"VolumeSizeExceedsLimit: Requested volume size {size}G is larger than maximum "
+            f"allowed limit {limit}G."
+        )
 
 
 async def create(request: web.Request) -> web.Response:
@@ -234,8 +267,9 @@ async def create(request: web.Request) -> web.Response:
     project_id = url_project(request)
     document = await json_body(request)
     if not isinstance(document, dict) or not isinstance(document.get("volume"), dict):
-        raise BadRequest("Invalid input for field/attribute volume. 'volume' is a required property of type "
-                         "'object'")
+        raise BadRequest(
+            "Invalid input for field/attribute volume. 'volume' is a required property of type 'object'"
+        )
     extra = sorted(set(document) - {"volume", "OS-SCH-HNT:scheduler_hints"})
     if extra:
         raise BadRequest(f"Additional properties are not allowed ({', '.join(map(repr, extra))} unexpected)")
@@ -245,11 +279,15 @@ async def create(request: web.Request) -> web.Response:
     data: dict[str, Any] = document["volume"]
     unknown = sorted(set(data) - _CREATE_KEYS)
     if unknown:
-        raise invalid("volume", data, f"Additional properties are not allowed "
-                                            f"({', '.join(map(repr, unknown))} unexpected)")
+        raise invalid(
+            "volume",
+            data,
+            f"Additional properties are not allowed ({', '.join(map(repr, unknown))} unexpected)",
+        )
     name = check.text(data, "name") if "name" in data else check.text(data, "display_name")
-    description = check.text(data, "description") if "description" in data \
-        else check.text(data, "display_description")
+    description = (
+        check.text(data, "description") if "description" in data else check.text(data, "display_description")
+    )
     size = check.size(data)
     for key, what in _NOT_YET.items():
         if data.get(key) is not None:
@@ -277,8 +315,18 @@ async def create(request: web.Request) -> web.Response:
             "INSERT INTO volumes (id, version, project_id, user_id, name, description, size, status, "
             "bootable, availability_zone, volume_type, metadata, image_id, image_metadata, backend) "
             "VALUES ($1, 1, $2, $3, $4, $5, $6, 'creating', $7, $8, $9, $10, $11, $12, $13)",
-            volume_id, project_id, me.user_id, name or "", description or "", size, image is not None, zone,
-            volume_type, metadata, image["id"] if image else None, _image_metadata(image) if image else {},
+            volume_id,
+            project_id,
+            me.user_id,
+            name or "",
+            description or "",
+            size,
+            image is not None,
+            zone,
+            volume_type,
+            metadata,
+            image["id"] if image else None,
+            _image_metadata(image) if image else {},
             backend,
         )
         await send(request, conn, volume_id, v.CreateVolume())
@@ -334,19 +382,25 @@ async def update(request: web.Request) -> web.Response:
     url_project(request)
     document = await json_body(request)
     if not isinstance(document, dict) or not isinstance(document.get("volume"), dict):
-        raise BadRequest("Invalid input for field/attribute volume. 'volume' is a required property of type "
-                         "'object'")
+        raise BadRequest(
+            "Invalid input for field/attribute volume. 'volume' is a required property of type 'object'"
+        )
     data = document["volume"]
     unknown = sorted(set(data) - {"name", "description", "display_name", "display_description", "metadata"})
     if unknown:
-        raise invalid("volume", data, f"Additional properties are not allowed "
-                                            f"({', '.join(map(repr, unknown))} unexpected)")
+        raise invalid(
+            "volume",
+            data,
+            f"Additional properties are not allowed ({', '.join(map(repr, unknown))} unexpected)",
+        )
     if not data:
-        raise BadRequest("Invalid input for field/attribute volume. Value: {}. {} does not have enough "
-                         "properties")
+        raise BadRequest(
+            "Invalid input for field/attribute volume. Value: {}. {} does not have enough properties"
+        )
     name = check.text(data, "name") if "name" in data else check.text(data, "display_name")
-    description = check.text(data, "description") if "description" in data \
-        else check.text(data, "display_description")
+    description = (
+        check.text(data, "description") if "description" in data else check.text(data, "display_description")
+    )
     metadata = check.metadata(data["metadata"]) if data.get("metadata") is not None else None
     name_given = "name" in data or "display_name" in data
     description_given = "description" in data or "display_description" in data
@@ -356,17 +410,24 @@ async def update(request: web.Request) -> web.Response:
             "UPDATE volumes SET name = CASE WHEN $2 THEN $3 ELSE name END, "
             "description = CASE WHEN $4 THEN $5 ELSE description END, metadata = coalesce($6, metadata), "
             "version = version + 1, updated_at = now() WHERE id = $1",
-            row["id"], name_given, name or "", description_given, description or "", metadata,
+            row["id"],
+            name_given,
+            name or "",
+            description_given,
+            description or "",
+            metadata,
         )
         row = await find(conn, me, row["id"])
     return json_response({"volume": view(request, row, extended=False)})
 
 
 def delete_refusal() -> BadRequest:
-    return BadRequest("Invalid volume: Volume status must be available or error or error_restoring or "
-                      "error_extending or error_managing and must not be migrating, attached, belong to a "
-                      "group, have snapshots, awaiting a transfer, or be disassociated from snapshots after "
-                      "volume transfer.")
+    return BadRequest(
+        "Invalid volume: Volume status must be available or error or error_restoring or "
+        "error_extending or error_managing and must not be migrating, attached, belong to a "
+        "group, have snapshots, awaiting a transfer, or be disassociated from snapshots after "
+        "volume transfer."
+    )
 
 
 async def delete(request: web.Request) -> web.Response:
@@ -377,12 +438,17 @@ async def delete(request: web.Request) -> web.Response:
     url_project(request)
     if requested(request) >= (3, 23) and check.query_bool(request.query, "force"):
         me.require_admin("volume:force_delete")
-        raise check.invalid_input("Forced deletion is not supported by this cloud: reset the volume's status "
-                                  "(os-reset_status) and delete it.")
+        raise check.invalid_input(
+            "Forced deletion is not supported by this cloud: reset the volume's status "
+            "(os-reset_status) and delete it."
+        )
     async with ctx(request).pool.acquire() as conn, conn.transaction():
         row = await find(conn, me, request.match_info["volume_id"], lock=True)
-        if row["status"] not in volume_actor.DELETABLE or row["attach_status"] != "detached" \
-                or row["attachment"] is not None:
+        if (
+            row["status"] not in volume_actor.DELETABLE
+            or row["attach_status"] != "detached"
+            or row["attachment"] is not None
+        ):
             raise delete_refusal()
         await send(request, conn, row["id"], v.DeleteVolume())
     return web.Response(status=202)

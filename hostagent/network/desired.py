@@ -214,19 +214,31 @@ async def load(pool: asyncpg.Pool, hosts: Iterable[str], skip_servers: Iterable[
     return build(taps, subnets, addresses)
 
 
-def build(taps: Sequence[Mapping[str, Any]], subnets: Sequence[Mapping[str, Any]],
-          addresses: Sequence[Mapping[str, Any]]) -> Desired:
+def build(
+    taps: Sequence[Mapping[str, Any]],
+    subnets: Sequence[Mapping[str, Any]],
+    addresses: Sequence[Mapping[str, Any]],
+) -> Desired:
     """The desired state from the rows of the three queries (a pure function)."""
     problems: set[str] = set()
     tap_specs: dict[str, list[TapSpec]] = {}
     mtus: dict[str, int] = {}
     for row in taps:
-        if not (valid_id(row["port_id"]) and valid_id(row["network_id"]) and valid_id(row["server_id"])
-                and valid_mac(row["mac"])):
+        if not (
+            valid_id(row["port_id"])
+            and valid_id(row["network_id"])
+            and valid_id(row["server_id"])
+            and valid_mac(row["mac"])
+        ):
             problems.add(f"port {row['port_id']!r}: bad id or MAC, no tap")
             continue
-        tap = TapSpec(port_id=row["port_id"], server_id=row["server_id"], network_id=row["network_id"],
-                      mac=row["mac"], up=bool(row["up"]))
+        tap = TapSpec(
+            port_id=row["port_id"],
+            server_id=row["server_id"],
+            network_id=row["network_id"],
+            mac=row["mac"],
+            up=bool(row["up"]),
+        )
         tap_specs.setdefault(tap.network_id, []).append(tap)
         mtus[tap.network_id] = int(row["mtu"])
 
@@ -240,21 +252,32 @@ def build(taps: Sequence[Mapping[str, Any]], subnets: Sequence[Mapping[str, Any]
     networks = {}
     for network_id, specs in sorted(tap_specs.items()):
         specs.sort(key=lambda t: t.port_id)
-        dhcp = _dhcp(network_id, mtus[network_id], subnet_rows.get(network_id, []),
-                     address_rows.get(network_id, []), problems)
+        dhcp = _dhcp(
+            network_id,
+            mtus[network_id],
+            subnet_rows.get(network_id, []),
+            address_rows.get(network_id, []),
+            problems,
+        )
         networks[network_id] = NetworkSpec(id=network_id, mtu=mtus[network_id], taps=tuple(specs), dhcp=dhcp)
     return Desired(networks=networks, problems=frozenset(problems))
 
 
-def _dhcp(network_id: str, mtu: int, subnets: list[Mapping[str, Any]], addresses: list[Mapping[str, Any]],
-          problems: set[str]) -> DhcpSpec | None:
+def _dhcp(
+    network_id: str,
+    mtu: int,
+    subnets: list[Mapping[str, Any]],
+    addresses: list[Mapping[str, Any]],
+    problems: set[str],
+) -> DhcpSpec | None:
     dhcp_rows = [a for a in addresses if a["device_owner"] == DHCP_OWNER]
     if not subnets or not dhcp_rows:
         return None
     # One DHCP port per network; should there be more, the one named after the network wins.
     port_ids = list(dict.fromkeys(a["port_id"] for a in dhcp_rows))
-    port_ids.sort(key=lambda pid: next(a["device_id"] for a in dhcp_rows if a["port_id"] == pid)
-                  != f"dhcp-{network_id}")
+    port_ids.sort(
+        key=lambda pid: next(a["device_id"] for a in dhcp_rows if a["port_id"] == pid) != f"dhcp-{network_id}"
+    )
     port_id = port_ids[0]
     mac = next(a["mac"] for a in dhcp_rows if a["port_id"] == port_id)
     if not valid_id(port_id) or not valid_mac(mac):
@@ -286,8 +309,14 @@ def _dhcp(network_id: str, mtu: int, subnets: list[Mapping[str, Any]], addresses
             problems.add(f"port {a['port_id']!r}: bad hostname {hostname!r}, DHCP names it by its address")
             hostname = None
         hosts.append(DhcpHost(mac=a["mac"], hostname=hostname or "host-" + str(ip).replace(".", "-"), ip=ip))
-    return DhcpSpec(network_id=network_id, port_id=port_id, mac=mac, mtu=mtu,
-                    subnets=tuple(served.values()), hosts=tuple(hosts))
+    return DhcpSpec(
+        network_id=network_id,
+        port_id=port_id,
+        mac=mac,
+        mtu=mtu,
+        subnets=tuple(served.values()),
+        hosts=tuple(hosts),
+    )
 
 
 def _subnet(row: Mapping[str, Any], server_ip: IPv4Address | None, problems: set[str]) -> DhcpSubnet | None:
@@ -315,5 +344,6 @@ def _subnet(row: Mapping[str, Any], server_ip: IPv4Address | None, problems: set
             routes.append((IPv4Network(route["destination"]), IPv4Address(route["nexthop"])))
         except (KeyError, TypeError, ValueError):
             problems.add(f"subnet {subnet_id}: host route {route!r} is not an IPv4 route, left out")
-    return DhcpSubnet(id=subnet_id, cidr=cidr, server_ip=server_ip, gateway=gateway, dns=tuple(dns),
-                      routes=tuple(routes))
+    return DhcpSubnet(
+        id=subnet_id, cidr=cidr, server_ip=server_ip, gateway=gateway, dns=tuple(dns), routes=tuple(routes)
+    )

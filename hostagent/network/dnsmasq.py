@@ -113,15 +113,29 @@ def privileges(directory: Path) -> tuple[str, str]:
 
 def command(spec: DhcpSpec, paths: Paths, user: str, group: str) -> list[str]:
     """dnsmasq's command line (Neutron's flags, DHCP only)."""
-    ranges = [f"--dhcp-range=set:{s.tag},{s.cidr.network_address},static,{s.cidr.netmask},{LEASE_SECONDS}s"
-              for s in spec.subnets]
+    ranges = [
+        f"--dhcp-range=set:{s.tag},{s.cidr.network_address},static,{s.cidr.netmask},{LEASE_SECONDS}s"
+        for s in spec.subnets
+    ]
     lease_max = sum(s.cidr.num_addresses for s in spec.subnets)
     return [
-        executable(), "--no-hosts", "--no-resolv", "--port=0", "--bind-interfaces",
-        f"--interface={spec.interface}", "--except-interface=lo",
-        f"--pid-file={paths.pid}", f"--dhcp-hostsfile={paths.host}", f"--dhcp-optsfile={paths.opts}",
-        f"--dhcp-leasefile={paths.leases}", *ranges, f"--dhcp-lease-max={lease_max}",
-        "--dhcp-authoritative", "--conf-file=/dev/null", f"--user={user}", f"--group={group}",
+        executable(),
+        "--no-hosts",
+        "--no-resolv",
+        "--port=0",
+        "--bind-interfaces",
+        f"--interface={spec.interface}",
+        "--except-interface=lo",
+        f"--pid-file={paths.pid}",
+        f"--dhcp-hostsfile={paths.host}",
+        f"--dhcp-optsfile={paths.opts}",
+        f"--dhcp-leasefile={paths.leases}",
+        *ranges,
+        f"--dhcp-lease-max={lease_max}",
+        "--dhcp-authoritative",
+        "--conf-file=/dev/null",
+        f"--user={user}",
+        f"--group={group}",
         "--keep-in-foreground",
     ]
 
@@ -209,8 +223,12 @@ def start(paths: Paths, namespace: str, argv: list[str]) -> int:
     with paths.log.open("ab") as log:
         proc = subprocess.Popen(
             ["nsenter", f"--net={NETNS_DIR / namespace}", *argv],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
-            start_new_session=True, close_fds=True, env=_ENV,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            start_new_session=True,
+            close_fds=True,
+            env=_ENV,
         )
     with _children_lock:
         _children[proc.pid] = proc
@@ -226,8 +244,9 @@ def start(paths: Paths, namespace: str, argv: list[str]) -> int:
             pass
         time.sleep(0.02)
     stop(proc.pid)
-    raise NetworkingError(f"dnsmasq for {namespace} did not start within {STARTUP_TIMEOUT}s: "
-                          f"{_tail(paths.log)}")
+    raise NetworkingError(
+        f"dnsmasq for {namespace} did not start within {STARTUP_TIMEOUT}s: {_tail(paths.log)}"
+    )
 
 
 def _tail(path: Path, size: int = 400) -> str:

@@ -69,9 +69,18 @@ class Link:
         stp = forward_delay = None
         if kind == "bridge" and data is not None:
             stp, forward_delay = data.get("IFLA_BR_STP_STATE"), data.get("IFLA_BR_FORWARD_DELAY")
-        return cls(index=msg["index"], name=msg.get("IFLA_IFNAME"), kind=kind, alias=msg.get("IFLA_IFALIAS"),
-                   master=msg.get("IFLA_MASTER") or 0, mtu=msg.get("IFLA_MTU"), up=bool(msg["flags"] & 1),
-                   mac=msg.get("IFLA_ADDRESS"), stp=stp, forward_delay=forward_delay)
+        return cls(
+            index=msg["index"],
+            name=msg.get("IFLA_IFNAME"),
+            kind=kind,
+            alias=msg.get("IFLA_IFALIAS"),
+            master=msg.get("IFLA_MASTER") or 0,
+            mtu=msg.get("IFLA_MTU"),
+            up=bool(msg["flags"] & 1),
+            mac=msg.get("IFLA_ADDRESS"),
+            stp=stp,
+            forward_delay=forward_delay,
+        )
 
 
 def iproute() -> IPRoute:
@@ -179,8 +188,9 @@ def ensure_bridge(ipr: IPRoute, name: str, mtu: int, owner: str) -> tuple[Link, 
     return link, "updated" if changed else None
 
 
-def ensure_tap(ipr: IPRoute, name: str, host_mac: str, bridge: Link, mtu: int, up: bool,
-               owner: str) -> str | None:
+def ensure_tap(
+    ipr: IPRoute, name: str, host_mac: str, bridge: Link, mtu: int, up: bool, owner: str
+) -> str | None:
     """A persistent tap (libvirt opens it), on the bridge, with the network's MTU."""
     link = _mine(find(ipr, name), owner)
     if link is not None and link.kind != "tun":
@@ -196,8 +206,15 @@ def ensure_tap(ipr: IPRoute, name: str, host_mac: str, bridge: Link, mtu: int, u
     return "updated" if _set(ipr, link, mac=host_mac, master=bridge.index, mtu=mtu, up=up) else None
 
 
-def _set(ipr: IPRoute, link: Link, *, mac: str | None = None, master: int | None = None,
-         mtu: int | None = None, up: bool | None = None) -> bool:
+def _set(
+    ipr: IPRoute,
+    link: Link,
+    *,
+    mac: str | None = None,
+    master: int | None = None,
+    mtu: int | None = None,
+    up: bool | None = None,
+) -> bool:
     """Bring the link to what is asked; True if anything changed."""
     changes: dict[str, Any] = {}
     if mac is not None and link.mac != mac:
@@ -283,8 +300,9 @@ def ensure_namespace(name: str, marker: Path, owner: str) -> str | None:
     if namespace_inode(name) is not None:
         if not marker.exists():
             if not namespace_has_link_of(name, owner):
-                raise NetworkingError(f"namespace {name} exists and was not created by this cloud; "
-                                      "not touched")
+                raise NetworkingError(
+                    f"namespace {name} exists and was not created by this cloud; not touched"
+                )
             marker.write_text(name + "\n")
         return None
     marker.write_text(name + "\n")
@@ -292,8 +310,17 @@ def ensure_namespace(name: str, marker: Path, owner: str) -> str | None:
     return "created"
 
 
-def ensure_dhcp_veth(ipr: IPRoute, namespace: str, veth: str, interface: str, mac: str, mtu: int,
-                     addresses: Iterable[IPv4Interface], bridge: Link, owner: str) -> str | None:
+def ensure_dhcp_veth(
+    ipr: IPRoute,
+    namespace: str,
+    veth: str,
+    interface: str,
+    mac: str,
+    mtu: int,
+    addresses: Iterable[IPv4Interface],
+    bridge: Link,
+    owner: str,
+) -> str | None:
     """The veth pair of the DHCP port: `veth` on the bridge, `interface` in the namespace with
     the port's MAC and addresses (exactly those), lo up."""
     wanted = frozenset(addresses)
@@ -306,8 +333,13 @@ def ensure_dhcp_veth(ipr: IPRoute, namespace: str, veth: str, interface: str, ma
         if outer is not None:
             delete_owned(ipr, outer, owner)
         run_in_namespace(namespace, _delete_here, interface)
-        ipr.link("add", ifname=veth, kind="veth", mtu=mtu,
-                 peer={"ifname": interface, "net_ns_fd": namespace, "address": mac, "mtu": mtu})
+        ipr.link(
+            "add",
+            ifname=veth,
+            kind="veth",
+            mtu=mtu,
+            peer={"ifname": interface, "net_ns_fd": namespace, "address": mac, "mtu": mtu},
+        )
         outer = _tag(ipr, veth, owner)
         _isolate(veth, bridge=False)
         if run_in_namespace(namespace, _configure_inside, interface, owner, mac, mtu, wanted) is None:
@@ -333,8 +365,9 @@ def _delete_here(name: str) -> None:
             ipr.link("del", index=link.index)
 
 
-def _configure_inside(interface: str, owner: str, mac: str, mtu: int,
-                      addresses: frozenset[IPv4Interface]) -> bool | None:
+def _configure_inside(
+    interface: str, owner: str, mac: str, mtu: int, addresses: frozenset[IPv4Interface]
+) -> bool | None:
     """Runs inside our namespace, where every link is ours. Whether anything changed; None if
     the interface is not there (or is not a veth), and then nothing was touched."""
     changed = False
@@ -353,8 +386,10 @@ def _configure_inside(interface: str, owner: str, mac: str, mtu: int,
             ipr.link("set", index=link.index, state="down")  # a MAC may not change while up
             link = dataclasses.replace(link, up=False)
         changed |= _set(ipr, link, mac=mac, mtu=mtu)
-        have = {IPv4Interface(f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}")
-                for a in ipr.addr("dump", index=link.index, family=socket.AF_INET)}
+        have = {
+            IPv4Interface(f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}")
+            for a in ipr.addr("dump", index=link.index, family=socket.AF_INET)
+        }
         for extra in have - addresses:
             ipr.addr("del", index=link.index, address=str(extra.ip), prefixlen=extra.network.prefixlen)
             changed = True

@@ -132,8 +132,9 @@ class HostNetworking(Networking):
         except BaseException:
             await self.stop()
             raise
-        log.info("host networking started", owner=self.settings.owner, dnsmasq_user=self._dnsmasq_user[0],
-                 **counts)
+        log.info(
+            "host networking started", owner=self.settings.owner, dnsmasq_user=self._dnsmasq_user[0], **counts
+        )
         self._periodic_task = asyncio.create_task(self._periodic(), name="network converge loop")
 
     def _prepare(self) -> tuple[str, str]:
@@ -182,18 +183,32 @@ class HostNetworking(Networking):
         rows = await self.pool.fetch(PORTS_OF_SERVER_SQL, server_id, sorted(self.settings.hosts))
         if not rows:
             return []
-        result = await self._request(Scope(frozenset(row["network_id"] for row in rows),
-                                           frozenset(want.tap_name(row["port_id"]) for row in rows)))
+        result = await self._request(
+            Scope(
+                frozenset(row["network_id"] for row in rows),
+                frozenset(want.tap_name(row["port_id"]) for row in rows),
+            )
+        )
         vifs = []
         for row in rows:
             network_id, tap = row["network_id"], want.tap_name(row["port_id"])
             if network_id in result.errors:
                 raise NetworkingError(f"network {network_id}: {result.errors[network_id]}")
             if tap not in result.taps:
-                raise NetworkingError(f"port {row['port_id']} of server {server_id} is not wanted on this "
-                                      "host (its server is not here, or is being deleted)")
-            vifs.append(Vif(port_id=row["port_id"], network_id=network_id, mac_address=row["mac"], tap=tap,
-                            bridge=want.bridge_name(network_id), mtu=row["mtu"]))
+                raise NetworkingError(
+                    f"port {row['port_id']} of server {server_id} is not wanted on this "
+                    "host (its server is not here, or is being deleted)"
+                )
+            vifs.append(
+                Vif(
+                    port_id=row["port_id"],
+                    network_id=network_id,
+                    mac_address=row["mac"],
+                    tap=tap,
+                    bridge=want.bridge_name(network_id),
+                    mtu=row["mtu"],
+                )
+            )
         return vifs
 
     async def unplug(self, server_id: str) -> None:
@@ -206,13 +221,17 @@ class HostNetworking(Networking):
         await self._request(Scope(frozenset(taps.values()), frozenset(taps)))
         left = await asyncio.to_thread(self._existing, set(taps))
         if left:
-            raise NetworkingError(f"the taps {', '.join(sorted(left))} of server {server_id} "
-                                  "could not be removed")
+            raise NetworkingError(
+                f"the taps {', '.join(sorted(left))} of server {server_id} could not be removed"
+            )
 
     def _existing(self, names: set[str]) -> set[str]:
         with kernel.iproute() as ipr:
-            return {name for name in names
-                    if (link := kernel.find(ipr, name)) is not None and link.alias == self.settings.owner}
+            return {
+                name
+                for name in names
+                if (link := kernel.find(ipr, name)) is not None and link.alias == self.settings.owner
+            }
 
     # --- passes -------------------------------------------------------------------------------
 
@@ -277,16 +296,18 @@ class HostNetworking(Networking):
     def _network_dir(self, network_id: str) -> dnsmasq.Paths:
         return dnsmasq.Paths(self.settings.state_dir / network_id)
 
-    async def _ensure_network(self, net: want.NetworkSpec, taps: tuple[want.TapSpec, ...],
-                              counts: collections.Counter[str]) -> None:
+    async def _ensure_network(
+        self, net: want.NetworkSpec, taps: tuple[want.TapSpec, ...], counts: collections.Counter[str]
+    ) -> None:
         counts.update(await asyncio.to_thread(self._ensure_links, net, taps))
         if net.dhcp is not None:
             await self._ensure_dnsmasq(net.dhcp, counts)
             if await self._metadata.ensure(net.id, net.dhcp.namespace):
                 counts["listeners_started"] += 1
 
-    def _ensure_links(self, net: want.NetworkSpec,
-                      taps: tuple[want.TapSpec, ...]) -> collections.Counter[str]:
+    def _ensure_links(
+        self, net: want.NetworkSpec, taps: tuple[want.TapSpec, ...]
+    ) -> collections.Counter[str]:
         owner = self.settings.owner
         counts: collections.Counter[str] = collections.Counter()
         with kernel.iproute() as ipr:
@@ -302,8 +323,17 @@ class HostNetworking(Networking):
                 paths.directory.chmod(0o755)
                 done = kernel.ensure_namespace(dhcp.namespace, paths.directory / "netns", owner)
                 _count(counts, "namespaces", done)
-                done = kernel.ensure_dhcp_veth(ipr, dhcp.namespace, dhcp.veth, dhcp.interface, dhcp.mac,
-                                               net.mtu, dhcp.addresses, bridge, owner)
+                done = kernel.ensure_dhcp_veth(
+                    ipr,
+                    dhcp.namespace,
+                    dhcp.veth,
+                    dhcp.interface,
+                    dhcp.mac,
+                    net.mtu,
+                    dhcp.addresses,
+                    bridge,
+                    owner,
+                )
                 _count(counts, "dhcp_ports", done)
         return counts
 
@@ -327,7 +357,8 @@ class HostNetworking(Networking):
             await asyncio.to_thread(dnsmasq.stop, proc.pid)
             counts["dnsmasq_stopped"] += 1
         self._dnsmasq_pids[spec.network_id] = await asyncio.to_thread(
-            dnsmasq.start, paths, spec.namespace, list(argv))
+            dnsmasq.start, paths, spec.namespace, list(argv)
+        )
         counts["dnsmasq_started"] += 1
 
     # --- removal ------------------------------------------------------------------------------

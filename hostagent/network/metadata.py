@@ -51,10 +51,28 @@ from hostagent.network.desired import METADATA_IP, tap_name
 log = structlog.get_logger("hostagent.network.metadata")
 
 DHCP_DOMAIN = "novalocal"
-EC2_VERSIONS = ("1.0", "2007-01-19", "2007-03-01", "2007-08-29", "2007-10-10", "2007-12-15",
-                "2008-02-01", "2008-09-01", "2009-04-04")
-OPENSTACK_VERSIONS = ("2012-08-10", "2013-04-04", "2013-10-17", "2015-10-15", "2016-06-30",
-                      "2016-10-06", "2017-02-22", "2018-08-27", "2020-10-14")
+EC2_VERSIONS = (
+    "1.0",
+    "2007-01-19",
+    "2007-03-01",
+    "2007-08-29",
+    "2007-10-10",
+    "2007-12-15",
+    "2008-02-01",
+    "2008-09-01",
+    "2009-04-04",
+)
+OPENSTACK_VERSIONS = (
+    "2012-08-10",
+    "2013-04-04",
+    "2013-10-17",
+    "2015-10-15",
+    "2016-06-30",
+    "2016-10-06",
+    "2017-02-22",
+    "2018-08-27",
+    "2020-10-14",
+)
 TEXT = "text/plain"
 JSON = "application/json"
 
@@ -120,14 +138,24 @@ class Instance:
             except (binascii.Error, ValueError):
                 log.warning("user data is not base64; not served", server_id=row["id"])
         flavor = _json(row["flavor"]) or {}
-        return cls(uuid=row["id"], name=row["display_name"],
-                   hostname=row["hostname"] or "host-" + ip.replace(".", "-"),
-                   project_id=row["project_id"], availability_zone=row["availability_zone"] or "",
-                   launch_index=row["launch_index"], key_name=row["key_name"], key_data=row["key_data"],
-                   user_data=user_data, meta=_json(row["metadata"]) or {},
-                   reservation_id=row["reservation_id"],
-                   flavor_name=str(flavor.get("name", "")), image_id=row["image_id"], port_id=row["port_id"],
-                   mac=row["mac"], ip=ip)
+        return cls(
+            uuid=row["id"],
+            name=row["display_name"],
+            hostname=row["hostname"] or "host-" + ip.replace(".", "-"),
+            project_id=row["project_id"],
+            availability_zone=row["availability_zone"] or "",
+            launch_index=row["launch_index"],
+            key_name=row["key_name"],
+            key_data=row["key_data"],
+            user_data=user_data,
+            meta=_json(row["metadata"]) or {},
+            reservation_id=row["reservation_id"],
+            flavor_name=str(flavor.get("name", "")),
+            image_id=row["image_id"],
+            port_id=row["port_id"],
+            mac=row["mac"],
+            ip=ip,
+        )
 
 
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
@@ -210,12 +238,23 @@ def network_data(rows: list[Mapping[str, Any]]) -> dict[str, Any]:
     services: list[dict[str, Any]] = []
     for row in rows:
         link_id = tap_name(row["port_id"])
-        links.setdefault(link_id, {"id": link_id, "vif_id": row["port_id"], "type": "bridge",
-                                   "mtu": row["mtu"], "ethernet_mac_address": row["mac"]})
+        links.setdefault(
+            link_id,
+            {
+                "id": link_id,
+                "vif_id": row["port_id"],
+                "type": "bridge",
+                "mtu": row["mtu"],
+                "ethernet_mac_address": row["mac"],
+            },
+        )
         if row["ip"] is None or row["ip_version"] is None:
             continue
-        net: dict[str, Any] = {"id": f"network{len(networks)}", "link": link_id,
-                               "network_id": row["network_id"]}
+        net: dict[str, Any] = {
+            "id": f"network{len(networks)}",
+            "link": link_id,
+            "network_id": row["network_id"],
+        }
         if row["ip_version"] == 4 and row["enable_dhcp"]:
             net["type"] = "ipv4_dhcp"
         else:
@@ -225,14 +264,23 @@ def network_data(rows: list[Mapping[str, Any]]) -> dict[str, Any]:
             net["netmask"] = _netmask(version, row["prefixlen"])
             routes = []
             if row["gateway"]:
-                routes.append({"network": "0.0.0.0" if version == 4 else "::",
-                               "netmask": _netmask(version, 0),
-                               "gateway": row["gateway"]})
+                routes.append(
+                    {
+                        "network": "0.0.0.0" if version == 4 else "::",
+                        "netmask": _netmask(version, 0),
+                        "gateway": row["gateway"],
+                    }
+                )
             for route in _json(row["host_routes"]) or ():
                 dest, _, length = str(route.get("destination", "")).partition("/")
                 if dest and length.isdigit():
-                    routes.append({"network": dest, "netmask": _netmask(version, int(length)),
-                                   "gateway": route.get("nexthop")})
+                    routes.append(
+                        {
+                            "network": dest,
+                            "netmask": _netmask(version, int(length)),
+                            "gateway": route.get("nexthop"),
+                        }
+                    )
             net["routes"] = routes
             dns = [{"type": "dns", "address": a} for a in row["dns_nameservers"] or ()]
             if dns:
@@ -325,8 +373,13 @@ class MetadataService:
             return None
         mac = await asyncio.to_thread(kernel.neighbour_mac, namespace, ip)
         if mac != row["mac"]:
-            log.warning("metadata request from a MAC that does not own the address; refused",
-                        network_id=network_id, ip=ip, mac=mac, port_id=row["port_id"])
+            log.warning(
+                "metadata request from a MAC that does not own the address; refused",
+                network_id=network_id,
+                ip=ip,
+                mac=mac,
+                port_id=row["port_id"],
+            )
             return None
         return Instance.from_row(row, ip)
 

@@ -10,8 +10,9 @@ from hostagent.virt.libvirt import LibvirtDriver
 VIRT_TYPES = ("test", "qemu")
 
 
-def make_driver(virt: str, *, state_dir: Path, hostname: str, domain_type: str = "auto",
-                shutdown_timeout: float = 60.0) -> VirtDriver:
+def make_driver(
+    virt: str, *, state_dir: Path, hostname: str, domain_type: str = "auto", shutdown_timeout: float = 60.0
+) -> VirtDriver:
     """The driver for `--virt`: `test` (libvirt's test driver, a hypervisor of its own per
     agent, described by a node file in `state_dir`) or `qemu` (qemu:///system)."""
     if virt == "test":

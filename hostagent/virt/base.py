@@ -159,8 +159,10 @@ class DetachTimeout(VirtError):
     """The guest did not release the device in time: it is still attached."""
 
     def __init__(self, uuid: str, device: str, timeout: float) -> None:
-        super().__init__(f"The guest of instance {uuid} did not release device {device} within {timeout:g} "
-                         "seconds; it is still attached.")
+        super().__init__(
+            f"The guest of instance {uuid} did not release device {device} within {timeout:g} "
+            "seconds; it is still attached."
+        )
         self.uuid, self.device, self.timeout = uuid, device, timeout
 
 
@@ -248,8 +250,9 @@ class VirtDriver(abc.ABC):
         InstanceNotFound, DeviceInUse, or VirtError."""
 
     @abc.abstractmethod
-    async def detach_volume(self, uuid: str, device: str, *, serial: str | None = None,
-                            timeout: float = 20.0) -> bool:
+    async def detach_volume(
+        self, uuid: str, device: str, *, serial: str | None = None, timeout: float = 20.0
+    ) -> bool:
         """Take the volume away: the disk whose serial is `serial` (when given; else the disk
         at `device`). Returns once the hypervisor confirmed the device is gone from the running
         guest (who must release it: DetachTimeout after `timeout` seconds) and from the

@@ -41,7 +41,7 @@ def uuid_of(name: str) -> str | None:
     """The server id in a domain name of ours, or None for anybody else's domain."""
     if not name.startswith(NAME_PREFIX):
         return None
-    rest = name[len(NAME_PREFIX):]
+    rest = name[len(NAME_PREFIX) :]
     return rest if _UUID.fullmatch(rest) else None
 
 
@@ -175,9 +175,14 @@ def disks_of(definition: str) -> list[FoundDisk]:
         if target is None or target.get("dev") is None:
             continue
         source = element.find("source")
-        found.append(FoundDisk(
-            device=str(target.get("dev")), source=None if source is None else source.get("file"),
-            serial=element.findtext("serial"), xml=ET.tostring(element, encoding="unicode")))
+        found.append(
+            FoundDisk(
+                device=str(target.get("dev")),
+                source=None if source is None else source.get("file"),
+                serial=element.findtext("serial"),
+                xml=ET.tostring(element, encoding="unicode"),
+            )
+        )
     return found
 
 

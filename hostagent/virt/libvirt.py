@@ -25,8 +25,9 @@ back to destroy after `shutdown_timeout` seconds; reboot asks the guest (ACPI); 
 destroys and starts the domain; pause and unpause are libvirt's suspend and resume; suspend is
 a managed save (libvirt writes the guest's memory to its own directory,
 /var/lib/libvirt/qemu/save, the one file of an instance outside the agent's state directory,
-and the domain stops), and resume restores it. A shut-off domain with a managed save image is reported SUSPENDED: Nova
-would say SHUTDOWN, but our server actor would then take a suspended server for stopped.
+and the domain stops), and resume restores it. A shut-off domain with a managed save image is
+reported SUSPENDED: Nova would say SHUTDOWN, but our server actor would then take a suspended
+server for stopped.
 
 Volumes on qemu:///system are hot-plugged: `attachDeviceFlags` with AFFECT_LIVE|AFFECT_CONFIG
 into a running (or paused) guest, AFFECT_CONFIG alone into a stopped one. A detach asks the
@@ -131,15 +132,23 @@ def node_xml(*, vcpus: int, memory_mb: int) -> str:
     RAM, and no domains."""
     node = ET.Element("node")
     cpu = ET.SubElement(node, "cpu")
-    for tag, value in (("nodes", 1), ("sockets", 1), ("cores", vcpus), ("threads", 1), ("active", vcpus),
-                       ("mhz", 2000), ("model", "x86_64")):
+    for tag, value in (
+        ("nodes", 1),
+        ("sockets", 1),
+        ("cores", vcpus),
+        ("threads", 1),
+        ("active", vcpus),
+        ("mhz", 2000),
+        ("model", "x86_64"),
+    ):
         ET.SubElement(cpu, tag).text = str(value)
     ET.SubElement(node, "memory").text = str(memory_mb * 1024)  # KiB
     return ET.tostring(node, encoding="unicode")
 
 
-def choose_domain_type(requested: str, cpu_flags: set[str], kvm_usable: bool,
-                       kvm_offered: Callable[[], bool]) -> str:
+def choose_domain_type(
+    requested: str, cpu_flags: set[str], kvm_usable: bool, kvm_offered: Callable[[], bool]
+) -> str:
     """kvm or qemu (TCG), from the request (auto, kvm, qemu) and what the host offers.
     `kvm_offered` asks libvirt (slow: it may probe QEMU), so only when the answer matters."""
     if requested not in ("auto", "kvm", "qemu"):
@@ -193,8 +202,9 @@ class LibvirtDriver(VirtDriver):
         self._device_removed: dict[str, list[asyncio.Event]] = {}  # domain uuid -> detaches waiting
 
     @classmethod
-    def for_test(cls, state_dir: Path, hostname: str, *, vcpus: int = 64, memory_mb: int = 262144,
-                 **kwargs: Any) -> LibvirtDriver:
+    def for_test(
+        cls, state_dir: Path, hostname: str, *, vcpus: int = 64, memory_mb: int = 262144, **kwargs: Any
+    ) -> LibvirtDriver:
         """A test-driver hypervisor of its own, described by a node file in `state_dir`. The
         default size is roomy (64 vCPUs, 256 GiB) so that a simulated cloud is limited by the
         control plane under test, not by made-up capacity."""
@@ -227,14 +237,16 @@ class LibvirtDriver(VirtDriver):
     async def open(self) -> None:
         events.register()
         self._executor = concurrent.futures.ThreadPoolExecutor(
-            self._workers, thread_name_prefix=f"libvirt {self.uri}"[:60])
+            self._workers, thread_name_prefix=f"libvirt {self.uri}"[:60]
+        )
         try:
             await self._connect()
             if not self.volatile:
                 flags = await asyncio.to_thread(_cpu_flags)
                 usable = await asyncio.to_thread(os.access, "/dev/kvm", os.R_OK | os.W_OK)
                 self.domain_type = await self._call(
-                    choose_domain_type, self._requested_type, flags, usable, self._kvm_offered)
+                    choose_domain_type, self._requested_type, flags, usable, self._kvm_offered
+                )
         except BaseException:
             await self.close()
             raise
@@ -246,12 +258,25 @@ class LibvirtDriver(VirtDriver):
         except libvirt.libvirtError as exc:
             raise VirtError(f"cannot connect to libvirt at {self.uri}: {_reason(exc)}") from None
         self._conn, self._broken = conn, False
-        self._callback_ids = [await self._call(
-            conn.domainEventRegisterAny, None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_lifecycle, None)]
+        self._callback_ids = [
+            await self._call(
+                conn.domainEventRegisterAny,
+                None,
+                libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE,
+                self._on_lifecycle,
+                None,
+            )
+        ]
         if not self.volatile:
-            self._callback_ids.append(await self._call(
-                conn.domainEventRegisterAny, None, libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED,
-                self._on_device_removed, None))
+            self._callback_ids.append(
+                await self._call(
+                    conn.domainEventRegisterAny,
+                    None,
+                    libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED,
+                    self._on_device_removed,
+                    None,
+                )
+            )
             await self._call(conn.registerCloseCallback, self._on_close, None)
 
     def _kvm_offered(self) -> bool:
@@ -305,8 +330,9 @@ class LibvirtDriver(VirtDriver):
             log.warning("could not deregister libvirt callbacks", error=_reason(exc))
         self._discard(conn)
 
-    def _on_lifecycle(self, conn: libvirt.virConnect, dom: libvirt.virDomain, event: int, detail: int,
-                      opaque: object) -> None:
+    def _on_lifecycle(
+        self, conn: libvirt.virConnect, dom: libvirt.virDomain, event: int, detail: int, opaque: object
+    ) -> None:
         uuid = domain.uuid_of(dom.name())
         state = _EVENT_STATE.get(event)
         if uuid is None or state is None:
@@ -315,8 +341,9 @@ class LibvirtDriver(VirtDriver):
             state = PowerState.SUSPENDED
         self._emit(LifecycleEvent(uuid, state))
 
-    def _on_device_removed(self, conn: libvirt.virConnect, dom: libvirt.virDomain, alias: str,
-                           opaque: object) -> None:
+    def _on_device_removed(
+        self, conn: libvirt.virConnect, dom: libvirt.virDomain, alias: str, opaque: object
+    ) -> None:
         """A guest released a device: wake the detaches waiting on that domain (they look)."""
         uuid = domain.uuid_of(dom.name())
         for waiter in self._device_removed.get(uuid or "", ()):
@@ -462,8 +489,11 @@ class LibvirtDriver(VirtDriver):
                 if not await self._call(dom.isActive):
                     return
                 await asyncio.sleep(0.25)
-            log.info("guest did not shut down in time; destroying", domain=dom.name(),
-                     timeout=self.shutdown_timeout)
+            log.info(
+                "guest did not shut down in time; destroying",
+                domain=dom.name(),
+                timeout=self.shutdown_timeout,
+            )
         if await self._call(dom.isActive):
             await self._call(dom.destroy)
 
@@ -516,11 +546,15 @@ class LibvirtDriver(VirtDriver):
         definition = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
         if not _has_disk(definition, uuid, disk):
             self.connection.defineXML(domain.with_disk(definition, disk))
-            log.info("volume recorded in the definition (the test driver cannot hot-plug)", domain=dom.name(),
-                     device=disk.device)
+            log.info(
+                "volume recorded in the definition (the test driver cannot hot-plug)",
+                domain=dom.name(),
+                device=disk.device,
+            )
 
-    async def detach_volume(self, uuid: str, device: str, *, serial: str | None = None,
-                            timeout: float = 20.0) -> bool:
+    async def detach_volume(
+        self, uuid: str, device: str, *, serial: str | None = None, timeout: float = 20.0
+    ) -> bool:
         dom = await self._lookup(uuid)
         if dom is None:
             raise InstanceNotFound(uuid)
@@ -538,8 +572,15 @@ class LibvirtDriver(VirtDriver):
             log.info("volume detached", domain=dom.name(), device=device, live=was_live)
         return was_live or was_defined
 
-    async def _detach_live(self, dom: libvirt.virDomain, uuid: str, device: str, serial: str | None,
-                           timeout: float, removed: asyncio.Event) -> bool:
+    async def _detach_live(
+        self,
+        dom: libvirt.virDomain,
+        uuid: str,
+        device: str,
+        serial: str | None,
+        timeout: float,
+        removed: asyncio.Event,
+    ) -> bool:
         """Ask the running guest to release the disk; wait until libvirt says it is gone."""
         deadline = time.monotonic() + timeout
 
@@ -578,8 +619,11 @@ class LibvirtDriver(VirtDriver):
         if found is None:
             return False
         self.connection.defineXML(domain.without_disk(definition, found.device))
-        log.info("volume removed from the definition (the test driver cannot hot-unplug)", domain=dom.name(),
-                 device=found.device)
+        log.info(
+            "volume removed from the definition (the test driver cannot hot-unplug)",
+            domain=dom.name(),
+            device=found.device,
+        )
         return True
 
     async def destroy(self, uuid: str) -> bool:

@@ -60,11 +60,18 @@ class StorageAgent(RequestAgent):
     role = "backend"
     reply_kinds = ("volume",)
 
-    def __init__(self, settings: StorageAgentSettings, pool: asyncpg.Pool, connection: AbstractRobustConnection,
-                 backend: VolumeBackend) -> None:
+    def __init__(
+        self,
+        settings: StorageAgentSettings,
+        pool: asyncpg.Pool,
+        connection: AbstractRobustConnection,
+        backend: VolumeBackend,
+    ) -> None:
         """The pool and the connection are the caller's; the backend is opened by start() and
         closed by stop()."""
-        super().__init__(settings.name, pool, connection, prefetch=settings.prefetch, heartbeat=settings.heartbeat)
+        super().__init__(
+            settings.name, pool, connection, prefetch=settings.prefetch, heartbeat=settings.heartbeat
+        )
         self.settings = settings
         self.backend = backend
         self.total_gb: int | None = None
@@ -73,7 +80,9 @@ class StorageAgent(RequestAgent):
 
     async def start(self) -> None:
         await super().start()
-        log.info("storage agent started", backend=self.name, driver=self.backend.driver, queue=self.queue_name)
+        log.info(
+            "storage agent started", backend=self.name, driver=self.backend.driver, queue=self.queue_name
+        )
 
     async def stop(self) -> None:
         await super().stop()
@@ -90,14 +99,21 @@ class StorageAgent(RequestAgent):
 
     async def _register(self) -> None:
         self.total_gb = await self.backend.capacity()
-        await self.pool.execute(_UPSERT, self.name, self.backend.driver, self.settings.availability_zone,
-                                self.total_gb)
-        log.info("volume backend registered", backend=self.name, driver=self.backend.driver,
-                 total_gb=self.total_gb, availability_zone=self.settings.availability_zone)
+        await self.pool.execute(
+            _UPSERT, self.name, self.backend.driver, self.settings.availability_zone, self.total_gb
+        )
+        log.info(
+            "volume backend registered",
+            backend=self.name,
+            driver=self.backend.driver,
+            total_gb=self.total_gb,
+            availability_zone=self.settings.availability_zone,
+        )
 
     async def _beat(self) -> bool:
         status = await self.pool.execute(
-            "UPDATE volume_backends SET heartbeat_at = now() WHERE name = $1", self.name)
+            "UPDATE volume_backends SET heartbeat_at = now() WHERE name = $1", self.name
+        )
         return status != "UPDATE 0"
 
     # --- requests -------------------------------------------------------------------------
@@ -123,7 +139,9 @@ class StorageAgent(RequestAgent):
             log.warning("volume create failed", reason=reason)
             return v.VolumeCreateFailed(reason=reason)
         log.info("volume created", size_gb=msg.size, image=msg.image_id, provider_location=location)
-        return v.VolumeCreated(backend=self.name, provider_location=location, bootable=msg.image_id is not None)
+        return v.VolumeCreated(
+            backend=self.name, provider_location=location, bootable=msg.image_id is not None
+        )
 
     async def _source_image(self, image_id: str) -> SourceImage:
         """The image to copy: its bytes' path and the disk format the Image API recorded.

@@ -43,14 +43,18 @@ class VolumeBackendError(Exception):
 
 class ImageTooLarge(VolumeBackendError):
     def __init__(self, image_id: str, image_bytes: int, size_gb: int) -> None:
-        super().__init__(f"Image {image_id} has a virtual size of {image_bytes} bytes, larger than the "
-                         f"volume's {size_gb} GiB.")
+        super().__init__(
+            f"Image {image_id} has a virtual size of {image_bytes} bytes, larger than the "
+            f"volume's {size_gb} GiB."
+        )
         self.image_id, self.image_bytes, self.size_gb = image_id, image_bytes, size_gb
 
 
 class CannotShrink(VolumeBackendError):
     def __init__(self, volume_id: str, current_bytes: int, new_size_gb: int) -> None:
-        super().__init__(f"Volume {volume_id} is {current_bytes} bytes; it cannot shrink to {new_size_gb} GiB.")
+        super().__init__(
+            f"Volume {volume_id} is {current_bytes} bytes; it cannot shrink to {new_size_gb} GiB."
+        )
         self.volume_id, self.current_bytes, self.new_size_gb = volume_id, current_bytes, new_size_gb
 
 
@@ -69,15 +73,16 @@ class VolumeBackend(abc.ABC):
     ) -> None:
         await self.close()
 
-    async def open(self) -> None:
+    async def open(self) -> None:  # noqa: B027 - an optional hook
         """Prepare the backend (make its directory, connect to its cluster). Default: nothing."""
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - an optional hook
         """Release what open() took. Idempotent. Default: nothing."""
 
     @abc.abstractmethod
-    async def create(self, volume_id: str, size_gb: int, image: SourceImage | None = None,
-                     format: str = "qcow2") -> str:
+    async def create(
+        self, volume_id: str, size_gb: int, image: SourceImage | None = None, format: str = "qcow2"
+    ) -> str:
         """Make the volume, empty or holding the image's bytes (grown to `size_gb`); its
         provider_location. Complete or not at all: a failure leaves nothing behind. Raises
         VolumeBackendError (ImageTooLarge), or QemuImgError for a backend that uses qemu-img."""

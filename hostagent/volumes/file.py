@@ -68,13 +68,16 @@ class FileBackend(VolumeBackend):
         path = self.path(volume_id)
         if provider_location is not None and provider_location != str(path):
             raise VolumeBackendError(
-                f"Volume {volume_id} is at {provider_location!r}, not in this backend's directory {self.directory}.")
+                f"Volume {volume_id} is at {provider_location!r}, "
+                f"not in this backend's directory {self.directory}."
+            )
         return path
 
     # --- the operations ---------------------------------------------------------------------
 
-    async def create(self, volume_id: str, size_gb: int, image: SourceImage | None = None,
-                     format: str = FORMAT) -> str:
+    async def create(
+        self, volume_id: str, size_gb: int, image: SourceImage | None = None, format: str = FORMAT
+    ) -> str:
         path = self.path(volume_id)
         if format != FORMAT:
             raise VolumeBackendError(f"The file backend stores volumes as {FORMAT}, not {format!r}.")
@@ -99,12 +102,15 @@ class FileBackend(VolumeBackend):
     async def _copy_image(self, image: SourceImage, dest: Path, size: int, size_gb: int) -> None:
         if image.disk_format not in ACCEPTED_FORMATS:
             raise VolumeBackendError(
-                f"Image {image.image_id} is in format {image.disk_format!r}; only raw and qcow2 are accepted.")
+                f"Image {image.image_id} is in format {image.disk_format!r}; only raw and qcow2 are accepted."
+            )
         if not await asyncio.to_thread(image.path.is_file):
             raise VolumeBackendError(f"Image {image.image_id} has no data on this host.")
         found = await qemu_img.info(image.path, image.disk_format)
         if found.backing_file or found.data_file:
-            raise VolumeBackendError(f"Image {image.image_id} refers to another file; such images are refused.")
+            raise VolumeBackendError(
+                f"Image {image.image_id} refers to another file; such images are refused."
+            )
         if found.virtual_size > size:
             raise ImageTooLarge(image.image_id, found.virtual_size, size_gb)
         await qemu_img.convert(image.path, image.disk_format, dest, FORMAT)

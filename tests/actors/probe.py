@@ -112,7 +112,9 @@ def forward(record: ProbeRecord, msg: Forward, ctx: Context) -> Outcome[ProbeRec
 
 @table.on(Arm, source="idle", to="armed")
 def arm(record: ProbeRecord, msg: Arm, ctx: Context) -> Outcome[ProbeRecord]:
-    return Outcome(msgspec.structs.replace(record, state="armed"), effects=(SetTimer("alarm", msg.after, Alarm()),))
+    return Outcome(
+        msgspec.structs.replace(record, state="armed"), effects=(SetTimer("alarm", msg.after, Alarm()),)
+    )
 
 
 @table.on(Alarm, source="armed", to="rung")
@@ -147,7 +149,10 @@ class Deposit(Message, frozen=True):
 
 async def deposit(conn: Any, msg: Deposit, ctx: Context) -> list[Any]:
     await conn.execute(
-        "INSERT INTO ledger (message_id, account, amount) VALUES ($1, $2, $3)", ctx.envelope.id, msg.account, msg.amount
+        "INSERT INTO ledger (message_id, account, amount) VALUES ($1, $2, $3)",
+        ctx.envelope.id,
+        msg.account,
+        msg.amount,
     )
     balance = await conn.fetchval("SELECT sum(amount) FROM ledger WHERE account = $1", msg.account)
     if balance < 0:

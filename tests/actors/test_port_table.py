@@ -15,20 +15,45 @@ from protocol import network as n
 SID = "11111111-2222-3333-4444-555555555555"
 PORTS = ["aaaaaaaa-0000-0000-0000-000000000001", "aaaaaaaa-0000-0000-0000-000000000002"]
 FLAVOR = {"id": "1", "name": "m1.tiny", "ram": 512, "vcpus": 1, "disk": 1}
-NICS = [{"port_id": PORTS[0], "network_id": "net", "mac_address": "fa:16:3e:00:00:01", "delete_on_termination": True},
-        {"port_id": PORTS[1], "network_id": "net", "mac_address": "fa:16:3e:00:00:02",
-         "delete_on_termination": False}]
+NICS = [
+    {
+        "port_id": PORTS[0],
+        "network_id": "net",
+        "mac_address": "fa:16:3e:00:00:01",
+        "delete_on_termination": True,
+    },
+    {
+        "port_id": PORTS[1],
+        "network_id": "net",
+        "mac_address": "fa:16:3e:00:00:02",
+        "delete_on_termination": False,
+    },
+]
 
 
 def port(**changes: object) -> p.PortRecord:
-    record = p.PortRecord(id=PORTS[0], version=1, project_id="proj", network_id="net", device_id=SID,
-                          device_owner="compute:nova")
+    record = p.PortRecord(
+        id=PORTS[0],
+        version=1,
+        project_id="proj",
+        network_id="net",
+        device_id=SID,
+        device_owner="compute:nova",
+    )
     return msgspec.structs.replace(record, **changes)
 
 
 def server(**changes: object) -> s.ServerRecord:
-    record = s.ServerRecord(id=SID, version=1, project_id="p", user_id="u", display_name="vm", flavor=FLAVOR,
-                            image_id="img", nics=NICS)
+    record = s.ServerRecord(
+        id=SID,
+        version=1,
+        project_id="p",
+        user_id="u",
+        display_name="vm",
+        flavor=FLAVOR,
+        image_id="img",
+        nics=NICS,
+    )
     return msgspec.structs.replace(record, **changes)
 
 
@@ -82,7 +107,10 @@ def test_a_network_follows_its_admin_state() -> None:
     record = net_actor.NetworkRecord(id="net", version=1, project_id="proj")
     down = apply(net_actor.table, record, "network", n.SetNetworkAdminState(admin_state_up=False)).record
     assert (down.status, down.admin_state_up) == ("DOWN", False)
-    assert apply(net_actor.table, down, "network", n.SetNetworkAdminState(admin_state_up=True)).record.status == "ACTIVE"
+    assert (
+        apply(net_actor.table, down, "network", n.SetNetworkAdminState(admin_state_up=True)).record.status
+        == "ACTIVE"
+    )
 
 
 def test_a_server_binds_every_port_before_it_spawns() -> None:

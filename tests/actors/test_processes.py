@@ -37,9 +37,7 @@ async def members(pool: asyncpg.Pool) -> dict[int, str]:
 
 
 async def handlers_of(pool: asyncpg.Pool, message_ids: list[str]) -> list[str]:
-    rows = await pool.fetch(
-        "SELECT member_id FROM inbox WHERE message_id = ANY($1::uuid[])", message_ids
-    )
+    rows = await pool.fetch("SELECT member_id FROM inbox WHERE message_id = ANY($1::uuid[])", message_ids)
     return [r["member_id"] for r in rows]
 
 
@@ -56,9 +54,12 @@ async def test_crash_between_commit_and_ack_causes_no_duplicate_effect(
 
     second = spawn_runtime()
     # The add is redelivered to the second process, recognised as handled, and acked.
-    await wait_until(lambda: _async(f'"message_id": "{add.id}"' in second.log
-                                    and "duplicate message skipped" in second.log),
-                     what="the redelivered add to be skipped")
+    await wait_until(
+        lambda: _async(
+            f'"message_id": "{add.id}"' in second.log and "duplicate message skipped" in second.log
+        ),
+        what="the redelivered add to be skipped",
+    )
     await client.send(target, Add(amount=10))
     await wait_until(lambda: _eq(count_of(pool, target), 11), what="the next add")
     assert await pool.fetchval("SELECT version FROM probes WHERE id = $1", target.id) == 3
@@ -83,7 +84,9 @@ async def test_crash_between_commit_and_publish_loses_no_message(
     assert await count_of(pool, dest) == 7  # exactly once, not twice
 
 
-async def test_timers_fire_after_a_restart(spawn_runtime: Any, client: ActorClient, pool: asyncpg.Pool) -> None:
+async def test_timers_fire_after_a_restart(
+    spawn_runtime: Any, client: ActorClient, pool: asyncpg.Pool
+) -> None:
     (target,) = probes(1)
     first = spawn_runtime()
     await client.send(target, Create())
@@ -142,11 +145,15 @@ async def test_per_actor_order_holds_under_concurrent_senders(
     await asyncio.gather(*(sender(f"s{i}") for i in range(4)))
 
     async def done() -> bool:
-        rows = await pool.fetch("SELECT count FROM probes WHERE id = ANY($1::text[])", [t.id for t in targets])
+        rows = await pool.fetch(
+            "SELECT count FROM probes WHERE id = ANY($1::text[])", [t.id for t in targets]
+        )
         return len(rows) == 3 and all(r["count"] == 4 * per_sender for r in rows)
 
     await wait_until(done, timeout=60, what="every add handled")
-    rows = await pool.fetch("SELECT out_of_order, last_seq FROM probes WHERE id = ANY($1::text[])", [t.id for t in targets])
+    rows = await pool.fetch(
+        "SELECT out_of_order, last_seq FROM probes WHERE id = ANY($1::text[])", [t.id for t in targets]
+    )
     for row in rows:
         assert row["out_of_order"] == 0
         assert row["last_seq"] == {f"s{i}": per_sender for i in range(4)}
@@ -194,5 +201,3 @@ async def _at_least(value: Any, expected: int) -> bool:
 
 async def _async(value: Any) -> Any:
     return value
-
-

@@ -28,7 +28,9 @@ async def created(client: ActorClient, pool: asyncpg.Pool, target: Target) -> No
     assert reply.ok and reply.state == "idle"
 
 
-async def test_ask_gets_the_reply_of_the_turn(start_runtime: Any, client: ActorClient, pool: asyncpg.Pool) -> None:
+async def test_ask_gets_the_reply_of_the_turn(
+    start_runtime: Any, client: ActorClient, pool: asyncpg.Pool
+) -> None:
     await start_runtime()
     target = new_probe()
     await created(client, pool, target)
@@ -37,7 +39,9 @@ async def test_ask_gets_the_reply_of_the_turn(start_runtime: Any, client: ActorC
     assert (await probe_row(pool, target))["count"] == 5
 
 
-async def test_redelivered_message_has_one_effect(start_runtime: Any, client: ActorClient, pool: asyncpg.Pool) -> None:
+async def test_redelivered_message_has_one_effect(
+    start_runtime: Any, client: ActorClient, pool: asyncpg.Pool
+) -> None:
     runtime = await start_runtime()
     target = new_probe()
     await created(client, pool, target)
@@ -80,7 +84,10 @@ async def test_poison_message_is_dead_lettered_and_the_actor_faulted(
 
     fault = await pool.fetchrow("SELECT * FROM actor_faults WHERE actor_id = $1", target.id)
     assert fault["message_id"] == poison.id and fault["message_type"] == "probe.explode"
-    assert "probe exploded as asked" in fault["reason"] and f"failed {FAST.handler_attempts} times" in fault["reason"]
+    assert (
+        "probe exploded as asked" in fault["reason"]
+        and f"failed {FAST.handler_attempts} times" in fault["reason"]
+    )
     event = await pool.fetchrow("SELECT * FROM events WHERE actor_id = $1 AND type = 'fault'", target.id)
     assert event["prev_state"] == "idle" and event["new_state"] == "error"
     assert await pool.fetchval("SELECT count(*) FROM dead_letters WHERE message_id = $1", poison.id) == 1
@@ -106,7 +113,9 @@ async def test_undecodable_messages_are_dead_lettered_and_the_consumer_goes_on(
     bad = [
         f"garbage {marker}".encode(),
         wire.replace(b'"probe.add"', b'"probe.nonesuch"').replace(b'"amount":1', f'"m":"{marker}"'.encode()),
-        wire.replace(b'"version":1', b'"version":99').replace(b'"amount":1', f'"amount":1,"m":"{marker}"'.encode()),
+        wire.replace(b'"version":1', b'"version":99').replace(
+            b'"amount":1', f'"amount":1,"m":"{marker}"'.encode()
+        ),
         wire.replace(b'"amount":1', f'"amount":"{marker}"'.encode()),
     ]
     for body in bad:
@@ -118,7 +127,12 @@ async def test_undecodable_messages_are_dead_lettered_and_the_consumer_goes_on(
     )
     text = " | ".join(r["reason"] for r in reasons)
     assert len(reasons) == 4, text
-    for expected in ("malformed envelope", "unknown message type", "unsupported version 99", "malformed body"):
+    for expected in (
+        "malformed envelope",
+        "unknown message type",
+        "unsupported version 99",
+        "malformed body",
+    ):
         assert expected in text
 
 
@@ -198,8 +212,6 @@ async def _find_in_dead_letter_queue(broker: Any, message_id: str) -> dict[str, 
         await channel.close()  # returns every message we looked at
 
 
-
-
 async def test_a_runtime_bug_on_one_delivery_does_not_stop_the_shard(
     start_runtime: Any, client: ActorClient, pool: asyncpg.Pool, monkeypatch: Any
 ) -> None:
@@ -254,7 +266,9 @@ async def test_a_service_kind_runs_its_sql_in_the_turn_with_the_same_guarantees(
     rows = await pool.fetch("SELECT amount FROM ledger WHERE account = $1 ORDER BY amount", account)
     assert [r["amount"] for r in rows] == [1, 5]  # the refused deposit's insert was rolled back
     await wait_until(lambda: _async_count(pool, target, 5), what="the notification")
-    events = await pool.fetch("SELECT payload FROM events WHERE kind = 'ledger' AND actor_id = $1 ORDER BY id", account)
+    events = await pool.fetch(
+        "SELECT payload FROM events WHERE kind = 'ledger' AND actor_id = $1 ORDER BY id", account
+    )
     assert [e["payload"]["balance"] for e in events] == [5, 6]
 
 

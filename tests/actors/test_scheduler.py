@@ -23,24 +23,43 @@ async def zone(pool: asyncpg.Pool) -> AsyncIterator[str]:
     name = f"az-{uuid.uuid4().hex[:8]}"
     yield name
     await pool.execute(
-        "DELETE FROM allocations WHERE host IN (SELECT name FROM compute_hosts WHERE availability_zone = $1)", name)
+        "DELETE FROM allocations WHERE host IN (SELECT name FROM compute_hosts WHERE availability_zone = $1)",
+        name,
+    )
     await pool.execute("DELETE FROM compute_hosts WHERE availability_zone = $1", name)
 
 
-async def add_host(pool: asyncpg.Pool, zone: str, name: str, *, vcpus: int = 2, memory_mb: int = 1024,
-                   local_gb: int = 10, enabled: bool = True, heartbeat_age: float = 0.0) -> str:
+async def add_host(
+    pool: asyncpg.Pool,
+    zone: str,
+    name: str,
+    *,
+    vcpus: int = 2,
+    memory_mb: int = 1024,
+    local_gb: int = 10,
+    enabled: bool = True,
+    heartbeat_age: float = 0.0,
+) -> str:
     host = f"{zone}-{name}"
     await pool.execute(
         "INSERT INTO compute_hosts (name, availability_zone, enabled, virt_type, hypervisor_hostname, vcpus, "
         "memory_mb, local_gb, cpu_allocation_ratio, heartbeat_at) "
         "VALUES ($1, $2, $3, 'test', $1, $4, $5, $6, 1.0, now() - make_interval(secs => $7))",
-        host, zone, enabled, vcpus, memory_mb, local_gb, heartbeat_age,
+        host,
+        zone,
+        enabled,
+        vcpus,
+        memory_mb,
+        local_gb,
+        heartbeat_age,
     )
     return host
 
 
 def request(zone: str, **kw: object) -> m.SelectHost:
-    return m.SelectHost(server_id=str(uuid.uuid4()), project_id="p", flavor=TINY, availability_zone=zone, **kw)
+    return m.SelectHost(
+        server_id=str(uuid.uuid4()), project_id="p", flavor=TINY, availability_zone=zone, **kw
+    )
 
 
 async def claim(pool: asyncpg.Pool, msg: m.SelectHost) -> m.Scheduled | m.NoValidHost:
@@ -57,13 +76,16 @@ async def test_concurrent_claims_never_over_commit_a_host(pool: asyncpg.Pool, zo
     assert refused[0].reason == "There are not enough hosts available."
     rows = await pool.fetch(
         "SELECT name, used_vcpus, used_memory_mb, (SELECT count(*) FROM allocations a WHERE a.host = h.name) AS n "
-        "FROM compute_hosts h WHERE name = ANY($1::text[])", hosts)
+        "FROM compute_hosts h WHERE name = ANY($1::text[])",
+        hosts,
+    )
     for row in rows:
         assert (row["used_vcpus"], row["used_memory_mb"], row["n"]) == (2, 1024, 2)
 
 
 async def test_a_claim_that_loses_every_candidate_asks_again_while_room_is_left(
-        pool: asyncpg.Pool, zone: str) -> None:
+    pool: asyncpg.Pool, zone: str
+) -> None:
     """20 hosts with room for one server each and 20 claims at once: every claim ranks the same
     top hosts, so most lose all of their first candidates; each must still find a free host."""
     count = 20
@@ -87,7 +109,9 @@ async def test_claims_spread_by_free_ram_and_skip_excluded_down_and_disabled_hos
     assert isinstance(third, m.NoValidHost)
 
 
-async def test_a_repeated_request_gets_the_same_claim_and_release_frees_it_once(pool: asyncpg.Pool, zone: str) -> None:
+async def test_a_repeated_request_gets_the_same_claim_and_release_frees_it_once(
+    pool: asyncpg.Pool, zone: str
+) -> None:
     host = await add_host(pool, zone, "h", vcpus=1)
     msg = request(zone)
     first = await claim(pool, msg)
@@ -101,12 +125,15 @@ async def test_a_repeated_request_gets_the_same_claim_and_release_frees_it_once(
 
 
 @pytest.mark.parametrize("policy", ["anti-affinity", "affinity"])
-async def test_server_group_policies_hold_under_concurrent_claims(pool: asyncpg.Pool, zone: str, policy: str) -> None:
+async def test_server_group_policies_hold_under_concurrent_claims(
+    pool: asyncpg.Pool, zone: str, policy: str
+) -> None:
     hosts = [await add_host(pool, zone, f"h{i}", vcpus=8, memory_mb=8192) for i in range(3)]
     group = str(uuid.uuid4())
     await pool.execute(
         "INSERT INTO server_groups (id, name, project_id, user_id, policy) VALUES ($1, 'g', 'p', 'u', $2)",
-        group, policy,
+        group,
+        policy,
     )
     results = await asyncio.gather(*(claim(pool, request(zone, group_id=group)) for _ in range(4)))
     chosen = [r.host for r in results if isinstance(r, m.Scheduled)]

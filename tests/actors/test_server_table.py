@@ -16,8 +16,9 @@ FLAVOR = {"id": "1", "name": "m1.tiny", "ram": 512, "vcpus": 1, "disk": 1}
 
 
 def fresh(**changes: object) -> s.ServerRecord:
-    record = s.ServerRecord(id=SID, version=1, project_id="p", user_id="u", display_name="vm", flavor=FLAVOR,
-                            image_id="img")
+    record = s.ServerRecord(
+        id=SID, version=1, project_id="p", user_id="u", display_name="vm", flavor=FLAVOR, image_id="img"
+    )
     return s._with(record, **changes) if changes else record
 
 
@@ -29,13 +30,24 @@ def sends(outcome, kind: type) -> list:
     return [e.body for e in outcome.effects if isinstance(e, Send) and isinstance(e.body, kind)]
 
 
-@pytest.mark.parametrize(("vm", "task", "status"), [
-    ("building", "scheduling", "BUILD"), ("active", None, "ACTIVE"), ("active", "rebooting", "REBOOT"),
-    ("active", "rebooting_hard", "HARD_REBOOT"), ("active", "powering-off", "ACTIVE"), ("stopped", None, "SHUTOFF"),
-    ("paused", None, "PAUSED"), ("suspended", None, "SUSPENDED"), ("error", None, "ERROR"),
-    ("deleted", None, "DELETED"), ("active", "deleting", "ACTIVE"), ("resized", None, "VERIFY_RESIZE"),
-    ("nonsense", None, "UNKNOWN"),
-])
+@pytest.mark.parametrize(
+    ("vm", "task", "status"),
+    [
+        ("building", "scheduling", "BUILD"),
+        ("active", None, "ACTIVE"),
+        ("active", "rebooting", "REBOOT"),
+        ("active", "rebooting_hard", "HARD_REBOOT"),
+        ("active", "powering-off", "ACTIVE"),
+        ("stopped", None, "SHUTOFF"),
+        ("paused", None, "PAUSED"),
+        ("suspended", None, "SUSPENDED"),
+        ("error", None, "ERROR"),
+        ("deleted", None, "DELETED"),
+        ("active", "deleting", "ACTIVE"),
+        ("resized", None, "VERIFY_RESIZE"),
+        ("nonsense", None, "UNKNOWN"),
+    ],
+)
 def test_status_is_derived_as_nova_derives_it(vm: str, task: str | None, status: str) -> None:
     assert s.status_of(vm, task) == status
 
@@ -60,7 +72,9 @@ def test_a_failed_spawn_retries_elsewhere_then_gives_up_with_nova_fault() -> Non
     assert sends(out, m.ReleaseClaim)[0].host == "h1"
     record = apply(out.record, m.Scheduled(host="h2", node="h2", availability_zone="nova")).record
     out = apply(record, m.SpawnFailed(host="h2", reason="again"))
-    assert out.record.vm_state == "error" and out.record.fault["message"].startswith("No valid host was found.")
+    assert out.record.vm_state == "error" and out.record.fault["message"].startswith(
+        "No valid host was found."
+    )
     assert sends(out, m.ReleaseClaim)[0].host == "h2"
 
 
@@ -78,21 +92,26 @@ def test_an_action_illegal_in_the_state_is_a_conflict() -> None:
         apply(fresh(vm_state="stopped", task_state=None, host="h1"), m.Pause())
 
 
-@pytest.mark.parametrize(("start", "request_", "action", "power", "end"), [
-    ("active", m.Stop(), "stop", s.SHUTDOWN, "stopped"),
-    ("stopped", m.Start(), "start", s.RUNNING, "active"),
-    ("active", m.Reboot(), "reboot", s.RUNNING, "active"),
-    ("stopped", m.RebootHard(), "reboot_hard", s.RUNNING, "active"),
-    ("active", m.Pause(), "pause", s.PAUSED, "paused"),
-    ("paused", m.Unpause(), "unpause", s.RUNNING, "active"),
-    ("active", m.Suspend(), "suspend", s.SUSPENDED, "suspended"),
-    ("suspended", m.Resume(), "resume", s.RUNNING, "active"),
-])
+@pytest.mark.parametrize(
+    ("start", "request_", "action", "power", "end"),
+    [
+        ("active", m.Stop(), "stop", s.SHUTDOWN, "stopped"),
+        ("stopped", m.Start(), "start", s.RUNNING, "active"),
+        ("active", m.Reboot(), "reboot", s.RUNNING, "active"),
+        ("stopped", m.RebootHard(), "reboot_hard", s.RUNNING, "active"),
+        ("active", m.Pause(), "pause", s.PAUSED, "paused"),
+        ("paused", m.Unpause(), "unpause", s.RUNNING, "active"),
+        ("active", m.Suspend(), "suspend", s.SUSPENDED, "suspended"),
+        ("suspended", m.Resume(), "resume", s.RUNNING, "active"),
+    ],
+)
 def test_power_actions_go_through_their_task(start, request_, action, power, end) -> None:
     out = apply(fresh(vm_state=start, task_state=None, host="h1"), request_)
     assert out.record.task_state is not None
     assert sends(out, m.PowerAction)[0].action == action
-    stale = apply(out.record, m.ActionDone(action="suspend" if action != "suspend" else "stop", power_state=0))
+    stale = apply(
+        out.record, m.ActionDone(action="suspend" if action != "suspend" else "stop", power_state=0)
+    )
     assert stale.record == out.record  # a report of another action changes nothing
     done = apply(out.record, m.ActionDone(action=action, power_state=power))
     assert (done.record.vm_state, done.record.task_state, done.record.power_state) == (end, None, power)
@@ -135,14 +154,30 @@ def test_legal_actions_tell_the_api_what_is_allowed() -> None:
     assert {m.Stop, m.Reboot, m.Pause, m.Suspend, m.DeleteServer} <= allowed and m.Start not in allowed
 
 
-bodies = st.sampled_from([
-    m.BuildServer(), m.Scheduled(host="h1", node="h1", availability_zone="nova"), m.NoValidHost(reason=""),
-    m.Spawned(host="h1", power_state=1), m.SpawnFailed(host="h1", reason="x"), m.Stop(), m.Start(), m.Reboot(),
-    m.RebootHard(), m.Pause(), m.Unpause(), m.Suspend(), m.Resume(), m.DeleteServer(), m.Destroyed(host="h1"),
-    m.ActionDone(action="stop", power_state=4), m.ActionDone(action="start", power_state=1),
-    m.ActionFailed(action="stop", reason="x"), m.TaskTimeout(vm_state="building", task_state="spawning"),
-    m.PowerStateReport(host="h1", power_state=4),
-])
+bodies = st.sampled_from(
+    [
+        m.BuildServer(),
+        m.Scheduled(host="h1", node="h1", availability_zone="nova"),
+        m.NoValidHost(reason=""),
+        m.Spawned(host="h1", power_state=1),
+        m.SpawnFailed(host="h1", reason="x"),
+        m.Stop(),
+        m.Start(),
+        m.Reboot(),
+        m.RebootHard(),
+        m.Pause(),
+        m.Unpause(),
+        m.Suspend(),
+        m.Resume(),
+        m.DeleteServer(),
+        m.Destroyed(host="h1"),
+        m.ActionDone(action="stop", power_state=4),
+        m.ActionDone(action="start", power_state=1),
+        m.ActionFailed(action="stop", reason="x"),
+        m.TaskTimeout(vm_state="building", task_state="spawning"),
+        m.PowerStateReport(host="h1", power_state=4),
+    ]
+)
 
 
 @settings(max_examples=400, deadline=None)

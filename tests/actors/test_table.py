@@ -97,8 +97,16 @@ def test_fault_puts_the_record_in_the_error_state() -> None:
 
 
 messages = st.sampled_from(
-    [probe.Create(), probe.Add(), probe.Forward(to="p2"), probe.Arm(after=1), probe.Alarm(),
-     probe.Freeze(), probe.Explode(), probe.Remove()]
+    [
+        probe.Create(),
+        probe.Add(),
+        probe.Forward(to="p2"),
+        probe.Arm(after=1),
+        probe.Alarm(),
+        probe.Freeze(),
+        probe.Explode(),
+        probe.Remove(),
+    ]
 )
 
 

@@ -42,14 +42,25 @@ RUNS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCh
 
 # The values a field of that name takes in the sequences (anything else: a few plain strings).
 POOLS: dict[str, list[Any]] = {
-    "host": ["h1", "h2"], "node": ["h1"], "availability_zone": ["nova"], "backend": ["node@file"],
-    "server_id": [SID, SID2], "attachment_id": [AID, AID2], "volume_id": [VID, "other-volume"],
-    "port_id": [PID, PID2, "other-port"], "device": ["/dev/vdb", "/dev/vdc"],
+    "host": ["h1", "h2"],
+    "node": ["h1"],
+    "availability_zone": ["nova"],
+    "backend": ["node@file"],
+    "server_id": [SID, SID2],
+    "attachment_id": [AID, AID2],
+    "volume_id": [VID, "other-volume"],
+    "port_id": [PID, PID2, "other-port"],
+    "device": ["/dev/vdb", "/dev/vdc"],
     "action": ["stop", "start", "reboot", "reboot_hard", "pause", "unpause", "suspend", "resume", "bogus"],
-    "power_state": [0, 1, 3, 4, 6, 7], "vm_state": ["building", "active", "stopped", "paused", "error"],
-    "task_state": [*srv.TASK_TIMEOUTS, "bogus"], "status": [*sorted(vol.STATES), "bogus"],
-    "attach_status": [None, "attached", "detached"], "size": [1, 2, 5], "new_size": [0, 1, 2, 5],
-    "reason": ["", "it failed <&>\n"], "provider_location": [f"/v/volume-{VID}"],
+    "power_state": [0, 1, 3, 4, 6, 7],
+    "vm_state": ["building", "active", "stopped", "paused", "error"],
+    "task_state": [*srv.TASK_TIMEOUTS, "bogus"],
+    "status": [*sorted(vol.STATES), "bogus"],
+    "attach_status": [None, "attached", "detached"],
+    "size": [1, 2, 5],
+    "new_size": [0, 1, 2, 5],
+    "reason": ["", "it failed <&>\n"],
+    "provider_location": [f"/v/volume-{VID}"],
     "connection": [msgspec.convert(CONN, v.VolumeConnection)],
 }
 
@@ -143,19 +154,43 @@ def run(actor: Actor, sequence: list[Message | str], check: Any) -> None:
 
 def _server(**changes: Any) -> srv.ServerRecord:
     fields: dict[str, Any] = {"image_id": "img", **changes}
-    return srv.ServerRecord(id=SID, version=1, project_id="p", user_id="u", display_name="vm", flavor=FLAVOR,
-                            **fields)
+    return srv.ServerRecord(
+        id=SID, version=1, project_id="p", user_id="u", display_name="vm", flavor=FLAVOR, **fields
+    )
 
 
 SERVERS = [
     _server(),
-    _server(nics=[{"port_id": PID, "network_id": NID, "mac_address": "fa:16:3e:00:00:01",
-                   "delete_on_termination": True},
-                  {"port_id": PID2, "network_id": NID, "mac_address": "fa:16:3e:00:00:02",
-                   "delete_on_termination": False}]),
-    _server(image_id=None, block_devices=[{"attachment_id": AID, "volume_id": VID, "device": "/dev/vda",
-                                           "boot_index": 0, "delete_on_termination": True, "connection": None,
-                                           "status": "waiting"}]),
+    _server(
+        nics=[
+            {
+                "port_id": PID,
+                "network_id": NID,
+                "mac_address": "fa:16:3e:00:00:01",
+                "delete_on_termination": True,
+            },
+            {
+                "port_id": PID2,
+                "network_id": NID,
+                "mac_address": "fa:16:3e:00:00:02",
+                "delete_on_termination": False,
+            },
+        ]
+    ),
+    _server(
+        image_id=None,
+        block_devices=[
+            {
+                "attachment_id": AID,
+                "volume_id": VID,
+                "device": "/dev/vda",
+                "boot_index": 0,
+                "delete_on_termination": True,
+                "connection": None,
+                "status": "waiting",
+            }
+        ],
+    ),
     _server(max_attempts=1),
 ]
 
@@ -167,9 +202,14 @@ def _server_invariants(actor: Actor) -> None:
     if record.vm_state == "error":
         assert record.fault is not None, "ERROR without a fault"
     if record.task_state is not None:  # nothing stays transitional forever: its timer is pending
-        assert actor.timers.get("task") == m.TaskTimeout(vm_state=record.vm_state, task_state=record.task_state), \
-            f"{srv.state_name(record)} without its timer ({actor.timers.get('task')})"
-    if record.task_state in ("networking", "spawning") or record.vm_state in ("active", "paused", "suspended"):
+        assert actor.timers.get("task") == m.TaskTimeout(
+            vm_state=record.vm_state, task_state=record.task_state
+        ), f"{srv.state_name(record)} without its timer ({actor.timers.get('task')})"
+    if record.task_state in ("networking", "spawning") or record.vm_state in (
+        "active",
+        "paused",
+        "suspended",
+    ):
         assert record.host is not None, f"{srv.state_name(record)} without a host"
     assert len(record.attempted_hosts) <= record.max_attempts
 
@@ -177,7 +217,8 @@ def _server_invariants(actor: Actor) -> None:
 @RUNS
 @given(st.sampled_from(SERVERS), steps(srv.table))
 def test_server_sequences_stay_in_declared_states_and_keep_invariants(
-        initial: srv.ServerRecord, sequence: list[Message | str]) -> None:
+    initial: srv.ServerRecord, sequence: list[Message | str]
+) -> None:
     actor = Actor(srv.table, "server", initial)
     assert actor.deliver(m.BuildServer())  # what the API sends with the row
     deleted = False
@@ -195,7 +236,8 @@ def test_server_sequences_stay_in_declared_states_and_keep_invariants(
 @RUNS
 @given(st.sampled_from(SERVERS), steps(srv.table))
 def test_a_server_always_reaches_deleted_after_a_delete_and_the_hosts_answer(
-        initial: srv.ServerRecord, sequence: list[Message | str]) -> None:
+    initial: srv.ServerRecord, sequence: list[Message | str]
+) -> None:
     """Whatever happened before, delete then the host's (or the timer's) answer ends it."""
     actor = Actor(srv.table, "server", initial)
     actor.deliver(m.BuildServer())
@@ -218,8 +260,10 @@ def _volume(**changes: Any) -> vol.VolumeRecord:
 VOLUMES = [
     _volume(),
     _volume(backend=None),
-    _volume(status="creating", attachment={"id": AID, "server_id": SID, "mode": "rw",
-                                           "delete_on_termination": True}),
+    _volume(
+        status="creating",
+        attachment={"id": AID, "server_id": SID, "mode": "rw", "delete_on_termination": True},
+    ),
 ]
 
 
@@ -242,7 +286,8 @@ def _volume_invariants(actor: Actor, reset: bool) -> None:
 @RUNS
 @given(st.sampled_from(VOLUMES), steps(vol.table))
 def test_volume_sequences_stay_in_declared_states_and_keep_invariants(
-        initial: vol.VolumeRecord, sequence: list[Message | str]) -> None:
+    initial: vol.VolumeRecord, sequence: list[Message | str]
+) -> None:
     actor = Actor(vol.table, "volume", initial)
     actor.deliver(v.CreateVolume())
     reset = gone = False
@@ -272,8 +317,11 @@ def _port(**changes: Any) -> prt.PortRecord:
     return prt.PortRecord(id=PID, version=1, project_id="p", network_id=NID, **changes)
 
 
-PORTS = [_port(device_id=SID, device_owner="compute:nova"), _port(),
-         _port(device_id="dhcp-" + NID, device_owner=prt.DHCP_OWNER, status=prt.ACTIVE)]
+PORTS = [
+    _port(device_id=SID, device_owner="compute:nova"),
+    _port(),
+    _port(device_id="dhcp-" + NID, device_owner=prt.DHCP_OWNER, status=prt.ACTIVE),
+]
 
 
 def _port_invariants(actor: Actor) -> None:
@@ -287,14 +335,16 @@ def _port_invariants(actor: Actor) -> None:
     if record.status == prt.ERROR:
         assert record.binding_vif_type == "binding_failed"
     if record.status == prt.ACTIVE and record.device_owner != prt.DHCP_OWNER:
-        assert record.binding_host_id and record.binding_vif_type != "binding_failed", \
+        assert record.binding_host_id and record.binding_vif_type != "binding_failed", (
             "ACTIVE while its binding failed"
+        )
 
 
 @settings(RUNS, max_examples=400)
 @given(st.sampled_from(PORTS), steps(prt.table))
 def test_port_sequences_stay_in_declared_states_and_keep_invariants(
-        initial: prt.PortRecord, sequence: list[Message | str]) -> None:
+    initial: prt.PortRecord, sequence: list[Message | str]
+) -> None:
     actor = Actor(prt.table, "port", initial)
     gone = False
 
@@ -346,9 +396,16 @@ def test_extending_a_volume_that_was_never_created_is_refused() -> None:
 
 @RUNS
 @given(st.booleans(), steps(net.table))
-def test_a_network_shows_its_admin_state_after_any_sequence(admin_up: bool, sequence: list[Message | str]) -> None:
-    initial = net.NetworkRecord(id=NID, version=1, project_id="p", admin_state_up=admin_up,
-                                status=net.ACTIVE if admin_up else net.DOWN)
+def test_a_network_shows_its_admin_state_after_any_sequence(
+    admin_up: bool, sequence: list[Message | str]
+) -> None:
+    initial = net.NetworkRecord(
+        id=NID,
+        version=1,
+        project_id="p",
+        admin_state_up=admin_up,
+        status=net.ACTIVE if admin_up else net.DOWN,
+    )
 
     def check(actor: Actor) -> None:
         assert actor.record.status == (net.ACTIVE if actor.record.admin_state_up else net.DOWN)

@@ -24,8 +24,9 @@ def volume(**changes: object) -> vol.VolumeRecord:
 
 
 def server(**changes: object) -> s.ServerRecord:
-    record = s.ServerRecord(id=SID, version=1, project_id="p", user_id="u", display_name="vm", flavor=FLAVOR,
-                            image_id="img")
+    record = s.ServerRecord(
+        id=SID, version=1, project_id="p", user_id="u", display_name="vm", flavor=FLAVOR, image_id="img"
+    )
     return msgspec.structs.replace(record, **changes)
 
 
@@ -42,7 +43,9 @@ def test_create_extend_delete() -> None:
     [req] = sent(out, v.CreateVolumeOnBackend)
     assert req.target == Target("agent", "node@file") and req.body.size == 1
     assert any(isinstance(e, SetTimer) for e in out.effects)
-    out = apply(vol.table, out.record, "volume", v.VolumeCreated(backend="node@file", provider_location="/v/x"))
+    out = apply(
+        vol.table, out.record, "volume", v.VolumeCreated(backend="node@file", provider_location="/v/x")
+    )
     assert out.record.status == "available"
     out = apply(vol.table, out.record, "volume", v.ExtendVolume(new_size=2))
     assert out.record.status == "extending" and sent(out, v.ExtendVolumeOnBackend)[0].body.new_size == 2
@@ -60,20 +63,34 @@ def test_no_backend_and_failures_end_in_error_states() -> None:
     assert (failed.status, failed.fault) == ("error", "disk full")
     timed_out = apply(vol.table, creating, "volume", v.VolumeTimeout(status="creating")).record
     assert timed_out.status == "error" and "Timed out" in (timed_out.fault or "")
-    deleting = apply(vol.table, volume(status="available", provider_location="/v/x"), "volume", v.DeleteVolume())
-    assert apply(vol.table, deleting.record, "volume", v.VolumeDeleteFailed(reason="x")).record.status == \
-        "error_deleting"
+    deleting = apply(
+        vol.table, volume(status="available", provider_location="/v/x"), "volume", v.DeleteVolume()
+    )
+    assert (
+        apply(vol.table, deleting.record, "volume", v.VolumeDeleteFailed(reason="x")).record.status
+        == "error_deleting"
+    )
     reset = apply(vol.table, failed, "volume", v.ResetVolumeState(status="available")).record
     assert reset.status == "available"
 
 
 def test_an_attached_volume_cannot_be_deleted_and_detach_frees_it() -> None:
-    attachment = {"id": AID, "server_id": SID, "device": "/dev/vdb", "mode": "rw", "delete_on_termination": False}
+    attachment = {
+        "id": AID,
+        "server_id": SID,
+        "device": "/dev/vdb",
+        "mode": "rw",
+        "delete_on_termination": False,
+    }
     reserved = volume(status="reserved", provider_location="/v/x", attachment=attachment)
     out = apply(vol.table, reserved, "volume", v.VolumeReserved(attachment_id=AID, server_id=SID))
     assert any(isinstance(e, SetTimer) for e in out.effects)
-    in_use = apply(vol.table, out.record, "volume",
-                   v.VolumeAttached(attachment_id=AID, server_id=SID, host="h1", device="/dev/vdb")).record
+    in_use = apply(
+        vol.table,
+        out.record,
+        "volume",
+        v.VolumeAttached(attachment_id=AID, server_id=SID, host="h1", device="/dev/vdb"),
+    ).record
     assert (in_use.status, in_use.attach_status, in_use.attachment["host"]) == ("in-use", "attached", "h1")
     try:
         apply(vol.table, in_use, "volume", v.DeleteVolume())
@@ -81,7 +98,9 @@ def test_an_attached_volume_cannot_be_deleted_and_detach_frees_it() -> None:
     except Exception as exc:  # IllegalTransition
         assert "cannot accept" in str(exc) or "attached" in str(exc)
     # a detach for another attachment changes nothing; the right one frees it
-    assert apply(vol.table, in_use, "volume", v.VolumeDetached(attachment_id="other")).record.status == "in-use"
+    assert (
+        apply(vol.table, in_use, "volume", v.VolumeDetached(attachment_id="other")).record.status == "in-use"
+    )
     free = apply(vol.table, in_use, "volume", v.VolumeDetached(attachment_id=AID)).record
     assert (free.status, free.attachment) == ("available", None)
     gone = apply(vol.table, in_use, "volume", v.VolumeDetached(attachment_id=AID, delete=True))
@@ -90,7 +109,9 @@ def test_an_attached_volume_cannot_be_deleted_and_detach_frees_it() -> None:
 
 def test_a_server_hot_plugs_and_unplugs_through_its_host() -> None:
     record = server(vm_state="active", task_state=None, host="h1")
-    out = apply(s.table, record, "server", v.AttachVolume(attachment_id=AID, device="/dev/vdb", connection=CONN))
+    out = apply(
+        s.table, record, "server", v.AttachVolume(attachment_id=AID, device="/dev/vdb", connection=CONN)
+    )
     [req] = sent(out, v.AttachVolumeOnHost)
     assert req.target == Target("agent", "h1") and req.body.device == "/dev/vdb"
     out = apply(s.table, out.record, "server", v.VolumeAttachedToServer(attachment_id=AID, volume_id=VID))
@@ -103,13 +124,22 @@ def test_a_server_hot_plugs_and_unplugs_through_its_host() -> None:
 
 
 def test_a_server_that_cannot_attach_gives_the_reservation_back() -> None:
-    out = apply(s.table, server(), "server", v.AttachVolume(attachment_id=AID, device="/dev/vdb", connection=CONN))
+    out = apply(
+        s.table, server(), "server", v.AttachVolume(attachment_id=AID, device="/dev/vdb", connection=CONN)
+    )
     assert sent(out, v.VolumeAttachFailed) and out.record.block_devices == []
 
 
 def test_boot_from_volume_waits_for_the_volume_then_spawns_with_it_as_root() -> None:
-    bdm = {"attachment_id": AID, "volume_id": VID, "device": "/dev/vda", "boot_index": 0,
-           "delete_on_termination": True, "connection": None, "status": "waiting"}
+    bdm = {
+        "attachment_id": AID,
+        "volume_id": VID,
+        "device": "/dev/vda",
+        "boot_index": 0,
+        "delete_on_termination": True,
+        "connection": None,
+        "status": "waiting",
+    }
     record = server(image_id=None, block_devices=[bdm])
     out = apply(s.table, record, "server", m.Scheduled(host="h1", node="h1", availability_zone="nova"))
     assert s.state_name(out.record) == "building:block_device_mapping" and not sent(out, m.Spawn)
@@ -125,8 +155,19 @@ def test_boot_from_volume_waits_for_the_volume_then_spawns_with_it_as_root() -> 
 
 
 def test_a_boot_volume_that_fails_fails_the_build() -> None:
-    bdm = {"attachment_id": AID, "volume_id": VID, "device": "/dev/vda", "boot_index": 0,
-           "delete_on_termination": False, "connection": None, "status": "waiting"}
-    out = apply(s.table, server(image_id=None, block_devices=[bdm]), "server",
-                v.VolumeFailed(attachment_id=AID, volume_id=VID, reason="no space"))
+    bdm = {
+        "attachment_id": AID,
+        "volume_id": VID,
+        "device": "/dev/vda",
+        "boot_index": 0,
+        "delete_on_termination": False,
+        "connection": None,
+        "status": "waiting",
+    }
+    out = apply(
+        s.table,
+        server(image_id=None, block_devices=[bdm]),
+        "server",
+        v.VolumeFailed(attachment_id=AID, volume_id=VID, reason="no space"),
+    )
     assert s.state_name(out.record) == "error" and "no space" in out.record.fault["message"]

@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from tests.api.conftest import OPENSTACK, Cloud, CliError, Credentials
+from tests.api.conftest import OPENSTACK, CliError, Cloud, Credentials
 from tests.conftest import PG_SERVER, RUN_PREFIX
 
 AUTH = "/identity/v3/auth/tokens"
@@ -40,8 +40,9 @@ async def owner(cloud: Cloud) -> AsyncIterator[Credentials]:
         await _delete_owner(cloud, who)
 
 
-async def _create(cloud: Cloud, who: Credentials, *, token: str | None = None,
-                  **fields: Any) -> tuple[int, Any]:
+async def _create(
+    cloud: Cloud, who: Credentials, *, token: str | None = None, **fields: Any
+) -> tuple[int, Any]:
     body = {"application_credential": {"name": f"ac-{uuid.uuid4().hex[:8]}", **fields}}
     status, data, _ = await cloud.request("POST", _creds_path(who.user_id), who=who, token=token, json=body)
     return status, data
@@ -53,8 +54,9 @@ async def _created(cloud: Cloud, who: Credentials, **fields: Any) -> dict[str, A
     return data["application_credential"]
 
 
-async def _auth(cloud: Cloud, app_cred: dict[str, Any], *,
-                scope: Any = None) -> tuple[int, Any, dict[str, str]]:
+async def _auth(
+    cloud: Cloud, app_cred: dict[str, Any], *, scope: Any = None
+) -> tuple[int, Any, dict[str, str]]:
     identity = {"methods": ["application_credential"], "application_credential": app_cred}
     auth: dict[str, Any] = {"identity": identity}
     if scope is not None:
@@ -114,7 +116,8 @@ async def test_the_secret_is_kept_only_as_a_hash(cloud: Cloud, owner: Credential
     conn = await asyncpg.connect(f"{PG_SERVER}/{RUN_PREFIX}")
     try:
         stored = await conn.fetchval(
-            "SELECT secret_hash FROM application_credentials WHERE id = $1", created["id"])
+            "SELECT secret_hash FROM application_credentials WHERE id = $1", created["id"]
+        )
     finally:
         await conn.close()
     assert stored.startswith("scrypt$") and "my-own-secret-1" not in stored
@@ -132,13 +135,17 @@ async def test_a_credential_token_has_the_credentials_project_and_roles_only(
     assert body["project"]["id"] == owner.project_id and body["user"]["id"] == owner.user_id
     assert [r["name"] for r in body["roles"]] == ["reader"]
     assert body["application_credential"] == {
-        "id": created["id"], "name": created["name"], "restricted": True}
+        "id": created["id"],
+        "name": created["name"],
+        "restricted": True,
+    }
     assert any(s["type"] == "compute" for s in body["catalog"])
 
     status, servers, _ = await cloud.request("GET", "/compute/v2.1/servers", token=token)
     assert status == 200 and servers == {"servers": []}
     status, _, _ = await cloud.request(
-        "POST", "/compute/v2.1/os-keypairs", token=token, json={"keypair": {"name": "not-for-readers"}})
+        "POST", "/compute/v2.1/os-keypairs", token=token, json={"keypair": {"name": "not-for-readers"}}
+    )
     assert status == 403  # the user is a member, the credential only a reader
     status, validated, _ = await cloud.request("GET", AUTH, token=token, headers={"X-Subject-Token": token})
     assert status == 200 and validated["token"]["application_credential"]["id"] == created["id"]
@@ -148,14 +155,18 @@ async def test_authenticating_by_name_with_the_user_by_id_or_by_name(
     cloud: Cloud, owner: Credentials
 ) -> None:
     created = await _created(cloud, owner)
-    for user in ({"id": owner.user_id}, {"name": owner.user, "domain": {"id": "default"}},
-                 {"name": owner.user, "domain": {"name": "Default"}}):
+    for user in (
+        {"id": owner.user_id},
+        {"name": owner.user, "domain": {"id": "default"}},
+        {"name": owner.user, "domain": {"name": "Default"}},
+    ):
         ref = {"name": created["name"], "user": user, "secret": created["secret"]}
         status, data, _ = await _auth(cloud, ref)
         assert status == 201, (user, data)
         assert data["token"]["application_credential"]["id"] == created["id"]
-    status, data, _ = await _auth(cloud, {"name": created["name"], "user": {"id": uuid.uuid4().hex},
-                                          "secret": created["secret"]})
+    status, data, _ = await _auth(
+        cloud, {"name": created["name"], "user": {"id": uuid.uuid4().hex}, "secret": created["secret"]}
+    )
     assert status == 401, data
 
 
@@ -163,18 +174,25 @@ async def test_wrong_secret_unknown_credential_and_a_scope_are_refused(
     cloud: Cloud, owner: Credentials
 ) -> None:
     created = await _created(cloud, owner)
-    for ref in ({"id": created["id"], "secret": created["secret"] + "x"},
-                {"id": uuid.uuid4().hex, "secret": created["secret"]},
-                {"name": "no-such-credential", "user": {"id": owner.user_id}, "secret": created["secret"]}):
+    for ref in (
+        {"id": created["id"], "secret": created["secret"] + "x"},
+        {"id": uuid.uuid4().hex, "secret": created["secret"]},
+        {"name": "no-such-credential", "user": {"id": owner.user_id}, "secret": created["secret"]},
+    ):
         status, data, _ = await _auth(cloud, ref)
         assert status == 401, (ref, data)
-        assert data["error"] == {"code": 401, "title": "Unauthorized",
-                                 "message": "The request you have made requires authentication."}
-    status, data, _ = await _auth(cloud, {"id": created["id"], "secret": created["secret"]},
-                                  scope={"project": {"id": owner.project_id}})
+        assert data["error"] == {
+            "code": 401,
+            "title": "Unauthorized",
+            "message": "The request you have made requires authentication.",
+        }
+    status, data, _ = await _auth(
+        cloud, {"id": created["id"], "secret": created["secret"]}, scope={"project": {"id": owner.project_id}}
+    )
     assert status == 401
-    assert data["error"]["message"] == ("Error authenticating with application credential: "
-                                        "Application credentials cannot request a scope.")
+    assert data["error"]["message"] == (
+        "Error authenticating with application credential: Application credentials cannot request a scope."
+    )
     status, data, _ = await _auth(cloud, {"id": created["id"]})
     assert status == 400, data
 
@@ -188,8 +206,10 @@ async def test_an_expired_credential_is_refused_and_caps_its_tokens(cloud: Cloud
 
     conn = await asyncpg.connect(f"{PG_SERVER}/{RUN_PREFIX}")
     try:
-        await conn.execute("UPDATE application_credentials SET expires_at = now() - interval '1 second' "
-                           "WHERE id = $1", created["id"])
+        await conn.execute(
+            "UPDATE application_credentials SET expires_at = now() - interval '1 second' WHERE id = $1",
+            created["id"],
+        )
     finally:
         await conn.close()
     status, data, _ = await _auth(cloud, {"id": created["id"], "secret": created["secret"]})
@@ -203,7 +223,8 @@ async def test_deleting_a_credential_ends_the_tokens_made_from_it(cloud: Cloud, 
     status, _, _ = await cloud.request("GET", "/compute/v2.1/servers", token=token)
     assert status == 200
     status, _, _ = await cloud.request(
-        "DELETE", _creds_path(owner.user_id, created["id"]), token=password_token)
+        "DELETE", _creds_path(owner.user_id, created["id"]), token=password_token
+    )
     assert status == 204
     status, data, _ = await cloud.request("GET", "/compute/v2.1/servers", token=token)
     assert status == 401, data
@@ -218,7 +239,8 @@ async def test_losing_the_delegated_roles_ends_authentication(cloud: Cloud, owne
     await _token_from(cloud, created)
     member = await _role_id(cloud, "member")
     status, _, _ = await cloud.request(
-        "DELETE", f"/identity/v3/projects/{owner.project_id}/users/{owner.user_id}/roles/{member}")
+        "DELETE", f"/identity/v3/projects/{owner.project_id}/users/{owner.user_id}/roles/{member}"
+    )
     assert status == 204
     status, data, _ = await _auth(cloud, {"id": created["id"], "secret": created["secret"]})
     assert status == 401 and "has no access" in data["error"]["message"]
@@ -253,7 +275,8 @@ async def test_a_credential_token_stays_bound_to_it_when_rescoped(cloud: Cloud, 
     assert data["token"]["application_credential"]["id"] == created["id"]
     admin_project = {"project": {"name": "admin", "domain": {"id": "default"}}}
     status, data, _ = await cloud.request(
-        "POST", AUTH, who=False, json={"auth": {**rescope, "scope": admin_project}})
+        "POST", AUTH, who=False, json={"auth": {**rescope, "scope": admin_project}}
+    )
     assert status in (401, 403), data
 
 
@@ -310,7 +333,8 @@ async def test_deleting_the_user_deletes_their_credentials(cloud: Cloud) -> None
     conn = await asyncpg.connect(f"{PG_SERVER}/{RUN_PREFIX}")
     try:
         left = await conn.fetchval(
-            "SELECT count(*) FROM application_credentials WHERE user_id = $1", who.user_id)
+            "SELECT count(*) FROM application_credentials WHERE user_id = $1", who.user_id
+        )
     finally:
         await conn.close()
     assert left == 0
@@ -320,12 +344,30 @@ async def test_deleting_the_user_deletes_their_credentials(cloud: Cloud) -> None
 
 def _app_cred_cli(cloud: Cloud, app_cred_id: str, secret: str, *args: str) -> Any:
     """The real CLI authenticated by keystoneauth's v3applicationcredential plugin only."""
-    env = {k: v for k, v in cloud.env().items()
-           if k not in ("OS_USERNAME", "OS_PASSWORD", "OS_PROJECT_NAME", "OS_USER_DOMAIN_NAME",
-                        "OS_PROJECT_DOMAIN_NAME")}
-    argv = [OPENSTACK, "--os-auth-type", "v3applicationcredential",
-            "--os-application-credential-id", app_cred_id, "--os-application-credential-secret", secret,
-            *args, "-f", "json"]
+    env = {
+        k: v
+        for k, v in cloud.env().items()
+        if k
+        not in (
+            "OS_USERNAME",
+            "OS_PASSWORD",
+            "OS_PROJECT_NAME",
+            "OS_USER_DOMAIN_NAME",
+            "OS_PROJECT_DOMAIN_NAME",
+        )
+    }
+    argv = [
+        OPENSTACK,
+        "--os-auth-type",
+        "v3applicationcredential",
+        "--os-application-credential-id",
+        app_cred_id,
+        "--os-application-credential-secret",
+        secret,
+        *args,
+        "-f",
+        "json",
+    ]
     result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
     if result.returncode != 0:
         raise CliError(argv[1:], result)
@@ -338,8 +380,19 @@ async def test_the_openstack_cli_creates_uses_and_deletes_a_credential(
     name = f"cli-{uuid.uuid4().hex[:8]}"
     tomorrow = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=1)
     expiration = tomorrow.strftime("%Y-%m-%dT%H:%M:%S")
-    created = cloud.openstack("application", "credential", "create", "--role", "member",
-                              "--expiration", expiration, "--description", "made by the CLI", name, who=owner)
+    created = cloud.openstack(
+        "application",
+        "credential",
+        "create",
+        "--role",
+        "member",
+        "--expiration",
+        expiration,
+        "--description",
+        "made by the CLI",
+        name,
+        who=owner,
+    )
     assert created["Name"] == name and created["Secret"] and created["Project ID"] == owner.project_id
     assert created["Expires At"].startswith(expiration)
     shown = cloud.openstack("application", "credential", "show", name, who=owner)

@@ -35,21 +35,25 @@ class Commands:
             if future is not None and not future.done():
                 future.set_result(json.loads(message.body))
 
-    async def call(self, command: dict[str, Any] | bytes, routing_key: str | None = None,
-                   timeout: float = 60) -> dict[str, Any]:
+    async def call(
+        self, command: dict[str, Any] | bytes, routing_key: str | None = None, timeout: float = 60
+    ) -> dict[str, Any]:
         correlation = str(uuid.uuid4())
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self.pending[correlation] = future
         await self.send(command, routing_key, correlation_id=correlation, reply_to=self.queue.name)
         return await asyncio.wait_for(future, timeout)
 
-    async def send(self, command: dict[str, Any] | bytes, routing_key: str | None = None, **properties: Any) -> None:
+    async def send(
+        self, command: dict[str, Any] | bytes, routing_key: str | None = None, **properties: Any
+    ) -> None:
         body = command if isinstance(command, bytes) else json.dumps(command).encode()
         if routing_key is None:
             routing_key = command.get("op", "") if isinstance(command, dict) else ""
         exchange = await self.channel.get_exchange("actorstack.commands", ensure=True)
-        await exchange.publish(aio_pika.Message(body, content_type="application/json", **properties),
-                               routing_key=routing_key)
+        await exchange.publish(
+            aio_pika.Message(body, content_type="application/json", **properties), routing_key=routing_key
+        )
 
 
 @contextlib.asynccontextmanager
@@ -70,8 +74,14 @@ async def servers_of(pool: asyncpg.Pool, project_id: str) -> int:
 
 
 def create_server(token: str, image: str, name: str, **extra: Any) -> dict[str, Any]:
-    return {"version": "1.0", "op": "server.create", "auth": {"token": token}, "microversion": "2.96",
-            "args": {"server": {"name": name, "imageRef": image, "flavorRef": "42", "networks": "none"}}, **extra}
+    return {
+        "version": "1.0",
+        "op": "server.create",
+        "auth": {"token": token},
+        "microversion": "2.96",
+        "args": {"server": {"name": name, "imageRef": image, "flavorRef": "42", "networks": "none"}},
+        **extra,
+    }
 
 
 async def wait_active(cloud: Cloud, token: str, server_id: str) -> dict[str, Any]:
@@ -86,7 +96,8 @@ async def wait_active(cloud: Cloud, token: str, server_id: str) -> dict[str, Any
 
 
 async def test_a_server_is_created_over_amqp_and_the_reply_carries_it(
-        cloud: Cloud, services: Services, image: str, member: Credentials) -> None:
+    cloud: Cloud, services: Services, image: str, member: Credentials
+) -> None:
     token = await cloud.token(member)
     async with commands(services) as client:
         reply = await client.call(create_server(token, image, "by-command"))
@@ -97,24 +108,36 @@ async def test_a_server_is_created_over_amqp_and_the_reply_carries_it(
         server = await wait_active(cloud, token, server_id)
         assert server["name"] == "by-command" and server["tenant_id"] == member.project_id
 
-        shown = await client.call({"op": "server.show", "auth": {"token": token}, "args": {"server_id": server_id}})
+        shown = await client.call(
+            {"op": "server.show", "auth": {"token": token}, "args": {"server_id": server_id}}
+        )
         assert shown["ok"] and shown["status"] == 200 and shown["result"]["server"]["status"] == "ACTIVE"
-        listed = await client.call({"op": "server.list", "auth": {"token": token}, "args": {"query": {"name": "by-"}}})
+        listed = await client.call(
+            {"op": "server.list", "auth": {"token": token}, "args": {"query": {"name": "by-"}}}
+        )
         assert [s["id"] for s in listed["result"]["servers"]] == [server_id]
 
-        stop = await client.call({"op": "server.action", "auth": {"token": token},
-                                  "args": {"server_id": server_id, "action": {"os-start": None}}})
-        rest_status, rest_body, _ = await cloud.request("POST", f"/compute/v2.1/servers/{server_id}/action",
-                                                        token=token, json={"os-start": None})
+        stop = await client.call(
+            {
+                "op": "server.action",
+                "auth": {"token": token},
+                "args": {"server_id": server_id, "action": {"os-start": None}},
+            }
+        )
+        rest_status, rest_body, _ = await cloud.request(
+            "POST", f"/compute/v2.1/servers/{server_id}/action", token=token, json={"os-start": None}
+        )
         assert (stop["status"], stop["error"]) == (rest_status, rest_body) and rest_status == 409
 
-        deleted = await client.call({"op": "server.delete", "auth": {"token": token},
-                                     "args": {"server_id": server_id}})
+        deleted = await client.call(
+            {"op": "server.delete", "auth": {"token": token}, "args": {"server_id": server_id}}
+        )
         assert deleted["ok"] and deleted["status"] == 204 and deleted["result"] is None
 
 
 async def test_refused_commands_get_error_replies_and_change_nothing(
-        cloud: Cloud, services: Services, image: str, member: Credentials, pool: asyncpg.Pool) -> None:
+    cloud: Cloud, services: Services, image: str, member: Credentials, pool: asyncpg.Pool
+) -> None:
     token = await cloud.token(member)
     before = await servers_of(pool, member.project_id)
     async with commands(services) as client:
@@ -122,8 +145,11 @@ async def test_refused_commands_get_error_replies_and_change_nothing(
         assert malformed["ok"] is False and malformed["status"] == 400
         assert malformed["error"]["badRequest"]["message"].startswith("Malformed command")
 
-        not_an_object = await client.call(b'[1, 2]', routing_key="")
-        assert not_an_object["status"] == 400 and "JSON object" in not_an_object["error"]["badRequest"]["message"]
+        not_an_object = await client.call(b"[1, 2]", routing_key="")
+        assert (
+            not_an_object["status"] == 400
+            and "JSON object" in not_an_object["error"]["badRequest"]["message"]
+        )
 
         forged = await client.call(create_server(token[:-4] + "AAAA", image, "forged"))
         assert forged["ok"] is False and forged["status"] == 401 and forged["error"]["error"]["code"] == 401
@@ -132,11 +158,16 @@ async def test_refused_commands_get_error_replies_and_change_nothing(
         assert anonymous["status"] == 401
 
         unknown = await client.call({"op": "server.explode", "auth": {"token": token}, "args": {}})
-        assert unknown["status"] == 400 and "Unknown operation 'server.explode'" in \
-            unknown["error"]["badRequest"]["message"]
+        assert (
+            unknown["status"] == 400
+            and "Unknown operation 'server.explode'" in unknown["error"]["badRequest"]["message"]
+        )
 
         wrong_version = await client.call({**create_server(token, image, "v2"), "version": "2.0"})
-        assert wrong_version["status"] == 400 and "not supported" in wrong_version["error"]["badRequest"]["message"]
+        assert (
+            wrong_version["status"] == 400
+            and "not supported" in wrong_version["error"]["badRequest"]["message"]
+        )
 
         stray = await client.call({**create_server(token, image, "stray"), "args": {"server": {}, "x": 1}})
         assert stray["status"] == 400 and "Unexpected arguments" in stray["error"]["badRequest"]["message"]
@@ -146,21 +177,25 @@ async def test_refused_commands_get_error_replies_and_change_nothing(
 
         # validated exactly like the API: the same body gets the same error from both
         body = {"server": {"name": "no-flavor", "imageRef": image, "networks": "none"}}
-        invalid = await client.call({"op": "server.create", "auth": {"token": token}, "microversion": "2.96",
-                                     "args": body})
-        rest_status, rest_body, _ = await cloud.request("POST", "/compute/v2.1/servers", token=token, headers=NOVA,
-                                                        json=body)
+        invalid = await client.call(
+            {"op": "server.create", "auth": {"token": token}, "microversion": "2.96", "args": body}
+        )
+        rest_status, rest_body, _ = await cloud.request(
+            "POST", "/compute/v2.1/servers", token=token, headers=NOVA, json=body
+        )
         assert invalid["ok"] is False and (invalid["status"], invalid["error"]) == (rest_status, rest_body)
         assert rest_status == 400
 
-        path_trick = await client.call({"op": "server.show", "auth": {"token": token},
-                                        "args": {"server_id": "../../identity/v3/users"}})
+        path_trick = await client.call(
+            {"op": "server.show", "auth": {"token": token}, "args": {"server_id": "../../identity/v3/users"}}
+        )
         assert path_trick["status"] == 404
     assert await servers_of(pool, member.project_id) == before
 
 
 async def test_the_same_idempotency_key_twice_creates_one_server(
-        cloud: Cloud, services: Services, image: str, member: Credentials, pool: asyncpg.Pool) -> None:
+    cloud: Cloud, services: Services, image: str, member: Credentials, pool: asyncpg.Pool
+) -> None:
     token = await cloud.token(member)
     before = await servers_of(pool, member.project_id)
     key = f"once-{uuid.uuid4()}"
@@ -181,40 +216,71 @@ async def test_the_same_idempotency_key_twice_creates_one_server(
 
         # a refused command leaves its key free: the corrected one runs
         bad_key = f"fix-{uuid.uuid4()}"
-        refused = await client.call({"op": "server.create", "auth": {"token": token}, "idempotency_key": bad_key,
-                                     "microversion": "2.96", "args": {"server": {"name": "x", "imageRef": image,
-                                                                                  "networks": "none"}}})
+        refused = await client.call(
+            {
+                "op": "server.create",
+                "auth": {"token": token},
+                "idempotency_key": bad_key,
+                "microversion": "2.96",
+                "args": {"server": {"name": "x", "imageRef": image, "networks": "none"}},
+            }
+        )
         assert refused["status"] == 400
         assert await servers_of(pool, member.project_id) == before + 1
         server_id = first["result"]["server"]["id"]
         await wait_active(cloud, token, server_id)
-        await client.call({"op": "server.delete", "auth": {"token": token}, "args": {"server_id": server_id},
-                           "idempotency_key": f"del-{uuid.uuid4()}"})
+        await client.call(
+            {
+                "op": "server.delete",
+                "auth": {"token": token},
+                "args": {"server_id": server_id},
+                "idempotency_key": f"del-{uuid.uuid4()}",
+            }
+        )
 
 
 async def test_the_rest_api_honours_idempotency_keys_too(
-        cloud: Cloud, image: str, member: Credentials, pool: asyncpg.Pool) -> None:
+    cloud: Cloud, image: str, member: Credentials, pool: asyncpg.Pool
+) -> None:
     token = await cloud.token(member)
     headers = {**NOVA, "Idempotency-Key": f"rest-{uuid.uuid4()}"}
     body = {"server": {"name": "rest-once", "imageRef": image, "flavorRef": "42", "networks": "none"}}
     before = await servers_of(pool, member.project_id)
-    results = await asyncio.gather(*(cloud.request("POST", "/compute/v2.1/servers", token=token, headers=headers,
-                                                   json=body) for _ in range(4)))
+    results = await asyncio.gather(
+        *(
+            cloud.request("POST", "/compute/v2.1/servers", token=token, headers=headers, json=body)
+            for _ in range(4)
+        )
+    )
     assert {status for status, _, _ in results} == {202}
     assert len({b["server"]["id"] for _, b, _ in results}) == 1
     assert sum(1 for _, _, h in results if h.get("Idempotent-Replayed") == "true") == 3
     # the admin password is shown once, never kept for the replays
     passwords = [b["server"]["adminPass"] for _, b, h in results if h.get("Idempotent-Replayed") != "true"]
     assert len(passwords) == 1 and passwords[0]
-    assert all(b["server"]["adminPass"] is None for _, b, h in results if h.get("Idempotent-Replayed") == "true")
-    stored = await pool.fetchval("SELECT body FROM idempotency_keys WHERE key = $1", headers["Idempotency-Key"])
+    assert all(
+        b["server"]["adminPass"] is None for _, b, h in results if h.get("Idempotent-Replayed") == "true"
+    )
+    stored = await pool.fetchval(
+        "SELECT body FROM idempotency_keys WHERE key = $1", headers["Idempotency-Key"]
+    )
     assert passwords[0].encode() not in stored
     assert await servers_of(pool, member.project_id) == before + 1
-    status, reused, _ = await cloud.request("POST", "/compute/v2.1/servers", token=token, headers=headers,
-                                            json={"server": {**body["server"], "name": "other"}})
+    status, reused, _ = await cloud.request(
+        "POST",
+        "/compute/v2.1/servers",
+        token=token,
+        headers=headers,
+        json={"server": {**body["server"], "name": "other"}},
+    )
     assert status == 422 and "different request" in json.dumps(reused)
-    status, _, _ = await cloud.request("POST", "/compute/v2.1/servers", token=token,
-                                       headers={**NOVA, "Idempotency-Key": "x" * 256}, json=body)
+    status, _, _ = await cloud.request(
+        "POST",
+        "/compute/v2.1/servers",
+        token=token,
+        headers={**NOVA, "Idempotency-Key": "x" * 256},
+        json=body,
+    )
     assert status == 400
     server_id = results[0][1]["server"]["id"]
     await wait_active(cloud, token, server_id)
@@ -226,11 +292,18 @@ async def test_networks_and_volumes_over_amqp(cloud: Cloud, services: Services, 
     token = await cloud.token(member)
     async with commands(services) as client:
         auth = {"token": token}
-        net = await client.call({"op": "network.create", "auth": auth, "args": {"network": {"name": "cmd-net"}}})
+        net = await client.call(
+            {"op": "network.create", "auth": auth, "args": {"network": {"name": "cmd-net"}}}
+        )
         assert net["status"] == 201, net
         network_id = net["result"]["network"]["id"]
-        subnet = await client.call({"op": "subnet.create", "auth": auth, "args": {"subnet": {
-            "network_id": network_id, "ip_version": 4, "cidr": "10.78.0.0/24"}}})
+        subnet = await client.call(
+            {
+                "op": "subnet.create",
+                "auth": auth,
+                "args": {"subnet": {"network_id": network_id, "ip_version": 4, "cidr": "10.78.0.0/24"}},
+            }
+        )
         assert subnet["status"] == 201, subnet
         volume = await client.call({"op": "volume.create", "auth": auth, "args": {"volume": {"size": 1}}})
         assert volume["status"] == 202, volume
@@ -254,29 +327,41 @@ async def test_networks_and_volumes_over_amqp(cloud: Cloud, services: Services, 
 
 
 async def test_an_application_credential_authenticates_commands(
-        cloud: Cloud, services: Services, member: Credentials) -> None:
+    cloud: Cloud, services: Services, member: Credentials
+) -> None:
     token = await cloud.token(member)
     status, created, _ = await cloud.request(
-        "POST", f"/identity/v3/users/{member.user_id}/application_credentials", token=token,
-        json={"application_credential": {"name": f"integration-{uuid.uuid4().hex[:6]}"}})
+        "POST",
+        f"/identity/v3/users/{member.user_id}/application_credentials",
+        token=token,
+        json={"application_credential": {"name": f"integration-{uuid.uuid4().hex[:6]}"}},
+    )
     assert status == 201, created
     credential = created["application_credential"]
     async with commands(services) as client:
         auth = {"application_credential": {"id": credential["id"], "secret": credential["secret"]}}
-        made = await client.call({"op": "network.create", "auth": auth, "args": {"network": {"name": "by-appcred"}}})
+        made = await client.call(
+            {"op": "network.create", "auth": auth, "args": {"network": {"name": "by-appcred"}}}
+        )
         assert made["ok"] and made["status"] == 201, made
         assert made["result"]["network"]["project_id"] == member.project_id
         wrong = {"application_credential": {"id": credential["id"], "secret": "not-the-secret"}}
-        refused = await client.call({"op": "network.create", "auth": wrong, "args": {"network": {"name": "nope"}}})
+        refused = await client.call(
+            {"op": "network.create", "auth": wrong, "args": {"network": {"name": "nope"}}}
+        )
         assert refused["ok"] is False and refused["status"] == 401, refused
         malformed = await client.call({"op": "network.list", "auth": {"password": "x"}, "args": {}})
         assert malformed["status"] == 401
-        gone = await client.call({"op": "network.delete", "auth": auth,
-                                  "args": {"network_id": made["result"]["network"]["id"]}})
+        gone = await client.call(
+            {"op": "network.delete", "auth": auth, "args": {"network_id": made["result"]["network"]["id"]}}
+        )
         assert gone["status"] == 204, gone
         # a deleted credential stops working, also for the consumer that cached its token
         status, _, _ = await cloud.request(
-            "DELETE", f"/identity/v3/users/{member.user_id}/application_credentials/{credential['id']}", token=token)
+            "DELETE",
+            f"/identity/v3/users/{member.user_id}/application_credentials/{credential['id']}",
+            token=token,
+        )
         assert status == 204
         after = await client.call({"op": "network.list", "auth": auth, "args": {}})
         assert after["status"] == 401, after

@@ -39,8 +39,20 @@ def flavor_name(cloud: Cloud) -> Iterator[str]:
 async def private_flavor(cloud: Cloud) -> AsyncIterator[str]:
     """A private flavor made through the API; its id."""
     flavor_id = unique("priv")
-    status, body, _ = await cloud.request("POST", "/compute/v2.1/flavors", json={"flavor": {
-        "name": flavor_id, "id": flavor_id, "ram": 128, "vcpus": 1, "disk": 0, "os-flavor-access:is_public": False}})
+    status, body, _ = await cloud.request(
+        "POST",
+        "/compute/v2.1/flavors",
+        json={
+            "flavor": {
+                "name": flavor_id,
+                "id": flavor_id,
+                "ram": 128,
+                "vcpus": 1,
+                "disk": 0,
+                "os-flavor-access:is_public": False,
+            }
+        },
+    )
     assert status == 200, body
     yield flavor_id
     await cloud.request("DELETE", f"/compute/v2.1/flavors/{flavor_id}")
@@ -61,20 +73,44 @@ def test_flavor_show_gives_the_classic_m1_tiny(cloud: Cloud) -> None:
 
 
 def test_flavor_lifecycle_with_properties_through_the_cli(cloud: Cloud, flavor_name: str) -> None:
-    created = cloud.openstack("flavor", "create", "--ram", "256", "--disk", "1", "--vcpus", "1",
-                              "--property", "hw:cpu_policy=shared", flavor_name)
+    created = cloud.openstack(
+        "flavor",
+        "create",
+        "--ram",
+        "256",
+        "--disk",
+        "1",
+        "--vcpus",
+        "1",
+        "--property",
+        "hw:cpu_policy=shared",
+        flavor_name,
+    )
     assert created["name"] == flavor_name and created["ram"] == 256
     assert created["properties"] == {"hw:cpu_policy": "shared"}
     assert uuid.UUID(created["id"])  # no --id: Nova generates a UUID
 
-    cloud.openstack("flavor", "set", "--property", "hw:numa_nodes=1", "--property", "hw:mem_page_size=large",
-                    flavor_name, fmt=None)
+    cloud.openstack(
+        "flavor",
+        "set",
+        "--property",
+        "hw:numa_nodes=1",
+        "--property",
+        "hw:mem_page_size=large",
+        flavor_name,
+        fmt=None,
+    )
     assert cloud.openstack("flavor", "show", flavor_name)["properties"] == {
-        "hw:cpu_policy": "shared", "hw:numa_nodes": "1", "hw:mem_page_size": "large"}
+        "hw:cpu_policy": "shared",
+        "hw:numa_nodes": "1",
+        "hw:mem_page_size": "large",
+    }
 
     cloud.openstack("flavor", "unset", "--property", "hw:cpu_policy", flavor_name, fmt=None)
     assert cloud.openstack("flavor", "show", flavor_name)["properties"] == {
-        "hw:numa_nodes": "1", "hw:mem_page_size": "large"}
+        "hw:numa_nodes": "1",
+        "hw:mem_page_size": "large",
+    }
 
     cloud.openstack("flavor", "delete", flavor_name, fmt=None)
     assert flavor_name not in {f["Name"] for f in cloud.openstack("flavor", "list", "--all")}
@@ -85,7 +121,9 @@ def test_flavor_lifecycle_with_properties_through_the_cli(cloud: Cloud, flavor_n
 async def test_extra_specs_api_keys_and_status_codes(cloud: Cloud, flavor_name: str) -> None:
     created = cloud.openstack("flavor", "create", "--ram", "128", "--disk", "0", "--vcpus", "1", flavor_name)
     base = f"/compute/v2.1/flavors/{created['id']}/os-extra_specs"
-    status, body, _ = await cloud.request("POST", base, json={"extra_specs": {"quota:disk_read_bytes_sec": 10240}})
+    status, body, _ = await cloud.request(
+        "POST", base, json={"extra_specs": {"quota:disk_read_bytes_sec": 10240}}
+    )
     assert status == 200 and body == {"extra_specs": {"quota:disk_read_bytes_sec": 10240}}
     status, body, _ = await cloud.request("GET", base)
     assert status == 200 and body == {"extra_specs": {"quota:disk_read_bytes_sec": "10240"}}  # stored as text
@@ -101,7 +139,10 @@ async def test_extra_specs_api_keys_and_status_codes(cloud: Cloud, flavor_name: 
     assert status == 200
     status, body, _ = await cloud.request("DELETE", f"{base}/hw:cpu_policy")
     assert status == 404
-    assert body["itemNotFound"]["message"] == f"Flavor {created['id']} has no extra specs with key hw:cpu_policy."
+    assert (
+        body["itemNotFound"]["message"]
+        == f"Flavor {created['id']} has no extra specs with key hw:cpu_policy."
+    )
     status, body, _ = await cloud.request("GET", "/compute/v2.1/flavors/nope/os-extra_specs")
     assert status == 404 and body["itemNotFound"]["message"] == "Flavor nope could not be found."
 
@@ -111,9 +152,12 @@ async def test_known_extra_specs_are_validated_from_2_86(cloud: Cloud, flavor_na
     base = f"/compute/v2.1/flavors/{created['id']}/os-extra_specs"
     bogus = {"extra_specs": {"hw:cpu_policy": "bogus"}}
     status, body, _ = await cloud.request("POST", base, json=bogus, headers=mv("2.86"))
-    assert status == 400 and "'bogus' is not one of: dedicated, shared, mixed" in body["badRequest"]["message"]
-    status, body, _ = await cloud.request("POST", base, json={"extra_specs": {"hw:numa_nodes": "0"}},
-                                          headers=mv("2.86"))
+    assert (
+        status == 400 and "'bogus' is not one of: dedicated, shared, mixed" in body["badRequest"]["message"]
+    )
+    status, body, _ = await cloud.request(
+        "POST", base, json={"extra_specs": {"hw:numa_nodes": "0"}}, headers=mv("2.86")
+    )
     assert status == 400 and "less than the min value" in body["badRequest"]["message"]
     status, body, _ = await cloud.request("GET", base)
     assert body == {"extra_specs": {}}  # nothing was written
@@ -148,8 +192,9 @@ async def test_description_is_set_from_2_55_only(cloud: Cloud, flavor_name: str)
     path = f"/compute/v2.1/flavors/{answer['flavor']['id']}"
     status, _, _ = await cloud.request("PUT", path, json={"flavor": {"description": "x"}}, headers=mv("2.54"))
     assert status == 404  # the update API does not exist before 2.55
-    status, answer, _ = await cloud.request("PUT", path, json={"flavor": {"description": "renamed"}},
-                                            headers=mv("2.55"))
+    status, answer, _ = await cloud.request(
+        "PUT", path, json={"flavor": {"description": "renamed"}}, headers=mv("2.55")
+    )
     assert status == 200 and answer["flavor"]["description"] == "renamed"
     cloud.openstack("flavor", "set", "--description", "via the cli", flavor_name, fmt=None)
     assert cloud.openstack("flavor", "show", flavor_name)["description"] == "via the cli"
@@ -162,11 +207,18 @@ async def test_microversion_headers_on_every_compute_response(cloud: Cloud) -> N
     assert headers["Vary"] == "OpenStack-API-Version, X-OpenStack-Nova-API-Version"
     status, _, headers = await cloud.request("GET", "/compute/v2.1/flavors", headers=mv("latest"))
     assert headers["OpenStack-API-Version"] == "compute 2.96"
-    status, _, headers = await cloud.request("GET", "/compute/v2.1/flavors",
-                                             headers={"X-OpenStack-Nova-API-Version": "2.60"})
-    assert headers["OpenStack-API-Version"] == "compute 2.60" and headers["X-OpenStack-Nova-API-Version"] == "2.60"
-    status, _, headers = await cloud.request("GET", "/compute/v2.1/flavors", headers={
-        "OpenStack-API-Version": "volume 3.5, compute 2.40", "X-OpenStack-Nova-API-Version": "2.10"})
+    status, _, headers = await cloud.request(
+        "GET", "/compute/v2.1/flavors", headers={"X-OpenStack-Nova-API-Version": "2.60"}
+    )
+    assert (
+        headers["OpenStack-API-Version"] == "compute 2.60"
+        and headers["X-OpenStack-Nova-API-Version"] == "2.60"
+    )
+    status, _, headers = await cloud.request(
+        "GET",
+        "/compute/v2.1/flavors",
+        headers={"OpenStack-API-Version": "volume 3.5, compute 2.40", "X-OpenStack-Nova-API-Version": "2.10"},
+    )
     assert headers["OpenStack-API-Version"] == "compute 2.40"  # the standard header wins
     status, body, headers = await cloud.request("GET", "/compute/v2.1/flavors/nope", headers=mv("2.30"))
     assert status == 404 and headers["OpenStack-API-Version"] == "compute 2.30"
@@ -175,7 +227,8 @@ async def test_microversion_headers_on_every_compute_response(cloud: Cloud) -> N
     status, body, headers = await cloud.request("GET", "/compute/v2.1/flavors", headers=mv("2.97"))
     assert status == 406
     assert body["computeFault"]["message"] == (
-        "Version 2.97 is not supported by the API. Minimum is 2.1 and maximum is 2.96.")
+        "Version 2.97 is not supported by the API. Minimum is 2.1 and maximum is 2.96."
+    )
     status, body, _ = await cloud.request("GET", "/compute/v2.1/flavors", headers=mv("2.0"))
     assert status == 406
     for malformed in ("2", "two.one", "2.01x", "2.-1"):
@@ -188,7 +241,9 @@ async def test_flavor_list_filters_sorting_and_paging(cloud: Cloud) -> None:
     status, body, _ = await cloud.request("GET", "/compute/v2.1/flavors/detail?minRam=4096&minDisk=80")
     assert status == 200 and {f["name"] for f in body["flavors"]} >= {"m1.large", "m1.xlarge"}
     assert all(f["ram"] >= 4096 and f["disk"] >= 80 for f in body["flavors"])
-    status, body, _ = await cloud.request("GET", "/compute/v2.1/flavors/detail?sort_key=memory_mb&sort_dir=desc")
+    status, body, _ = await cloud.request(
+        "GET", "/compute/v2.1/flavors/detail?sort_key=memory_mb&sort_dir=desc"
+    )
     rams = [f["ram"] for f in body["flavors"]]
     assert rams == sorted(rams, reverse=True)
 
@@ -196,7 +251,8 @@ async def test_flavor_list_filters_sorting_and_paging(cloud: Cloud) -> None:
     assert status == 200 and len(first["flavors"]) == 2
     last = first["flavors"][-1]["id"]
     assert first["flavors_links"] == [
-        {"rel": "next", "href": f"{cloud.url}/compute/v2.1/flavors?limit=2&marker={last}"}]
+        {"rel": "next", "href": f"{cloud.url}/compute/v2.1/flavors?limit=2&marker={last}"}
+    ]
     status, second, _ = await cloud.request("GET", f"/compute/v2.1/flavors?limit=2&marker={last}")
     assert not {f["id"] for f in first["flavors"]} & {f["id"] for f in second["flavors"]}
     status, everything, _ = await cloud.request("GET", "/compute/v2.1/flavors")
@@ -204,8 +260,11 @@ async def test_flavor_list_filters_sorting_and_paging(cloud: Cloud) -> None:
     assert ids == sorted(ids) and "flavors_links" not in everything  # by flavor id, as text
     assert [f["id"] for f in first["flavors"] + second["flavors"]] == ids[:4]
 
-    for query, message in (("marker=nope", "marker [nope] not found"), ("minRam=big", "Invalid minRam filter [big]"),
-                           ("is_public=maybe", "Invalid is_public filter [maybe]")):
+    for query, message in (
+        ("marker=nope", "marker [nope] not found"),
+        ("minRam=big", "Invalid minRam filter [big]"),
+        ("is_public=maybe", "Invalid is_public filter [maybe]"),
+    ):
         status, body, _ = await cloud.request("GET", f"/compute/v2.1/flavors?{query}")
         assert status == 400 and body["badRequest"]["message"] == message, query
     for query in ("sort_key=flavor", "sort_dir=up", "limit=-1"):
@@ -226,14 +285,18 @@ async def test_private_flavor_is_visible_only_with_access(cloud: Cloud, private_
     status, body, _ = await cloud.request("GET", f"{path}/os-flavor-access")
     assert status == 200 and body == {"flavor_access": []}
 
-    status, body, _ = await cloud.request("POST", f"{path}/action",
-                                          json={"addTenantAccess": {"tenant": insider.project_id}})
+    status, body, _ = await cloud.request(
+        "POST", f"{path}/action", json={"addTenantAccess": {"tenant": insider.project_id}}
+    )
     assert status == 200
     assert body == {"flavor_access": [{"flavor_id": private_flavor, "tenant_id": insider.project_id}]}
-    status, body, _ = await cloud.request("POST", f"{path}/action",
-                                          json={"addTenantAccess": {"tenant": insider.project_id}})
+    status, body, _ = await cloud.request(
+        "POST", f"{path}/action", json={"addTenantAccess": {"tenant": insider.project_id}}
+    )
     assert status == 409 and "already exists" in body["conflictingRequest"]["message"]
-    status, body, _ = await cloud.request("POST", f"{path}/action", json={"addTenantAccess": {"tenant": "nope"}})
+    status, body, _ = await cloud.request(
+        "POST", f"{path}/action", json={"addTenantAccess": {"tenant": "nope"}}
+    )
     assert status == 400 and body["badRequest"]["message"] == "Project ID nope is not a valid project."
 
     status, body, _ = await cloud.request("GET", path, who=insider)
@@ -246,8 +309,9 @@ async def test_private_flavor_is_visible_only_with_access(cloud: Cloud, private_
     assert status == 404
     status, _, _ = await cloud.request("GET", f"{path}/os-flavor-access", who=insider)
     assert status == 403
-    status, _, _ = await cloud.request("POST", f"{path}/action", who=insider,
-                                       json={"addTenantAccess": {"tenant": outsider.project_id}})
+    status, _, _ = await cloud.request(
+        "POST", f"{path}/action", who=insider, json={"addTenantAccess": {"tenant": outsider.project_id}}
+    )
     assert status == 403
 
     status, body, _ = await cloud.request("GET", "/compute/v2.1/flavors/detail?is_public=false")
@@ -256,21 +320,35 @@ async def test_private_flavor_is_visible_only_with_access(cloud: Cloud, private_
     status, body, _ = await cloud.request("GET", "/compute/v2.1/flavors?is_public=none")
     assert {private_flavor, "1"} <= {f["id"] for f in body["flavors"]}
 
-    status, body, _ = await cloud.request("POST", f"{path}/action",
-                                          json={"removeTenantAccess": {"tenant": insider.project_id}})
+    status, body, _ = await cloud.request(
+        "POST", f"{path}/action", json={"removeTenantAccess": {"tenant": insider.project_id}}
+    )
     assert status == 200 and body == {"flavor_access": []}
     status, _, _ = await cloud.request("GET", path, who=insider)
     assert status == 404
-    status, body, _ = await cloud.request("POST", f"{path}/action",
-                                          json={"removeTenantAccess": {"tenant": insider.project_id}})
+    status, body, _ = await cloud.request(
+        "POST", f"{path}/action", json={"removeTenantAccess": {"tenant": insider.project_id}}
+    )
     assert status == 404
 
 
 def test_private_flavor_for_a_project_through_the_cli(cloud: Cloud, flavor_name: str) -> None:
     project = cloud.openstack("project", "create", unique("fa"))
     try:
-        created = cloud.openstack("flavor", "create", "--ram", "64", "--disk", "0", "--vcpus", "1", "--private",
-                                  "--project", project["id"], flavor_name)
+        created = cloud.openstack(
+            "flavor",
+            "create",
+            "--ram",
+            "64",
+            "--disk",
+            "0",
+            "--vcpus",
+            "1",
+            "--private",
+            "--project",
+            project["id"],
+            flavor_name,
+        )
         assert created["os-flavor-access:is_public"] is False
         shown = cloud.openstack("flavor", "show", flavor_name)
         assert shown["access_project_ids"] == [project["id"]]
@@ -283,11 +361,16 @@ async def test_members_and_readers_cannot_manage_flavors(cloud: Cloud, member: C
     reader = await cloud.new_member("rd", role="reader")
     name = unique("sneaky")
     for who in (member, reader):
-        status, body, _ = await cloud.request("POST", "/compute/v2.1/flavors", who=who, json={
-            "flavor": {"name": name, "ram": 64, "vcpus": 1, "disk": 0}})
+        status, body, _ = await cloud.request(
+            "POST",
+            "/compute/v2.1/flavors",
+            who=who,
+            json={"flavor": {"name": name, "ram": 64, "vcpus": 1, "disk": 0}},
+        )
         assert status == 403, body
         assert body["forbidden"]["message"] == (
-            "Policy doesn't allow os_compute_api:os-flavor-manage:create to be performed.")
+            "Policy doesn't allow os_compute_api:os-flavor-manage:create to be performed."
+        )
         for method, path, payload in (
             ("DELETE", "/compute/v2.1/flavors/1", None),
             ("PUT", "/compute/v2.1/flavors/1", {"flavor": {"description": "mine"}}),
@@ -299,7 +382,9 @@ async def test_members_and_readers_cannot_manage_flavors(cloud: Cloud, member: C
             assert status == 403, (method, path)
         status, body, _ = await cloud.request("GET", "/compute/v2.1/flavors/1", who=who)
         assert status == 200 and body["flavor"]["name"] == "m1.tiny"
-    err = cloud.openstack_fails("flavor", "create", "--ram", "64", "--disk", "0", "--vcpus", "1", name, who=member)
+    err = cloud.openstack_fails(
+        "flavor", "create", "--ram", "64", "--disk", "0", "--vcpus", "1", name, who=member
+    )
     assert "403" in err.stderr
     status, body, _ = await cloud.request("GET", "/compute/v2.1/flavors/1", headers=mv("2.55"))
     assert body["flavor"]["description"] is None  # nothing changed
@@ -325,22 +410,39 @@ async def test_bad_flavor_requests_are_refused_and_change_nothing(cloud: Cloud, 
         assert status == 400, (bad, body)
         assert field in body["badRequest"]["message"]
         assert headers["OpenStack-API-Version"] == "compute 2.1"
-    status, body, _ = await cloud.request("POST", "/compute/v2.1/flavors", data=b'{"flavor": {',
-                                          headers={"Content-Type": "application/json"})
+    status, body, _ = await cloud.request(
+        "POST", "/compute/v2.1/flavors", data=b'{"flavor": {', headers={"Content-Type": "application/json"}
+    )
     assert status == 400 and body["badRequest"]["code"] == 400
-    status, body, _ = await cloud.request("POST", "/compute/v2.1/flavors", data=b"{" + b" " * (2 * 1024 * 1024) + b"}",
-                                          headers={"Content-Type": "application/json"})
+    status, body, _ = await cloud.request(
+        "POST",
+        "/compute/v2.1/flavors",
+        data=b"{" + b" " * (2 * 1024 * 1024) + b"}",
+        headers={"Content-Type": "application/json"},
+    )
     assert status == 413 and body["overLimit"]["code"] == 413
-    status, body, _ = await cloud.request("POST", "/compute/v2.1/flavors", data=json.dumps({"flavor": good}),
-                                          headers={"Content-Type": "text/plain"})
+    status, body, _ = await cloud.request(
+        "POST",
+        "/compute/v2.1/flavors",
+        data=json.dumps({"flavor": good}),
+        headers={"Content-Type": "text/plain"},
+    )
     assert status == 415
     assert flavor_name not in {f["Name"] for f in cloud.openstack("flavor", "list", "--all")}
 
-    status, body, _ = await cloud.request("POST", "/compute/v2.1/flavors", json={"flavor": {**good, "name": "m1.tiny"}})
-    assert status == 409 and body["conflictingRequest"]["message"] == "Flavor with name m1.tiny already exists."
-    status, body, _ = await cloud.request("POST", "/compute/v2.1/flavors", json={"flavor": {**good, "id": "1"}})
+    status, body, _ = await cloud.request(
+        "POST", "/compute/v2.1/flavors", json={"flavor": {**good, "name": "m1.tiny"}}
+    )
+    assert (
+        status == 409 and body["conflictingRequest"]["message"] == "Flavor with name m1.tiny already exists."
+    )
+    status, body, _ = await cloud.request(
+        "POST", "/compute/v2.1/flavors", json={"flavor": {**good, "id": "1"}}
+    )
     assert status == 409 and body["conflictingRequest"]["message"] == "Flavor with ID 1 already exists."
-    status, body, _ = await cloud.request("POST", "/compute/v2.1/flavors", json={"flavor": {**good, "id": 4242}})
+    status, body, _ = await cloud.request(
+        "POST", "/compute/v2.1/flavors", json={"flavor": {**good, "id": 4242}}
+    )
     assert status == 200 and body["flavor"]["id"] == "4242"  # a numeric id is kept as text
     status, _, _ = await cloud.request("DELETE", "/compute/v2.1/flavors/4242")
     assert status == 202
@@ -350,14 +452,24 @@ async def test_bad_flavor_requests_are_refused_and_change_nothing(cloud: Cloud, 
 
 def test_openstacksdk_lists_and_finds_flavors(cloud: Cloud) -> None:
     conn = openstack.connect(
-        auth_url=f"{cloud.url}/identity/v3", username=cloud.admin.user, password=cloud.admin.password,
-        project_name=cloud.admin.project, user_domain_name="Default", project_domain_name="Default",
-        region_name="RegionOne", load_yaml_config=False, load_envvars=False,
+        auth_url=f"{cloud.url}/identity/v3",
+        username=cloud.admin.user,
+        password=cloud.admin.password,
+        project_name=cloud.admin.project,
+        user_domain_name="Default",
+        project_domain_name="Default",
+        region_name="RegionOne",
+        load_yaml_config=False,
+        load_envvars=False,
     )
     try:
         flavors = {f.name: f for f in conn.compute.flavors()}
         assert BOOTSTRAP <= set(flavors)
-        assert (flavors["m1.medium"].ram, flavors["m1.medium"].vcpus, flavors["m1.medium"].disk) == (4096, 2, 40)
+        assert (flavors["m1.medium"].ram, flavors["m1.medium"].vcpus, flavors["m1.medium"].disk) == (
+            4096,
+            2,
+            40,
+        )
         tiny = conn.compute.find_flavor("m1.tiny", ignore_missing=False)
         assert tiny.id == "1" and tiny.is_public is True
         assert conn.compute.get_flavor("3").name == "m1.medium"

@@ -29,14 +29,16 @@ def unique(label: str = "kp") -> str:
 def new_public_key(comment: str = "test@actorstack") -> str:
     """A fresh OpenSSH public key line, as `ssh-keygen -t ed25519` writes it."""
     key = ed25519.Ed25519PrivateKey.generate().public_key()
-    return key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode() + \
-        f" {comment}\n"
+    return (
+        key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+        + f" {comment}\n"
+    )
 
 
 def md5_fingerprint(public_key: str) -> str:
     """What `ssh-keygen -l -E md5` prints for the key (without the MD5: prefix)."""
     digest = hashlib.md5(base64.b64decode(public_key.split()[1])).hexdigest()
-    return ":".join(digest[i:i + 2] for i in range(0, 32, 2))
+    return ":".join(digest[i : i + 2] for i in range(0, 32, 2))
 
 
 @pytest.fixture
@@ -68,7 +70,10 @@ def test_keypair_lifecycle_through_the_cli(cloud: Cloud, tmp_path: Path) -> None
 
         shown = cloud.openstack("keypair", "show", imported)
         assert shown["fingerprint"] == created["fingerprint"] and shown["user_id"] == created["user_id"]
-        assert cloud.openstack("keypair", "show", "--public-key", imported, fmt=None).strip() == public_key.strip()
+        assert (
+            cloud.openstack("keypair", "show", "--public-key", imported, fmt=None).strip()
+            == public_key.strip()
+        )
     finally:
         for name in (generated, imported):
             try:
@@ -84,13 +89,16 @@ def test_keypair_lifecycle_through_the_cli(cloud: Cloud, tmp_path: Path) -> None
 async def test_server_side_generation_until_2_92(cloud: Cloud, admin_keypairs: list[str]) -> None:
     name = unique("srv")
     admin_keypairs.append(name)
-    status, body, headers = await cloud.request("POST", "/compute/v2.1/os-keypairs", headers=mv("2.1"),
-                                                json={"keypair": {"name": name}})
+    status, body, headers = await cloud.request(
+        "POST", "/compute/v2.1/os-keypairs", headers=mv("2.1"), json={"keypair": {"name": name}}
+    )
     assert status == 200 and headers["OpenStack-API-Version"] == "compute 2.1"
     keypair = body["keypair"]
     assert set(keypair) == {"name", "public_key", "fingerprint", "user_id", "private_key"}  # no type at 2.1
     private = serialization.load_pem_private_key(keypair["private_key"].encode(), password=None)
-    derived = private.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    derived = private.public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    )
     assert keypair["public_key"].startswith(derived.decode())  # the returned halves belong together
     assert keypair["fingerprint"] == md5_fingerprint(keypair["public_key"])
 
@@ -99,8 +107,9 @@ async def test_server_side_generation_until_2_92(cloud: Cloud, admin_keypairs: l
     assert body["keypair"]["id"] > 0 and body["keypair"]["deleted"] is False
 
     refused = unique("late")
-    status, body, _ = await cloud.request("POST", "/compute/v2.1/os-keypairs", headers=mv("2.92"),
-                                          json={"keypair": {"name": refused}})
+    status, body, _ = await cloud.request(
+        "POST", "/compute/v2.1/os-keypairs", headers=mv("2.92"), json={"keypair": {"name": refused}}
+    )
     assert status == 400 and "'public_key' is a required property" in body["badRequest"]["message"]
     status, _, _ = await cloud.request("GET", f"/compute/v2.1/os-keypairs/{refused}")
     assert status == 404
@@ -109,23 +118,42 @@ async def test_server_side_generation_until_2_92(cloud: Cloud, admin_keypairs: l
 async def test_x509_keypairs_are_generated_and_imported(cloud: Cloud, admin_keypairs: list[str]) -> None:
     generated, imported = unique("x509g"), unique("x509i")
     admin_keypairs.extend([generated, imported])
-    status, body, _ = await cloud.request("POST", "/compute/v2.1/os-keypairs", headers=mv("2.2"),
-                                          json={"keypair": {"name": generated, "type": "x509"}})
+    status, body, _ = await cloud.request(
+        "POST",
+        "/compute/v2.1/os-keypairs",
+        headers=mv("2.2"),
+        json={"keypair": {"name": generated, "type": "x509"}},
+    )
     assert status == 201 and body["keypair"]["type"] == "x509"
     certificate = body["keypair"]["public_key"]
-    assert certificate.startswith("-----BEGIN CERTIFICATE-----") and "PRIVATE KEY" in body["keypair"]["private_key"]
-    status, body, _ = await cloud.request("POST", "/compute/v2.1/os-keypairs", headers=mv("2.2"), json={
-        "keypair": {"name": imported, "type": "x509", "public_key": certificate}})
+    assert (
+        certificate.startswith("-----BEGIN CERTIFICATE-----")
+        and "PRIVATE KEY" in body["keypair"]["private_key"]
+    )
+    status, body, _ = await cloud.request(
+        "POST",
+        "/compute/v2.1/os-keypairs",
+        headers=mv("2.2"),
+        json={"keypair": {"name": imported, "type": "x509", "public_key": certificate}},
+    )
     assert status == 201 and len(body["keypair"]["fingerprint"].split(":")) == 20  # SHA-1
-    status, body, _ = await cloud.request("POST", "/compute/v2.1/os-keypairs", headers=mv("2.2"), json={
-        "keypair": {"name": unique(), "type": "x509", "public_key": new_public_key()}})
+    status, body, _ = await cloud.request(
+        "POST",
+        "/compute/v2.1/os-keypairs",
+        headers=mv("2.2"),
+        json={"keypair": {"name": unique(), "type": "x509", "public_key": new_public_key()}},
+    )
     assert status == 400 and "failed to generate X509 fingerprint" in body["badRequest"]["message"]
 
 
 async def test_status_codes_and_fields_follow_the_microversion(cloud: Cloud) -> None:
     name = unique()
-    status, body, _ = await cloud.request("POST", "/compute/v2.1/os-keypairs", headers=mv("2.2"), json={
-        "keypair": {"name": name, "public_key": new_public_key()}})
+    status, body, _ = await cloud.request(
+        "POST",
+        "/compute/v2.1/os-keypairs",
+        headers=mv("2.2"),
+        json={"keypair": {"name": name, "public_key": new_public_key()}},
+    )
     assert status == 201 and body["keypair"]["type"] == "ssh" and "private_key" not in body["keypair"]
     status, body, _ = await cloud.request("GET", "/compute/v2.1/os-keypairs", headers=mv("2.1"))
     assert all(set(k["keypair"]) == {"name", "public_key", "fingerprint"} for k in body["keypairs"])
@@ -134,8 +162,12 @@ async def test_status_codes_and_fields_follow_the_microversion(cloud: Cloud) -> 
     status, _, _ = await cloud.request("DELETE", f"/compute/v2.1/os-keypairs/{name}", headers=mv("2.2"))
     assert status == 204
 
-    status, _, _ = await cloud.request("POST", "/compute/v2.1/os-keypairs", headers=mv("2.1"), json={
-        "keypair": {"name": name, "public_key": new_public_key()}})
+    status, _, _ = await cloud.request(
+        "POST",
+        "/compute/v2.1/os-keypairs",
+        headers=mv("2.1"),
+        json={"keypair": {"name": name, "public_key": new_public_key()}},
+    )
     assert status == 200
     status, body, _ = await cloud.request("DELETE", f"/compute/v2.1/os-keypairs/{name}", headers=mv("2.1"))
     assert status == 202  # Nova's 2.1 answer
@@ -147,52 +179,78 @@ async def test_keypair_list_paging_from_2_35(cloud: Cloud, member: Credentials) 
     token = await cloud.token(member)
     names = [f"page-{i}" for i in range(3)]
     for name in names:
-        status, _, _ = await cloud.request("POST", "/compute/v2.1/os-keypairs", token=token, headers=mv("2.35"),
-                                           json={"keypair": {"name": name, "public_key": new_public_key()}})
+        status, _, _ = await cloud.request(
+            "POST",
+            "/compute/v2.1/os-keypairs",
+            token=token,
+            headers=mv("2.35"),
+            json={"keypair": {"name": name, "public_key": new_public_key()}},
+        )
         assert status == 201
-    status, body, _ = await cloud.request("GET", "/compute/v2.1/os-keypairs?limit=2", token=token, headers=mv("2.35"))
+    status, body, _ = await cloud.request(
+        "GET", "/compute/v2.1/os-keypairs?limit=2", token=token, headers=mv("2.35")
+    )
     assert [k["keypair"]["name"] for k in body["keypairs"]] == names[:2]
     assert body["keypairs_links"][0]["href"].endswith("/compute/v2.1/os-keypairs?limit=2&marker=page-1")
-    status, body, _ = await cloud.request("GET", "/compute/v2.1/os-keypairs?limit=2&marker=page-1", token=token,
-                                          headers=mv("2.35"))
+    status, body, _ = await cloud.request(
+        "GET", "/compute/v2.1/os-keypairs?limit=2&marker=page-1", token=token, headers=mv("2.35")
+    )
     assert [k["keypair"]["name"] for k in body["keypairs"]] == names[2:] and "keypairs_links" not in body
-    status, body, _ = await cloud.request("GET", "/compute/v2.1/os-keypairs?marker=nope", token=token,
-                                          headers=mv("2.35"))
+    status, body, _ = await cloud.request(
+        "GET", "/compute/v2.1/os-keypairs?marker=nope", token=token, headers=mv("2.35")
+    )
     assert status == 400 and body["badRequest"]["message"] == "Marker nope could not be found."
-    status, body, _ = await cloud.request("GET", "/compute/v2.1/os-keypairs?limit=2", token=token, headers=mv("2.34"))
+    status, body, _ = await cloud.request(
+        "GET", "/compute/v2.1/os-keypairs?limit=2", token=token, headers=mv("2.34")
+    )
     assert len(body["keypairs"]) == 3 and "keypairs_links" not in body  # no paging before 2.35
 
 
 async def test_keypairs_belong_to_their_user(cloud: Cloud, member: Credentials) -> None:
     other = await cloud.new_member("other")
     name = unique("mine")
-    status, body, _ = await cloud.request("POST", "/compute/v2.1/os-keypairs", who=member, json={
-        "keypair": {"name": name, "public_key": new_public_key()}})
+    status, body, _ = await cloud.request(
+        "POST",
+        "/compute/v2.1/os-keypairs",
+        who=member,
+        json={"keypair": {"name": name, "public_key": new_public_key()}},
+    )
     assert status == 200 and body["keypair"]["user_id"] == member.user_id
 
     path = f"/compute/v2.1/os-keypairs/{name}"
     status, body, _ = await cloud.request("GET", path, who=other)
-    assert status == 404 and body["itemNotFound"]["message"] == f"Keypair {name} not found for user {other.user_id}"
+    assert (
+        status == 404
+        and body["itemNotFound"]["message"] == f"Keypair {name} not found for user {other.user_id}"
+    )
     status, _, _ = await cloud.request("DELETE", path, who=other)
     assert status == 404
     status, body, _ = await cloud.request("GET", "/compute/v2.1/os-keypairs", who=other)
     assert name not in {k["keypair"]["name"] for k in body["keypairs"]}
     for method in ("GET", "DELETE"):
-        status, body, _ = await cloud.request(method, f"{path}?user_id={member.user_id}", who=other,
-                                              headers=mv("2.10"))
+        status, body, _ = await cloud.request(
+            method, f"{path}?user_id={member.user_id}", who=other, headers=mv("2.10")
+        )
         assert status == 403, method
-    status, _, _ = await cloud.request("GET", f"/compute/v2.1/os-keypairs?user_id={member.user_id}", who=other,
-                                       headers=mv("2.10"))
+    status, _, _ = await cloud.request(
+        "GET", f"/compute/v2.1/os-keypairs?user_id={member.user_id}", who=other, headers=mv("2.10")
+    )
     assert status == 403
-    status, _, _ = await cloud.request("POST", "/compute/v2.1/os-keypairs", who=other, headers=mv("2.10"), json={
-        "keypair": {"name": unique(), "public_key": new_public_key(), "user_id": member.user_id}})
+    status, _, _ = await cloud.request(
+        "POST",
+        "/compute/v2.1/os-keypairs",
+        who=other,
+        headers=mv("2.10"),
+        json={"keypair": {"name": unique(), "public_key": new_public_key(), "user_id": member.user_id}},
+    )
     assert status == 403
     err = cloud.openstack_fails("keypair", "show", name, who=other)
     assert f"No Keypair found for {name}" in err.stderr
 
     # An admin may act on another user's keypairs from 2.10.
-    status, body, _ = await cloud.request("GET", f"/compute/v2.1/os-keypairs?user_id={member.user_id}",
-                                          headers=mv("2.10"))
+    status, body, _ = await cloud.request(
+        "GET", f"/compute/v2.1/os-keypairs?user_id={member.user_id}", headers=mv("2.10")
+    )
     assert [k["keypair"]["name"] for k in body["keypairs"]] == [name]
     status, body, _ = await cloud.request("GET", f"{path}?user_id={member.user_id}", headers=mv("2.10"))
     assert status == 200 and body["keypair"]["user_id"] == member.user_id
@@ -208,8 +266,12 @@ async def test_readers_can_list_but_not_create_keypairs(cloud: Cloud) -> None:
     reader = await cloud.new_member("rd", role="reader")
     status, body, _ = await cloud.request("GET", "/compute/v2.1/os-keypairs", who=reader)
     assert status == 200 and body == {"keypairs": []}
-    status, body, _ = await cloud.request("POST", "/compute/v2.1/os-keypairs", who=reader, json={
-        "keypair": {"name": unique(), "public_key": new_public_key()}})
+    status, body, _ = await cloud.request(
+        "POST",
+        "/compute/v2.1/os-keypairs",
+        who=reader,
+        json={"keypair": {"name": unique(), "public_key": new_public_key()}},
+    )
     assert status == 403 and "os-keypairs:create" in body["forbidden"]["message"]
 
 
@@ -217,10 +279,16 @@ async def test_bad_keypair_requests_are_refused_and_change_nothing(cloud: Cloud,
     token = await cloud.token(member)
     name = unique()
     cases = [
-        ({"keypair": {"name": name, "public_key": "ssh-rsa not-a-key"}}, "2.1",
-         "Keypair data is invalid: failed to generate fingerprint"),
-        ({"keypair": {"name": "dots.are.new", "public_key": new_public_key()}}, "2.91",
-         "An invalid 'name' value was provided."),
+        (
+            {"keypair": {"name": name, "public_key": "ssh-rsa not-a-key"}},
+            "2.1",
+            "Keypair data is invalid: failed to generate fingerprint",
+        ),
+        (
+            {"keypair": {"name": "dots.are.new", "public_key": new_public_key()}},
+            "2.91",
+            "An invalid 'name' value was provided.",
+        ),
         ({"keypair": {"name": " lead", "public_key": new_public_key()}}, "2.1", "name"),
         ({"keypair": {"name": "x" * 256, "public_key": new_public_key()}}, "2.1", "name"),
         ({"keypair": {"name": name, "public_key": 42}}, "2.1", "public_key"),
@@ -230,45 +298,72 @@ async def test_bad_keypair_requests_are_refused_and_change_nothing(cloud: Cloud,
         ({"key_pair": {"name": name}}, "2.1", "keypair"),
     ]
     for body, version, message in cases:
-        status, answer, _ = await cloud.request("POST", "/compute/v2.1/os-keypairs", token=token,
-                                                headers=mv(version), json=body)
+        status, answer, _ = await cloud.request(
+            "POST", "/compute/v2.1/os-keypairs", token=token, headers=mv(version), json=body
+        )
         assert status == 400, (body, answer)
         assert message in answer["badRequest"]["message"], (body, answer)
-    status, answer, _ = await cloud.request("POST", "/compute/v2.1/os-keypairs", token=token,
-                                            data=b'{"keypair": {"name": ', headers={"Content-Type": "application/json"})
+    status, answer, _ = await cloud.request(
+        "POST",
+        "/compute/v2.1/os-keypairs",
+        token=token,
+        data=b'{"keypair": {"name": ',
+        headers={"Content-Type": "application/json"},
+    )
     assert status == 400 and answer["badRequest"]["code"] == 400
-    status, answer, _ = await cloud.request("POST", "/compute/v2.1/os-keypairs", token=token,
-                                            data=b'{"keypair": "' + b"k" * (2 * 1024 * 1024) + b'"}',
-                                            headers={"Content-Type": "application/json"})
+    status, answer, _ = await cloud.request(
+        "POST",
+        "/compute/v2.1/os-keypairs",
+        token=token,
+        data=b'{"keypair": "' + b"k" * (2 * 1024 * 1024) + b'"}',
+        headers={"Content-Type": "application/json"},
+    )
     assert status == 413
     status, listed, _ = await cloud.request("GET", "/compute/v2.1/os-keypairs", token=token)
     assert listed == {"keypairs": []}
 
     # From 2.92 the name may carry '@' and '.'; a duplicate name is a conflict.
-    status, _, _ = await cloud.request("POST", "/compute/v2.1/os-keypairs", token=token, headers=mv("2.92"), json={
-        "keypair": {"name": "me@example.org", "public_key": new_public_key()}})
+    status, _, _ = await cloud.request(
+        "POST",
+        "/compute/v2.1/os-keypairs",
+        token=token,
+        headers=mv("2.92"),
+        json={"keypair": {"name": "me@example.org", "public_key": new_public_key()}},
+    )
     assert status == 201
-    status, answer, _ = await cloud.request("POST", "/compute/v2.1/os-keypairs", token=token, headers=mv("2.92"),
-                                            json={"keypair": {"name": "me@example.org", "public_key": new_public_key()}})
+    status, answer, _ = await cloud.request(
+        "POST",
+        "/compute/v2.1/os-keypairs",
+        token=token,
+        headers=mv("2.92"),
+        json={"keypair": {"name": "me@example.org", "public_key": new_public_key()}},
+    )
     assert status == 409
     assert answer["conflictingRequest"]["message"] == "Key pair 'me@example.org' already exists."
 
 
 async def test_concurrent_creates_never_pass_the_key_pairs_quota(cloud: Cloud, member: Credentials) -> None:
-    status, _, _ = await cloud.request("PUT", f"/compute/v2.1/os-quota-sets/{member.project_id}",
-                                       json={"quota_set": {"key_pairs": 3}})
+    status, _, _ = await cloud.request(
+        "PUT", f"/compute/v2.1/os-quota-sets/{member.project_id}", json={"quota_set": {"key_pairs": 3}}
+    )
     assert status == 200
     token = await cloud.token(member)
     key_types = [ec.SECP256R1(), ec.SECP384R1()]
     bodies = []
     for i in range(10):
-        public = ec.generate_private_key(key_types[i % 2]).public_key().public_bytes(
-            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+        public = (
+            ec.generate_private_key(key_types[i % 2])
+            .public_key()
+            .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+            .decode()
+        )
         bodies.append({"keypair": {"name": f"race-{i}", "public_key": public}})
-    results = await asyncio.gather(*(
-        cloud.request("POST", "/compute/v2.1/os-keypairs", token=token, headers=mv("2.2"), json=body)
-        for body in bodies
-    ))
+    results = await asyncio.gather(
+        *(
+            cloud.request("POST", "/compute/v2.1/os-keypairs", token=token, headers=mv("2.2"), json=body)
+            for body in bodies
+        )
+    )
     statuses = sorted(status for status, _, _ in results)
     assert statuses == [201] * 3 + [403] * 7, [(s, b) for s, b, _ in results]
     for status, body, _ in results:
@@ -276,17 +371,26 @@ async def test_concurrent_creates_never_pass_the_key_pairs_quota(cloud: Cloud, m
             assert body == {"forbidden": {"code": 403, "message": "Quota exceeded, too many key pairs."}}
     status, listed, _ = await cloud.request("GET", "/compute/v2.1/os-keypairs", token=token)
     assert len(listed["keypairs"]) == 3
-    status, detail, _ = await cloud.request("GET", f"/compute/v2.1/os-quota-sets/{member.project_id}/detail",
-                                            token=token)
+    status, detail, _ = await cloud.request(
+        "GET", f"/compute/v2.1/os-quota-sets/{member.project_id}/detail", token=token
+    )
     assert detail["quota_set"]["key_pairs"] == {"limit": 3, "in_use": 3, "reserved": 0}
 
     # Freeing one makes room for exactly one more.
     created = sorted(body["keypair"]["name"] for status, body, _ in results if status == 201)
     status, _, _ = await cloud.request("DELETE", f"/compute/v2.1/os-keypairs/{created[0]}", token=token)
     assert status == 202
-    status, _, _ = await cloud.request("POST", "/compute/v2.1/os-keypairs", token=token,
-                                       json={"keypair": {"name": "after", "public_key": new_public_key()}})
+    status, _, _ = await cloud.request(
+        "POST",
+        "/compute/v2.1/os-keypairs",
+        token=token,
+        json={"keypair": {"name": "after", "public_key": new_public_key()}},
+    )
     assert status == 200
-    status, body, _ = await cloud.request("POST", "/compute/v2.1/os-keypairs", token=token,
-                                          json={"keypair": {"name": "one-too-many", "public_key": new_public_key()}})
+    status, body, _ = await cloud.request(
+        "POST",
+        "/compute/v2.1/os-keypairs",
+        token=token,
+        json={"keypair": {"name": "one-too-many", "public_key": new_public_key()}},
+    )
     assert status == 403 and body["forbidden"]["message"] == "Quota exceeded, too many key pairs."

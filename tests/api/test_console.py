@@ -33,9 +33,13 @@ async def owner_token(cloud: Cloud, owner: Credentials) -> str:
 @pytest.fixture(scope="module")
 async def server(cloud: Cloud, image: str, owner_token: str) -> AsyncIterator[dict[str, Any]]:
     """An ACTIVE server of `owner`'s project (its id and host), deleted after the module."""
-    status, body, _ = await cloud.request("POST", "/compute/v2.1/servers", token=owner_token, headers=NOVA,
-                                          json={"server": {"name": "console", "imageRef": image,
-                                                           "flavorRef": "42", "networks": "none"}})
+    status, body, _ = await cloud.request(
+        "POST",
+        "/compute/v2.1/servers",
+        token=owner_token,
+        headers=NOVA,
+        json={"server": {"name": "console", "imageRef": image, "flavorRef": "42", "networks": "none"}},
+    )
     assert status == 202, body
     server_id = body["server"]["id"]
     try:
@@ -63,13 +67,15 @@ def console_log(cloud: Cloud, server: dict[str, Any]) -> Path:
 
 
 async def console_output(cloud: Cloud, server_id: str, token: str, args: Any) -> tuple[int, Any]:
-    status, body, _ = await cloud.request("POST", f"/compute/v2.1/servers/{server_id}/action", token=token,
-                                          json={"os-getConsoleOutput": args})
+    status, body, _ = await cloud.request(
+        "POST", f"/compute/v2.1/servers/{server_id}/action", token=token, json={"os-getConsoleOutput": args}
+    )
     return status, body
 
 
-async def test_console_log_is_returned_whole_or_its_last_lines(cloud: Cloud, server: dict[str, Any],
-                                                               console_log: Path, owner_token: str) -> None:
+async def test_console_log_is_returned_whole_or_its_last_lines(
+    cloud: Cloud, server: dict[str, Any], console_log: Path, owner_token: str
+) -> None:
     async def output(args: Any, token: str = owner_token) -> str:
         status, body = await console_output(cloud, server["id"], token, args)
         assert status == 200, body
@@ -86,8 +92,9 @@ async def test_console_log_is_returned_whole_or_its_last_lines(cloud: Cloud, ser
     assert await output({"length": 3}, await cloud.token()) == "kernel\nready\n"  # an admin
 
 
-def test_cli_shows_the_last_lines(cloud: Cloud, server: dict[str, Any], console_log: Path,
-                                  owner: Credentials) -> None:
+def test_cli_shows_the_last_lines(
+    cloud: Cloud, server: dict[str, Any], console_log: Path, owner: Credentials
+) -> None:
     console_log.write_bytes(b"one\ntwo\nthree\nfour")
     shown = cloud.openstack("console", "log", "show", "--lines", "2", server["id"], who=owner, fmt=None)
     assert shown == "three\nfour\n"  # the CLI adds the final newline
@@ -95,16 +102,18 @@ def test_cli_shows_the_last_lines(cloud: Cloud, server: dict[str, Any], console_
     assert shown == "one\ntwo\nthree\nfour\n"
 
 
-async def test_control_characters_are_stripped_as_nova_does(cloud: Cloud, server: dict[str, Any],
-                                                            console_log: Path, owner_token: str) -> None:
+async def test_control_characters_are_stripped_as_nova_does(
+    cloud: Cloud, server: dict[str, Any], console_log: Path, owner_token: str
+) -> None:
     console_log.write_bytes(b"\x1b[0;32mOK\x1b[0m\r\n\tbell\x07 nul\x00 del\x7f\nna\xc3\xafve \xff\xfe\n")
     status, body = await console_output(cloud, server["id"], owner_token, {})
     assert status == 200
     assert body == {"output": "[0;32mOK[0m\n\tbell nul del\x7f\nna\u00efve \ufffd\ufffd\n"}
 
 
-async def test_only_the_last_100_kib_are_read(cloud: Cloud, server: dict[str, Any], console_log: Path,
-                                             owner_token: str) -> None:
+async def test_only_the_last_100_kib_are_read(
+    cloud: Cloud, server: dict[str, Any], console_log: Path, owner_token: str
+) -> None:
     line = b"0123456789abcdef" * 4 + b"\n"  # 65 bytes
     head = b"HEAD\n" + line * 2000
     tail = line * 2000 + b"TAIL"
@@ -116,19 +125,32 @@ async def test_only_the_last_100_kib_are_read(cloud: Cloud, server: dict[str, An
     assert output.encode() == (head + tail)[-MAX_CONSOLE_BYTES:]
 
 
-@pytest.mark.parametrize("args", [
-    {"length": "abc"}, {"length": -2}, {"length": "-2"}, {"length": 1.5}, {"length": [3]}, {"length": True},
-    {"length": ""}, {"length": 3, "extra": 1}, None, "5",
-])
-async def test_a_bad_length_is_a_400(cloud: Cloud, server: dict[str, Any], owner_token: str,
-                                     args: Any) -> None:
+@pytest.mark.parametrize(
+    "args",
+    [
+        {"length": "abc"},
+        {"length": -2},
+        {"length": "-2"},
+        {"length": 1.5},
+        {"length": [3]},
+        {"length": True},
+        {"length": ""},
+        {"length": 3, "extra": 1},
+        None,
+        "5",
+    ],
+)
+async def test_a_bad_length_is_a_400(
+    cloud: Cloud, server: dict[str, Any], owner_token: str, args: Any
+) -> None:
     status, body = await console_output(cloud, server["id"], owner_token, args)
     assert status == 400, body
     assert body["badRequest"]["code"] == 400 and "Invalid input" in body["badRequest"]["message"]
 
 
-async def test_another_projects_server_and_an_unknown_one_are_404(cloud: Cloud, server: dict[str, Any],
-                                                                  console_log: Path) -> None:
+async def test_another_projects_server_and_an_unknown_one_are_404(
+    cloud: Cloud, server: dict[str, Any], console_log: Path
+) -> None:
     console_log.write_bytes(b"secret\n")
     stranger = await cloud.token(await cloud.new_member("other"))
     unknown = str(uuid.uuid4())
@@ -141,12 +163,19 @@ async def test_another_projects_server_and_an_unknown_one_are_404(cloud: Cloud, 
     assert status == 404 and "itemNotFound" in body
 
 
-async def test_a_reader_of_the_servers_project_gets_403(cloud: Cloud, server: dict[str, Any],
-                                                        owner: Credentials) -> None:
+async def test_a_reader_of_the_servers_project_gets_403(
+    cloud: Cloud, server: dict[str, Any], owner: Credentials
+) -> None:
     admin = await cloud.token()
     reader = Credentials(f"con-reader-{uuid.uuid4().hex[:8]}", secrets.token_urlsafe(12), owner.project)
-    status, user, _ = await cloud.request("POST", "/identity/v3/users", token=admin, json={"user": {
-        "name": reader.user, "password": reader.password, "default_project_id": owner.project_id}})
+    status, user, _ = await cloud.request(
+        "POST",
+        "/identity/v3/users",
+        token=admin,
+        json={
+            "user": {"name": reader.user, "password": reader.password, "default_project_id": owner.project_id}
+        },
+    )
     assert status == 201, user
     _, roles, _ = await cloud.request("GET", "/identity/v3/roles?name=reader", token=admin)
     user_id, role_id = user["user"]["id"], roles["roles"][0]["id"]
@@ -160,12 +189,17 @@ async def test_a_reader_of_the_servers_project_gets_403(cloud: Cloud, server: di
 async def test_a_server_without_a_host_is_409_not_ready(cloud: Cloud, image: str, owner_token: str) -> None:
     """A flavor no host has the disk for: the server never gets a host."""
     admin = await cloud.token()
-    status, flavor, _ = await cloud.request("POST", "/compute/v2.1/flavors", token=admin, json={"flavor": {
-        "name": f"huge-disk-{uuid.uuid4().hex[:6]}", "ram": 64, "vcpus": 1, "disk": 10**8}})
+    status, flavor, _ = await cloud.request(
+        "POST",
+        "/compute/v2.1/flavors",
+        token=admin,
+        json={"flavor": {"name": f"huge-disk-{uuid.uuid4().hex[:6]}", "ram": 64, "vcpus": 1, "disk": 10**8}},
+    )
     assert status == 200, flavor
     request = {"name": "nowhere", "imageRef": image, "flavorRef": flavor["flavor"]["id"], "networks": "none"}
-    status, body, _ = await cloud.request("POST", "/compute/v2.1/servers", token=owner_token, headers=NOVA,
-                                          json={"server": request})
+    status, body, _ = await cloud.request(
+        "POST", "/compute/v2.1/servers", token=owner_token, headers=NOVA, json={"server": request}
+    )
     assert status == 202, body
     server_id = body["server"]["id"]
     try:
@@ -178,7 +212,8 @@ async def test_a_server_without_a_host_is_409_not_ready(cloud: Cloud, image: str
 
 
 async def test_a_server_whose_console_log_is_missing_has_no_console(
-        cloud: Cloud, server: dict[str, Any], console_log: Path, owner_token: str) -> None:
+    cloud: Cloud, server: dict[str, Any], console_log: Path, owner_token: str
+) -> None:
     aside = console_log.with_name("console.log.aside")
     console_log.rename(aside)
     try:

@@ -14,7 +14,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-from tests.api.conftest import Cloud, Credentials
+from tests.api.conftest import Cloud
 
 NOVA = {"OpenStack-API-Version": "compute 2.96"}
 
@@ -56,13 +56,16 @@ class SseStream:
 
 
 @contextlib.asynccontextmanager
-async def sse(cloud: Cloud, token: str, query: str = "", last_event_id: int | None = None
-              ) -> AsyncIterator[SseStream]:
+async def sse(
+    cloud: Cloud, token: str, query: str = "", last_event_id: int | None = None
+) -> AsyncIterator[SseStream]:
     headers = {"X-Auth-Token": token}
     if last_event_id is not None:
         headers["Last-Event-ID"] = str(last_event_id)
-    async with aiohttp.ClientSession() as session, session.get(f"{cloud.url}/v1/events{query}",
-                                                                headers=headers) as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{cloud.url}/v1/events{query}", headers=headers) as response,
+    ):
         assert response.status == 200, await response.text()
         assert response.headers["Content-Type"].startswith("text/event-stream")
         try:
@@ -77,9 +80,13 @@ async def latest_event(pool: asyncpg.Pool) -> int:
 
 
 async def boot(cloud: Cloud, token: str, image: str, name: str) -> str:
-    status, body, _ = await cloud.request("POST", "/compute/v2.1/servers", token=token, headers=NOVA,
-                                          json={"server": {"name": name, "imageRef": image, "flavorRef": "42",
-                                                           "networks": "none"}})
+    status, body, _ = await cloud.request(
+        "POST",
+        "/compute/v2.1/servers",
+        token=token,
+        headers=NOVA,
+        json={"server": {"name": name, "imageRef": image, "flavorRef": "42", "networks": "none"}},
+    )
     assert status == 202, body
     return body["server"]["id"]
 
@@ -115,16 +122,37 @@ async def test_a_boot_and_delete_appear_in_order_with_every_transition(cloud: Cl
     assert states.index("active") < states.index("active:deleting") < states.index("deleted")
     first = seen[0]
     assert first["project_id"] and first["request_id"].startswith("req-") and first["time"]
-    assert set(first) == {"id", "time", "project_id", "kind", "actor_id", "type", "prev_state", "new_state",
-                          "request_id", "payload"}
+    assert set(first) == {
+        "id",
+        "time",
+        "project_id",
+        "kind",
+        "actor_id",
+        "type",
+        "prev_state",
+        "new_state",
+        "request_id",
+        "payload",
+    }
 
 
 async def test_a_stream_resumed_with_last_event_id_misses_and_repeats_nothing_under_load(
-        cloud: Cloud, image: str, pool: asyncpg.Pool) -> None:
+    cloud: Cloud, image: str, pool: asyncpg.Pool
+) -> None:
     count = 100
     who = await cloud.new_member("storm")
-    cloud.openstack("quota", "set", "--instances", str(count), "--cores", str(count), "--ram", str(count * 64),
-                    who.project_id, fmt=None)
+    cloud.openstack(
+        "quota",
+        "set",
+        "--instances",
+        str(count),
+        "--cores",
+        str(count),
+        "--ram",
+        str(count * 64),
+        who.project_id,
+        fmt=None,
+    )
     token = await cloud.token(who)
     start = await latest_event(pool)
     ids: list[str] = []
@@ -133,6 +161,7 @@ async def test_a_stream_resumed_with_last_event_id_misses_and_repeats_nothing_un
     async def boot_all() -> None:
         async def one(i: int) -> None:
             ids.append(await boot(cloud, token, image, f"storm-{i}"))
+
         for batch in range(0, count, 20):
             await asyncio.gather(*(one(i) for i in range(batch, batch + 20)))
 
@@ -161,9 +190,14 @@ async def test_a_stream_resumed_with_last_event_id_misses_and_repeats_nothing_un
                 received.append(await stream.next())
         numbers = [e["id"] for e in received]
         assert numbers == sorted(set(numbers)), "an event was repeated or came out of order"
-        stored = [r["seq"] for r in await pool.fetch(
-            "SELECT seq FROM events WHERE kind = 'server' AND seq > $1 AND seq <= $2 ORDER BY seq",
-            start, numbers[-1])]
+        stored = [
+            r["seq"]
+            for r in await pool.fetch(
+                "SELECT seq FROM events WHERE kind = 'server' AND seq > $1 AND seq <= $2 ORDER BY seq",
+                start,
+                numbers[-1],
+            )
+        ]
         assert numbers == stored, "the stream and the database disagree about the events"
     finally:
         booting.cancel()
@@ -216,21 +250,25 @@ async def test_an_idle_stream_gets_heartbeats(cloud: Cloud) -> None:
         assert stream.comments.count("heartbeat") >= 2
 
 
-async def test_the_websocket_streams_the_same_events_and_resumes(cloud: Cloud, image: str,
-                                                                 pool: asyncpg.Pool) -> None:
+async def test_the_websocket_streams_the_same_events_and_resumes(
+    cloud: Cloud, image: str, pool: asyncpg.Pool
+) -> None:
     token = await cloud.token()
     start = await latest_event(pool)
     server_id = await boot(cloud, token, image, "events-ws")
     try:
         async with aiohttp.ClientSession() as session:
-            async with session.ws_connect(f"{cloud.url}/v1/events/ws?after={start}&id={server_id}",
-                                          headers={"X-Auth-Token": token}) as ws:
+            async with session.ws_connect(
+                f"{cloud.url}/v1/events/ws?after={start}&id={server_id}", headers={"X-Auth-Token": token}
+            ) as ws:
                 first = json.loads((await ws.receive(timeout=30)).data)
                 second = json.loads((await ws.receive(timeout=30)).data)
             assert first["actor_id"] == second["actor_id"] == server_id
             assert first["id"] < second["id"]
-            async with session.ws_connect(f"{cloud.url}/v1/events/ws?after={first['id']}&id={server_id}",
-                                          headers={"X-Auth-Token": token}) as ws:
+            async with session.ws_connect(
+                f"{cloud.url}/v1/events/ws?after={first['id']}&id={server_id}",
+                headers={"X-Auth-Token": token},
+            ) as ws:
                 again = json.loads((await ws.receive(timeout=30)).data)
             assert again == second
     finally:
@@ -244,20 +282,56 @@ def test_the_events_command_tails_the_stream(cloud: Cloud, image: str, tmp_path:
 
     from tests.conftest import ROOT
 
-    server = cloud.openstack("server", "create", "--image", image, "--flavor", "m1.nano", "--nic", "none",
-                             "--wait", "events-cli")
+    server = cloud.openstack(
+        "server", "create", "--image", image, "--flavor", "m1.nano", "--nic", "none", "--wait", "events-cli"
+    )
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "actorstack.cli", "events", "--after", "0", "--id", server["id"], "--json",
-             "--count", "2"], cwd=ROOT, env=cloud.env(), capture_output=True, text=True, timeout=60)
+            [
+                sys.executable,
+                "-m",
+                "actorstack.cli",
+                "events",
+                "--after",
+                "0",
+                "--id",
+                server["id"],
+                "--json",
+                "--count",
+                "2",
+            ],
+            cwd=ROOT,
+            env=cloud.env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert result.returncode == 0, result.stderr
         events = [json.loads(line) for line in result.stdout.splitlines()]
         assert len(events) == 2 and all(e["actor_id"] == server["id"] for e in events)
         result = subprocess.run(
-            [sys.executable, "-m", "actorstack.cli", "events", "--after", "0", "--id", server["id"], "--count", "1",
-             "--color", "never"], cwd=ROOT, env=cloud.env(), capture_output=True, text=True, timeout=60)
+            [
+                sys.executable,
+                "-m",
+                "actorstack.cli",
+                "events",
+                "--after",
+                "0",
+                "--id",
+                server["id"],
+                "--count",
+                "1",
+                "--color",
+                "never",
+            ],
+            cwd=ROOT,
+            env=cloud.env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert result.returncode == 0, result.stderr
-        line, = result.stdout.splitlines()
+        (line,) = result.stdout.splitlines()
         assert "server" in line and server["id"] in line and "->" in line
     finally:
         cloud.openstack("server", "delete", "--wait", server["id"], fmt=None)

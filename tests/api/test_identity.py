@@ -62,22 +62,35 @@ async def test_expired_token_is_refused(cloud: Cloud) -> None:
     """A genuine token (signed with the cloud's key) whose expiry has passed."""
     conn = await asyncpg.connect(f"{PG_SERVER}/{RUN_PREFIX}")
     try:
-        key = json.loads(await conn.fetchval("SELECT value::text FROM cluster_settings WHERE key = 'token_key'"))
-        admin = await conn.fetchrow("SELECT u.id, u.name, p.id AS pid FROM users u JOIN projects p ON p.name = 'admin' WHERE u.name = 'admin'")
+        key = json.loads(
+            await conn.fetchval("SELECT value::text FROM cluster_settings WHERE key = 'token_key'")
+        )
+        admin = await conn.fetchrow(
+            "SELECT u.id, u.name, p.id AS pid FROM users u JOIN projects p ON p.name = 'admin' WHERE u.name = 'admin'"
+        )
     finally:
         await conn.close()
     codec = TokenCodec(key, ttl=1)
-    token, _ = codec.issue(user_id=admin["id"], user_name="admin", user_domain_id="default", project_id=admin["pid"],
-                           project_name="admin", project_domain_id="default", roles=(("x", "admin"),),
-                           methods=("password",), expires_at=time.time() - 1)
+    token, _ = codec.issue(
+        user_id=admin["id"],
+        user_name="admin",
+        user_domain_id="default",
+        project_id=admin["pid"],
+        project_name="admin",
+        project_domain_id="default",
+        roles=(("x", "admin"),),
+        methods=("password",),
+        expires_at=time.time() - 1,
+    )
     status, data, _ = await cloud.request("GET", "/identity/v3/projects", token=token, who=False)
     assert status == 401 and "expired" in data["error"]["message"]
 
 
 async def test_revoked_token_is_refused(cloud: Cloud) -> None:
     token = await cloud.token()
-    status, _, _ = await cloud.request("DELETE", "/identity/v3/auth/tokens", token=token,
-                                       headers={"X-Subject-Token": token})
+    status, _, _ = await cloud.request(
+        "DELETE", "/identity/v3/auth/tokens", token=token, headers={"X-Subject-Token": token}
+    )
     assert status == 204
     status, _, _ = await cloud.request("GET", "/identity/v3/auth/projects", token=token)
     assert status == 401
@@ -85,12 +98,20 @@ async def test_revoked_token_is_refused(cloud: Cloud) -> None:
 
 async def test_malformed_json_and_huge_bodies_are_refused_cleanly(cloud: Cloud) -> None:
     status, data, headers = await cloud.request(
-        "POST", "/identity/v3/auth/tokens", who=False, data=b'{"auth": ', headers={"Content-Type": "application/json"})
+        "POST",
+        "/identity/v3/auth/tokens",
+        who=False,
+        data=b'{"auth": ',
+        headers={"Content-Type": "application/json"},
+    )
     assert status == 400 and data["error"]["code"] == 400 and "Traceback" not in json.dumps(data)
     assert headers["x-openstack-request-id"].startswith("req-")
     status, data, _ = await cloud.request(
-        "POST", "/identity/v3/projects", data=b"{" + b" " * (2 * 1024 * 1024) + b"}",
-        headers={"Content-Type": "application/json"})
+        "POST",
+        "/identity/v3/projects",
+        data=b"{" + b" " * (2 * 1024 * 1024) + b"}",
+        headers={"Content-Type": "application/json"},
+    )
     assert status == 413
 
 

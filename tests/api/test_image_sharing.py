@@ -18,7 +18,9 @@ async def list_ids(cloud: Cloud, token: str, query: str = "") -> set[str]:
     return {i["id"] for i in body["images"]}
 
 
-async def test_another_projects_private_image_does_not_exist_for_you(cloud: Cloud, member: Credentials) -> None:
+async def test_another_projects_private_image_does_not_exist_for_you(
+    cloud: Cloud, member: Credentials
+) -> None:
     owner_token = await cloud.token(member)
     image = await create_image(cloud, owner_token, visibility="private")
     assert (await upload(cloud, owner_token, image["id"], b"secret bytes"))[0] == 204
@@ -28,8 +30,14 @@ async def test_another_projects_private_image_does_not_exist_for_you(cloud: Clou
     for method, suffix, kwargs in (
         ("GET", "", {}),
         ("GET", "/file", {}),
-        ("PATCH", "", {"json": [{"op": "replace", "path": "/name", "value": "mine"}],
-                       "headers": {"Content-Type": "application/openstack-images-v2.1-json-patch"}}),
+        (
+            "PATCH",
+            "",
+            {
+                "json": [{"op": "replace", "path": "/name", "value": "mine"}],
+                "headers": {"Content-Type": "application/openstack-images-v2.1-json-patch"},
+            },
+        ),
         ("DELETE", "", {}),
         ("PUT", "/tags/mine", {}),
         ("GET", "/members", {}),
@@ -69,7 +77,9 @@ async def test_public_and_community_images_are_readable_not_writable_by_others(
     assert status == 200 and data == "community data"
 
     for image in (public, community):
-        status, _ = await patch_image(cloud, token, image["id"], [{"op": "replace", "path": "/name", "value": "x"}])
+        status, _ = await patch_image(
+            cloud, token, image["id"], [{"op": "replace", "path": "/name", "value": "x"}]
+        )
         assert status == 403
         status, _, _ = await cloud.request("DELETE", f"/image/v2/images/{image['id']}", token=token)
         assert status == 403
@@ -85,11 +95,33 @@ async def test_a_member_cannot_publicize(cloud: Cloud, member: Credentials, tmp_
     data.write_bytes(os.urandom(4096))
     name = unique("mine")
     err = await asyncio.to_thread(
-        cloud.openstack_fails, "image", "create", "--public", "--disk-format", "raw", "--container-format", "bare",
-        "--file", str(data), name, who=member)
+        cloud.openstack_fails,
+        "image",
+        "create",
+        "--public",
+        "--disk-format",
+        "raw",
+        "--container-format",
+        "bare",
+        "--file",
+        str(data),
+        name,
+        who=member,
+    )
     assert "403" in err.stderr
-    await asyncio.to_thread(cloud.openstack, "image", "create", "--disk-format", "raw", "--container-format",
-                            "bare", "--file", str(data), name, who=member)
+    await asyncio.to_thread(
+        cloud.openstack,
+        "image",
+        "create",
+        "--disk-format",
+        "raw",
+        "--container-format",
+        "bare",
+        "--file",
+        str(data),
+        name,
+        who=member,
+    )
     err = await asyncio.to_thread(cloud.openstack_fails, "image", "set", "--public", name, who=member)
     assert "403" in err.stderr and "publicize_image" in err.stderr
     await asyncio.to_thread(cloud.openstack, "image", "set", "--community", name, who=member, fmt=None)
@@ -107,8 +139,20 @@ async def test_sharing_with_another_project_through_the_cli(
     consumer = await cloud.new_member("consumer")
     run = cloud.openstack
 
-    image = await asyncio.to_thread(run, "image", "create", "--shared", "--disk-format", "raw",
-                                    "--container-format", "bare", "--file", str(source), name, who=member)
+    image = await asyncio.to_thread(
+        run,
+        "image",
+        "create",
+        "--shared",
+        "--disk-format",
+        "raw",
+        "--container-format",
+        "bare",
+        "--file",
+        str(source),
+        name,
+        who=member,
+    )
     # A project member may not look projects up by name in Keystone: share by project id.
     added = await asyncio.to_thread(run, "image", "add", "project", name, consumer.project_id, who=member)
     assert added["status"] == "pending" and added["member_id"] == consumer.project_id
@@ -119,8 +163,12 @@ async def test_sharing_with_another_project_through_the_cli(
     assert image["id"] in await list_ids(cloud, consumer_token, "member_status=pending")
     # The owner cannot answer for the member.
     owner_token = await cloud.token(member)
-    status, _, _ = await cloud.request("PUT", f"/image/v2/images/{image['id']}/members/{consumer.project_id}",
-                                       token=owner_token, json={"status": "accepted"})
+    status, _, _ = await cloud.request(
+        "PUT",
+        f"/image/v2/images/{image['id']}/members/{consumer.project_id}",
+        token=owner_token,
+        json={"status": "accepted"},
+    )
     assert status == 403
 
     await asyncio.to_thread(run, "image", "set", "--accept", image["id"], who=consumer, fmt=None)
@@ -129,7 +177,9 @@ async def test_sharing_with_another_project_through_the_cli(
     out = tmp_path / "received.raw"
     await asyncio.to_thread(run, "image", "save", "--file", str(out), name, who=consumer, fmt=None)
     assert out.read_bytes() == data
-    err = await asyncio.to_thread(cloud.openstack_fails, "image", "set", "--name", "taken", name, who=consumer)
+    err = await asyncio.to_thread(
+        cloud.openstack_fails, "image", "set", "--name", "taken", name, who=consumer
+    )
     assert "403" in err.stderr
     err = await asyncio.to_thread(cloud.openstack_fails, "image", "delete", name, who=consumer)
     assert "403" in err.stderr
@@ -142,14 +192,16 @@ async def test_sharing_with_another_project_through_the_cli(
     assert {m["Member ID"] for m in owner_view} == {consumer.project_id, third.project_id}
     consumer_view = await asyncio.to_thread(run, "image", "member", "list", name, who=consumer)
     assert [(m["Member ID"], m["Status"]) for m in consumer_view] == [(consumer.project_id, "accepted")]
-    status, _, _ = await cloud.request("GET", f"/image/v2/images/{image['id']}/members/{third.project_id}",
-                                       token=consumer_token)
+    status, _, _ = await cloud.request(
+        "GET", f"/image/v2/images/{image['id']}/members/{third.project_id}", token=consumer_token
+    )
     assert status == 404
 
     await asyncio.to_thread(run, "image", "set", "--reject", image["id"], who=consumer, fmt=None)
     assert image["id"] not in await list_ids(cloud, consumer_token)
-    await asyncio.to_thread(run, "image", "remove", "project", name, consumer.project_id, who=member,
-                            fmt=None)
+    await asyncio.to_thread(
+        run, "image", "remove", "project", name, consumer.project_id, who=member, fmt=None
+    )
     assert (await get_image(cloud, consumer_token, image["id"]))[0] == 404
 
 
@@ -172,8 +224,12 @@ async def test_only_shared_images_have_members(cloud: Cloud, member: Credentials
 async def test_readers_can_look_but_not_write(cloud: Cloud) -> None:
     reader = await cloud.new_member("reader", role="reader")
     token = await cloud.token(reader)
-    status, body, _ = await cloud.request("POST", "/image/v2/images", token=token,
-                                          json={"name": "nope", "disk_format": "raw", "container_format": "bare"})
+    status, body, _ = await cloud.request(
+        "POST",
+        "/image/v2/images",
+        token=token,
+        json={"name": "nope", "disk_format": "raw", "container_format": "bare"},
+    )
     assert status == 403, body
     admin_token = await cloud.token()
     image = await create_image(cloud, admin_token, owner=reader.project_id, visibility="private")

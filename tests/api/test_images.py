@@ -37,8 +37,9 @@ async def create_image(cloud: Cloud, token: str, **fields: Any) -> dict[str, Any
 
 
 async def upload(cloud: Cloud, token: str, image_id: str, data: bytes) -> tuple[int, Any]:
-    status, body, _ = await cloud.request("PUT", f"/image/v2/images/{image_id}/file", token=token,
-                                          data=data, headers=OCTET)
+    status, body, _ = await cloud.request(
+        "PUT", f"/image/v2/images/{image_id}/file", token=token, data=data, headers=OCTET
+    )
     return status, body
 
 
@@ -48,8 +49,9 @@ async def get_image(cloud: Cloud, token: str, image_id: str) -> tuple[int, Any]:
 
 
 async def patch_image(cloud: Cloud, token: str, image_id: str, ops: list[dict[str, Any]]) -> tuple[int, Any]:
-    status, body, _ = await cloud.request("PATCH", f"/image/v2/images/{image_id}", token=token, json=ops,
-                                          headers=PATCH_TYPE)
+    status, body, _ = await cloud.request(
+        "PATCH", f"/image/v2/images/{image_id}", token=token, json=ops, headers=PATCH_TYPE
+    )
     return status, body
 
 
@@ -58,7 +60,9 @@ def image_files(cloud: Cloud, image_id: str) -> list[str]:
     directory = cloud.state_dir / "images"
     if not directory.exists():
         return []
-    return sorted(p.name for p in directory.iterdir() if p.name == image_id or p.name.startswith(f".{image_id}."))
+    return sorted(
+        p.name for p in directory.iterdir() if p.name == image_id or p.name.startswith(f".{image_id}.")
+    )
 
 
 async def wait_for_status(cloud: Cloud, token: str, image_id: str, wanted: str, timeout: float = 15) -> None:
@@ -72,8 +76,9 @@ async def wait_for_status(cloud: Cloud, token: str, image_id: str, wanted: str, 
         await asyncio.sleep(0.05)
 
 
-async def open_upload(cloud: Cloud, token: str, image_id: str, length: int
-                      ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+async def open_upload(
+    cloud: Cloud, token: str, image_id: str, length: int
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """A raw HTTP upload that announces `length` bytes; the caller sends (some of) them."""
     address = urlsplit(cloud.url)
     reader, writer = await asyncio.open_connection(address.hostname, address.port)
@@ -108,10 +113,28 @@ def test_cli_image_lifecycle_with_qcow2_and_raw_images(
     cloud: Cloud, qcow2_file: Path, raw_file: Path, tmp_path: Path
 ) -> None:
     qname, rname = unique("cirros"), unique("raw")
-    qcow2 = cloud.openstack("image", "create", "--file", str(qcow2_file), "--disk-format", "qcow2",
-                            "--container-format", "bare", qname)
-    raw = cloud.openstack("image", "create", "--file", str(raw_file), "--disk-format", "raw",
-                          "--container-format", "bare", rname)
+    qcow2 = cloud.openstack(
+        "image",
+        "create",
+        "--file",
+        str(qcow2_file),
+        "--disk-format",
+        "qcow2",
+        "--container-format",
+        "bare",
+        qname,
+    )
+    raw = cloud.openstack(
+        "image",
+        "create",
+        "--file",
+        str(raw_file),
+        "--disk-format",
+        "raw",
+        "--container-format",
+        "bare",
+        rname,
+    )
     qbytes, rbytes = qcow2_file.read_bytes(), raw_file.read_bytes()
     assert qcow2["status"] == "active" and qcow2["disk_format"] == "qcow2"
     assert qcow2["size"] == len(qbytes) and qcow2["virtual_size"] == 64 * 1024 * 1024
@@ -130,10 +153,24 @@ def test_cli_image_lifecycle_with_qcow2_and_raw_images(
         cloud.openstack("image", "save", "--file", str(out), name, fmt=None)
         assert out.read_bytes() == original
 
-    cloud.openstack("image", "set", "--property", "os_distro=cirros", "--min-ram", "128", "--tag", "golden",
-                    rname, fmt=None)
+    cloud.openstack(
+        "image",
+        "set",
+        "--property",
+        "os_distro=cirros",
+        "--min-ram",
+        "128",
+        "--tag",
+        "golden",
+        rname,
+        fmt=None,
+    )
     shown = cloud.openstack("image", "show", rname)
-    assert shown["properties"]["os_distro"] == "cirros" and shown["min_ram"] == 128 and shown["tags"] == ["golden"]
+    assert (
+        shown["properties"]["os_distro"] == "cirros"
+        and shown["min_ram"] == 128
+        and shown["tags"] == ["golden"]
+    )
     cloud.openstack("image", "set", "--public", rname, fmt=None)
     assert cloud.openstack("image", "show", rname)["visibility"] == "public"
 
@@ -147,8 +184,12 @@ def test_cli_image_lifecycle_with_qcow2_and_raw_images(
 @pytest.fixture
 def sdk(cloud: Cloud) -> Iterator[openstack.connection.Connection]:
     conn = openstack.connect(
-        auth_url=f"{cloud.url}/identity/v3", username=cloud.admin.user, password=cloud.admin.password,
-        project_name=cloud.admin.project, user_domain_name="Default", project_domain_name="Default",
+        auth_url=f"{cloud.url}/identity/v3",
+        username=cloud.admin.user,
+        password=cloud.admin.password,
+        project_name=cloud.admin.project,
+        user_domain_name="Default",
+        project_domain_name="Default",
         region_name="RegionOne",
     )
     try:
@@ -161,9 +202,16 @@ def test_openstacksdk_creates_lists_downloads_and_deletes(
     sdk: openstack.connection.Connection, raw_file: Path, tmp_path: Path
 ) -> None:
     name = unique("sdk")
-    image = sdk.image.create_image(name, filename=str(raw_file), disk_format="raw", container_format="bare",
-                                   validate_checksum=True, allow_duplicates=True, os_distro="debian",
-                                   build="42")
+    image = sdk.image.create_image(
+        name,
+        filename=str(raw_file),
+        disk_format="raw",
+        container_format="bare",
+        validate_checksum=True,
+        allow_duplicates=True,
+        os_distro="debian",
+        build="42",
+    )
     try:
         fetched = sdk.image.get_image(image.id)
         assert fetched.status == "active" and fetched.size == raw_file.stat().st_size
@@ -228,11 +276,17 @@ async def test_image_deleted_during_its_upload_leaves_no_data(cloud: Cloud, admi
 async def test_upload_refusals(cloud: Cloud, admin_token: str) -> None:
     image = await create_image(cloud, admin_token)
     path = f"/image/v2/images/{image['id']}/file"
-    status, body, _ = await cloud.request("PUT", path, token=admin_token, data=b"x",
-                                          headers={"Content-Type": "application/json"})
+    status, body, _ = await cloud.request(
+        "PUT", path, token=admin_token, data=b"x", headers={"Content-Type": "application/json"}
+    )
     assert status == 415, body
-    status, body, _ = await cloud.request("PUT", path, token=admin_token, data=b"x",
-                                          headers={**OCTET, "X-OpenStack-Image-Size": str(2 * 1024**4)})
+    status, body, _ = await cloud.request(
+        "PUT",
+        path,
+        token=admin_token,
+        data=b"x",
+        headers={**OCTET, "X-OpenStack-Image-Size": str(2 * 1024**4)},
+    )
     assert status == 413 and "too large" in body["message"]
     assert (await get_image(cloud, admin_token, image["id"]))[1]["status"] == "queued"
     unformatted = await create_image(cloud, admin_token, disk_format=None, container_format=None)
@@ -255,36 +309,60 @@ async def test_download_streams_with_glance_headers(cloud: Cloud, admin_token: s
             assert response.headers["Content-MD5"] == hashlib.md5(data).hexdigest()
             assert int(response.headers["Content-Length"]) == len(data)
             assert await response.read() == data
-        async with session.get(cloud.url + path, headers={"X-Auth-Token": admin_token,
-                                                          "Range": "bytes=100-199"}) as response:
+        async with session.get(
+            cloud.url + path, headers={"X-Auth-Token": admin_token, "Range": "bytes=100-199"}
+        ) as response:
             assert response.status == 206 and "Content-MD5" not in response.headers
             assert await response.read() == data[100:200]
 
 
-async def test_create_refuses_what_glance_refuses(cloud: Cloud, admin_token: str, member: Credentials) -> None:
+async def test_create_refuses_what_glance_refuses(
+    cloud: Cloud, admin_token: str, member: Credentials
+) -> None:
     async def post(body: Any, token: str = admin_token, raw: bytes | None = None) -> tuple[int, Any]:
-        kwargs: dict[str, Any] = {"data": raw, "headers": {"Content-Type": "application/json"}} if raw else {
-            "json": body}
+        kwargs: dict[str, Any] = (
+            {"data": raw, "headers": {"Content-Type": "application/json"}} if raw else {"json": body}
+        )
         status, answer, _ = await cloud.request("POST", "/image/v2/images", token=token, **kwargs)
         return status, answer
 
     status, body = await post(None, raw=b'{"name": "broken", ')
     assert status == 400 and body["code"] == "400 Bad Request" and body["title"] == "Bad Request"
     assert (await post(["not", "an", "object"]))[0] == 400
-    for forbidden in ({"status": "active"}, {"size": 1}, {"checksum": "0" * 32}, {"os_hash_value": "x"},
-                      {"deleted": "yes"}, {"os_glance_import_task": "x"}, {"self": "/v2/images/x"}):
+    for forbidden in (
+        {"status": "active"},
+        {"size": 1},
+        {"checksum": "0" * 32},
+        {"os_hash_value": "x"},
+        {"deleted": "yes"},
+        {"os_glance_import_task": "x"},
+        {"self": "/v2/images/x"},
+    ):
         status, body = await post({"name": "nope", **forbidden})
         assert status == 403, (forbidden, body)
-    for invalid in ({"disk_format": "floppy"}, {"container_format": "crate"}, {"visibility": "everyone"},
-                    {"min_ram": -1}, {"min_disk": "10"}, {"protected": "yes"}, {"tags": "one"},
-                    {"custom": 5}, {"id": "not-a-uuid"}, {"name": "n" * 256}):
+    for invalid in (
+        {"disk_format": "floppy"},
+        {"container_format": "crate"},
+        {"visibility": "everyone"},
+        {"min_ram": -1},
+        {"min_disk": "10"},
+        {"protected": "yes"},
+        {"tags": "one"},
+        {"custom": 5},
+        {"id": "not-a-uuid"},
+        {"name": "n" * 256},
+    ):
         status, body = await post({"name": "nope", **invalid})
         assert status == 400, (invalid, body)
 
     chosen = str(uuid.uuid4())
-    status, image = await post({"id": chosen, "name": "mine", "tags": ["a", "a", "b"], "hw_disk_bus": "virtio"})
+    status, image = await post(
+        {"id": chosen, "name": "mine", "tags": ["a", "a", "b"], "hw_disk_bus": "virtio"}
+    )
     assert status == 201 and image["id"] == chosen and image["status"] == "queued"
-    assert image["visibility"] == "shared" and image["tags"] == ["a", "b"] and image["hw_disk_bus"] == "virtio"
+    assert (
+        image["visibility"] == "shared" and image["tags"] == ["a", "b"] and image["hw_disk_bus"] == "virtio"
+    )
     assert (await post({"id": chosen}))[0] == 409
 
     member_token = await cloud.token(member)
@@ -298,33 +376,46 @@ async def test_create_refuses_what_glance_refuses(cloud: Cloud, admin_token: str
 
 async def test_patch_updates_and_refuses_like_glance(cloud: Cloud, admin_token: str) -> None:
     image = await create_image(cloud, admin_token, os_distro="cirros")
-    status, body = await patch_image(cloud, admin_token, image["id"], [
-        {"op": "replace", "path": "/name", "value": "renamed"},
-        {"op": "add", "path": "/min_disk", "value": 2},
-        {"op": "add", "path": "/hw_video_model", "value": "virtio"},
-        {"op": "remove", "path": "/os_distro"},
-        {"op": "replace", "path": "/protected", "value": True},
-    ])
+    status, body = await patch_image(
+        cloud,
+        admin_token,
+        image["id"],
+        [
+            {"op": "replace", "path": "/name", "value": "renamed"},
+            {"op": "add", "path": "/min_disk", "value": 2},
+            {"op": "add", "path": "/hw_video_model", "value": "virtio"},
+            {"op": "remove", "path": "/os_distro"},
+            {"op": "replace", "path": "/protected", "value": True},
+        ],
+    )
     assert status == 200, body
     assert body["name"] == "renamed" and body["min_disk"] == 2 and body["protected"] is True
     assert body["hw_video_model"] == "virtio" and "os_distro" not in body
     assert (await get_image(cloud, admin_token, image["id"]))[1]["hw_video_model"] == "virtio"
 
     status, body, headers = await cloud.request(
-        "PATCH", f"/image/v2/images/{image['id']}", token=admin_token,
-        json=[{"op": "replace", "path": "/name", "value": "x"}])  # application/json
+        "PATCH",
+        f"/image/v2/images/{image['id']}",
+        token=admin_token,
+        json=[{"op": "replace", "path": "/name", "value": "x"}],
+    )  # application/json
     assert status == 415 and "application/openstack-images-v2.1-json-patch" in headers["Accept-Patch"]
-    for ops, expected in (([{"op": "replace", "path": "/status", "value": "active"}], 403),
-                          ([{"op": "remove", "path": "/name"}], 403),
-                          ([{"op": "replace", "path": "/nope", "value": "x"}], 409),
-                          ([{"op": "move", "path": "/name", "value": "x"}], 400),
-                          ([{"op": "replace", "path": "/min_ram", "value": "lots"}], 400)):
+    for ops, expected in (
+        ([{"op": "replace", "path": "/status", "value": "active"}], 403),
+        ([{"op": "remove", "path": "/name"}], 403),
+        ([{"op": "replace", "path": "/nope", "value": "x"}], 409),
+        ([{"op": "move", "path": "/name", "value": "x"}], 400),
+        ([{"op": "replace", "path": "/min_ram", "value": "lots"}], 400),
+    ):
         status, body = await patch_image(cloud, admin_token, image["id"], ops)
         assert status == expected, (ops, body)
-    status, body, _ = await cloud.request("PATCH", f"/image/v2/images/{image['id']}", token=admin_token,
-                                          data=b"[{", headers=PATCH_TYPE)
+    status, body, _ = await cloud.request(
+        "PATCH", f"/image/v2/images/{image['id']}", token=admin_token, data=b"[{", headers=PATCH_TYPE
+    )
     assert status == 400
-    assert (await get_image(cloud, admin_token, image["id"]))[1]["name"] == "renamed"  # refusals changed nothing
+    assert (await get_image(cloud, admin_token, image["id"]))[1][
+        "name"
+    ] == "renamed"  # refusals changed nothing
 
 
 async def test_protected_image_cannot_be_deleted(cloud: Cloud, admin_token: str) -> None:
@@ -332,8 +423,11 @@ async def test_protected_image_cannot_be_deleted(cloud: Cloud, admin_token: str)
     path = f"/image/v2/images/{image['id']}"
     status, body, _ = await cloud.request("DELETE", path, token=admin_token)
     assert status == 403 and "protected" in body["message"]
-    assert (await patch_image(cloud, admin_token, image["id"],
-                              [{"op": "replace", "path": "/protected", "value": False}]))[0] == 200
+    assert (
+        await patch_image(
+            cloud, admin_token, image["id"], [{"op": "replace", "path": "/protected", "value": False}]
+        )
+    )[0] == 200
     assert (await cloud.request("DELETE", path, token=admin_token))[0] == 204
     assert (await cloud.request("DELETE", path, token=admin_token))[0] == 404
 
@@ -375,8 +469,14 @@ async def test_listing_filters_sorts_and_pages(cloud: Cloud, admin_token: str) -
     names = [f"{tag}-{n}" for n in ("d", "b", "e", "a", "c")]
     created = {}
     for index, name in enumerate(names):
-        image = await create_image(cloud, admin_token, name=name, tags=[tag], min_ram=index,
-                                   series="even" if index % 2 == 0 else "odd")
+        image = await create_image(
+            cloud,
+            admin_token,
+            name=name,
+            tags=[tag],
+            min_ram=index,
+            series="even" if index % 2 == 0 else "odd",
+        )
         created[name] = image["id"]
     hidden = await create_image(cloud, admin_token, name=f"{tag}-hidden", tags=[tag], os_hidden=True)
 
@@ -402,7 +502,9 @@ async def test_listing_filters_sorts_and_pages(cloud: Cloud, admin_token: str) -
     newest_first = await listing(f"tag={tag}")
     assert [i["name"] for i in newest_first["images"]] == list(reversed(names))
     assert [i["name"] for i in (await listing(f"tag={tag}&series=odd&sort=name:asc"))["images"]] == [
-        f"{tag}-a", f"{tag}-b"]
+        f"{tag}-a",
+        f"{tag}-b",
+    ]
     assert [i["id"] for i in (await listing(f"name={tag}-c"))["images"]] == [created[f"{tag}-c"]]
     in_list = await listing(f"name=in:{tag}-a,{tag}-e&sort=name:asc")
     assert [i["name"] for i in in_list["images"]] == [f"{tag}-a", f"{tag}-e"]
@@ -411,8 +513,17 @@ async def test_listing_filters_sorts_and_pages(cloud: Cloud, admin_token: str) -
     after_b = await listing(f"tag={tag}&sort=name:asc&marker={marker}")
     assert [i["name"] for i in after_b["images"]] == [f"{tag}-c", f"{tag}-d", f"{tag}-e"]
 
-    for bad in (f"marker={uuid.uuid4()}", "sort_key=owner", "sort_dir=sideways", "limit=-1", "limit=many",
-                "visibility=everyone", "member_status=maybe", "os_hidden=perhaps", "sort=name&sort_key=name"):
+    for bad in (
+        f"marker={uuid.uuid4()}",
+        "sort_key=owner",
+        "sort_dir=sideways",
+        "limit=-1",
+        "limit=many",
+        "visibility=everyone",
+        "member_status=maybe",
+        "os_hidden=perhaps",
+        "sort=name&sort_key=name",
+    ):
         status, body, _ = await cloud.request("GET", f"/image/v2/images?{bad}", token=admin_token)
         assert status == 400, (bad, body)
 

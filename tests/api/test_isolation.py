@@ -82,9 +82,16 @@ I = GLANCE + "/images/{image}"
 PROBES: list[Probe] = [
     # Compute: the server, its metadata, addresses, volume attachments, instance actions, console.
     Probe("GET", S + "/ips/{network_name}", read=True, owner=404),  # the server has no ports
-    *_reads(S, S + "/metadata", S + "/metadata/iso", S + "/ips",
-            S + "/os-volume_attachments", S + "/os-volume_attachments/{volume}", S + "/os-instance-actions",
-            S + "/os-instance-actions/{action}"),
+    *_reads(
+        S,
+        S + "/metadata",
+        S + "/metadata/iso",
+        S + "/ips",
+        S + "/os-volume_attachments",
+        S + "/os-volume_attachments/{volume}",
+        S + "/os-instance-actions",
+        S + "/os-instance-actions/{action}",
+    ),
     # Nova lets only members (not readers) see the console: it may hold secrets.
     Probe("POST", S + "/action", {"os-getConsoleOutput": {"length": 10}}, read=True, as_reader=403),
     Probe("PUT", S, {"server": {"name": "hacked"}}),
@@ -92,12 +99,19 @@ PROBES: list[Probe] = [
     Probe("PUT", S + "/metadata", {"metadata": {}}),
     Probe("PUT", S + "/metadata/iso", {"meta": {"iso": "hacked"}}),
     Probe("DELETE", S + "/metadata/iso"),
-    *(Probe("POST", S + "/action", {name: None}) for name in ("os-stop", "os-start", "pause", "unpause",
-                                                              "suspend", "resume")),
+    *(
+        Probe("POST", S + "/action", {name: None})
+        for name in ("os-stop", "os-start", "pause", "unpause", "suspend", "resume")
+    ),
     Probe("POST", S + "/action", {"reboot": {"type": "HARD"}}),
     Probe("POST", S + "/os-volume_attachments", {"volumeAttachment": {"volumeId": "{volume}"}}),
-    Probe("PUT", S + "/os-volume_attachments/{volume}", {"volumeAttachment": {"volumeId": "{volume}"}},
-          as_b=400, as_reader=400),  # swap: refused to everyone in this cloud
+    Probe(
+        "PUT",
+        S + "/os-volume_attachments/{volume}",
+        {"volumeAttachment": {"volumeId": "{volume}"}},
+        as_b=400,
+        as_reader=400,
+    ),  # swap: refused to everyone in this cloud
     Probe("DELETE", S + "/os-volume_attachments/{volume}"),
     Probe("DELETE", S),
     *_reads(NOVA + "/os-keypairs/{keypair}", per_user=True),
@@ -120,15 +134,22 @@ PROBES: list[Probe] = [
     Probe("POST", V + "/action", {"os-reset_status": {"status": "error"}}, as_b=403),  # admin only
     Probe("DELETE", V),
     # Networking: networks, subnets, ports and their tags.
-    *(p for kind in ("network", "subnet", "port") for p in (
-        *_reads(f"{NEUTRON}/{kind}s/{{{kind}}}", f"{NEUTRON}/{kind}s/{{{kind}}}/tags",
-                f"{NEUTRON}/{kind}s/{{{kind}}}/tags/iso-tag"),
-        Probe("PUT", f"{NEUTRON}/{kind}s/{{{kind}}}", {kind: {"name": "hacked"}}),
-        Probe("PUT", f"{NEUTRON}/{kind}s/{{{kind}}}/tags", {"tags": ["hacked"]}),
-        Probe("PUT", f"{NEUTRON}/{kind}s/{{{kind}}}/tags/hacked"),
-        Probe("DELETE", f"{NEUTRON}/{kind}s/{{{kind}}}/tags/iso-tag"),
-        Probe("DELETE", f"{NEUTRON}/{kind}s/{{{kind}}}/tags"),
-    )),
+    *(
+        p
+        for kind in ("network", "subnet", "port")
+        for p in (
+            *_reads(
+                f"{NEUTRON}/{kind}s/{{{kind}}}",
+                f"{NEUTRON}/{kind}s/{{{kind}}}/tags",
+                f"{NEUTRON}/{kind}s/{{{kind}}}/tags/iso-tag",
+            ),
+            Probe("PUT", f"{NEUTRON}/{kind}s/{{{kind}}}", {kind: {"name": "hacked"}}),
+            Probe("PUT", f"{NEUTRON}/{kind}s/{{{kind}}}/tags", {"tags": ["hacked"]}),
+            Probe("PUT", f"{NEUTRON}/{kind}s/{{{kind}}}/tags/hacked"),
+            Probe("DELETE", f"{NEUTRON}/{kind}s/{{{kind}}}/tags/iso-tag"),
+            Probe("DELETE", f"{NEUTRON}/{kind}s/{{{kind}}}/tags"),
+        )
+    ),
     Probe("DELETE", NEUTRON + "/ports/{port}"),
     Probe("DELETE", NEUTRON + "/subnets/{subnet}"),
     Probe("DELETE", NEUTRON + "/networks/{network}"),
@@ -148,10 +169,25 @@ PROBES: list[Probe] = [
 ]
 
 # What A reads to tell whether anything changed (the data, not the clock).
-SNAPSHOT = (S, S + "/metadata", S + "/os-volume_attachments", S + "/os-instance-actions",
-            NOVA + "/os-keypairs/{keypair}", NOVA + "/os-server-groups/{group}", V, V + "/metadata",
-            NEUTRON + "/networks/{network}", NEUTRON + "/subnets/{subnet}", NEUTRON + "/ports/{port}", I, I + "/file",
-            NOVA + "/servers", CINDER + "/volumes", NEUTRON + "/networks", GLANCE + "/images?owner={a_project}")
+SNAPSHOT = (
+    S,
+    S + "/metadata",
+    S + "/os-volume_attachments",
+    S + "/os-instance-actions",
+    NOVA + "/os-keypairs/{keypair}",
+    NOVA + "/os-server-groups/{group}",
+    V,
+    V + "/metadata",
+    NEUTRON + "/networks/{network}",
+    NEUTRON + "/subnets/{subnet}",
+    NEUTRON + "/ports/{port}",
+    I,
+    I + "/file",
+    NOVA + "/servers",
+    CINDER + "/volumes",
+    NEUTRON + "/networks",
+    GLANCE + "/images?owner={a_project}",
+)
 VOLATILE = {"updated", "updated_at"}
 
 # Nova and Cinder wrap an error in an object named after the fault.
@@ -187,9 +223,18 @@ class World:
         if made_id:
             self.strays.append((owner, f"{collection.split('?')[0]}/{made_id}"))
 
-    async def call(self, who: Actor | str, method: str, path: str, body: Any = None, *, raw: bytes | None = None,
-                   content_type: str | None = None, headers: dict[str, str] | None = None,
-                   project: str | None = None) -> tuple[int, Any, str]:
+    async def call(
+        self,
+        who: Actor | str,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        raw: bytes | None = None,
+        content_type: str | None = None,
+        headers: dict[str, str] | None = None,
+        project: str | None = None,
+    ) -> tuple[int, Any, str]:
         """(status, parsed body, body text); `{project}` in the path is the caller's project."""
         token = who.token if isinstance(who, Actor) else who
         proj = project or (who.creds.project_id if isinstance(who, Actor) else self.ids["a_project"])
@@ -211,17 +256,27 @@ class World:
             data = text
         return r.status, data, text
 
-    async def probe(self, who: Actor, probe: Probe, ids: dict[str, str] | None = None) -> tuple[int, Any, str]:
+    async def probe(
+        self, who: Actor, probe: Probe, ids: dict[str, str] | None = None
+    ) -> tuple[int, Any, str]:
         saved = self.ids
         self.ids = ids or saved
         try:
-            return await self.call(who, probe.method, probe.path, probe.body, raw=probe.raw,
-                                   content_type=probe.content_type)
+            return await self.call(
+                who, probe.method, probe.path, probe.body, raw=probe.raw, content_type=probe.content_type
+            )
         finally:
             self.ids = saved
 
-    async def ok(self, who: Actor, method: str, path: str, body: Any = None, status: int | tuple[int, ...] = 200,
-                 **kw: Any) -> Any:
+    async def ok(
+        self,
+        who: Actor,
+        method: str,
+        path: str,
+        body: Any = None,
+        status: int | tuple[int, ...] = 200,
+        **kw: Any,
+    ) -> Any:
         got, data, text = await self.call(who, method, path, body, **kw)
         expected = status if isinstance(status, tuple) else (status,)
         assert got in expected, f"{method} {path}: {got} {text[:500]}"
@@ -291,13 +346,19 @@ async def _reader_of(cloud: Cloud, admin: str, a: Credentials) -> Credentials:
     creds = Credentials(f"{MARK}-reader", uuid.uuid4().hex, a.project, project_id=a.project_id)
     status, roles, _ = await cloud.request("GET", "/identity/v3/roles?name=reader", token=admin)
     assert status == 200 and roles["roles"], roles
-    status, user, _ = await cloud.request("POST", "/identity/v3/users", token=admin, json={"user": {
-        "name": creds.user, "password": creds.password, "default_project_id": a.project_id}})
+    status, user, _ = await cloud.request(
+        "POST",
+        "/identity/v3/users",
+        token=admin,
+        json={"user": {"name": creds.user, "password": creds.password, "default_project_id": a.project_id}},
+    )
     assert status == 201, user
     creds.user_id = user["user"]["id"]
     status, _, _ = await cloud.request(
-        "PUT", f"/identity/v3/projects/{a.project_id}/users/{creds.user_id}/roles/{roles['roles'][0]['id']}",
-        token=admin)
+        "PUT",
+        f"/identity/v3/projects/{a.project_id}/users/{creds.user_id}/roles/{roles['roles'][0]['id']}",
+        token=admin,
+    )
     assert status == 204
     return creds
 
@@ -313,8 +374,15 @@ async def _volume_status(w: World, who: Actor, volume: str) -> str:
 
 
 async def _boot(w: World, who: Actor, name: str, **extra: Any) -> tuple[int, Any]:
-    body = {"server": {"name": name, "imageRef": w.ids["public_image"], "flavorRef": "42",
-                       "networks": "none", **extra}}
+    body = {
+        "server": {
+            "name": name,
+            "imageRef": w.ids["public_image"],
+            "flavorRef": "42",
+            "networks": "none",
+            **extra,
+        }
+    }
     status, data, _ = await w.call(who, "POST", f"{NOVA}/servers", body, headers=NOVA_237)
     return status, data
 
@@ -325,28 +393,70 @@ async def _build_a(w: World) -> None:
     status, data = await _boot(w, a, f"{MARK}-server", metadata={"iso": "a"}, key_name=ids["keypair"])
     assert status == 202, data
     ids["server"] = data["server"]["id"]
-    volume = await w.ok(a, "POST", f"{CINDER}/volumes", {"volume": {
-        "size": 1, "name": f"{MARK}-volume", "metadata": {"iso": "a"}}}, status=202)
+    volume = await w.ok(
+        a,
+        "POST",
+        f"{CINDER}/volumes",
+        {"volume": {"size": 1, "name": f"{MARK}-volume", "metadata": {"iso": "a"}}},
+        status=202,
+    )
     ids["volume"] = volume["volume"]["id"]
     network = await w.ok(a, "POST", f"{NEUTRON}/networks", {"network": {"name": f"{MARK}-net"}}, status=201)
     ids["network"], ids["network_name"] = network["network"]["id"], f"{MARK}-net"
-    subnet = await w.ok(a, "POST", f"{NEUTRON}/subnets", {"subnet": {
-        "network_id": ids["network"], "cidr": "10.197.0.0/24", "ip_version": 4, "name": f"{MARK}-sub"}}, status=201)
+    subnet = await w.ok(
+        a,
+        "POST",
+        f"{NEUTRON}/subnets",
+        {
+            "subnet": {
+                "network_id": ids["network"],
+                "cidr": "10.197.0.0/24",
+                "ip_version": 4,
+                "name": f"{MARK}-sub",
+            }
+        },
+        status=201,
+    )
     ids["subnet"] = subnet["subnet"]["id"]
-    port = await w.ok(a, "POST", f"{NEUTRON}/ports", {"port": {"network_id": ids["network"], "name": f"{MARK}-port"}},
-                      status=201)
+    port = await w.ok(
+        a,
+        "POST",
+        f"{NEUTRON}/ports",
+        {"port": {"network_id": ids["network"], "name": f"{MARK}-port"}},
+        status=201,
+    )
     ids["port"] = port["port"]["id"]
     for kind in ("network", "subnet", "port"):
         await w.ok(a, "PUT", f"{NEUTRON}/{kind}s/{ids[kind]}/tags/iso-tag", status=(201, 204))
-    group = await w.ok(a, "POST", f"{NOVA}/os-server-groups", {"server_group": {
-        "name": f"{MARK}-group", "policies": ["anti-affinity"]}})
+    group = await w.ok(
+        a,
+        "POST",
+        f"{NOVA}/os-server-groups",
+        {"server_group": {"name": f"{MARK}-group", "policies": ["anti-affinity"]}},
+    )
     ids["group"] = group["server_group"]["id"]
-    image = await w.ok(a, "POST", f"{GLANCE}/images", {"name": f"{MARK}-image", "disk_format": "raw",
-                                                       "container_format": "bare", "visibility": "private",
-                                                       "tags": ["iso-tag"]}, status=201)
+    image = await w.ok(
+        a,
+        "POST",
+        f"{GLANCE}/images",
+        {
+            "name": f"{MARK}-image",
+            "disk_format": "raw",
+            "container_format": "bare",
+            "visibility": "private",
+            "tags": ["iso-tag"],
+        },
+        status=201,
+    )
     ids["image"] = image["id"]
-    await w.ok(a, "PUT", f"{GLANCE}/images/{ids['image']}/file", raw=f"{MARK} data".encode(), status=204,
-               content_type="application/octet-stream")
+    await w.ok(
+        a,
+        "PUT",
+        f"{GLANCE}/images/{ids['image']}/file",
+        raw=f"{MARK} data".encode(),
+        status=204,
+        content_type="application/octet-stream",
+    )
 
     async def image_active() -> bool:
         return (await w.call(a, "GET", f"{GLANCE}/images/{ids['image']}"))[1]["status"] == "active"
@@ -366,8 +476,12 @@ async def _build_a(w: World) -> None:
         return status == "available"
 
     await wait_for("A's volume to be available", available)
-    await w.ok(a, "POST", f"{NOVA}/servers/{ids['server']}/os-volume_attachments",
-               {"volumeAttachment": {"volumeId": ids["volume"]}})
+    await w.ok(
+        a,
+        "POST",
+        f"{NOVA}/servers/{ids['server']}/os-volume_attachments",
+        {"volumeAttachment": {"volumeId": ids["volume"]}},
+    )
 
     async def in_use() -> bool:
         return await _volume_status(w, a, ids["volume"]) == "in-use"
@@ -387,11 +501,18 @@ async def _teardown(w: World) -> None:
     paths += [(who, p) for who, p in w.strays if "/servers/" in p]
     paths += [(a, f"{CINDER}/volumes/{ids['volume']}")] if "volume" in ids else []
     paths += [(who, p) for who, p in w.strays if "/servers/" not in p]
-    paths += [(a, path) for path, key in ((f"{NEUTRON}/ports/{{port}}", "port"), (f"{NEUTRON}/subnets/{{subnet}}", "subnet"),
-                                     (f"{NEUTRON}/networks/{{network}}", "network"),
-                                     (f"{GLANCE}/images/{{image}}", "image"),
-                                     (f"{GLANCE}/images/{{shared_image}}", "shared_image"),
-                                     (f"{NOVA}/os-server-groups/{{group}}", "group")) if key in ids]
+    paths += [
+        (a, path)
+        for path, key in (
+            (f"{NEUTRON}/ports/{{port}}", "port"),
+            (f"{NEUTRON}/subnets/{{subnet}}", "subnet"),
+            (f"{NEUTRON}/networks/{{network}}", "network"),
+            (f"{GLANCE}/images/{{image}}", "image"),
+            (f"{GLANCE}/images/{{shared_image}}", "shared_image"),
+            (f"{NOVA}/os-server-groups/{{group}}", "group"),
+        )
+        if key in ids
+    ]
     left = []
     for who, path in paths:
         if not await _delete_until_gone(w, who, path):
@@ -415,16 +536,28 @@ async def _delete_until_gone(w: World, who: Actor, path: str, timeout: float = 1
 @pytest.fixture(scope="module")
 async def world(cloud: Cloud, image: str) -> AsyncIterator[World]:
     admin_token = await cloud.token()
-    status, admin_project, _ = await cloud.request("GET", "/identity/v3/projects?name=admin", token=admin_token)
+    status, admin_project, _ = await cloud.request(
+        "GET", "/identity/v3/projects?name=admin", token=admin_token
+    )
     assert status == 200, admin_project
     admin = dataclasses.replace(cloud.admin, project_id=admin_project["projects"][0]["id"])
     a = await cloud.new_member("isoa")
     b = await cloud.new_member("isob")
     reader = await _reader_of(cloud, admin_token, a)
-    w = World(cloud, await _actor(cloud, a), await _actor(cloud, b), await _actor(cloud, reader),
-              Actor(admin, admin_token),
-              {"a_project": a.project_id, "b_project": b.project_id, "public_image": image,
-               "keypair": f"isokey-{uuid.uuid4().hex[:8]}"}, "")
+    w = World(
+        cloud,
+        await _actor(cloud, a),
+        await _actor(cloud, b),
+        await _actor(cloud, reader),
+        Actor(admin, admin_token),
+        {
+            "a_project": a.project_id,
+            "b_project": b.project_id,
+            "public_image": image,
+            "keypair": f"isokey-{uuid.uuid4().hex[:8]}",
+        },
+        "",
+    )
     try:
         await wait_for("the cloud's hosts to be up", lambda: _hosts_up(w))
         await w.ok(w.a, "POST", f"{NOVA}/os-keypairs", {"keypair": {"name": w.ids["keypair"]}})
@@ -442,8 +575,9 @@ async def _hosts_up(w: World) -> bool:
     """When this module runs first, the hosts (compute and volume) may not be up yet."""
     found = await w.ok(w.admin, "GET", f"{NOVA}/os-hypervisors/detail")
     volume = await w.ok(w.admin, "GET", "/volume/v3/{project}/os-services?binary=cinder-volume")
-    return any(h["state"] == "up" for h in found["hypervisors"]) and \
-        any(s["state"] == "up" for s in volume["services"])
+    return any(h["state"] == "up" for h in found["hypervisors"]) and any(
+        s["state"] == "up" for s in volume["services"]
+    )
 
 
 async def _is(w: World, who: Actor, server: str, status: str) -> bool:
@@ -512,8 +646,10 @@ async def test_a_reader_reads_what_the_owner_reads_and_is_refused_every_write(wo
 
 # Creating in project A: a reader may not, whatever the service.
 CREATES = (
-    (f"{NOVA}/servers", {"server": {"name": "r", "imageRef": "{public_image}", "flavorRef": "42",
-                                    "networks": "none"}}),
+    (
+        f"{NOVA}/servers",
+        {"server": {"name": "r", "imageRef": "{public_image}", "flavorRef": "42", "networks": "none"}},
+    ),
     (f"{NOVA}/os-server-groups", {"server_group": {"name": "r", "policies": ["affinity"]}}),
     (f"{CINDER}/volumes", {"volume": {"size": 1, "name": "r"}}),
     (f"{NEUTRON}/networks", {"network": {"name": "r"}}),
@@ -558,11 +694,32 @@ async def test_another_project_cannot_use_a_resource_of_a_by_reference(world: Wo
         (f"{NOVA}/servers", {"server": {**boot, "imageRef": "{image}"}}),
         (f"{NOVA}/servers", {"server": {**boot, "key_name": "{keypair}"}}),
         (f"{NOVA}/servers", {"server": boot, "os:scheduler_hints": {"group": "{group}"}}),
-        (f"{NOVA}/servers", {"server": {**boot, "imageRef": "", "block_device_mapping_v2": [{
-            "uuid": "{volume}", "source_type": "volume", "destination_type": "volume", "boot_index": 0}]}}),
-        (f"{NOVA}/servers/{w.b_server}/os-volume_attachments", {"volumeAttachment": {"volumeId": "{volume}"}}),
+        (
+            f"{NOVA}/servers",
+            {
+                "server": {
+                    **boot,
+                    "imageRef": "",
+                    "block_device_mapping_v2": [
+                        {
+                            "uuid": "{volume}",
+                            "source_type": "volume",
+                            "destination_type": "volume",
+                            "boot_index": 0,
+                        }
+                    ],
+                }
+            },
+        ),
+        (
+            f"{NOVA}/servers/{w.b_server}/os-volume_attachments",
+            {"volumeAttachment": {"volumeId": "{volume}"}},
+        ),
         (f"{NEUTRON}/ports", {"port": {"network_id": "{network}"}}),
-        (f"{NEUTRON}/subnets", {"subnet": {"network_id": "{network}", "cidr": "10.199.0.0/24", "ip_version": 4}}),
+        (
+            f"{NEUTRON}/subnets",
+            {"subnet": {"network_id": "{network}", "cidr": "10.199.0.0/24", "ip_version": 4}},
+        ),
         (f"{CINDER}/volumes", {"volume": {"size": 1, "imageRef": "{image}"}}),
     ]
     failures: list[str] = []
@@ -582,17 +739,31 @@ async def test_another_project_cannot_use_a_resource_of_a_by_reference(world: Wo
 
 
 LISTS = (
-    f"{NOVA}/servers", f"{NOVA}/servers/detail", f"{NOVA}/servers?all_tenants=1",
-    f"{NOVA}/servers/detail?all_tenants=1&project_id={{a_project}}", f"{NOVA}/servers?tenant_id={{a_project}}",
-    f"{NOVA}/os-keypairs", f"{NOVA}/os-keypairs?user_id={{a_user}}", f"{NOVA}/os-server-groups",
+    f"{NOVA}/servers",
+    f"{NOVA}/servers/detail",
+    f"{NOVA}/servers?all_tenants=1",
+    f"{NOVA}/servers/detail?all_tenants=1&project_id={{a_project}}",
+    f"{NOVA}/servers?tenant_id={{a_project}}",
+    f"{NOVA}/os-keypairs",
+    f"{NOVA}/os-keypairs?user_id={{a_user}}",
+    f"{NOVA}/os-server-groups",
     f"{NOVA}/os-server-groups?all_projects=True",
-    f"{CINDER}/volumes", f"{CINDER}/volumes/detail", f"{CINDER}/volumes/detail?all_tenants=1",
+    f"{CINDER}/volumes",
+    f"{CINDER}/volumes/detail",
+    f"{CINDER}/volumes/detail?all_tenants=1",
     f"{CINDER}/volumes?all_tenants=1&project_id={{a_project}}",
-    f"{NEUTRON}/networks", f"{NEUTRON}/networks?tenant_id={{a_project}}", f"{NEUTRON}/subnets",
-    f"{NEUTRON}/subnets?project_id={{a_project}}", f"{NEUTRON}/ports", f"{NEUTRON}/ports?device_id={{server}}",
+    f"{NEUTRON}/networks",
+    f"{NEUTRON}/networks?tenant_id={{a_project}}",
+    f"{NEUTRON}/subnets",
+    f"{NEUTRON}/subnets?project_id={{a_project}}",
+    f"{NEUTRON}/ports",
+    f"{NEUTRON}/ports?device_id={{server}}",
     f"{NEUTRON}/ports?network_id={{network}}",
-    f"{GLANCE}/images", f"{GLANCE}/images?owner={{a_project}}", f"{GLANCE}/images?visibility=private",
-    f"{GLANCE}/images?visibility=all", f"{GLANCE}/images?member_status=all",
+    f"{GLANCE}/images",
+    f"{GLANCE}/images?owner={{a_project}}",
+    f"{GLANCE}/images?visibility=private",
+    f"{GLANCE}/images?visibility=all",
+    f"{GLANCE}/images?member_status=all",
 )
 
 
@@ -601,7 +772,9 @@ async def test_lists_never_show_another_projects_resources(world: World) -> None
     refused or B's own, never A's; as A the same lists do show A's (so the check can fail)."""
     w = world
     w.ids["a_user"] = w.a.creds.user_id
-    secrets_of_a = [w.ids[k] for k in ("server", "volume", "network", "subnet", "port", "image", "group", "keypair")] + [MARK]
+    secrets_of_a = [
+        w.ids[k] for k in ("server", "volume", "network", "subnet", "port", "image", "group", "keypair")
+    ] + [MARK]
     failures = []
     for path in LISTS:
         status, _, text = await w.call(w.b, "GET", path, headers={"OpenStack-API-Version": "compute 2.10"})
@@ -611,9 +784,15 @@ async def test_lists_never_show_another_projects_resources(world: World) -> None
         if leaked:
             failures.append(f"B GET {path}: shows {leaked}")
     assert not failures, "\n".join(failures)
-    own = {f"{NOVA}/servers": "server", f"{CINDER}/volumes": "volume", f"{NEUTRON}/networks": "network",
-           f"{NEUTRON}/ports": "port", f"{GLANCE}/images": "image", f"{NOVA}/os-keypairs": "keypair",
-           f"{NOVA}/os-server-groups": "group"}
+    own = {
+        f"{NOVA}/servers": "server",
+        f"{CINDER}/volumes": "volume",
+        f"{NEUTRON}/networks": "network",
+        f"{NEUTRON}/ports": "port",
+        f"{GLANCE}/images": "image",
+        f"{NOVA}/os-keypairs": "keypair",
+        f"{NOVA}/os-server-groups": "group",
+    }
     for path, key in own.items():
         _, _, text = await w.call(w.a, "GET", path)
         assert w.ids[key] in text, f"A's own list {path} lacks A's {key}"
@@ -639,7 +818,11 @@ OF_A = (
     ("PATCH", "/identity/v3/users/{a_user}", {"user": {"password": "hacked-password"}}),
     ("GET", "/identity/v3/users/{a_user}/projects", None),
     ("GET", "/identity/v3/users/{a_user}/application_credentials", None),
-    ("POST", "/identity/v3/users/{a_user}/application_credentials", {"application_credential": {"name": "x"}}),
+    (
+        "POST",
+        "/identity/v3/users/{a_user}/application_credentials",
+        {"application_credential": {"name": "x"}},
+    ),
     ("GET", "/identity/v3/projects/{a_project}/users/{a_user}/roles", None),
     ("GET", "/identity/v3/role_assignments?scope.project.id={a_project}", None),
 )
@@ -667,9 +850,13 @@ async def test_another_projects_quotas_project_and_users_are_refused(world: Worl
 async def test_images_follow_glances_visibility_rules(world: World) -> None:
     w = world
     i = "/image/v2/images/{shared_image}"
-    shared = await w.ok(w.a, "POST", f"{GLANCE}/images", {"name": f"{MARK}-shared", "disk_format": "raw",
-                                                          "container_format": "bare", "visibility": "shared"},
-                        status=201)
+    shared = await w.ok(
+        w.a,
+        "POST",
+        f"{GLANCE}/images",
+        {"name": f"{MARK}-shared", "disk_format": "raw", "container_format": "bare", "visibility": "shared"},
+        status=201,
+    )
     w.ids["shared_image"] = shared["id"]
     status, data, _ = await w.call(w.b, "GET", i)
     assert status == 404, data
@@ -679,12 +866,15 @@ async def test_images_follow_glances_visibility_rules(world: World) -> None:
     assert shown["id"] == w.ids["shared_image"]
     listed = await w.ok(w.b, "GET", f"{GLANCE}/images")
     assert w.ids["shared_image"] not in {x["id"] for x in listed["images"]}  # pending: not in B's list
-    for method, path, body, ctype in (("PATCH", i, [{"op": "replace", "path": "/name", "value": "x"}], JSON_PATCH),
-                                      ("DELETE", i, None, None),
-                                      ("POST", i + "/members", {"member": uuid.uuid4().hex}, None),
-                                      ("PUT", i + "/file", None, "application/octet-stream")):
-        status, data, _ = await w.call(w.b, method, path, body, content_type=ctype,
-                                       raw=b"x" if method == "PUT" else None)
+    for method, path, body, ctype in (
+        ("PATCH", i, [{"op": "replace", "path": "/name", "value": "x"}], JSON_PATCH),
+        ("DELETE", i, None, None),
+        ("POST", i + "/members", {"member": uuid.uuid4().hex}, None),
+        ("PUT", i + "/file", None, "application/octet-stream"),
+    ):
+        status, data, _ = await w.call(
+            w.b, method, path, body, content_type=ctype, raw=b"x" if method == "PUT" else None
+        )
         assert status == 403, (method, path, status, data)
     await w.ok(w.b, "PUT", i + "/members/{b_project}", {"status": "accepted"})
     listed = await w.ok(w.b, "GET", f"{GLANCE}/images")
@@ -695,8 +885,9 @@ async def test_images_follow_glances_visibility_rules(world: World) -> None:
     # A public image (the module's, owned by the admin): everyone reads it, only its owner writes.
     pub = GLANCE + "/images/{public_image}"
     assert (await w.ok(w.b, "GET", pub))["visibility"] == "public"
-    status, _, _ = await w.call(w.b, "PATCH", pub, [{"op": "replace", "path": "/name", "value": "x"}],
-                                content_type=JSON_PATCH)
+    status, _, _ = await w.call(
+        w.b, "PATCH", pub, [{"op": "replace", "path": "/name", "value": "x"}], content_type=JSON_PATCH
+    )
     assert status == 403
     status, _, _ = await w.call(w.b, "DELETE", pub)
     assert status == 403
@@ -708,25 +899,52 @@ async def test_images_follow_glances_visibility_rules(world: World) -> None:
 
 def _flip(token: str, at: int) -> str:
     swapped = "B" if token[at] != "B" else "C"
-    return token[:at] + swapped + token[at + 1:]
+    return token[:at] + swapped + token[at + 1 :]
 
 
-async def test_forged_expired_revoked_and_foreign_tokens_are_refused(world: World, pool: asyncpg.Pool) -> None:
+async def test_forged_expired_revoked_and_foreign_tokens_are_refused(
+    world: World, pool: asyncpg.Pool
+) -> None:
     w = world
     server_path = f"{NOVA}/servers/{{server}}"
     key = json.loads(await pool.fetchval("SELECT value::text FROM cluster_settings WHERE key = 'token_key'"))
     _, body, _ = w.a.token.split(".")
     payload = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
     expired, _ = TokenCodec(key).issue(
-        expires_at=time.time() - 1, **{k: payload[k] for k in (
-            "user_id", "user_name", "user_domain_id", "project_id", "project_name", "project_domain_id")},
-        roles=tuple(tuple(r) for r in payload["roles"]), methods=tuple(payload["methods"]))
+        expires_at=time.time() - 1,
+        **{
+            k: payload[k]
+            for k in (
+                "user_id",
+                "user_name",
+                "user_domain_id",
+                "project_id",
+                "project_name",
+                "project_domain_id",
+            )
+        },
+        roles=tuple(tuple(r) for r in payload["roles"]),
+        methods=tuple(payload["methods"]),
+    )
     other_key, _ = TokenCodec("not-the-cloud-key").issue(
-        **{k: payload[k] for k in ("user_id", "user_name", "user_domain_id", "project_id", "project_name",
-                                   "project_domain_id")},
-        roles=(("x", "admin"),), methods=("password",))
+        **{
+            k: payload[k]
+            for k in (
+                "user_id",
+                "user_name",
+                "user_domain_id",
+                "project_id",
+                "project_name",
+                "project_domain_id",
+            )
+        },
+        roles=(("x", "admin"),),
+        methods=("password",),
+    )
     revoked = await w.cloud.token(w.a.creds)
-    status, _, _ = await w.call(revoked, "DELETE", "/identity/v3/auth/tokens", headers={"X-Subject-Token": revoked})
+    status, _, _ = await w.call(
+        revoked, "DELETE", "/identity/v3/auth/tokens", headers={"X-Subject-Token": revoked}
+    )
     assert status == 204
     forged = {
         "random": uuid.uuid4().hex,
@@ -737,22 +955,54 @@ async def test_forged_expired_revoked_and_foreign_tokens_are_refused(world: Worl
         "revoked": revoked,
     }
     for label, token in forged.items():
-        for path in (server_path, f"{CINDER}/volumes/{{volume}}", f"{NEUTRON}/networks/{{network}}",
-                     f"{GLANCE}/images/{{image}}", "/identity/v3/auth/projects", "/v1/events?after=0"):
+        for path in (
+            server_path,
+            f"{CINDER}/volumes/{{volume}}",
+            f"{NEUTRON}/networks/{{network}}",
+            f"{GLANCE}/images/{{image}}",
+            "/identity/v3/auth/projects",
+            "/v1/events?after=0",
+        ):
             status, data, text = await w.call(token, "GET", path, project=w.a.creds.project_id)
             assert status == 401, (label, path, status, text[:300])
-            assert data["error"]["code"] == 401 and data["error"]["title"] == "Unauthorized", (label, path, data)
+            assert data["error"]["code"] == 401 and data["error"]["title"] == "Unauthorized", (
+                label,
+                path,
+                data,
+            )
             assert MARK not in text
     # Genuine tokens of another project (or of no project) get what an unknown id gets.
     status, data, _ = await w.call(w.b, "GET", f"{CINDER}/volumes/{{volume}}", project=w.a.creds.project_id)
     assert status in (400, 404) and MARK not in json.dumps(data), (status, data)
-    spoof = {"X-Project-Id": w.a.creds.project_id, "X-Tenant-Id": w.a.creds.project_id, "X-Roles": "admin",
-             "X-User-Id": w.a.creds.user_id, "X-Identity-Status": "Confirmed"}
+    spoof = {
+        "X-Project-Id": w.a.creds.project_id,
+        "X-Tenant-Id": w.a.creds.project_id,
+        "X-Roles": "admin",
+        "X-User-Id": w.a.creds.user_id,
+        "X-Identity-Status": "Confirmed",
+    }
     status, data, _ = await w.call(w.b, "GET", server_path, headers=spoof)
     assert status == 404, data
-    async with aiohttp.ClientSession() as s, s.post(f"{w.cloud.url}/identity/v3/auth/tokens", json={"auth": {
-            "identity": {"methods": ["password"], "password": {"user": {
-                "name": w.b.creds.user, "domain": {"id": "default"}, "password": w.b.creds.password}}}}}) as r:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(
+            f"{w.cloud.url}/identity/v3/auth/tokens",
+            json={
+                "auth": {
+                    "identity": {
+                        "methods": ["password"],
+                        "password": {
+                            "user": {
+                                "name": w.b.creds.user,
+                                "domain": {"id": "default"},
+                                "password": w.b.creds.password,
+                            }
+                        },
+                    }
+                }
+            },
+        ) as r,
+    ):
         assert r.status == 201, await r.text()
         unscoped = r.headers["X-Subject-Token"]
     for path in (server_path, f"{NEUTRON}/networks/{{network}}", f"{GLANCE}/images/{{image}}"):
@@ -765,16 +1015,19 @@ async def test_forged_expired_revoked_and_foreign_tokens_are_refused(world: Worl
 
 @contextlib.asynccontextmanager
 async def _stream(w: World, token: str, query: str) -> AsyncIterator[aiohttp.ClientResponse]:
-    async with aiohttp.ClientSession() as s, s.get(f"{w.cloud.url}/v1/events{query}",
-                                                   headers={"X-Auth-Token": token}) as r:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.get(f"{w.cloud.url}/v1/events{query}", headers={"X-Auth-Token": token}) as r,
+    ):
         try:
             yield r
         finally:
             r.close()
 
 
-async def _events_until(response: aiohttp.ClientResponse, done: Callable[[dict[str, Any]], bool],
-                        timeout: float = 60) -> list[dict[str, Any]]:
+async def _events_until(
+    response: aiohttp.ClientResponse, done: Callable[[dict[str, Any]], bool], timeout: float = 60
+) -> list[dict[str, Any]]:
     """The events of an SSE stream up to and including the first for which `done` holds."""
     events: list[dict[str, Any]] = []
     async with asyncio.timeout(timeout):
@@ -796,8 +1049,11 @@ async def test_the_event_stream_never_carries_another_projects_events(world: Wor
     a_ids = {ids["server"], ids["volume"]}
     status, data, _ = await w.call(w.b, "GET", "/v1/events?after=0&project_id={a_project}")
     assert status == 403, data
-    queries = ("?after=0", f"?after=0&id={ids['server']},{ids['volume']},{w.b_server}",
-               f"?after=0&kind=server&id={ids['server']}&id={w.b_server}")
+    queries = (
+        "?after=0",
+        f"?after=0&id={ids['server']},{ids['volume']},{w.b_server}",
+        f"?after=0&kind=server&id={ids['server']}&id={w.b_server}",
+    )
     async with contextlib.AsyncExitStack() as stack:
         streams = [await stack.enter_async_context(_stream(w, w.b.token, q)) for q in queries]
         for r in streams:

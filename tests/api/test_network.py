@@ -64,31 +64,48 @@ async def test_cli_networks_subnets_and_ports(cloud: Cloud) -> None:
     async with networks_removed(cloud) as created:
         net = cloud.openstack("network", "create", name)
         created.append(net["id"])
-        assert (net["status"], net["admin_state_up"], net["shared"], net["router:external"]) == \
-            ("ACTIVE", True, False, False)
+        assert (net["status"], net["admin_state_up"], net["shared"], net["router:external"]) == (
+            "ACTIVE",
+            True,
+            False,
+            False,
+        )
         assert net["mtu"] == 1500 and net["availability_zones"] == ["nova"] and net["subnets"] == []
         assert net["provider:network_type"] == "local" and net["revision_number"] >= 1
         assert net["created_at"].endswith("Z") and net["l2_adjacency"] is True
         assert net["id"] in {n["ID"] for n in cloud.openstack("network", "list")}
 
         # Neutron clears the host bits of the CIDR; the gateway and the pool follow.
-        subnet = cloud.openstack("subnet", "create", "--network", name, "--subnet-range", "10.20.0.5/24", f"{name}-s")
+        subnet = cloud.openstack(
+            "subnet", "create", "--network", name, "--subnet-range", "10.20.0.5/24", f"{name}-s"
+        )
         assert subnet["cidr"] == "10.20.0.0/24" and subnet["gateway_ip"] == "10.20.0.1"
         assert subnet["allocation_pools"] == [{"start": "10.20.0.2", "end": "10.20.0.254"}]
         assert subnet["enable_dhcp"] is True and subnet["ip_version"] == 4
 
         p1 = cloud.openstack("port", "create", "--network", name, f"{name}-p1")
         assert p1["status"] == "DOWN" and p1["mac_address"].startswith("fa:16:3e:")
-        p2 = cloud.openstack("port", "create", "--network", name, "--fixed-ip",
-                             f"subnet={subnet['id']},ip-address=10.20.0.50", f"{name}-p2")
+        p2 = cloud.openstack(
+            "port",
+            "create",
+            "--network",
+            name,
+            "--fixed-ip",
+            f"subnet={subnet['id']},ip-address=10.20.0.50",
+            f"{name}-p2",
+        )
         assert p2["fixed_ips"] == [{"subnet_id": subnet["id"], "ip_address": "10.20.0.50"}]
         # The first DHCP subnet brought the network's DHCP port, on the first address of the pool;
         # the first port got the next one.
         listed = {p["ID"]: p for p in cloud.openstack("port", "list", "--network", name, "--long")}
         [dhcp_id] = [i for i, p in listed.items() if p["Device Owner"] == "network:dhcp"]
         assert set(listed) == {dhcp_id, p1["id"], p2["id"]}
-        assert listed[dhcp_id]["Fixed IP Addresses"] == [{"subnet_id": subnet["id"], "ip_address": "10.20.0.2"}]
-        assert listed[p1["id"]]["Fixed IP Addresses"] == [{"subnet_id": subnet["id"], "ip_address": "10.20.0.3"}]
+        assert listed[dhcp_id]["Fixed IP Addresses"] == [
+            {"subnet_id": subnet["id"], "ip_address": "10.20.0.2"}
+        ]
+        assert listed[p1["id"]]["Fixed IP Addresses"] == [
+            {"subnet_id": subnet["id"], "ip_address": "10.20.0.3"}
+        ]
         assert listed[p2["id"]]["Fixed IP Addresses"][0]["ip_address"] == "10.20.0.50"
 
         cloud.openstack("port", "set", "--name", f"{name}-p1b", "--disable", p1["id"], fmt=None)
@@ -107,8 +124,11 @@ async def test_cli_networks_subnets_and_ports(cloud: Cloud) -> None:
         # Only the DHCP port is left: the network goes, with its subnet and its DHCP port.
         cloud.openstack("network", "delete", net["id"], fmt=None)
         token = await cloud.token()
-        for path, kind in ((f"/networks/{net['id']}", "NetworkNotFound"),
-                           (f"/subnets/{subnet['id']}", "SubnetNotFound"), (f"/ports/{dhcp_id}", "PortNotFound")):
+        for path, kind in (
+            (f"/networks/{net['id']}", "NetworkNotFound"),
+            (f"/subnets/{subnet['id']}", "SubnetNotFound"),
+            (f"/ports/{dhcp_id}", "PortNotFound"),
+        ):
             status, body = await call(cloud, "GET", path, token)
             assert status == 404, body
             assert_neutron_error(body, kind)
@@ -121,23 +141,47 @@ async def test_cli_subnet_options_and_the_dhcp_port_follow_dhcp_subnets(cloud: C
         net = body["network"]
         created.append(net["id"])
         subnet = cloud.openstack(
-            "subnet", "create", "--network", net["id"], "--subnet-range", "10.21.0.0/24",
-            "--allocation-pool", "start=10.21.0.100,end=10.21.0.150", "--gateway", "none",
-            "--dns-nameserver", "8.8.8.8", "--dns-nameserver", "1.1.1.1",
-            "--host-route", "destination=192.168.0.0/16,gateway=10.21.0.1", unique("sub"))
+            "subnet",
+            "create",
+            "--network",
+            net["id"],
+            "--subnet-range",
+            "10.21.0.0/24",
+            "--allocation-pool",
+            "start=10.21.0.100,end=10.21.0.150",
+            "--gateway",
+            "none",
+            "--dns-nameserver",
+            "8.8.8.8",
+            "--dns-nameserver",
+            "1.1.1.1",
+            "--host-route",
+            "destination=192.168.0.0/16,gateway=10.21.0.1",
+            unique("sub"),
+        )
         assert subnet["gateway_ip"] is None
         assert subnet["allocation_pools"] == [{"start": "10.21.0.100", "end": "10.21.0.150"}]
         assert subnet["dns_nameservers"] == ["8.8.8.8", "1.1.1.1"]
         assert subnet["host_routes"] == [{"destination": "192.168.0.0/16", "nexthop": "10.21.0.1"}]
 
-        status, body = await call(cloud, "GET", f"/ports?network_id={net['id']}&device_owner=network:dhcp", token)
+        status, body = await call(
+            cloud, "GET", f"/ports?network_id={net['id']}&device_owner=network:dhcp", token
+        )
         [dhcp] = body["ports"]
         assert dhcp["fixed_ips"] == [{"subnet_id": subnet["id"], "ip_address": "10.21.0.100"}]
-        assert (dhcp["device_id"], dhcp["status"], dhcp["project_id"]) == (f"dhcp-{net['id']}", "ACTIVE",
-                                                                           net["project_id"])
+        assert (dhcp["device_id"], dhcp["status"], dhcp["project_id"]) == (
+            f"dhcp-{net['id']}",
+            "ACTIVE",
+            net["project_id"],
+        )
         # A second DHCP subnet adds an address to the same port; disabling DHCP takes it back.
-        status, second = await call(cloud, "POST", "/subnets", token, {"subnet": {
-            "network_id": net["id"], "ip_version": 4, "cidr": "10.22.0.0/28"}})
+        status, second = await call(
+            cloud,
+            "POST",
+            "/subnets",
+            token,
+            {"subnet": {"network_id": net["id"], "ip_version": 4, "cidr": "10.22.0.0/28"}},
+        )
         assert status == 201, second
         second = second["subnet"]
         status, body = await call(cloud, "GET", f"/ports/{dhcp['id']}", token)
@@ -156,9 +200,14 @@ async def test_cli_subnet_options_and_the_dhcp_port_follow_dhcp_subnets(cloud: C
 
 def test_openstacksdk_manages_networks_subnets_and_ports(cloud: Cloud) -> None:
     conn = openstack.connect(
-        auth_url=f"{cloud.url}/identity/v3", username=cloud.admin.user, password=cloud.admin.password,
-        project_name=cloud.admin.project, user_domain_name="Default", project_domain_name="Default",
-        region_name="RegionOne")
+        auth_url=f"{cloud.url}/identity/v3",
+        username=cloud.admin.user,
+        password=cloud.admin.password,
+        project_name=cloud.admin.project,
+        user_domain_name="Default",
+        project_domain_name="Default",
+        region_name="RegionOne",
+    )
     try:
         net = conn.network.create_network(name=unique("sdk"))
         try:
@@ -186,7 +235,9 @@ def test_openstacksdk_manages_networks_subnets_and_ports(cloud: Cloud) -> None:
 # --- tenancy ---------------------------------------------------------------------------------------
 
 
-async def test_projects_see_only_their_own_networks_and_shared_ones(cloud: Cloud, member: Credentials) -> None:
+async def test_projects_see_only_their_own_networks_and_shared_ones(
+    cloud: Cloud, member: Credentials
+) -> None:
     other = await cloud.new_member("other")
     mine, theirs, admin = await cloud.token(member), await cloud.token(other), await cloud.token()
     async with networks_removed(cloud) as created:
@@ -195,24 +246,35 @@ async def test_projects_see_only_their_own_networks_and_shared_ones(cloud: Cloud
         assert "provider:network_type" not in body["network"]  # the provider attributes are the admin's
         net = body["network"]
         created.append(net["id"])
-        status, body = await call(cloud, "POST", "/subnets", mine, {"subnet": {
-            "network_id": net["id"], "ip_version": 4, "cidr": "10.30.0.0/24"}})
+        status, body = await call(
+            cloud,
+            "POST",
+            "/subnets",
+            mine,
+            {"subnet": {"network_id": net["id"], "ip_version": 4, "cidr": "10.30.0.0/24"}},
+        )
         subnet = body["subnet"]
-        status, body = await call(cloud, "POST", "/ports", mine, {"port": {"network_id": net["id"],
-                                                                            "binding:host_id": "host-1"}})
+        status, body = await call(
+            cloud, "POST", "/ports", mine, {"port": {"network_id": net["id"], "binding:host_id": "host-1"}}
+        )
         assert status == 403  # the binding is the admin's (and the actors')
         assert_neutron_error(body, "PolicyNotAuthorized", "binding:host_id")
         status, body = await call(cloud, "POST", "/ports", mine, {"port": {"network_id": net["id"]}})
         port = body["port"]
         assert "binding:host_id" not in port and port["binding:vnic_type"] == "normal"
 
-        for path, kind in ((f"/networks/{net['id']}", "NetworkNotFound"),
-                           (f"/subnets/{subnet['id']}", "SubnetNotFound"), (f"/ports/{port['id']}", "PortNotFound")):
+        for path, kind in (
+            (f"/networks/{net['id']}", "NetworkNotFound"),
+            (f"/subnets/{subnet['id']}", "SubnetNotFound"),
+            (f"/ports/{port['id']}", "PortNotFound"),
+        ):
             for method in ("GET", "DELETE"):
                 status, body = await call(cloud, method, path, theirs)
                 assert status == 404, (method, path, body)
                 assert_neutron_error(body, kind)
-        status, body = await call(cloud, "PUT", f"/networks/{net['id']}", theirs, {"network": {"name": "mine now"}})
+        status, body = await call(
+            cloud, "PUT", f"/networks/{net['id']}", theirs, {"network": {"name": "mine now"}}
+        )
         assert status == 404
         for collection, item in (("networks", net), ("subnets", subnet), ("ports", port)):
             status, body = await call(cloud, "GET", f"/{collection}", theirs)
@@ -224,18 +286,26 @@ async def test_projects_see_only_their_own_networks_and_shared_ones(cloud: Cloud
         assert_neutron_error(body, "NetworkNotFound", net["id"])
 
         # Sharing is the admin's (Neutron's default policy).
-        status, body = await call(cloud, "POST", "/networks", mine, {"network": {"name": "x", "shared": True}})
+        status, body = await call(
+            cloud, "POST", "/networks", mine, {"network": {"name": "x", "shared": True}}
+        )
         assert status == 403
         assert_neutron_error(body, "PolicyNotAuthorized", "create_network:shared")
         status, body = await call(cloud, "PUT", f"/networks/{net['id']}", mine, {"network": {"shared": True}})
         assert status == 403
 
-        status, body = await call(cloud, "POST", "/networks", admin, {"network": {"name": unique("shared"),
-                                                                                  "shared": True}})
+        status, body = await call(
+            cloud, "POST", "/networks", admin, {"network": {"name": unique("shared"), "shared": True}}
+        )
         shared = body["network"]
         created.append(shared["id"])
-        status, body = await call(cloud, "POST", "/subnets", admin, {"subnet": {
-            "network_id": shared["id"], "ip_version": 4, "cidr": "10.31.0.0/24"}})
+        status, body = await call(
+            cloud,
+            "POST",
+            "/subnets",
+            admin,
+            {"subnet": {"network_id": shared["id"], "ip_version": 4, "cidr": "10.31.0.0/24"}},
+        )
         shared_subnet = body["subnet"]
         status, body = await call(cloud, "GET", "/networks?shared=true", theirs)
         assert shared["id"] in {n["id"] for n in body["networks"]}
@@ -245,25 +315,41 @@ async def test_projects_see_only_their_own_networks_and_shared_ones(cloud: Cloud
         assert status == 201 and body["port"]["project_id"] == other.project_id
         their_port = body["port"]
         # ...but not to choose addresses on it, nor to change or delete it.
-        status, body = await call(cloud, "POST", "/ports", theirs, {"port": {
-            "network_id": shared["id"], "fixed_ips": [{"ip_address": "10.31.0.77"}]}})
+        status, body = await call(
+            cloud,
+            "POST",
+            "/ports",
+            theirs,
+            {"port": {"network_id": shared["id"], "fixed_ips": [{"ip_address": "10.31.0.77"}]}},
+        )
         assert status == 403
         assert_neutron_error(body, "PolicyNotAuthorized", "fixed_ips:ip_address")
-        status, body = await call(cloud, "PUT", f"/networks/{shared['id']}", theirs, {"network": {"name": "x"}})
+        status, body = await call(
+            cloud, "PUT", f"/networks/{shared['id']}", theirs, {"network": {"name": "x"}}
+        )
         assert status == 403
         status, body = await call(cloud, "DELETE", f"/networks/{shared['id']}", theirs)
         assert status == 403
-        status, body = await call(cloud, "POST", "/subnets", theirs, {"subnet": {
-            "network_id": shared["id"], "ip_version": 4, "cidr": "10.32.0.0/24"}})
+        status, body = await call(
+            cloud,
+            "POST",
+            "/subnets",
+            theirs,
+            {"subnet": {"network_id": shared["id"], "ip_version": 4, "cidr": "10.32.0.0/24"}},
+        )
         assert status == 403
 
         # A network another project uses stays shared.
-        status, body = await call(cloud, "PUT", f"/networks/{shared['id']}", admin, {"network": {"shared": False}})
+        status, body = await call(
+            cloud, "PUT", f"/networks/{shared['id']}", admin, {"network": {"shared": False}}
+        )
         assert status == 409
         assert_neutron_error(body, "InvalidSharedSetting")
         status, _ = await call(cloud, "DELETE", f"/ports/{their_port['id']}", theirs)
         assert status == 204
-        status, body = await call(cloud, "PUT", f"/networks/{shared['id']}", admin, {"network": {"shared": False}})
+        status, body = await call(
+            cloud, "PUT", f"/networks/{shared['id']}", admin, {"network": {"shared": False}}
+        )
         assert status == 200 and body["network"]["shared"] is False
         status, _ = await call(cloud, "GET", f"/networks/{shared['id']}", theirs)
         assert status == 404
@@ -296,11 +382,21 @@ async def test_quotas_are_enforced_with_neutrons_over_quota(cloud: Cloud, member
             status, body = await call(cloud, "POST", "/networks", mine, {"network": {"name": "second"}})
             assert status == 409
             assert_neutron_error(body, "OverQuota", "Quota exceeded for resources: ['network'].")
-            status, body = await call(cloud, "POST", "/subnets", mine, {"subnet": {
-                "network_id": net["id"], "ip_version": 4, "cidr": "10.40.0.0/24"}})
+            status, body = await call(
+                cloud,
+                "POST",
+                "/subnets",
+                mine,
+                {"subnet": {"network_id": net["id"], "ip_version": 4, "cidr": "10.40.0.0/24"}},
+            )
             assert status == 201
-            status, body = await call(cloud, "POST", "/subnets", mine, {"subnet": {
-                "network_id": net["id"], "ip_version": 4, "cidr": "10.41.0.0/24"}})
+            status, body = await call(
+                cloud,
+                "POST",
+                "/subnets",
+                mine,
+                {"subnet": {"network_id": net["id"], "ip_version": 4, "cidr": "10.41.0.0/24"}},
+            )
             assert status == 409
             assert_neutron_error(body, "OverQuota", "['subnet']")
             # The DHCP port counts (as in Neutron): two more ports fit in 3.
@@ -310,8 +406,11 @@ async def test_quotas_are_enforced_with_neutrons_over_quota(cloud: Cloud, member
             err = cloud.openstack_fails("port", "create", "--network", net["id"], "one-too-many", who=member)
             assert "Quota exceeded for resources: ['port']" in err.stderr
             status, body = await call(cloud, "GET", f"{quota_path}/details", mine)
-            assert {k: body["quota"][k]["used"] for k in ("network", "subnet", "port")} == \
-                {"network": 1, "subnet": 1, "port": 3}
+            assert {k: body["quota"][k]["used"] for k in ("network", "subnet", "port")} == {
+                "network": 1,
+                "subnet": 1,
+                "port": 3,
+            }
             status, body = await call(cloud, "GET", f"/ports?network_id={net['id']}", mine)
             assert len(body["ports"]) == 3  # nothing was left behind by the refusals
     finally:
@@ -327,101 +426,353 @@ async def test_bad_input_is_refused_with_neutron_errors_and_changes_nothing(clou
         status, body = await call(cloud, "POST", "/networks", token, {"network": {"name": unique("bad")}})
         net = body["network"]
         created.append(net["id"])
-        status, body = await call(cloud, "POST", "/subnets", token, {"subnet": {
-            "network_id": net["id"], "ip_version": 4, "cidr": "10.50.0.0/24"}})
+        status, body = await call(
+            cloud,
+            "POST",
+            "/subnets",
+            token,
+            {"subnet": {"network_id": net["id"], "ip_version": 4, "cidr": "10.50.0.0/24"}},
+        )
         subnet = body["subnet"]
         status, body = await call(cloud, "POST", "/ports", token, {"port": {"network_id": net["id"]}})
         port = body["port"]
-        before = {c: (await call(cloud, "GET", f"/{c}?network_id={net['id']}", token))[1][c]
-                  for c in ("subnets", "ports")}
+        before = {
+            c: (await call(cloud, "GET", f"/{c}?network_id={net['id']}", token))[1][c]
+            for c in ("subnets", "ports")
+        }
         before["networks"] = [(await call(cloud, "GET", f"/networks/{net['id']}", token))[1]["network"]]
 
         cases: list[tuple[str, str, Any, int, str, str]] = [
-            ("POST", "/networks", {"network": {"name": "x", "colour": "blue"}}, 400, "HTTPBadRequest",
-             "Unrecognized attribute(s) 'colour'"),
-            ("POST", "/networks", {"netwerk": {}}, 400, "HTTPBadRequest", "Unable to find 'network' in request body"),
-            ("POST", "/networks", {"network": {"admin_state_up": "maybe"}}, 400, "HTTPBadRequest",
-             "'maybe' cannot be converted to boolean"),
-            ("POST", "/networks", {"network": {"name": 5}}, 400, "HTTPBadRequest", "'5' is not a valid string"),
+            (
+                "POST",
+                "/networks",
+                {"network": {"name": "x", "colour": "blue"}},
+                400,
+                "HTTPBadRequest",
+                "Unrecognized attribute(s) 'colour'",
+            ),
+            (
+                "POST",
+                "/networks",
+                {"netwerk": {}},
+                400,
+                "HTTPBadRequest",
+                "Unable to find 'network' in request body",
+            ),
+            (
+                "POST",
+                "/networks",
+                {"network": {"admin_state_up": "maybe"}},
+                400,
+                "HTTPBadRequest",
+                "'maybe' cannot be converted to boolean",
+            ),
+            (
+                "POST",
+                "/networks",
+                {"network": {"name": 5}},
+                400,
+                "HTTPBadRequest",
+                "'5' is not a valid string",
+            ),
             ("POST", "/networks", {"network": {"mtu": 9000}}, 400, "InvalidInput", "MTU is too big"),
-            ("POST", "/networks", {"network": {"provider:network_type": "vlan"}}, 400, "InvalidInput", "vlan"),
-            ("PUT", f"/networks/{net['id']}", {"network": {"name": "renamed", "colour": "blue"}}, 400,
-             "HTTPBadRequest", "Unrecognized attribute(s) 'colour'"),
-            ("PUT", f"/networks/{net['id']}", {"network": {"id": "other"}}, 400, "HTTPBadRequest",
-             "Attribute 'id' not allowed in PUT"),
-            ("POST", "/networks", {"network": {"status": "DOWN"}}, 400, "HTTPBadRequest",
-             "Attribute 'status' not allowed in POST"),
-            ("POST", "/subnets", {"subnet": {"network_id": net["id"], "ip_version": 4, "cidr": "10.50.300.0/24"}},
-             400, "HTTPBadRequest", "is not a valid IP subnet"),
-            ("POST", "/subnets", {"subnet": {"network_id": net["id"], "ip_version": 6, "cidr": "10.60.0.0/24"}},
-             400, "InvalidInput", "does not match the ip_version '6'"),
-            ("POST", "/subnets", {"subnet": {"network_id": net["id"], "ip_version": 4, "cidr": "10.50.0.128/25"}},
-             400, "InvalidInput", (f"Requested subnet with cidr: 10.50.0.128/25 for network: {net['id']} "
-                                   f"overlaps with another subnet.")),
-            ("POST", "/subnets", {"subnet": {"network_id": net["id"], "ip_version": 4, "cidr": "10.61.0.0/24",
-                                             "allocation_pools": [{"start": "10.61.1.2", "end": "10.61.1.9"}]}},
-             400, "OutOfBoundsAllocationPool", "spans beyond the subnet cidr 10.61.0.0/24"),
-            ("POST", "/subnets", {"subnet": {"network_id": net["id"], "ip_version": 4, "cidr": "10.61.0.0/24",
-                                             "allocation_pools": [{"start": "10.61.0.9", "end": "10.61.0.2"}]}},
-             400, "InvalidAllocationPool", "is not valid"),
-            ("POST", "/subnets", {"subnet": {"network_id": net["id"], "ip_version": 4, "cidr": "10.61.0.0/24",
-                                             "allocation_pools": [{"start": "10.61.0.2", "end": "10.61.0.20"},
-                                                                  {"start": "10.61.0.10", "end": "10.61.0.30"}]}},
-             409, "OverlappingAllocationPools", "Found overlapping allocation pools"),
-            ("POST", "/subnets", {"subnet": {"network_id": net["id"], "ip_version": 4, "cidr": "10.61.0.0/24",
-                                             "allocation_pools": [{"start": "10.61.0.1", "end": "10.61.0.20"}]}},
-             409, "GatewayConflictWithAllocationPools", "Gateway ip 10.61.0.1 conflicts with allocation pool"),
-            ("POST", "/subnets", {"subnet": {"network_id": net["id"], "ip_version": 4, "cidr": "10.61.0.0/24",
-                                             "gateway_ip": "10.61.0.255"}}, 400, "InvalidInput",
-             "Gateway is not valid on subnet"),
-            ("POST", "/subnets", {"subnet": {"network_id": net["id"], "cidr": "10.61.0.0/24"}}, 400,
-             "HTTPBadRequest", "Required attribute 'ip_version' not specified"),
-            ("POST", "/subnets", {"subnet": {"network_id": net["id"], "ip_version": 4, "cidr": "10.61.0.0/24",
-                                             "dns_nameservers": ["8.8.8.x"]}}, 400, "HTTPBadRequest",
-             "is not a valid nameserver"),
-            ("POST", "/subnets", {"subnet": {"network_id": str(uuid.uuid4()), "ip_version": 4,
-                                             "cidr": "10.61.0.0/24"}}, 404, "NetworkNotFound", "could not be found"),
-            ("PUT", f"/subnets/{subnet['id']}", {"subnet": {"cidr": "10.70.0.0/24"}}, 400, "HTTPBadRequest",
-             "Attribute 'cidr' not allowed in PUT"),
-            ("POST", "/ports", {"port": {"network_id": net["id"], "fixed_ips": [{"ip_address": "10.99.0.5"}]}},
-             400, "InvalidIpForNetwork", "10.99.0.5"),
-            ("POST", "/ports", {"port": {"network_id": net["id"], "fixed_ips": [
-                {"subnet_id": subnet["id"], "ip_address": "10.99.0.5"}]}}, 400, "InvalidIpForSubnet",
-             "IP address 10.99.0.5 is not a valid IP for the specified subnet."),
-            ("POST", "/ports", {"port": {"network_id": net["id"], "fixed_ips": [
-                {"subnet_id": subnet["id"], "ip_address": "10.50.0.255"}]}}, 400, "InvalidIpForSubnet", ""),
-            ("POST", "/ports", {"port": {"network_id": net["id"], "fixed_ips": [
-                {"ip_address": port["fixed_ips"][0]["ip_address"]}]}}, 409, "IpAddressAlreadyAllocated",
-             f"IP address {port['fixed_ips'][0]['ip_address']} already allocated in subnet {subnet['id']}"),
-            ("POST", "/ports", {"port": {"network_id": net["id"], "mac_address": port["mac_address"]}}, 409,
-             "MacAddressInUse", f"The mac address {port['mac_address']} is in use."),
-            ("POST", "/ports", {"port": {"network_id": net["id"], "mac_address": "not-a-mac"}}, 400,
-             "HTTPBadRequest", "'not-a-mac' is not a valid MAC address"),
-            ("POST", "/ports", {"port": {"network_id": net["id"], "security_groups": ["default"]}}, 400,
-             "HTTPBadRequest", "Security groups are not available"),
-            ("POST", "/ports", {"port": {"name": "no network"}}, 400, "HTTPBadRequest",
-             "Required attribute 'network_id' not specified"),
-            ("PUT", f"/ports/{port['id']}", {"port": {"network_id": str(uuid.uuid4())}}, 400, "HTTPBadRequest",
-             "Attribute 'network_id' not allowed in PUT"),
-            ("PUT", f"/ports/{port['id']}", {"port": {"name": "x", "fixed_ips": [{"ip_address": "10.50.0.0"}]}},
-             400, "InvalidIpForNetwork", ""),
+            (
+                "POST",
+                "/networks",
+                {"network": {"provider:network_type": "vlan"}},
+                400,
+                "InvalidInput",
+                "vlan",
+            ),
+            (
+                "PUT",
+                f"/networks/{net['id']}",
+                {"network": {"name": "renamed", "colour": "blue"}},
+                400,
+                "HTTPBadRequest",
+                "Unrecognized attribute(s) 'colour'",
+            ),
+            (
+                "PUT",
+                f"/networks/{net['id']}",
+                {"network": {"id": "other"}},
+                400,
+                "HTTPBadRequest",
+                "Attribute 'id' not allowed in PUT",
+            ),
+            (
+                "POST",
+                "/networks",
+                {"network": {"status": "DOWN"}},
+                400,
+                "HTTPBadRequest",
+                "Attribute 'status' not allowed in POST",
+            ),
+            (
+                "POST",
+                "/subnets",
+                {"subnet": {"network_id": net["id"], "ip_version": 4, "cidr": "10.50.300.0/24"}},
+                400,
+                "HTTPBadRequest",
+                "is not a valid IP subnet",
+            ),
+            (
+                "POST",
+                "/subnets",
+                {"subnet": {"network_id": net["id"], "ip_version": 6, "cidr": "10.60.0.0/24"}},
+                400,
+                "InvalidInput",
+                "does not match the ip_version '6'",
+            ),
+            (
+                "POST",
+                "/subnets",
+                {"subnet": {"network_id": net["id"], "ip_version": 4, "cidr": "10.50.0.128/25"}},
+                400,
+                "InvalidInput",
+                (
+                    f"Requested subnet with cidr: 10.50.0.128/25 for network: {net['id']} "
+                    f"overlaps with another subnet."
+                ),
+            ),
+            (
+                "POST",
+                "/subnets",
+                {
+                    "subnet": {
+                        "network_id": net["id"],
+                        "ip_version": 4,
+                        "cidr": "10.61.0.0/24",
+                        "allocation_pools": [{"start": "10.61.1.2", "end": "10.61.1.9"}],
+                    }
+                },
+                400,
+                "OutOfBoundsAllocationPool",
+                "spans beyond the subnet cidr 10.61.0.0/24",
+            ),
+            (
+                "POST",
+                "/subnets",
+                {
+                    "subnet": {
+                        "network_id": net["id"],
+                        "ip_version": 4,
+                        "cidr": "10.61.0.0/24",
+                        "allocation_pools": [{"start": "10.61.0.9", "end": "10.61.0.2"}],
+                    }
+                },
+                400,
+                "InvalidAllocationPool",
+                "is not valid",
+            ),
+            (
+                "POST",
+                "/subnets",
+                {
+                    "subnet": {
+                        "network_id": net["id"],
+                        "ip_version": 4,
+                        "cidr": "10.61.0.0/24",
+                        "allocation_pools": [
+                            {"start": "10.61.0.2", "end": "10.61.0.20"},
+                            {"start": "10.61.0.10", "end": "10.61.0.30"},
+                        ],
+                    }
+                },
+                409,
+                "OverlappingAllocationPools",
+                "Found overlapping allocation pools",
+            ),
+            (
+                "POST",
+                "/subnets",
+                {
+                    "subnet": {
+                        "network_id": net["id"],
+                        "ip_version": 4,
+                        "cidr": "10.61.0.0/24",
+                        "allocation_pools": [{"start": "10.61.0.1", "end": "10.61.0.20"}],
+                    }
+                },
+                409,
+                "GatewayConflictWithAllocationPools",
+                "Gateway ip 10.61.0.1 conflicts with allocation pool",
+            ),
+            (
+                "POST",
+                "/subnets",
+                {
+                    "subnet": {
+                        "network_id": net["id"],
+                        "ip_version": 4,
+                        "cidr": "10.61.0.0/24",
+                        "gateway_ip": "10.61.0.255",
+                    }
+                },
+                400,
+                "InvalidInput",
+                "Gateway is not valid on subnet",
+            ),
+            (
+                "POST",
+                "/subnets",
+                {"subnet": {"network_id": net["id"], "cidr": "10.61.0.0/24"}},
+                400,
+                "HTTPBadRequest",
+                "Required attribute 'ip_version' not specified",
+            ),
+            (
+                "POST",
+                "/subnets",
+                {
+                    "subnet": {
+                        "network_id": net["id"],
+                        "ip_version": 4,
+                        "cidr": "10.61.0.0/24",
+                        "dns_nameservers": ["8.8.8.x"],
+                    }
+                },
+                400,
+                "HTTPBadRequest",
+                "is not a valid nameserver",
+            ),
+            (
+                "POST",
+                "/subnets",
+                {"subnet": {"network_id": str(uuid.uuid4()), "ip_version": 4, "cidr": "10.61.0.0/24"}},
+                404,
+                "NetworkNotFound",
+                "could not be found",
+            ),
+            (
+                "PUT",
+                f"/subnets/{subnet['id']}",
+                {"subnet": {"cidr": "10.70.0.0/24"}},
+                400,
+                "HTTPBadRequest",
+                "Attribute 'cidr' not allowed in PUT",
+            ),
+            (
+                "POST",
+                "/ports",
+                {"port": {"network_id": net["id"], "fixed_ips": [{"ip_address": "10.99.0.5"}]}},
+                400,
+                "InvalidIpForNetwork",
+                "10.99.0.5",
+            ),
+            (
+                "POST",
+                "/ports",
+                {
+                    "port": {
+                        "network_id": net["id"],
+                        "fixed_ips": [{"subnet_id": subnet["id"], "ip_address": "10.99.0.5"}],
+                    }
+                },
+                400,
+                "InvalidIpForSubnet",
+                "IP address 10.99.0.5 is not a valid IP for the specified subnet.",
+            ),
+            (
+                "POST",
+                "/ports",
+                {
+                    "port": {
+                        "network_id": net["id"],
+                        "fixed_ips": [{"subnet_id": subnet["id"], "ip_address": "10.50.0.255"}],
+                    }
+                },
+                400,
+                "InvalidIpForSubnet",
+                "",
+            ),
+            (
+                "POST",
+                "/ports",
+                {
+                    "port": {
+                        "network_id": net["id"],
+                        "fixed_ips": [{"ip_address": port["fixed_ips"][0]["ip_address"]}],
+                    }
+                },
+                409,
+                "IpAddressAlreadyAllocated",
+                f"IP address {port['fixed_ips'][0]['ip_address']} already allocated in subnet {subnet['id']}",
+            ),
+            (
+                "POST",
+                "/ports",
+                {"port": {"network_id": net["id"], "mac_address": port["mac_address"]}},
+                409,
+                "MacAddressInUse",
+                f"The mac address {port['mac_address']} is in use.",
+            ),
+            (
+                "POST",
+                "/ports",
+                {"port": {"network_id": net["id"], "mac_address": "not-a-mac"}},
+                400,
+                "HTTPBadRequest",
+                "'not-a-mac' is not a valid MAC address",
+            ),
+            (
+                "POST",
+                "/ports",
+                {"port": {"network_id": net["id"], "security_groups": ["default"]}},
+                400,
+                "HTTPBadRequest",
+                "Security groups are not available",
+            ),
+            (
+                "POST",
+                "/ports",
+                {"port": {"name": "no network"}},
+                400,
+                "HTTPBadRequest",
+                "Required attribute 'network_id' not specified",
+            ),
+            (
+                "PUT",
+                f"/ports/{port['id']}",
+                {"port": {"network_id": str(uuid.uuid4())}},
+                400,
+                "HTTPBadRequest",
+                "Attribute 'network_id' not allowed in PUT",
+            ),
+            (
+                "PUT",
+                f"/ports/{port['id']}",
+                {"port": {"name": "x", "fixed_ips": [{"ip_address": "10.50.0.0"}]}},
+                400,
+                "InvalidIpForNetwork",
+                "",
+            ),
             ("DELETE", f"/ports/{uuid.uuid4()}", None, 404, "PortNotFound", "could not be found"),
         ]
         for method, path, request, code, kind, text in cases:
             status, body = await call(cloud, method, path, token, request)
             assert status == code, (method, path, request, body)
             assert_neutron_error(body, kind, text)
-        status, body, _ = await cloud.request("POST", N + "/networks", token=token, data=b'{"network": ',
-                                              headers={"Content-Type": "application/json"})
+        status, body, _ = await cloud.request(
+            "POST",
+            N + "/networks",
+            token=token,
+            data=b'{"network": ',
+            headers={"Content-Type": "application/json"},
+        )
         assert status == 400 and body["NeutronError"]["type"] == "BadRequest"
 
         # The DHCP port is the network's: not deleted through the port API.
-        status, body = await call(cloud, "GET", f"/ports?network_id={net['id']}&device_owner=network:dhcp", token)
+        status, body = await call(
+            cloud, "GET", f"/ports?network_id={net['id']}&device_owner=network:dhcp", token
+        )
         status, body = await call(cloud, "DELETE", f"/ports/{body['ports'][0]['id']}", token)
         assert status == 409
 
-        after = {c: (await call(cloud, "GET", f"/{c}?network_id={net['id']}", token))[1][c]
-                 for c in ("subnets", "ports")}
+        after = {
+            c: (await call(cloud, "GET", f"/{c}?network_id={net['id']}", token))[1][c]
+            for c in ("subnets", "ports")
+        }
         after["networks"] = [(await call(cloud, "GET", f"/networks/{net['id']}", token))[1]["network"]]
         assert after == before
         status, body = await call(cloud, "GET", f"/networks?name={net['name']}", token)
@@ -437,8 +788,13 @@ async def test_lists_filter_sort_and_page_like_neutron(cloud: Cloud, member: Cre
     async with networks_removed(cloud) as created:
         nets = []
         for i, tags in enumerate((["a", tag], ["b", tag], ["a", "b", tag])):
-            status, body = await call(cloud, "POST", "/networks", token, {"network": {
-                "name": f"{tag}-{i}", "tags": tags, "admin_state_up": i != 1}})
+            status, body = await call(
+                cloud,
+                "POST",
+                "/networks",
+                token,
+                {"network": {"name": f"{tag}-{i}", "tags": tags, "admin_state_up": i != 1}},
+            )
             assert status == 201, body
             nets.append(body["network"])
             created.append(body["network"]["id"])
@@ -466,34 +822,59 @@ async def test_lists_filter_sort_and_page_like_neutron(cloud: Cloud, member: Cre
         assert all(set(n) == {"id", "name"} for n in body["networks"]) and len(body["networks"]) == 3
 
         # Pages of two, sorted by name: a next link, and a short last page without one.
-        status, body = await call(cloud, "GET", f"/networks?tags={tag}&limit=2&sort_key=name&sort_dir=asc", token)
+        status, body = await call(
+            cloud, "GET", f"/networks?tags={tag}&limit=2&sort_key=name&sort_dir=asc", token
+        )
         assert [n["name"] for n in body["networks"]] == names[:2]
         [next_link] = [link for link in body["networks_links"] if link["rel"] == "next"]
-        assert next_link["href"].startswith(f"{cloud.url}{N}/networks?") and f"marker={nets[1]['id']}" in \
-            next_link["href"]
-        status, body, _ = await cloud.request("GET", next_link["href"][len(cloud.url):], token=token)
+        assert (
+            next_link["href"].startswith(f"{cloud.url}{N}/networks?")
+            and f"marker={nets[1]['id']}" in next_link["href"]
+        )
+        status, body, _ = await cloud.request("GET", next_link["href"][len(cloud.url) :], token=token)
         assert [n["name"] for n in body["networks"]] == names[2:]
         assert not [link for link in body.get("networks_links", []) if link["rel"] == "next"]
         status, body = await call(cloud, "GET", f"/networks?limit=1&marker={uuid.uuid4()}", token)
         assert status == 404
 
         # Ports by network, by fixed IP and by subnet.
-        status, body = await call(cloud, "POST", "/subnets", token, {"subnet": {
-            "network_id": nets[0]["id"], "ip_version": 4, "cidr": "10.80.0.0/24", "enable_dhcp": False}})
+        status, body = await call(
+            cloud,
+            "POST",
+            "/subnets",
+            token,
+            {
+                "subnet": {
+                    "network_id": nets[0]["id"],
+                    "ip_version": 4,
+                    "cidr": "10.80.0.0/24",
+                    "enable_dhcp": False,
+                }
+            },
+        )
         subnet = body["subnet"]
         ports = []
         for _ in range(3):
             status, body = await call(cloud, "POST", "/ports", token, {"port": {"network_id": nets[0]["id"]}})
             ports.append(body["port"])
         assert [p["fixed_ips"][0]["ip_address"] for p in ports] == ["10.80.0.2", "10.80.0.3", "10.80.0.4"]
-        status, body = await call(cloud, "GET", "/ports?fixed_ips=ip_address=10.80.0.3&fixed_ips=ip_address=10.80.0.4"
-                                  f"&network_id={nets[0]['id']}", token)
+        status, body = await call(
+            cloud,
+            "GET",
+            "/ports?fixed_ips=ip_address=10.80.0.3&fixed_ips=ip_address=10.80.0.4"
+            f"&network_id={nets[0]['id']}",
+            token,
+        )
         assert {p["id"] for p in body["ports"]} == {ports[1]["id"], ports[2]["id"]}
         status, body = await call(cloud, "GET", f"/ports?fixed_ips=subnet_id={subnet['id']}", token)
         assert len(body["ports"]) == 3
-        status, body = await call(cloud, "GET", f"/ports?mac_address={ports[0]['mac_address'].upper()}", token)
+        status, body = await call(
+            cloud, "GET", f"/ports?mac_address={ports[0]['mac_address'].upper()}", token
+        )
         assert [p["id"] for p in body["ports"]] == [ports[0]["id"]]
-        status, body = await call(cloud, "GET", f"/subnets?cidr=10.80.0.0/24&network_id={nets[0]['id']}", token)
+        status, body = await call(
+            cloud, "GET", f"/subnets?cidr=10.80.0.0/24&network_id={nets[0]['id']}", token
+        )
         assert [s["id"] for s in body["subnets"]] == [subnet["id"]]
         # A deleted port's address is the lowest free one again.
         await call(cloud, "DELETE", f"/ports/{ports[0]['id']}", token)
@@ -510,16 +891,38 @@ async def test_updates_bump_the_revision_and_leave_the_actor_its_state(cloud: Cl
         status, body = await call(cloud, "POST", "/networks", token, {"network": {"name": unique("upd")}})
         net = body["network"]
         created.append(net["id"])
-        status, body = await call(cloud, "POST", "/subnets", token, {"subnet": {
-            "network_id": net["id"], "ip_version": 4, "cidr": "10.90.0.0/24", "enable_dhcp": False}})
+        status, body = await call(
+            cloud,
+            "POST",
+            "/subnets",
+            token,
+            {
+                "subnet": {
+                    "network_id": net["id"],
+                    "ip_version": 4,
+                    "cidr": "10.90.0.0/24",
+                    "enable_dhcp": False,
+                }
+            },
+        )
         subnet = body["subnet"]
         status, body = await call(cloud, "POST", "/ports", token, {"port": {"network_id": net["id"]}})
         port = body["port"]
         version = await pool.fetchval("SELECT version FROM ports WHERE id = $1", port["id"])
 
-        status, body = await call(cloud, "PUT", f"/ports/{port['id']}", token, {"port": {
-            "admin_state_up": False, "name": "new", "fixed_ips": [{"subnet_id": subnet["id"],
-                                                                  "ip_address": "10.90.0.77"}]}})
+        status, body = await call(
+            cloud,
+            "PUT",
+            f"/ports/{port['id']}",
+            token,
+            {
+                "port": {
+                    "admin_state_up": False,
+                    "name": "new",
+                    "fixed_ips": [{"subnet_id": subnet["id"], "ip_address": "10.90.0.77"}],
+                }
+            },
+        )
         assert status == 200, body
         updated = body["port"]
         assert updated["admin_state_up"] is False and updated["name"] == "new"
@@ -531,14 +934,25 @@ async def test_updates_bump_the_revision_and_leave_the_actor_its_state(cloud: Cl
         status, body = await call(cloud, "POST", "/ports", token, {"port": {"network_id": net["id"]}})
         assert body["port"]["fixed_ips"][0]["ip_address"] == port["fixed_ips"][0]["ip_address"]
 
-        status, body = await call(cloud, "PUT", f"/networks/{net['id']}", token, {"network": {
-            "admin_state_up": False, "description": "d", "mtu": 1400}})
+        status, body = await call(
+            cloud,
+            "PUT",
+            f"/networks/{net['id']}",
+            token,
+            {"network": {"admin_state_up": False, "description": "d", "mtu": 1400}},
+        )
         assert status == 200 and body["network"]["admin_state_up"] is False
         assert (body["network"]["description"], body["network"]["mtu"]) == ("d", 1400)
-        status, body = await call(cloud, "PUT", f"/subnets/{subnet['id']}", token, {"subnet": {
-            "allocation_pools": [{"start": "10.90.0.100", "end": "10.90.0.110"}], "name": "s"}})
-        assert status == 200 and body["subnet"]["allocation_pools"] == [{"start": "10.90.0.100",
-                                                                          "end": "10.90.0.110"}]
+        status, body = await call(
+            cloud,
+            "PUT",
+            f"/subnets/{subnet['id']}",
+            token,
+            {"subnet": {"allocation_pools": [{"start": "10.90.0.100", "end": "10.90.0.110"}], "name": "s"}},
+        )
+        assert status == 200 and body["subnet"]["allocation_pools"] == [
+            {"start": "10.90.0.100", "end": "10.90.0.110"}
+        ]
         status, body = await call(cloud, "POST", "/ports", token, {"port": {"network_id": net["id"]}})
         assert body["port"]["fixed_ips"][0]["ip_address"] == "10.90.0.100"
 
@@ -553,15 +967,32 @@ async def test_ipv6_subnets_stateful_and_slaac(cloud: Cloud) -> None:
         net = body["network"]
         created.append(net["id"])
         subnets = {}
-        for cidr, version, extra in (("10.95.0.0/24", 4, {}), ("fd00:1::/64", 6, {}),
-                                     ("fd00:2::/64", 6, {"ipv6_address_mode": "slaac", "ipv6_ra_mode": "slaac"})):
-            status, body = await call(cloud, "POST", "/subnets", token, {"subnet": {
-                "network_id": net["id"], "ip_version": version, "cidr": cidr, "enable_dhcp": True, **extra}})
+        for cidr, version, extra in (
+            ("10.95.0.0/24", 4, {}),
+            ("fd00:1::/64", 6, {}),
+            ("fd00:2::/64", 6, {"ipv6_address_mode": "slaac", "ipv6_ra_mode": "slaac"}),
+        ):
+            status, body = await call(
+                cloud,
+                "POST",
+                "/subnets",
+                token,
+                {
+                    "subnet": {
+                        "network_id": net["id"],
+                        "ip_version": version,
+                        "cidr": cidr,
+                        "enable_dhcp": True,
+                        **extra,
+                    }
+                },
+            )
             assert status == 201, body
             subnets[cidr] = body["subnet"]
         assert subnets["fd00:1::/64"]["gateway_ip"] == "fd00:1::1"
-        assert subnets["fd00:1::/64"]["allocation_pools"] == [{"start": "fd00:1::2",
-                                                                "end": "fd00:1::ffff:ffff:ffff:ffff"}]
+        assert subnets["fd00:1::/64"]["allocation_pools"] == [
+            {"start": "fd00:1::2", "end": "fd00:1::ffff:ffff:ffff:ffff"}
+        ]
         status, body = await call(cloud, "POST", "/ports", token, {"port": {"network_id": net["id"]}})
         assert status == 201, body
         port = body["port"]
@@ -569,8 +1000,18 @@ async def test_ipv6_subnets_stateful_and_slaac(cloud: Cloud) -> None:
         assert by_subnet[subnets["10.95.0.0/24"]["id"]] == "10.95.0.3"  # .2 is the DHCP port's
         assert by_subnet[subnets["fd00:1::/64"]["id"]] == "fd00:1::3"
         assert by_subnet[subnets["fd00:2::/64"]["id"]] == eui64("fd00:2::", port["mac_address"])
-        status, body = await call(cloud, "POST", "/ports", token, {"port": {"network_id": net["id"], "fixed_ips": [
-            {"subnet_id": subnets["fd00:2::/64"]["id"], "ip_address": "fd00:2::99"}]}})
+        status, body = await call(
+            cloud,
+            "POST",
+            "/ports",
+            token,
+            {
+                "port": {
+                    "network_id": net["id"],
+                    "fixed_ips": [{"subnet_id": subnets["fd00:2::/64"]["id"], "ip_address": "fd00:2::99"}],
+                }
+            },
+        )
         assert status == 400
         assert_neutron_error(body, "InvalidInput", "automatic addresses")
         # Automatic addresses do not keep a subnet in use: they are taken back with it.
@@ -579,8 +1020,20 @@ async def test_ipv6_subnets_stateful_and_slaac(cloud: Cloud) -> None:
         status, body = await call(cloud, "GET", f"/ports/{port['id']}", token)
         assert len(body["port"]["fixed_ips"]) == 2
         # A new SLAAC subnet gives the ports already there their automatic address.
-        status, body = await call(cloud, "POST", "/subnets", token, {"subnet": {
-            "network_id": net["id"], "ip_version": 6, "cidr": "fd00:3::/64", "ipv6_address_mode": "slaac"}})
+        status, body = await call(
+            cloud,
+            "POST",
+            "/subnets",
+            token,
+            {
+                "subnet": {
+                    "network_id": net["id"],
+                    "ip_version": 6,
+                    "cidr": "fd00:3::/64",
+                    "ipv6_address_mode": "slaac",
+                }
+            },
+        )
         assert status == 201, body
         status, body = await call(cloud, "GET", f"/ports/{port['id']}", token)
         assert eui64("fd00:3::", port["mac_address"]) in {a["ip_address"] for a in body["port"]["fixed_ips"]}
@@ -589,7 +1042,12 @@ async def test_ipv6_subnets_stateful_and_slaac(cloud: Cloud) -> None:
 def eui64(prefix: str, mac: str) -> str:
     """The address SLAAC gives a MAC on a /64 (RFC 4291's modified EUI-64), computed independently."""
     octets = mac.split(":")
-    interface = [f"{int(octets[0], 16) ^ 2:02x}{octets[1]}", f"{octets[2]}ff", f"fe{octets[3]}", f"{octets[4]}{octets[5]}"]
+    interface = [
+        f"{int(octets[0], 16) ^ 2:02x}{octets[1]}",
+        f"{octets[2]}ff",
+        f"fe{octets[3]}",
+        f"{octets[4]}{octets[5]}",
+    ]
     return str(ipaddress.IPv6Address(prefix + ":".join(interface)))
 
 
@@ -610,4 +1068,3 @@ async def test_extensions_and_availability_zones(cloud: Cloud, member: Credentia
     assert body["availability_zones"] == [{"name": "nova", "resource": "network", "state": "available"}]
     status, body = await call(cloud, "GET", "/routers", token)
     assert status == 501 and body["NeutronError"]["type"] == "NotImplemented"
-

@@ -35,7 +35,9 @@ class Listener:
             self.received.append(body)
             self._arrived.set()
 
-    async def until(self, done: Callable[[list[dict[str, Any]]], bool], timeout: float = 60) -> list[dict[str, Any]]:
+    async def until(
+        self, done: Callable[[list[dict[str, Any]]], bool], timeout: float = 60
+    ) -> list[dict[str, Any]]:
         deadline = time.monotonic() + timeout
         while not done(self.received):
             remaining = deadline - time.monotonic()
@@ -73,7 +75,10 @@ async def listening(services: Services, binding: str = "notifications.*") -> Asy
 
 def about_server(server_id: str) -> Callable[[dict[str, Any]], bool]:
     def match(n: dict[str, Any]) -> bool:
-        return n["event_type"].startswith("instance.") and n["payload"]["nova_object.data"]["uuid"] == server_id
+        return (
+            n["event_type"].startswith("instance.") and n["payload"]["nova_object.data"]["uuid"] == server_id
+        )
+
     return match
 
 
@@ -93,11 +98,17 @@ async def wait_status(cloud: Cloud, token: str, server_id: str, status: str) -> 
 
 
 async def test_boot_and_delete_send_novas_sequence_in_valid_envelopes(
-        cloud: Cloud, services: Services, image: str) -> None:
+    cloud: Cloud, services: Services, image: str
+) -> None:
     token = await cloud.token()
     async with listening(services) as listener:
-        status, body, _ = await cloud.request("POST", "/compute/v2.1/servers", token=token, headers=NOVA, json={
-            "server": {"name": "notified", "imageRef": image, "flavorRef": "42", "networks": "none"}})
+        status, body, _ = await cloud.request(
+            "POST",
+            "/compute/v2.1/servers",
+            token=token,
+            headers=NOVA,
+            json={"server": {"name": "notified", "imageRef": image, "flavorRef": "42", "networks": "none"}},
+        )
         assert status == 202, body
         server_id = body["server"]["id"]
         mine = about_server(server_id)
@@ -107,8 +118,13 @@ async def test_boot_and_delete_send_novas_sequence_in_valid_envelopes(
         received = await listener.until(lambda got: "instance.delete.end" in types_of(got, mine))
         await asyncio.sleep(1)  # anything after delete.end would be an invention: let it show
     assert types_of(listener.received, mine) == [
-        "instance.create.start", "instance.create.end",
-        "instance.delete.start", "instance.shutdown.start", "instance.shutdown.end", "instance.delete.end"]
+        "instance.create.start",
+        "instance.create.end",
+        "instance.delete.start",
+        "instance.shutdown.start",
+        "instance.shutdown.end",
+        "instance.delete.end",
+    ]
     ours = [n for n in received if mine(n)]
     assert all(n["priority"] == "INFO" for n in ours)
     assert len({n["message_id"] for n in ours}) == len(ours)
@@ -127,15 +143,31 @@ async def test_boot_and_delete_send_novas_sequence_in_valid_envelopes(
 
 
 async def test_a_failed_build_is_an_error_notification_with_the_fault(
-        cloud: Cloud, services: Services, image: str) -> None:
+    cloud: Cloud, services: Services, image: str
+) -> None:
     token = await cloud.token()
-    _, flavor, _ = await cloud.request("POST", "/compute/v2.1/flavors", token=token, json={"flavor": {
-        "name": f"huge-{uuid.uuid4().hex[:6]}", "ram": 64, "vcpus": 1, "disk": 10**7}})
+    _, flavor, _ = await cloud.request(
+        "POST",
+        "/compute/v2.1/flavors",
+        token=token,
+        json={"flavor": {"name": f"huge-{uuid.uuid4().hex[:6]}", "ram": 64, "vcpus": 1, "disk": 10**7}},
+    )
     try:
         async with listening(services, "notifications.error") as errors:
-            status, body, _ = await cloud.request("POST", "/compute/v2.1/servers", token=token, headers=NOVA, json={
-                "server": {"name": "too-big", "imageRef": image, "flavorRef": flavor["flavor"]["id"],
-                           "networks": "none"}})
+            status, body, _ = await cloud.request(
+                "POST",
+                "/compute/v2.1/servers",
+                token=token,
+                headers=NOVA,
+                json={
+                    "server": {
+                        "name": "too-big",
+                        "imageRef": image,
+                        "flavorRef": flavor["flavor"]["id"],
+                        "networks": "none",
+                    }
+                },
+            )
             assert status == 202, body
             server_id = body["server"]["id"]
             got = await errors.until(lambda got: any(about_server(server_id)(n) for n in got))
@@ -152,42 +184,70 @@ async def test_a_failed_build_is_an_error_notification_with_the_fault(
 
 
 async def test_networks_ports_volumes_and_actions_are_notified_and_refusals_are_not(
-        cloud: Cloud, services: Services, image: str) -> None:
+    cloud: Cloud, services: Services, image: str
+) -> None:
     who = await cloud.new_member("notify")
     token = await cloud.token(who)
     volumes = f"/volume/v3/{who.project_id}/volumes"
     async with listening(services, "#") as listener:
-        _, net, _ = await cloud.request("POST", "/networking/v2.0/networks", token=token,
-                                        json={"network": {"name": "notified-net"}})
+        _, net, _ = await cloud.request(
+            "POST", "/networking/v2.0/networks", token=token, json={"network": {"name": "notified-net"}}
+        )
         network_id = net["network"]["id"]
-        _, subnet, _ = await cloud.request("POST", "/networking/v2.0/subnets", token=token, json={"subnet": {
-            "network_id": network_id, "ip_version": 4, "cidr": "10.77.0.0/24"}})
+        _, subnet, _ = await cloud.request(
+            "POST",
+            "/networking/v2.0/subnets",
+            token=token,
+            json={"subnet": {"network_id": network_id, "ip_version": 4, "cidr": "10.77.0.0/24"}},
+        )
         # refused: changes nothing, so notifies nothing
-        status, _, _ = await cloud.request("POST", "/networking/v2.0/subnets", token=token, json={"subnet": {
-            "network_id": network_id, "ip_version": 4, "cidr": "10.77.0.0/25"}})
+        status, _, _ = await cloud.request(
+            "POST",
+            "/networking/v2.0/subnets",
+            token=token,
+            json={"subnet": {"network_id": network_id, "ip_version": 4, "cidr": "10.77.0.0/25"}},
+        )
         assert status == 400
-        status, body, _ = await cloud.request("POST", "/compute/v2.1/servers", token=token, headers=NOVA, json={
-            "server": {"name": "notified-nic", "imageRef": image, "flavorRef": "42",
-                       "networks": [{"uuid": network_id}]}})
+        status, body, _ = await cloud.request(
+            "POST",
+            "/compute/v2.1/servers",
+            token=token,
+            headers=NOVA,
+            json={
+                "server": {
+                    "name": "notified-nic",
+                    "imageRef": image,
+                    "flavorRef": "42",
+                    "networks": [{"uuid": network_id}],
+                }
+            },
+        )
         assert status == 202, body
         server_id = body["server"]["id"]
-        status, vol, _ = await cloud.request("POST", volumes, token=token,
-                                             json={"volume": {"size": 1, "name": "notified-vol"}})
+        status, vol, _ = await cloud.request(
+            "POST", volumes, token=token, json={"volume": {"size": 1, "name": "notified-vol"}}
+        )
         assert status == 202, vol
         volume_id = vol["volume"]["id"]
         await wait_status(cloud, token, server_id, "ACTIVE")
         await listener.until(lambda got: any(n["event_type"] == "volume.create.end" for n in got))
-        status, _, _ = await cloud.request("POST", f"/compute/v2.1/servers/{server_id}/os-volume_attachments",
-                                           token=token, json={"volumeAttachment": {"volumeId": volume_id}})
+        status, _, _ = await cloud.request(
+            "POST",
+            f"/compute/v2.1/servers/{server_id}/os-volume_attachments",
+            token=token,
+            json={"volumeAttachment": {"volumeId": volume_id}},
+        )
         assert status == 200
         mine = about_server(server_id)
         await listener.until(lambda got: "instance.volume_attach.end" in types_of(got, mine))
         # refused (a start of an active server): no notification
-        status, _, _ = await cloud.request("POST", f"/compute/v2.1/servers/{server_id}/action", token=token,
-                                           json={"os-start": None})
+        status, _, _ = await cloud.request(
+            "POST", f"/compute/v2.1/servers/{server_id}/action", token=token, json={"os-start": None}
+        )
         assert status == 409
-        status, _, _ = await cloud.request("POST", f"/compute/v2.1/servers/{server_id}/action", token=token,
-                                           json={"os-stop": None})
+        status, _, _ = await cloud.request(
+            "POST", f"/compute/v2.1/servers/{server_id}/action", token=token, json={"os-stop": None}
+        )
         assert status == 202
         await listener.until(lambda got: "instance.power_off.end" in types_of(got, mine))
         await cloud.request("DELETE", f"/compute/v2.1/servers/{server_id}", token=token)
@@ -202,10 +262,17 @@ async def test_networks_ports_volumes_and_actions_are_notified_and_refusals_are_
         received = await listener.until(lambda got: any(n["event_type"] == "network.delete.end" for n in got))
 
     assert types_of(received, mine) == [
-        "instance.create.start", "instance.create.end",
-        "instance.volume_attach.start", "instance.volume_attach.end",
-        "instance.power_off.start", "instance.power_off.end",
-        "instance.delete.start", "instance.shutdown.start", "instance.shutdown.end", "instance.delete.end"]
+        "instance.create.start",
+        "instance.create.end",
+        "instance.volume_attach.start",
+        "instance.volume_attach.end",
+        "instance.power_off.start",
+        "instance.power_off.end",
+        "instance.delete.start",
+        "instance.shutdown.start",
+        "instance.shutdown.end",
+        "instance.delete.end",
+    ]
     attach = next(n for n in received if n["event_type"] == "instance.volume_attach.end")
     assert attach["payload"]["nova_object.name"] == "InstanceActionVolumePayload"
     assert attach["payload"]["nova_object.data"]["volume_id"] == volume_id
@@ -218,38 +285,65 @@ async def test_networks_ports_volumes_and_actions_are_notified_and_refusals_are_
             view = n["payload"].get(resource)
             if not n["event_type"].startswith(resource + ".") or not isinstance(view, dict):
                 continue
-            if view.get("id") == resource_id or (n["event_type"].endswith("create.start") and all(
-                    view.get(k) == v for k, v in request.items())):
+            if view.get("id") == resource_id or (
+                n["event_type"].endswith("create.start") and all(view.get(k) == v for k, v in request.items())
+            ):
                 found.append(n["event_type"])
         return found
 
     assert about("network", network_id, name="notified-net") == [
-        "network.create.start", "network.create.end", "network.delete.start", "network.delete.end"]
+        "network.create.start",
+        "network.create.end",
+        "network.delete.start",
+        "network.delete.end",
+    ]
     subnet_id = subnet["subnet"]["id"]
     assert about("subnet", subnet_id, network_id=network_id) == ["subnet.create.start", "subnet.create.end"]
-    assert len([n for n in received if n["event_type"] == "subnet.create.end"]) == 1  # the refused one: nothing
-    port_id = next(n["payload"]["port"]["id"] for n in received if n["event_type"] == "port.create.end"
-                   and n["payload"]["port"]["device_id"] == server_id)
+    assert (
+        len([n for n in received if n["event_type"] == "subnet.create.end"]) == 1
+    )  # the refused one: nothing
+    port_id = next(
+        n["payload"]["port"]["id"]
+        for n in received
+        if n["event_type"] == "port.create.end" and n["payload"]["port"]["device_id"] == server_id
+    )
     assert about("port", port_id, device_id=server_id) == [
-        "port.create.start", "port.create.end", "port.delete.start", "port.delete.end"]
-    port_created = next(n for n in received if n["event_type"] == "port.create.end"
-                        and n["payload"]["port"]["id"] == port_id)
+        "port.create.start",
+        "port.create.end",
+        "port.delete.start",
+        "port.delete.end",
+    ]
+    port_created = next(
+        n for n in received if n["event_type"] == "port.create.end" and n["payload"]["port"]["id"] == port_id
+    )
     assert port_created["publisher_id"].startswith("network.")
     assert port_created["payload"]["port"]["fixed_ips"][0]["ip_address"].startswith("10.77.0.")
-    volume_types = [n["event_type"] for n in received
-                    if n["event_type"].startswith("volume.") and n["payload"]["volume_id"] == volume_id]
-    assert volume_types == ["volume.create.start", "volume.create.end", "volume.attach.end", "volume.detach.end",
-                            "volume.delete.start", "volume.delete.end"]
+    volume_types = [
+        n["event_type"]
+        for n in received
+        if n["event_type"].startswith("volume.") and n["payload"]["volume_id"] == volume_id
+    ]
+    assert volume_types == [
+        "volume.create.start",
+        "volume.create.end",
+        "volume.attach.end",
+        "volume.detach.end",
+        "volume.delete.start",
+        "volume.delete.end",
+    ]
     created = next(n for n in received if n["event_type"] == "volume.create.end")
-    assert created["payload"]["status"] == "available" and created["payload"]["display_name"] == "notified-vol"
+    assert (
+        created["payload"]["status"] == "available" and created["payload"]["display_name"] == "notified-vol"
+    )
     assert created["payload"]["size"] == 1 and created["publisher_id"].startswith("volume.")
 
 
 async def test_a_queue_bound_to_info_gets_only_info(cloud: Cloud, services: Services) -> None:
     token = await cloud.token()
     async with listening(services, "notifications.info") as listener:
-        _, net, _ = await cloud.request("POST", "/networking/v2.0/networks", token=token,
-                                        json={"network": {"name": "info-only"}})
+        _, net, _ = await cloud.request(
+            "POST", "/networking/v2.0/networks", token=token, json={"network": {"name": "info-only"}}
+        )
         await cloud.request("DELETE", f"/networking/v2.0/networks/{net['network']['id']}", token=token)
         received = await listener.until(lambda got: any(n["event_type"] == "network.delete.end" for n in got))
     assert all(n["priority"] == "INFO" for n in received)

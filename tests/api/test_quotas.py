@@ -13,15 +13,40 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from tests.api.conftest import Cloud, Credentials
 
-COMPUTE_DEFAULTS = {"instances": 10, "cores": 20, "ram": 51200, "key_pairs": 100, "metadata_items": 128,
-                    "server_groups": 10, "server_group_members": 10, "injected_files": 5,
-                    "injected_file_content_bytes": 10240, "injected_file_path_bytes": 255}
+COMPUTE_DEFAULTS = {
+    "instances": 10,
+    "cores": 20,
+    "ram": 51200,
+    "key_pairs": 100,
+    "metadata_items": 128,
+    "server_groups": 10,
+    "server_group_members": 10,
+    "injected_files": 5,
+    "injected_file_content_bytes": 10240,
+    "injected_file_path_bytes": 255,
+}
 NOVA_NETWORK = {"fixed_ips", "floating_ips", "security_groups", "security_group_rules"}
 INJECTED = {"injected_files", "injected_file_content_bytes", "injected_file_path_bytes"}
-VOLUME_DEFAULTS = {"volumes": 10, "gigabytes": 1000, "snapshots": 10, "backups": 10, "backup_gigabytes": 1000,
-                   "per_volume_gigabytes": -1, "groups": 10}
-NETWORK_DEFAULTS = {"network": 100, "subnet": 100, "port": 500, "router": 10, "floatingip": 50,
-                    "security_group": 10, "security_group_rule": 100, "rbac_policy": 10, "subnetpool": -1}
+VOLUME_DEFAULTS = {
+    "volumes": 10,
+    "gigabytes": 1000,
+    "snapshots": 10,
+    "backups": 10,
+    "backup_gigabytes": 1000,
+    "per_volume_gigabytes": -1,
+    "groups": 10,
+}
+NETWORK_DEFAULTS = {
+    "network": 100,
+    "subnet": 100,
+    "port": 500,
+    "router": 10,
+    "floatingip": 50,
+    "security_group": 10,
+    "security_group_rule": 100,
+    "rbac_policy": 10,
+    "subnetpool": -1,
+}
 
 
 def mv(version: str) -> dict[str, str]:
@@ -64,8 +89,20 @@ async def test_admin_sets_and_shows_another_projects_quotas(cloud: Cloud, projec
     assert shown["instances"] == 5 and shown["key-pairs"] == 3
     assert shown["cores"] == 20 and shown["volumes"] == 10  # the rest keep their defaults
 
-    cloud.openstack("quota", "set", "--volumes", "7", "--gigabytes", "70", "--networks", "9", "--ports", "90",
-                    project["id"], fmt=None)
+    cloud.openstack(
+        "quota",
+        "set",
+        "--volumes",
+        "7",
+        "--gigabytes",
+        "70",
+        "--networks",
+        "9",
+        "--ports",
+        "90",
+        project["id"],
+        fmt=None,
+    )
     shown = as_dict(cloud.openstack("quota", "show", project["id"]))
     assert (shown["volumes"], shown["gigabytes"], shown["networks"], shown["ports"]) == (7, 70, 9, 90)
     assert as_dict(cloud.openstack("quota", "show", project["id"]))["instances"] == 5
@@ -92,8 +129,11 @@ def test_limits_show_absolute(cloud: Cloud) -> None:
 
 
 async def test_limits_follow_the_quotas_and_the_microversion(cloud: Cloud, member: Credentials) -> None:
-    status, _, _ = await cloud.request("PUT", f"/compute/v2.1/os-quota-sets/{member.project_id}",
-                                       json={"quota_set": {"cores": 7, "key_pairs": 2}})
+    status, _, _ = await cloud.request(
+        "PUT",
+        f"/compute/v2.1/os-quota-sets/{member.project_id}",
+        json={"quota_set": {"cores": 7, "key_pairs": 2}},
+    )
     assert status == 200
     status, body, _ = await cloud.request("GET", "/compute/v2.1/limits", who=member, headers=mv("2.1"))
     absolute = body["limits"]["absolute"]
@@ -103,13 +143,20 @@ async def test_limits_follow_the_quotas_and_the_microversion(cloud: Cloud, membe
     assert absolute["maxPersonality"] == 5 and absolute["totalServerGroupsUsed"] == 0
     status, body, _ = await cloud.request("GET", "/compute/v2.1/limits", who=member, headers=mv("2.57"))
     absolute = body["limits"]["absolute"]
-    assert not {"maxTotalFloatingIps", "maxImageMeta", "maxPersonality", "maxSecurityGroups",
-                "totalFloatingIpsUsed"} & set(absolute)
+    assert not {
+        "maxTotalFloatingIps",
+        "maxImageMeta",
+        "maxPersonality",
+        "maxSecurityGroups",
+        "totalFloatingIpsUsed",
+    } & set(absolute)
     assert absolute["maxTotalCores"] == 7
 
     status, body, _ = await cloud.request("GET", f"/compute/v2.1/limits?tenant_id={member.project_id}")
     assert status == 200 and body["limits"]["absolute"]["maxTotalCores"] == 7  # admins may ask for others
-    status, _, _ = await cloud.request("GET", f"/compute/v2.1/limits?tenant_id={member.project_id}", who=member)
+    status, _, _ = await cloud.request(
+        "GET", f"/compute/v2.1/limits?tenant_id={member.project_id}", who=member
+    )
     assert status == 403
     status, body, _ = await cloud.request("GET", f"/volume/v3/{member.project_id}/limits", who=member)
     assert status == 200 and body["limits"]["absolute"]["maxTotalVolumes"] == 10
@@ -127,12 +174,18 @@ async def test_quota_keys_follow_the_microversion(cloud: Cloud, member: Credenti
     status, body, _ = await cloud.request("GET", path, who=member, headers=mv("2.57"))
     assert set(body["quota_set"]) == {"id"} | (set(COMPUTE_DEFAULTS) - INJECTED)
     status, body, _ = await cloud.request("GET", f"{path}/defaults", who=member, headers=mv("2.57"))
-    assert body["quota_set"] == {"id": member.project_id, **{k: v for k, v in COMPUTE_DEFAULTS.items()
-                                                              if k not in INJECTED}}
+    assert body["quota_set"] == {
+        "id": member.project_id,
+        **{k: v for k, v in COMPUTE_DEFAULTS.items() if k not in INJECTED},
+    }
 
-    status, body, _ = await cloud.request("PUT", path, headers=mv("2.57"), json={"quota_set": {"injected_files": 1}})
+    status, body, _ = await cloud.request(
+        "PUT", path, headers=mv("2.57"), json={"quota_set": {"injected_files": 1}}
+    )
     assert status == 400 and "injected_files" in body["badRequest"]["message"]
-    status, body, _ = await cloud.request("PUT", path, headers=mv("2.1"), json={"quota_set": {"floating_ips": 4}})
+    status, body, _ = await cloud.request(
+        "PUT", path, headers=mv("2.1"), json={"quota_set": {"floating_ips": 4}}
+    )
     assert status == 200 and body["quota_set"]["floating_ips"] == 4 and "id" not in body["quota_set"]
     status, body, _ = await cloud.request("PUT", path, headers=mv("2.1"), json={"quota_set": {"networks": 4}})
     assert status == 400 and body["badRequest"]["message"] == "The networks quota has been removed"
@@ -141,35 +194,57 @@ async def test_quota_keys_follow_the_microversion(cloud: Cloud, member: Credenti
 async def test_quota_detail_counts_the_users_keypairs(cloud: Cloud, member: Credentials) -> None:
     token = await cloud.token(member)
     for name in ("one", "two"):
-        key = ed25519.Ed25519PrivateKey.generate().public_key().public_bytes(
-            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
-        status, _, _ = await cloud.request("POST", "/compute/v2.1/os-keypairs", token=token,
-                                           json={"keypair": {"name": name, "public_key": key}})
+        key = (
+            ed25519.Ed25519PrivateKey.generate()
+            .public_key()
+            .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+            .decode()
+        )
+        status, _, _ = await cloud.request(
+            "POST",
+            "/compute/v2.1/os-keypairs",
+            token=token,
+            json={"keypair": {"name": name, "public_key": key}},
+        )
         assert status == 200
-    status, body, _ = await cloud.request("GET", f"/compute/v2.1/os-quota-sets/{member.project_id}/detail",
-                                          token=token)
+    status, body, _ = await cloud.request(
+        "GET", f"/compute/v2.1/os-quota-sets/{member.project_id}/detail", token=token
+    )
     assert status == 200 and body["quota_set"]["id"] == member.project_id
     assert body["quota_set"]["key_pairs"] == {"limit": 100, "in_use": 2, "reserved": 0}
     assert body["quota_set"]["instances"] == {"limit": 10, "in_use": 0, "reserved": 0}
     status, body, _ = await cloud.request(
-        "GET", f"/compute/v2.1/os-quota-sets/{member.project_id}/detail?user_id={member.user_id}")
+        "GET", f"/compute/v2.1/os-quota-sets/{member.project_id}/detail?user_id={member.user_id}"
+    )
     assert body["quota_set"]["key_pairs"]["in_use"] == 2  # an admin asking about that user
 
 
 async def test_members_cannot_set_quotas(cloud: Cloud, member: Credentials) -> None:
     reader = await cloud.new_member("rd", role="reader")
     for who in (member, reader):
-        status, body, _ = await cloud.request("PUT", f"/compute/v2.1/os-quota-sets/{who.project_id}", who=who,
-                                              json={"quota_set": {"instances": 1000}})
+        status, body, _ = await cloud.request(
+            "PUT",
+            f"/compute/v2.1/os-quota-sets/{who.project_id}",
+            who=who,
+            json={"quota_set": {"instances": 1000}},
+        )
         assert status == 403
-        assert body["forbidden"]["message"] == "Policy doesn't allow os_compute_api:os-quota-sets:update to be performed."
+        assert (
+            body["forbidden"]["message"]
+            == "Policy doesn't allow os_compute_api:os-quota-sets:update to be performed."
+        )
         status, _, _ = await cloud.request("DELETE", f"/compute/v2.1/os-quota-sets/{who.project_id}", who=who)
         assert status == 403
-        status, _, _ = await cloud.request("PUT", f"/volume/v3/{who.project_id}/os-quota-sets/{who.project_id}",
-                                           who=who, json={"quota_set": {"volumes": 1000}})
+        status, _, _ = await cloud.request(
+            "PUT",
+            f"/volume/v3/{who.project_id}/os-quota-sets/{who.project_id}",
+            who=who,
+            json={"quota_set": {"volumes": 1000}},
+        )
         assert status == 403
-        status, _, _ = await cloud.request("PUT", f"/networking/v2.0/quotas/{who.project_id}", who=who,
-                                           json={"quota": {"network": 1000}})
+        status, _, _ = await cloud.request(
+            "PUT", f"/networking/v2.0/quotas/{who.project_id}", who=who, json={"quota": {"network": 1000}}
+        )
         assert status == 403
         status, body, _ = await cloud.request("GET", f"/compute/v2.1/os-quota-sets/{who.project_id}", who=who)
         assert status == 200 and body["quota_set"]["instances"] == 10  # readable, and unchanged
@@ -180,11 +255,13 @@ async def test_members_cannot_set_quotas(cloud: Cloud, member: Credentials) -> N
 
 async def test_members_cannot_read_another_projects_quotas(cloud: Cloud, member: Credentials) -> None:
     other = await cloud.new_member("other")
-    for path in (f"/compute/v2.1/os-quota-sets/{other.project_id}",
-                 f"/compute/v2.1/os-quota-sets/{other.project_id}/detail",
-                 f"/volume/v3/{member.project_id}/os-quota-sets/{other.project_id}",
-                 f"/networking/v2.0/quotas/{other.project_id}",
-                 f"/networking/v2.0/quotas/{other.project_id}/details"):
+    for path in (
+        f"/compute/v2.1/os-quota-sets/{other.project_id}",
+        f"/compute/v2.1/os-quota-sets/{other.project_id}/detail",
+        f"/volume/v3/{member.project_id}/os-quota-sets/{other.project_id}",
+        f"/networking/v2.0/quotas/{other.project_id}",
+        f"/networking/v2.0/quotas/{other.project_id}/details",
+    ):
         status, body, _ = await cloud.request("GET", path, who=member)
         assert status == 403, (path, body)
     status, body, _ = await cloud.request("GET", f"/compute/v2.1/os-quota-sets/{other.project_id}/detail")
@@ -198,7 +275,7 @@ async def test_bad_quota_updates_are_refused_and_change_nothing(cloud: Cloud, me
         {"quota_set": {"instances": "many"}},
         {"quota_set": {"instances": 1.5}},
         {"quota_set": {"instances": True}},
-        {"quota_set": {"instances": 2 ** 31}},
+        {"quota_set": {"instances": 2**31}},
         {"quota_set": {"instances": 5, "bananas": 1}},
         {"quota_set": {"instances": 5, "force": "maybe"}},
         {"quota_sets": {"instances": 5}},
@@ -206,16 +283,23 @@ async def test_bad_quota_updates_are_refused_and_change_nothing(cloud: Cloud, me
     ):
         status, answer, _ = await cloud.request("PUT", path, json=body)
         assert status == 400, (body, answer)
-    status, answer, _ = await cloud.request("PUT", path, data=b'{"quota_set": ',
-                                            headers={"Content-Type": "application/json"})
+    status, answer, _ = await cloud.request(
+        "PUT", path, data=b'{"quota_set": ', headers={"Content-Type": "application/json"}
+    )
     assert status == 400 and answer["badRequest"]["code"] == 400
-    status, answer, _ = await cloud.request("PUT", path, data=b'{"quota_set": {"x": "' + b"9" * (2 * 1024 * 1024)
-                                            + b'"}}', headers={"Content-Type": "application/json"})
+    status, answer, _ = await cloud.request(
+        "PUT",
+        path,
+        data=b'{"quota_set": {"x": "' + b"9" * (2 * 1024 * 1024) + b'"}}',
+        headers={"Content-Type": "application/json"},
+    )
     assert status == 413
     status, answer, _ = await cloud.request("GET", path)
     assert answer["quota_set"]["instances"] == 10
 
-    status, answer, _ = await cloud.request("PUT", path, json={"quota_set": {"instances": "-1", "force": True}})
+    status, answer, _ = await cloud.request(
+        "PUT", path, json={"quota_set": {"instances": "-1", "force": True}}
+    )
     assert status == 200 and answer["quota_set"]["instances"] == -1  # strings of integers, and unlimited
     status, answer, _ = await cloud.request("DELETE", path)
     assert status == 202
@@ -227,14 +311,17 @@ async def test_bad_quota_updates_are_refused_and_change_nothing(cloud: Cloud, me
     assert status == 400 and "Bad key(s) in quota set: bananas" in answer["badRequest"]["message"]
     status, answer, _ = await cloud.request("PUT", volume, json={"quota_set": {"volumes": -5}})
     assert status == 400
-    status, answer, _ = await cloud.request("PUT", f"/networking/v2.0/quotas/{member.project_id}",
-                                            json={"quota": {"network": 5, "bananas": 1}})
+    status, answer, _ = await cloud.request(
+        "PUT", f"/networking/v2.0/quotas/{member.project_id}", json={"quota": {"network": 5, "bananas": 1}}
+    )
     assert status == 400 and answer["NeutronError"]["type"] == "BadRequest"
-    status, answer, _ = await cloud.request("PUT", f"/networking/v2.0/quotas/{member.project_id}",
-                                            json={"quota": {"network": "lots"}})
+    status, answer, _ = await cloud.request(
+        "PUT", f"/networking/v2.0/quotas/{member.project_id}", json={"quota": {"network": "lots"}}
+    )
     assert status == 400
-    status, answer, _ = await cloud.request("GET", f"/volume/v3/{member.project_id}/os-quota-sets/{member.project_id}",
-                                            who=member)
+    status, answer, _ = await cloud.request(
+        "GET", f"/volume/v3/{member.project_id}/os-quota-sets/{member.project_id}", who=member
+    )
     assert answer["quota_set"]["volumes"] == 10
     status, answer, _ = await cloud.request("GET", f"/networking/v2.0/quotas/{member.project_id}", who=member)
     assert answer["quota"]["network"] == 100
@@ -243,15 +330,23 @@ async def test_bad_quota_updates_are_refused_and_change_nothing(cloud: Cloud, me
 async def test_unknown_projects(cloud: Cloud, member: Credentials) -> None:
     # Nova asks Keystone about the project and refuses one that does not exist...
     status, body, _ = await cloud.request("GET", "/compute/v2.1/os-quota-sets/no-such-project")
-    assert status == 400 and body["badRequest"]["message"] == "Project ID no-such-project is not a valid project."
-    status, _, _ = await cloud.request("PUT", "/compute/v2.1/os-quota-sets/no-such-project",
-                                       json={"quota_set": {"instances": 1}})
+    assert (
+        status == 400
+        and body["badRequest"]["message"] == "Project ID no-such-project is not a valid project."
+    )
+    status, _, _ = await cloud.request(
+        "PUT", "/compute/v2.1/os-quota-sets/no-such-project", json={"quota_set": {"instances": 1}}
+    )
     assert status == 400
     # ...unless the caller may not ask Keystone (a member), when it takes the id on trust.
-    status, body, _ = await cloud.request("GET", "/compute/v2.1/os-quota-sets/no-such-project/defaults", who=member)
+    status, body, _ = await cloud.request(
+        "GET", "/compute/v2.1/os-quota-sets/no-such-project/defaults", who=member
+    )
     assert status == 200 and body["quota_set"]["id"] == "no-such-project"
     # Cinder and Neutron do not check: an unknown project has the defaults.
-    status, body, _ = await cloud.request("GET", f"/volume/v3/{member.project_id}/os-quota-sets/no-such-project")
+    status, body, _ = await cloud.request(
+        "GET", f"/volume/v3/{member.project_id}/os-quota-sets/no-such-project"
+    )
     assert status == 200 and body["quota_set"] == {"id": "no-such-project", **VOLUME_DEFAULTS}
     status, body, _ = await cloud.request("GET", "/networking/v2.0/quotas/no-such-project")
     assert status == 200 and body["quota"] == NETWORK_DEFAULTS
@@ -260,16 +355,23 @@ async def test_unknown_projects(cloud: Cloud, member: Credentials) -> None:
 async def test_volume_and_network_quota_shapes(cloud: Cloud, member: Credentials) -> None:
     token = await cloud.token(member)
     pid = member.project_id
-    status, body, _ = await cloud.request("GET", f"/volume/v3/{pid}/os-quota-sets/{pid}?usage=True", token=token)
+    status, body, _ = await cloud.request(
+        "GET", f"/volume/v3/{pid}/os-quota-sets/{pid}?usage=True", token=token
+    )
     assert status == 200 and body["quota_set"]["id"] == pid
     assert body["quota_set"]["volumes"] == {"limit": 10, "in_use": 0, "reserved": 0}
-    status, body, _ = await cloud.request("GET", f"/volume/v3/{pid}/os-quota-sets/{pid}/defaults", token=token)
+    status, body, _ = await cloud.request(
+        "GET", f"/volume/v3/{pid}/os-quota-sets/{pid}/defaults", token=token
+    )
     assert body["quota_set"] == {"id": pid, **VOLUME_DEFAULTS}
-    status, body, _ = await cloud.request("GET", f"/volume/v3/{pid}/os-quota-sets/{pid}?usage=sometimes", token=token)
+    status, body, _ = await cloud.request(
+        "GET", f"/volume/v3/{pid}/os-quota-sets/{pid}?usage=sometimes", token=token
+    )
     assert status == 400
 
-    status, body, _ = await cloud.request("PUT", f"/volume/v3/{pid}/os-quota-sets/{pid}",
-                                          json={"quota_set": {"volumes": "4", "tenant_id": pid}})
+    status, body, _ = await cloud.request(
+        "PUT", f"/volume/v3/{pid}/os-quota-sets/{pid}", json={"quota_set": {"volumes": "4", "tenant_id": pid}}
+    )
     assert status == 200 and body["quota_set"]["volumes"] == 4 and "id" not in body["quota_set"]
     status, _, _ = await cloud.request("DELETE", f"/volume/v3/{pid}/os-quota-sets/{pid}")
     assert status == 200
@@ -278,8 +380,9 @@ async def test_volume_and_network_quota_shapes(cloud: Cloud, member: Credentials
     assert status == 200 and body["quota"]["network"] == {"limit": 100, "used": 0, "reserved": 0}
     status, body, _ = await cloud.request("GET", f"/networking/v2.0/quotas/{pid}/default", token=token)
     assert body["quota"] == NETWORK_DEFAULTS
-    status, body, _ = await cloud.request("PUT", f"/networking/v2.0/quotas/{pid}",
-                                          json={"quota": {"network": 3, "check_limit": True}})
+    status, body, _ = await cloud.request(
+        "PUT", f"/networking/v2.0/quotas/{pid}", json={"quota": {"network": 3, "check_limit": True}}
+    )
     assert status == 200 and body["quota"]["network"] == 3
     status, body, _ = await cloud.request("GET", "/networking/v2.0/quotas")
     assert {"project_id": pid, "tenant_id": pid, **NETWORK_DEFAULTS, "network": 3} in body["quotas"]

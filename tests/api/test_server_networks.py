@@ -26,8 +26,9 @@ def network(cloud: Cloud) -> Any:
     """A network with a /24 subnet; removed (with whatever is left on it) after the test."""
     name = f"net-{uuid.uuid4().hex[:8]}"
     net = cloud.openstack("network", "create", name)
-    subnet = cloud.openstack("subnet", "create", "--network", net["id"], "--subnet-range", "10.20.0.0/24",
-                             f"{name}-subnet")
+    subnet = cloud.openstack(
+        "subnet", "create", "--network", net["id"], "--subnet-range", "10.20.0.0/24", f"{name}-subnet"
+    )
     yield {"id": net["id"], "name": name, "subnet": subnet["id"]}
     for port in cloud.openstack("port", "list", "--network", net["id"], "--long"):
         if port.get("Device Owner") != "network:dhcp":
@@ -59,10 +60,22 @@ def _wait(predicate: Any, what: str, timeout: float = 30) -> Any:
         time.sleep(0.3)
 
 
-def test_boot_on_a_network_shows_the_fixed_ip_and_delete_removes_the_port(cloud: Cloud, image: str,
-                                                                            network: Any) -> None:
-    created = cloud.openstack("server", "create", "--flavor", "m1.tiny", "--image", image, "--network",
-                              network["id"], "--wait", f"vm-{uuid.uuid4().hex[:8]}", timeout=180)
+def test_boot_on_a_network_shows_the_fixed_ip_and_delete_removes_the_port(
+    cloud: Cloud, image: str, network: Any
+) -> None:
+    created = cloud.openstack(
+        "server",
+        "create",
+        "--flavor",
+        "m1.tiny",
+        "--image",
+        image,
+        "--network",
+        network["id"],
+        "--wait",
+        f"vm-{uuid.uuid4().hex[:8]}",
+        timeout=180,
+    )
     assert created["status"] == "ACTIVE"
     server = created["id"]
     shown = cloud.openstack("server", "show", server)
@@ -76,21 +89,50 @@ def test_boot_on_a_network_shows_the_fixed_ip_and_delete_removes_the_port(cloud:
     _wait(lambda: cloud.openstack("port", "show", port["id"])["status"] == "ACTIVE", "the port to be ACTIVE")
 
     cloud.openstack("server", "delete", "--wait", server, fmt=None, timeout=120)
-    _wait(lambda: not cloud.openstack("port", "list", "--device-id", server), "the server's port to be deleted")
+    _wait(
+        lambda: not cloud.openstack("port", "list", "--device-id", server), "the server's port to be deleted"
+    )
     listed = {p["ID"] for p in cloud.openstack("port", "list", "--network", network["id"])}
     assert port["id"] not in listed
 
 
 def test_boot_with_a_port_keeps_the_port_after_delete(cloud: Cloud, image: str, network: Any) -> None:
-    port = cloud.openstack("port", "create", "--network", network["id"], "--fixed-ip",
-                           f"subnet={network['subnet']},ip-address=10.20.0.77", f"p-{uuid.uuid4().hex[:8]}")
-    created = cloud.openstack("server", "create", "--flavor", "m1.tiny", "--image", image, "--port", port["id"],
-                              "--wait", f"vm-{uuid.uuid4().hex[:8]}", timeout=180)
+    port = cloud.openstack(
+        "port",
+        "create",
+        "--network",
+        network["id"],
+        "--fixed-ip",
+        f"subnet={network['subnet']},ip-address=10.20.0.77",
+        f"p-{uuid.uuid4().hex[:8]}",
+    )
+    created = cloud.openstack(
+        "server",
+        "create",
+        "--flavor",
+        "m1.tiny",
+        "--image",
+        image,
+        "--port",
+        port["id"],
+        "--wait",
+        f"vm-{uuid.uuid4().hex[:8]}",
+        timeout=180,
+    )
     server = created["id"]
     assert _addresses(cloud.openstack("server", "show", server))[network["name"]] == ["10.20.0.77"]
     # the port is in use: a second server cannot take it
-    err = cloud.openstack_fails("server", "create", "--flavor", "m1.tiny", "--image", image, "--port", port["id"],
-                                f"vm-{uuid.uuid4().hex[:8]}")
+    err = cloud.openstack_fails(
+        "server",
+        "create",
+        "--flavor",
+        "m1.tiny",
+        "--image",
+        image,
+        "--port",
+        port["id"],
+        f"vm-{uuid.uuid4().hex[:8]}",
+    )
     assert "in use" in (err.stderr + err.stdout)
     cloud.openstack("server", "delete", "--wait", server, fmt=None, timeout=120)
 
@@ -104,8 +146,19 @@ def test_boot_with_a_port_keeps_the_port_after_delete(cloud: Cloud, image: str, 
 
 
 def test_a_network_with_a_server_cannot_be_deleted(cloud: Cloud, image: str, network: Any) -> None:
-    created = cloud.openstack("server", "create", "--flavor", "m1.tiny", "--image", image, "--network",
-                              network["id"], "--wait", f"vm-{uuid.uuid4().hex[:8]}", timeout=180)
+    created = cloud.openstack(
+        "server",
+        "create",
+        "--flavor",
+        "m1.tiny",
+        "--image",
+        image,
+        "--network",
+        network["id"],
+        "--wait",
+        f"vm-{uuid.uuid4().hex[:8]}",
+        timeout=180,
+    )
     err = cloud.openstack_fails("network", "delete", network["id"])
     assert err.returncode != 0
     assert cloud.openstack("network", "show", network["id"])["id"] == network["id"]
@@ -119,44 +172,67 @@ async def test_networks_auto_and_bad_requests(cloud: Cloud, image: str) -> None:
     token = await cloud.token(who)
 
     def boot(networks: Any) -> dict[str, Any]:
-        return {"server": {"name": f"vm-{uuid.uuid4().hex[:6]}", "imageRef": image, "flavorRef": "1",
-                           "networks": networks}}
+        return {
+            "server": {
+                "name": f"vm-{uuid.uuid4().hex[:6]}",
+                "imageRef": image,
+                "flavorRef": "1",
+                "networks": networks,
+            }
+        }
 
     headers = {"X-OpenStack-Nova-API-Version": "2.37"}
-    status, body, _ = await cloud.request("POST", "/compute/v2.1/servers", token=token, json=boot("auto"),
-                                          headers=headers)
+    status, body, _ = await cloud.request(
+        "POST", "/compute/v2.1/servers", token=token, json=boot("auto"), headers=headers
+    )
     assert status == 202, body
     server = body["server"]["id"]
     status, shown, _ = await cloud.request("GET", f"/compute/v2.1/servers/{server}", token=token)
     assert shown["server"]["addresses"] == {}
 
     net = cloud.openstack("network", "create", f"n-{uuid.uuid4().hex[:6]}", who=who)
-    cloud.openstack("subnet", "create", "--network", net["id"], "--subnet-range", "10.30.0.0/24", "s1", who=who)
-    status, body, _ = await cloud.request("POST", "/compute/v2.1/servers", token=token, json=boot("auto"),
-                                          headers=headers)
+    cloud.openstack(
+        "subnet", "create", "--network", net["id"], "--subnet-range", "10.30.0.0/24", "s1", who=who
+    )
+    status, body, _ = await cloud.request(
+        "POST", "/compute/v2.1/servers", token=token, json=boot("auto"), headers=headers
+    )
     assert status == 202, body
     auto_server = body["server"]["id"]
     status, shown, _ = await cloud.request("GET", f"/compute/v2.1/servers/{auto_server}", token=token)
     assert list(shown["server"]["addresses"]) == [net["name"]]
 
     second = cloud.openstack("network", "create", f"n-{uuid.uuid4().hex[:6]}", who=who)
-    status, body, _ = await cloud.request("POST", "/compute/v2.1/servers", token=token, json=boot("auto"),
-                                          headers=headers)
+    status, body, _ = await cloud.request(
+        "POST", "/compute/v2.1/servers", token=token, json=boot("auto"), headers=headers
+    )
     assert status == 409 and "Multiple possible networks" in body["conflictingRequest"]["message"]
 
     missing = str(uuid.uuid4())
-    for networks in ([{"uuid": missing}], [{"port": missing}], [{"uuid": "not-a-uuid"}],
-                     [{"uuid": net["id"], "fixed_ip": "10.99.0.5"}], [{"uuid": net["id"], "fixed_ip": "x"}]):
-        status, body, _ = await cloud.request("POST", "/compute/v2.1/servers", token=token, json=boot(networks),
-                                              headers=headers)
+    for networks in (
+        [{"uuid": missing}],
+        [{"port": missing}],
+        [{"uuid": "not-a-uuid"}],
+        [{"uuid": net["id"], "fixed_ip": "10.99.0.5"}],
+        [{"uuid": net["id"], "fixed_ip": "x"}],
+    ):
+        status, body, _ = await cloud.request(
+            "POST", "/compute/v2.1/servers", token=token, json=boot(networks), headers=headers
+        )
         assert status in (400, 404), (networks, status, body)
     status, listed, _ = await cloud.request("GET", "/compute/v2.1/servers", token=token)
     assert {s["id"] for s in listed["servers"]} == {server, auto_server}
 
     for sid in (server, auto_server):
         await cloud.request("DELETE", f"/compute/v2.1/servers/{sid}", token=token)
-    _wait(lambda: not cloud.openstack("port", "list", "--network", net["id"], "--device-owner", "compute:nova",
-                                      who=who), "the auto server's port to go")
+    _wait(
+        lambda: (
+            not cloud.openstack(
+                "port", "list", "--network", net["id"], "--device-owner", "compute:nova", who=who
+            )
+        ),
+        "the auto server's port to go",
+    )
     cloud.openstack("network", "delete", second["id"], fmt=None, who=who)
     _wait(lambda: _try_delete(cloud, net["id"], who), "the network to be deletable")
 
@@ -178,8 +254,13 @@ def _links() -> dict[str, dict[str, Any]]:
     with IPRoute() as ipr:
         links = ipr.get_links()
         names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in links}
-        return {link.get_attr("IFLA_IFNAME"): {"master": names.get(link.get_attr("IFLA_MASTER")),
-                                               "alias": link.get_attr("IFLA_IFALIAS")} for link in links}
+        return {
+            link.get_attr("IFLA_IFNAME"): {
+                "master": names.get(link.get_attr("IFLA_MASTER")),
+                "alias": link.get_attr("IFLA_IFALIAS"),
+            }
+            for link in links
+        }
 
 
 def _namespaces() -> set[str]:
@@ -204,9 +285,21 @@ def _dnsmasq_for(network_id: str) -> list[int]:
 
 @needs_root
 def test_a_booted_server_has_its_bridge_tap_namespace_and_dnsmasq_until_deleted(
-        cloud: Cloud, image: str, network: Any) -> None:
-    created = cloud.openstack("server", "create", "--flavor", "m1.tiny", "--image", image, "--network",
-                              network["id"], "--wait", f"vm-{uuid.uuid4().hex[:8]}", timeout=180)
+    cloud: Cloud, image: str, network: Any
+) -> None:
+    created = cloud.openstack(
+        "server",
+        "create",
+        "--flavor",
+        "m1.tiny",
+        "--image",
+        image,
+        "--network",
+        network["id"],
+        "--wait",
+        f"vm-{uuid.uuid4().hex[:8]}",
+        timeout=180,
+    )
     server = created["id"]
     [port] = cloud.openstack("port", "list", "--server", server)
     bridge, tap, namespace = f"brq{network['id'][:11]}", f"tap{port['ID'][:11]}", f"qdhcp-{network['id']}"
@@ -225,5 +318,7 @@ def test_a_booted_server_has_its_bridge_tap_namespace_and_dnsmasq_until_deleted(
 
     cloud.openstack("server", "delete", "--wait", server, fmt=None, timeout=120)
     _wait(lambda: tap not in _links() and bridge not in _links(), "the tap and bridge to go")
-    _wait(lambda: namespace not in _namespaces() and not _dnsmasq_for(network["id"]),
-          "the namespace and dnsmasq to go")
+    _wait(
+        lambda: namespace not in _namespaces() and not _dnsmasq_for(network["id"]),
+        "the namespace and dnsmasq to go",
+    )

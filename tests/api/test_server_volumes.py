@@ -9,8 +9,6 @@ import time
 import uuid
 from typing import Any
 
-import pytest
-
 from tests.api.conftest import Cloud
 
 
@@ -29,12 +27,24 @@ def volume_status(cloud: Cloud, volume: str, status: str) -> Any:
     def check() -> Any:
         shown = cloud.openstack("volume", "show", volume)
         return shown if shown["status"] == status else None
+
     return wait_for(cloud, f"volume {volume} to be {status}", check)
 
 
 def boot(cloud: Cloud, image: str) -> str:
-    created = cloud.openstack("server", "create", "--flavor", "m1.tiny", "--image", image, "--nic", "none",
-                              "--wait", f"vm-{uuid.uuid4().hex[:8]}", timeout=180)
+    created = cloud.openstack(
+        "server",
+        "create",
+        "--flavor",
+        "m1.tiny",
+        "--image",
+        image,
+        "--nic",
+        "none",
+        "--wait",
+        f"vm-{uuid.uuid4().hex[:8]}",
+        timeout=180,
+    )
     assert created["status"] == "ACTIVE"
     return created["id"]
 
@@ -68,7 +78,9 @@ def test_attach_detach_extend_and_delete_through_the_cli(cloud: Cloud, image: st
     volume_status(cloud, volume, "available")
 
     cloud.openstack("volume", "delete", volume, fmt=None)
-    wait_for(cloud, "the volume to go", lambda: volume not in {v["ID"] for v in cloud.openstack("volume", "list")})
+    wait_for(
+        cloud, "the volume to go", lambda: volume not in {v["ID"] for v in cloud.openstack("volume", "list")}
+    )
     cloud.openstack("server", "delete", "--wait", server, fmt=None, timeout=120)
 
 
@@ -79,8 +91,12 @@ async def test_two_servers_racing_for_one_volume_one_wins(cloud: Cloud, image: s
     token = await cloud.token()
 
     async def attach(server: str) -> tuple[int, Any]:
-        status, body, _ = await cloud.request("POST", f"/compute/v2.1/servers/{server}/os-volume_attachments",
-                                              token=token, json={"volumeAttachment": {"volumeId": volume}})
+        status, body, _ = await cloud.request(
+            "POST",
+            f"/compute/v2.1/servers/{server}/os-volume_attachments",
+            token=token,
+            json={"volumeAttachment": {"volumeId": volume}},
+        )
         return status, body
 
     results = await asyncio.gather(*(attach(s) for s in servers))
@@ -92,8 +108,9 @@ async def test_two_servers_racing_for_one_volume_one_wins(cloud: Cloud, image: s
     shown = volume_status(cloud, volume, "in-use")
     assert [a["server_id"] for a in _attachments(shown)] == [winner]
     for server in servers:
-        status, body, _ = await cloud.request("GET", f"/compute/v2.1/servers/{server}/os-volume_attachments",
-                                              token=token)
+        status, body, _ = await cloud.request(
+            "GET", f"/compute/v2.1/servers/{server}/os-volume_attachments", token=token
+        )
         assert [a["volumeId"] for a in body["volumeAttachments"]] == ([volume] if server == winner else [])
     for server in servers:
         cloud.openstack("server", "delete", "--wait", server, fmt=None, timeout=120)
@@ -103,12 +120,23 @@ async def test_two_servers_racing_for_one_volume_one_wins(cloud: Cloud, image: s
 
 def test_boot_from_a_volume_created_from_an_image(cloud: Cloud, image: str) -> None:
     created = cloud.openstack(
-        "server", "create", "--flavor", "m1.tiny", "--nic", "none", "--block-device",
+        "server",
+        "create",
+        "--flavor",
+        "m1.tiny",
+        "--nic",
+        "none",
+        "--block-device",
         f"source_type=image,uuid={image},destination_type=volume,volume_size=1,boot_index=0",
-        "--wait", f"bfv-{uuid.uuid4().hex[:8]}", timeout=180)
+        "--wait",
+        f"bfv-{uuid.uuid4().hex[:8]}",
+        timeout=180,
+    )
     assert created["status"] == "ACTIVE"
     server = created["id"]
-    attached = [v for v in cloud.openstack("volume", "list", "--long") if server in str(v.get("Attached to", ""))]
+    attached = [
+        v for v in cloud.openstack("volume", "list", "--long") if server in str(v.get("Attached to", ""))
+    ]
     assert len(attached) == 1
     volume = cloud.openstack("volume", "show", attached[0]["ID"])
     assert volume["status"] == "in-use" and str(volume["bootable"]).lower() == "true"
@@ -118,5 +146,8 @@ def test_boot_from_a_volume_created_from_an_image(cloud: Cloud, image: str) -> N
     cloud.openstack("server", "delete", "--wait", server, fmt=None, timeout=120)
     volume_status(cloud, volume["id"], "available")
     cloud.openstack("volume", "delete", volume["id"], fmt=None)
-    wait_for(cloud, "no volume file left",
-             lambda: not [p for p in (cloud.state_dir / "volumes").glob("*") if volume["id"] in p.name])
+    wait_for(
+        cloud,
+        "no volume file left",
+        lambda: not [p for p in (cloud.state_dir / "volumes").glob("*") if volume["id"] in p.name],
+    )

@@ -22,17 +22,46 @@ from tests.api.conftest import Cloud, Credentials
 GiB = 1024**3
 DEFAULT_TYPE_ID = "5f0b2d2e-4c57-4a43-9f2b-9b1a6c0d3e11"
 LATEST = {"OpenStack-API-Version": "volume 3.70"}
-DELETE_REFUSED = ("Invalid volume: Volume status must be available or error or error_restoring or error_extending "
-                  "or error_managing and must not be migrating, attached, belong to a group, have snapshots, "
-                  "awaiting a transfer, or be disassociated from snapshots after volume transfer.")
+DELETE_REFUSED = (
+    "Invalid volume: Volume status must be available or error or error_restoring or error_extending "
+    "or error_managing and must not be migrating, attached, belong to a group, have snapshots, "
+    "awaiting a transfer, or be disassociated from snapshots after volume transfer."
+)
 # The keys of a volume in a create (or update) answer at 3.70, for a member (Cinder's sample).
-CREATE_KEYS = {"id", "status", "size", "availability_zone", "created_at", "updated_at", "name", "description",
-               "volume_type", "snapshot_id", "source_volid", "metadata", "links", "user_id", "bootable",
-               "encrypted", "replication_status", "consistencygroup_id", "multiattach", "attachments",
-               "group_id", "shared_targets", "service_uuid", "volume_type_id", "consumes_quota"}
+CREATE_KEYS = {
+    "id",
+    "status",
+    "size",
+    "availability_zone",
+    "created_at",
+    "updated_at",
+    "name",
+    "description",
+    "volume_type",
+    "snapshot_id",
+    "source_volid",
+    "metadata",
+    "links",
+    "user_id",
+    "bootable",
+    "encrypted",
+    "replication_status",
+    "consistencygroup_id",
+    "multiattach",
+    "attachments",
+    "group_id",
+    "shared_targets",
+    "service_uuid",
+    "volume_type_id",
+    "consumes_quota",
+}
 ADMIN_KEYS = {"migration_status", "provider_id", "cluster_name"}
 SHOW_KEYS = {"os-vol-tenant-attr:tenant_id"}
-ADMIN_SHOW_KEYS = {"os-vol-host-attr:host", "os-vol-mig-status-attr:migstat", "os-vol-mig-status-attr:name_id"}
+ADMIN_SHOW_KEYS = {
+    "os-vol-host-attr:host",
+    "os-vol-mig-status-attr:migstat",
+    "os-vol-mig-status-attr:name_id",
+}
 
 
 def unique(label: str) -> str:
@@ -48,8 +77,9 @@ def volumes_path(who: Credentials, tail: str = "") -> str:
 
 
 async def create_volume(cloud: Cloud, who: Credentials, token: str, **fields: Any) -> dict[str, Any]:
-    status, body, _ = await cloud.request("POST", volumes_path(who), token=token, headers=LATEST,
-                                          json={"volume": {"size": 1, **fields}})
+    status, body, _ = await cloud.request(
+        "POST", volumes_path(who), token=token, headers=LATEST, json={"volume": {"size": 1, **fields}}
+    )
     assert status == 202, body
     return body["volume"]
 
@@ -65,20 +95,42 @@ async def count_volumes(pool: Any, who: Credentials) -> int:
     return await pool.fetchval("SELECT count(*) FROM volumes WHERE project_id = $1", who.project_id)
 
 
-async def insert_volume(pool: Any, who: Credentials, *, status: str = "available", size: int = 1,
-                        name: str | None = None, attached_to: str | None = None, on_backend: bool = False,
-                        **columns: Any) -> str:
+async def insert_volume(
+    pool: Any,
+    who: Credentials,
+    *,
+    status: str = "available",
+    size: int = 1,
+    name: str | None = None,
+    attached_to: str | None = None,
+    on_backend: bool = False,
+    **columns: Any,
+) -> str:
     """A volume row as the actor would leave it. `on_backend`: with a backend and a provider
     location that name nothing real, so a message the actor sends on about it goes nowhere."""
     volume_id = str(uuid.uuid4())
     values: dict[str, Any] = {
-        "id": volume_id, "project_id": who.project_id, "user_id": who.user_id or "someone",
-        "name": name or unique("row"), "size": size, "status": status, **columns,
+        "id": volume_id,
+        "project_id": who.project_id,
+        "user_id": who.user_id or "someone",
+        "name": name or unique("row"),
+        "size": size,
+        "status": status,
+        **columns,
     }
     if attached_to:
-        values.update(attach_status="attached", attachment={
-            "id": str(uuid.uuid4()), "server_id": attached_to, "device": "/dev/vdb", "host": "node-1",
-            "mode": "rw", "delete_on_termination": False, "attached_at": "2026-01-02T03:04:05.678901+00:00"})
+        values.update(
+            attach_status="attached",
+            attachment={
+                "id": str(uuid.uuid4()),
+                "server_id": attached_to,
+                "device": "/dev/vdb",
+                "host": "node-1",
+                "mode": "rw",
+                "delete_on_termination": False,
+                "attached_at": "2026-01-02T03:04:05.678901+00:00",
+            },
+        )
     if on_backend:
         values.update(backend=unique("nowhere"), provider_location="/nonexistent/volume")
     names = ", ".join(values)
@@ -99,20 +151,30 @@ async def project(cloud: Cloud, pool: Any) -> AsyncIterator[Credentials]:
     yield who
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 30
-    while await pool.fetchval("SELECT count(*) FROM volumes v JOIN volume_backends b ON b.name = v.backend "
-                              "WHERE v.project_id = $1 AND v.status = 'creating'", who.project_id):
+    while await pool.fetchval(
+        "SELECT count(*) FROM volumes v JOIN volume_backends b ON b.name = v.backend "
+        "WHERE v.project_id = $1 AND v.status = 'creating'",
+        who.project_id,
+    ):
         assert loop.time() < deadline, "the test's volumes are still being created"
         await asyncio.sleep(0.2)  # a volume being made: its file must be deleted with it
-    real = await pool.fetch("SELECT id FROM volumes WHERE project_id = $1 AND provider_location LIKE $2",
-                            who.project_id, f"{cloud.state_dir}/%")
+    real = await pool.fetch(
+        "SELECT id FROM volumes WHERE project_id = $1 AND provider_location LIKE $2",
+        who.project_id,
+        f"{cloud.state_dir}/%",
+    )
     token = await cloud.token(who)
     for row in real:
-        await pool.execute("UPDATE volumes SET status = 'available', attachment = NULL, attach_status = 'detached', "
-                           "version = version + 1 WHERE id = $1 AND status NOT IN ('deleting', 'creating')", row["id"])
+        await pool.execute(
+            "UPDATE volumes SET status = 'available', attachment = NULL, attach_status = 'detached', "
+            "version = version + 1 WHERE id = $1 AND status NOT IN ('deleting', 'creating')",
+            row["id"],
+        )
         await cloud.request("DELETE", f"/volume/v3/{who.project_id}/volumes/{row['id']}", token=token)
     deadline = loop.time() + 30
-    while real and await pool.fetchval("SELECT count(*) FROM volumes WHERE id = ANY($1::text[])",
-                                       [r["id"] for r in real]):
+    while real and await pool.fetchval(
+        "SELECT count(*) FROM volumes WHERE id = ANY($1::text[])", [r["id"] for r in real]
+    ):
         assert loop.time() < deadline, "the test's volumes were not deleted"
         await asyncio.sleep(0.2)
     await pool.execute("DELETE FROM volumes WHERE project_id = $1", who.project_id)
@@ -129,13 +191,26 @@ async def backends(pool: Any) -> AsyncIterator[Callable[..., Awaitable[str]]]:
     volume rows placed on them."""
     made: list[str] = []
 
-    async def add(zone: str, *, name: str | None = None, total: int = 100, allocated: int = 0,
-                  enabled: bool = True, silent_for: float = 0) -> str:
+    async def add(
+        zone: str,
+        *,
+        name: str | None = None,
+        total: int = 100,
+        allocated: int = 0,
+        enabled: bool = True,
+        silent_for: float = 0,
+    ) -> str:
         name = name or unique("backend")
         await pool.execute(
             "INSERT INTO volume_backends (name, driver, availability_zone, total_gb, allocated_gb, enabled, "
             "heartbeat_at) VALUES ($1, 'file', $2, $3, $4, $5, now() - make_interval(secs => $6))",
-            name, zone, total, allocated, enabled, silent_for)
+            name,
+            zone,
+            total,
+            allocated,
+            enabled,
+            silent_for,
+        )
         made.append(name)
         return name
 
@@ -148,12 +223,25 @@ async def backends(pool: Any) -> AsyncIterator[Callable[..., Awaitable[str]]]:
 
 
 async def test_create_answers_202_with_cinders_view_at_each_microversion(
-        cloud: Cloud, project: Credentials, pool: Any, admin_project: str) -> None:
+    cloud: Cloud, project: Credentials, pool: Any, admin_project: str
+) -> None:
     token = await cloud.token(project)
     status, body, headers = await cloud.request(
-        "POST", volumes_path(project), token=token, headers=LATEST,
-        json={"volume": {"size": 1, "name": "  first  ", "description": "the first", "metadata": {"tier": "gold"},
-                         "volume_type": "__DEFAULT__"}, "OS-SCH-HNT:scheduler_hints": {}})
+        "POST",
+        volumes_path(project),
+        token=token,
+        headers=LATEST,
+        json={
+            "volume": {
+                "size": 1,
+                "name": "  first  ",
+                "description": "the first",
+                "metadata": {"tier": "gold"},
+                "volume_type": "__DEFAULT__",
+            },
+            "OS-SCH-HNT:scheduler_hints": {},
+        },
+    )
     assert status == 202, body
     assert headers["OpenStack-API-Version"] == "volume 3.70"
     volume = body["volume"]
@@ -163,7 +251,9 @@ async def test_create_answers_202_with_cinders_view_at_each_microversion(
     assert volume["volume_type"] == "__DEFAULT__" and volume["volume_type_id"] == DEFAULT_TYPE_ID
     assert volume["bootable"] == "false" and volume["encrypted"] is False and volume["multiattach"] is False
     assert volume["attachments"] == [] and volume["user_id"] == project.user_id
-    assert volume["consumes_quota"] is True and volume["group_id"] is None and volume["shared_targets"] is False
+    assert (
+        volume["consumes_quota"] is True and volume["group_id"] is None and volume["shared_targets"] is False
+    )
     assert volume["snapshot_id"] is None and volume["source_volid"] is None
     assert volume["links"][0]["href"].endswith(f"/volume/v3/{project.project_id}/volumes/{volume['id']}")
     assert volume["links"][1]["href"].endswith(f"/volume/{project.project_id}/volumes/{volume['id']}")
@@ -171,22 +261,28 @@ async def test_create_answers_202_with_cinders_view_at_each_microversion(
     assert row["project_id"] == project.project_id and row["user_id"] == project.user_id
     assert row["size"] == 1 and row["metadata"] == {"tier": "gold"} and row["bootable"] is False
 
-    status, body, _ = await cloud.request("GET", volumes_path(project, f"/{volume['id']}"), token=token,
-                                          headers=LATEST)
+    status, body, _ = await cloud.request(
+        "GET", volumes_path(project, f"/{volume['id']}"), token=token, headers=LATEST
+    )
     shown = body["volume"]
     assert status == 200 and set(shown) == CREATE_KEYS | SHOW_KEYS
     assert shown["os-vol-tenant-attr:tenant_id"] == project.project_id
     assert shown["status"] in ("creating", "available", "error")  # the actor may have moved on
 
-    status, body, _ = await cloud.request("GET", f"/volume/v3/{admin_project}/volumes/{volume['id']}",
-                                          headers=LATEST)
+    status, body, _ = await cloud.request(
+        "GET", f"/volume/v3/{admin_project}/volumes/{volume['id']}", headers=LATEST
+    )
     assert status == 200 and set(body["volume"]) == CREATE_KEYS | SHOW_KEYS | ADMIN_KEYS | ADMIN_SHOW_KEYS
 
     status, body, headers = await cloud.request("GET", volumes_path(project, f"/{volume['id']}"), token=token)
     assert headers["OpenStack-API-Version"] == "volume 3.0"
     assert not {"group_id", "volume_type_id", "consumes_quota", "shared_targets"} & set(body["volume"])
-    status, body, _ = await cloud.request("GET", volumes_path(project, f"/{volume['id']}"), token=token,
-                                          headers={"OpenStack-API-Version": "compute 2.1, volume 3.13"})
+    status, body, _ = await cloud.request(
+        "GET",
+        volumes_path(project, f"/{volume['id']}"),
+        token=token,
+        headers={"OpenStack-API-Version": "compute 2.1, volume 3.13"},
+    )
     assert "group_id" in body["volume"] and "volume_type_id" not in body["volume"]
 
     status, body, _ = await cloud.request("GET", volumes_path(project), token=token, headers=mv("3.x"))
@@ -200,9 +296,22 @@ async def test_create_answers_202_with_cinders_view_at_each_microversion(
 
 async def test_the_cli_creates_shows_lists_and_updates_volumes(cloud: Cloud, project: Credentials) -> None:
     name = unique("vol")
-    created = cloud.openstack("volume", "create", "--size", "1", "--description", "made by the CLI",
-                              "--property", "tier=gold", "--type", "__DEFAULT__", "--availability-zone", "nova",
-                              name, who=project)
+    created = cloud.openstack(
+        "volume",
+        "create",
+        "--size",
+        "1",
+        "--description",
+        "made by the CLI",
+        "--property",
+        "tier=gold",
+        "--type",
+        "__DEFAULT__",
+        "--availability-zone",
+        "nova",
+        name,
+        who=project,
+    )
     assert created["name"] == name and created["size"] == 1 and created["status"] == "creating"
     assert created["type"] == "__DEFAULT__" and created["properties"] == {"tier": "gold"}
     assert created["availability_zone"] == "nova" and created["bootable"] is False
@@ -216,8 +325,20 @@ async def test_the_cli_creates_shows_lists_and_updates_volumes(cloud: Cloud, pro
     assert long[0]["Type"] == "__DEFAULT__" and long[0]["Bootable"] is False
     assert long[0]["Properties"] == {"tier": "gold"}
 
-    cloud.openstack("volume", "set", "--name", f"{name}-2", "--description", "renamed", "--property", "owner=me",
-                    "--bootable", name, who=project, fmt=None)
+    cloud.openstack(
+        "volume",
+        "set",
+        "--name",
+        f"{name}-2",
+        "--description",
+        "renamed",
+        "--property",
+        "owner=me",
+        "--bootable",
+        name,
+        who=project,
+        fmt=None,
+    )
     shown = cloud.openstack("volume", "show", created["id"], who=project)
     assert shown["name"] == f"{name}-2" and shown["description"] == "renamed" and shown["bootable"] is True
     assert shown["properties"] == {"tier": "gold", "owner": "me"}
@@ -233,20 +354,28 @@ async def test_the_cli_creates_shows_lists_and_updates_volumes(cloud: Cloud, pro
 async def test_lists_filter_sort_and_page_like_cinder(cloud: Cloud, project: Credentials, pool: Any) -> None:
     token = await cloud.token(project)
     made = {}
-    for index, (label, status, size, bootable, metadata) in enumerate((
-        ("alpha", "available", 1, False, {"tier": "gold"}),
-        ("beta", "in-use", 2, True, {"tier": "gold", "env": "prod"}),
-        ("gamma", "error", 3, False, {}),
-        ("alphabet", "available", 1, True, {"env": "prod"}),
-    )):
+    for index, (label, status, size, bootable, metadata) in enumerate(
+        (
+            ("alpha", "available", 1, False, {"tier": "gold"}),
+            ("beta", "in-use", 2, True, {"tier": "gold", "env": "prod"}),
+            ("gamma", "error", 3, False, {}),
+            ("alphabet", "available", 1, True, {"env": "prod"}),
+        )
+    ):
         made[label] = await insert_volume(
-            pool, project, name=label, status=status, size=size, bootable=bootable, metadata=metadata)
-        await pool.execute("UPDATE volumes SET created_at = '2026-01-01'::timestamptz + make_interval(secs => $2) "
-                           "WHERE id = $1", made[label], index)
+            pool, project, name=label, status=status, size=size, bootable=bootable, metadata=metadata
+        )
+        await pool.execute(
+            "UPDATE volumes SET created_at = '2026-01-01'::timestamptz + make_interval(secs => $2) "
+            "WHERE id = $1",
+            made[label],
+            index,
+        )
 
     async def names(query: str = "", version: str = "3.70") -> list[str]:
-        status, body, _ = await cloud.request("GET", volumes_path(project, f"/detail{query}"), token=token,
-                                              headers=mv(version))
+        status, body, _ = await cloud.request(
+            "GET", volumes_path(project, f"/detail{query}"), token=token, headers=mv(version)
+        )
         assert status == 200, body
         return [v["name"] for v in body["volumes"]]
 
@@ -275,11 +404,13 @@ async def test_lists_filter_sort_and_page_like_cinder(cloud: Cloud, project: Cre
     # a marker the filters leave out still marks its place in the order
     assert await names(f"?status=available&marker={made['gamma']}") == ["alpha"]
 
-    status, body, _ = await cloud.request("GET", volumes_path(project, "?with_count=true"), token=token,
-                                          headers=mv("3.45"))
+    status, body, _ = await cloud.request(
+        "GET", volumes_path(project, "?with_count=true"), token=token, headers=mv("3.45")
+    )
     assert body["count"] == 4 and set(body["volumes"][0]) == {"id", "name", "links"}
-    status, body, _ = await cloud.request("GET", volumes_path(project, "?with_count=true&limit=1"), token=token,
-                                          headers=mv("3.44"))
+    status, body, _ = await cloud.request(
+        "GET", volumes_path(project, "?with_count=true&limit=1"), token=token, headers=mv("3.44")
+    )
     assert "count" not in body and len(body["volumes"]) == 1
 
     for query, fault, code, text in (
@@ -317,15 +448,23 @@ async def test_updates_and_metadata_bump_the_version(cloud: Cloud, project: Cred
     path = volumes_path(project, f"/{volume_id}")
     version = await version_of(pool, volume_id)
 
-    status, body, _ = await cloud.request("PUT", path, token=token, headers=LATEST,
-                                          json={"volume": {"name": "after", "description": "described"}})
+    status, body, _ = await cloud.request(
+        "PUT",
+        path,
+        token=token,
+        headers=LATEST,
+        json={"volume": {"name": "after", "description": "described"}},
+    )
     assert status == 200 and set(body["volume"]) == CREATE_KEYS
     assert body["volume"]["name"] == "after" and body["volume"]["description"] == "described"
     assert body["volume"]["metadata"] == {"a": "1"} and body["volume"]["updated_at"] is not None
     assert await version_of(pool, volume_id) == version + 1
-    status, body, _ = await cloud.request("PUT", path, token=token,
-                                          json={"volume": {"display_description": "", "metadata": {"b": "2"}}})
-    assert status == 200 and body["volume"]["description"] is None and body["volume"]["metadata"] == {"b": "2"}
+    status, body, _ = await cloud.request(
+        "PUT", path, token=token, json={"volume": {"display_description": "", "metadata": {"b": "2"}}}
+    )
+    assert (
+        status == 200 and body["volume"]["description"] is None and body["volume"]["metadata"] == {"b": "2"}
+    )
     assert body["volume"]["name"] == "after"
 
     for update, text in (
@@ -381,7 +520,8 @@ async def test_updates_and_metadata_bump_the_version(cloud: Cloud, project: Cred
 
 
 async def test_quotas_refuse_with_cinders_413_and_change_nothing(
-        cloud: Cloud, project: Credentials, pool: Any, admin_project: str) -> None:
+    cloud: Cloud, project: Credentials, pool: Any, admin_project: str
+) -> None:
     token = await cloud.token(project)
     quota_path = f"/volume/v3/{admin_project}/os-quota-sets/{project.project_id}"
 
@@ -391,38 +531,57 @@ async def test_quotas_refuse_with_cinders_413_and_change_nothing(
 
     async def refused(size: int, text: str) -> None:
         before = await count_volumes(pool, project)
-        status, body, _ = await cloud.request("POST", volumes_path(project), token=token,
-                                              json={"volume": {"size": size}})
+        status, body, _ = await cloud.request(
+            "POST", volumes_path(project), token=token, json={"volume": {"size": size}}
+        )
         assert status == 413, body
         assert_error(body, "overLimit", 413, text)
         assert await count_volumes(pool, project) == before
 
     await set_quota(volumes=2, gigabytes=5)
     await create_volume(cloud, project, token, size=3)
-    await refused(3, "VolumeSizeExceedsAvailableQuota: Requested volume or snapshot exceeds allowed gigabytes "
-                     "quota. Requested 3G, quota is 5G and 3G has been consumed.")
+    await refused(
+        3,
+        "VolumeSizeExceedsAvailableQuota: Requested volume or snapshot exceeds allowed gigabytes "
+        "quota. Requested 3G, quota is 5G and 3G has been consumed.",
+    )
     await create_volume(cloud, project, token, size=2)
     await set_quota(gigabytes=100)
-    await refused(1, "VolumeLimitExceeded: Maximum number of volumes allowed (2) exceeded for quota 'volumes'.")
+    await refused(
+        1, "VolumeLimitExceeded: Maximum number of volumes allowed (2) exceeded for quota 'volumes'."
+    )
     err = cloud.openstack_fails("volume", "create", "--size", "1", unique("over"), who=project)
     assert "413" in err.stderr and "VolumeLimitExceeded: Maximum number of volumes allowed (2)" in err.stderr
 
     await set_quota(volumes=10, per_volume_gigabytes=4)
-    await refused(5, "VolumeSizeExceedsLimit: Requested volume size 5G is larger than maximum allowed limit 4G.")
+    await refused(
+        5, "VolumeSizeExceedsLimit: Requested volume size 5G is larger than maximum allowed limit 4G."
+    )
 
     status, body, _ = await cloud.request("GET", f"/volume/v3/{project.project_id}/limits", token=token)
     absolute = body["limits"]["absolute"]
-    assert (absolute["totalVolumesUsed"], absolute["totalGigabytesUsed"], absolute["maxTotalVolumes"]) == (2, 5, 10)
+    assert (absolute["totalVolumesUsed"], absolute["totalGigabytesUsed"], absolute["maxTotalVolumes"]) == (
+        2,
+        5,
+        10,
+    )
     status, body, _ = await cloud.request(
-        "GET", f"/volume/v3/{project.project_id}/os-quota-sets/{project.project_id}?usage=True", token=token)
+        "GET", f"/volume/v3/{project.project_id}/os-quota-sets/{project.project_id}?usage=True", token=token
+    )
     assert body["quota_set"]["gigabytes"] == {"limit": 100, "in_use": 5, "reserved": 0}
     status, body, _ = await cloud.request("PUT", quota_path, json={"quota_set": {"gigabytes": 4}})
-    assert status == 400 and "must be equal or greater than existing resources" in body["badRequest"]["message"]
+    assert (
+        status == 400 and "must be equal or greater than existing resources" in body["badRequest"]["message"]
+    )
 
     # Concurrent creates are counted one after the other: exactly the quota's worth succeed.
     await set_quota(volumes=5)
-    answers = await asyncio.gather(*(cloud.request("POST", volumes_path(project), token=token,
-                                                   json={"volume": {"size": 1}}) for _ in range(6)))
+    answers = await asyncio.gather(
+        *(
+            cloud.request("POST", volumes_path(project), token=token, json={"volume": {"size": 1}})
+            for _ in range(6)
+        )
+    )
     assert sorted(status for status, _, _ in answers) == [202, 202, 202, 413, 413, 413]
     assert await count_volumes(pool, project) == 5
     status, _, _ = await cloud.request("DELETE", quota_path)
@@ -433,7 +592,8 @@ async def test_quotas_refuse_with_cinders_413_and_change_nothing(
 
 
 async def test_bad_create_requests_are_refused_in_cinders_shape_and_change_nothing(
-        cloud: Cloud, project: Credentials, pool: Any) -> None:
+    cloud: Cloud, project: Credentials, pool: Any
+) -> None:
     token = await cloud.token(project)
     missing_type = str(uuid.uuid4())
     missing_image = str(uuid.uuid4())
@@ -452,29 +612,57 @@ async def test_bad_create_requests_are_refused_in_cinders_shape_and_change_nothi
         ({"volume": {"size": 1, "metadata": {"a*b": "c"}}}, "badRequest", 400, "Additional properties"),
         ({"volume": {"size": 1, "metadata": {"a": "c" * 256}}}, "badRequest", 400, "is too long"),
         ({"volume": {"size": 1, "colour": "red"}}, "badRequest", 400, "('colour' unexpected)"),
-        ({"volume": {"size": 1, "volume_type": "gold"}}, "itemNotFound", 404,
-         "Volume type with name gold could not be found."),
-        ({"volume": {"size": 1, "volume_type": missing_type}}, "itemNotFound", 404,
-         f"Volume type {missing_type} could not be found."),
-        ({"volume": {"size": 1, "availability_zone": "atlantis"}}, "badRequest", 400,
-         "Availability zone 'atlantis' is invalid."),
-        ({"volume": {"size": 1, "imageRef": missing_image}}, "itemNotFound", 404,
-         f"Image {missing_image} could not be found."),
+        (
+            {"volume": {"size": 1, "volume_type": "gold"}},
+            "itemNotFound",
+            404,
+            "Volume type with name gold could not be found.",
+        ),
+        (
+            {"volume": {"size": 1, "volume_type": missing_type}},
+            "itemNotFound",
+            404,
+            f"Volume type {missing_type} could not be found.",
+        ),
+        (
+            {"volume": {"size": 1, "availability_zone": "atlantis"}},
+            "badRequest",
+            400,
+            "Availability zone 'atlantis' is invalid.",
+        ),
+        (
+            {"volume": {"size": 1, "imageRef": missing_image}},
+            "itemNotFound",
+            404,
+            f"Image {missing_image} could not be found.",
+        ),
         ({"volume": {"size": 1, "snapshot_id": str(uuid.uuid4())}}, "badRequest", 400, "from a snapshot"),
         ({"volume": {"size": 1, "source_volid": str(uuid.uuid4())}}, "badRequest", 400, "Cloning a volume"),
         ({"volume": {"size": 1, "backup_id": str(uuid.uuid4())}}, "badRequest", 400, "from a backup"),
-        ({"volume": {"size": 1, "multiattach": True}}, "badRequest", 400, "Multiattach volumes are not supported"),
+        (
+            {"volume": {"size": 1, "multiattach": True}},
+            "badRequest",
+            400,
+            "Multiattach volumes are not supported",
+        ),
         ({"volume": {"size": 1, "multiattach": "perhaps"}}, "badRequest", 400, "multiattach"),
     ):
-        status, body, _ = await cloud.request("POST", volumes_path(project), token=token, headers=LATEST,
-                                              json=document)
+        status, body, _ = await cloud.request(
+            "POST", volumes_path(project), token=token, headers=LATEST, json=document
+        )
         assert status == code, (document, body)
         assert_error(body, fault, code, text)
-    status, body, _ = await cloud.request("POST", volumes_path(project), token=token, data=b"{not json",
-                                          headers={"Content-Type": "application/json"})
+    status, body, _ = await cloud.request(
+        "POST",
+        volumes_path(project),
+        token=token,
+        data=b"{not json",
+        headers={"Content-Type": "application/json"},
+    )
     assert status == 400 and "badRequest" in body
-    status, body, _ = await cloud.request("POST", f"/volume/v3/{uuid.uuid4().hex}/volumes", token=token,
-                                          json={"volume": {"size": 1}})
+    status, body, _ = await cloud.request(
+        "POST", f"/volume/v3/{uuid.uuid4().hex}/volumes", token=token, json={"volume": {"size": 1}}
+    )
     assert status == 400 and body["badRequest"]["message"] == "Malformed request url"
     assert await count_volumes(pool, project) == 0
 
@@ -487,37 +675,80 @@ async def test_bad_create_requests_are_refused_in_cinders_shape_and_change_nothi
 
 
 async def test_a_volume_from_an_image_is_bootable_and_carries_its_metadata(
-        cloud: Cloud, project: Credentials, pool: Any, tmp_path: Any) -> None:
+    cloud: Cloud, project: Credentials, pool: Any, tmp_path: Any
+) -> None:
     path = tmp_path / "disk.raw"
     path.write_bytes(b"\1" * (1024 * 1024))
-    image = cloud.openstack("image", "create", "--file", str(path), "--disk-format", "raw", "--container-format",
-                            "bare", "--min-disk", "2", "--property", "hw_disk_bus=virtio", "--public",
-                            unique("img"))
-    status, queued, _ = await cloud.request("POST", "/image/v2/images", json={
-        "name": unique("queued"), "disk_format": "raw", "container_format": "bare", "visibility": "public"})
+    image = cloud.openstack(
+        "image",
+        "create",
+        "--file",
+        str(path),
+        "--disk-format",
+        "raw",
+        "--container-format",
+        "bare",
+        "--min-disk",
+        "2",
+        "--property",
+        "hw_disk_bus=virtio",
+        "--public",
+        unique("img"),
+    )
+    status, queued, _ = await cloud.request(
+        "POST",
+        "/image/v2/images",
+        json={
+            "name": unique("queued"),
+            "disk_format": "raw",
+            "container_format": "bare",
+            "visibility": "public",
+        },
+    )
     assert status == 201 and queued["status"] == "queued"
-    private = cloud.openstack("image", "create", "--file", str(path), "--disk-format", "raw",
-                              "--container-format", "bare", "--private", unique("private"))
+    private = cloud.openstack(
+        "image",
+        "create",
+        "--file",
+        str(path),
+        "--disk-format",
+        "raw",
+        "--container-format",
+        "bare",
+        "--private",
+        unique("private"),
+    )
     token = await cloud.token(project)
     try:
         for ref, size, fault, code, text in (
-            (image["id"], 1, "badRequest", 400, "Volume size 1GB cannot be smaller than the image minDisk size 2GB."),
+            (
+                image["id"],
+                1,
+                "badRequest",
+                400,
+                "Volume size 1GB cannot be smaller than the image minDisk size 2GB.",
+            ),
             (queued["id"], 2, "badRequest", 400, f"Image {queued['id']} is not active."),
             (private["id"], 2, "itemNotFound", 404, f"Image {private['id']} could not be found."),
         ):
-            status, body, _ = await cloud.request("POST", volumes_path(project), token=token,
-                                                  json={"volume": {"size": size, "imageRef": ref}})
+            status, body, _ = await cloud.request(
+                "POST", volumes_path(project), token=token, json={"volume": {"size": size, "imageRef": ref}}
+            )
             assert status == code, body
             assert_error(body, fault, code, text)
         await pool.execute("UPDATE images SET virtual_size = $2 WHERE id = $1", image["id"], 5 * GiB)
-        status, body, _ = await cloud.request("POST", volumes_path(project), token=token,
-                                              json={"volume": {"size": 2, "imageRef": image["id"]}})
-        assert_error(body, "badRequest", 400, "Image virtual size is 5GB and doesn't fit in a volume of size 2GB.")
+        status, body, _ = await cloud.request(
+            "POST", volumes_path(project), token=token, json={"volume": {"size": 2, "imageRef": image["id"]}}
+        )
+        assert_error(
+            body, "badRequest", 400, "Image virtual size is 5GB and doesn't fit in a volume of size 2GB."
+        )
         await pool.execute("UPDATE images SET virtual_size = NULL WHERE id = $1", image["id"])
         assert await count_volumes(pool, project) == 0
 
-        created = cloud.openstack("volume", "create", "--image", image["name"], "--size", "2", unique("boot"),
-                                  who=project)
+        created = cloud.openstack(
+            "volume", "create", "--image", image["name"], "--size", "2", unique("boot"), who=project
+        )
         assert created["bootable"] is True and created["size"] == 2
         shown = cloud.openstack("volume", "show", created["id"], who=project)
         metadata = shown["volume_image_metadata"]
@@ -528,15 +759,24 @@ async def test_a_volume_from_an_image_is_bootable_and_carries_its_metadata(
         row = await pool.fetchrow("SELECT image_id, bootable FROM volumes WHERE id = $1", created["id"])
         assert row["image_id"] == image["id"] and row["bootable"] is True
 
-        cloud.openstack("volume", "set", "--image-property", "os_distro=cirros", created["id"], who=project,
-                        fmt=None)
-        cloud.openstack("volume", "unset", "--image-property", "hw_disk_bus", created["id"], who=project,
-                        fmt=None)
+        cloud.openstack(
+            "volume", "set", "--image-property", "os_distro=cirros", created["id"], who=project, fmt=None
+        )
+        cloud.openstack(
+            "volume", "unset", "--image-property", "hw_disk_bus", created["id"], who=project, fmt=None
+        )
         action = volumes_path(project, f"/{created['id']}/action")
-        status, body, _ = await cloud.request("POST", action, token=token, json={"os-show_image_metadata": None})
-        assert status == 200 and body["metadata"]["os_distro"] == "cirros" and "hw_disk_bus" not in body["metadata"]
-        status, body, _ = await cloud.request("POST", action, token=token,
-                                              json={"os-unset_image_metadata": {"key": "hw_disk_bus"}})
+        status, body, _ = await cloud.request(
+            "POST", action, token=token, json={"os-show_image_metadata": None}
+        )
+        assert (
+            status == 200
+            and body["metadata"]["os_distro"] == "cirros"
+            and "hw_disk_bus" not in body["metadata"]
+        )
+        status, body, _ = await cloud.request(
+            "POST", action, token=token, json={"os-unset_image_metadata": {"key": "hw_disk_bus"}}
+        )
         assert_error(body, "itemNotFound", 404, "Metadata item was not found.")
     finally:
         for made in (image, queued, private):
@@ -546,35 +786,57 @@ async def test_a_volume_from_an_image_is_bootable_and_carries_its_metadata(
 # --- actions --------------------------------------------------------------------------------------------------
 
 
-async def test_extend_is_checked_then_sent_to_the_actor(cloud: Cloud, project: Credentials, pool: Any,
-                                                         admin_project: str) -> None:
+async def test_extend_is_checked_then_sent_to_the_actor(
+    cloud: Cloud, project: Credentials, pool: Any, admin_project: str
+) -> None:
     token = await cloud.token(project)
     available = await insert_volume(pool, project, size=1, on_backend=True)
-    busy = await insert_volume(pool, project, status="in-use", size=1, attached_to=str(uuid.uuid4()),
-                               on_backend=True)
+    busy = await insert_volume(
+        pool, project, status="in-use", size=1, attached_to=str(uuid.uuid4()), on_backend=True
+    )
 
     async def extend(volume_id: str, args: Any) -> tuple[int, Any]:
-        status, body, _ = await cloud.request("POST", volumes_path(project, f"/{volume_id}/action"), token=token,
-                                              headers=LATEST, json={"os-extend": args})
+        status, body, _ = await cloud.request(
+            "POST",
+            volumes_path(project, f"/{volume_id}/action"),
+            token=token,
+            headers=LATEST,
+            json={"os-extend": args},
+        )
         return status, body
 
     versions = {v: await version_of(pool, v) for v in (available, busy)}
     for volume_id, args, text in (
-        (available, {"new_size": 1}, ("Invalid input received: New size for extend must be greater than current "
-                                     "size. (current: 1, extended: 1).")),
+        (
+            available,
+            {"new_size": 1},
+            (
+                "Invalid input received: New size for extend must be greater than current "
+                "size. (current: 1, extended: 1)."
+            ),
+        ),
         (available, {"new_size": 0}, "0 is less than the minimum of 1"),
         (available, {"new_size": "two"}, "Invalid input for field/attribute new_size"),
         (available, {}, "'new_size' is a required property"),
         (available, {"new_size": 2, "force": True}, "Additional properties are not allowed"),
         (available, None, "is not of type 'object'"),
-        (busy, {"new_size": 2}, (f"Invalid volume: Volume {busy} status must be available to extend, but current "
-                                "status is: in-use.")),
+        (
+            busy,
+            {"new_size": 2},
+            (
+                f"Invalid volume: Volume {busy} status must be available to extend, but current "
+                "status is: in-use."
+            ),
+        ),
     ):
         status, body = await extend(volume_id, args)
         assert status == 400, (args, body)
         assert_error(body, "badRequest", 400, text)
-    status, _, _ = await cloud.request("PUT", f"/volume/v3/{admin_project}/os-quota-sets/{project.project_id}",
-                                       json={"quota_set": {"gigabytes": 3}})
+    status, _, _ = await cloud.request(
+        "PUT",
+        f"/volume/v3/{admin_project}/os-quota-sets/{project.project_id}",
+        json={"quota_set": {"gigabytes": 3}},
+    )
     status, body = await extend(available, {"new_size": 5})
     assert status == 413
     assert_error(body, "overLimit", 413, "Requested 4G, quota is 3G and 2G has been consumed.")
@@ -586,14 +848,22 @@ async def test_extend_is_checked_then_sent_to_the_actor(cloud: Cloud, project: C
     cloud.openstack("volume", "set", "--size", "2", available, who=project, fmt=None)  # os-extend, 202
 
 
-async def test_an_attachment_is_shown_as_cinder_shows_it(cloud: Cloud, project: Credentials, pool: Any,
-                                                         admin_project: str) -> None:
+async def test_an_attachment_is_shown_as_cinder_shows_it(
+    cloud: Cloud, project: Credentials, pool: Any, admin_project: str
+) -> None:
     token = await cloud.token(project)
     server = str(uuid.uuid4())
     volume_id = await insert_volume(pool, project, status="in-use", attached_to=server)
     attachment_id = await pool.fetchval("SELECT attachment->>'id' FROM volumes WHERE id = $1", volume_id)
-    expected = {"id": volume_id, "attachment_id": attachment_id, "volume_id": volume_id, "server_id": server,
-                "host_name": None, "device": "/dev/vdb", "attached_at": "2026-01-02T03:04:05.678901"}
+    expected = {
+        "id": volume_id,
+        "attachment_id": attachment_id,
+        "volume_id": volume_id,
+        "server_id": server,
+        "host_name": None,
+        "device": "/dev/vdb",
+        "attached_at": "2026-01-02T03:04:05.678901",
+    }
     status, body, _ = await cloud.request("GET", volumes_path(project, f"/{volume_id}"), token=token)
     assert status == 200 and body["volume"]["attachments"] == [expected]
     status, body, _ = await cloud.request("GET", f"/volume/v3/{admin_project}/volumes/{volume_id}")
@@ -602,20 +872,27 @@ async def test_an_attachment_is_shown_as_cinder_shows_it(cloud: Cloud, project: 
     assert [(v["Status"], v["Attached to"]) for v in listed] == [("in-use", [expected])]
     assert f"Attached to {server} on /dev/vdb" in cloud.openstack("volume", "list", who=project, fmt="table")
     # a detached row shows no attachment, whatever is left in it
-    await pool.execute("UPDATE volumes SET attach_status = 'detached', status = 'available' WHERE id = $1",
-                       volume_id)
+    await pool.execute(
+        "UPDATE volumes SET attach_status = 'detached', status = 'available' WHERE id = $1", volume_id
+    )
     status, body, _ = await cloud.request("GET", volumes_path(project, f"/{volume_id}"), token=token)
     assert body["volume"]["attachments"] == []
 
 
-async def test_reset_status_is_for_admins_and_validated(cloud: Cloud, project: Credentials, pool: Any,
-                                                         admin_project: str) -> None:
+async def test_reset_status_is_for_admins_and_validated(
+    cloud: Cloud, project: Credentials, pool: Any, admin_project: str
+) -> None:
     token = await cloud.token(project)
-    volume_id = await insert_volume(pool, project, status="in-use", attached_to=str(uuid.uuid4()),
-                                    on_backend=True)
+    volume_id = await insert_volume(
+        pool, project, status="in-use", attached_to=str(uuid.uuid4()), on_backend=True
+    )
     admin_path = f"/volume/v3/{admin_project}/volumes/{volume_id}/action"
-    status, body, _ = await cloud.request("POST", volumes_path(project, f"/{volume_id}/action"), token=token,
-                                          json={"os-reset_status": {"status": "error"}})
+    status, body, _ = await cloud.request(
+        "POST",
+        volumes_path(project, f"/{volume_id}/action"),
+        token=token,
+        json={"os-reset_status": {"status": "error"}},
+    )
     assert status == 403 and "reset_status" in body["forbidden"]["message"]
     for args, text in (
         ({"status": "sleeping"}, "Volume status: sleeping is invalid, valid statuses are:"),
@@ -629,8 +906,9 @@ async def test_reset_status_is_for_admins_and_validated(cloud: Cloud, project: C
         status, body, _ = await cloud.request("POST", admin_path, json={"os-reset_status": args})
         assert status == 400, (args, body)
         assert_error(body, "badRequest", 400, text)
-    status, _, _ = await cloud.request("POST", admin_path, json={"os-reset_status": {"status": "ERROR",
-                                                                                     "attach_status": "detached"}})
+    status, _, _ = await cloud.request(
+        "POST", admin_path, json={"os-reset_status": {"status": "ERROR", "attach_status": "detached"}}
+    )
     assert status == 202
     cloud.openstack("volume", "set", "--state", "error", volume_id, fmt=None)  # the admin's CLI
     err = cloud.openstack_fails("volume", "set", "--state", "available", volume_id, who=project)
@@ -643,8 +921,9 @@ async def test_bootable_and_readonly_flags(cloud: Cloud, project: Credentials, p
     busy = await insert_volume(pool, project, status="in-use", attached_to=str(uuid.uuid4()))
 
     async def act(volume_id: str, document: Any) -> tuple[int, Any]:
-        status, body, _ = await cloud.request("POST", volumes_path(project, f"/{volume_id}/action"), token=token,
-                                              json=document)
+        status, body, _ = await cloud.request(
+            "POST", volumes_path(project, f"/{volume_id}/action"), token=token, json=document
+        )
         return status, body
 
     version = await version_of(pool, available)
@@ -652,14 +931,24 @@ async def test_bootable_and_readonly_flags(cloud: Cloud, project: Credentials, p
     assert await pool.fetchval("SELECT bootable FROM volumes WHERE id = $1", available) is True
     assert await version_of(pool, available) == version + 1
     assert (await act(available, {"os-update_readonly_flag": {"readonly": True}}))[0] == 202
-    assert await pool.fetchval("SELECT metadata FROM volumes WHERE id = $1", available) == {"readonly": "True"}
+    assert await pool.fetchval("SELECT metadata FROM volumes WHERE id = $1", available) == {
+        "readonly": "True"
+    }
     for volume_id, document, text in (
         (available, {"os-set_bootable": {"bootable": "perhaps"}}, "is not one of"),
         (available, {"os-set_bootable": {}}, "'bootable' is a required property"),
         (available, {"os-update_readonly_flag": {"readonly": "x"}}, "is not one of"),
-        (busy, {"os-update_readonly_flag": {"readonly": False}}, "status must be available to update readonly flag"),
+        (
+            busy,
+            {"os-update_readonly_flag": {"readonly": False}},
+            "status must be available to update readonly flag",
+        ),
         (available, {"os-frobnicate": {}}, "There is no such action: os-frobnicate"),
-        (available, {"os-extend": {"new_size": 2}, "os-set_bootable": {"bootable": True}}, "There is no such action"),
+        (
+            available,
+            {"os-extend": {"new_size": 2}, "os-set_bootable": {"bootable": True}},
+            "There is no such action",
+        ),
         (available, ["os-extend"], "There is no such action"),
     ):
         status, body = await act(volume_id, document)
@@ -675,17 +964,20 @@ async def test_bootable_and_readonly_flags(cloud: Cloud, project: Credentials, p
 # --- delete -----------------------------------------------------------------------------------------------------
 
 
-async def test_delete_is_refused_unless_the_volume_is_deletable(cloud: Cloud, project: Credentials,
-                                                                 pool: Any) -> None:
+async def test_delete_is_refused_unless_the_volume_is_deletable(
+    cloud: Cloud, project: Credentials, pool: Any
+) -> None:
     token = await cloud.token(project)
     refused = {
         status: await insert_volume(pool, project, status=status, on_backend=True)
         for status in ("creating", "reserved", "attaching", "detaching", "deleting", "extending")
     }
-    refused["in-use"] = await insert_volume(pool, project, status="in-use", attached_to=str(uuid.uuid4()),
-                                            on_backend=True)
-    refused["attached-but-available"] = await insert_volume(pool, project, status="available",
-                                                            attached_to=str(uuid.uuid4()), on_backend=True)
+    refused["in-use"] = await insert_volume(
+        pool, project, status="in-use", attached_to=str(uuid.uuid4()), on_backend=True
+    )
+    refused["attached-but-available"] = await insert_volume(
+        pool, project, status="available", attached_to=str(uuid.uuid4()), on_backend=True
+    )
     versions = {label: await version_of(pool, volume_id) for label, volume_id in refused.items()}
     for label, volume_id in refused.items():
         status, body, _ = await cloud.request("DELETE", volumes_path(project, f"/{volume_id}"), token=token)
@@ -697,19 +989,22 @@ async def test_delete_is_refused_unless_the_volume_is_deletable(cloud: Cloud, pr
     assert "Invalid volume: Volume status must be available or error" in err.stderr
 
     deletable = await insert_volume(pool, project, status="error")
-    status, body, _ = await cloud.request("DELETE", volumes_path(project, f"/{deletable}?force=true"), token=token,
-                                          headers=LATEST)
+    status, body, _ = await cloud.request(
+        "DELETE", volumes_path(project, f"/{deletable}?force=true"), token=token, headers=LATEST
+    )
     assert status == 403, body
-    status, body, _ = await cloud.request("DELETE", volumes_path(project, f"/{deletable}?cascade=true"),
-                                          token=token, headers=LATEST)
+    status, body, _ = await cloud.request(
+        "DELETE", volumes_path(project, f"/{deletable}?cascade=true"), token=token, headers=LATEST
+    )
     assert status == 202, body  # sent to the actor, which removes the row once its backend confirms
 
 
 # --- who sees what -----------------------------------------------------------------------------------------------
 
 
-async def test_projects_see_only_their_own_volumes(cloud: Cloud, project: Credentials, pool: Any,
-                                                    admin_project: str) -> None:
+async def test_projects_see_only_their_own_volumes(
+    cloud: Cloud, project: Credentials, pool: Any, admin_project: str
+) -> None:
     token = await cloud.token(project)
     mine = await create_volume(cloud, project, token, name=unique("mine"))
     other = await cloud.new_member("other")
@@ -717,19 +1012,26 @@ async def test_projects_see_only_their_own_volumes(cloud: Cloud, project: Creden
     try:
         path = volumes_path(other, f"/{mine['id']}")
         for method, tail, document in (
-            ("GET", "", None), ("PUT", "", {"volume": {"name": "stolen"}}), ("DELETE", "", None),
-            ("POST", "/action", {"os-extend": {"new_size": 2}}), ("POST", "/action", {"os-set_bootable":
-                                                                                       {"bootable": True}}),
-            ("GET", "/metadata", None), ("POST", "/metadata", {"metadata": {"a": "b"}}),
+            ("GET", "", None),
+            ("PUT", "", {"volume": {"name": "stolen"}}),
+            ("DELETE", "", None),
+            ("POST", "/action", {"os-extend": {"new_size": 2}}),
+            ("POST", "/action", {"os-set_bootable": {"bootable": True}}),
+            ("GET", "/metadata", None),
+            ("POST", "/metadata", {"metadata": {"a": "b"}}),
             ("DELETE", "/metadata/a", None),
         ):
             status, body, _ = await cloud.request(method, path + tail, token=other_token, json=document)
             assert status == 404, (method, tail, body)
             assert_error(body, "itemNotFound", 404, f"Volume {mine['id']} could not be found.")
         for query in ("", "?all_tenants=1", f"?project_id={project.project_id}&all_tenants=1"):
-            status, body, _ = await cloud.request("GET", volumes_path(other, f"/detail{query}"), token=other_token)
+            status, body, _ = await cloud.request(
+                "GET", volumes_path(other, f"/detail{query}"), token=other_token
+            )
             assert status == 200 and body["volumes"] == [], query
-        status, body, _ = await cloud.request("GET", volumes_path(project, f"/{mine['id']}"), token=other_token)
+        status, body, _ = await cloud.request(
+            "GET", volumes_path(project, f"/{mine['id']}"), token=other_token
+        )
         assert status == 400 and body["badRequest"]["message"] == "Malformed request url"
         err = cloud.openstack_fails("volume", "show", mine["id"], who=other)
         assert f"No Volume found for {mine['id']}" in err.stderr
@@ -758,11 +1060,15 @@ async def test_readers_cannot_create_or_change_volumes(cloud: Cloud, pool: Any) 
         assert status == 200 and [v["id"] for v in body["volumes"]] == [volume_id]
         version = await version_of(pool, volume_id)
         for method, tail, document in (
-            ("POST", "", {"volume": {"size": 1}}), ("PUT", f"/{volume_id}", {"volume": {"name": "changed"}}),
-            ("DELETE", f"/{volume_id}", None), ("POST", f"/{volume_id}/action", {"os-extend": {"new_size": 2}}),
+            ("POST", "", {"volume": {"size": 1}}),
+            ("PUT", f"/{volume_id}", {"volume": {"name": "changed"}}),
+            ("DELETE", f"/{volume_id}", None),
+            ("POST", f"/{volume_id}/action", {"os-extend": {"new_size": 2}}),
             ("POST", f"/{volume_id}/metadata", {"metadata": {"a": "b"}}),
         ):
-            status, body, _ = await cloud.request(method, volumes_path(reader, tail), token=token, json=document)
+            status, body, _ = await cloud.request(
+                method, volumes_path(reader, tail), token=token, json=document
+            )
             assert status == 403, (method, tail, body)
             assert_error(body, "forbidden", 403, "Policy doesn't allow")
         assert await version_of(pool, volume_id) == version and await count_volumes(pool, reader) == 1
@@ -774,15 +1080,17 @@ async def test_readers_cannot_create_or_change_volumes(cloud: Cloud, pool: Any) 
 
 
 async def test_volumes_go_to_the_up_backend_with_the_most_free_space(
-        cloud: Cloud, project: Credentials, pool: Any, admin_project: str,
-        backends: Callable[..., Awaitable[str]]) -> None:
+    cloud: Cloud, project: Credentials, pool: Any, admin_project: str, backends: Callable[..., Awaitable[str]]
+) -> None:
     token = await cloud.token(project)
     zone = unique("zone")
     roomy = await backends(zone, total=100, allocated=70)  # what it holds is counted from the rows
     modest = await backends(zone, total=50)
     silent = await backends(zone, total=1000, silent_for=3600)
     disabled = await backends(zone, total=1000, enabled=False)
-    agent_named = await backends(zone, name=f"{unique('node')}@file", total=1)  # as a storage agent names itself
+    agent_named = await backends(
+        zone, name=f"{unique('node')}@file", total=1
+    )  # as a storage agent names itself
 
     async def host_of(volume_id: str) -> str | None:
         _status, body, _ = await cloud.request("GET", f"/volume/v3/{admin_project}/volumes/{volume_id}")
@@ -805,11 +1113,15 @@ async def test_volumes_go_to_the_up_backend_with_the_most_free_space(
     assert await pool.fetchval("SELECT backend FROM volumes WHERE id = $1", unplaced["id"]) is None
     assert await host_of(unplaced["id"]) is None
 
-    zones = {z["Zone Name"]: z["Zone Status"] for z in cloud.openstack("availability", "zone", "list", "--volume",
-                                                                       who=project)}
+    zones = {
+        z["Zone Name"]: z["Zone Status"]
+        for z in cloud.openstack("availability", "zone", "list", "--volume", who=project)
+    }
     assert zones[zone] == "available"
     services = {s["Host"]: s for s in cloud.openstack("volume", "service", "list")}
-    assert services[f"{roomy}@file"]["Binary"] == "cinder-volume" and services[f"{roomy}@file"]["Zone"] == zone
+    assert (
+        services[f"{roomy}@file"]["Binary"] == "cinder-volume" and services[f"{roomy}@file"]["Zone"] == zone
+    )
     assert services[f"{roomy}@file"]["State"] == "up" and services[f"{roomy}@file"]["Status"] == "enabled"
     assert services[f"{silent}@file"]["State"] == "down"
     assert services[f"{disabled}@file"]["Status"] == "disabled"
@@ -826,8 +1138,17 @@ async def test_volumes_go_to_the_up_backend_with_the_most_free_space(
     # Concurrent creates can never over-commit a backend: one backend of 30 GiB takes three of six.
     crowded = unique("zone")
     small = await backends(crowded, total=30)
-    answers = await asyncio.gather(*(cloud.request("POST", volumes_path(project), token=token, json={
-        "volume": {"size": 10, "availability_zone": crowded}}) for _ in range(6)))
+    answers = await asyncio.gather(
+        *(
+            cloud.request(
+                "POST",
+                volumes_path(project),
+                token=token,
+                json={"volume": {"size": 10, "availability_zone": crowded}},
+            )
+            for _ in range(6)
+        )
+    )
     assert [status for status, _, _ in answers] == [202] * 6, answers
     ids = [body["volume"]["id"] for _, body, _ in answers]
     placed_on = await pool.fetch("SELECT backend FROM volumes WHERE id = ANY($1::text[])", ids)
@@ -835,8 +1156,9 @@ async def test_volumes_go_to_the_up_backend_with_the_most_free_space(
     assert await allocated(small) == 30
 
 
-async def test_the_default_type_zones_and_admin_views(cloud: Cloud, project: Credentials,
-                                                       admin_project: str) -> None:
+async def test_the_default_type_zones_and_admin_views(
+    cloud: Cloud, project: Credentials, admin_project: str
+) -> None:
     types = cloud.openstack("volume", "type", "list", who=project)
     assert [(t["ID"], t["Name"]) for t in types] == [(DEFAULT_TYPE_ID, "__DEFAULT__")]
     shown = cloud.openstack("volume", "type", "show", "__DEFAULT__", who=project)
@@ -845,14 +1167,20 @@ async def test_the_default_type_zones_and_admin_views(cloud: Cloud, project: Cre
     token = await cloud.token(project)
     base = f"/volume/v3/{project.project_id}"
     status, body, _ = await cloud.request("GET", f"{base}/types/default", token=token)
-    assert status == 200 and body["volume_type"]["id"] == DEFAULT_TYPE_ID and "extra_specs" not in body["volume_type"]
+    assert (
+        status == 200
+        and body["volume_type"]["id"] == DEFAULT_TYPE_ID
+        and "extra_specs" not in body["volume_type"]
+    )
     status, body, _ = await cloud.request("GET", f"/volume/v3/{admin_project}/types/{DEFAULT_TYPE_ID}")
     assert body["volume_type"]["extra_specs"] == {}
     status, body, _ = await cloud.request("GET", f"{base}/types/gold", token=token)
     assert_error(body, "itemNotFound", 404, "Volume type with name gold could not be found.")
     status, body, _ = await cloud.request("GET", f"{base}/os-availability-zone", token=token)
-    assert status == 200 and all(z["zoneState"] == {"available": True} or z["zoneState"] == {"available": False}
-                                 for z in body["availabilityZoneInfo"])
+    assert status == 200 and all(
+        z["zoneState"] == {"available": True} or z["zoneState"] == {"available": False}
+        for z in body["availabilityZoneInfo"]
+    )
     assert body["availabilityZoneInfo"]
     status, body, _ = await cloud.request("GET", f"{base}/os-services", token=token)
     assert status == 403 and "forbidden" in body

@@ -54,20 +54,58 @@ def state_dir() -> Iterator[Path]:
 @pytest.fixture(scope="module")
 async def qemu_cloud(state_dir: Path) -> AsyncIterator[Cloud]:
     async with separate_services("e2e") as services:
-        with running_cloud(services, state_dir, "--virt", "qemu", "--hosts", "1", "--no-test-image",
-                           "--host-heartbeat", "1", "--sync-interval", "2", "--shutdown-timeout", "10") as cloud:
+        with running_cloud(
+            services,
+            state_dir,
+            "--virt",
+            "qemu",
+            "--hosts",
+            "1",
+            "--no-test-image",
+            "--host-heartbeat",
+            "1",
+            "--sync-interval",
+            "2",
+            "--shutdown-timeout",
+            "10",
+        ) as cloud:
             yield cloud
 
 
 @pytest.fixture(scope="module")
 def test_image(qemu_cloud: Cloud) -> str:
     """Built with the CLI and uploaded with the openstack CLI, as the README shows."""
-    built = subprocess.run([sys.executable, "-m", "actorstack.cli", "testimage", "build", "--state-dir",
-                            str(qemu_cloud.state_dir)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    built = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "actorstack.cli",
+            "testimage",
+            "build",
+            "--state-dir",
+            str(qemu_cloud.state_dir),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert built.returncode == 0, built.stderr
     path = built.stdout.strip()
-    image = qemu_cloud.openstack("image", "create", "--disk-format", "qcow2", "--container-format", "bare",
-                                 "--public", "--min-ram", "128", "--file", path, "actorstack-test")
+    image = qemu_cloud.openstack(
+        "image",
+        "create",
+        "--disk-format",
+        "qcow2",
+        "--container-format",
+        "bare",
+        "--public",
+        "--min-ram",
+        "128",
+        "--file",
+        path,
+        "actorstack-test",
+    )
     assert image["status"] == "active"
     return image["id"]
 
@@ -76,8 +114,11 @@ def test_image(qemu_cloud: Cloud) -> str:
 def keypair(qemu_cloud: Cloud, state_dir: Path) -> tuple[str, str]:
     """(name, public key) of a key imported from a file made with ssh-keygen."""
     key = state_dir / "id_ed25519"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "e2e@actorstack", "-f", str(key)],
-                   check=True, timeout=30)
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "e2e@actorstack", "-f", str(key)],
+        check=True,
+        timeout=30,
+    )
     public = (key.parent / "id_ed25519.pub").read_text().strip()
     qemu_cloud.openstack("keypair", "create", "--public-key", f"{key}.pub", "e2e-key")
     return "e2e-key", public
@@ -88,8 +129,9 @@ def network(qemu_cloud: Cloud) -> Iterator[dict[str, Any]]:
     name = f"e2e-{uuid.uuid4().hex[:6]}"
     net = qemu_cloud.openstack("network", "create", name)
     octet = 100 + uuid.uuid4().int % 100
-    subnet = qemu_cloud.openstack("subnet", "create", f"{name}-subnet", "--network", net["id"],
-                                  "--subnet-range", f"10.{octet}.0.0/24")
+    subnet = qemu_cloud.openstack(
+        "subnet", "create", f"{name}-subnet", "--network", net["id"], "--subnet-range", f"10.{octet}.0.0/24"
+    )
     yield {"id": net["id"], "name": name, "subnet": subnet["id"]}
     try:
         qemu_cloud.openstack("network", "delete", net["id"], fmt=None)
@@ -103,7 +145,9 @@ def guest_lines(cloud: Cloud, server_id: str) -> list[str]:
     return [line.split(MARK, 1)[1].strip() for line in text.splitlines() if MARK in line]
 
 
-def wait_for_line(cloud: Cloud, server_id: str, pattern: str, *, timeout: float = BOOT_TIMEOUT) -> re.Match[str]:
+def wait_for_line(
+    cloud: Cloud, server_id: str, pattern: str, *, timeout: float = BOOT_TIMEOUT
+) -> re.Match[str]:
     regex = re.compile(pattern)
     deadline = time.monotonic() + timeout
     lines: list[str] = []
@@ -116,7 +160,9 @@ def wait_for_line(cloud: Cloud, server_id: str, pattern: str, *, timeout: float 
         if any("failed" in line for line in lines):
             break
         time.sleep(1)
-    raise AssertionError(f"server {server_id}'s console never showed {pattern!r}; it shows:\n" + "\n".join(lines))
+    raise AssertionError(
+        f"server {server_id}'s console never showed {pattern!r}; it shows:\n" + "\n".join(lines)
+    )
 
 
 def fixed_ip(server: dict[str, Any], network: str) -> str:
@@ -131,12 +177,17 @@ def metadata_of(cloud: Cloud, server_id: str) -> dict[str, Any]:
     return json.loads(found.group(1))
 
 
-def host_leftovers(cloud: Cloud, server_id: str, network_id: str, port_ids: list[str],
-                   volume_ids: list[str]) -> list[str]:
+def host_leftovers(
+    cloud: Cloud, server_id: str, network_id: str, port_ids: list[str], volume_ids: list[str]
+) -> list[str]:
     """What of these resources is still on the host."""
     left = []
-    domains = subprocess.run(["virsh", "-c", "qemu:///system", "list", "--all", "--name"], capture_output=True,
-                             text=True, timeout=30).stdout
+    domains = subprocess.run(
+        ["virsh", "-c", "qemu:///system", "list", "--all", "--name"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    ).stdout
     if f"instance-{server_id}" in domains:
         left.append(f"domain instance-{server_id}")
     left += [str(p) for p in cloud.state_dir.glob(f"hosts/*/instances/{server_id}")]
@@ -165,12 +216,25 @@ def wait_gone(cloud: Cloud, *args: str) -> None:
 
 
 def test_a_real_guest_takes_its_lease_reads_its_metadata_and_uses_its_volume(
-        qemu_cloud: Cloud, test_image: str, keypair: tuple[str, str], network: dict[str, Any]) -> None:
+    qemu_cloud: Cloud, test_image: str, keypair: tuple[str, str], network: dict[str, Any]
+) -> None:
     cloud = qemu_cloud
     key_name, public_key = keypair
-    server = cloud.openstack("server", "create", "--image", "actorstack-test", "--flavor", "m1.micro",
-                             "--network", network["id"], "--key-name", key_name, "--wait", "e2e-guest",
-                             timeout=BOOT_TIMEOUT)
+    server = cloud.openstack(
+        "server",
+        "create",
+        "--image",
+        "actorstack-test",
+        "--flavor",
+        "m1.micro",
+        "--network",
+        network["id"],
+        "--key-name",
+        key_name,
+        "--wait",
+        "e2e-guest",
+        timeout=BOOT_TIMEOUT,
+    )
     server_id = server["id"]
     volume_id = None
     try:
@@ -187,8 +251,14 @@ def test_a_real_guest_takes_its_lease_reads_its_metadata_and_uses_its_volume(
         meta = metadata_of(cloud, server_id)
         assert meta["uuid"] == server_id
         assert meta["name"] == "e2e-guest"
-        assert meta["hostname"].split(".")[0] == shown.get("OS-EXT-SRV-ATTR:hostname", "e2e-guest") == "e2e-guest"
-        assert meta["public_keys"] == {key_name: public_key + "\n"} or meta["public_keys"] == {key_name: public_key}
+        assert (
+            meta["hostname"].split(".")[0]
+            == shown.get("OS-EXT-SRV-ATTR:hostname", "e2e-guest")
+            == "e2e-guest"
+        )
+        assert meta["public_keys"] == {key_name: public_key + "\n"} or meta["public_keys"] == {
+            key_name: public_key
+        }
         key_line = wait_for_line(cloud, server_id, r"openssh-key (.+)")
         assert key_line.group(1) == public_key
         wait_for_line(cloud, server_id, "ready")
@@ -201,9 +271,12 @@ def test_a_real_guest_takes_its_lease_reads_its_metadata_and_uses_its_volume(
             assert time.monotonic() < deadline, "the volume never became available"
             time.sleep(0.5)
         cloud.openstack("server", "add", "volume", server_id, volume_id, fmt=None)
-        marker = wait_for_line(cloud, server_id,
-                               r"volume vdb serial=(\S+) found=none wrote=(\S+) read=(\S+) (ok|MISMATCH)",
-                               timeout=90)
+        marker = wait_for_line(
+            cloud,
+            server_id,
+            r"volume vdb serial=(\S+) found=none wrote=(\S+) read=(\S+) (ok|MISMATCH)",
+            timeout=90,
+        )
         assert marker.group(1) == volume_id[:20]  # virtio-blk shows the first 20 bytes of the serial
         assert marker.group(2) == marker.group(3) and marker.group(4) == "ok"
         assert cloud.openstack("volume", "show", volume_id)["status"] == "in-use"
@@ -228,13 +301,27 @@ def test_a_real_guest_takes_its_lease_reads_its_metadata_and_uses_its_volume(
 
 
 def test_two_guests_on_one_network_each_read_their_own_metadata(
-        qemu_cloud: Cloud, test_image: str, keypair: tuple[str, str], network: dict[str, Any]) -> None:
+    qemu_cloud: Cloud, test_image: str, keypair: tuple[str, str], network: dict[str, Any]
+) -> None:
     cloud = qemu_cloud
     ids = []
     try:
         for name in ("e2e-one", "e2e-two"):
-            ids.append(cloud.openstack("server", "create", "--image", "actorstack-test", "--flavor", "m1.micro",
-                                       "--network", network["id"], "--key-name", keypair[0], name)["id"])
+            ids.append(
+                cloud.openstack(
+                    "server",
+                    "create",
+                    "--image",
+                    "actorstack-test",
+                    "--flavor",
+                    "m1.micro",
+                    "--network",
+                    network["id"],
+                    "--key-name",
+                    keypair[0],
+                    name,
+                )["id"]
+            )
         for server_id, name in zip(ids, ("e2e-one", "e2e-two")):
             deadline = time.monotonic() + BOOT_TIMEOUT
             while (shown := cloud.openstack("server", "show", server_id))["status"] != "ACTIVE":

@@ -97,10 +97,14 @@ class RoleProcess:
             if found:
                 return found[0]
             if not self.alive:
-                raise RoleFailed(f"{self.label} exited with {self.proc.returncode} before {event!r}:\n"
-                                 f"{self.text()[-4000:]}")
+                raise RoleFailed(
+                    f"{self.label} exited with {self.proc.returncode} before {event!r}:\n"
+                    f"{self.text()[-4000:]}"
+                )
             if time.monotonic() > deadline:
-                raise RoleFailed(f"{self.label} did not log {event!r} within {timeout:.0f}s:\n{self.text()[-4000:]}")
+                raise RoleFailed(
+                    f"{self.label} did not log {event!r} within {timeout:.0f}s:\n{self.text()[-4000:]}"
+                )
             await asyncio.sleep(0.1)
 
     def kill(self) -> None:
@@ -125,9 +129,16 @@ class RoleProcess:
 class Cluster:
     """Role processes on one database and vhost; an async context manager that stops them all."""
 
-    def __init__(self, database_url: str, amqp_url: str, workdir: Path, *, name: str,
-                 runtime_args: Iterable[str] = ("--heartbeat", "0.5", "--member-timeout", "3"),
-                 host_args: Iterable[str] = ("--host-heartbeat", "1", "--sync-interval", "2")) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        amqp_url: str,
+        workdir: Path,
+        *,
+        name: str,
+        runtime_args: Iterable[str] = ("--heartbeat", "0.5", "--member-timeout", "3"),
+        host_args: Iterable[str] = ("--host-heartbeat", "1", "--sync-interval", "2"),
+    ) -> None:
         self.database_url = database_url
         self.amqp_url = amqp_url
         self.workdir = workdir
@@ -167,8 +178,15 @@ class Cluster:
         """What `actorstack up` does first: the schema, then the admin, roles and flavors."""
         for command in (["db", "init"], ["bootstrap"]):
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "actorstack.cli", *command, cwd=ROOT, env=self.env(),
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+                sys.executable,
+                "-m",
+                "actorstack.cli",
+                *command,
+                cwd=ROOT,
+                env=self.env(),
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+            )
             try:
                 out, _ = await asyncio.wait_for(proc.communicate(), timeout=120)
             except TimeoutError:
@@ -183,14 +201,19 @@ class Cluster:
         with log_path.open("ab") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "actorstack.cli", role, "--log-format", "json", *args],
-                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         process = RoleProcess(label, role, proc, log_path)
         self.processes.append(process)
         return process
 
-    async def _start(self, label: str, role: str, args: list[str], env: dict[str, str],
-                     attempts: int = 3) -> RoleProcess:
+    async def _start(
+        self, label: str, role: str, args: list[str], env: dict[str, str], attempts: int = 3
+    ) -> RoleProcess:
         """Spawn the role and wait until it is ready. A start that gave up because the shared
         broker or database did not answer in time (exit 2, "cannot reach": a loaded machine,
         not the fault under test) is tried again, with the same log file."""
@@ -210,16 +233,18 @@ class Cluster:
         self.api_url = f"http://127.0.0.1:{port}"
         return await self._start("api", "api", ["--listen", f"127.0.0.1:{port}"], self.env(amqp_url=amqp_url))
 
-    async def start_runtime(self, label: str | None = None, *, amqp_url: str | None = None,
-                            args: Iterable[str] = ()) -> RoleProcess:
+    async def start_runtime(
+        self, label: str | None = None, *, amqp_url: str | None = None, args: Iterable[str] = ()
+    ) -> RoleProcess:
         label = label or f"runtime-{sum(p.role == 'runtime' for p in self.processes) + 1}"
         return await self._start(label, "runtime", [*self.runtime_args, *args], self.env(amqp_url=amqp_url))
 
     def host_state_dir(self, host: str) -> Path:
         return self.workdir / "hosts" / host
 
-    async def start_hostagent(self, host: str | None = None, *, amqp_url: str | None = None,
-                              args: Iterable[str] = ()) -> RoleProcess:
+    async def start_hostagent(
+        self, host: str | None = None, *, amqp_url: str | None = None, args: Iterable[str] = ()
+    ) -> RoleProcess:
         """A compute host on libvirt's test driver, without networking or a storage agent."""
         host = host or f"{self.name}-h{sum(p.role == 'hostagent' for p in self.processes) + 1}"
         state_dir = self.host_state_dir(host)
@@ -229,9 +254,22 @@ class Cluster:
             (self.state_dir / "images").mkdir(parents=True, exist_ok=True)
             images.symlink_to(self.state_dir / "images", target_is_directory=True)
         return await self._start(
-            host, "hostagent",
-            ["--name", host, "--virt", "test", "--network", "none", "--storage", "none", *self.host_args, *args],
-            self.env(amqp_url=amqp_url, state_dir=state_dir))
+            host,
+            "hostagent",
+            [
+                "--name",
+                host,
+                "--virt",
+                "test",
+                "--network",
+                "none",
+                "--storage",
+                "none",
+                *self.host_args,
+                *args,
+            ],
+            self.env(amqp_url=amqp_url, state_dir=state_dir),
+        )
 
     def role(self, role: str) -> list[RoleProcess]:
         return [p for p in self.processes if p.role == role]
@@ -246,7 +284,10 @@ class Cluster:
             process.kill()
 
     def log_tails(self, chars: int = 3000) -> str:
-        parts = [f"--- {p.label} ({p.role}, exit {p.proc.returncode}) ---\n{p.text()[-chars:]}" for p in self.processes]
+        parts = [
+            f"--- {p.label} ({p.role}, exit {p.proc.returncode}) ---\n{p.text()[-chars:]}"
+            for p in self.processes
+        ]
         return "\n".join(parts)
 
     def errors(self) -> list[str]:
@@ -254,7 +295,11 @@ class Cluster:
         found = []
         for process in self.processes:
             for line in process.text().splitlines():
-                if '"level": "error"' in line or '"level": "critical"' in line or line.startswith("Traceback"):
+                if (
+                    '"level": "error"' in line
+                    or '"level": "critical"' in line
+                    or line.startswith("Traceback")
+                ):
                     found.append(f"{process.label}: {line[:500]}")
         return found
 
@@ -280,9 +325,17 @@ class Api:
 
     async def __aenter__(self) -> Api:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
-        body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
-            "name": "admin", "domain": {"id": "default"}, "password": self.password}}},
-            "scope": {"project": {"name": "admin", "domain": {"id": "default"}}}}}
+        body = {
+            "auth": {
+                "identity": {
+                    "methods": ["password"],
+                    "password": {
+                        "user": {"name": "admin", "domain": {"id": "default"}, "password": self.password}
+                    },
+                },
+                "scope": {"project": {"name": "admin", "domain": {"id": "default"}}},
+            }
+        }
         async with self._session.post(f"{self.url}/identity/v3/auth/tokens", json=body) as r:
             assert r.status == 201, await r.text()
             self.token = r.headers["X-Subject-Token"]
@@ -293,8 +346,9 @@ class Api:
         if self._session is not None:
             await self._session.close()
 
-    async def request(self, method: str, path: str, *, expect: int | tuple[int, ...] | None = None,
-                      **kwargs: Any) -> tuple[int, Any]:
+    async def request(
+        self, method: str, path: str, *, expect: int | tuple[int, ...] | None = None, **kwargs: Any
+    ) -> tuple[int, Any]:
         assert self._session is not None, "use Api as an async context manager"
         headers = {"X-Auth-Token": self.token, **COMPUTE_VERSION, **kwargs.pop("headers", {})}
         async with self._session.request(method, self.url + path, headers=headers, **kwargs) as r:
@@ -310,25 +364,44 @@ class Api:
 
     async def unlimited_quota(self) -> None:
         """No quota in the way of a storm of boots by the admin project."""
-        await self.request("PUT", f"/compute/v2.1/os-quota-sets/{self.project_id}", expect=200,
-                           json={"quota_set": {"instances": -1, "cores": -1, "ram": -1}})
+        await self.request(
+            "PUT",
+            f"/compute/v2.1/os-quota-sets/{self.project_id}",
+            expect=200,
+            json={"quota_set": {"instances": -1, "cores": -1, "ram": -1}},
+        )
 
     async def create_image(self, name: str, data: bytes = b"\0" * (1024 * 1024)) -> str:
         """A public raw image (the test driver never reads it; the agents cache it)."""
-        _, image = await self.request("POST", "/image/v2/images", expect=201, json={
-            "name": name, "disk_format": "raw", "container_format": "bare", "visibility": "public"})
-        await self.request("PUT", f"/image/v2/images/{image['id']}/file", expect=204, data=data,
-                           headers={"Content-Type": "application/octet-stream"})
+        _, image = await self.request(
+            "POST",
+            "/image/v2/images",
+            expect=201,
+            json={"name": name, "disk_format": "raw", "container_format": "bare", "visibility": "public"},
+        )
+        await self.request(
+            "PUT",
+            f"/image/v2/images/{image['id']}/file",
+            expect=204,
+            data=data,
+            headers={"Content-Type": "application/octet-stream"},
+        )
         return str(image["id"])
 
     async def boot(self, name: str, image_id: str, flavor_id: str = "42") -> str:
-        _, body = await self.request("POST", "/compute/v2.1/servers", expect=202, json={"server": {
-            "name": name, "imageRef": image_id, "flavorRef": flavor_id, "networks": "none"}})
+        _, body = await self.request(
+            "POST",
+            "/compute/v2.1/servers",
+            expect=202,
+            json={"server": {"name": name, "imageRef": image_id, "flavorRef": flavor_id, "networks": "none"}},
+        )
         return str(body["server"]["id"])
 
     async def servers(self) -> dict[str, dict[str, Any]]:
         """Every server the admin sees (all projects), by id."""
-        _, body = await self.request("GET", "/compute/v2.1/servers/detail?all_tenants=1&limit=10000", expect=200)
+        _, body = await self.request(
+            "GET", "/compute/v2.1/servers/detail?all_tenants=1&limit=10000", expect=200
+        )
         return {s["id"]: s for s in body["servers"]}
 
     async def delete(self, server_id: str) -> None:
@@ -384,8 +457,15 @@ async def boot_many(api: Api, image_id: str, names: Iterable[str], *, concurrenc
     return list(await asyncio.gather(*(one(n) for n in names)))
 
 
-async def storm_with_fault(api: Api, image_id: str, fault: Callable[[], Awaitable[Any]], *, prefix: str,
-                           count: int = 50, fault_after_active: int = 10) -> list[str]:
+async def storm_with_fault(
+    api: Api,
+    image_id: str,
+    fault: Callable[[], Awaitable[Any]],
+    *,
+    prefix: str,
+    count: int = 50,
+    fault_after_active: int = 10,
+) -> list[str]:
     """Boot `count` servers: half first; once `fault_after_active` of them are ACTIVE, inject the
     fault while the other half is booted (so boots are in flight before, during and after it)."""
     first = count // 2
@@ -396,7 +476,9 @@ async def storm_with_fault(api: Api, image_id: str, fault: Callable[[], Awaitabl
         return sum(servers[i]["status"] == "ACTIVE" for i in ids if i in servers) >= fault_after_active
 
     await poll(enough_active, timeout=120, what=f"{fault_after_active} ACTIVE servers before the fault")
-    _, second = await asyncio.gather(fault(), boot_many(api, image_id, (f"{prefix}-{i}" for i in range(first, count))))
+    _, second = await asyncio.gather(
+        fault(), boot_many(api, image_id, (f"{prefix}-{i}" for i in range(first, count)))
+    )
     return ids + second
 
 
@@ -406,13 +488,16 @@ async def wait_final(api: Api, ids: list[str], timeout: float = 180) -> dict[str
     while True:
         servers = await api.servers()
         mine = {i: servers[i] for i in ids if i in servers}
-        pending = {i: (s["status"], s["OS-EXT-STS:task_state"]) for i, s in mine.items() if s["status"] not in FINAL}
+        pending = {
+            i: (s["status"], s["OS-EXT-STS:task_state"]) for i, s in mine.items() if s["status"] not in FINAL
+        }
         missing = [i for i in ids if i not in servers]
         if not pending and not missing:
             return mine
         if time.monotonic() > deadline:
-            raise AssertionError(f"not final after {timeout:.0f}s: {len(pending)} pending {pending}, "
-                                 f"{len(missing)} missing")
+            raise AssertionError(
+                f"not final after {timeout:.0f}s: {len(pending)} pending {pending}, {len(missing)} missing"
+            )
         await asyncio.sleep(0.5)
 
 
@@ -422,11 +507,14 @@ async def _allocations(cluster: Cluster) -> dict[str, str]:
 
 async def _usage_drift(cluster: Cluster) -> list[Any]:
     """Hosts whose recorded usage differs from the sum of their allocations."""
-    return list(await cluster.fetch(
-        "SELECT h.name, h.used_memory_mb, h.used_vcpus, coalesce(sum(a.memory_mb), 0) AS alloc_memory, "
-        "coalesce(sum(a.vcpus), 0) AS alloc_vcpus FROM compute_hosts h LEFT JOIN allocations a ON a.host = h.name "
-        "GROUP BY h.name HAVING h.used_memory_mb <> coalesce(sum(a.memory_mb), 0) "
-        "OR h.used_vcpus <> coalesce(sum(a.vcpus), 0)"))
+    return list(
+        await cluster.fetch(
+            "SELECT h.name, h.used_memory_mb, h.used_vcpus, coalesce(sum(a.memory_mb), 0) AS alloc_memory, "
+            "coalesce(sum(a.vcpus), 0) AS alloc_vcpus FROM compute_hosts h LEFT JOIN allocations a ON a.host = h.name "
+            "GROUP BY h.name HAVING h.used_memory_mb <> coalesce(sum(a.memory_mb), 0) "
+            "OR h.used_vcpus <> coalesce(sum(a.vcpus), 0)"
+        )
+    )
 
 
 async def assert_storm_outcome(cluster: Cluster, api: Api, ids: list[str]) -> dict[str, dict[str, Any]]:
@@ -434,7 +522,9 @@ async def assert_storm_outcome(cluster: Cluster, api: Api, ids: list[str]) -> di
     created exactly once and on its host, no domain created twice anywhere, the allocations
     exactly the ACTIVE servers' and the hosts' usage their sum, and no message dead-lettered."""
     servers = await wait_final(api, ids)
-    faultless = [i for i, s in servers.items() if s["status"] == "ERROR" and not (s.get("fault") or {}).get("message")]
+    faultless = [
+        i for i, s in servers.items() if s["status"] == "ERROR" and not (s.get("fault") or {}).get("message")
+    ]
     assert not faultless, f"ERROR without a fault: {faultless}"
     ledger = ServerLedger.read(cluster.role("hostagent"))
     assert not ledger.created_more_than_once(), f"domains created twice: {ledger.created_more_than_once()}"
@@ -451,7 +541,9 @@ async def assert_storm_outcome(cluster: Cluster, api: Api, ids: list[str]) -> di
         allocations = await _allocations(cluster)
         extra = {i: h for i, h in allocations.items() if active.get(i) != h}
         lacking = {i: h for i, h in active.items() if allocations.get(i) != h}
-        raise AssertionError(f"allocations leak: not ACTIVE there {extra}; ACTIVE without one {lacking}") from None
+        raise AssertionError(
+            f"allocations leak: not ACTIVE there {extra}; ACTIVE without one {lacking}"
+        ) from None
     assert not await _usage_drift(cluster), await _usage_drift(cluster)
     dead = await cluster.fetch("SELECT * FROM dead_letters")
     assert not dead, f"messages dead-lettered: {[dict(r) for r in dead]}"
@@ -478,13 +570,18 @@ async def delete_and_assert_clean(cluster: Cluster, api: Api, ids: list[str]) ->
         return not await _allocations(cluster) and not await _usage_drift(cluster)
 
     await poll(released, timeout=60, what="every allocation released")
-    used = await cluster.fetch("SELECT name FROM compute_hosts WHERE used_memory_mb <> 0 OR used_vcpus <> 0 "
-                               "OR used_local_gb <> 0")
+    used = await cluster.fetch(
+        "SELECT name FROM compute_hosts WHERE used_memory_mb <> 0 OR used_vcpus <> 0 OR used_local_gb <> 0"
+    )
     assert not used, f"hosts with usage left: {[r['name'] for r in used]}"
     ledger = ServerLedger.read(cluster.role("hostagent"))
     assert not ledger.left(), f"domains left on the hosts: {ledger.left()}"
-    left = sorted(p.name for agent in cluster.role("hostagent")
-                  for p in (cluster.host_state_dir(agent.label) / "instances").glob("*") if p.name != "_base")
+    left = sorted(
+        p.name
+        for agent in cluster.role("hostagent")
+        for p in (cluster.host_state_dir(agent.label) / "instances").glob("*")
+        if p.name != "_base"
+    )
     assert not left, f"instance directories left: {left}"
 
 
@@ -496,8 +593,9 @@ async def fault_cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
     """A cluster on a database and vhost of its own (dropped afterwards), initialised and
     bootstrapped, with no process started yet."""
     async with separate_services(f"f{uuid.uuid4().hex[:6]}") as services:
-        async with Cluster(services.database_url, services.amqp_url, tmp_path,
-                           name=services.prefix.replace("_", "-")) as cluster:
+        async with Cluster(
+            services.database_url, services.amqp_url, tmp_path, name=services.prefix.replace("_", "-")
+        ) as cluster:
             await cluster.prepare()
             try:
                 yield cluster

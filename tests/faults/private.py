@@ -126,8 +126,16 @@ class PrivateServer:
         assert not self.running, f"{self.name} is already running"
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.root,
-                user=user, group=user, extra_groups=[] if user else None, preexec_fn=_die_with_parent,
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=self.root,
+                user=user,
+                group=user,
+                extra_groups=[] if user else None,
+                preexec_fn=_die_with_parent,
                 start_new_session=True,
             )
         self.starts += 1
@@ -182,9 +190,26 @@ class PrivatePostgres(PrivateServer):
         os.chown(self.root, postgres.pw_uid, postgres.pw_gid)
         self.root.chmod(0o700)
         done = subprocess.run(
-            [str(PG_BIN / "initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust", "--no-sync",
-             "-E", "UTF8", "--locale", "C"],
-            capture_output=True, text=True, timeout=120, user="postgres", group="postgres", extra_groups=[],
+            [
+                str(PG_BIN / "initdb"),
+                "-D",
+                str(self.data),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--locale",
+                "C",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            user="postgres",
+            group="postgres",
+            extra_groups=[],
             cwd=self.root,
         )
         if done.returncode != 0:
@@ -204,9 +229,25 @@ class PrivatePostgres(PrivateServer):
         """Start the server process (from the event loop's thread: the parent-death signal is
         tied to the thread that forks); `wait_ready` may then run in a worker thread."""
         self._spawn(
-            [str(PG_BIN / "postgres"), "-D", str(self.data), "-p", str(self.port), "-k", str(self.root),
-             "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "max_connections=200",
-             "-c", "shared_buffers=32MB", "-c", "log_min_messages=warning"],
+            [
+                str(PG_BIN / "postgres"),
+                "-D",
+                str(self.data),
+                "-p",
+                str(self.port),
+                "-k",
+                str(self.root),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+                "-c",
+                "max_connections=200",
+                "-c",
+                "shared_buffers=32MB",
+                "-c",
+                "log_min_messages=warning",
+            ],
             user="postgres",
         )
 
@@ -214,8 +255,19 @@ class PrivatePostgres(PrivateServer):
         deadline = time.monotonic() + timeout
         while True:
             done = subprocess.run(
-                [str(PG_BIN / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-t", "2"],
-                capture_output=True, timeout=30,
+                [
+                    str(PG_BIN / "pg_isready"),
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(self.port),
+                    "-U",
+                    "postgres",
+                    "-t",
+                    "2",
+                ],
+                capture_output=True,
+                timeout=30,
             )
             if done.returncode == 0:
                 return
@@ -294,8 +346,14 @@ class PrivateRabbit(PrivateServer):
         return env
 
     def ctl(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(RABBIT_BIN / "rabbitmqctl"), "-n", self.node, *args], env=self.env(),
-                              capture_output=True, text=True, timeout=timeout, cwd=self.root)
+        return subprocess.run(
+            [str(RABBIT_BIN / "rabbitmqctl"), "-n", self.node, *args],
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=self.root,
+        )
 
     def start(self, timeout: float = 90) -> None:
         self.launch()
@@ -314,8 +372,10 @@ class PrivateRabbit(PrivateServer):
             if done.returncode == 0 and self.running:
                 break
             if not self.running or time.monotonic() > deadline:
-                raise PrivateServerError(f"RabbitMQ did not start ({done.stdout}{done.stderr}):\n"
-                                         f"{self.log_tail()}\n{self._node_log()}")
+                raise PrivateServerError(
+                    f"RabbitMQ did not start ({done.stdout}{done.stderr}):\n"
+                    f"{self.log_tail()}\n{self._node_log()}"
+                )
             time.sleep(0.5)
         deadline = time.monotonic() + 30
         while not listening(self.port):
@@ -424,15 +484,40 @@ class FaultCloud:
 
     def start(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("ACTORSTACK_", "OS_"))}
-        env.update(ACTORSTACK_DATABASE_URL=self.database_url, ACTORSTACK_AMQP_URL=self.amqp_url,
-                   ACTORSTACK_STATE_DIR=str(self.state_dir), ACTORSTACK_ADMIN_PASSWORD=self.password,
-                   PYTHONPATH=str(ROOT))
+        env.update(
+            ACTORSTACK_DATABASE_URL=self.database_url,
+            ACTORSTACK_AMQP_URL=self.amqp_url,
+            ACTORSTACK_STATE_DIR=str(self.state_dir),
+            ACTORSTACK_ADMIN_PASSWORD=self.password,
+            PYTHONPATH=str(ROOT),
+        )
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "actorstack.cli", "up", "--hosts", "2", "--virt", "test", "--network", "none",
-                 "--storage", "none", "--listen", f"127.0.0.1:{self.port}", "--host-heartbeat", "1",
-                 "--log-format", "json"],
-                cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                [
+                    sys.executable,
+                    "-m",
+                    "actorstack.cli",
+                    "up",
+                    "--hosts",
+                    "2",
+                    "--virt",
+                    "test",
+                    "--network",
+                    "none",
+                    "--storage",
+                    "none",
+                    "--listen",
+                    f"127.0.0.1:{self.port}",
+                    "--host-heartbeat",
+                    "1",
+                    "--log-format",
+                    "json",
+                ],
+                cwd=ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 preexec_fn=_die_with_parent,
             )
 
@@ -444,10 +529,14 @@ class FaultCloud:
         """What the broker holds (queues with messages or without consumers), for failures."""
         if self.rabbit is None or not self.rabbit.running:
             return ""
-        done = self.rabbit.ctl("list_queues", "-q", "name", "messages_ready", "messages_unacknowledged", "consumers",
-                               timeout=60)
+        done = self.rabbit.ctl(
+            "list_queues", "-q", "name", "messages_ready", "messages_unacknowledged", "consumers", timeout=60
+        )
         rows = [line for line in done.stdout.splitlines() if not line.endswith("\t0\t0\t1")]
-        return "broker queues (name, ready, unacked, consumers) that are not idle with one consumer:\n" + "\n".join(rows)
+        return (
+            "broker queues (name, ready, unacked, consumers) that are not idle with one consumer:\n"
+            + "\n".join(rows)
+        )
 
     def log_tail(self, chars: int = 6000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:]
@@ -490,20 +579,34 @@ class FaultCloud:
             await asyncio.sleep(0.3)
 
     async def sign_in(self) -> tuple[str, str]:
-        body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
-            "name": "admin", "domain": {"id": "default"}, "password": self.password}}},
-            "scope": {"project": {"name": "admin", "domain": {"id": "default"}}}}}
-        async with aiohttp.ClientSession() as s, s.post(f"{self.url}/identity/v3/auth/tokens", json=body) as r:
+        body = {
+            "auth": {
+                "identity": {
+                    "methods": ["password"],
+                    "password": {
+                        "user": {"name": "admin", "domain": {"id": "default"}, "password": self.password}
+                    },
+                },
+                "scope": {"project": {"name": "admin", "domain": {"id": "default"}}},
+            }
+        }
+        async with (
+            aiohttp.ClientSession() as s,
+            s.post(f"{self.url}/identity/v3/auth/tokens", json=body) as r,
+        ):
             assert r.status == 201, await r.text()
             return r.headers["X-Subject-Token"], (await r.json())["token"]["project"]["id"]
 
-    async def request(self, method: str, path: str, *, record: bool = True, timeout: float = 60,
-                      **kwargs: Any) -> Answer:
+    async def request(
+        self, method: str, path: str, *, record: bool = True, timeout: float = 60, **kwargs: Any
+    ) -> Answer:
         """One request as admin; transport failures (the API itself away) are status 0."""
         headers = {"X-Auth-Token": self.token, **MICROVERSION, **kwargs.pop("headers", {})}
         try:
-            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as s, \
-                    s.request(method, self.url + path, headers=headers, **kwargs) as r:
+            async with (
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as s,
+                s.request(method, self.url + path, headers=headers, **kwargs) as r,
+            ):
                 text = await r.text()
                 status = r.status
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -527,12 +630,21 @@ class FaultCloud:
         answer = await self.request("POST", "/compute/v2.1/flavors", json=flavor)
         assert answer.status == 200, answer
         flavor_id = answer.body["flavor"]["id"]
-        image = {"name": f"fault-{tag}", "disk_format": "raw", "container_format": "bare", "visibility": "public"}
+        image = {
+            "name": f"fault-{tag}",
+            "disk_format": "raw",
+            "container_format": "bare",
+            "visibility": "public",
+        }
         answer = await self.request("POST", "/image/v2/images", json=image)
         assert answer.status == 201, answer
         image_id = answer.body["id"]
-        answer = await self.request("PUT", f"/image/v2/images/{image_id}/file", data=b"\0" * (1024 * 1024),
-                                    headers={"Content-Type": "application/octet-stream"})
+        answer = await self.request(
+            "PUT",
+            f"/image/v2/images/{image_id}/file",
+            data=b"\0" * (1024 * 1024),
+            headers={"Content-Type": "application/octet-stream"},
+        )
         assert answer.status == 204, answer
         return flavor_id, image_id
 
@@ -554,8 +666,11 @@ class FaultCloud:
         domain made twice would show as a second host."""
         hosts: dict[str, set[str]] = {}
         for record in self.log_records():
-            if (record.get("event") == "request handled" and record.get("message_type") == "agent.spawn"
-                    and record.get("reply") == "server.spawned"):
+            if (
+                record.get("event") == "request handled"
+                and record.get("message_type") == "agent.spawn"
+                and record.get("reply") == "server.spawned"
+            ):
                 hosts.setdefault(str(record.get("server")), set()).add(str(record.get("host")))
         return hosts
 
@@ -570,7 +685,8 @@ class FaultCloud:
 
     async def servers(self) -> list[Any]:
         return await self.fetch(
-            "SELECT id, vm_state, task_state, host, fault FROM servers WHERE vm_state <> 'deleted'")
+            "SELECT id, vm_state, task_state, host, fault FROM servers WHERE vm_state <> 'deleted'"
+        )
 
     async def state_counts(self) -> dict[str, int]:
         """vm_state -> how many (building counts every server not yet settled)."""
@@ -623,8 +739,9 @@ class BootStorm:
 wait_for = functools.partial(wait_until, interval=0.25)
 
 
-async def storm_until_mixed(cloud: FaultCloud, storm: BootStorm, names: list[str],
-                            first: int = 20) -> tuple[asyncio.Task[None], dict[str, int]]:
+async def storm_until_mixed(
+    cloud: FaultCloud, storm: BootStorm, names: list[str], first: int = 20
+) -> tuple[asyncio.Task[None], dict[str, int]]:
     """Boot `first` of `names` until some are ACTIVE, then the rest in the background, and
     return (that task, the state counts) once servers are both ACTIVE and building: the moment
     to inject a fault."""
@@ -658,10 +775,13 @@ async def wait_settled(cloud: FaultCloud, timeout: float = 100) -> list[Any]:
         return await wait_for(settled, timeout, "every server to reach a final state", interval=0.5)
     except AssertionError as exc:
         outbox = (await cloud.fetch("SELECT count(*) AS n FROM outbox"))[0]["n"]
-        stuck = await cloud.fetch("SELECT id, vm_state, task_state, host FROM servers WHERE task_state IS NOT NULL "
-                                  "LIMIT 5")
-        raise AssertionError(f"{exc}; servers by state: {last}; outbox rows: {outbox}; stuck: "
-                             f"{[dict(r) for r in stuck]}\n{cloud.diagnose()}") from None
+        stuck = await cloud.fetch(
+            "SELECT id, vm_state, task_state, host FROM servers WHERE task_state IS NOT NULL LIMIT 5"
+        )
+        raise AssertionError(
+            f"{exc}; servers by state: {last}; outbox rows: {outbox}; stuck: "
+            f"{[dict(r) for r in stuck]}\n{cloud.diagnose()}"
+        ) from None
 
 
 async def check_consistent(cloud: FaultCloud, storm: BootStorm) -> list[Any]:
@@ -675,7 +795,9 @@ async def check_consistent(cloud: FaultCloud, storm: BootStorm) -> list[Any]:
     for row in rows:
         assert row["vm_state"] in ("active", "error"), dict(row)
         if row["vm_state"] == "error":
-            assert row["fault"] and row["fault"].get("message"), f"an ERROR server without a fault: {dict(row)}"
+            assert row["fault"] and row["fault"].get("message"), (
+                f"an ERROR server without a fault: {dict(row)}"
+            )
 
     allocations = {r["server_id"]: r for r in await cloud.fetch("SELECT * FROM allocations")}
     assert set(allocations) <= set(by_id), "allocations of servers that do not exist"
@@ -708,10 +830,14 @@ async def check_usage(cloud: FaultCloud) -> None:
         "SELECT h.name, h.used_vcpus, h.used_memory_mb, h.used_local_gb, "
         "coalesce(sum(a.vcpus), 0) AS vcpus, coalesce(sum(a.memory_mb), 0) AS memory_mb, "
         "coalesce(sum(a.local_gb), 0) AS local_gb "
-        "FROM compute_hosts h LEFT JOIN allocations a ON a.host = h.name GROUP BY h.name")
+        "FROM compute_hosts h LEFT JOIN allocations a ON a.host = h.name GROUP BY h.name"
+    )
     for r in rows:
         assert (r["used_vcpus"], r["used_memory_mb"], r["used_local_gb"]) == (
-            r["vcpus"], r["memory_mb"], r["local_gb"]), f"usage does not match allocations: {dict(r)}"
+            r["vcpus"],
+            r["memory_mb"],
+            r["local_gb"],
+        ), f"usage does not match allocations: {dict(r)}"
 
 
 async def delete_all(cloud: FaultCloud) -> None:
@@ -728,7 +854,9 @@ async def delete_all(cloud: FaultCloud) -> None:
     await wait_for(gone, 120, "every server to be deleted", interval=0.5)
     assert not await cloud.fetch("SELECT server_id FROM allocations")
     await check_usage(cloud)
-    used = await cloud.fetch("SELECT name FROM compute_hosts WHERE used_vcpus + used_memory_mb + used_local_gb > 0")
+    used = await cloud.fetch(
+        "SELECT name FROM compute_hosts WHERE used_vcpus + used_memory_mb + used_local_gb > 0"
+    )
     assert not used, f"hosts still in use: {used}"
 
     async def outbox_empty() -> bool:
@@ -760,7 +888,9 @@ def rabbit() -> Iterator[PrivateRabbit]:
 
 
 @pytest.fixture
-async def fault_cloud(postgres: PrivatePostgres, rabbit: PrivateRabbit, tmp_path: Path) -> AsyncIterator[FaultCloud]:
+async def fault_cloud(
+    postgres: PrivatePostgres, rabbit: PrivateRabbit, tmp_path: Path
+) -> AsyncIterator[FaultCloud]:
     """A cloud on the private servers (its database named after the run)."""
     cloud = FaultCloud(postgres.url(f"{RUN_PREFIX}_faults"), rabbit.url, tmp_path)
     cloud.rabbit = rabbit

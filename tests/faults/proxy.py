@@ -39,7 +39,9 @@ class TcpProxy:
 
     async def start(self) -> None:
         """Listen (on a free port the first time, on the same port after a cut)."""
-        self._server = await asyncio.start_server(self._accept, self.listen_host, self.port, reuse_address=True)
+        self._server = await asyncio.start_server(
+            self._accept, self.listen_host, self.port, reuse_address=True
+        )
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -51,7 +53,10 @@ class TcpProxy:
         self.accepted += 1
         link = (writer, up_writer)
         self._links.add(link)
-        pumps = [asyncio.create_task(self._pump(reader, up_writer)), asyncio.create_task(self._pump(up_reader, writer))]
+        pumps = [
+            asyncio.create_task(self._pump(reader, up_writer)),
+            asyncio.create_task(self._pump(up_reader, writer)),
+        ]
         self._pumps.update(pumps)
         try:
             await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)

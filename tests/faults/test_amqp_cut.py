@@ -20,7 +20,6 @@ from tests.faults.cluster import (
     RoleProcess,
     assert_storm_outcome,
     delete_and_assert_clean,
-    fault_cluster,  # noqa: F401 - a fixture
     poll,
     storm_with_fault,
 )
@@ -42,10 +41,14 @@ async def start_roles(cluster: Cluster, proxied: str, url: str) -> RoleProcess:
     """The API, two runtimes and two host agents; the first runtime or host agent (`proxied`)
     on `url`. Returns the proxied process."""
     await cluster.start_api()
-    runtimes = [await cluster.start_runtime(amqp_url=url if proxied == "runtime" else None),
-                await cluster.start_runtime()]
-    agents = [await cluster.start_hostagent(amqp_url=url if proxied == "hostagent" else None),
-              await cluster.start_hostagent()]
+    runtimes = [
+        await cluster.start_runtime(amqp_url=url if proxied == "runtime" else None),
+        await cluster.start_runtime(),
+    ]
+    agents = [
+        await cluster.start_hostagent(amqp_url=url if proxied == "hostagent" else None),
+        await cluster.start_hostagent(),
+    ]
     return runtimes[0] if proxied == "runtime" else agents[0]
 
 

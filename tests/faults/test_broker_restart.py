@@ -18,17 +18,14 @@ import aio_pika
 import aiormq
 import pytest
 
-from tests.faults.private import (  # noqa: F401 - fixtures
+from tests.faults.private import (
     BootStorm,
     FaultCloud,
     PrivateRabbit,
     check_consistent,
     delete_all,
-    fault_cloud,
     listening,
     non_loopback_listeners,
-    postgres,
-    rabbit,
     storm_until_mixed,
     unclean_answers,
     wait_for,
@@ -42,7 +39,9 @@ SERVERS = 50
 OUTAGE_BOOTS = 5
 
 
-async def probe_api(cloud: FaultCloud, storm: BootStorm, booted: asyncio.Event, until: asyncio.Event) -> list[str]:
+async def probe_api(
+    cloud: FaultCloud, storm: BootStorm, booted: asyncio.Event, until: asyncio.Event
+) -> list[str]:
     """Reads, and a few boots, while the broker is away (every answer is recorded and judged
     later); the ids of the boots accepted then. The API needs no broker to accept a boot: the
     server's row and its build message are committed together, and the outbox relay publishes
@@ -104,7 +103,9 @@ async def test_servers_reach_a_final_state_across_a_broker_restart(
     assert len(storm.accepted) == SERVERS
 
     rows = await check_consistent(cloud, storm)
-    assert cloud.alive and cloud.proc is not None and cloud.proc.pid == pid, "the cloud's process was restarted"
+    assert cloud.alive and cloud.proc is not None and cloud.proc.pid == pid, (
+        "the cloud's process was restarted"
+    )
     assert rabbit.starts == 2 and before["building"] > 0
     assert during, "no boot was accepted while the broker was away"
     assert {r["id"]: r["vm_state"] for r in rows if r["id"] in during} == dict.fromkeys(during, "active")
@@ -133,18 +134,25 @@ async def test_a_private_broker_keeps_durable_messages_across_a_crash_and_leaves
             channel = await connection.channel()  # publisher confirms: the broker has it on disk
             await channel.declare_queue("probe", durable=True, arguments={"x-queue-type": "quorum"})
             await channel.default_exchange.publish(
-                aio_pika.Message(b"kept", delivery_mode=aio_pika.DeliveryMode.PERSISTENT), "probe")
+                aio_pika.Message(b"kept", delivery_mode=aio_pika.DeliveryMode.PERSISTENT), "probe"
+            )
 
         async def counted() -> bool:
             # RabbitMQ 3.10 may not recover a quorum queue killed within a second of its
             # declaration; the tests' queues are older than that, and so is this one then.
-            return "probe\t1" in (await asyncio.to_thread(server.ctl, "list_queues", "-q", "name", "messages")).stdout
+            return (
+                "probe\t1"
+                in (await asyncio.to_thread(server.ctl, "list_queues", "-q", "name", "messages")).stdout
+            )
 
         await wait_for(counted, 30, "the broker to count the message", interval=0.5)
         pid = server.pid
         server.restart(crash=True)
         assert server.pid != pid
-        assert await wait_for(lambda: _quietly(consume_one(server.url, "probe")), 60, "the message back") == b"kept"
+        assert (
+            await wait_for(lambda: _quietly(consume_one(server.url, "probe")), 60, "the message back")
+            == b"kept"
+        )
     finally:
         server.close()
     assert not server.root.exists()

@@ -16,19 +16,15 @@ import time
 
 import pytest
 
-from tests.faults.private import (  # noqa: F401 - fixtures
+from tests.faults.private import (
     BootStorm,
     FaultCloud,
     PrivatePostgres,
     check_consistent,
     delete_all,
-    fault_cloud,
     non_loopback_listeners,
-    postgres,
-    rabbit,
     storm_until_mixed,
     unclean_answers,
-    wait_for,
 )
 
 pytestmark = pytest.mark.faults
@@ -77,7 +73,9 @@ async def test_servers_reach_a_final_state_across_a_database_restart(
     assert len(storm.accepted) == SERVERS
 
     await check_consistent(cloud, storm)
-    assert cloud.alive and cloud.proc is not None and cloud.proc.pid == pid, "the cloud's process was restarted"
+    assert cloud.alive and cloud.proc is not None and cloud.proc.pid == pid, (
+        "the cloud's process was restarted"
+    )
     assert postgres.starts == 2 and before["building"] > 0
     assert 503 in during, f"the API did not say it was unavailable during the outage: {during}"
     bad = unclean_answers(cloud)

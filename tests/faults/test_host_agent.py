@@ -87,14 +87,40 @@ class AgentProcess:
 
     def start(self) -> None:
         assert self.proc is None or self.proc.poll() is not None
-        env = self.services.env(ACTORSTACK_STATE_DIR=str(self.state_dir),
-                                ACTORSTACK_HOST_DOWN_AFTER=str(DOWN_AFTER))
+        env = self.services.env(
+            ACTORSTACK_STATE_DIR=str(self.state_dir), ACTORSTACK_HOST_DOWN_AFTER=str(DOWN_AFTER)
+        )
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "actorstack.cli", "hostagent", "--virt", self.virt, "--name", self.name,
-                 "--host-heartbeat", "1", "--sync-interval", "1", "--network", "none", "--storage", "none",
-                 "--reserved-host-memory-mb", "0", "--shutdown-timeout", "5", "--log-format", "json"],
-                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+                [
+                    sys.executable,
+                    "-m",
+                    "actorstack.cli",
+                    "hostagent",
+                    "--virt",
+                    self.virt,
+                    "--name",
+                    self.name,
+                    "--host-heartbeat",
+                    "1",
+                    "--sync-interval",
+                    "1",
+                    "--network",
+                    "none",
+                    "--storage",
+                    "none",
+                    "--reserved-host-memory-mb",
+                    "0",
+                    "--shutdown-timeout",
+                    "5",
+                    "--log-format",
+                    "json",
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
 
     def kill(self) -> None:
         """SIGKILL: no goodbye, no cleanup, as a crash or an OOM kill."""
@@ -112,7 +138,9 @@ async def poll(predicate: Any, what: str, timeout: float = 60.0, interval: float
 
 
 async def show(cloud: Cloud, token: str, server_id: str) -> dict[str, Any]:
-    status, body, _ = await cloud.request("GET", f"/compute/v2.1/servers/{server_id}", token=token, headers=SHOW)
+    status, body, _ = await cloud.request(
+        "GET", f"/compute/v2.1/servers/{server_id}", token=token, headers=SHOW
+    )
     assert status == 200, body
     return body["server"]
 
@@ -127,8 +155,13 @@ async def host_state(cloud: Cloud, token: str, name: str) -> tuple[str, str]:
 
 
 async def create_server(cloud: Cloud, token: str, name: str, image_id: str) -> str:
-    status, body, _ = await cloud.request("POST", "/compute/v2.1/servers", token=token, headers=CREATE, json={
-        "server": {"name": name, "imageRef": image_id, "flavorRef": "42", "networks": "none"}})
+    status, body, _ = await cloud.request(
+        "POST",
+        "/compute/v2.1/servers",
+        token=token,
+        headers=CREATE,
+        json={"server": {"name": name, "imageRef": image_id, "flavorRef": "42", "networks": "none"}},
+    )
     assert status == 202, body
     return body["server"]["id"]
 
@@ -137,7 +170,10 @@ async def active(cloud: Cloud, token: str, server_id: str, timeout: float = 120.
     async def ready() -> dict[str, Any] | None:
         server = await show(cloud, token, server_id)
         assert server["status"] != "ERROR", server.get("fault")
-        return server if server["status"] == "ACTIVE" and server["OS-EXT-STS:power_state"] == RUNNING else None
+        return (
+            server if server["status"] == "ACTIVE" and server["OS-EXT-STS:power_state"] == RUNNING else None
+        )
+
     return await poll(ready, f"server {server_id} ACTIVE", timeout)
 
 
@@ -146,14 +182,27 @@ async def delete_all(cloud: Cloud, token: str, server_ids: list[str]) -> None:
         await cloud.request("DELETE", f"/compute/v2.1/servers/{server_id}", token=token)
 
     async def gone() -> bool:
-        codes = [(await cloud.request("GET", f"/compute/v2.1/servers/{s}", token=token))[0] for s in server_ids]
+        codes = [
+            (await cloud.request("GET", f"/compute/v2.1/servers/{s}", token=token))[0] for s in server_ids
+        ]
         return all(code == 404 for code in codes)
+
     await poll(gone, "the servers deleted", 90)
 
 
 def upload_image(cloud: Cloud, path: Path, disk_format: str) -> str:
-    image = cloud.openstack("image", "create", "--disk-format", disk_format, "--container-format", "bare",
-                            "--public", "--file", str(path), f"{RUN_PREFIX}-img-{uuid.uuid4().hex[:6]}")
+    image = cloud.openstack(
+        "image",
+        "create",
+        "--disk-format",
+        disk_format,
+        "--container-format",
+        "bare",
+        "--public",
+        "--file",
+        str(path),
+        f"{RUN_PREFIX}-img-{uuid.uuid4().hex[:6]}",
+    )
     return image["id"]
 
 
@@ -187,16 +236,26 @@ async def _down_and_back(cloud: Cloud, agent: AgentProcess, tmp_path: Path) -> N
         assert "host_status" not in await show(cloud, mine, server_id)  # admin only, as Nova's policy
 
         agent.kill()
-        await poll(lambda: _is(host_state(cloud, admin, agent.name), ("down", "down")), "the host down",
-                   DOWN_AFTER + 60)
-        seen = await poll(lambda: _when(show(cloud, admin, server_id), lambda s: s["host_status"] == "UNKNOWN"),
-                          "host_status UNKNOWN", 60)
+        await poll(
+            lambda: _is(host_state(cloud, admin, agent.name), ("down", "down")),
+            "the host down",
+            DOWN_AFTER + 60,
+        )
+        seen = await poll(
+            lambda: _when(show(cloud, admin, server_id), lambda s: s["host_status"] == "UNKNOWN"),
+            "host_status UNKNOWN",
+            60,
+        )
         assert (seen["status"], seen["OS-EXT-STS:vm_state"], seen["OS-EXT-STS:power_state"]) == (
-            "ACTIVE", "active", NOSTATE)
+            "ACTIVE",
+            "active",
+            NOSTATE,
+        )
         theirs = await show(cloud, mine, server_id)
         assert (theirs["status"], theirs["OS-EXT-STS:power_state"]) == ("ACTIVE", NOSTATE)
-        status, listed, _ = await cloud.request("GET", "/compute/v2.1/servers/detail?all_tenants=1", token=admin,
-                                                headers=SHOW)
+        status, listed, _ = await cloud.request(
+            "GET", "/compute/v2.1/servers/detail?all_tenants=1", token=admin, headers=SHOW
+        )
         assert status == 200
         [row] = [s for s in listed["servers"] if s["id"] == server_id]
         assert (row["host_status"], row["OS-EXT-STS:power_state"]) == ("UNKNOWN", NOSTATE)
@@ -204,23 +263,36 @@ async def _down_and_back(cloud: Cloud, agent: AgentProcess, tmp_path: Path) -> N
         # Back: the test hypervisor forgot its domains with the process (a host reboot), so the
         # agent defines the server's again, shut off, and reports it: SHUTOFF, as Nova's sync.
         agent.start()
-        back = await poll(lambda: _when(show(cloud, admin, server_id), lambda s: s["host_status"] == "UP"
-                                        and s["OS-EXT-STS:power_state"] == SHUTDOWN), "the host back", 120)
+        back = await poll(
+            lambda: _when(
+                show(cloud, admin, server_id),
+                lambda s: s["host_status"] == "UP" and s["OS-EXT-STS:power_state"] == SHUTDOWN,
+            ),
+            "the host back",
+            120,
+        )
         assert back["status"] == "SHUTOFF"
         assert await host_state(cloud, admin, agent.name) == ("up", "up")
-        status, _, _ = await cloud.request("POST", f"/compute/v2.1/servers/{server_id}/action", token=mine,
-                                           json={"os-start": None})
+        status, _, _ = await cloud.request(
+            "POST", f"/compute/v2.1/servers/{server_id}/action", token=mine, json={"os-start": None}
+        )
         assert status == 202
         await active(cloud, mine, server_id)  # the agent that came back takes requests
 
         # A live host an operator disabled is in MAINTENANCE, and its servers' states hold.
         latest = {"OpenStack-API-Version": "compute 2.53"}
-        _, listed, _ = await cloud.request("GET", f"/compute/v2.1/os-services?host={agent.name}", token=admin,
-                                           headers=latest)
+        _, listed, _ = await cloud.request(
+            "GET", f"/compute/v2.1/os-services?host={agent.name}", token=admin, headers=latest
+        )
         service = listed["services"][0]["id"]
         for status in ("disabled", "enabled"):
-            code, body, _ = await cloud.request("PUT", f"/compute/v2.1/os-services/{service}", token=admin,
-                                                headers=latest, json={"status": status})
+            code, body, _ = await cloud.request(
+                "PUT",
+                f"/compute/v2.1/os-services/{service}",
+                token=admin,
+                headers=latest,
+                json={"status": status},
+            )
             assert code == 200, body
             if status == "disabled":
                 held = await show(cloud, admin, server_id)
@@ -248,14 +320,21 @@ def _why_not_qemu() -> str | None:
 
 
 def virsh(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["virsh", "-c", "qemu:///system", *args], capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        ["virsh", "-c", "qemu:///system", *args], capture_output=True, text=True, timeout=60
+    )
 
 
 def domain_identity(server_id: str) -> tuple[str, str] | None:
     """(libvirt id, QEMU pid) of the server's running domain, or None when it is not running."""
     domid = virsh("domid", f"instance-{server_id}")
     pid_file = Path(f"/run/libvirt/qemu/instance-{server_id}.pid")
-    if domid.returncode != 0 or not domid.stdout.strip() or domid.stdout.strip() == "-" or not pid_file.exists():
+    if (
+        domid.returncode != 0
+        or not domid.stdout.strip()
+        or domid.stdout.strip() == "-"
+        or not pid_file.exists()
+    ):
         return None
     pid = pid_file.read_text().strip()
     if not Path(f"/proc/{pid}").exists():
@@ -294,16 +373,18 @@ async def test_a_returning_agent_keeps_running_guests_reaps_deleted_ones_and_rep
     assert not left, f"domains left on qemu:///system: {left}"
 
 
-async def _real_guests_survive(cloud: Cloud, services: Services, agent: AgentProcess, work: Path,
-                               created: list[str]) -> None:
+async def _real_guests_survive(
+    cloud: Cloud, services: Services, agent: AgentProcess, work: Path, created: list[str]
+) -> None:
     admin = await cloud.token()
     agent.start()
     await poll(lambda: _is(host_state(cloud, admin, agent.name), ("up", "up")), "the host up", 120)
     disk = work / "blank.qcow2"  # no OS: the guest sits in its firmware, which is all a domain needs
     subprocess.run(["qemu-img", "create", "-f", "qcow2", str(disk), "16M"], check=True, capture_output=True)
     image_id = upload_image(cloud, disk, "qcow2")
-    keep, deleted, vanished = [await create_server(cloud, admin, name, image_id)
-                               for name in ("keep", "deleted", "vanished")]
+    keep, deleted, vanished = [
+        await create_server(cloud, admin, name, image_id) for name in ("keep", "deleted", "vanished")
+    ]
     created += [keep, deleted, vanished]
     for server_id in created:
         await active(cloud, admin, server_id, timeout=180)
@@ -312,34 +393,51 @@ async def _real_guests_survive(cloud: Cloud, services: Services, agent: AgentPro
     instances = agent.state_dir / "instances"
 
     agent.kill()
-    await poll(lambda: _when(show(cloud, admin, keep), lambda s: s["host_status"] == "UNKNOWN"),
-               "host_status UNKNOWN", DOWN_AFTER + 60)
+    await poll(
+        lambda: _when(show(cloud, admin, keep), lambda s: s["host_status"] == "UNKNOWN"),
+        "host_status UNKNOWN",
+        DOWN_AFTER + 60,
+    )
     assert domain_identity(keep) == before[keep]  # the guests outlive their agent
     # Meanwhile: one server is deleted for good (its host never heard: the deleting timer's
     # outcome), and one server's domain is removed behind the cloud's back.
     conn = await asyncpg.connect(services.database_url)
     try:
-        await conn.execute("UPDATE servers SET vm_state = 'deleted', task_state = NULL, version = version + 1, "
-                           "terminated_at = extract(epoch FROM now()) WHERE id = $1", deleted)
+        await conn.execute(
+            "UPDATE servers SET vm_state = 'deleted', task_state = NULL, version = version + 1, "
+            "terminated_at = extract(epoch FROM now()) WHERE id = $1",
+            deleted,
+        )
     finally:
         await conn.close()
     remove_domain(vanished)
 
     agent.start()
-    back = await poll(lambda: _when(show(cloud, admin, keep), lambda s: s["host_status"] == "UP"),
-                      "the host back", 120)
+    back = await poll(
+        lambda: _when(show(cloud, admin, keep), lambda s: s["host_status"] == "UP"), "the host back", 120
+    )
     assert (back["status"], back["OS-EXT-STS:power_state"]) == ("ACTIVE", RUNNING)
-    gone = await poll(lambda: _when(show(cloud, admin, vanished), lambda s: s["status"] == "SHUTOFF"),
-                      "the vanished server SHUTOFF", 60)
+    gone = await poll(
+        lambda: _when(show(cloud, admin, vanished), lambda s: s["status"] == "SHUTOFF"),
+        "the vanished server SHUTOFF",
+        60,
+    )
     assert gone["OS-EXT-STS:power_state"] == NOSTATE
-    await poll(lambda: _async(not domain_exists(deleted) and not (instances / deleted).exists()),
-               "the deleted server's domain and files reaped", 60)
+    await poll(
+        lambda: _async(not domain_exists(deleted) and not (instances / deleted).exists()),
+        "the deleted server's domain and files reaped",
+        60,
+    )
     assert domain_identity(keep) == before[keep], "the returning agent restarted a running guest"
     assert (instances / keep).is_dir() and (instances / vanished).is_dir()
 
     # The doctor counts what the host reported after the server last changed: the next sync's.
-    doctor = await poll(lambda: _when(_doctor(services), lambda d: any(
-        f["resource_id"] == vanished for f in d["findings"])), "the doctor to list the vanished server", 60, 1)
+    doctor = await poll(
+        lambda: _when(_doctor(services), lambda d: any(f["resource_id"] == vanished for f in d["findings"])),
+        "the doctor to list the vanished server",
+        60,
+        1,
+    )
     kinds = {(f["kind"], f["resource_id"]) for f in doctor["findings"]}
     assert ("server_without_domain", vanished) in kinds, doctor
     assert not {k for k in kinds if k[1] in (keep, deleted)}, doctor
@@ -354,8 +452,17 @@ async def _async(value: Any) -> Any:
 async def _doctor(services: Services) -> dict[str, Any]:
     """`actorstack doctor --format json` against the cloud's database (its findings)."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "actorstack.cli", "doctor", "--format", "json", cwd=ROOT, env=services.env(),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "actorstack.cli",
+        "doctor",
+        "--format",
+        "json",
+        cwd=ROOT,
+        env=services.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode in (0, 1), err.decode()
     report = json.loads(out)

@@ -17,7 +17,6 @@ from tests.faults.cluster import (
     Cluster,
     assert_storm_outcome,
     delete_and_assert_clean,
-    fault_cluster,  # noqa: F401 - a fixture
     owned_shards,
     poll,
     storm_with_fault,

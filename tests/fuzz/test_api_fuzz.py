@@ -40,17 +40,30 @@ GROUPS = ("identity", "compute", "image", "volume", "network", "other")
 # Examples per operation and generation mode: bounded work, about 3-4 minutes for the whole module
 # (ACTORSTACK_FUZZ_SCALE multiplies them for a deeper run by hand).
 SCALE = max(1, int(os.environ.get("ACTORSTACK_FUZZ_SCALE", "1")))
-EXAMPLES = {"head": {"positive": 2, "negative": 0},
-            "get": {"positive": 5 * SCALE, "negative": 4 * SCALE},
-            "write": {"positive": 8 * SCALE, "negative": 6 * SCALE}}
-MICROVERSIONS = {"compute": ["compute 2.1", "compute 2.60", "compute 2.96"],
-                 "volume": ["volume 3.0", "volume 3.70"]}
+EXAMPLES = {
+    "head": {"positive": 2, "negative": 0},
+    "get": {"positive": 5 * SCALE, "negative": 4 * SCALE},
+    "write": {"positive": 8 * SCALE, "negative": 6 * SCALE},
+}
+MICROVERSIONS = {
+    "compute": ["compute 2.1", "compute 2.60", "compute 2.96"],
+    "volume": ["volume 3.0", "volume 3.70"],
+}
 # Python's own words in a body: a traceback, a frame, a repr, an exception class and its message.
-LEAK = re.compile(r"Traceback \(most recent call last\)|File \"[^\"]+\", line \d+|<[a-zA-Z_.]+ object at 0x"
-                  r"|\b(?:asyncpg|aiohttp|msgspec|builtins)\.[A-Za-z_]+|\b[A-Z][A-Za-z]*(?:Error|Exception): ")
+LEAK = re.compile(
+    r"Traceback \(most recent call last\)|File \"[^\"]+\", line \d+|<[a-zA-Z_.]+ object at 0x"
+    r"|\b(?:asyncpg|aiohttp|msgspec|builtins)\.[A-Za-z_]+|\b[A-Z][A-Za-z]*(?:Error|Exception): "
+)
 # What changes under the fuzzer without any request: clocks and the actors' progress.
-VOLATILE = {"updated_at", "updated", "last_seen", "heartbeat", "OS-EXT-STS:power_state",
-            "OS-SRV-USG:launched_at", "progress"}
+VOLATILE = {
+    "updated_at",
+    "updated",
+    "last_seen",
+    "heartbeat",
+    "OS-EXT-STS:power_state",
+    "OS-SRV-USG:launched_at",
+    "progress",
+}
 
 
 @schemathesis.serializer("application/openstack-images-v2.1-json-patch")
@@ -60,8 +73,13 @@ def _json_patch(context: schemathesis.SerializationContext, value: Any) -> dict[
 
 
 def group_of(path: str) -> str:
-    for prefix, group in (("/identity", "identity"), ("/compute", "compute"), ("/image", "image"),
-                          ("/volume", "volume"), ("/networking", "network")):
+    for prefix, group in (
+        ("/identity", "identity"),
+        ("/compute", "compute"),
+        ("/image", "image"),
+        ("/volume", "volume"),
+        ("/networking", "network"),
+    ):
         if path == prefix or path.startswith(prefix + "/"):
             return group
     return "other"
@@ -109,9 +127,13 @@ async def test_document_lists_every_route_of_the_app(world: World, document: dic
             assert declared == names, (path, declared)
     scheme = document["components"]["securitySchemes"]["token"]
     assert scheme == {**scheme, "type": "apiKey", "in": "header", "name": "X-Auth-Token"}
-    for key in (("post", "/compute/v2.1/servers"), ("post", "/networking/v2.0/ports"),
-                ("post", "/volume/v3/{project_id}/volumes"), ("post", "/identity/v3/users"),
-                ("post", "/image/v2/images")):
+    for key in (
+        ("post", "/compute/v2.1/servers"),
+        ("post", "/networking/v2.0/ports"),
+        ("post", "/volume/v3/{project_id}/volumes"),
+        ("post", "/identity/v3/users"),
+        ("post", "/image/v2/images"),
+    ):
         assert "requestBody" in document["paths"][key[1]][key[0]], key
 
 
@@ -140,19 +162,38 @@ def _lists(world: World, group: str) -> list[tuple[str, str]]:
     servers = "/compute/v2.1/servers/detail?all_tenants=1"
     net = "/networking/v2.0"
     return {
-        "identity": [("admin", "/identity/v3/projects"), ("admin", "/identity/v3/users"),
-                     ("admin", "/identity/v3/roles"), ("admin", "/identity/v3/role_assignments"),
-                     ("member", f"/identity/v3/users/{user}/application_credentials")],
-        "compute": [("admin", servers), ("admin", "/compute/v2.1/flavors/detail?is_public=None"),
-                    ("admin", "/compute/v2.1/os-server-groups?all_projects=True"),
-                    ("admin", f"/compute/v2.1/os-quota-sets/{project}"), ("admin", "/compute/v2.1/os-services"),
-                    ("member", "/compute/v2.1/os-keypairs"), ("admin", f"{net}/ports"), ("admin", admin_volumes)],
-        "image": [("admin", "/image/v2/images"),
-                  ("member", f"/image/v2/images/{world.ids['image_id'][0]}/members")],
-        "volume": [("admin", admin_volumes), ("admin", f"/volume/v3/{world.admin_project_id}/os-quota-sets/{project}"),
-                   ("admin", servers)],
-        "network": [("admin", f"{net}/networks"), ("admin", f"{net}/subnets"), ("admin", f"{net}/ports"),
-                    ("admin", f"{net}/quotas/{project}")],
+        "identity": [
+            ("admin", "/identity/v3/projects"),
+            ("admin", "/identity/v3/users"),
+            ("admin", "/identity/v3/roles"),
+            ("admin", "/identity/v3/role_assignments"),
+            ("member", f"/identity/v3/users/{user}/application_credentials"),
+        ],
+        "compute": [
+            ("admin", servers),
+            ("admin", "/compute/v2.1/flavors/detail?is_public=None"),
+            ("admin", "/compute/v2.1/os-server-groups?all_projects=True"),
+            ("admin", f"/compute/v2.1/os-quota-sets/{project}"),
+            ("admin", "/compute/v2.1/os-services"),
+            ("member", "/compute/v2.1/os-keypairs"),
+            ("admin", f"{net}/ports"),
+            ("admin", admin_volumes),
+        ],
+        "image": [
+            ("admin", "/image/v2/images"),
+            ("member", f"/image/v2/images/{world.ids['image_id'][0]}/members"),
+        ],
+        "volume": [
+            ("admin", admin_volumes),
+            ("admin", f"/volume/v3/{world.admin_project_id}/os-quota-sets/{project}"),
+            ("admin", servers),
+        ],
+        "network": [
+            ("admin", f"{net}/networks"),
+            ("admin", f"{net}/subnets"),
+            ("admin", f"{net}/ports"),
+            ("admin", f"{net}/quotas/{project}"),
+        ],
         "other": [],
     }[group]
 
@@ -177,8 +218,9 @@ class State:
     def snapshot(self) -> Any:
         taken = []
         for who, path in _lists(self.world, self.group):
-            r = self.world.session.get(self.world.cloud.url + path, headers={"X-Auth-Token": self.tokens[who]},
-                                       timeout=TIMEOUT)
+            r = self.world.session.get(
+                self.world.cloud.url + path, headers={"X-Auth-Token": self.tokens[who]}, timeout=TIMEOUT
+            )
             taken.append((path, r.status_code, _stable(r.json()) if r.content else None))
         return taken
 
@@ -212,11 +254,17 @@ def _shaped(service: str, status: int, body: Any) -> bool:
     if status == 401 and service != "identity" and _shaped("identity", status, body):
         return True
     if service in ("compute", "volume"):
-        (fault, inner), = body.items() if len(body) == 1 else ((None, None),)
-        return isinstance(inner, dict) and inner.get("code") == status and isinstance(inner.get("message"), str)
+        ((fault, inner),) = body.items() if len(body) == 1 else ((None, None),)
+        return (
+            isinstance(inner, dict) and inner.get("code") == status and isinstance(inner.get("message"), str)
+        )
     if service == "network":
         error = body.get("NeutronError")
-        return isinstance(error, dict) and isinstance(error.get("type"), str) and isinstance(error.get("message"), str)
+        return (
+            isinstance(error, dict)
+            and isinstance(error.get("type"), str)
+            and isinstance(error.get("message"), str)
+        )
     if service == "image":
         return isinstance(body.get("message"), str) and str(body.get("code", "")).startswith(str(status))
     error = body.get("error")
@@ -243,8 +291,16 @@ def catch_alls(document: dict[str, Any]) -> list[re.Pattern[str]]:
     return found
 
 
-def problems_of(operation: dict[str, Any], method: str, path: str, status: int, content_type: str,
-                text: str, url: str = "", not_available: list[re.Pattern[str]] | None = None) -> list[str]:
+def problems_of(
+    operation: dict[str, Any],
+    method: str,
+    path: str,
+    status: int,
+    content_type: str,
+    text: str,
+    url: str = "",
+    not_available: list[re.Pattern[str]] | None = None,
+) -> list[str]:
     found = []
     allowed_5xx = {int(code) for code in operation["responses"] if code.isdigit() and code.startswith("5")}
     if status == 501 and any(p.match(urllib.parse.urlsplit(url).path) for p in not_available or []):
@@ -287,8 +343,9 @@ class Fuzzer:
         status, content_type, text = send(self.world, kwargs)
         self.requests += 1
         self.statuses[status] += 1
-        found = problems_of(operation, method, path, status, content_type, text, kwargs["url"],
-                            self.not_available)
+        found = problems_of(
+            operation, method, path, status, content_type, text, kwargs["url"], self.not_available
+        )
         if writes and 400 <= status < 500:
             after = self.state.snapshot()
             if after != before:
@@ -297,18 +354,31 @@ class Fuzzer:
         elif writes:
             self.state.cached = None
         if found:
-            request = {k: kwargs.get(k) for k in ("method", "url", "params", "headers", "json", "data")
-                       if kwargs.get(k)}
-            self.failures.append(f"{method.upper()} {path}: {'; '.join(found)}\n    request: {request}\n"
-                                 f"    answer: {status} {text[:300]}")
+            request = {
+                k: kwargs.get(k)
+                for k in ("method", "url", "params", "headers", "json", "data")
+                if kwargs.get(k)
+            }
+            self.failures.append(
+                f"{method.upper()} {path}: {'; '.join(found)}\n    request: {request}\n"
+                f"    answer: {status} {text[:300]}"
+            )
 
-    def run(self, operation: Any, mode: GenerationMode, examples: int, headers: Callable[[], dict[str, str]]) -> None:
+    def run(
+        self, operation: Any, mode: GenerationMode, examples: int, headers: Callable[[], dict[str, str]]
+    ) -> None:
         if examples == 0:
             return
 
-        @settings(max_examples=examples, derandomize=True, database=None, deadline=None,
-                  phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck),
-                  verbosity=Verbosity.quiet)
+        @settings(
+            max_examples=examples,
+            derandomize=True,
+            database=None,
+            deadline=None,
+            phases=[Phase.explicit, Phase.generate],
+            suppress_health_check=list(HealthCheck),
+            verbosity=Verbosity.quiet,
+        )
         @given(case=operation.as_strategy(generation_mode=mode))
         def fuzz(case: schemathesis.Case) -> None:
             self.exercise(case, headers())
@@ -332,8 +402,13 @@ def test_fuzz_every_operation(world: World, document: dict[str, Any], group: str
     # Deletes last, so the other operations still find the resources they are given.
     mine.sort(key=lambda op: (op.method.lower() == "delete", op.path, op.method))
     admin, member = world.token(world.cloud.admin), world.token(world.member)
-    fuzzer = Fuzzer(world, group, document, State(world, group, {"admin": admin, "member": member}),
-                    not_available=catch_alls(document))
+    fuzzer = Fuzzer(
+        world,
+        group,
+        document,
+        State(world, group, {"admin": admin, "member": member}),
+        not_available=catch_alls(document),
+    )
     started = time.monotonic()
     for op in mine:
         token = world.token(world.member)  # an operation may revoke its own token: a fresh one each time
@@ -341,8 +416,10 @@ def test_fuzz_every_operation(world: World, document: dict[str, Any], group: str
         fuzzer.run(op, GenerationMode.POSITIVE, budget["positive"], lambda: {"X-Auth-Token": token})
         fuzzer.run(op, GenerationMode.NEGATIVE, budget["negative"], lambda: {"X-Auth-Token": token})
     elapsed = time.monotonic() - started
-    print(f"{group}: {len(mine)} operations, {fuzzer.requests} requests in {elapsed:.0f} s, "
-          f"answers {sorted(fuzzer.statuses.items())}")
+    print(
+        f"{group}: {len(mine)} operations, {fuzzer.requests} requests in {elapsed:.0f} s, "
+        f"answers {sorted(fuzzer.statuses.items())}"
+    )
     assert fuzzer.requests >= len(mine)
     assert not fuzzer.failures, f"{len(fuzzer.failures)} bad answers:\n" + "\n".join(fuzzer.failures[:40])
 
@@ -364,12 +441,21 @@ def test_no_or_bad_token_is_refused_everywhere(world: World, document: dict[str,
         public += not needs_token
         for token in (None, "as1.forged." + "x" * 43, "gAAAAAnot-one-of-ours"):
 
-            @settings(max_examples=1, derandomize=True, database=None, deadline=None, phases=[Phase.generate],
-                      suppress_health_check=list(HealthCheck), verbosity=Verbosity.quiet)
+            @settings(
+                max_examples=1,
+                derandomize=True,
+                database=None,
+                deadline=None,
+                phases=[Phase.generate],
+                suppress_health_check=list(HealthCheck),
+                verbosity=Verbosity.quiet,
+            )
             @given(case=op.as_strategy(generation_mode=GenerationMode.POSITIVE))
             def probe(case: schemathesis.Case) -> None:
                 kwargs = case.as_transport_kwargs(base_url=world.cloud.url)
-                kwargs["headers"] = {k: v for k, v in kwargs["headers"].items() if k.lower() != "x-auth-token"}
+                kwargs["headers"] = {
+                    k: v for k, v in kwargs["headers"].items() if k.lower() != "x-auth-token"
+                }
                 if token is not None:
                     kwargs["headers"]["X-Auth-Token"] = token
                 status, content_type, text = send(world, kwargs)
@@ -379,8 +465,10 @@ def test_no_or_bad_token_is_refused_everywhere(world: World, document: dict[str,
                 if not needs_token and status == 401:
                     found.append("a public operation asked for a token")
                 if found:
-                    failures.append(f"{method.upper()} {path} with {token or 'no token'}: "
-                                    f"{'; '.join(found)}: {status} {text[:200]}")
+                    failures.append(
+                        f"{method.upper()} {path} with {token or 'no token'}: "
+                        f"{'; '.join(found)}: {status} {text[:200]}"
+                    )
 
             probe()
     assert public >= 10, "the discovery documents, token issue and /openapi.json are public"

@@ -49,13 +49,16 @@ def image_dir(workdir: Path) -> Path:
 def make_image(image_dir: Path, size: str = "16M", fmt: str = "qcow2", *extra: str) -> str:
     """A small image in the image store, as the Image API leaves it; returns its id."""
     image_id = str(uuid.uuid4())
-    subprocess.run(["qemu-img", "create", "-q", "-f", fmt, *extra, str(image_dir / image_id), size], check=True)
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", fmt, *extra, str(image_dir / image_id), size], check=True
+    )
     return image_id
 
 
 def qemu_img_info(path: Path) -> dict[str, object]:
-    out = subprocess.run(["qemu-img", "info", "-U", "--output=json", str(path)], check=True,
-                         capture_output=True, text=True).stdout
+    out = subprocess.run(
+        ["qemu-img", "info", "-U", "--output=json", str(path)], check=True, capture_output=True, text=True
+    ).stdout
     return json.loads(out)
 
 
@@ -80,17 +83,25 @@ StartAgent = Callable[..., Awaitable[HostAgent]]
 
 
 @pytest.fixture
-async def start_agent(pool: asyncpg.Pool, broker: Any, workdir: Path, image_dir: Path) -> AsyncIterator[StartAgent]:
+async def start_agent(
+    pool: asyncpg.Pool, broker: Any, workdir: Path, image_dir: Path
+) -> AsyncIterator[StartAgent]:
     """Start HostAgents (all stopped, their rows and queues removed, when the test ends)."""
     started: list[HostAgent] = []
     names: set[str] = set()
 
-    async def start(name: str | None = None, *, driver: type[LibvirtDriver] = LibvirtDriver,
-                    **overrides: Any) -> HostAgent:
+    async def start(
+        name: str | None = None, *, driver: type[LibvirtDriver] = LibvirtDriver, **overrides: Any
+    ) -> HostAgent:
         """`driver`: a LibvirtDriver subclass, to inject a hypervisor's failures."""
         name = name or f"{PREFIX}-{uuid.uuid4().hex[:6]}"
-        values: dict[str, Any] = {"name": name, "state_dir": workdir / name, "image_dir": image_dir,
-                                  "heartbeat": 0.2, "sync_interval": SYNC}
+        values: dict[str, Any] = {
+            "name": name,
+            "state_dir": workdir / name,
+            "image_dir": image_dir,
+            "heartbeat": 0.2,
+            "sync_interval": SYNC,
+        }
         values.update(overrides)
         settings = AgentSettings(**values)
         agent = HostAgent(settings, pool, broker, driver.for_test(settings.state_dir, name))

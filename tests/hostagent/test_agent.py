@@ -28,7 +28,6 @@ from tests.hostagent.conftest import PREFIX, SYNC, StartAgent, make_image
 TINY = m.FlavorSpec(id="1", name="m1.tiny", ram=512, vcpus=1, disk=1)
 
 
-
 class ServerInbox:
     """What a server actor would receive: a temporary queue bound like its shard queue."""
 
@@ -46,11 +45,13 @@ class ServerInbox:
 
     async def next_of(self, kind: type[Message], timeout: float = 10.0) -> Envelope:
         """The next message of this type, skipping others (power-state reports, say)."""
+
         async def find() -> Envelope:
             while True:
                 envelope = await self.received.get()
                 if isinstance(envelope.body, kind):
                     return envelope
+
         return await asyncio.wait_for(find(), timeout)
 
     def nothing_more(self) -> bool:
@@ -85,23 +86,35 @@ async def spawned(client: ActorClient, agent: HostAgent, box: ServerInbox, image
 # --- registration -------------------------------------------------------------------------------
 
 
-async def test_the_agent_registers_its_host_and_heartbeats(start_agent: StartAgent, pool: asyncpg.Pool) -> None:
+async def test_the_agent_registers_its_host_and_heartbeats(
+    start_agent: StartAgent, pool: asyncpg.Pool
+) -> None:
     agent = await start_agent()
     row = await pool.fetchrow("SELECT * FROM compute_hosts WHERE name = $1", agent.name)
     assert row is not None
     assert (row["availability_zone"], row["virt_type"], row["hypervisor_hostname"], row["host_ip"]) == (
-        "nova", "test", agent.name, "127.0.0.1")
+        "nova",
+        "test",
+        agent.name,
+        "127.0.0.1",
+    )
     assert (row["vcpus"], row["memory_mb"], row["reserved_memory_mb"]) == (64, 262144, 0)
     statvfs = os.statvfs(agent.storage.instances_dir)
-    assert row["local_gb"] == statvfs.f_blocks * statvfs.f_frsize // 1024 ** 3 > 0
-    assert (row["cpu_allocation_ratio"], row["ram_allocation_ratio"], row["disk_allocation_ratio"]) == (4.0, 1.0, 1.0)
+    assert row["local_gb"] == statvfs.f_blocks * statvfs.f_frsize // 1024**3 > 0
+    assert (row["cpu_allocation_ratio"], row["ram_allocation_ratio"], row["disk_allocation_ratio"]) == (
+        4.0,
+        1.0,
+        1.0,
+    )
     assert (row["used_vcpus"], row["used_memory_mb"], row["used_local_gb"], row["enabled"]) == (0, 0, 0, True)
     first = row["heartbeat_at"]
     await wait_until(lambda: _heartbeat_after(pool, agent.name, first), timeout=30, what="a newer heartbeat")
 
 
 async def _heartbeat_after(pool: asyncpg.Pool, name: str, when: Any) -> bool:
-    return bool(await pool.fetchval("SELECT heartbeat_at > $2 FROM compute_hosts WHERE name = $1", name, when))
+    return bool(
+        await pool.fetchval("SELECT heartbeat_at > $2 FROM compute_hosts WHERE name = $1", name, when)
+    )
 
 
 async def test_a_restart_updates_the_inventory_but_not_the_usage_or_the_operators_columns(
@@ -110,12 +123,19 @@ async def test_a_restart_updates_the_inventory_but_not_the_usage_or_the_operator
     agent = await start_agent()
     await pool.execute(
         "UPDATE compute_hosts SET used_vcpus = 3, used_memory_mb = 1536, used_local_gb = 3, generation = 7, "
-        "enabled = false, disabled_reason = 'maintenance' WHERE name = $1", agent.name)
+        "enabled = false, disabled_reason = 'maintenance' WHERE name = $1",
+        agent.name,
+    )
     await agent.stop()
     again = await start_agent(agent.name, availability_zone=f"{PREFIX}-az", cpu_allocation_ratio=2.0)
     row = await pool.fetchrow("SELECT * FROM compute_hosts WHERE name = $1", again.name)
     assert (row["availability_zone"], row["cpu_allocation_ratio"]) == (f"{PREFIX}-az", 2.0)
-    assert (row["used_vcpus"], row["used_memory_mb"], row["used_local_gb"], row["generation"]) == (3, 1536, 3, 7)
+    assert (row["used_vcpus"], row["used_memory_mb"], row["used_local_gb"], row["generation"]) == (
+        3,
+        1536,
+        3,
+        7,
+    )
     assert (row["enabled"], row["disabled_reason"]) == (False, "maintenance")
 
 
@@ -163,7 +183,10 @@ async def test_power_actions_are_answered_and_one_in_effect_is_done(
 
     await client.send(target, m.PowerAction(server_id=box.server_id, action="pause"))
     failed = (await box.next_of(m.ActionFailed)).body
-    assert (failed.action, failed.power_state) == ("pause", PowerState.SHUTDOWN) and "SHUTDOWN" in failed.reason
+    assert (failed.action, failed.power_state) == (
+        "pause",
+        PowerState.SHUTDOWN,
+    ) and "SHUTDOWN" in failed.reason
 
     await client.send(target, m.PowerAction(server_id=box.server_id, action="start"))
     assert (await box.next_of(m.ActionDone)).body.power_state == PowerState.RUNNING
@@ -210,9 +233,18 @@ async def test_requests_for_one_server_are_handled_in_order(
             body = (await box.next()).body
             if not isinstance(body, m.PowerStateReport):
                 replies.append(body)
-        assert [type(r) for r in replies] == [m.Spawned, m.ActionDone, m.ActionDone, m.ActionDone, m.Destroyed]
+        assert [type(r) for r in replies] == [
+            m.Spawned,
+            m.ActionDone,
+            m.ActionDone,
+            m.ActionDone,
+            m.Destroyed,
+        ]
         assert [r.power_state for r in replies[1:4]] == [  # type: ignore[attr-defined]
-            PowerState.PAUSED, PowerState.RUNNING, PowerState.SHUTDOWN]
+            PowerState.PAUSED,
+            PowerState.RUNNING,
+            PowerState.SHUTDOWN,
+        ]
     assert await agent.driver.instances() == {}
 
 
@@ -239,7 +271,9 @@ async def test_a_spawn_libvirt_refuses_fails_and_removes_the_files_it_made(
     agent = await start_agent()
     box = await inbox(str(uuid.uuid4()))
     impossible = m.FlavorSpec(id="0", name="zero", ram=512, vcpus=0, disk=1)  # libvirt wants a vCPU
-    await client.send(Target("agent", agent.name), spawn_request(box.server_id, make_image(image_dir), impossible))
+    await client.send(
+        Target("agent", agent.name), spawn_request(box.server_id, make_image(image_dir), impossible)
+    )
     failed = (await box.next_of(m.SpawnFailed)).body
     assert "libvirt" in failed.reason
     assert await agent.driver.power_state(box.server_id) is None
@@ -257,17 +291,23 @@ async def test_every_instance_is_reported_once_after_start(
     await spawned(client, agent, box, make_image(image_dir))
     await agent.stop()
     # The database places the server here: adopted (an instance it does not know is reaped).
-    await pool.execute("INSERT INTO servers (id, version, project_id, user_id, display_name, vm_state, flavor, host, "
-                       "reservation_id) VALUES ($1, 1, $2, $2, $2, 'active', $3, $4, $2)",
-                       box.server_id, PREFIX, {}, agent.name)
+    await pool.execute(
+        "INSERT INTO servers (id, version, project_id, user_id, display_name, vm_state, flavor, host, "
+        "reservation_id) VALUES ($1, 1, $2, $2, $2, 'active', $3, $4, $2)",
+        box.server_id,
+        PREFIX,
+        {},
+        agent.name,
+    )
     try:
         await _reported_once_after_start(start_agent, client, box, agent)
     finally:
         await pool.execute("DELETE FROM servers WHERE id = $1", box.server_id)
 
 
-async def _reported_once_after_start(start_agent: StartAgent, client: ActorClient, box: ServerInbox,
-                                     agent: HostAgent) -> None:
+async def _reported_once_after_start(
+    start_agent: StartAgent, client: ActorClient, box: ServerInbox, agent: HostAgent
+) -> None:
     # The test hypervisor forgot the domain with its connection; the new agent defines it again,
     # shut off, from the definition it kept, and reports it.
     again = await start_agent(agent.name)
@@ -320,14 +360,20 @@ async def test_an_unreadable_request_is_dead_lettered_and_the_agent_goes_on(
 ) -> None:
     agent = await start_agent()
     marker = f"{PREFIX}-{uuid.uuid4().hex}"
-    await client.publish_raw(agent_queue(agent.name), f'{{"not": "an envelope", "marker": "{marker}"}}'.encode())
+    await client.publish_raw(
+        agent_queue(agent.name), f'{{"not": "an envelope", "marker": "{marker}"}}'.encode()
+    )
     elsewhere = Envelope.new(Target("agent", f"{agent.name}-other"), m.Destroy(server_id=str(uuid.uuid4())))
     from protocol import encode
 
     await client.publish_raw(agent_queue(agent.name), encode(elsewhere), message_id=elsewhere.id)
     await wait_until(lambda: _dead_letters(pool, agent.name, 2), timeout=30, what="two dead letters")
-    reasons = [r["reason"] for r in await pool.fetch(
-        "SELECT reason FROM dead_letters WHERE queue = $1 ORDER BY id", agent_queue(agent.name))]
+    reasons = [
+        r["reason"]
+        for r in await pool.fetch(
+            "SELECT reason FROM dead_letters WHERE queue = $1 ORDER BY id", agent_queue(agent.name)
+        )
+    ]
     assert reasons[0].startswith("malformed envelope")
     assert "arrived on" in reasons[1]
     box = await inbox(str(uuid.uuid4()))
@@ -335,7 +381,9 @@ async def test_an_unreadable_request_is_dead_lettered_and_the_agent_goes_on(
 
 
 async def _dead_letters(pool: asyncpg.Pool, name: str, count: int) -> bool:
-    return await pool.fetchval("SELECT count(*) FROM dead_letters WHERE queue = $1", agent_queue(name)) >= count
+    return (
+        await pool.fetchval("SELECT count(*) FROM dead_letters WHERE queue = $1", agent_queue(name)) >= count
+    )
 
 
 async def test_stop_finishes_the_request_in_flight_before_it_returns(
@@ -346,8 +394,11 @@ async def test_stop_finishes_the_request_in_flight_before_it_returns(
     locks = agent._locks  # white box: hold the server's lock so the request stays in flight
     async with locks.hold(box.server_id):
         await client.send(Target("agent", agent.name), spawn_request(box.server_id, make_image(image_dir)))
-        await wait_until(lambda: _async(locks._users.get(box.server_id) == 2), timeout=30,
-                         what="the request waiting for the server's lock")
+        await wait_until(
+            lambda: _async(locks._users.get(box.server_id) == 2),
+            timeout=30,
+            what="the request waiting for the server's lock",
+        )
         stopping = asyncio.create_task(agent.stop())
         await asyncio.sleep(0.5)
         assert not stopping.done()  # waits for the request it was given

@@ -32,9 +32,17 @@ from hostagent.virt.base import Disk, InstanceSpec, Interface, VirtError
 ROOT = Path(__file__).resolve().parents[2]
 NS = "{urn:actorstack:instance:1}"
 PRINTABLE_HOSTILE = [
-    "<domain type='kvm'><name>evil</name></domain>", "a & b &amp; &#x41; &lt;", "]]><![CDATA[x]]>",
-    "'\"' \"'\"", "$(reboot)", "`halt`", "; rm -rf / | cat /etc/shadow", "--dhcp-option=3,1.2.3.4",
-    "<!DOCTYPE x [<!ENTITY e SYSTEM 'file:///etc/passwd'>]>&e;", "\u202eevil\u200b", "tab\there",
+    "<domain type='kvm'><name>evil</name></domain>",
+    "a & b &amp; &#x41; &lt;",
+    "]]><![CDATA[x]]>",
+    "'\"' \"'\"",
+    "$(reboot)",
+    "`halt`",
+    "; rm -rf / | cat /etc/shadow",
+    "--dhcp-option=3,1.2.3.4",
+    "<!DOCTYPE x [<!ENTITY e SYSTEM 'file:///etc/passwd'>]>&e;",
+    "\u202eevil\u200b",
+    "tab\there",
     "line\nbreak",
 ]
 CONTROL_HOSTILE = ["nul\x00byte", "esc\x1b[31m", "bell\x07", "cr\rlf", "\x0b\x0c\x7f\x80\x9f", "\ufffe\uffff"]
@@ -44,9 +52,14 @@ MEGABYTE = "<&>]]>\"'" * (1024 * 1024 // 8)
 def _spec(name: str, **changes: Any) -> InstanceSpec:
     base = Path("/var/lib/actorstack/instances") / "0f1e2d3c-4b5a-4968-8776-655443322110"
     fields: dict[str, Any] = {
-        "uuid": "0f1e2d3c-4b5a-4968-8776-655443322110", "name": name, "vcpus": 1, "memory_mb": 64,
-        "disks": (Disk(path=base / "disk", format="qcow2"),), "console_log": base / "console.log",
-        "flavor_name": name, "interfaces": (Interface(mac_address="fa:16:3e:00:00:01", tap="tap0f1e2d3c-4b"),),
+        "uuid": "0f1e2d3c-4b5a-4968-8776-655443322110",
+        "name": name,
+        "vcpus": 1,
+        "memory_mb": 64,
+        "disks": (Disk(path=base / "disk", format="qcow2"),),
+        "console_log": base / "console.log",
+        "flavor_name": name,
+        "interfaces": (Interface(mac_address="fa:16:3e:00:00:01", tap="tap0f1e2d3c-4b"),),
     } | changes
     return InstanceSpec(**fields)
 
@@ -60,8 +73,11 @@ def _xml_safe(value: str) -> str:
 # --- libvirt domain XML --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("value", [*PRINTABLE_HOSTILE, *CONTROL_HOSTILE, MEGABYTE],
-                         ids=[*map(repr, PRINTABLE_HOSTILE), *map(repr, CONTROL_HOSTILE), "1MB"])
+@pytest.mark.parametrize(
+    "value",
+    [*PRINTABLE_HOSTILE, *CONTROL_HOSTILE, MEGABYTE],
+    ids=[*map(repr, PRINTABLE_HOSTILE), *map(repr, CONTROL_HOSTILE), "1MB"],
+)
 def test_a_hostile_name_is_text_in_the_domain_xml(value: str) -> None:
     xml = domain.build(_spec(value), "test")
     root = ET.fromstring(xml)  # parses: nothing broke out of its element
@@ -71,8 +87,20 @@ def test_a_hostile_name_is_text_in_the_domain_xml(value: str) -> None:
     assert root.findtext(f"metadata/{NS}instance/{NS}flavor") == expected
     assert root.findtext("name") == "instance-0f1e2d3c-4b5a-4968-8776-655443322110"  # not the user's
     assert [child.tag for child in root] == [
-        "name", "uuid", "title", "metadata", "memory", "vcpu", "os", "features", "clock", "on_poweroff",
-        "on_reboot", "on_crash", "devices"]
+        "name",
+        "uuid",
+        "title",
+        "metadata",
+        "memory",
+        "vcpu",
+        "os",
+        "features",
+        "clock",
+        "on_poweroff",
+        "on_reboot",
+        "on_crash",
+        "devices",
+    ]
     assert "<!DOCTYPE" not in xml and "<![CDATA[" not in xml
     assert not re.search("[\x00-\x08\x0b\x0c\x0e-\x1f]", xml)
 
@@ -80,9 +108,14 @@ def test_a_hostile_name_is_text_in_the_domain_xml(value: str) -> None:
 @pytest.mark.parametrize("value", PRINTABLE_HOSTILE[:9], ids=repr)
 def test_hostile_paths_are_attribute_values_in_the_domain_xml(value: str) -> None:
     base = Path("/srv") / value
-    spec = _spec("vm", disks=(Disk(path=base / "disk", format="qcow2"),
-                              Disk(path=base / "vol", format="raw", device="vdb", serial=value)),
-                 console_log=base / "console.log")
+    spec = _spec(
+        "vm",
+        disks=(
+            Disk(path=base / "disk", format="qcow2"),
+            Disk(path=base / "vol", format="raw", device="vdb", serial=value),
+        ),
+        console_log=base / "console.log",
+    )
     root = ET.fromstring(domain.build(spec, "test"))
     sources = [d.find("source").get("file") for d in root.findall("devices/disk")]  # type: ignore[union-attr]
     assert sources == [str(base / "disk"), str(base / "vol")]
@@ -118,24 +151,74 @@ def test_libvirt_itself_reads_a_hostile_name_back_intact() -> None:
 # --- dnsmasq -------------------------------------------------------------------------------------------
 
 NET, DHCP_PORT, SUBNET = "net-1", "dhcp-port-1", "subnet-1"
-HOSTILE_HOSTNAMES = ["web\n--dhcp-option=3,6.6.6.6", "a,b,10.0.0.9", "UPPER", "x" * 64, "$(id)", "a b", "",
-                     "dot.ted", "nul\x00", "é"]
-HOSTILE_MACS = ["fa:16:3e:00:00:99\n--conf-file=/etc/passwd", "FA:16:3E:00:00:99", "01:00:5e:00:00:01",
-                "fa:16:3e:00:00", "fa-16-3e-00-00-99", "fa:16:3e:00:00:99,evil"]
+HOSTILE_HOSTNAMES = [
+    "web\n--dhcp-option=3,6.6.6.6",
+    "a,b,10.0.0.9",
+    "UPPER",
+    "x" * 64,
+    "$(id)",
+    "a b",
+    "",
+    "dot.ted",
+    "nul\x00",
+    "é",
+]
+HOSTILE_MACS = [
+    "fa:16:3e:00:00:99\n--conf-file=/etc/passwd",
+    "FA:16:3E:00:00:99",
+    "01:00:5e:00:00:01",
+    "fa:16:3e:00:00",
+    "fa-16-3e-00-00-99",
+    "fa:16:3e:00:00:99,evil",
+]
 
 
 def _rows(hostnames: list[str | None], macs: list[str], *, dns: list[str] = (), routes: Any = ()) -> Any:
-    taps = [{"port_id": "port-vm", "network_id": NET, "server_id": "server-1", "mac": "fa:16:3e:00:00:10",
-             "up": True, "mtu": 1450}]
-    subnets = [{"id": SUBNET, "network_id": NET, "cidr": "10.0.0.0/24", "gateway_ip": "10.0.0.1",
-                "dns_nameservers": list(dns), "host_routes": json.dumps(list(routes))}]
-    addresses = [{"network_id": NET, "subnet_id": SUBNET, "ip": "10.0.0.2", "port_id": DHCP_PORT,
-                  "mac": "fa:16:3e:00:00:02", "device_owner": desired.DHCP_OWNER, "device_id": f"dhcp-{NET}",
-                  "hostname": None}]
+    taps = [
+        {
+            "port_id": "port-vm",
+            "network_id": NET,
+            "server_id": "server-1",
+            "mac": "fa:16:3e:00:00:10",
+            "up": True,
+            "mtu": 1450,
+        }
+    ]
+    subnets = [
+        {
+            "id": SUBNET,
+            "network_id": NET,
+            "cidr": "10.0.0.0/24",
+            "gateway_ip": "10.0.0.1",
+            "dns_nameservers": list(dns),
+            "host_routes": json.dumps(list(routes)),
+        }
+    ]
+    addresses = [
+        {
+            "network_id": NET,
+            "subnet_id": SUBNET,
+            "ip": "10.0.0.2",
+            "port_id": DHCP_PORT,
+            "mac": "fa:16:3e:00:00:02",
+            "device_owner": desired.DHCP_OWNER,
+            "device_id": f"dhcp-{NET}",
+            "hostname": None,
+        }
+    ]
     for index, (hostname, mac) in enumerate(zip(hostnames, macs, strict=True)):
-        addresses.append({"network_id": NET, "subnet_id": SUBNET, "ip": f"10.0.0.{20 + index}",
-                          "port_id": f"port-{index}", "mac": mac, "device_owner": "compute:nova",
-                          "device_id": f"server-{index}", "hostname": hostname})
+        addresses.append(
+            {
+                "network_id": NET,
+                "subnet_id": SUBNET,
+                "ip": f"10.0.0.{20 + index}",
+                "port_id": f"port-{index}",
+                "mac": mac,
+                "device_owner": "compute:nova",
+                "device_id": f"server-{index}",
+                "hostname": hostname,
+            }
+        )
     return taps, subnets, addresses
 
 
@@ -162,17 +245,25 @@ def test_hostile_macs_are_left_out_of_dhcp_and_taps() -> None:
 
 def test_hostile_dns_servers_and_routes_never_reach_the_options_file() -> None:
     dns = ["10.0.0.53", "8.8.8.8\n--dhcp-option=6,6.6.6.6", "6.6.6.6,7.7.7.7", "nonsense"]
-    routes = [{"destination": "192.168.0.0/16", "nexthop": "10.0.0.1"},
-              {"destination": "0.0.0.0/0\ntag:x", "nexthop": "10.0.0.1"},
-              {"destination": "10.9.0.0/16", "nexthop": "10.0.0.1,6.6.6.6"}, {"nexthop": "x"}, "junk"]
+    routes = [
+        {"destination": "192.168.0.0/16", "nexthop": "10.0.0.1"},
+        {"destination": "0.0.0.0/0\ntag:x", "nexthop": "10.0.0.1"},
+        {"destination": "10.9.0.0/16", "nexthop": "10.0.0.1,6.6.6.6"},
+        {"nexthop": "x"},
+        "junk",
+    ]
     built = desired.build(*_rows(["web"], ["fa:16:3e:00:01:01"], dns=dns, routes=routes))
     spec = built.networks[NET].dhcp
     assert spec is not None
     tag = f"tag:subnet-{SUBNET}"
     route_value = "169.254.169.254/32,10.0.0.2,192.168.0.0/16,10.0.0.1,0.0.0.0/0,10.0.0.1"
     assert dnsmasq.opts_file(spec).splitlines() == [
-        f"{tag},option:router,10.0.0.1", f"{tag},option:dns-server,10.0.0.53", f"{tag},option:mtu,1450",
-        f"{tag},option:classless-static-route,{route_value}", f"{tag},249,{route_value}"]
+        f"{tag},option:router,10.0.0.1",
+        f"{tag},option:dns-server,10.0.0.53",
+        f"{tag},option:mtu,1450",
+        f"{tag},option:classless-static-route,{route_value}",
+        f"{tag},249,{route_value}",
+    ]
     assert len(built.problems) == 3 + 4  # each bad DNS server and route, left out and reported
     assert dnsmasq.hosts_file(spec) == "fa:16:3e:00:01:01,web,10.0.0.20\n"
 
@@ -186,8 +277,9 @@ def test_ids_that_could_escape_a_path_or_a_name_are_refused(bad: str) -> None:
     spec = desired.build(taps, subnets, addresses).networks[NET]
     assert spec.dhcp is None  # its only subnet was left out: no DHCP rather than a bad tag
     with pytest.raises(ValueError):
-        desired.DhcpSubnet(id=bad, cidr=desired.IPv4Network("10.0.0.0/24"), server_ip=IPv4Address("10.0.0.2"),
-                           gateway=None)
+        desired.DhcpSubnet(
+            id=bad, cidr=desired.IPv4Network("10.0.0.0/24"), server_ip=IPv4Address("10.0.0.2"), gateway=None
+        )
 
 
 @pytest.mark.parametrize("hostname", HOSTILE_HOSTNAMES)
@@ -214,13 +306,21 @@ def test_the_dnsmasq_command_line_is_one_argument_per_option(tmp_path: Path) -> 
 
 # --- processes ---------------------------------------------------------------------------------------------
 
-SHELL_CALLS = {("os", "system"), ("os", "popen"), ("subprocess", "getoutput"), ("subprocess", "getstatusoutput"),
-               ("asyncio", "create_subprocess_shell")}
+SHELL_CALLS = {
+    ("os", "system"),
+    ("os", "popen"),
+    ("subprocess", "getoutput"),
+    ("subprocess", "getstatusoutput"),
+    ("asyncio", "create_subprocess_shell"),
+}
 
 
 def _product_sources() -> list[Path]:
-    return [p for package in ("actors", "api", "hostagent", "protocol", "actorstack")
-            for p in sorted((ROOT / package).rglob("*.py"))]
+    return [
+        p
+        for package in ("actors", "api", "hostagent", "protocol", "actorstack")
+        for p in sorted((ROOT / package).rglob("*.py"))
+    ]
 
 
 def test_no_product_code_runs_a_shell() -> None:
@@ -234,18 +334,23 @@ def test_no_product_code_runs_a_shell() -> None:
             if not isinstance(node, ast.Call):
                 continue
             func = node.func
-            if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) \
-                    and (func.value.id, func.attr) in SHELL_CALLS:
+            if (
+                isinstance(func, ast.Attribute)
+                and isinstance(func.value, ast.Name)
+                and (func.value.id, func.attr) in SHELL_CALLS
+            ):
                 offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} {func.value.id}.{func.attr}")
             for keyword in node.keywords:
-                if keyword.arg == "shell" and not (isinstance(keyword.value, ast.Constant)
-                                                   and keyword.value.value is False):
+                if keyword.arg == "shell" and not (
+                    isinstance(keyword.value, ast.Constant) and keyword.value.value is False
+                ):
                     offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} shell=")
     assert offenders == []
 
 
-async def test_qemu_img_gets_a_hostile_path_as_one_argument(tmp_path: Path,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_qemu_img_gets_a_hostile_path_as_one_argument(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     seen: list[tuple[str, ...]] = []
     real = asyncio.create_subprocess_exec
 
@@ -265,15 +370,31 @@ async def test_qemu_img_gets_a_hostile_path_as_one_argument(tmp_path: Path,
 
 
 def _instance(**overrides: Any) -> Instance:
-    row = {"id": "0f1e2d3c-4b5a-4968-8776-655443322110", "display_name": "web", "hostname": "web",
-           "project_id": "proj", "availability_zone": "nova", "launch_index": 0, "key_name": "key",
-           "key_data": "ssh-ed25519 AAAA k", "user_data": None, "metadata": {}, "reservation_id": "r-1",
-           "flavor": {"name": "m1.tiny"}, "image_id": None, "port_id": "p1", "mac": "fa:16:3e:00:00:01"} | overrides
+    row = {
+        "id": "0f1e2d3c-4b5a-4968-8776-655443322110",
+        "display_name": "web",
+        "hostname": "web",
+        "project_id": "proj",
+        "availability_zone": "nova",
+        "launch_index": 0,
+        "key_name": "key",
+        "key_data": "ssh-ed25519 AAAA k",
+        "user_data": None,
+        "metadata": {},
+        "reservation_id": "r-1",
+        "flavor": {"name": "m1.tiny"},
+        "image_id": None,
+        "port_id": "p1",
+        "mac": "fa:16:3e:00:00:01",
+    } | overrides
     return Instance.from_row(row, "10.0.0.10")
 
 
-@pytest.mark.parametrize("value", [*PRINTABLE_HOSTILE, *CONTROL_HOSTILE, MEGABYTE],
-                         ids=[*map(repr, PRINTABLE_HOSTILE), *map(repr, CONTROL_HOSTILE), "1MB"])
+@pytest.mark.parametrize(
+    "value",
+    [*PRINTABLE_HOSTILE, *CONTROL_HOSTILE, MEGABYTE],
+    ids=[*map(repr, PRINTABLE_HOSTILE), *map(repr, CONTROL_HOSTILE), "1MB"],
+)
 def test_meta_data_json_carries_hostile_values_exactly(value: str) -> None:
     inst = _instance(display_name=value, metadata=json.dumps({value: value}), key_name=value, key_data=value)
     text = json.dumps(openstack_meta_data(inst))

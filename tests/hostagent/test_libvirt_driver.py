@@ -37,9 +37,13 @@ def spec(workdir: Path, name: str = f"{PREFIX}-server", **changes: object) -> In
     server_id = str(uuid.uuid4())
     directory = workdir / "instances" / server_id
     values: dict[str, object] = {
-        "uuid": server_id, "name": name, "vcpus": 2, "memory_mb": 256,
+        "uuid": server_id,
+        "name": name,
+        "vcpus": 2,
+        "memory_mb": 256,
         "disks": (Disk(directory / "disk", "qcow2"), Disk(directory / "disk.local", "qcow2")),
-        "console_log": directory / "console.log", "flavor_name": "m1.test",
+        "console_log": directory / "console.log",
+        "flavor_name": "m1.test",
     }
     values.update(changes)
     return InstanceSpec(**values)  # type: ignore[arg-type]
@@ -63,12 +67,18 @@ async def test_instance_is_defined_started_power_cycled_and_destroyed(
     assert await driver.spawn(s) is PowerState.RUNNING
     assert await driver.instances() == {s.uuid: PowerState.RUNNING}
     expected = [
-        (Action.STOP, PowerState.SHUTDOWN), (Action.START, PowerState.RUNNING),
-        (Action.PAUSE, PowerState.PAUSED), (Action.UNPAUSE, PowerState.RUNNING),
-        (Action.SUSPEND, PowerState.SUSPENDED), (Action.RESUME, PowerState.RUNNING),
-        (Action.REBOOT, PowerState.RUNNING), (Action.REBOOT_HARD, PowerState.RUNNING),
-        (Action.PAUSE, PowerState.PAUSED), (Action.REBOOT_HARD, PowerState.RUNNING),
-        (Action.SUSPEND, PowerState.SUSPENDED), (Action.STOP, PowerState.SHUTDOWN),
+        (Action.STOP, PowerState.SHUTDOWN),
+        (Action.START, PowerState.RUNNING),
+        (Action.PAUSE, PowerState.PAUSED),
+        (Action.UNPAUSE, PowerState.RUNNING),
+        (Action.SUSPEND, PowerState.SUSPENDED),
+        (Action.RESUME, PowerState.RUNNING),
+        (Action.REBOOT, PowerState.RUNNING),
+        (Action.REBOOT_HARD, PowerState.RUNNING),
+        (Action.PAUSE, PowerState.PAUSED),
+        (Action.REBOOT_HARD, PowerState.RUNNING),
+        (Action.SUSPEND, PowerState.SUSPENDED),
+        (Action.STOP, PowerState.SHUTDOWN),
     ]
     for action, state in expected:
         assert await driver.power(s.uuid, action) is state, action
@@ -115,7 +125,9 @@ async def test_lifecycle_events_report_what_happened(open_test_driver: OpenDrive
     assert (await next_event(events, s.uuid)).power_state is PowerState.NOSTATE
 
 
-async def test_events_of_calls_made_in_other_threads_arrive(open_test_driver: OpenDriver, workdir: Path) -> None:
+async def test_events_of_calls_made_in_other_threads_arrive(
+    open_test_driver: OpenDriver, workdir: Path
+) -> None:
     """libvirt calls the event implementation from the calling thread; plain libvirtaio then
     never wakes the loop (measured), ours must."""
     driver = await open_test_driver()
@@ -149,9 +161,18 @@ async def test_domain_xml_is_well_formed_and_carries_the_name_as_text(
     assert root.findtext("memory") == "256" and root.find("memory").get("unit") == "MiB"  # type: ignore[union-attr]
     assert root.findtext("vcpu") == "2"
     disks = root.findall("devices/disk")
-    assert [(d.find("source").get("file"), d.find("target").get("dev"), d.find("target").get("bus"),  # type: ignore[union-attr]
-             d.find("driver").get("type")) for d in disks] == [  # type: ignore[union-attr]
-        (str(s.disks[0].path), "vda", "virtio", "qcow2"), (str(s.disks[1].path), "vdb", "virtio", "qcow2")]
+    assert [
+        (
+            d.find("source").get("file"),
+            d.find("target").get("dev"),
+            d.find("target").get("bus"),  # type: ignore[union-attr]
+            d.find("driver").get("type"),
+        )
+        for d in disks
+    ] == [  # type: ignore[union-attr]
+        (str(s.disks[0].path), "vda", "virtio", "qcow2"),
+        (str(s.disks[1].path), "vdb", "virtio", "qcow2"),
+    ]
     serial = root.find("devices/serial")
     assert serial is not None and serial.get("type") == "file"
     assert serial.find("source").get("path") == str(s.console_log)  # type: ignore[union-attr]
@@ -186,10 +207,14 @@ async def test_the_test_host_has_the_inventory_of_its_node_file(open_test_driver
     assert (info.virt_type, info.vcpus, info.memory_mb, info.hypervisor_type) == ("test", 12, 4096, "TEST")
 
 
-async def test_domains_that_are_not_instances_are_left_alone(open_test_driver: OpenDriver, workdir: Path) -> None:
+async def test_domains_that_are_not_instances_are_left_alone(
+    open_test_driver: OpenDriver, workdir: Path
+) -> None:
     driver = await open_test_driver()
-    other = (f"<domain type='test'><name>{PREFIX}-not-ours</name><memory unit='MiB'>64</memory>"
-             "<vcpu>1</vcpu><os><type>hvm</type></os></domain>")
+    other = (
+        f"<domain type='test'><name>{PREFIX}-not-ours</name><memory unit='MiB'>64</memory>"
+        "<vcpu>1</vcpu><os><type>hvm</type></os></domain>"
+    )
     dom = await asyncio.to_thread(driver.connection.defineXML, other)
     await asyncio.to_thread(dom.create)
     s = spec(workdir)
@@ -218,8 +243,9 @@ def test_domain_type_is_kvm_only_when_asked_for_or_known_to_work() -> None:
 def qemu_system_unavailable() -> str | None:
     """Why qemu:///system cannot be used here, or None."""
     try:
-        result = subprocess.run(["virsh", "-c", "qemu:///system", "list"], check=False, capture_output=True,
-                                text=True, timeout=30)
+        result = subprocess.run(
+            ["virsh", "-c", "qemu:///system", "list"], check=False, capture_output=True, text=True, timeout=30
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"virsh -c qemu:///system list failed: {exc}"
     if result.returncode != 0:
@@ -240,8 +266,15 @@ async def test_a_real_guest_runs_on_qemu_and_is_destroyed(workdir: Path, image_d
         try:
             disks = await storage.create(server_id, image_id, root_gb=1)
             paths = storage.paths(server_id)
-            s = InstanceSpec(uuid=server_id, name=f"{PREFIX} qemu {NASTY}", vcpus=1, memory_mb=64, disks=disks,
-                             console_log=paths.console_log, flavor_name="tiny")
+            s = InstanceSpec(
+                uuid=server_id,
+                name=f"{PREFIX} qemu {NASTY}",
+                vcpus=1,
+                memory_mb=64,
+                disks=disks,
+                console_log=paths.console_log,
+                flavor_name="tiny",
+            )
             assert await driver.spawn(s) is PowerState.RUNNING
             dom = await asyncio.to_thread(driver.connection.lookupByUUIDString, server_id)
             state, _ = await asyncio.to_thread(dom.state)

@@ -15,7 +15,7 @@ import pytest
 from hostagent import qcow2, qemu_img
 from hostagent.qemu_img import QemuImgError
 
-KIB, MIB, GIB, TIB = 1024, 1024 ** 2, 1024 ** 3, 1024 ** 4
+KIB, MIB, GIB, TIB = 1024, 1024**2, 1024**3, 1024**4
 SIZES = [
     pytest.param(1 * MIB, id="1MiB"),
     pytest.param(1000001, id="1000001B"),  # rounded up to 1000448, as qemu-img rounds it
@@ -36,8 +36,9 @@ def run(*argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, check=False, capture_output=True, text=True)
 
 
-def qemu_img_create(path: Path, size: int, backing: Path | None = None,
-                    backing_format: str | None = None) -> None:
+def qemu_img_create(
+    path: Path, size: int, backing: Path | None = None, backing_format: str | None = None
+) -> None:
     extra = ["-b", str(backing), "-F", str(backing_format)] if backing is not None else []
     result = run("qemu-img", "create", "-q", "-f", "qcow2", *extra, str(path), str(size))
     assert result.returncode == 0, result.stderr
@@ -59,16 +60,25 @@ def info(path: Path) -> dict[str, object]:
     return json.loads(result.stdout)
 
 
-def assert_info(path: Path, size: int, backing: Path | None = None,
-                backing_format: str | None = None) -> None:
+def assert_info(
+    path: Path, size: int, backing: Path | None = None, backing_format: str | None = None
+) -> None:
     found = info(path)
     assert found["format"] == "qcow2"
     assert found["virtual-size"] == rounded(size)
     assert found["cluster-size"] == 65536
     assert found.get("dirty-flag") is False
-    assert found["format-specific"] == {"type": "qcow2", "data": {
-        "compat": "1.1", "compression-type": "zlib", "lazy-refcounts": False, "refcount-bits": 16,
-        "corrupt": False, "extended-l2": False}}
+    assert found["format-specific"] == {
+        "type": "qcow2",
+        "data": {
+            "compat": "1.1",
+            "compression-type": "zlib",
+            "lazy-refcounts": False,
+            "refcount-bits": 16,
+            "corrupt": False,
+            "extended-l2": False,
+        },
+    }
     assert found.get("backing-filename") == (str(backing) if backing is not None else None)
     assert found.get("backing-filename-format") == backing_format
 
@@ -171,8 +181,8 @@ async def test_an_overlay_is_what_qemu_img_writes_and_reads_through(
     writes = [(whole, 64 * KIB, 0xAB), (300 * KIB + 123 * 512, 10 * KIB, 0xCD)]
     for offset, length, byte in writes:
         qemu_io(ours, f"write -P {byte:#x} {offset} {length}")
-        expected[len(expected):] = bytes(max(0, offset + length - len(expected)))
-        expected[offset:offset + length] = bytes([byte]) * length
+        expected[len(expected) :] = bytes(max(0, offset + length - len(expected)))
+        expected[offset : offset + length] = bytes([byte]) * length
     assert_clean(ours)
     for offset, length, byte in writes:
         qemu_io(ours, f"read -P {byte:#x} {offset} {length}")
@@ -220,17 +230,20 @@ async def test_sizes_no_image_can_have_are_refused(tmp_path: Path, size: object)
     assert not path.exists()
 
 
-@pytest.mark.parametrize(("backing", "backing_format"), [
-    ("/images/base", None),
-    (None, "raw"),
-    ("", "raw"),
-    ("/images/ba\0se", "raw"),
-    ("/images/base", ""),
-    ("/images/base", "RAW"),
-    ("/images/base", "ra w"),
-    ("/images/base", "a" * 16),
-    ("/" + "x" * 1023, "raw"),
-])
+@pytest.mark.parametrize(
+    ("backing", "backing_format"),
+    [
+        ("/images/base", None),
+        (None, "raw"),
+        ("", "raw"),
+        ("/images/ba\0se", "raw"),
+        ("/images/base", ""),
+        ("/images/base", "RAW"),
+        ("/images/base", "ra w"),
+        ("/images/base", "a" * 16),
+        ("/" + "x" * 1023, "raw"),
+    ],
+)
 def test_bad_backing_names_and_formats_are_refused(backing: str | None, backing_format: str | None) -> None:
     with pytest.raises(ValueError):
         qcow2.image_bytes(1 * GIB, backing, backing_format)
@@ -240,4 +253,4 @@ def test_sizes_are_rounded_up_to_a_sector() -> None:
     assert qcow2.rounded_size(1) == 512
     assert qcow2.rounded_size(512) == 512
     assert qcow2.rounded_size(1000001) == 1000448
-    assert qcow2.rounded_size(qcow2.MAX_VIRTUAL_SIZE) == 2 ** 51
+    assert qcow2.rounded_size(qcow2.MAX_VIRTUAL_SIZE) == 2**51

@@ -35,8 +35,13 @@ async def test_a_failed_spawn_is_retried_on_another_host_and_frees_its_claim(
     # Equal hosts tie on free RAM and are ranked by name: the failing one is tried first.
     bad = await start_agent(f"{PREFIX}-a-{uuid.uuid4().hex[:4]}", availability_zone=zone, driver=CannotSpawn)
     good = await start_agent(f"{PREFIX}-b-{uuid.uuid4().hex[:4]}", availability_zone=zone)
-    runtime = Runtime(pool, broker, [server.KIND, scheduler.KIND], shards=shards,
-                      settings=dataclasses.replace(FAST, handler_attempts=5))
+    runtime = Runtime(
+        pool,
+        broker,
+        [server.KIND, scheduler.KIND],
+        shards=shards,
+        settings=dataclasses.replace(FAST, handler_attempts=5),
+    )
     await runtime.start()
     try:
         server_id = str(uuid.uuid4())
@@ -45,17 +50,27 @@ async def test_a_failed_spawn_is_retried_on_another_host_and_frees_its_claim(
             "INSERT INTO servers (id, version, project_id, user_id, display_name, vm_state, task_state, flavor, "
             "image_id, requested_availability_zone, reservation_id) "
             "VALUES ($1, 1, 'p', 'u', $2, 'building', 'scheduling', $3, $4, $5, 'r-test')",
-            server_id, f"{PREFIX}-vm", flavor, make_image(image_dir), zone,
+            server_id,
+            f"{PREFIX}-vm",
+            flavor,
+            make_image(image_dir),
+            zone,
         )
         async with ActorClient(broker, shards) as client:
             await client.send(Target("server", server_id), m.BuildServer())
             row = await wait_until(lambda: _settled(pool, server_id), timeout=30, what="the build to settle")
-            assert (row["vm_state"], row["host"], list(row["attempted_hosts"])) == ("active", good.name, [bad.name])
+            assert (row["vm_state"], row["host"], list(row["attempted_hosts"])) == (
+                "active",
+                good.name,
+                [bad.name],
+            )
             assert row["power_state"] == int(PowerState.RUNNING)
             claims = await pool.fetch("SELECT host FROM allocations WHERE server_id = $1", server_id)
             assert [c["host"] for c in claims] == [good.name]
             assert await pool.fetchval("SELECT used_vcpus FROM compute_hosts WHERE name = $1", bad.name) == 0
-            assert not (bad.settings.state_dir / "instances" / server_id).exists()  # the failed spawn cleaned up
+            assert not (
+                bad.settings.state_dir / "instances" / server_id
+            ).exists()  # the failed spawn cleaned up
 
             await client.send(Target("server", server_id), m.DeleteServer())
             await wait_until(lambda: _vm_state_is(pool, server_id, "deleted"), timeout=30, what="the delete")

@@ -22,13 +22,15 @@ def storage(workdir: Path, image_dir: Path) -> InstanceStorage:
     return InstanceStorage(workdir / f"{PREFIX}-host", image_dir)
 
 
-async def test_the_base_image_is_cached_once_under_concurrency(storage: InstanceStorage, image_dir: Path) -> None:
+async def test_the_base_image_is_cached_once_under_concurrency(
+    storage: InstanceStorage, image_dir: Path
+) -> None:
     image_id = make_image(image_dir, "16M")
     bases = await asyncio.gather(*(storage.cached_base(image_id) for _ in range(8)))
     assert sum(b.fetched for b in bases) == 1
     expected = storage.base_dir / hashlib.sha1(image_id.encode()).hexdigest()
     assert {b.path for b in bases} == {expected}
-    assert {(b.format, b.virtual_size) for b in bases} == {("qcow2", 16 * 1024 ** 2)}
+    assert {(b.format, b.virtual_size) for b in bases} == {("qcow2", 16 * 1024**2)}
     assert sorted(os.listdir(storage.base_dir)) == [expected.name]  # no temporary file left
     inode = expected.stat().st_ino
     again = await storage.cached_base(image_id)
@@ -63,11 +65,15 @@ async def test_concurrent_spawns_share_one_base_and_get_overlays_on_it(
 def qemu_io(path: Path, command: str) -> bool:
     """Run one qemu-io command on an image; whether it succeeded (a pattern read that finds
     other bytes fails)."""
-    result = subprocess.run(["qemu-io", "-c", command, str(path)], check=False, capture_output=True, text=True)
+    result = subprocess.run(
+        ["qemu-io", "-c", command, str(path)], check=False, capture_output=True, text=True
+    )
     return result.returncode == 0
 
 
-async def test_a_raw_image_backs_an_overlay_with_its_format(storage: InstanceStorage, image_dir: Path) -> None:
+async def test_a_raw_image_backs_an_overlay_with_its_format(
+    storage: InstanceStorage, image_dir: Path
+) -> None:
     image_id = make_image(image_dir, "8M", "raw")
     server_id = str(uuid.uuid4())
     await storage.create(server_id, image_id, root_gb=1)
@@ -79,23 +85,27 @@ async def test_a_flavor_disk_of_zero_keeps_the_image_size(storage: InstanceStora
     image_id = make_image(image_dir, "16M")
     server_id = str(uuid.uuid4())
     await storage.create(server_id, image_id, root_gb=0)
-    assert qemu_img_info(storage.paths(server_id).disk)["virtual-size"] == 16 * 1024 ** 2
+    assert qemu_img_info(storage.paths(server_id).disk)["virtual-size"] == 16 * 1024**2
 
 
-async def test_a_flavor_disk_smaller_than_the_image_is_refused(storage: InstanceStorage, image_dir: Path) -> None:
+async def test_a_flavor_disk_smaller_than_the_image_is_refused(
+    storage: InstanceStorage, image_dir: Path
+) -> None:
     image_id = make_image(image_dir, "2G")  # sparse: a few hundred KiB on disk
     with pytest.raises(StorageError, match="too small"):
         await storage.create(str(uuid.uuid4()), image_id, root_gb=1)
 
 
-async def test_ephemeral_and_swap_disks_follow_the_root_disk(storage: InstanceStorage, image_dir: Path) -> None:
+async def test_ephemeral_and_swap_disks_follow_the_root_disk(
+    storage: InstanceStorage, image_dir: Path
+) -> None:
     image_id = make_image(image_dir, "16M")
     server_id = str(uuid.uuid4())
     disks = await storage.create(server_id, image_id, root_gb=1, ephemeral_gb=2, swap_mb=512)
     paths = storage.paths(server_id)
     assert [d.path for d in disks] == [paths.disk, paths.ephemeral, paths.swap]
     assert qemu_img_info(paths.ephemeral)["virtual-size"] == 2 * GIB
-    assert qemu_img_info(paths.swap)["virtual-size"] == 512 * 1024 ** 2
+    assert qemu_img_info(paths.swap)["virtual-size"] == 512 * 1024**2
     assert "backing-filename" not in qemu_img_info(paths.swap)
     assert json.loads(paths.disk_info.read_text()) == {str(d.path): "qcow2" for d in disks}
 
@@ -129,7 +139,14 @@ async def test_images_that_refer_to_other_files_are_refused(
 
 
 async def test_ids_that_are_not_uuids_never_become_paths(storage: InstanceStorage) -> None:
-    for bad in ("../../etc", "", "x/y", f"{{{uuid.uuid4()}}}", f"{uuid.uuid4()}/../x", "urn:uuid:" + str(uuid.uuid4())):
+    for bad in (
+        "../../etc",
+        "",
+        "x/y",
+        f"{{{uuid.uuid4()}}}",
+        f"{uuid.uuid4()}/../x",
+        "urn:uuid:" + str(uuid.uuid4()),
+    ):
         with pytest.raises(StorageError):
             storage.paths(bad)
         with pytest.raises(StorageError):

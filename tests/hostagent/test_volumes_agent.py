@@ -66,8 +66,9 @@ async def inbox(broker: Any, shards: int) -> AsyncIterator[Callable[[Target], Aw
 
 
 @pytest.fixture
-async def start_storage_agent(pool: asyncpg.Pool, broker: Any, workdir: Path,
-                              image_dir: Path) -> AsyncIterator[StartStorageAgent]:
+async def start_storage_agent(
+    pool: asyncpg.Pool, broker: Any, workdir: Path, image_dir: Path
+) -> AsyncIterator[StartStorageAgent]:
     """Start StorageAgents on file backends (stopped, their rows and queues removed, at the end)."""
     started: list[StorageAgent] = []
     names: set[str] = set()
@@ -76,8 +77,9 @@ async def start_storage_agent(pool: asyncpg.Pool, broker: Any, workdir: Path,
         name = name or backend_name("file", f"{PREFIX}-{uuid.uuid4().hex[:6]}")
         values: dict[str, Any] = {"name": name, "image_dir": image_dir, "heartbeat": 0.2}
         values.update(overrides)
-        agent = StorageAgent(StorageAgentSettings(**values), pool, broker,
-                             FileBackend.in_state_dir(workdir / name))
+        agent = StorageAgent(
+            StorageAgentSettings(**values), pool, broker, FileBackend.in_state_dir(workdir / name)
+        )
         await agent.start()
         started.append(agent)
         names.add(name)
@@ -103,7 +105,12 @@ async def add_image(pool: asyncpg.Pool, image_dir: Path) -> AsyncIterator[Callab
         await pool.execute(
             "INSERT INTO images (id, name, owner, status, disk_format, container_format, size) "
             "VALUES ($1, $2, 'p', $3, $4, 'bare', $5)",
-            image_id, f"{PREFIX}-image", status, fmt, (image_dir / image_id).stat().st_size)
+            image_id,
+            f"{PREFIX}-image",
+            status,
+            fmt,
+            (image_dir / image_id).stat().st_size,
+        )
         ids.append(image_id)
         return image_id
 
@@ -127,7 +134,11 @@ async def test_the_agent_registers_its_backend_and_heartbeats(
     row = await pool.fetchrow("SELECT * FROM volume_backends WHERE name = $1", agent.name)
     assert row is not None
     assert (row["driver"], row["availability_zone"], row["allocated_gb"], row["enabled"]) == (
-        "file", f"{PREFIX}-az", 0, True)
+        "file",
+        f"{PREFIX}-az",
+        0,
+        True,
+    )
     assert isinstance(agent.backend, FileBackend)
     statvfs = os.statvfs(agent.backend.directory)
     assert row["total_gb"] == statvfs.f_blocks * statvfs.f_frsize // GIB > 0
@@ -135,7 +146,9 @@ async def test_the_agent_registers_its_backend_and_heartbeats(
     await wait_until(lambda: _heartbeat_after(pool, agent.name, first), timeout=30, what="a newer heartbeat")
 
     # The API's allocation and the operator's switch survive a restart; a deleted row comes back.
-    await pool.execute("UPDATE volume_backends SET allocated_gb = 7, enabled = false WHERE name = $1", agent.name)
+    await pool.execute(
+        "UPDATE volume_backends SET allocated_gb = 7, enabled = false WHERE name = $1", agent.name
+    )
     await agent.stop()
     again = await start_storage_agent(agent.name)
     row = await pool.fetchrow("SELECT * FROM volume_backends WHERE name = $1", again.name)
@@ -145,7 +158,9 @@ async def test_the_agent_registers_its_backend_and_heartbeats(
 
 
 async def _heartbeat_after(pool: asyncpg.Pool, name: str, when: Any) -> bool:
-    return bool(await pool.fetchval("SELECT heartbeat_at > $2 FROM volume_backends WHERE name = $1", name, when))
+    return bool(
+        await pool.fetchval("SELECT heartbeat_at > $2 FROM volume_backends WHERE name = $1", name, when)
+    )
 
 
 async def _row_exists(pool: asyncpg.Pool, name: str) -> bool:
@@ -180,8 +195,9 @@ async def test_create_extend_and_delete_are_answered_and_redeliveries_are_idempo
     assert again.id == reply.id and again.body == reply.body  # the volume actor takes it for a duplicate
     assert Path(location).stat().st_ino == inode  # not made again
 
-    extend = Envelope.new(target, v.ExtendVolumeOnBackend(volume_id=volume_id, new_size=2,
-                                                          provider_location=location))
+    extend = Envelope.new(
+        target, v.ExtendVolumeOnBackend(volume_id=volume_id, new_size=2, provider_location=location)
+    )
     for _ in range(2):
         await client.publish(extend)
         assert (await box.next_of(v.VolumeExtended)).body.size == 2  # type: ignore[attr-defined]
@@ -200,8 +216,9 @@ async def test_a_volume_from_an_image_is_bootable_and_holds_the_image(
     image_id = await add_image("8M", "raw")
     volume_id = str(uuid.uuid4())
     box = await inbox(Target("volume", volume_id))
-    await client.send(Target("agent", agent.name), v.CreateVolumeOnBackend(volume_id=volume_id, size=1,
-                                                                           image_id=image_id))
+    await client.send(
+        Target("agent", agent.name), v.CreateVolumeOnBackend(volume_id=volume_id, size=1, image_id=image_id)
+    )
     created = (await box.next_of(v.VolumeCreated)).body
     assert isinstance(created, v.VolumeCreated) and created.bootable is True
     info = qemu_img_info(Path(created.provider_location))
@@ -230,7 +247,9 @@ async def test_failed_requests_report_the_reason_and_leave_no_file(
     box = await inbox(Target("volume", volume_id))
     await client.send(target, v.CreateVolumeOnBackend(volume_id=volume_id, size=2))
     location = (await box.next_of(v.VolumeCreated)).body.provider_location  # type: ignore[attr-defined]
-    await client.send(target, v.ExtendVolumeOnBackend(volume_id=volume_id, new_size=1, provider_location=location))
+    await client.send(
+        target, v.ExtendVolumeOnBackend(volume_id=volume_id, new_size=1, provider_location=location)
+    )
     assert "cannot shrink" in (await box.next_of(v.VolumeExtendFailed)).body.reason  # type: ignore[attr-defined]
     await client.send(target, v.DeleteVolumeOnBackend(volume_id=volume_id, provider_location="/etc/passwd"))
     assert "not in this backend" in (await box.next_of(v.VolumeDeleteFailed)).body.reason  # type: ignore[attr-defined]

@@ -65,7 +65,14 @@ def disks(definition: str) -> list[tuple[str, str | None, str | None]]:
 
 def test_device_names_follow_the_kernels() -> None:
     assert [domain.device_name(i) for i in (0, 1, 25, 26, 27, 51, 52)] == [
-        "vda", "vdb", "vdz", "vdaa", "vdab", "vdaz", "vdba"]
+        "vda",
+        "vdb",
+        "vdz",
+        "vdaa",
+        "vdab",
+        "vdaz",
+        "vdba",
+    ]
 
 
 def test_volumes_keep_their_devices_and_local_disks_take_the_free_ones(workdir: Path) -> None:
@@ -73,12 +80,21 @@ def test_volumes_keep_their_devices_and_local_disks_take_the_free_ones(workdir: 
     data = Disk(workdir / "vol-data", "raw", device="vdb", serial="data-volume")
     local = Disk(workdir / "disk.local", "qcow2")
     swap = Disk(workdir / "disk.swap", "qcow2")
-    s = InstanceSpec(uuid=str(uuid.uuid4()), name="x", vcpus=1, memory_mb=64, disks=(root, local, data, swap),
-                     console_log=workdir / "console.log")
+    s = InstanceSpec(
+        uuid=str(uuid.uuid4()),
+        name="x",
+        vcpus=1,
+        memory_mb=64,
+        disks=(root, local, data, swap),
+        console_log=workdir / "console.log",
+    )
     definition = domain.build(s, "test")
     assert disks(definition) == [  # in device order: the BIOS boots the first
-        ("vda", str(root.path), "root-volume"), ("vdb", str(data.path), "data-volume"),
-        ("vdc", str(local.path), None), ("vdd", str(swap.path), None)]
+        ("vda", str(root.path), "root-volume"),
+        ("vdb", str(data.path), "data-volume"),
+        ("vdc", str(local.path), None),
+        ("vdd", str(swap.path), None),
+    ]
     element = ET.fromstring(definition).find("devices/disk[serial='data-volume']")
     assert element is not None and element.find("driver").get("type") == "raw"  # type: ignore[union-attr]
     assert element.find("target").get("bus") == "virtio"  # type: ignore[union-attr]
@@ -95,8 +111,14 @@ def test_volumes_keep_their_devices_and_local_disks_take_the_free_ones(workdir: 
 def spec(workdir: Path) -> InstanceSpec:
     server_id = str(uuid.uuid4())
     directory = workdir / "instances" / server_id
-    return InstanceSpec(uuid=server_id, name=f"{PREFIX}-server", vcpus=1, memory_mb=256,
-                        disks=(Disk(directory / "disk", "qcow2"),), console_log=directory / "console.log")
+    return InstanceSpec(
+        uuid=server_id,
+        name=f"{PREFIX}-server",
+        vcpus=1,
+        memory_mb=256,
+        disks=(Disk(directory / "disk", "qcow2"),),
+        console_log=directory / "console.log",
+    )
 
 
 async def test_the_test_driver_records_attach_and_detach_in_the_persistent_definition(
@@ -150,12 +172,14 @@ async def server_inbox(inbox: Any, server_id: str) -> ActorInbox:
 
 async def next_reply(box: ActorInbox, kind: type, timeout: float = 10.0) -> Envelope:
     """The next message of this type, skipping power-state reports."""
+
     async def find() -> Envelope:
         while True:
             envelope = await box.next(timeout)
             if isinstance(envelope.body, kind):
                 return envelope
             assert isinstance(envelope.body, m.PowerStateReport), envelope.body
+
     return await asyncio.wait_for(find(), timeout)
 
 
@@ -166,14 +190,23 @@ async def test_the_agent_attaches_and_detaches_idempotently_and_keeps_its_defini
     server_id = str(uuid.uuid4())
     box = await server_inbox(inbox, server_id)
     target = Target("agent", agent.name)
-    await client.send(target, m.Spawn(server_id=server_id, name=f"{PREFIX} server", flavor=TINY,
-                                      image_id=make_image(image_dir)))
+    await client.send(
+        target,
+        m.Spawn(server_id=server_id, name=f"{PREFIX} server", flavor=TINY, image_id=make_image(image_dir)),
+    )
     await next_reply(box, m.Spawned)
     volume_id, path = volume_file(workdir / "volumes")
     saved = agent.storage.paths(server_id).definition
 
-    attach = Envelope.new(target, v.AttachVolumeOnHost(server_id=server_id, attachment_id="att-1",
-                                                       device="/dev/vdb", connection=connection(volume_id, path)))
+    attach = Envelope.new(
+        target,
+        v.AttachVolumeOnHost(
+            server_id=server_id,
+            attachment_id="att-1",
+            device="/dev/vdb",
+            connection=connection(volume_id, path),
+        ),
+    )
     await client.publish(attach)
     reply = await next_reply(box, v.VolumeAttachedToServer)
     assert (reply.body.attachment_id, reply.body.volume_id) == ("att-1", volume_id)  # type: ignore[attr-defined]
@@ -184,8 +217,12 @@ async def test_the_agent_attaches_and_detaches_idempotently_and_keeps_its_defini
     assert again.id == reply.id
     assert [d for d in disks(saved.read_text()) if d[2] == volume_id] == [("vdb", str(path), volume_id)]
 
-    detach = Envelope.new(target, v.DetachVolumeOnHost(server_id=server_id, attachment_id="att-1",
-                                                       volume_id=volume_id, device="/dev/vdb"))
+    detach = Envelope.new(
+        target,
+        v.DetachVolumeOnHost(
+            server_id=server_id, attachment_id="att-1", volume_id=volume_id, device="/dev/vdb"
+        ),
+    )
     for _ in range(2):
         await client.publish(detach)
         done = await next_reply(box, v.VolumeDetachedFromServer)
@@ -202,33 +239,46 @@ async def test_an_attach_the_host_cannot_make_is_answered_with_the_reason(
     server_id = str(uuid.uuid4())
     box = await server_inbox(inbox, server_id)
     target = Target("agent", agent.name)
-    await client.send(target, m.Spawn(server_id=server_id, name=f"{PREFIX} server", flavor=TINY,
-                                      image_id=make_image(image_dir)))
+    await client.send(
+        target,
+        m.Spawn(server_id=server_id, name=f"{PREFIX} server", flavor=TINY, image_id=make_image(image_dir)),
+    )
     await next_reply(box, m.Spawned)
     volume_id, path = volume_file(workdir / "volumes")
     gone = workdir / "volumes" / f"volume-{uuid.uuid4()}"
     cases = [
         (connection(volume_id, gone), "/dev/vdb", "not reachable"),
-        (v.VolumeConnection(volume_id=volume_id, driver="rbd", path="pool/volume", format="raw"), "/dev/vdb",
-         "file volumes only"),
+        (
+            v.VolumeConnection(volume_id=volume_id, driver="rbd", path="pool/volume", format="raw"),
+            "/dev/vdb",
+            "file volumes only",
+        ),
         (connection(volume_id, path), "/dev/sdb", "Invalid device"),
         (connection(volume_id, path), "/dev/vda", "in use by another disk"),  # the root disk's
         (connection("../../etc", path), "/dev/vdb", "invalid volume id"),
     ]
     for conn, device, expected in cases:
-        await client.send(target, v.AttachVolumeOnHost(server_id=server_id, attachment_id="att", device=device,
-                                                       connection=conn))
+        await client.send(
+            target,
+            v.AttachVolumeOnHost(server_id=server_id, attachment_id="att", device=device, connection=conn),
+        )
         failed = (await next_reply(box, v.VolumeAttachToServerFailed)).body
         assert expected in failed.reason, failed  # type: ignore[attr-defined]
     assert len(disks(await agent.driver.definition(server_id) or "")) == 1
 
     missing = str(uuid.uuid4())
     lost = await server_inbox(inbox, missing)
-    await client.send(target, v.AttachVolumeOnHost(server_id=missing, attachment_id="att", device="/dev/vdb",
-                                                   connection=connection(volume_id, path)))
+    await client.send(
+        target,
+        v.AttachVolumeOnHost(
+            server_id=missing, attachment_id="att", device="/dev/vdb", connection=connection(volume_id, path)
+        ),
+    )
     assert "could not be found" in (await next_reply(lost, v.VolumeAttachToServerFailed)).body.reason  # type: ignore[attr-defined]
-    await client.send(target, v.DetachVolumeOnHost(server_id=missing, attachment_id="att", volume_id=volume_id,
-                                                   device="/dev/vdb"))
+    await client.send(
+        target,
+        v.DetachVolumeOnHost(server_id=missing, attachment_id="att", volume_id=volume_id, device="/dev/vdb"),
+    )
     await next_reply(lost, v.VolumeDetachedFromServer)  # no domain: attached to nothing here
 
 
@@ -236,8 +286,9 @@ class GuestHoldsOn(LibvirtDriver):
     """A guest that never releases a volume (the fault being injected: the test driver cannot
     hot-unplug, so it cannot wait for a guest either)."""
 
-    async def detach_volume(self, uuid: str, device: str, *, serial: str | None = None,
-                            timeout: float = 20.0) -> bool:
+    async def detach_volume(
+        self, uuid: str, device: str, *, serial: str | None = None, timeout: float = 20.0
+    ) -> bool:
         raise DetachTimeout(uuid, device, timeout)
 
 
@@ -248,15 +299,28 @@ async def test_a_detach_the_guest_does_not_complete_is_answered_with_the_reason_
     server_id = str(uuid.uuid4())
     box = await server_inbox(inbox, server_id)
     target = Target("agent", agent.name)
-    await client.send(target, m.Spawn(server_id=server_id, name=f"{PREFIX} server", flavor=TINY,
-                                      image_id=make_image(image_dir)))
+    await client.send(
+        target,
+        m.Spawn(server_id=server_id, name=f"{PREFIX} server", flavor=TINY, image_id=make_image(image_dir)),
+    )
     await next_reply(box, m.Spawned)
     volume_id, path = volume_file(workdir / "volumes")
-    await client.send(target, v.AttachVolumeOnHost(server_id=server_id, attachment_id="att", device="/dev/vdb",
-                                                   connection=connection(volume_id, path)))
+    await client.send(
+        target,
+        v.AttachVolumeOnHost(
+            server_id=server_id,
+            attachment_id="att",
+            device="/dev/vdb",
+            connection=connection(volume_id, path),
+        ),
+    )
     await next_reply(box, v.VolumeAttachedToServer)
-    await client.send(target, v.DetachVolumeOnHost(server_id=server_id, attachment_id="att", volume_id=volume_id,
-                                                   device="/dev/vdb"))
+    await client.send(
+        target,
+        v.DetachVolumeOnHost(
+            server_id=server_id, attachment_id="att", volume_id=volume_id, device="/dev/vdb"
+        ),
+    )
     failed = (await next_reply(box, v.VolumeDetachFromServerFailed)).body
     assert (failed.attachment_id, failed.volume_id) == ("att", volume_id)  # type: ignore[attr-defined]
     assert "did not release device vdb within 0.5 seconds" in failed.reason  # type: ignore[attr-defined]
@@ -273,10 +337,19 @@ async def test_a_server_boots_from_its_volume_with_its_data_volumes_and_keeps_th
     root_id, root = volume_file(workdir / "volumes")
     data_id, data = volume_file(workdir / "volumes")
     flavor = m.FlavorSpec(id="2", name="m1.eph", ram=512, vcpus=1, disk=1, ephemeral=1)
-    await client.send(Target("agent", agent.name), m.Spawn(
-        server_id=server_id, name=f"{PREFIX} bfv", flavor=flavor, image_id=None,
-        volumes=[m.BlockDevice(device="/dev/vdb", connection=connection(data_id, data)),
-                 m.BlockDevice(device="/dev/vda", connection=connection(root_id, root), boot_index=0)]))
+    await client.send(
+        Target("agent", agent.name),
+        m.Spawn(
+            server_id=server_id,
+            name=f"{PREFIX} bfv",
+            flavor=flavor,
+            image_id=None,
+            volumes=[
+                m.BlockDevice(device="/dev/vdb", connection=connection(data_id, data)),
+                m.BlockDevice(device="/dev/vda", connection=connection(root_id, root), boot_index=0),
+            ],
+        ),
+    )
     spawned = (await next_reply(box, m.Spawned)).body
     assert spawned.power_state == PowerState.RUNNING  # type: ignore[attr-defined]
     paths = agent.storage.paths(server_id)
@@ -287,17 +360,29 @@ async def test_a_server_boots_from_its_volume_with_its_data_volumes_and_keeps_th
     assert json.loads(paths.disk_info.read_text()) == {str(paths.ephemeral): "qcow2"}
 
     extra_id, extra = volume_file(workdir / "volumes")
-    await client.send(Target("agent", agent.name), v.AttachVolumeOnHost(
-        server_id=server_id, attachment_id="att-2", device="/dev/vdd", connection=connection(extra_id, extra)))
+    await client.send(
+        Target("agent", agent.name),
+        v.AttachVolumeOnHost(
+            server_id=server_id,
+            attachment_id="att-2",
+            device="/dev/vdd",
+            connection=connection(extra_id, extra),
+        ),
+    )
     await next_reply(box, v.VolumeAttachedToServer)
 
     # The test hypervisor forgets its domains with the process: the new agent restores the
     # definition it kept, volumes included (the database places the server here: an instance it
     # does not know would be reaped).
     await agent.stop()
-    await pool.execute("INSERT INTO servers (id, version, project_id, user_id, display_name, vm_state, flavor, host, "
-                       "reservation_id) VALUES ($1, 1, $2, $2, $2, 'active', $3, $4, $2)",
-                       server_id, PREFIX, {}, agent.name)
+    await pool.execute(
+        "INSERT INTO servers (id, version, project_id, user_id, display_name, vm_state, flavor, host, "
+        "reservation_id) VALUES ($1, 1, $2, $2, $2, 'active', $3, $4, $2)",
+        server_id,
+        PREFIX,
+        {},
+        agent.name,
+    )
     try:
         again = await start_agent(agent.name)
     finally:
@@ -319,9 +404,18 @@ async def test_a_spawn_with_a_volume_the_host_cannot_reach_fails_and_leaves_noth
     box = await server_inbox(inbox, server_id)
     volume_id = str(uuid.uuid4())
     missing = workdir / "volumes" / f"volume-{volume_id}"
-    await client.send(Target("agent", agent.name), m.Spawn(
-        server_id=server_id, name=f"{PREFIX} bfv", flavor=TINY, image_id=None,
-        volumes=[m.BlockDevice(device="/dev/vda", connection=connection(volume_id, missing), boot_index=0)]))
+    await client.send(
+        Target("agent", agent.name),
+        m.Spawn(
+            server_id=server_id,
+            name=f"{PREFIX} bfv",
+            flavor=TINY,
+            image_id=None,
+            volumes=[
+                m.BlockDevice(device="/dev/vda", connection=connection(volume_id, missing), boot_index=0)
+            ],
+        ),
+    )
     failed = (await next_reply(box, m.SpawnFailed)).body
     assert "not reachable" in failed.reason  # type: ignore[attr-defined]
     assert await agent.driver.power_state(server_id) is None

@@ -25,8 +25,9 @@ async def backend(workdir: Path) -> AsyncIterator[FileBackend]:
         yield opened
 
 
-def image(image_dir: Path, size: str, fmt: str, *, registered_as: str | None = None,
-          pattern: int | None = None) -> SourceImage:
+def image(
+    image_dir: Path, size: str, fmt: str, *, registered_as: str | None = None, pattern: int | None = None
+) -> SourceImage:
     """An image in the store, optionally with a 64 KiB pattern written at offset 1 MiB."""
     image_id = make_image(image_dir, size, fmt)
     path = image_dir / image_id
@@ -38,15 +39,20 @@ def image(image_dir: Path, size: str, fmt: str, *, registered_as: str | None = N
 def qemu_io(path: Path, fmt: str, command: str) -> bool:
     """One qemu-io command on an image read as `fmt`; whether it succeeded (a pattern read that
     finds other bytes fails)."""
-    result = subprocess.run(["qemu-io", "-f", fmt, "-c", command, str(path)], check=False,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        ["qemu-io", "-f", fmt, "-c", command, str(path)], check=False, capture_output=True, text=True
+    )
     return result.returncode == 0
 
 
 def same_content(a: Path, a_format: str, b: Path, b_format: str) -> bool:
     """The guest sees the same bytes (beyond the smaller image's end, the larger reads zeros)."""
-    result = subprocess.run(["qemu-img", "compare", "-q", "-f", a_format, "-F", b_format, str(a), str(b)],
-                            check=False, capture_output=True, text=True)
+    result = subprocess.run(
+        ["qemu-img", "compare", "-q", "-f", a_format, "-F", b_format, str(a), str(b)],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
     return result.returncode == 0
 
 
@@ -146,7 +152,9 @@ async def test_a_failed_copy_removes_its_partial_file_and_a_stale_one_is_replace
     assert leftovers(backend) == [path.name]
 
 
-async def test_a_missing_image_and_unsupported_formats_are_refused(backend: FileBackend, image_dir: Path) -> None:
+async def test_a_missing_image_and_unsupported_formats_are_refused(
+    backend: FileBackend, image_dir: Path
+) -> None:
     missing = str(uuid.uuid4())
     with pytest.raises(VolumeBackendError, match="has no data"):
         await backend.create(str(uuid.uuid4()), 1, SourceImage(missing, image_dir / missing, "qcow2"))
@@ -214,10 +222,13 @@ async def test_a_location_outside_the_backend_is_never_touched(backend: FileBack
     assert elsewhere.read_text() == "keep me" and Path(location).exists()
 
 
-async def test_the_connection_names_the_file_and_the_capacity_is_the_file_systems(backend: FileBackend) -> None:
+async def test_the_connection_names_the_file_and_the_capacity_is_the_file_systems(
+    backend: FileBackend,
+) -> None:
     volume_id = str(uuid.uuid4())
     location = await backend.create(volume_id, 1)
     assert backend.connection(volume_id, location) == VolumeConnection(
-        volume_id=volume_id, driver="file", path=location, format="qcow2")
+        volume_id=volume_id, driver="file", path=location, format="qcow2"
+    )
     statvfs = os.statvfs(backend.directory)
     assert await backend.capacity() == statvfs.f_blocks * statvfs.f_frsize // GIB > 0

@@ -39,8 +39,14 @@ from tests.hostagent.test_libvirt_driver import qemu_system_unavailable
 KERNEL_DEB_ENV = "ACTORSTACK_TEST_GUEST_KERNEL"
 KERNEL_DEB_GLOB = "/var/cache/apt/archives/linux-image-[0-9]*-cloud-amd64_*.deb"
 BUSYBOX = Path("/bin/busybox")
-MODULES = ("drivers/virtio/virtio_ring", "drivers/virtio/virtio", "drivers/virtio/virtio_pci_legacy_dev",
-           "drivers/virtio/virtio_pci_modern_dev", "drivers/virtio/virtio_pci", "drivers/block/virtio_blk")  # in order
+MODULES = (
+    "drivers/virtio/virtio_ring",
+    "drivers/virtio/virtio",
+    "drivers/virtio/virtio_pci_legacy_dev",
+    "drivers/virtio/virtio_pci_modern_dev",
+    "drivers/virtio/virtio_pci",
+    "drivers/block/virtio_blk",
+)  # in order
 READY = "guest ready"
 # The guest's init: load virtio, then print "disks: vda=<serial> …" twice a second. virtio-blk
 # gives the guest the first 20 bytes of a disk's serial (the volume id).
@@ -50,7 +56,7 @@ $B mkdir -p /proc /sys /dev
 $B mount -t proc proc /proc
 $B mount -t sysfs sys /sys
 $B mount -t devtmpfs dev /dev
-for m in {' '.join(name.rsplit('/', 1)[1] for name in MODULES)}; do $B insmod /lib/$m.ko; done
+for m in {" ".join(name.rsplit("/", 1)[1] for name in MODULES)}; do $B insmod /lib/$m.ko; done
 echo "{READY}"
 while true; do
   echo "disks:$(cd /sys/block && for d in vd*; do [ -e $d ] && echo -n " $d=$($B cat $d/serial)"; done)"
@@ -93,7 +99,7 @@ def _is_static(path: Path) -> bool:
     data = path.read_bytes()
     if data[:4] != b"\x7fELF" or data[4] != 2:  # 64-bit ELF only
         return False
-    phoff, = struct.unpack_from("<Q", data, 0x20)
+    (phoff,) = struct.unpack_from("<Q", data, 0x20)
     phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
     return all(struct.unpack_from("<I", data, phoff + i * phentsize)[0] != 3 for i in range(phnum))
 
@@ -103,9 +109,11 @@ def guest_boot() -> Iterator[tuple[Path, Path]]:
     """(kernel, initramfs) of a minimal Linux guest, built in a directory removed afterwards."""
     deb = _kernel_deb()
     if deb is None or not deb.is_file():
-        pytest.skip(f"no guest kernel to hot-unplug from (a real guest must release the device): set "
-                    f"{KERNEL_DEB_ENV} to a linux-image-*-cloud-amd64 .deb, or `apt-get download` one into "
-                    "/var/cache/apt/archives")
+        pytest.skip(
+            f"no guest kernel to hot-unplug from (a real guest must release the device): set "
+            f"{KERNEL_DEB_ENV} to a linux-image-*-cloud-amd64 .deb, or `apt-get download` one into "
+            "/var/cache/apt/archives"
+        )
     if not BUSYBOX.is_file() or not _is_static(BUSYBOX):
         pytest.skip(f"{BUSYBOX} is missing or not statically linked (Debian: busybox-static)")
     directory = Path(tempfile.mkdtemp(prefix=f"{PREFIX}-guest-", dir="/tmp"))
@@ -114,10 +122,16 @@ def guest_boot() -> Iterator[tuple[Path, Path]]:
         tree = directory / "kernel"
         subprocess.run(["dpkg-deb", "-x", str(deb), str(tree)], check=True, capture_output=True, timeout=120)
         kernel = next(tree.glob("boot/vmlinuz-*"))
-        entries = [("bin", 0o40755, b""), ("lib", 0o40755, b""),
-                   ("bin/busybox", 0o100755, BUSYBOX.read_bytes()), ("init", 0o100755, INIT.encode())]
-        entries += [(f"lib/{name.rsplit('/', 1)[1]}.ko", 0o100644, testimage.module_bytes(tree, name))
-                    for name in MODULES]
+        entries = [
+            ("bin", 0o40755, b""),
+            ("lib", 0o40755, b""),
+            ("bin/busybox", 0o100755, BUSYBOX.read_bytes()),
+            ("init", 0o100755, INIT.encode()),
+        ]
+        entries += [
+            (f"lib/{name.rsplit('/', 1)[1]}.ko", 0o100644, testimage.module_bytes(tree, name))
+            for name in MODULES
+        ]
         initrd = directory / "initrd.gz"
         initrd.write_bytes(gzip.compress(testimage.cpio_newc(entries), 1))
         yield kernel, initrd
@@ -136,8 +150,9 @@ def booting_the_kernel(definition: str, kernel: Path, initrd: Path) -> str:
     return ET.tostring(root, encoding="unicode")
 
 
-async def console_line(console: Path, predicate: str | None = None, *, after: int = 0,
-                       timeout: float = 60.0) -> tuple[str, int]:
+async def console_line(
+    console: Path, predicate: str | None = None, *, after: int = 0, timeout: float = 60.0
+) -> tuple[str, int]:
     """The first console line (from byte `after`) that starts with `predicate` or equals READY;
     the line and where it ends."""
     deadline = time.monotonic() + timeout
@@ -146,14 +161,19 @@ async def console_line(console: Path, predicate: str | None = None, *, after: in
         position = after
         for line in text[after:].splitlines(keepends=True):
             position += len(line)
-            if line.endswith("\n") and (line.strip() == READY if predicate is None else line.startswith(predicate)):
+            if line.endswith("\n") and (
+                line.strip() == READY if predicate is None else line.startswith(predicate)
+            ):
                 return line.strip(), position
         await asyncio.sleep(0.2)
-    raise AssertionError(f"the guest printed no {predicate or READY!r} line within {timeout}s:\n{text[-2000:]}")
+    raise AssertionError(
+        f"the guest printed no {predicate or READY!r} line within {timeout}s:\n{text[-2000:]}"
+    )
 
 
-async def guest_disks(console: Path, *, after: int, having: str | None = None,
-                      without: str | None = None, timeout: float = 30.0) -> tuple[str, int]:
+async def guest_disks(
+    console: Path, *, after: int, having: str | None = None, without: str | None = None, timeout: float = 30.0
+) -> tuple[str, int]:
     """The first "disks:" line from byte `after` on that shows a disk with the serial `having`
     and none with the serial `without` (guests name disks in the order they find them, not by
     libvirt's target: the serial is what tells a volume); the line and where it ends."""
@@ -185,9 +205,14 @@ async def test_a_volume_is_hot_plugged_into_a_running_guest_and_released(
             spawned_with = Path(await backend.create(spawned_id, 1))
             await storage.create(server_id, None, root_gb=0)  # booted from a kernel: no local root disk
             paths = storage.paths(server_id)
-            spec = InstanceSpec(uuid=server_id, name=f"{PREFIX} hotplug", vcpus=1, memory_mb=128,
-                                disks=(Disk(spawned_with, "qcow2", device="vdc", serial=spawned_id),),
-                                console_log=paths.console_log)
+            spec = InstanceSpec(
+                uuid=server_id,
+                name=f"{PREFIX} hotplug",
+                vcpus=1,
+                memory_mb=128,
+                disks=(Disk(spawned_with, "qcow2", device="vdc", serial=spawned_id),),
+                console_log=paths.console_log,
+            )
             await driver.restore(booting_the_kernel(driver.describe(spec), *guest_boot))
             assert await driver.power(server_id, Action.START) is PowerState.RUNNING
             _, seen = await console_line(paths.console_log)
@@ -216,7 +241,9 @@ async def test_a_volume_is_hot_plugged_into_a_running_guest_and_released(
             assert domain.find_disk(persistent, serial=volume_id) is None
             assert domain.find_disk(live, serial=spawned_id) is not None  # the other volume stays
             _, seen = await guest_disks(paths.console_log, after=seen, having=spawned_id, without=volume_id)
-            assert elapsed < 15, f"the guest released the device, yet the detach waited {elapsed:.1f}s"  # not 30
+            assert elapsed < 15, (
+                f"the guest released the device, yet the detach waited {elapsed:.1f}s"
+            )  # not 30
             assert await driver.detach_volume(server_id, "vdb", serial=volume_id) is False
 
             # a guest that does not release it (paused: it cannot answer): a clear error, and the
@@ -259,8 +286,14 @@ async def test_a_guest_that_never_releases_a_volume_fails_the_detach_and_keeps_i
         server_id, volume_id = str(uuid.uuid4()), str(uuid.uuid4())
         try:
             disks = await storage.create(server_id, make_image(image_dir, "16M"), root_gb=1)
-            spec = InstanceSpec(uuid=server_id, name=f"{PREFIX} stubborn", vcpus=1, memory_mb=64, disks=disks,
-                                console_log=storage.paths(server_id).console_log)
+            spec = InstanceSpec(
+                uuid=server_id,
+                name=f"{PREFIX} stubborn",
+                vcpus=1,
+                memory_mb=64,
+                disks=disks,
+                console_log=storage.paths(server_id).console_log,
+            )
             assert await driver.spawn(spec) is PowerState.RUNNING
             location = Path(await backend.create(volume_id, 1))
             await driver.attach_volume(server_id, Disk(location, "qcow2", device="vdb", serial=volume_id))

@@ -88,8 +88,24 @@ json_values = st.recursive(
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.dictionaries(st.sampled_from(["id", "type", "version", "target", "correlation_id",
-                                        "causation_id", "reply_to", "sent_at", "body"]), json_values))
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "id",
+                "type",
+                "version",
+                "target",
+                "correlation_id",
+                "causation_id",
+                "reply_to",
+                "sent_at",
+                "body",
+            ]
+        ),
+        json_values,
+    )
+)
 def test_arbitrary_json_objects_never_raise_anything_but_protocol_error(fields: dict[str, object]) -> None:
     data = json.loads(_wire())
     data.update(fields)

@@ -27,19 +27,41 @@ import protocol.volume
 from protocol import Envelope, Message, ProtocolError, Target, decode, encode, registered_types
 
 # Only the product's own message types (other tests register probes of their own).
-PRODUCT_MODULES = {protocol.compute.__name__, protocol.network.__name__, protocol.replies.__name__,
-                   protocol.volume.__name__}
-MESSAGE_TYPES = sorted((cls for cls in registered_types().values() if cls.__module__ in PRODUCT_MODULES),
-                       key=lambda cls: (cls.TYPE, cls.VERSION))
-ENVELOPE_FIELDS = ("id", "type", "version", "target", "correlation_id", "causation_id", "reply_to", "sent_at",
-                   "body")
+PRODUCT_MODULES = {
+    protocol.compute.__name__,
+    protocol.network.__name__,
+    protocol.replies.__name__,
+    protocol.volume.__name__,
+}
+MESSAGE_TYPES = sorted(
+    (cls for cls in registered_types().values() if cls.__module__ in PRODUCT_MODULES),
+    key=lambda cls: (cls.TYPE, cls.VERSION),
+)
+ENVELOPE_FIELDS = (
+    "id",
+    "type",
+    "version",
+    "target",
+    "correlation_id",
+    "causation_id",
+    "reply_to",
+    "sent_at",
+    "body",
+)
 QUICK = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # --- strategies ---------------------------------------------------------------------------------------
 
-texts = st.text(max_size=40) | st.sampled_from(["", "<&'\">", "]]>", "\x00", "\u202e", "\ud7ff", "--x", "$(id)"])
-json_scalars = (st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70)
-                | st.floats(allow_nan=False, allow_infinity=False) | texts)
+texts = st.text(max_size=40) | st.sampled_from(
+    ["", "<&'\">", "]]>", "\x00", "\u202e", "\ud7ff", "--x", "$(id)"]
+)
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | texts
+)
 json_values = st.recursive(
     json_scalars,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(texts, inner, max_size=4),
@@ -79,7 +101,10 @@ any_body = st.one_of([bodies_of(cls) for cls in MESSAGE_TYPES])
 targets = st.builds(Target, kind=st.sampled_from(["server", "volume", "port", "network", "agent"]), id=texts)
 envelopes = st.builds(
     lambda target, body, reply_to: Envelope.new(target, body, reply_to=reply_to),
-    targets, any_body, st.none() | texts)
+    targets,
+    any_body,
+    st.none() | texts,
+)
 
 
 def _decodes_or_protocol_error(data: bytes) -> Envelope | None:
@@ -137,7 +162,8 @@ def test_arbitrary_json_documents_decode_or_raise_protocol_error(document: Any) 
 @QUICK
 @given(envelopes, st.binary(min_size=1, max_size=4), st.integers(min_value=0))
 def test_valid_envelopes_with_bytes_spliced_in_decode_or_raise_protocol_error(
-        envelope: Envelope, junk: bytes, where: int) -> None:
+    envelope: Envelope, junk: bytes, where: int
+) -> None:
     """Not UTF-8 inside a string, a cut-off document, a stray byte: all the sender's defects."""
     wire = encode(envelope)
     at = where % (len(wire) + 1)
@@ -148,7 +174,8 @@ def test_valid_envelopes_with_bytes_spliced_in_decode_or_raise_protocol_error(
 @QUICK
 @given(envelopes, st.sampled_from(ENVELOPE_FIELDS), json_values)
 def test_an_envelope_field_replaced_by_any_json_decodes_or_raises_protocol_error(
-        envelope: Envelope, field: str, value: Any) -> None:
+    envelope: Envelope, field: str, value: Any
+) -> None:
     data = _wire_dict(envelope)
     data[field] = value
     back = _decodes_or_protocol_error(json.dumps(data).encode())
@@ -159,7 +186,8 @@ def test_an_envelope_field_replaced_by_any_json_decodes_or_raises_protocol_error
 @QUICK
 @given(envelopes, st.data())
 def test_a_body_with_a_field_missing_replaced_or_added_decodes_or_raises_protocol_error(
-        envelope: Envelope, data: st.DataObject) -> None:
+    envelope: Envelope, data: st.DataObject
+) -> None:
     wire = _wire_dict(envelope)
     body = wire["body"]
     mutation = data.draw(st.sampled_from(["drop", "replace", "add"]))
@@ -177,7 +205,9 @@ def test_a_body_with_a_field_missing_replaced_or_added_decodes_or_raises_protoco
 @pytest.mark.parametrize("depth", [10, 1_000, 100_000])
 @pytest.mark.parametrize("where", ["body", "result", "target", "unknown"])
 def test_deep_nesting_anywhere_is_a_protocol_error_not_a_recursion_error(depth: int, where: str) -> None:
-    envelope = Envelope.new(Target("server", "a"), protocol.replies.Reply(ok=False, in_reply_to="x", result={}))
+    envelope = Envelope.new(
+        Target("server", "a"), protocol.replies.Reply(ok=False, in_reply_to="x", result={})
+    )
     nested = "[" * depth + "]" * depth
     wire = encode(envelope).decode()
     if where == "body":
@@ -193,16 +223,19 @@ def test_deep_nesting_anywhere_is_a_protocol_error_not_a_recursion_error(depth: 
         assert back is None
 
 
-@pytest.mark.parametrize(("text", "reason"), [
-    ('"version":1e400', "malformed envelope"),
-    ('"version":NaN', "malformed envelope"),
-    ('"sent_at":NaN', "malformed envelope"),
-    ('"sent_at":"now"', "malformed envelope"),
-    ('"version":340282366920938463463374607431768211456', "unsupported version"),
-    ('"version":-1', "unsupported version -1"),
-    ('"version":true', "malformed envelope"),
-    ('"type":"server.stop\\u0000"', "unknown message type"),
-])
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ('"version":1e400', "malformed envelope"),
+        ('"version":NaN', "malformed envelope"),
+        ('"sent_at":NaN', "malformed envelope"),
+        ('"sent_at":"now"', "malformed envelope"),
+        ('"version":340282366920938463463374607431768211456', "unsupported version"),
+        ('"version":-1', "unsupported version -1"),
+        ('"version":true', "malformed envelope"),
+        ('"type":"server.stop\\u0000"', "unknown message type"),
+    ],
+)
 def test_special_numbers_and_characters_in_the_envelope_are_protocol_errors(text: str, reason: str) -> None:
     field = text.split(":", 1)[0].strip('"')
     wire = _wire_dict(Envelope.new(Target("server", "a"), protocol.compute.Stop()))
@@ -234,9 +267,14 @@ def test_big_integers_are_decoded_as_integers_or_refused() -> None:
 # --- the consumers ---------------------------------------------------------------------------------------
 
 HOSTILE_WIRE = [
-    b"", b"\xff\xfe\x00", b"[" * 100_000 + b"]" * 100_000, b'{"id": "\xff"}',
+    b"",
+    b"\xff\xfe\x00",
+    b"[" * 100_000 + b"]" * 100_000,
+    b'{"id": "\xff"}',
     json.dumps({"type": "no.such"}).encode(),
-    encode(Envelope.new(Target("server", "s"), protocol.compute.Stop())).replace(b'"body":{}', b'"body":{"x":1}'),
+    encode(Envelope.new(Target("server", "s"), protocol.compute.Stop())).replace(
+        b'"body":{}', b'"body":{"x":1}'
+    ),
 ]
 
 
@@ -267,7 +305,9 @@ async def test_the_runtime_dead_letters_what_it_cannot_decode(body: bytes) -> No
 
     dead: list[str] = []
 
-    async def dead_letter(kind: Any, envelope: Any, queue: str, raw: bytes, reason: str, details: str) -> bool:
+    async def dead_letter(
+        kind: Any, envelope: Any, queue: str, raw: bytes, reason: str, details: str
+    ) -> bool:
         dead.append(reason)
         return True
 
@@ -308,8 +348,11 @@ async def test_a_host_agent_dead_letters_what_it_cannot_decode(body: bytes) -> N
     assert len(agent.dead) == 1 and agent.dead[0] and delivery.settled == ["ack"]
 
 
-@pytest.mark.parametrize("body", [*HOSTILE_WIRE, b"{" * 200_000, b'{"op": "\xff"}', b"x" * (2 * 1024 * 1024)],
-                         ids=range(len(HOSTILE_WIRE) + 3))
+@pytest.mark.parametrize(
+    "body",
+    [*HOSTILE_WIRE, b"{" * 200_000, b'{"op": "\xff"}', b"x" * (2 * 1024 * 1024)],
+    ids=range(len(HOSTILE_WIRE) + 3),
+)
 async def test_the_command_consumer_answers_garbage_with_a_client_error(body: bytes) -> None:
     from api.commands import CommandService
 

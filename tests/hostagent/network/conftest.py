@@ -54,8 +54,11 @@ def _why_not() -> str | None:
             return f"root without {name} (an unprivileged container?)"
     if not Path("/dev/net/tun").exists():
         return "no /dev/net/tun"
-    missing = [tool for tool in ("dnsmasq", "nsenter", "busybox")
-               if shutil.which(tool, path="/usr/sbin:/usr/bin:/sbin:/bin") is None]
+    missing = [
+        tool
+        for tool in ("dnsmasq", "nsenter", "busybox")
+        if shutil.which(tool, path="/usr/sbin:/usr/bin:/sbin:/bin") is None
+    ]
     if missing:
         return f"missing {', '.join(missing)} (Debian: dnsmasq-base, util-linux, busybox-static)"
     return None
@@ -63,7 +66,8 @@ def _why_not() -> str | None:
 
 WHY_NOT = _why_not()
 needs_root = pytest.mark.skipif(
-    WHY_NOT is not None, reason=f"host networking tests need root with bridges and namespaces: {WHY_NOT}")
+    WHY_NOT is not None, reason=f"host networking tests need root with bridges and namespaces: {WHY_NOT}"
+)
 
 
 # --- the database rows ----------------------------------------------------------------------------
@@ -125,27 +129,62 @@ VALUES ($1, $2, 'proj', 4, $3::cidr, $4::inet, $5, $6, $7, $8)
 FLAVOR = {"id": "1", "name": "m1.tiny", "ram": 512, "vcpus": 1, "disk": 1}
 
 
-async def add_server(pool: asyncpg.Pool, *, host: str, network_id: str, subnet_id: str, ip: str,
-                     index: int = 0, user_data: str | None = None) -> Server:
+async def add_server(
+    pool: asyncpg.Pool,
+    *,
+    host: str,
+    network_id: str,
+    subnet_id: str,
+    ip: str,
+    index: int = 0,
+    user_data: str | None = None,
+) -> Server:
     """An active server on `host` with one port on the network, at `ip`."""
     server_id, port_id = str(uuid.uuid4()), str(uuid.uuid4())
     hostname = f"vm-{HEX}-{index}"
     key = f"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI{uuid.uuid4().hex} test-{index}@{HEX}"
-    server = Server(id=server_id, hostname=hostname, port_id=port_id, mac=random_mac(), ip=ip,
-                    key_name=f"key-{index}", key_data=key)
-    nics = [{"port_id": port_id, "network_id": network_id, "mac_address": server.mac,
-             "delete_on_termination": True}]
+    server = Server(
+        id=server_id,
+        hostname=hostname,
+        port_id=port_id,
+        mac=random_mac(),
+        ip=ip,
+        key_name=f"key-{index}",
+        key_data=key,
+    )
+    nics = [
+        {
+            "port_id": port_id,
+            "network_id": network_id,
+            "mac_address": server.mac,
+            "delete_on_termination": True,
+        }
+    ]
     async with pool.acquire() as conn, conn.transaction():
-        await conn.execute(SERVER_SQL, server_id, f"{RUN_PREFIX}-vm-{index}", FLAVOR, str(uuid.uuid4()), host,
-                           hostname, server.key_name, key, user_data, {"role": f"r{index}"}, index, nics,
-                           [port_id])
+        await conn.execute(
+            SERVER_SQL,
+            server_id,
+            f"{RUN_PREFIX}-vm-{index}",
+            FLAVOR,
+            str(uuid.uuid4()),
+            host,
+            hostname,
+            server.key_name,
+            key,
+            user_data,
+            {"role": f"r{index}"},
+            index,
+            nics,
+            [port_id],
+        )
         await conn.execute(VM_PORT_SQL, port_id, network_id, server.mac, server_id, host)
         await conn.execute(ADDRESS_SQL, subnet_id, ip, port_id, network_id)
     return server
 
 
-async def make_topology(pool: asyncpg.Pool, *, servers: int = 2, octet: int = 77, dhcp: bool = True,
-                        mtu: int = 1450) -> Topology:
+async def make_topology(
+    pool: asyncpg.Pool, *, servers: int = 2, octet: int = 77, dhcp: bool = True, mtu: int = 1450
+) -> Topology:
     """A network with a /24 subnet (gateway .1, DHCP port .2) and `servers` active servers on
     host h1-<hex> (a host name of this test's own), each with one port (.10, .11, …)."""
     host = f"h1-{uuid.uuid4().hex[:6]}"
@@ -154,16 +193,37 @@ async def make_topology(pool: asyncpg.Pool, *, servers: int = 2, octet: int = 77
     cidr, gateway, dhcp_ip, dhcp_mac = f"{net}.0/24", f"{net}.1", f"{net}.2", random_mac()
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute(NETWORK_SQL, network_id, f"{RUN_PREFIX}-net", mtu)
-        await conn.execute(SUBNET_SQL, subnet_id, network_id, cidr, gateway, dhcp, ["192.0.2.53"],
-                           [{"start": f"{net}.2", "end": f"{net}.254"}],
-                           [{"destination": "198.51.100.0/24", "nexthop": f"{net}.254"}])
+        await conn.execute(
+            SUBNET_SQL,
+            subnet_id,
+            network_id,
+            cidr,
+            gateway,
+            dhcp,
+            ["192.0.2.53"],
+            [{"start": f"{net}.2", "end": f"{net}.254"}],
+            [{"destination": "198.51.100.0/24", "nexthop": f"{net}.254"}],
+        )
         if dhcp:
             await conn.execute(DHCP_PORT_SQL, dhcp_port_id, network_id, dhcp_mac, f"dhcp-{network_id}")
             await conn.execute(ADDRESS_SQL, subnet_id, dhcp_ip, dhcp_port_id, network_id)
-    made = [await add_server(pool, host=host, network_id=network_id, subnet_id=subnet_id,
-                             ip=f"{net}.{10 + i}", index=i + 1) for i in range(servers)]
-    return Topology(host=host, network_id=network_id, subnet_id=subnet_id, cidr=cidr, gateway=gateway,
-                    dhcp_port_id=dhcp_port_id, dhcp_mac=dhcp_mac, dhcp_ip=dhcp_ip, servers=tuple(made))
+    made = [
+        await add_server(
+            pool, host=host, network_id=network_id, subnet_id=subnet_id, ip=f"{net}.{10 + i}", index=i + 1
+        )
+        for i in range(servers)
+    ]
+    return Topology(
+        host=host,
+        network_id=network_id,
+        subnet_id=subnet_id,
+        cidr=cidr,
+        gateway=gateway,
+        dhcp_port_id=dhcp_port_id,
+        dhcp_mac=dhcp_mac,
+        dhcp_ip=dhcp_ip,
+        servers=tuple(made),
+    )
 
 
 # --- the kernel, swept after every test ---------------------------------------------------------
@@ -202,8 +262,9 @@ class Sweeper:
         for name in kernel.namespaces():
             ours = name in self.namespaces
             if not ours and name.startswith("qdhcp-"):
-                ours = any((link.alias or "").startswith(OWNER_PREFIX)
-                           for link in kernel.namespace_links(name))
+                ours = any(
+                    (link.alias or "").startswith(OWNER_PREFIX) for link in kernel.namespace_links(name)
+                )
             if ours:
                 if name not in self.namespaces:
                     leftovers.append(f"namespace {name}")
@@ -250,15 +311,21 @@ StartNetworking = Callable[..., Awaitable[HostNetworking]]
 
 
 @pytest.fixture
-async def start_networking(pool: asyncpg.Pool, workdir: Path,
-                           sweeper: Sweeper) -> AsyncIterator[StartNetworking]:
+async def start_networking(
+    pool: asyncpg.Pool, workdir: Path, sweeper: Sweeper
+) -> AsyncIterator[StartNetworking]:
     """Start HostNetworkings (stopped, and their kernel objects swept, when the test ends)."""
     started: list[HostNetworking] = []
 
     async def start(settings: NetworkSettings | None = None, **overrides: Any) -> HostNetworking:
         if settings is None:
-            values: dict[str, Any] = {"owner": owner_tag(), "state_dir": workdir / "network",
-                                      "hosts": frozenset(), "interval": 3600.0, "remove_on_stop": True}
+            values: dict[str, Any] = {
+                "owner": owner_tag(),
+                "state_dir": workdir / "network",
+                "hosts": frozenset(),
+                "interval": 3600.0,
+                "remove_on_stop": True,
+            }
             values.update(overrides)
             settings = NetworkSettings(**values)
         networking = HostNetworking(pool, settings)
@@ -296,8 +363,9 @@ def _add_client(sweeper: Sweeper, bridge: str, mac: str) -> Client:
     sweeper.links.append(outer)
     netns.create(namespace)
     with kernel.iproute() as ipr:
-        ipr.link("add", ifname=outer, kind="veth",
-                 peer={"ifname": "eth0", "net_ns_fd": namespace, "address": mac})
+        ipr.link(
+            "add", ifname=outer, kind="veth", peer={"ifname": "eth0", "net_ns_fd": namespace, "address": mac}
+        )
         index = ipr.link_lookup(ifname=outer)[0]
         ipr.link("set", index=index, master=ipr.link_lookup(ifname=bridge)[0], state="up")
     kernel.run_in_namespace(namespace, _up, "eth0")
@@ -339,11 +407,31 @@ async def dhcp_lease(client: Client, workdir: Path) -> dict[str, str]:
     lease_file = workdir / f"lease-{client.namespace}"
     lease_file.unlink(missing_ok=True)
     proc = await asyncio.create_subprocess_exec(
-        "nsenter", f"--net=/run/netns/{client.namespace}",
-        "busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-f",
-        "-t", "5", "-T", "1", "-A", "1", "-O", "staticroutes", "-O", "mtu", "-s", str(script),
+        "nsenter",
+        f"--net=/run/netns/{client.namespace}",
+        "busybox",
+        "udhcpc",
+        "-i",
+        "eth0",
+        "-n",
+        "-q",
+        "-f",
+        "-t",
+        "5",
+        "-T",
+        "1",
+        "-A",
+        "1",
+        "-O",
+        "staticroutes",
+        "-O",
+        "mtu",
+        "-s",
+        str(script),
         env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LEASE_FILE": str(lease_file)},
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         output, _ = await asyncio.wait_for(proc.communicate(), timeout=15)
     except TimeoutError:

@@ -19,43 +19,83 @@ SUBNET = "aaaaaaaa-1111-4222-8333-444444444444"
 DHCP_PORT = "dddddddd-0000-4000-8000-000000000001"
 
 
-def tap_row(port: str = "p1", server: str = "s1", mac: str = "fa:16:3e:00:00:01",
-            **extra: Any) -> dict[str, Any]:
-    return {"port_id": port, "network_id": NET, "mac": mac, "server_id": server, "up": True,
-            "mtu": 1450} | extra
+def tap_row(
+    port: str = "p1", server: str = "s1", mac: str = "fa:16:3e:00:00:01", **extra: Any
+) -> dict[str, Any]:
+    return {
+        "port_id": port,
+        "network_id": NET,
+        "mac": mac,
+        "server_id": server,
+        "up": True,
+        "mtu": 1450,
+    } | extra
 
 
-def subnet_row(subnet: str = SUBNET, cidr: str = "10.1.0.0/24", gateway: str | None = "10.1.0.1",
-               **extra: Any) -> dict[str, Any]:
-    return {"id": subnet, "network_id": NET, "cidr": cidr, "gateway_ip": gateway,
-            "dns_nameservers": ["192.0.2.53"], "host_routes": []} | extra
+def subnet_row(
+    subnet: str = SUBNET, cidr: str = "10.1.0.0/24", gateway: str | None = "10.1.0.1", **extra: Any
+) -> dict[str, Any]:
+    return {
+        "id": subnet,
+        "network_id": NET,
+        "cidr": cidr,
+        "gateway_ip": gateway,
+        "dns_nameservers": ["192.0.2.53"],
+        "host_routes": [],
+    } | extra
 
 
-def address_row(port: str, ip: str, mac: str, *, hostname: str | None = None, owner: str = "compute:nova",
-                subnet: str = SUBNET, device: str = "") -> dict[str, Any]:
-    return {"network_id": NET, "subnet_id": subnet, "ip": ip, "port_id": port, "mac": mac,
-            "device_owner": owner,
-            "device_id": device, "hostname": hostname}
+def address_row(
+    port: str,
+    ip: str,
+    mac: str,
+    *,
+    hostname: str | None = None,
+    owner: str = "compute:nova",
+    subnet: str = SUBNET,
+    device: str = "",
+) -> dict[str, Any]:
+    return {
+        "network_id": NET,
+        "subnet_id": subnet,
+        "ip": ip,
+        "port_id": port,
+        "mac": mac,
+        "device_owner": owner,
+        "device_id": device,
+        "hostname": hostname,
+    }
 
 
 DHCP_ROW = address_row(DHCP_PORT, "10.1.0.2", "fa:16:3e:00:00:02", owner="network:dhcp", device=f"dhcp-{NET}")
 
 
 def test_a_network_with_a_tap_gets_its_bridge_and_dhcp() -> None:
-    desired = build([tap_row()], [subnet_row()],
-                    [DHCP_ROW, address_row("p1", "10.1.0.10", "fa:16:3e:00:00:01", hostname="vm-1"),
-                     address_row("p9", "10.1.0.11", "fa:16:3e:00:00:09")])  # a port bound elsewhere
+    desired = build(
+        [tap_row()],
+        [subnet_row()],
+        [
+            DHCP_ROW,
+            address_row("p1", "10.1.0.10", "fa:16:3e:00:00:01", hostname="vm-1"),
+            address_row("p9", "10.1.0.11", "fa:16:3e:00:00:09"),
+        ],
+    )  # a port bound elsewhere
     net = desired.networks[NET]
     assert (net.bridge, net.mtu, [t.name for t in net.taps]) == ("brq6b1d3c2e-8f", 1450, ["tapp1"])
     assert net.taps[0].host_mac == "fe:16:3e:00:00:01"
     dhcp = net.dhcp
     assert dhcp is not None
     assert (dhcp.namespace, dhcp.interface, dhcp.veth) == (
-        namespace_name(NET), dhcp_interface_name(DHCP_PORT), tap_name(DHCP_PORT))
+        namespace_name(NET),
+        dhcp_interface_name(DHCP_PORT),
+        tap_name(DHCP_PORT),
+    )
     assert dhcp.interface == "ns-dddddddd-00" and dhcp.veth == "tapdddddddd-00"
     assert dhcp.addresses == {IPv4Interface("10.1.0.2/24"), IPv4Interface("169.254.169.254/32")}
-    assert dhcp.hosts == (DhcpHost("fa:16:3e:00:00:01", "vm-1", IPv4Address("10.1.0.10")),
-                          DhcpHost("fa:16:3e:00:00:09", "host-10-1-0-11", IPv4Address("10.1.0.11")))
+    assert dhcp.hosts == (
+        DhcpHost("fa:16:3e:00:00:01", "vm-1", IPv4Address("10.1.0.10")),
+        DhcpHost("fa:16:3e:00:00:09", "host-10-1-0-11", IPv4Address("10.1.0.11")),
+    )
     assert desired.problems == frozenset()
 
 
@@ -74,13 +114,27 @@ def test_a_subnet_where_the_dhcp_port_has_no_address_is_not_served() -> None:
 
 def test_bad_rows_are_left_out_and_reported() -> None:
     desired = build(
-        [tap_row(), tap_row("p2", mac="not-a-mac"), tap_row("../p3", mac="fa:16:3e:00:00:03"),
-         tap_row("p4", mac="01:00:5e:00:00:01")],  # multicast
-        [subnet_row(dns_nameservers=["192.0.2.53", "2001:db8::1", "x; rm -rf"],
-                    host_routes=[{"destination": "198.51.100.0/24", "nexthop": "10.1.0.254"},
-                                 {"destination": "bad", "nexthop": "10.1.0.254"}])],
-        [DHCP_ROW, address_row("p1", "10.1.0.10", "fa:16:3e:00:00:01", hostname="Evil\nname"),
-         address_row("p5", "10.1.0.12", "FA:16:3E:00:00:05")])
+        [
+            tap_row(),
+            tap_row("p2", mac="not-a-mac"),
+            tap_row("../p3", mac="fa:16:3e:00:00:03"),
+            tap_row("p4", mac="01:00:5e:00:00:01"),
+        ],  # multicast
+        [
+            subnet_row(
+                dns_nameservers=["192.0.2.53", "2001:db8::1", "x; rm -rf"],
+                host_routes=[
+                    {"destination": "198.51.100.0/24", "nexthop": "10.1.0.254"},
+                    {"destination": "bad", "nexthop": "10.1.0.254"},
+                ],
+            )
+        ],
+        [
+            DHCP_ROW,
+            address_row("p1", "10.1.0.10", "fa:16:3e:00:00:01", hostname="Evil\nname"),
+            address_row("p5", "10.1.0.12", "FA:16:3E:00:00:05"),
+        ],
+    )
     net = desired.networks[NET]
     assert [t.port_id for t in net.taps] == ["p1"]
     subnet = net.dhcp.subnets[0]  # type: ignore[union-attr]
@@ -91,8 +145,15 @@ def test_bad_rows_are_left_out_and_reported() -> None:
     assert len(desired.problems) == 8
 
 
-@pytest.mark.parametrize("mac, hostname", [("fa:16:3e:00:00:01", "a,b"), ("fa:16:3e:00:00:01", "a\nb"),
-                                           ("fa:16:3e:00:00:01\n", "a"), ("fa:16:3e:00:00:01", "")])
+@pytest.mark.parametrize(
+    "mac, hostname",
+    [
+        ("fa:16:3e:00:00:01", "a,b"),
+        ("fa:16:3e:00:00:01", "a\nb"),
+        ("fa:16:3e:00:00:01\n", "a"),
+        ("fa:16:3e:00:00:01", ""),
+    ],
+)
 def test_a_dhcp_host_refuses_what_dnsmasq_must_never_read(mac: str, hostname: str) -> None:
     with pytest.raises(ValueError):
         DhcpHost(mac, hostname, IPv4Address("10.0.0.1"))
@@ -101,21 +162,38 @@ def test_a_dhcp_host_refuses_what_dnsmasq_must_never_read(mac: str, hostname: st
 def test_dnsmasq_files_and_command() -> None:
     desired = build(
         [tap_row()],
-        [subnet_row(host_routes=[{"destination": "198.51.100.0/24", "nexthop": "10.1.0.254"}]),
-         subnet_row("cccccccc-1111-4222-8333-444444444444", "10.3.0.0/16", None, dns_nameservers=[])],
-        [DHCP_ROW, address_row(DHCP_PORT, "10.3.0.2", "fa:16:3e:00:00:02", owner="network:dhcp",
-                               subnet="cccccccc-1111-4222-8333-444444444444", device=f"dhcp-{NET}"),
-         address_row("p1", "10.1.0.10", "fa:16:3e:00:00:01", hostname="vm-1")])
+        [
+            subnet_row(host_routes=[{"destination": "198.51.100.0/24", "nexthop": "10.1.0.254"}]),
+            subnet_row("cccccccc-1111-4222-8333-444444444444", "10.3.0.0/16", None, dns_nameservers=[]),
+        ],
+        [
+            DHCP_ROW,
+            address_row(
+                DHCP_PORT,
+                "10.3.0.2",
+                "fa:16:3e:00:00:02",
+                owner="network:dhcp",
+                subnet="cccccccc-1111-4222-8333-444444444444",
+                device=f"dhcp-{NET}",
+            ),
+            address_row("p1", "10.1.0.10", "fa:16:3e:00:00:01", hostname="vm-1"),
+        ],
+    )
     spec = desired.networks[NET].dhcp
     assert spec is not None
     assert dnsmasq.hosts_file(spec) == "fa:16:3e:00:00:01,vm-1,10.1.0.10\n"
     t1, t2 = f"tag:subnet-{SUBNET}", "tag:subnet-cccccccc-1111-4222-8333-444444444444"
     routes1 = "169.254.169.254/32,10.1.0.2,198.51.100.0/24,10.1.0.254,0.0.0.0/0,10.1.0.1"
     assert dnsmasq.opts_file(spec).splitlines() == [
-        f"{t1},option:router,10.1.0.1", f"{t1},option:dns-server,192.0.2.53", f"{t1},option:mtu,1450",
-        f"{t1},option:classless-static-route,{routes1}", f"{t1},249,{routes1}",
+        f"{t1},option:router,10.1.0.1",
+        f"{t1},option:dns-server,192.0.2.53",
+        f"{t1},option:mtu,1450",
+        f"{t1},option:classless-static-route,{routes1}",
+        f"{t1},249,{routes1}",
         # no gateway: no router (else dnsmasq offers itself), no default route; no DNS servers
-        f"{t2},option:router", f"{t2},option:dns-server", f"{t2},option:mtu,1450",
+        f"{t2},option:router",
+        f"{t2},option:dns-server",
+        f"{t2},option:mtu,1450",
         f"{t2},option:classless-static-route,169.254.169.254/32,10.3.0.2",
         f"{t2},249,169.254.169.254/32,10.3.0.2",
     ]
@@ -123,13 +201,24 @@ def test_dnsmasq_files_and_command() -> None:
     argv = dnsmasq.command(spec, paths, "nobody", "nogroup")
     assert os.path.basename(argv[0]) == "dnsmasq"
     assert argv[1:] == [
-        "--no-hosts", "--no-resolv", "--port=0", "--bind-interfaces", "--interface=ns-dddddddd-00",
-        "--except-interface=lo", "--pid-file=/state/net/pid", "--dhcp-hostsfile=/state/net/host",
-        "--dhcp-optsfile=/state/net/opts", "--dhcp-leasefile=/state/net/leases",
+        "--no-hosts",
+        "--no-resolv",
+        "--port=0",
+        "--bind-interfaces",
+        "--interface=ns-dddddddd-00",
+        "--except-interface=lo",
+        "--pid-file=/state/net/pid",
+        "--dhcp-hostsfile=/state/net/host",
+        "--dhcp-optsfile=/state/net/opts",
+        "--dhcp-leasefile=/state/net/leases",
         f"--dhcp-range=set:subnet-{SUBNET},10.1.0.0,static,255.255.255.0,86400s",
         "--dhcp-range=set:subnet-cccccccc-1111-4222-8333-444444444444,10.3.0.0,static,255.255.0.0,86400s",
-        "--dhcp-lease-max=65792", "--dhcp-authoritative", "--conf-file=/dev/null", "--user=nobody",
-        "--group=nogroup", "--keep-in-foreground",
+        "--dhcp-lease-max=65792",
+        "--dhcp-authoritative",
+        "--conf-file=/dev/null",
+        "--user=nobody",
+        "--group=nogroup",
+        "--keep-in-foreground",
     ]
 
 

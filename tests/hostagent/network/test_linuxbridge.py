@@ -57,8 +57,10 @@ def dnsmasq_of(networking: HostNetworking, network_id: str) -> dnsmasq.Running |
 def _addresses_here(name: str) -> set[str]:
     with kernel.iproute() as ipr:
         index = ipr.link_lookup(ifname=name)[0]
-        return {f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}"
-                for a in ipr.addr("dump", index=index, family=socket.AF_INET)}
+        return {
+            f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}"
+            for a in ipr.addr("dump", index=index, family=socket.AF_INET)
+        }
 
 
 def sysctl(path: str) -> str:
@@ -86,8 +88,9 @@ def listening(namespace: str, port: int = 80) -> bool:
     return kernel.run_in_namespace(namespace, _connects, port)
 
 
-async def assert_network_gone(networking: HostNetworking, topo: Topology,
-                              dnsmasq_pid: int | None = None) -> None:
+async def assert_network_gone(
+    networking: HostNetworking, topo: Topology, dnsmasq_pid: int | None = None
+) -> None:
     assert await link(bridge_name(topo.network_id)) is None
     for server in topo.servers:
         assert await link(tap_name(server.port_id)) is None
@@ -115,8 +118,16 @@ async def test_plug_serves_dhcp_and_metadata_to_each_guest_only(
     namespace = namespace_name(topo.network_id)
 
     vifs = await net.plug(s1.id)
-    assert vifs == [Vif(port_id=s1.port_id, network_id=topo.network_id, mac_address=s1.mac,
-                        tap=tap_name(s1.port_id), bridge=bridge_name(topo.network_id), mtu=1450)]
+    assert vifs == [
+        Vif(
+            port_id=s1.port_id,
+            network_id=topo.network_id,
+            mac_address=s1.mac,
+            tap=tap_name(s1.port_id),
+            bridge=bridge_name(topo.network_id),
+            mtu=1450,
+        )
+    ]
     assert await net.plug(s1.id) == vifs  # idempotent
     await net.plug(s2.id)
 
@@ -137,11 +148,14 @@ async def test_plug_serves_dhcp_and_metadata_to_each_guest_only(
     outer = await link(tap_name(topo.dhcp_port_id))
     assert outer is not None and (outer.kind, outer.alias, outer.master) == ("veth", owner, bridge.index)
 
-    inner = await asyncio.to_thread(kernel.run_in_namespace, namespace, kernel._find_here,
-                                    dhcp_interface_name(topo.dhcp_port_id))
+    inner = await asyncio.to_thread(
+        kernel.run_in_namespace, namespace, kernel._find_here, dhcp_interface_name(topo.dhcp_port_id)
+    )
     assert inner is not None and (inner.mac, inner.alias, inner.up) == (topo.dhcp_mac, owner, True)
     assert await asyncio.to_thread(kernel.run_in_namespace, namespace, _addresses_here, inner.name) == {
-        f"{topo.dhcp_ip}/24", "169.254.169.254/32"}
+        f"{topo.dhcp_ip}/24",
+        "169.254.169.254/32",
+    }
     proc = dnsmasq_of(net, topo.network_id)
     assert proc is not None and proc.namespace_inode == kernel.namespace_inode(namespace)
     assert proc.argv[1:].count(f"--interface={inner.name}") == 1
@@ -156,18 +170,28 @@ async def test_plug_serves_dhcp_and_metadata_to_each_guest_only(
     assert (lease["hostname"], lease["dns"].strip(), lease["mtu"]) == (s1.hostname, "192.0.2.53", "1450")
     routes = lease["staticroutes"].split()
     assert list(zip(routes[::2], routes[1::2], strict=True)) == [
-        ("169.254.169.254/32", topo.dhcp_ip), ("198.51.100.0/24", "10.77.0.254"), ("0.0.0.0/0", topo.gateway)]
+        ("169.254.169.254/32", topo.dhcp_ip),
+        ("198.51.100.0/24", "10.77.0.254"),
+        ("0.0.0.0/0", topo.gateway),
+    ]
     await configure(guest1, lease["ip"], 24, topo.dhcp_ip)
 
     status, ctype, body = await http_get(guest1.namespace, "/openstack/latest/meta_data.json")
     assert status == 200 and ctype.startswith("application/json")
     meta = json_body(body)
     assert (meta["uuid"], meta["hostname"], meta["name"]) == (
-        s1.id, f"{s1.hostname}.novalocal", f"{RUN_PREFIX}-vm-1")
+        s1.id,
+        f"{s1.hostname}.novalocal",
+        f"{RUN_PREFIX}-vm-1",
+    )
     assert meta["public_keys"] == {s1.key_name: s1.key_data}
     assert meta["keys"] == [{"name": s1.key_name, "type": "ssh", "data": s1.key_data}]
     assert (meta["meta"], meta["launch_index"], meta["availability_zone"], meta["project_id"]) == (
-        {"role": "r1"}, 1, "nova", "proj")
+        {"role": "r1"},
+        1,
+        "nova",
+        "proj",
+    )
     status, ctype, body = await http_get(guest1.namespace, "/latest/meta-data/public-keys/0/openssh-key")
     assert (status, body.decode()) == (200, s1.key_data) and ctype.startswith("text/plain")
     status, _, body = await http_get(guest1.namespace, "/latest/meta-data/public-keys/")
@@ -229,8 +253,17 @@ async def test_unplug_removes_taps_the_database_still_wants(
     assert await link(tap_name(s1.port_id)) is not None
 
     # Concurrent plugs share passes; each gets its own NICs.
-    more = [await add_server(pool, host=topo.host, network_id=topo.network_id, subnet_id=topo.subnet_id,
-                             ip=f"10.78.0.{20 + i}", index=10 + i) for i in range(4)]
+    more = [
+        await add_server(
+            pool,
+            host=topo.host,
+            network_id=topo.network_id,
+            subnet_id=topo.subnet_id,
+            ip=f"10.78.0.{20 + i}",
+            index=10 + i,
+        )
+        for i in range(4)
+    ]
     plugged = await asyncio.gather(*(net.plug(server.id) for server in more))
     assert [vifs[0].port_id for vifs in plugged] == [server.port_id for server in more]
 
@@ -303,8 +336,14 @@ async def test_converge_repairs_drift(pool: asyncpg.Pool, start_networking: Star
     assert proc is not None
 
     # A new port on the network: new host entry, dnsmasq re-reads its files (same process).
-    s2 = await add_server(pool, host="not-this-host", network_id=topo.network_id, subnet_id=topo.subnet_id,
-                          ip="10.82.0.50", index=2)
+    s2 = await add_server(
+        pool,
+        host="not-this-host",
+        network_id=topo.network_id,
+        subnet_id=topo.subnet_id,
+        ip="10.82.0.50",
+        index=2,
+    )
     counts = await net.converge()
     assert counts == {"dnsmasq_reloaded": 1}
     assert s2.mac in (net.settings.state_dir / topo.network_id / "host").read_text()
@@ -342,13 +381,15 @@ async def test_converge_removes_orphans_and_nothing_else(
             ipr.link("add", ifname=untagged, kind="bridge")
             # An orphan qdhcp namespace not recorded anywhere: ours by the tagged link inside.
             kernel.create_namespace(orphan_ns)
-            ipr.link("add", ifname=f"o{HEX}", kind="veth",
-                     peer={"ifname": "ns-orphan", "net_ns_fd": orphan_ns})
+            ipr.link(
+                "add", ifname=f"o{HEX}", kind="veth", peer={"ifname": "ns-orphan", "net_ns_fd": orphan_ns}
+            )
             kernel._tag(ipr, f"o{HEX}", owner)
             # Another cloud's namespace (its links tagged by it).
             kernel.create_namespace(foreign_ns)
-            ipr.link("add", ifname=f"f{HEX}", kind="veth",
-                     peer={"ifname": "ns-foreign", "net_ns_fd": foreign_ns})
+            ipr.link(
+                "add", ifname=f"f{HEX}", kind="veth", peer={"ifname": "ns-foreign", "net_ns_fd": foreign_ns}
+            )
             kernel._tag(ipr, f"f{HEX}", other_owner)
         kernel.run_in_namespace(orphan_ns, _tag_here, "ns-orphan", owner)
 
@@ -415,7 +456,14 @@ async def test_guests_cannot_reach_the_host_through_the_bridge(
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as listener:
         listener.bind(("0.0.0.0", 0))
         listener.settimeout(1.5)
-        await asyncio.to_thread(kernel.run_in_namespace, guest.namespace, _send_from_guest, host_ip,
-                                listener.getsockname()[1], topo.gateway, bridge.mac)
+        await asyncio.to_thread(
+            kernel.run_in_namespace,
+            guest.namespace,
+            _send_from_guest,
+            host_ip,
+            listener.getsockname()[1],
+            topo.gateway,
+            bridge.mac,
+        )
         with pytest.raises(TimeoutError):
             await asyncio.to_thread(listener.recvfrom, 100)

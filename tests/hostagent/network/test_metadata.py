@@ -27,11 +27,23 @@ KEY = "ssh-ed25519 AAAA k"
 
 
 def instance(**overrides: Any) -> Instance:
-    row = {"id": UUID, "display_name": "web 1", "hostname": "web-1", "project_id": "proj",
-           "availability_zone": "nova", "launch_index": 0, "key_name": "mykey", "key_data": KEY,
-           "user_data": base64.b64encode(b"#!/bin/sh\necho hi\n").decode(), "metadata": {"a": "b"},
-           "reservation_id": "r-1", "flavor": {"name": "m1.tiny"}, "image_id": IMAGE,
-           "port_id": "p1", "mac": "fa:16:3e:00:00:01"} | overrides
+    row = {
+        "id": UUID,
+        "display_name": "web 1",
+        "hostname": "web-1",
+        "project_id": "proj",
+        "availability_zone": "nova",
+        "launch_index": 0,
+        "key_name": "mykey",
+        "key_data": KEY,
+        "user_data": base64.b64encode(b"#!/bin/sh\necho hi\n").decode(),
+        "metadata": {"a": "b"},
+        "reservation_id": "r-1",
+        "flavor": {"name": "m1.tiny"},
+        "image_id": IMAGE,
+        "port_id": "p1",
+        "mac": "fa:16:3e:00:00:01",
+    } | overrides
     return Instance.from_row(row, "10.0.0.10")
 
 
@@ -68,7 +80,11 @@ async def test_openstack_tree() -> None:
     assert data["uuid"] == UUID and data["public_keys"] == {"mykey": KEY}
     assert data["keys"] == [{"name": "mykey", "type": "ssh", "data": KEY}]
     assert (data["meta"], data["devices"], data["hostname"], data["name"]) == (
-        {"a": "b"}, [], "web-1.novalocal", "web 1")
+        {"a": "b"},
+        [],
+        "web-1.novalocal",
+        "web 1",
+    )
     assert len(base64.b64decode(data["random_seed"])) == 512
     versions = text(await openstack(inst))
     assert versions.splitlines()[-1] == "latest" and "2013-10-17" in versions
@@ -81,13 +97,34 @@ async def test_openstack_tree() -> None:
 
 def test_network_data() -> None:
     common = {"port_id": "p1", "network_id": "n1", "mac": "fa:16:3e:00:00:01", "mtu": 1450}
-    dhcp = {"ip": "10.0.0.10", "prefixlen": 24, "gateway": "10.0.0.1", "ip_version": 4, "enable_dhcp": True,
-            "dns_nameservers": ["192.0.2.53"], "host_routes": []}
-    static = {"ip": "10.9.0.5", "prefixlen": 16, "gateway": None, "ip_version": 4, "enable_dhcp": False,
-              "dns_nameservers": [], "host_routes": [{"destination": "10.8.0.0/16", "nexthop": "10.9.0.1"}]}
+    dhcp = {
+        "ip": "10.0.0.10",
+        "prefixlen": 24,
+        "gateway": "10.0.0.1",
+        "ip_version": 4,
+        "enable_dhcp": True,
+        "dns_nameservers": ["192.0.2.53"],
+        "host_routes": [],
+    }
+    static = {
+        "ip": "10.9.0.5",
+        "prefixlen": 16,
+        "gateway": None,
+        "ip_version": 4,
+        "enable_dhcp": False,
+        "dns_nameservers": [],
+        "host_routes": [{"destination": "10.8.0.0/16", "nexthop": "10.9.0.1"}],
+    }
     data = network_data([common | dhcp, common | static])
-    assert data["links"] == [{"id": "tapp1", "vif_id": "p1", "type": "bridge", "mtu": 1450,
-                              "ethernet_mac_address": "fa:16:3e:00:00:01"}]
+    assert data["links"] == [
+        {
+            "id": "tapp1",
+            "vif_id": "p1",
+            "type": "bridge",
+            "mtu": 1450,
+            "ethernet_mac_address": "fa:16:3e:00:00:01",
+        }
+    ]
     assert data["networks"][0] == {"id": "network0", "link": "tapp1", "network_id": "n1", "type": "ipv4_dhcp"}
     second = data["networks"][1]
     assert second["routes"] == [{"network": "10.8.0.0", "netmask": "255.255.0.0", "gateway": "10.9.0.1"}]

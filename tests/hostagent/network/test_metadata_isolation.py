@@ -21,14 +21,30 @@ from hostagent.network.metadata import MetadataService
 from tests.hostagent.network.conftest import Server, Topology, add_server, make_topology
 
 GUEST = "127.0.0.1"  # every request's source address here: whose it is, is what a test decides
-PATHS = ("/openstack/latest/meta_data.json", "/openstack/2018-08-27/network_data.json",
-         "/latest/meta-data/instance-id", "/latest/meta-data/public-keys/0/openssh-key",
-         "/latest/meta-data/hostname", "/latest/meta-data/local-ipv4", "/latest/user-data",
-         "/openstack/latest/user_data")
+PATHS = (
+    "/openstack/latest/meta_data.json",
+    "/openstack/2018-08-27/network_data.json",
+    "/latest/meta-data/instance-id",
+    "/latest/meta-data/public-keys/0/openssh-key",
+    "/latest/meta-data/hostname",
+    "/latest/meta-data/local-ipv4",
+    "/latest/user-data",
+    "/openstack/latest/user_data",
+)
 # Headers a guest controls that must never choose the instance (Nova's proxy trusts some of
 # these from its own neutron-metadata-agent only; here nothing sits in between).
-SPOOFS = ("X-Forwarded-For", "X-Real-IP", "X-Instance-ID", "X-Tenant-ID", "X-Instance-ID-Signature",
-          "X-Neutron-Network-ID", "X-Neutron-Router-ID", "Forwarded", "Host", "X-Client-IP")
+SPOOFS = (
+    "X-Forwarded-For",
+    "X-Real-IP",
+    "X-Instance-ID",
+    "X-Tenant-ID",
+    "X-Instance-ID-Signature",
+    "X-Neutron-Network-ID",
+    "X-Neutron-Router-ID",
+    "Forwarded",
+    "Host",
+    "X-Client-IP",
+)
 
 
 class FakeKernel:
@@ -76,8 +92,15 @@ async def networks(pool: asyncpg.Pool) -> AsyncIterator[list[Topology]]:
     try:
         for n in range(2):
             topo = await make_topology(pool, servers=2, octet=203)
-            guest = await add_server(pool, host=topo.host, network_id=topo.network_id, subnet_id=topo.subnet_id,
-                                     ip=GUEST, index=8 + n, user_data="I2Nsb3VkLWNvbmZpZwo=")
+            guest = await add_server(
+                pool,
+                host=topo.host,
+                network_id=topo.network_id,
+                subnet_id=topo.subnet_id,
+                ip=GUEST,
+                index=8 + n,
+                user_data="I2Nsb3VkLWNvbmZpZwo=",
+            )
             made.append(Topology(**{**topo.__dict__, "servers": (*topo.servers, guest)}))
         yield made
     finally:
@@ -122,7 +145,8 @@ def _assert_only(server: Server, others: list[Server], answers: dict[str, tuple[
 
 
 async def test_a_guest_gets_its_own_data_on_each_network_by_the_socket_it_asked(
-        service: MetadataService, fake_kernel: FakeKernel, networks: list[Topology]) -> None:
+    service: MetadataService, fake_kernel: FakeKernel, networks: list[Topology]
+) -> None:
     """The same source address on two networks is two different guests: each listener answers
     for the guest on its own network."""
     everyone = [s for t in networks for s in t.servers]
@@ -137,20 +161,27 @@ async def test_a_guest_gets_its_own_data_on_each_network_by_the_socket_it_asked(
 
 @pytest.mark.parametrize("header", SPOOFS)
 async def test_headers_a_guest_sends_never_choose_another_instance(
-        service: MetadataService, fake_kernel: FakeKernel, networks: list[Topology], header: str) -> None:
+    service: MetadataService, fake_kernel: FakeKernel, networks: list[Topology], header: str
+) -> None:
     topo = networks[0]
     me, victim = topo.servers[-1], topo.servers[0]
     base = await _listen(service, fake_kernel, topo)
     fake_kernel.neighbours[(f"qdhcp-{topo.network_id}", GUEST)] = me.mac
-    value = {"X-Instance-ID": victim.id, "X-Tenant-ID": "proj", "Host": f"{victim.ip}:80",
-             "Forwarded": f"for={victim.ip}", "X-Neutron-Network-ID": topo.network_id,
-             "X-Instance-ID-Signature": "0" * 64}.get(header, victim.ip)
+    value = {
+        "X-Instance-ID": victim.id,
+        "X-Tenant-ID": "proj",
+        "Host": f"{victim.ip}:80",
+        "Forwarded": f"for={victim.ip}",
+        "X-Neutron-Network-ID": topo.network_id,
+        "X-Instance-ID-Signature": "0" * 64,
+    }.get(header, victim.ip)
     answers = {path: await _get(base, path, {header: value}) for path in PATHS}
     _assert_only(me, [s for t in networks for s in t.servers if s is not me], answers)
 
 
 async def test_an_address_that_is_nobodys_or_claimed_from_another_mac_gets_nothing(
-        service: MetadataService, fake_kernel: FakeKernel, networks: list[Topology], pool: asyncpg.Pool) -> None:
+    service: MetadataService, fake_kernel: FakeKernel, networks: list[Topology], pool: asyncpg.Pool
+) -> None:
     topo, other = networks
     base = await _listen(service, fake_kernel, topo)
     namespace = f"qdhcp-{topo.network_id}"
