@@ -3,7 +3,7 @@
 The document is built from the application's route table at the first request, so every
 registered route is in it and none that is not (tests/fuzz checks both ways, and fuzzes every
 operation against a running cloud). What the route table cannot say is written here: the JSON
-Schemas of the main request bodies, taken from what the handlers check (api/compute/validate.py,
+Schemas of the main request bodies, taken from what the handlers check (api/validate.py,
 api/volume/validate.py, api/identity/validate.py, api/network/attributes.py and the per-resource
 specs, api/image/schema.py), and the shape of each service's error body.
 

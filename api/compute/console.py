@@ -20,7 +20,7 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from api.compute import validate as v
+from api import validate as v
 from api.context import caller, ctx, json_response
 from api.errors import Conflict, NotFound
 

@@ -12,8 +12,8 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
+from api import validate as v
 from api.compute import flavors
-from api.compute import validate as v
 from api.compute.microversion import requested
 from api.context import caller, ctx, json_response
 from api.errors import BadRequest, Conflict, NotFound

@@ -13,8 +13,8 @@ from typing import Any
 
 from aiohttp import web
 
+from api import validate as v
 from api.compute import extra_spec_rules, flavors
-from api.compute import validate as v
 from api.compute.microversion import requested
 from api.context import caller, ctx, json_response
 from api.errors import BadRequest, NotFound

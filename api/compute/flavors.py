@@ -14,8 +14,9 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
+from api import validate as v
 from api.auth import AuthContext
-from api.compute import validate as v
+from api.compute import query_params
 from api.compute.links import limit, next_links, resource_links
 from api.compute.microversion import requested
 from api.context import caller, ctx, json_response
@@ -144,7 +145,7 @@ def _enum_query(request: web.Request, key: str, allowed: Any, default: str) -> s
 
 async def _list(request: web.Request) -> list[asyncpg.Record]:
     me = caller(request)
-    v.query(request, _LIST_PARAMS)
+    query_params.only_known(request, _LIST_PARAMS)
     sort_key = _enum_query(request, "sort_key", _SORT_KEYS, "flavorid")
     sort_dir = _enum_query(request, "sort_dir", _SORT_DIRS, "asc")
     page = limit(request)

@@ -20,9 +20,9 @@ import asyncpg
 from aiohttp import web
 
 from api import quotas
+from api import validate as v
 from api.auth import AuthContext
-from api.compute import keys
-from api.compute import validate as v
+from api.compute import keys, query_params
 from api.compute.links import limit, next_links
 from api.compute.microversion import requested
 from api.compute.usage import keypair_usage
@@ -74,7 +74,7 @@ async def list_keypairs(request: web.Request) -> web.Response:
     me = caller(request)
     version = requested(request)
     paged = version >= (2, 35)
-    v.query(request, ("user_id", "limit", "marker") if paged else ("user_id",))
+    query_params.only_known(request, ("user_id", "limit", "marker") if paged else ("user_id",))
     user_id = _target_user(request, me, "index")
     page = limit(request) if paged else None
     marker = request.query.get("marker") if paged else None
@@ -99,7 +99,7 @@ async def list_keypairs(request: web.Request) -> web.Response:
 
 async def show_keypair(request: web.Request) -> web.Response:
     me = caller(request)
-    v.query(request, ("user_id",))
+    query_params.only_known(request, ("user_id",))
     user_id = _target_user(request, me, "show")
     name = request.match_info["name"]
     row = await ctx(request).pool.fetchrow(
@@ -112,7 +112,7 @@ async def show_keypair(request: web.Request) -> web.Response:
 
 async def delete_keypair(request: web.Request) -> web.Response:
     me = caller(request)
-    v.query(request, ("user_id",))
+    query_params.only_known(request, ("user_id",))
     user_id = _target_user(request, me, "delete")
     me.require_writer("os_compute_api:os-keypairs:delete")
     name = request.match_info["name"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from api.compute import validate as v
+from api.compute import query_params
 from api.compute.microversion import requested
 from api.compute.usage import compute_usage
 from api.context import caller, ctx, json_response
@@ -45,7 +45,7 @@ _USED_NAMES = {
 async def show_limits(request: web.Request) -> web.Response:
     me = caller(request)
     version = requested(request)
-    v.query(request, ("tenant_id",))
+    query_params.only_known(request, ("tenant_id",))
     project_id = me.require_project()
     if "tenant_id" in request.query:
         project_id = request.query["tenant_id"]

@@ -12,7 +12,7 @@ from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
-from api.compute.validate import query_int
+from api.compute import query_params
 from api.context import ctx
 
 MAX_LIMIT = 1000  # Nova's [api] max_limit
@@ -29,7 +29,7 @@ def resource_links(request: web.Request, collection: str, identifier: str) -> li
 
 def limit(request: web.Request) -> int:
     """The page size: ?limit= capped at MAX_LIMIT; absent or 0 means MAX_LIMIT."""
-    return min(query_int(request, "limit") or MAX_LIMIT, MAX_LIMIT)
+    return min(query_params.integer(request, "limit") or MAX_LIMIT, MAX_LIMIT)
 
 
 def next_links(

@@ -18,12 +18,14 @@ from typing import Any
 
 from aiohttp import web
 
+from api import validate as v
 from api.auth import AuthContext
-from api.compute import validate as v
-from api.compute.microversion import Microversion, requested
+from api.compute import query_params
+from api.compute.microversion import requested
 from api.compute.usage import compute_usage
 from api.context import caller, ctx, json_response
 from api.errors import BadRequest
+from api.microversion import Microversion
 from api.quotas import COMPUTE, defaults, limits, reset, set_limits
 
 NOVA_NETWORK = ("fixed_ips", "floating_ips", "security_groups", "security_group_rules")
@@ -53,7 +55,7 @@ async def _check_project(conn: Any, me: AuthContext, project_id: str) -> None:
 
 async def show(request: web.Request) -> web.Response:
     me, project_id = caller(request), request.match_info["project_id"]
-    v.query(request, ("user_id",))
+    query_params.only_known(request, ("user_id",))
     me.require_project_access(project_id, "os_compute_api:os-quota-sets:show")
     keys = resources(requested(request))
     async with ctx(request).pool.acquire() as conn:
@@ -64,7 +66,7 @@ async def show(request: web.Request) -> web.Response:
 
 async def detail(request: web.Request) -> web.Response:
     me, project_id = caller(request), request.match_info["project_id"]
-    v.query(request, ("user_id",))
+    query_params.only_known(request, ("user_id",))
     me.require_project_access(project_id, "os_compute_api:os-quota-sets:detail")
     keys = resources(requested(request))
     user_id = request.query.get("user_id") or me.user_id
@@ -101,7 +103,7 @@ def _update_values(request: web.Request, data: Any) -> tuple[dict[str, int], boo
 
 async def update(request: web.Request) -> web.Response:
     me, project_id = caller(request), request.match_info["project_id"]
-    v.query(request, ("user_id",))
+    query_params.only_known(request, ("user_id",))
     me.require_admin("os_compute_api:os-quota-sets:update")
     if request.query.get("user_id"):
         raise BadRequest("Per-user quotas are not supported by this cloud; set the project's quota instead.")
@@ -125,7 +127,7 @@ async def update(request: web.Request) -> web.Response:
 
 async def revert(request: web.Request) -> web.Response:
     me, project_id = caller(request), request.match_info["project_id"]
-    v.query(request, ("user_id",))
+    query_params.only_known(request, ("user_id",))
     me.require_admin("os_compute_api:os-quota-sets:delete")
     if not request.query.get("user_id"):  # a user has no overrides of their own to drop
         async with ctx(request).pool.acquire() as conn:

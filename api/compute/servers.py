@@ -20,9 +20,9 @@ from aiohttp import web
 
 from actors import outbox
 from actors import server as server_actor
-from api import quotas
+from api import quotas, validate
 from api.auth import AuthContext
-from api.compute import console, server_networks, server_volumes, validate
+from api.compute import console, server_networks, server_volumes
 from api.compute import flavors as flavor_api
 from api.compute import hosts as compute_hosts
 from api.compute.links import limit as page_limit

@@ -14,9 +14,9 @@ from typing import Any
 from aiohttp import web
 
 from actors import volume as volume_actor
-from api.compute.validate import boolean, invalid
 from api.context import caller, ctx, json_body, json_response
 from api.errors import BadRequest, NotFound
+from api.validate import boolean, invalid
 from api.volume import validate as check
 from api.volume import volumes
 from protocol import volume as v

@@ -12,9 +12,9 @@ from typing import Any
 
 from aiohttp import web
 
-from api.compute.validate import invalid
 from api.context import caller, ctx, json_body, json_response
 from api.errors import BadRequest, NotFound
+from api.validate import invalid
 from api.volume import validate as check
 from api.volume import volumes
 

@@ -5,17 +5,17 @@ we serve (the range the discovery document advertises). The `negotiate` middlewa
 per request under /volume/v3, stores it where `requested(request)` finds it, and stamps the
 version headers on every response, errors included, as Cinder does. A well-formed version outside
 the range is refused with 406, a malformed one with 400 (Cinder's InvalidGlobalAPIVersion and
-its format check). The version type and the error are compute's: the two services' rules differ
-only in the service name and the range.
+its format check). The version type and the rules are the API's (api/microversion.py): the two
+services' differ only in the service name and the range.
 """
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from api.compute.microversion import HEADER, Microversion, header_value, select, stamped
 from api.context import Handler
 from api.discovery import VOLUME_MAX, VOLUME_MIN
+from api.microversion import HEADER, Microversion, header_value, select, stamped
 
 PREFIX = "/volume/v3"
 _KEY = "volume.microversion"

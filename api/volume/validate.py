@@ -1,8 +1,8 @@
 """Checks on Block Storage request bodies and query strings, with Cinder's messages.
 
 Cinder validates with JSON Schema through the same oslo machinery as Nova, so its 400s read
-"Invalid input for field/attribute <field>. Value: <value>. <reason>" (compute's helpers build
-that text); the checks it makes in code say "Invalid input received: <reason>" (InvalidInput).
+"Invalid input for field/attribute <field>. Value: <value>. <reason>" (api/validate.py's helpers
+build that text); the checks it makes in code say "Invalid input received: <reason>" (InvalidInput).
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from api.compute.validate import integer, invalid
 from api.errors import BadRequest
+from api.validate import integer, invalid
 
 # parameter_types.metadata_allows_null: keys of these characters, values strings of <= 255
 _METADATA_KEY = re.compile(r"^[a-zA-Z0-9-_:. /]{1,255}$")

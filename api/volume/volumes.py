@@ -21,11 +21,11 @@ from actors import outbox
 from actors import volume as volume_actor
 from api import quotas
 from api.auth import AuthContext
-from api.compute.validate import boolean, invalid
 from api.context import caller, ctx, json_body, json_response
 from api.errors import BadRequest, NotFound, PayloadTooLarge
 from api.image.access import visible_image
 from api.times import iso_micro
+from api.validate import boolean, invalid
 from api.volume import backends, filters, types
 from api.volume import validate as check
 from api.volume.microversion import requested
