@@ -11,11 +11,13 @@ from api.compute import (
     flavor_extra_specs,
     flavors,
     hosts,
+    instance_actions,
     keypairs,
     limits,
     microversion,
     quotas,
     server_groups,
+    server_metadata,
     server_networks,
     server_volumes,
     servers,
@@ -30,7 +32,9 @@ def setup(app: web.Application) -> None:
     keypairs.setup(app)
     quotas.setup(app)
     limits.setup(app)
+    instance_actions.setup(app)
     servers.setup(app)
+    server_metadata.setup(app)
     server_networks.setup(app)
     server_volumes.setup(app)
     server_groups.setup(app)

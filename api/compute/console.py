@@ -21,6 +21,7 @@ import asyncpg
 from aiohttp import web
 
 from api import validate as v
+from api.compute.server_lookup import find
 from api.context import caller, ctx, json_response
 from api.errors import Conflict, NotFound
 
@@ -108,8 +109,6 @@ async def get_output(request: web.Request, document: Any) -> web.Response:
     As in Nova: the body is checked first (400), then the server is looked up like any other
     action's (404 for another project's), then the policy (403 for a reader), then the state
     (409 before a host is chosen or while deleting)."""
-    from api.compute.servers import find
-
     lines = requested_lines(document)
     me = caller(request)
     context = ctx(request)

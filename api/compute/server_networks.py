@@ -24,6 +24,7 @@ import asyncpg
 from aiohttp import web
 
 from api.auth import AuthContext
+from api.compute.server_lookup import find
 from api.context import caller, ctx, json_response
 from api.errors import ApiError, BadRequest, Conflict, Forbidden, NotFound
 from api.network import ports as port_api
@@ -223,8 +224,6 @@ async def addresses(conn: Any, server_ids: list[str]) -> dict[str, dict[str, lis
 
 
 async def list_ips(request: web.Request) -> web.Response:
-    from api.compute.servers import find
-
     async with ctx(request).pool.acquire() as conn:
         row = await find(conn, caller(request), request.match_info["server_id"])
         found = (await addresses(conn, [row["id"]])).get(row["id"], {})
@@ -238,8 +237,6 @@ async def list_ips(request: web.Request) -> web.Response:
 
 
 async def show_ips(request: web.Request) -> web.Response:
-    from api.compute.servers import find
-
     network = request.match_info["network"]
     async with ctx(request).pool.acquire() as conn:
         row = await find(conn, caller(request), request.match_info["server_id"])

@@ -26,6 +26,7 @@ from actors import outbox
 from actors import server as server_actor
 from api.auth import AuthContext
 from api.compute.microversion import requested
+from api.compute.server_lookup import find
 from api.context import caller, ctx, json_body, json_response
 from api.errors import ApiError, BadRequest, Conflict, NotFound
 from api.image.access import visible_image
@@ -118,8 +119,6 @@ def _attachment_view(request: web.Request, volume: asyncpg.Record) -> dict[str, 
 
 
 async def _server(conn: Any, request: web.Request, action: str) -> asyncpg.Record:
-    from api.compute.servers import find
-
     me = caller(request)
     row = await find(conn, me, request.match_info["server_id"])
     if row["locked"] and not me.is_admin:
@@ -230,8 +229,6 @@ async def attach(request: web.Request) -> web.Response:
 
 
 async def list_attachments(request: web.Request) -> web.Response:
-    from api.compute.servers import find
-
     async with ctx(request).pool.acquire() as conn:
         server = await find(conn, caller(request), request.match_info["server_id"])
         volumes = (await attached_volumes(conn, [server["id"]])).get(server["id"], [])
@@ -239,8 +236,6 @@ async def list_attachments(request: web.Request) -> web.Response:
 
 
 async def show_attachment(request: web.Request) -> web.Response:
-    from api.compute.servers import find
-
     volume_id = request.match_info["volume_id"]
     async with ctx(request).pool.acquire() as conn:
         server = await find(conn, caller(request), request.match_info["server_id"])

@@ -5,11 +5,17 @@ sends the server actor `server.build` in one transaction (quota check included),
 action into a message to the actor. Whether an action is legal is decided by the actor's own
 transition table (`actors.server.table`), so the API's 409 and the actor agree; the same check
 runs again in the actor when the message arrives.
+
+A create goes in four steps: parse (the body, checked, as a `CreateRequest`), resolve (what it
+names: flavor, image, keypair, group, networks), quota (how many of the servers fit), insert (the
+rows, their ports and volumes, and the messages), the last three in one transaction. A server's
+metadata, its instance actions, its view and the lookup by id live beside this module
+(server_metadata.py, instance_actions.py, server_views.py, server_lookup.py).
 """
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import re
 import secrets
 import uuid
@@ -22,186 +28,35 @@ from actors import outbox
 from actors import server as server_actor
 from api import quotas, validate
 from api.auth import AuthContext
-from api.compute import console, server_networks, server_volumes
+from api.compute import console, server_metadata, server_networks, server_volumes
 from api.compute import flavors as flavor_api
 from api.compute import hosts as compute_hosts
 from api.compute.links import limit as page_limit
 from api.compute.links import resource_links
-from api.compute.microversion import requested
+from api.compute.microversion import Microversion, requested
+from api.compute.server_lookup import find
+from api.compute.server_views import brief, view
 from api.compute.usage import server_usage
 from api.context import caller, ctx, json_body, json_response
 from api.errors import BadRequest, Conflict, Forbidden, NotFound
 from api.image.access import visible_image
-from api.times import iso_micro, iso_seconds
 from protocol import Envelope, Message, Target
 from protocol import compute as m
 
 _NAME = re.compile(r"^(?!\s)[^\x00-\x1f\x7f]{1,255}(?<!\s)$")
 
 
-def not_found(server_id: str) -> NotFound:
-    return NotFound(f"Instance {server_id} could not be found.")
-
-
-async def find(conn: Any, me: AuthContext, server_id: str) -> asyncpg.Record:
-    """The server if the caller may see it (own project, or any for an admin); deleted ones are gone."""
-    row = await conn.fetchrow("SELECT * FROM servers WHERE id = $1 AND vm_state <> 'deleted'", server_id)
-    if row is None or (not me.is_admin and row["project_id"] != me.project_id):
-        raise not_found(server_id)
-    return row
-
-
-# --- views ------------------------------------------------------------------------------------------
-
-
-def host_id(project_id: str, host: str) -> str:
-    """Nova's hostId: the host as a project sees it (equal for its servers on one host, and
-    telling nothing of the host's name)."""
-    return hashlib.sha224((project_id + host).encode()).hexdigest()
-
-
-def view(
-    request: web.Request,
-    row: asyncpg.Record,
-    addresses: dict[str, dict[str, list[dict[str, Any]]]] | None = None,
-    volumes: dict[str, list[asyncpg.Record]] | None = None,
-    hosts: dict[str, compute_hosts.HostState] | None = None,
-    *,
-    show_host_status: bool = True,
-) -> dict[str, Any]:
-    """The server as Nova shows it at the request's microversion (`addresses` and `volumes`: by
-    server id; `hosts`: by host name, from `compute_hosts.host_statuses`).
-
-    While the server's host is silent (its agent's heartbeat older than the down window) the
-    power state shows NOSTATE, Nova's "unknown": what the host last reported may no longer hold.
-    The stored state is untouched, so it shows again once the host is back (whose agent reports
-    every state again at its start). The status stays what the server's states say, as Nova's."""
-    me = caller(request)
-    version = requested(request)
-    base = ctx(request).base_url
-    status = server_actor.status_of(row["vm_state"], row["task_state"])
-    flavor = row["flavor"]
-    host_state = (hosts or {}).get(row["host"]) if row["host"] else None
-    power_state = row["power_state"]
-    if host_state is not None and not host_state.up:
-        power_state = server_actor.NOSTATE
-    server: dict[str, Any] = {
-        "id": row["id"],
-        "name": row["display_name"],
-        "status": status,
-        "tenant_id": row["project_id"],
-        "user_id": row["user_id"],
-        "metadata": row["metadata"],
-        "hostId": host_id(row["project_id"], row["host"] or "") if row["host"] else "",
-        "image": {
-            "id": row["image_id"],
-            "links": [{"rel": "bookmark", "href": f"{base}/compute/images/{row['image_id']}"}],
-        }
-        if row["image_id"]
-        else "",
-        "created": iso_seconds(row["created_at"]),
-        "updated": iso_seconds(row["updated_at"] or row["created_at"]),
-        "addresses": (addresses or {}).get(row["id"], {}),
-        "accessIPv4": "",
-        "accessIPv6": "",
-        "links": resource_links(request, "servers", row["id"]),
-        "OS-DCF:diskConfig": "MANUAL",
-        "progress": 0,
-        "OS-EXT-AZ:availability_zone": row["availability_zone"] or "",
-        "config_drive": "True" if row["config_drive"] else "",
-        "key_name": row["key_name"],
-        "OS-SRV-USG:launched_at": iso_micro(row["launched_at"]) if row["launched_at"] else None,
-        "OS-SRV-USG:terminated_at": iso_micro(row["terminated_at"]) if row["terminated_at"] else None,
-        "OS-EXT-STS:task_state": row["task_state"],
-        "OS-EXT-STS:vm_state": row["vm_state"],
-        "OS-EXT-STS:power_state": power_state,
-        "os-extended-volumes:volumes_attached": [
-            {
-                "id": vol["id"],
-                **(
-                    {"delete_on_termination": bool(vol["attachment"].get("delete_on_termination"))}
-                    if version >= (2, 3)
-                    else {}
-                ),
-            }
-            for vol in (volumes or {}).get(row["id"], [])
-        ],
-        "security_groups": [{"name": "default"}],
-    }
-    if version >= (2, 47):
-        server["flavor"] = {
-            "vcpus": flavor["vcpus"],
-            "ram": flavor["ram"],
-            "disk": flavor["disk"],
-            "ephemeral": flavor.get("ephemeral", 0),
-            "swap": flavor.get("swap", 0),
-            "original_name": flavor["name"],
-            "extra_specs": flavor.get("extra_specs", {}),
-        }
-    else:
-        server["flavor"] = {
-            "id": flavor["id"],
-            "links": [{"rel": "bookmark", "href": f"{base}/compute/flavors/{flavor['id']}"}],
-        }
-    if me.is_admin:
-        server["OS-EXT-SRV-ATTR:host"] = row["host"]
-        server["OS-EXT-SRV-ATTR:hypervisor_hostname"] = row["node"]
-        server["OS-EXT-SRV-ATTR:instance_name"] = f"instance-{row['id']}"
-        if version >= (2, 3):
-            server.update(
-                {
-                    "OS-EXT-SRV-ATTR:reservation_id": row["reservation_id"],
-                    "OS-EXT-SRV-ATTR:launch_index": row["launch_index"],
-                    "OS-EXT-SRV-ATTR:hostname": row["hostname"],
-                    "OS-EXT-SRV-ATTR:kernel_id": "",
-                    "OS-EXT-SRV-ATTR:ramdisk_id": "",
-                    "OS-EXT-SRV-ATTR:root_device_name": "/dev/vda",
-                    "OS-EXT-SRV-ATTR:user_data": row["user_data"],
-                }
-            )
-    if version >= (2, 9):
-        server["locked"] = row["locked"]
-    if version >= (2, 16) and me.is_admin and hosts is not None and show_host_status:
-        server["host_status"] = host_state.status if host_state is not None else compute_hosts.HOST_NONE
-    if version >= (2, 19):
-        server["description"] = row["description"]
-    if version >= (2, 26):
-        server["tags"] = list(row["tags"])
-    if version >= (2, 63):
-        server["trusted_image_certificates"] = None
-    if version >= (2, 71):
-        server["server_groups"] = [row["group_id"]] if row["group_id"] else []
-    if version >= (2, 73):
-        server["locked_reason"] = None
-    if version >= (2, 96):
-        server["pinned_availability_zone"] = row["requested_availability_zone"]
-    fault = row["fault"]
-    if fault and row["vm_state"] in ("error", "deleted"):
-        shown = {"code": fault["code"], "created": iso_seconds(fault["created"]), "message": fault["message"]}
-        if me.is_admin or fault["code"] != 500:
-            shown["details"] = fault.get("details", "")
-        server["fault"] = shown
-    return server
-
-
-def brief(request: web.Request, row: asyncpg.Record) -> dict[str, Any]:
-    return {
-        "id": row["id"],
-        "name": row["display_name"],
-        "links": resource_links(request, "servers", row["id"]),
-    }
-
-
-# --- create -------------------------------------------------------------------------------------------
-
-
 def _text(data: dict[str, Any], key: str, *, required: bool = False, max_len: int = 255) -> str | None:
     value = data.get(key)
+    if value is None and required:
+        raise BadRequest(
+            f"Invalid input for field/attribute server. Value: {data}. '{key}' is a required property"
+        )
+    return _optional_text(value, key, max_len=max_len)
+
+
+def _optional_text(value: Any, key: str, *, max_len: int = 255) -> str | None:
     if value is None:
-        if required:
-            raise BadRequest(
-                f"Invalid input for field/attribute server. Value: {data}. '{key}' is a required property"
-            )
         return None
     if not isinstance(value, str) or len(value) > max_len:
         raise BadRequest(
@@ -211,15 +66,31 @@ def _text(data: dict[str, Any], key: str, *, required: bool = False, max_len: in
     return value
 
 
-def _count(data: dict[str, Any], key: str) -> int:
-    value = data.get(key, 1)
-    if isinstance(value, str) and value.isdigit():
-        value = int(value)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise BadRequest(
-            f"Invalid input for field/attribute {key}. Value: {value!r}. It must be an integer >= 1"
-        )
-    return value
+# --- create: parse ------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class CreateRequest:
+    """A create's body, checked: what the caller asks for, before anything it names is looked up."""
+
+    name: str
+    flavor_ref: str
+    image_ref: str | None  # the image of an image boot; None when booting from a volume
+    boots_from_volume: bool
+    nics: list[server_networks.RequestedNic] | str  # or server_networks.AUTO
+    boot: server_volumes.BootDevices
+    metadata: dict[str, str]
+    description: str | None
+    user_data: str | None
+    zone: str | None
+    min_count: int
+    max_count: int
+    group_id: str | None
+    # Checked when the keypair is resolved, after the flavor and the image (a request wrong in
+    # both ways is told about its flavor or image first).
+    key_name: Any
+    return_reservation_id: bool
+    admin_pass: Any
 
 
 _ALLOWED = {
@@ -247,12 +118,41 @@ _ALLOWED = {
 }
 
 
-async def create(request: web.Request) -> web.Response:
-    me = caller(request)
-    me.require_writer("os_compute_api:servers:create")
-    project_id = me.require_project()
-    context = ctx(request)
-    document = await json_body(request)
+def parse_create(document: Any, version: Microversion) -> CreateRequest:
+    """The create body as Nova checks it, in Nova's order: the first problem is the 400."""
+    data = _server_body(document)
+    name = _name(data)
+    flavor_ref = _text(data, "flavorRef", required=True) or ""
+    image_ref = _text(data, "imageRef") or None
+    nics = server_networks.parse(data.get("networks"), version)
+    boot = server_volumes.parse_mappings(data.get("block_device_mapping_v2"))
+    metadata = server_metadata.checked_metadata(data.get("metadata", {}))
+    description = validate.printable_or_none(_text(data, "description", max_len=255), "description")
+    user_data = validate.base64_or_none(_text(data, "user_data", max_len=65535), "user_data")
+    zone = _text(data, "availability_zone")
+    min_count, max_count = _counts(data)
+    image_ref, boots_from_volume = _boot_source(image_ref, boot)
+    return CreateRequest(
+        name=name,
+        flavor_ref=flavor_ref,
+        image_ref=image_ref,
+        boots_from_volume=boots_from_volume,
+        nics=nics,
+        boot=boot,
+        metadata=metadata,
+        description=description,
+        user_data=user_data,
+        zone=zone,
+        min_count=min_count,
+        max_count=max_count,
+        group_id=_group_hint(document),
+        key_name=data.get("key_name"),
+        return_reservation_id=bool(data.get("return_reservation_id")),
+        admin_pass=data.get("adminPass"),
+    )
+
+
+def _server_body(document: Any) -> dict[str, Any]:
     if not isinstance(document, dict) or not isinstance(document.get("server"), dict):
         raise BadRequest("Invalid input for field/attribute server. 'server' is a required property")
     data: dict[str, Any] = document["server"]
@@ -262,31 +162,47 @@ async def create(request: web.Request) -> web.Response:
             f"Invalid input for field/attribute server. Additional properties are not allowed "
             f"({', '.join(sorted(unknown))} were unexpected)"
         )
+    return data
+
+
+def _name(data: dict[str, Any]) -> str:
     name = _text(data, "name", required=True) or ""
     if not _NAME.match(name):
         raise BadRequest(
-            "Invalid input for field/attribute name. Value: %r. It must be 1 to 255 printable "
-            "characters with no leading or trailing whitespace" % name
+            f"Invalid input for field/attribute name. Value: {name!r}. It must be 1 to 255 printable "
+            "characters with no leading or trailing whitespace"
         )
-    flavor_ref = _text(data, "flavorRef", required=True) or ""
-    image_ref = _text(data, "imageRef") or None
-    requested_nics = server_networks.parse(data.get("networks"), requested(request))
-    boot = server_volumes.parse_mappings(data.get("block_device_mapping_v2"))
-    metadata = _checked_metadata(data.get("metadata", {}))
-    description = validate.printable_or_none(_text(data, "description", max_len=255), "description")
-    user_data = validate.base64_or_none(_text(data, "user_data", max_len=65535), "user_data")
-    zone = _text(data, "availability_zone")
+    return name
+
+
+def _count(data: dict[str, Any], key: str) -> int:
+    value = data.get(key, 1)
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise BadRequest(
+            f"Invalid input for field/attribute {key}. Value: {value!r}. It must be an integer >= 1"
+        )
+    return value
+
+
+def _counts(data: dict[str, Any]) -> tuple[int, int]:
     min_count, max_count = _count(data, "min_count"), _count(data, "max_count")
     if min_count > max_count:
         raise BadRequest("min_count must be <= max_count")
-    boots_from_volume = any(m.boot_index == 0 for m in boot.volumes)
+    return min_count, max_count
+
+
+def _boot_source(image_ref: str | None, boot: server_volumes.BootDevices) -> tuple[str | None, bool]:
+    """The image to boot (None for a volume) and whether the root is a volume: one of the two."""
+    boots_from_volume = any(mapping.boot_index == 0 for mapping in boot.volumes)
     if image_ref is None:
         image_ref = boot.image_id
     if (
         boots_from_volume
         and image_ref
         and boot.image_id is None
-        and any(m.source == "image" and m.uuid == image_ref for m in boot.volumes)
+        and any(mapping.source == "image" and mapping.uuid == image_ref for mapping in boot.volumes)
     ):
         image_ref = None  # the CLI repeats a boot volume's image as imageRef: the volume is the root
     if boots_from_volume and image_ref:
@@ -294,6 +210,11 @@ async def create(request: web.Request) -> web.Response:
             "Block Device Mapping is Invalid: Boot sequence for the instance and image/block device "
             "mapping combination is not valid."
         )
+    return image_ref, boots_from_volume
+
+
+def _group_hint(document: dict[str, Any]) -> str | None:
+    """The server group of the scheduler hints, if any."""
     # Nova accepts the hints under either name (the SDK sends OS-SCH-HNT:scheduler_hints).
     hints = document.get("os:scheduler_hints") or document.get("OS-SCH-HNT:scheduler_hints") or {}
     if not isinstance(hints, dict):
@@ -303,69 +224,131 @@ async def create(request: web.Request) -> web.Response:
         group_id = group_id[0]
     if group_id is not None and not isinstance(group_id, str):
         raise BadRequest(f"Invalid input for field/attribute group. Value: {group_id!r}.")
+    return group_id
 
-    async with context.pool.acquire() as conn, conn.transaction():
-        try:
-            flavor = await flavor_api.find(conn, me, flavor_ref)
-        except NotFound:
-            raise BadRequest(f"Flavor {flavor_ref} could not be found.") from None
-        if image_ref:
-            try:
-                image = await visible_image(conn, me, image_ref)
-            except NotFound:
-                raise BadRequest(f"Image {image_ref} could not be found.") from None
-            if image["status"] != "active":
-                raise BadRequest(f"Image {image_ref} is not active.")
-            if flavor["ram"] < image["min_ram"]:
-                raise BadRequest("Flavor's memory is too small for requested image.")
-            if flavor["disk"] and flavor["disk"] < image["min_disk"]:
-                raise BadRequest("Flavor's disk is too small for requested image.")
-        elif not boots_from_volume:
-            raise BadRequest(
-                "Block Device Mapping is Invalid: Boot sequence for the instance and image/block "
-                "device mapping combination is not valid (no image and no boot volume)."
-            )
-        key_name = _text(data, "key_name")
-        key_data = None
-        if key_name is not None:
-            key_data = await conn.fetchval(
-                "SELECT public_key FROM keypairs WHERE user_id = $1 AND name = $2", me.user_id, key_name
-            )
-            if key_data is None:
-                raise BadRequest("Invalid key_name provided.")
-        if group_id is not None:
-            group = await conn.fetchrow("SELECT * FROM server_groups WHERE id = $1", str(group_id))
-            if group is None or (group["project_id"] != project_id and not me.is_admin):
-                raise BadRequest(f"Invalid input for field/attribute group. Value: {group_id}.")
-        count = max_count
-        nics = await server_networks.resolve(conn, me, requested_nics, count)
 
-        # Nova's multi-create: as many as fit, if at least min_count do (under the quota lock).
-        metadata_limit = (await quotas.limits(conn, project_id, ("metadata_items",)))["metadata_items"]
-        if metadata_limit != quotas.UNLIMITED and len(metadata) > metadata_limit:  # as Nova checks at create
-            raise Forbidden(f"Quota exceeded for metadata_items: the limit is {metadata_limit} items")
-        await quotas.lock(conn, project_id, ("cores", "instances", "ram"))
-        hard = await quotas.limits(conn, project_id, ("instances", "cores", "ram"))
-        used = await server_usage(conn, project_id)
-        per = {"instances": 1, "cores": flavor["vcpus"], "ram": flavor["ram"]}
-        fits = count
-        for resource, each in per.items():
-            if hard[resource] != quotas.UNLIMITED:
-                fits = min(fits, (hard[resource] - used[resource]) // each)
-        if fits < min_count:
-            over = next(
-                r
-                for r, each in per.items()
-                if hard[r] != quotas.UNLIMITED and used[r] + each * min_count > hard[r]
-            )
-            raise Forbidden(
-                f"Quota exceeded for {over}: Requested {per[over] * min_count}, but already used "
-                f"{used[over]} of {hard[over]} {over}"
-            )
-        count = fits
+# --- create: resolve -----------------------------------------------------------------------------------
 
-        reservation = f"r-{secrets.token_hex(4)}"
-        spec = {
+
+@dataclasses.dataclass(frozen=True)
+class Resolved:
+    """What a create's names stand for, looked up in its transaction."""
+
+    flavor: asyncpg.Record
+    key_name: str | None
+    key_data: str | None
+    nics: list[server_networks.RequestedNic]
+
+
+async def _resolve(
+    conn: asyncpg.Connection, me: AuthContext, project_id: str, asked: CreateRequest
+) -> Resolved:
+    """The flavor, the image (checked against the flavor), the keypair, the group and the
+    networks; a 400 (409 for an ambiguous network) for any that will not do."""
+    try:
+        flavor = await flavor_api.find(conn, me, asked.flavor_ref)
+    except NotFound:
+        raise BadRequest(f"Flavor {asked.flavor_ref} could not be found.") from None
+    if asked.image_ref:
+        await _check_image(conn, me, asked.image_ref, flavor)
+    elif not asked.boots_from_volume:
+        raise BadRequest(
+            "Block Device Mapping is Invalid: Boot sequence for the instance and image/block "
+            "device mapping combination is not valid (no image and no boot volume)."
+        )
+    key_name = _optional_text(asked.key_name, "key_name")
+    key_data = await _key_data(conn, me, key_name)
+    if asked.group_id is not None:
+        await _check_group(conn, me, project_id, asked.group_id)
+    nics = await server_networks.resolve(conn, me, asked.nics, asked.max_count)
+    return Resolved(flavor=flavor, key_name=key_name, key_data=key_data, nics=nics)
+
+
+async def _check_image(
+    conn: asyncpg.Connection, me: AuthContext, image_ref: str, flavor: asyncpg.Record
+) -> None:
+    try:
+        image = await visible_image(conn, me, image_ref)
+    except NotFound:
+        raise BadRequest(f"Image {image_ref} could not be found.") from None
+    if image["status"] != "active":
+        raise BadRequest(f"Image {image_ref} is not active.")
+    if flavor["ram"] < image["min_ram"]:
+        raise BadRequest("Flavor's memory is too small for requested image.")
+    if flavor["disk"] and flavor["disk"] < image["min_disk"]:
+        raise BadRequest("Flavor's disk is too small for requested image.")
+
+
+async def _key_data(conn: asyncpg.Connection, me: AuthContext, key_name: str | None) -> str | None:
+    """The public key of the caller's keypair `key_name`."""
+    if key_name is None:
+        return None
+    key_data = await conn.fetchval(
+        "SELECT public_key FROM keypairs WHERE user_id = $1 AND name = $2", me.user_id, key_name
+    )
+    if key_data is None:
+        raise BadRequest("Invalid key_name provided.")
+    return key_data
+
+
+async def _check_group(conn: asyncpg.Connection, me: AuthContext, project_id: str, group_id: str) -> None:
+    group = await conn.fetchrow("SELECT * FROM server_groups WHERE id = $1", str(group_id))
+    if group is None or (group["project_id"] != project_id and not me.is_admin):
+        raise BadRequest(f"Invalid input for field/attribute group. Value: {group_id}.")
+
+
+# --- create: quota -------------------------------------------------------------------------------------
+
+
+async def _fitting_count(
+    conn: asyncpg.Connection, project_id: str, asked: CreateRequest, flavor: asyncpg.Record
+) -> int:
+    """Nova's multi-create: as many as fit, if at least min_count do (under the quota lock, held
+    to the end of the transaction)."""
+    metadata_limit = (await quotas.limits(conn, project_id, ("metadata_items",)))["metadata_items"]
+    if (
+        metadata_limit != quotas.UNLIMITED and len(asked.metadata) > metadata_limit
+    ):  # as Nova checks at create
+        raise Forbidden(f"Quota exceeded for metadata_items: the limit is {metadata_limit} items")
+    await quotas.lock(conn, project_id, ("cores", "instances", "ram"))
+    hard = await quotas.limits(conn, project_id, ("instances", "cores", "ram"))
+    used = await server_usage(conn, project_id)
+    per = {"instances": 1, "cores": flavor["vcpus"], "ram": flavor["ram"]}
+    fits = asked.max_count
+    for resource, each in per.items():
+        if hard[resource] != quotas.UNLIMITED:
+            fits = min(fits, (hard[resource] - used[resource]) // each)
+    if fits < asked.min_count:
+        over = next(
+            r
+            for r, each in per.items()
+            if hard[r] != quotas.UNLIMITED and used[r] + each * asked.min_count > hard[r]
+        )
+        raise Forbidden(
+            f"Quota exceeded for {over}: Requested {per[over] * asked.min_count}, but already used "
+            f"{used[over]} of {hard[over]} {over}"
+        )
+    return fits
+
+
+# --- create: insert ------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Batch:
+    """What every server of one create shares."""
+
+    asked: CreateRequest
+    resolved: Resolved
+    project_id: str
+    reservation: str
+    request_id: str
+
+    @property
+    def flavor_spec(self) -> dict[str, Any]:
+        """The flavor as the server row keeps it (a later change of the flavor does not touch it)."""
+        flavor = self.resolved.flavor
+        return {
             "id": flavor["id"],
             "name": flavor["name"],
             "ram": flavor["ram"],
@@ -375,83 +358,129 @@ async def create(request: web.Request) -> web.Response:
             "swap": flavor["swap"],
             "extra_specs": dict(flavor["extra_specs"]),
         }
-        created = []
-        later: list[tuple[Target, Message]] = []  # messages for the volumes of the boots
-        for index in range(count):
-            server_id = str(uuid.uuid4())
-            display = name if count == 1 else f"{name}-{index + 1}"
-            await conn.execute(
-                "INSERT INTO servers (id, version, project_id, user_id, display_name, vm_state, task_state, "
-                "flavor, image_id, requested_availability_zone, group_id, description, hostname, metadata, "
-                "key_name, key_data, user_data, reservation_id, launch_index) "
-                "VALUES ($1, 1, $2, $3, $4, 'building', 'scheduling', $5, $6, $7, $8, $9, $10, $11, $12, $13, "
-                "$14, $15, $16)",
-                server_id,
-                project_id,
-                me.user_id,
-                display,
-                spec,
-                image_ref,
-                zone,
-                group_id,
-                description,
-                re.sub(r"[^a-z0-9-]", "-", display.lower())[:63].strip("-") or "server",
-                metadata,
-                key_name,
-                key_data,
-                user_data,
-                reservation,
-                index,
-            )
-            await conn.execute(
-                "INSERT INTO instance_actions (server_id, request_id, action, project_id, user_id) "
-                "VALUES ($1, $2, 'create', $3, $4)",
-                server_id,
-                request["request_id"],
-                project_id,
-                me.user_id,
-            )
-            server_nics = await server_networks.allocate(
-                conn, me, project_id=project_id, server_id=server_id, zone=zone, nics=nics
-            )
-            devices, volume_messages = await server_volumes.prepare_boot_volumes(
-                conn,
-                me,
-                project_id=project_id,
-                server_id=server_id,
-                server_name=display,
-                zone=zone,
-                flavor=flavor,
-                boot=boot,
-            )
-            if server_nics or devices:
-                await conn.execute(
-                    "UPDATE servers SET nics = $2, block_devices = $3 WHERE id = $1",
-                    server_id,
-                    server_nics,
-                    devices,
-                )
-            later.extend(volume_messages)
-            created.append(server_id)
-        await outbox.send(
-            conn,
-            [
-                *(Envelope.new(target, body, correlation_id=request["request_id"]) for target, body in later),
-                *(
-                    Envelope.new(Target("server", sid), m.BuildServer(), correlation_id=request["request_id"])
-                    for sid in created
-                ),
-            ],
-            context.shards,
+
+
+async def _insert(
+    conn: asyncpg.Connection, me: AuthContext, batch: _Batch, count: int, shards: int
+) -> list[str]:
+    """Insert the `count` servers with their actions, ports and boot volumes, and send their
+    volumes' and servers' messages; the new servers' ids."""
+    created = []
+    later: list[tuple[Target, Message]] = []  # messages for the volumes of the boots
+    spec = batch.flavor_spec
+    for index in range(count):
+        server_id = str(uuid.uuid4())
+        display = batch.asked.name if count == 1 else f"{batch.asked.name}-{index + 1}"
+        later.extend(await _insert_server(conn, me, batch, server_id, index, display, spec))
+        created.append(server_id)
+    await outbox.send(
+        conn,
+        [
+            *(Envelope.new(target, body, correlation_id=batch.request_id) for target, body in later),
+            *(
+                Envelope.new(Target("server", sid), m.BuildServer(), correlation_id=batch.request_id)
+                for sid in created
+            ),
+        ],
+        shards,
+    )
+    return created
+
+
+async def _insert_server(
+    conn: asyncpg.Connection,
+    me: AuthContext,
+    batch: _Batch,
+    server_id: str,
+    index: int,
+    display: str,
+    spec: dict[str, Any],
+) -> list[tuple[Target, Message]]:
+    """One server's row, its create action, its ports and its boot volumes; the messages for
+    its volumes."""
+    asked, project_id = batch.asked, batch.project_id
+    await conn.execute(
+        "INSERT INTO servers (id, version, project_id, user_id, display_name, vm_state, task_state, "
+        "flavor, image_id, requested_availability_zone, group_id, description, hostname, metadata, "
+        "key_name, key_data, user_data, reservation_id, launch_index) "
+        "VALUES ($1, 1, $2, $3, $4, 'building', 'scheduling', $5, $6, $7, $8, $9, $10, $11, $12, "
+        "$13, $14, $15, $16)",
+        server_id,
+        project_id,
+        me.user_id,
+        display,
+        spec,
+        asked.image_ref,
+        asked.zone,
+        asked.group_id,
+        asked.description,
+        re.sub(r"[^a-z0-9-]", "-", display.lower())[:63].strip("-") or "server",
+        asked.metadata,
+        batch.resolved.key_name,
+        batch.resolved.key_data,
+        asked.user_data,
+        batch.reservation,
+        index,
+    )
+    await conn.execute(
+        "INSERT INTO instance_actions (server_id, request_id, action, project_id, user_id) "
+        "VALUES ($1, $2, 'create', $3, $4)",
+        server_id,
+        batch.request_id,
+        project_id,
+        me.user_id,
+    )
+    server_nics = await server_networks.allocate(
+        conn, me, project_id=project_id, server_id=server_id, zone=asked.zone, nics=batch.resolved.nics
+    )
+    devices, volume_messages = await server_volumes.prepare_boot_volumes(
+        conn,
+        me,
+        project_id=project_id,
+        server_id=server_id,
+        server_name=display,
+        zone=asked.zone,
+        flavor=batch.resolved.flavor,
+        boot=asked.boot,
+    )
+    if server_nics or devices:
+        await conn.execute(
+            "UPDATE servers SET nics = $2, block_devices = $3 WHERE id = $1",
+            server_id,
+            server_nics,
+            devices,
         )
-    if data.get("return_reservation_id"):
-        return json_response({"reservation_id": reservation}, status=202)
+    return volume_messages
+
+
+# --- create --------------------------------------------------------------------------------------------
+
+
+async def create(request: web.Request) -> web.Response:
+    me = caller(request)
+    me.require_writer("os_compute_api:servers:create")
+    project_id = me.require_project()
+    context = ctx(request)
+    asked = parse_create(await json_body(request), requested(request))
+    async with context.pool.acquire() as conn, conn.transaction():
+        resolved = await _resolve(conn, me, project_id, asked)
+        count = await _fitting_count(conn, project_id, asked, resolved.flavor)
+        batch = _Batch(
+            asked=asked,
+            resolved=resolved,
+            project_id=project_id,
+            reservation=f"r-{secrets.token_hex(4)}",
+            request_id=request["request_id"],
+        )
+        created = await _insert(conn, me, batch, count, context.shards)
+    if asked.return_reservation_id:
+        return json_response({"reservation_id": batch.reservation}, status=202)
     body = {
         "id": created[0],
         "links": resource_links(request, "servers", created[0]),
         "OS-DCF:diskConfig": "MANUAL",
         "security_groups": [{"name": "default"}],
-        "adminPass": data.get("adminPass") or secrets.token_urlsafe(9),
+        "adminPass": asked.admin_pass or secrets.token_urlsafe(9),
     }
     return json_response({"server": body}, status=202)
 
@@ -542,8 +571,8 @@ async def update(request: web.Request) -> web.Response:
     async with ctx(request).pool.acquire() as conn:
         await find(conn, me, request.match_info["server_id"])
         row = await conn.fetchrow(
-            "UPDATE servers SET display_name = coalesce($2, display_name), description = coalesce($3, description), "
-            "version = version + 1 WHERE id = $1 RETURNING *",
+            "UPDATE servers SET display_name = coalesce($2, display_name), "
+            "description = coalesce($3, description), version = version + 1 WHERE id = $1 RETURNING *",
             request.match_info["server_id"],
             name,
             description,
@@ -554,86 +583,6 @@ async def update(request: web.Request) -> web.Response:
     return json_response(
         {"server": view(request, row, found, hosts=hosts, show_host_status=requested(request) >= (2, 75))}
     )
-
-
-# --- metadata (Nova's /servers/{id}/metadata) ---------------------------------------------------------
-
-
-def _checked_metadata(value: Any) -> dict[str, str]:
-    if not isinstance(value, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) and 0 < len(k) <= 255 and len(v) <= 255
-        for k, v in value.items()
-    ):
-        raise BadRequest(
-            "Invalid input for field/attribute metadata. Keys and values must be strings of 1-255 "
-            "(keys) and 0-255 (values) characters"
-        )
-    return value
-
-
-async def _write_metadata(request: web.Request, change: Any) -> dict[str, str]:
-    """Apply `change(old) -> new` to the server's metadata under the metadata_items quota."""
-    me = caller(request)
-    me.require_writer("os_compute_api:server-metadata:update")
-    async with ctx(request).pool.acquire() as conn, conn.transaction():
-        row = await find(conn, me, request.match_info["server_id"])
-        if row["locked"] and not me.is_admin:
-            raise Conflict(f"Instance {row['id']} is locked")
-        new = change(dict(row["metadata"]))
-        limit = (await quotas.limits(conn, row["project_id"], ("metadata_items",)))["metadata_items"]
-        if limit != quotas.UNLIMITED and len(new) > limit:
-            raise Forbidden(f"Quota exceeded for metadata_items: the limit is {limit} items")
-        await conn.execute(
-            "UPDATE servers SET metadata = $2, version = version + 1 WHERE id = $1", row["id"], new
-        )
-    return new
-
-
-async def show_metadata(request: web.Request) -> web.Response:
-    row = await find(ctx(request).pool, caller(request), request.match_info["server_id"])
-    return json_response({"metadata": row["metadata"]})
-
-
-async def merge_metadata(request: web.Request) -> web.Response:
-    document = await json_body(request)
-    items = _checked_metadata(document.get("metadata") if isinstance(document, dict) else None)
-    return json_response({"metadata": await _write_metadata(request, lambda old: {**old, **items})})
-
-
-async def replace_metadata(request: web.Request) -> web.Response:
-    document = await json_body(request)
-    items = _checked_metadata(document.get("metadata") if isinstance(document, dict) else None)
-    return json_response({"metadata": await _write_metadata(request, lambda old: dict(items))})
-
-
-async def show_metadata_item(request: web.Request) -> web.Response:
-    row = await find(ctx(request).pool, caller(request), request.match_info["server_id"])
-    key = request.match_info["key"]
-    if key not in row["metadata"]:
-        raise NotFound("Metadata item was not found")
-    return json_response({"meta": {key: row["metadata"][key]}})
-
-
-async def set_metadata_item(request: web.Request) -> web.Response:
-    document = await json_body(request)
-    item = _checked_metadata(document.get("meta") if isinstance(document, dict) else None)
-    key = request.match_info["key"]
-    if list(item) != [key]:
-        raise BadRequest("Request body and URI mismatch")
-    await _write_metadata(request, lambda old: {**old, **item})
-    return json_response({"meta": item})
-
-
-async def delete_metadata_item(request: web.Request) -> web.Response:
-    key = request.match_info["key"]
-
-    def without(old: dict[str, str]) -> dict[str, str]:
-        if key not in old:
-            raise NotFound("Metadata item was not found")
-        return {k: v for k, v in old.items() if k != key}
-
-    await _write_metadata(request, without)
-    return web.Response(status=204)
 
 
 # --- delete and actions -------------------------------------------------------------------------------------
@@ -704,7 +653,7 @@ async def action(request: web.Request) -> web.Response:
         kind = (args or {}).get("type") if isinstance(args, dict) else None
         if not isinstance(kind, str) or kind.upper() not in ("SOFT", "HARD"):
             raise BadRequest(
-                "Invalid input for field/attribute type. Value: %r. 'SOFT' or 'HARD' expected" % kind
+                f"Invalid input for field/attribute type. Value: {kind!r}. 'SOFT' or 'HARD' expected"
             )
         body: Message = m.RebootHard() if kind.upper() == "HARD" else m.Reboot()
         await _send(request, body, "reboot", nova_action="reboot")
@@ -716,130 +665,8 @@ async def action(request: web.Request) -> web.Response:
     return web.Response(status=202)
 
 
-# --- instance actions -----------------------------------------------------------------------------------
-
-
-def _action_view(request: web.Request, row: asyncpg.Record) -> dict[str, Any]:
-    action = {
-        "action": row["action"],
-        "instance_uuid": row["server_id"],
-        "message": row["message"],
-        "project_id": row["project_id"],
-        "request_id": row["request_id"],
-        "start_time": iso_seconds(row["start_time"]),
-        "user_id": row["user_id"],
-    }
-    if requested(request) >= (2, 58):
-        action["updated_at"] = iso_seconds(row["start_time"])
-    return action
-
-
-async def _actions_server(request: web.Request, conn: Any) -> str:
-    """Instance actions stay readable after the server is deleted, as in Nova."""
-    me = caller(request)
-    server_id = request.match_info["server_id"]
-    owner = await conn.fetchval("SELECT project_id FROM servers WHERE id = $1", server_id)
-    if owner is None or (owner != me.project_id and not me.is_admin):
-        raise not_found(server_id)
-    return server_id
-
-
-async def list_actions(request: web.Request) -> web.Response:
-    async with ctx(request).pool.acquire() as conn:
-        server_id = await _actions_server(request, conn)
-        rows = await conn.fetch(
-            "SELECT * FROM instance_actions WHERE server_id = $1 ORDER BY id DESC", server_id
-        )
-    return json_response({"instanceActions": [_action_view(request, r) for r in rows]})
-
-
-# Nova's name for the event of each action (what `openstack server event show` lists).
-_EVENT_NAMES = {
-    "create": "compute__do_build_and_run_instance",
-    "delete": "compute_terminate_instance",
-    "stop": "compute_stop_instance",
-    "start": "compute_start_instance",
-    "reboot": "compute_reboot_instance",
-    "pause": "compute_pause_instance",
-    "unpause": "compute_unpause_instance",
-    "suspend": "compute_suspend_instance",
-    "resume": "compute_resume_instance",
-    "attach_volume": "compute_attach_volume",
-    "detach_volume": "compute_detach_volume",
-}
-_VOLUME_ACTIONS = ("attach_volume", "detach_volume")
-_VOLUME_TRANSITIONAL = ("creating", "reserved", "attaching", "detaching", "deleting", "extending")
-
-
-def _settled(kind: str, state: str | None) -> bool:
-    if state is None:
-        return False
-    if kind == "volume":
-        return state not in _VOLUME_TRANSITIONAL
-    return ":" not in state  # a server with no task in progress (or deleted)
-
-
-async def _action_event(request: web.Request, conn: Any, action: asyncpg.Record) -> dict[str, Any] | None:
-    """The action's Nova event, derived from the actor events its request caused (every turn
-    records the request id it carries as its correlation id): started with the request,
-    finished at the first settled state, Error when that state is an error."""
-    name = _EVENT_NAMES.get(action["action"])
-    if name is None:
-        return None
-    kind = "volume" if action["action"] in _VOLUME_ACTIONS else "server"
-    where = "kind = 'volume'" if kind == "volume" else "kind = 'server' AND actor_id = $2"
-    args = [action["request_id"]] if kind == "volume" else [action["request_id"], action["server_id"]]
-    rows = await conn.fetch(
-        f"SELECT at, new_state FROM events WHERE correlation_id = $1 AND {where} ORDER BY id", *args
-    )
-    done = next((r for r in rows if _settled(kind, r["new_state"])), None)
-    failed = done is not None and (done["new_state"] or "").startswith("error")
-    event: dict[str, Any] = {
-        "event": name,
-        "start_time": iso_seconds(action["start_time"]),
-        "finish_time": iso_seconds(done["at"]) if done else None,
-        "result": None if done is None else ("Error" if failed else "Success"),
-    }
-    me = caller(request)
-    if me.is_admin:
-        event["traceback"] = None
-    version = requested(request)
-    if version < (2, 62):
-        return event
-    server = await conn.fetchrow("SELECT host, fault FROM servers WHERE id = $1", action["server_id"])
-    host = (server["host"] if server else None) or ""
-    event["hostId"] = host_id(action["project_id"], host) if host else ""
-    if me.is_admin:
-        event["host"] = host
-    if version >= (2, 84):
-        fault = server["fault"] if server and failed else None
-        event["details"] = fault.get("message") if isinstance(fault, dict) else None
-    return event
-
-
-async def show_action(request: web.Request) -> web.Response:
-    async with ctx(request).pool.acquire() as conn:
-        server_id = await _actions_server(request, conn)
-        row = await conn.fetchrow(
-            "SELECT * FROM instance_actions WHERE server_id = $1 AND request_id = $2",
-            server_id,
-            request.match_info["request_id"],
-        )
-        if row is None:
-            raise NotFound(
-                f"Action for request_id {request.match_info['request_id']} on instance {server_id} not found"
-            )
-        event = await _action_event(request, conn, row)
-    view = _action_view(request, row)
-    if event is not None and event["result"] == "Error":
-        view["message"] = "Error"  # as Nova marks an action whose event failed
-    return json_response({"instanceAction": {**view, "events": [event] if event else []}})
-
-
 def setup(app: web.Application) -> None:
     r = app.router
-    r.add_get("/compute/v2.1/servers/{server_id}/os-instance-actions", list_actions)
-    r.add_get("/compute/v2.1/servers/{server_id}/os-instance-actions/{request_id}", show_action)
     r.add_get("/compute/v2.1/servers", list_servers)
     r.add_post("/compute/v2.1/servers", create)
     r.add_get("/compute/v2.1/servers/detail", list_servers_detail)
@@ -847,9 +674,3 @@ def setup(app: web.Application) -> None:
     r.add_put("/compute/v2.1/servers/{server_id}", update)
     r.add_delete("/compute/v2.1/servers/{server_id}", delete)
     r.add_post("/compute/v2.1/servers/{server_id}/action", action)
-    r.add_get("/compute/v2.1/servers/{server_id}/metadata", show_metadata)
-    r.add_post("/compute/v2.1/servers/{server_id}/metadata", merge_metadata)
-    r.add_put("/compute/v2.1/servers/{server_id}/metadata", replace_metadata)
-    r.add_get("/compute/v2.1/servers/{server_id}/metadata/{key}", show_metadata_item)
-    r.add_put("/compute/v2.1/servers/{server_id}/metadata/{key}", set_metadata_item)
-    r.add_delete("/compute/v2.1/servers/{server_id}/metadata/{key}", delete_metadata_item)

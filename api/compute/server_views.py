@@ -1,0 +1,220 @@
+"""A server as Nova shows it: the full view (show, the detailed list, update's answer), the brief
+one (the plain list), and Nova's hostId.
+
+What the view shows grows with the request's microversion, in the order Nova's view builder adds
+it; the host's liveness (api/compute/hosts.py) decides the power state shown while a host is silent.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+
+from actors import server as server_actor
+from api.auth import AuthContext
+from api.compute import hosts as compute_hosts
+from api.compute.links import resource_links
+from api.compute.microversion import Microversion, requested
+from api.context import caller, ctx
+from api.times import iso_micro, iso_seconds
+
+# Nova's `addresses` of a server: network name -> its fixed IPs
+Addresses = dict[str, list[dict[str, Any]]]
+
+
+def host_id(project_id: str, host: str) -> str:
+    """Nova's hostId: the host as a project sees it (equal for its servers on one host, and
+    telling nothing of the host's name)."""
+    return hashlib.sha224((project_id + host).encode()).hexdigest()
+
+
+def view(
+    request: web.Request,
+    row: asyncpg.Record,
+    addresses: dict[str, Addresses] | None = None,
+    volumes: dict[str, list[asyncpg.Record]] | None = None,
+    hosts: dict[str, compute_hosts.HostState] | None = None,
+    *,
+    show_host_status: bool = True,
+) -> dict[str, Any]:
+    """The server as Nova shows it at the request's microversion (`addresses` and `volumes`: by
+    server id; `hosts`: by host name, from `compute_hosts.host_statuses`).
+
+    While the server's host is silent (its agent's heartbeat older than the down window) the
+    power state shows NOSTATE, Nova's "unknown": what the host last reported may no longer hold.
+    The stored state is untouched, so it shows again once the host is back (whose agent reports
+    every state again at its start). The status stays what the server's states say, as Nova's."""
+    me = caller(request)
+    version = requested(request)
+    host_state = (hosts or {}).get(row["host"]) if row["host"] else None
+    power_state = row["power_state"]
+    if host_state is not None and not host_state.up:
+        power_state = server_actor.NOSTATE
+    server = _base_view(
+        request,
+        row,
+        version,
+        power_state=power_state,
+        addresses=(addresses or {}).get(row["id"], {}),
+        volumes=(volumes or {}).get(row["id"], []),
+    )
+    server["flavor"] = _flavor_view(request, row["flavor"], version)
+    if me.is_admin:
+        server.update(_admin_attributes(row, version))
+    if version >= (2, 9):
+        server["locked"] = row["locked"]
+    if version >= (2, 16) and me.is_admin and hosts is not None and show_host_status:
+        server["host_status"] = host_state.status if host_state is not None else compute_hosts.HOST_NONE
+    server.update(_later_attributes(row, version))
+    fault = _fault_view(row, me)
+    if fault is not None:
+        server["fault"] = fault
+    return server
+
+
+def _base_view(
+    request: web.Request,
+    row: asyncpg.Record,
+    version: Microversion,
+    *,
+    power_state: Any,
+    addresses: Addresses,
+    volumes: list[asyncpg.Record],
+) -> dict[str, Any]:
+    """What every microversion shows, in Nova's order."""
+    status = server_actor.status_of(row["vm_state"], row["task_state"])
+    return {
+        "id": row["id"],
+        "name": row["display_name"],
+        "status": status,
+        "tenant_id": row["project_id"],
+        "user_id": row["user_id"],
+        "metadata": row["metadata"],
+        "hostId": host_id(row["project_id"], row["host"] or "") if row["host"] else "",
+        "image": _image_ref(request, row["image_id"]),
+        "created": iso_seconds(row["created_at"]),
+        "updated": iso_seconds(row["updated_at"] or row["created_at"]),
+        "addresses": addresses,
+        "accessIPv4": "",
+        "accessIPv6": "",
+        "links": resource_links(request, "servers", row["id"]),
+        "OS-DCF:diskConfig": "MANUAL",
+        "progress": 0,
+        "OS-EXT-AZ:availability_zone": row["availability_zone"] or "",
+        "config_drive": "True" if row["config_drive"] else "",
+        "key_name": row["key_name"],
+        "OS-SRV-USG:launched_at": _micro_or_none(row["launched_at"]),
+        "OS-SRV-USG:terminated_at": _micro_or_none(row["terminated_at"]),
+        "OS-EXT-STS:task_state": row["task_state"],
+        "OS-EXT-STS:vm_state": row["vm_state"],
+        "OS-EXT-STS:power_state": power_state,
+        "os-extended-volumes:volumes_attached": [_volume_attached(vol, version) for vol in volumes],
+        "security_groups": [{"name": "default"}],
+    }
+
+
+def _micro_or_none(moment: datetime.datetime | None) -> str | None:
+    return iso_micro(moment) if moment else None
+
+
+def _image_ref(request: web.Request, image_id: str | None) -> dict[str, Any] | str:
+    """The image a server booted from, or "" for a boot from volume (as Nova shows it)."""
+    if not image_id:
+        return ""
+    base = ctx(request).base_url
+    return {
+        "id": image_id,
+        "links": [{"rel": "bookmark", "href": f"{base}/compute/images/{image_id}"}],
+    }
+
+
+def _volume_attached(volume: asyncpg.Record, version: Microversion) -> dict[str, Any]:
+    if version < (2, 3):
+        return {"id": volume["id"]}
+    return {
+        "id": volume["id"],
+        "delete_on_termination": bool(volume["attachment"].get("delete_on_termination")),
+    }
+
+
+def _flavor_view(request: web.Request, flavor: dict[str, Any], version: Microversion) -> dict[str, Any]:
+    """The flavor as it was at the boot (2.47 on), or a link to it (before)."""
+    if version >= (2, 47):
+        return {
+            "vcpus": flavor["vcpus"],
+            "ram": flavor["ram"],
+            "disk": flavor["disk"],
+            "ephemeral": flavor.get("ephemeral", 0),
+            "swap": flavor.get("swap", 0),
+            "original_name": flavor["name"],
+            "extra_specs": flavor.get("extra_specs", {}),
+        }
+    base = ctx(request).base_url
+    return {
+        "id": flavor["id"],
+        "links": [{"rel": "bookmark", "href": f"{base}/compute/flavors/{flavor['id']}"}],
+    }
+
+
+def _admin_attributes(row: asyncpg.Record, version: Microversion) -> dict[str, Any]:
+    """Nova's OS-EXT-SRV-ATTR attributes, for an admin only."""
+    attributes = {
+        "OS-EXT-SRV-ATTR:host": row["host"],
+        "OS-EXT-SRV-ATTR:hypervisor_hostname": row["node"],
+        "OS-EXT-SRV-ATTR:instance_name": f"instance-{row['id']}",
+    }
+    if version >= (2, 3):
+        attributes.update(
+            {
+                "OS-EXT-SRV-ATTR:reservation_id": row["reservation_id"],
+                "OS-EXT-SRV-ATTR:launch_index": row["launch_index"],
+                "OS-EXT-SRV-ATTR:hostname": row["hostname"],
+                "OS-EXT-SRV-ATTR:kernel_id": "",
+                "OS-EXT-SRV-ATTR:ramdisk_id": "",
+                "OS-EXT-SRV-ATTR:root_device_name": "/dev/vda",
+                "OS-EXT-SRV-ATTR:user_data": row["user_data"],
+            }
+        )
+    return attributes
+
+
+def _later_attributes(row: asyncpg.Record, version: Microversion) -> dict[str, Any]:
+    """What microversions 2.19 to 2.96 add, in that order."""
+    attributes: dict[str, Any] = {}
+    if version >= (2, 19):
+        attributes["description"] = row["description"]
+    if version >= (2, 26):
+        attributes["tags"] = list(row["tags"])
+    if version >= (2, 63):
+        attributes["trusted_image_certificates"] = None
+    if version >= (2, 71):
+        attributes["server_groups"] = [row["group_id"]] if row["group_id"] else []
+    if version >= (2, 73):
+        attributes["locked_reason"] = None
+    if version >= (2, 96):
+        attributes["pinned_availability_zone"] = row["requested_availability_zone"]
+    return attributes
+
+
+def _fault_view(row: asyncpg.Record, me: AuthContext) -> dict[str, Any] | None:
+    """The fault of a server in error (or deleted after one); its details are for an admin, or
+    for anyone when the fault is not the cloud's own (500)."""
+    fault = row["fault"]
+    if not (fault and row["vm_state"] in ("error", "deleted")):
+        return None
+    shown = {"code": fault["code"], "created": iso_seconds(fault["created"]), "message": fault["message"]}
+    if me.is_admin or fault["code"] != 500:
+        shown["details"] = fault.get("details", "")
+    return shown
+
+
+def brief(request: web.Request, row: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "name": row["display_name"],
+        "links": resource_links(request, "servers", row["id"]),
+    }
