@@ -27,7 +27,7 @@ from api.auth import AuthContext
 from api.compute.server_lookup import find
 from api.context import caller, ctx, json_response
 from api.errors import ApiError, BadRequest, Conflict, Forbidden, NotFound
-from api.network import ports as port_api
+from api.network import server_ports
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,30 +55,31 @@ def parse(networks: Any, version: tuple[int, int]) -> list[RequestedNic] | str:
         return AUTO if networks == "auto" else []
     if not isinstance(networks, list):
         raise BadRequest(f"Invalid input for field/attribute networks. Value: {networks!r}.")
-    nics = []
-    for item in networks:
-        if not isinstance(item, dict) or set(item) - {"uuid", "port", "fixed_ip", "tag"}:
-            raise BadRequest(f"Bad networks format: {item!r}")
-        network_id, port_id, fixed_ip = item.get("uuid"), item.get("port"), item.get("fixed_ip")
-        for name, value in (("uuid", network_id), ("port", port_id)):
-            if value is not None and not _is_uuid(value):
-                raise BadRequest(f"Bad networks format: network {name} is not in proper format ({value!r})")
-        if network_id is None and port_id is None:
-            raise BadRequest("Bad networks format: a network needs a 'uuid' or a 'port'")
-        if fixed_ip is not None:
-            try:
-                fixed_ip = str(ipaddress.ip_address(fixed_ip))
-            except (ValueError, TypeError):
-                raise BadRequest(f"Invalid fixed IP address ({fixed_ip!r})") from None
-            if port_id is not None:
-                raise BadRequest("Bad networks format: a fixed_ip goes with a network uuid, not a port")
-        nics.append(
-            RequestedNic(network_id=None if port_id else network_id, port_id=port_id, fixed_ip=fixed_ip)
-        )
+    nics = [_requested_nic(item) for item in networks]
     ports = [nic.port_id for nic in nics if nic.port_id]
     if len(ports) != len(set(ports)):
         raise BadRequest("Bad networks format: a port may be given once")
     return nics
+
+
+def _requested_nic(item: Any) -> RequestedNic:
+    """One entry of `networks`: a network (with a fixed IP or not) or a port."""
+    if not isinstance(item, dict) or set(item) - {"uuid", "port", "fixed_ip", "tag"}:
+        raise BadRequest(f"Bad networks format: {item!r}")
+    network_id, port_id, fixed_ip = item.get("uuid"), item.get("port"), item.get("fixed_ip")
+    for name, value in (("uuid", network_id), ("port", port_id)):
+        if value is not None and not _is_uuid(value):
+            raise BadRequest(f"Bad networks format: network {name} is not in proper format ({value!r})")
+    if network_id is None and port_id is None:
+        raise BadRequest("Bad networks format: a network needs a 'uuid' or a 'port'")
+    if fixed_ip is not None:
+        try:
+            fixed_ip = str(ipaddress.ip_address(fixed_ip))
+        except (ValueError, TypeError):
+            raise BadRequest(f"Invalid fixed IP address ({fixed_ip!r})") from None
+        if port_id is not None:
+            raise BadRequest("Bad networks format: a fixed_ip goes with a network uuid, not a port")
+    return RequestedNic(network_id=None if port_id else network_id, port_id=port_id, fixed_ip=fixed_ip)
 
 
 def _is_uuid(value: Any) -> bool:
@@ -96,10 +97,7 @@ async def resolve(
 ) -> list[RequestedNic]:
     """Turn AUTO into the project's one usable network; check a port boot is a single boot."""
     if requested == AUTO:
-        rows = await conn.fetch(
-            "SELECT id FROM networks WHERE (project_id = $1 OR shared) AND NOT external ORDER BY created_at, id",
-            me.project_id,
-        )
+        rows = await server_ports.usable_networks(conn, me.project_id)
         if len(rows) > 1:
             raise Conflict("Multiple possible networks found, use a Network ID to be more specific.")
         return [RequestedNic(network_id=rows[0]["id"])] if rows else []
@@ -129,24 +127,7 @@ async def allocate(
             port = await _claim(conn, me, nic.port_id, server_id, owner)
             delete = False
         else:
-            assert nic.network_id is not None
-            try:
-                network = await port_api.visible_network(conn, me, nic.network_id)
-            except NotFound:
-                raise BadRequest(f"Network {nic.network_id} could not be found.") from None
-            fixed = [{"ip_address": nic.fixed_ip}] if nic.fixed_ip else None
-            try:
-                port = await port_api.create_port(
-                    conn,
-                    me,
-                    network,
-                    project_id=project_id,
-                    device_id=server_id,
-                    device_owner=owner,
-                    fixed_ips=fixed,
-                )
-            except ApiError as exc:
-                raise _as_compute_error(exc, nic) from None
+            port = await _new_port(conn, me, nic, project_id=project_id, server_id=server_id, owner=owner)
             delete = True
         result.append(
             {
@@ -159,20 +140,42 @@ async def allocate(
     return result
 
 
+async def _new_port(
+    conn: asyncpg.Connection,
+    me: AuthContext,
+    nic: RequestedNic,
+    *,
+    project_id: str,
+    server_id: str,
+    owner: str,
+) -> asyncpg.Record:
+    """A new port on the NIC's network, with its fixed IP if it names one."""
+    assert nic.network_id is not None
+    try:
+        network = await server_ports.visible_network(conn, me, nic.network_id)
+    except NotFound:
+        raise BadRequest(f"Network {nic.network_id} could not be found.") from None
+    fixed = [{"ip_address": nic.fixed_ip}] if nic.fixed_ip else None
+    try:
+        return await server_ports.create_port(
+            conn,
+            me,
+            network,
+            project_id=project_id,
+            device_id=server_id,
+            device_owner=owner,
+            fixed_ips=fixed,
+        )
+    except ApiError as exc:
+        raise _as_compute_error(exc, nic) from None
+
+
 async def _claim(
     conn: asyncpg.Connection, me: AuthContext, port_id: str, server_id: str, owner: str
 ) -> asyncpg.Record:
-    row = await conn.fetchrow("SELECT * FROM ports WHERE id = $1", port_id)
-    if row is None or (not me.is_admin and row["project_id"] != me.project_id):
+    if await server_ports.visible_port(conn, me, port_id) is None:
         raise NotFound(f"Port id {port_id} could not be found.")
-    claimed = await conn.fetchrow(
-        "UPDATE ports SET device_id = $2, device_owner = $3, version = version + 1, "
-        "revision_number = revision_number + 1, updated_at = now() "
-        "WHERE id = $1 AND device_id = '' AND device_owner NOT LIKE 'network:%' RETURNING *",
-        port_id,
-        server_id,
-        owner,
-    )
+    claimed = await server_ports.claim_port(conn, port_id, server_id, owner)
     if claimed is None:
         raise Conflict(f"Port {port_id} is still in use.")
     return claimed
@@ -198,14 +201,7 @@ async def addresses(conn: Any, server_ids: list[str]) -> dict[str, dict[str, lis
     order of the server's NICs."""
     if not server_ids:
         return {}
-    rows = await conn.fetch(
-        "SELECT p.device_id, n.name AS network, host(a.ip_address) AS ip, family(a.ip_address) AS version, "
-        "p.mac_address::text AS mac FROM ports p JOIN networks n ON n.id = p.network_id "
-        "JOIN ip_allocations a ON a.port_id = p.id "
-        "WHERE p.device_id = ANY($1::text[]) AND p.device_owner LIKE 'compute:%' "
-        "ORDER BY p.device_id, p.created_at, p.id, family(a.ip_address), a.ip_address",
-        server_ids,
-    )
+    rows = await server_ports.fixed_ips(conn, server_ids)
     result: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for row in rows:
         per_network = result.setdefault(row["device_id"], {})

@@ -9,6 +9,10 @@ actor (it asks its host to hot-plug the disk); the volume turns in-use when the 
 Detaching is the mirror image (in-use -> detaching). The API picks the device as Nova's libvirt
 driver does: the next free `vdX` after the root disk, the flavor's ephemeral and swap disks and
 the volumes already there (a device the caller asks for is ignored, as by libvirt).
+
+What is done to the volumes' rows (find, reserve, begin detaching, create for a boot, the quota)
+is the block storage service's, done through its published api/volume/server_attachments.py;
+this module keeps Nova's side: the devices, the block device mappings and Nova's words.
 """
 
 from __future__ import annotations
@@ -30,8 +34,7 @@ from api.compute.server_lookup import find
 from api.context import caller, ctx, json_body, json_response
 from api.errors import ApiError, BadRequest, Conflict, NotFound
 from api.image.access import visible_image
-from api.volume import backends as volume_backends
-from api.volume import volumes as volume_api
+from api.volume import server_attachments
 from protocol import Envelope, Message, Target
 from protocol import volume as v
 
@@ -42,27 +45,6 @@ class OverLimit(ApiError):
     """Cinder's quota refusals are 413; Nova passes them on as 403 — this is the compute API."""
 
     status, title = 403, "Forbidden"
-
-
-def _connection(row: asyncpg.Record) -> v.VolumeConnection:
-    return v.VolumeConnection(
-        volume_id=row["id"], driver="file", path=row["provider_location"], format=row["format"]
-    )
-
-
-async def attached_volumes(conn: Any, server_ids: list[str]) -> dict[str, list[asyncpg.Record]]:
-    """The volumes attached (or being attached) to each server, by device."""
-    if not server_ids:
-        return {}
-    rows = await conn.fetch(
-        "SELECT * FROM volumes WHERE attachment IS NOT NULL AND attachment->>'server_id' = ANY($1::text[]) "
-        "ORDER BY attachment->>'device'",
-        server_ids,
-    )
-    result: dict[str, list[asyncpg.Record]] = {}
-    for row in rows:
-        result.setdefault(row["attachment"]["server_id"], []).append(row)
-    return result
 
 
 def _local_devices(server: Any) -> set[str]:
@@ -84,18 +66,6 @@ def next_device(taken: set[str]) -> str:
         if device not in taken:
             return device
     raise BadRequest("The server has no free device name left for another volume.")
-
-
-def _find_volume_sql(me: AuthContext) -> str:
-    return "SELECT * FROM volumes WHERE id = $1" + ("" if me.is_admin else " AND project_id = $2")
-
-
-async def _visible_volume(conn: Any, me: AuthContext, volume_id: str) -> asyncpg.Record:
-    args = (volume_id,) if me.is_admin else (volume_id, me.project_id)
-    row = await conn.fetchrow(_find_volume_sql(me), *args)
-    if row is None:
-        raise NotFound(f"Volume {volume_id} could not be found.")
-    return row
 
 
 def _attachment_view(request: web.Request, volume: asyncpg.Record) -> dict[str, Any]:
@@ -134,7 +104,8 @@ async def _server(conn: Any, request: web.Request, action: str) -> asyncpg.Recor
 async def _record_action(conn: Any, request: web.Request, server: asyncpg.Record, action: str) -> None:
     me = caller(request)
     await conn.execute(
-        "INSERT INTO instance_actions (server_id, request_id, action, project_id, user_id) VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO instance_actions (server_id, request_id, action, project_id, user_id) "
+        "VALUES ($1, $2, $3, $4, $5)",
         server["id"],
         request["request_id"],
         action,
@@ -177,11 +148,11 @@ async def attach(request: web.Request) -> web.Response:
         record = server_actor.KIND.store.decode(server)
         if not server_actor.table.allows(record, v.AttachVolume):
             raise Conflict(f"Cannot 'attach_volume' instance {server['id']} now")
-        await _visible_volume(conn, me, volume_id)
+        await server_attachments.visible_volume(conn, me, volume_id)
         taken = _local_devices(server) | {b["device"] for b in server["block_devices"]}
         taken |= {
             r["attachment"]["device"]
-            for r in (await attached_volumes(conn, [server["id"]])).get(server["id"], [])
+            for r in (await server_attachments.attached_volumes(conn, [server["id"]])).get(server["id"], [])
         }
         device = next_device(taken)
         attachment = {
@@ -192,15 +163,9 @@ async def attach(request: web.Request) -> web.Response:
             "delete_on_termination": delete_on_termination,
             "tag": data.get("tag"),
         }
-        volume = await conn.fetchrow(
-            "UPDATE volumes SET status = 'reserved', attachment = $2, version = version + 1, updated_at = now() "
-            "WHERE id = $1 AND status = 'available' AND attachment IS NULL AND provider_location IS NOT NULL "
-            "RETURNING *",
-            volume_id,
-            attachment,
-        )
+        volume = await server_attachments.reserve(conn, volume_id, attachment)
         if volume is None:
-            current = await conn.fetchval("SELECT status FROM volumes WHERE id = $1", volume_id)
+            current = await server_attachments.status(conn, volume_id)
             raise BadRequest(
                 f"Invalid volume: Volume {volume_id} status must be available to reserve, but the "
                 f"current status is {current}."
@@ -219,7 +184,7 @@ async def attach(request: web.Request) -> web.Response:
                     v.AttachVolume(
                         attachment_id=attachment["id"],
                         device=device,
-                        connection=_connection(volume),
+                        connection=server_attachments.connection(volume),
                         delete_on_termination=delete_on_termination,
                     ),
                 ),
@@ -231,7 +196,7 @@ async def attach(request: web.Request) -> web.Response:
 async def list_attachments(request: web.Request) -> web.Response:
     async with ctx(request).pool.acquire() as conn:
         server = await find(conn, caller(request), request.match_info["server_id"])
-        volumes = (await attached_volumes(conn, [server["id"]])).get(server["id"], [])
+        volumes = (await server_attachments.attached_volumes(conn, [server["id"]])).get(server["id"], [])
     return json_response({"volumeAttachments": [_attachment_view(request, r) for r in volumes]})
 
 
@@ -239,7 +204,7 @@ async def show_attachment(request: web.Request) -> web.Response:
     volume_id = request.match_info["volume_id"]
     async with ctx(request).pool.acquire() as conn:
         server = await find(conn, caller(request), request.match_info["server_id"])
-        volumes = (await attached_volumes(conn, [server["id"]])).get(server["id"], [])
+        volumes = (await server_attachments.attached_volumes(conn, [server["id"]])).get(server["id"], [])
     for row in volumes:
         if row["id"] == volume_id:
             return json_response({"volumeAttachment": _attachment_view(request, row)})
@@ -255,7 +220,9 @@ async def detach(request: web.Request) -> web.Response:
         volume = next(
             (
                 r
-                for r in (await attached_volumes(conn, [server["id"]])).get(server["id"], [])
+                for r in (await server_attachments.attached_volumes(conn, [server["id"]])).get(
+                    server["id"], []
+                )
                 if r["id"] == volume_id
             ),
             None,
@@ -269,13 +236,7 @@ async def detach(request: web.Request) -> web.Response:
         )
         if root:
             raise BadRequest("Cannot detach a root device volume")
-        moved = await conn.fetchval(
-            "UPDATE volumes SET status = 'detaching', version = version + 1, updated_at = now() "
-            "WHERE id = $1 AND status = 'in-use' AND attachment->>'id' = $2 RETURNING true",
-            volume_id,
-            attachment["id"],
-        )
-        if not moved:
+        if not await server_attachments.begin_detaching(conn, volume_id, attachment["id"]):
             raise BadRequest(
                 f"Invalid volume: Unable to detach volume. Volume status must be 'in-use' and "
                 f"attach_status must be 'attached' to detach. Currently: status: '{volume['status']}', "
@@ -332,45 +293,14 @@ def parse_mappings(mappings: Any) -> BootDevices:
     for item in mappings:
         source = item.get("source_type")
         destination = item.get("destination_type", "local" if source == "image" else "volume")
-        boot_index = item.get("boot_index")
-        if isinstance(boot_index, str) and boot_index.lstrip("-").isdigit():
-            boot_index = int(boot_index)
-        if boot_index is not None and (not isinstance(boot_index, int) or isinstance(boot_index, bool)):
-            raise BadRequest(f"Invalid input for field/attribute boot_index. Value: {boot_index!r}.")
-        if boot_index is not None and boot_index < 0:
-            boot_index = None  # Nova: a negative boot index means "not bootable"
+        boot_index = _boot_index(item)
         uuid_ = item.get("uuid")
         if source == "image" and destination == "local":
             if boot_index != 0 or not isinstance(uuid_, str):
                 raise BadRequest("Block Device Mapping is Invalid: a local image must be the boot device.")
             image = uuid_
             continue
-        if destination != "volume" or source not in ("image", "volume", "blank"):
-            raise BadRequest(
-                f"Block Device Mapping is Invalid: source_type {source!r} with destination_type "
-                f"{destination!r} is not supported in this cloud."
-            )
-        if source in ("image", "volume") and not isinstance(uuid_, str):
-            raise BadRequest("Block Device Mapping is Invalid: a 'uuid' is required.")
-        size = item.get("volume_size")
-        if isinstance(size, str) and size.isdigit():
-            size = int(size)
-        if source != "volume" and (not isinstance(size, int) or isinstance(size, bool) or size < 1):
-            raise BadRequest(
-                "Block Device Mapping is Invalid: a new volume needs a volume_size of at least 1."
-            )
-        delete = item.get("delete_on_termination", False)
-        if isinstance(delete, str):
-            delete = delete.lower() in ("true", "1", "yes")
-        volumes.append(
-            Mapping(
-                source,
-                uuid_ if source != "blank" else None,
-                boot_index,
-                size if source != "volume" else None,
-                bool(delete),
-            )
-        )
+        volumes.append(_volume_mapping(item, source, destination, boot_index, uuid_))
     boots = [m for m in volumes if m.boot_index == 0]
     if image is not None and boots or len(boots) > 1:
         raise BadRequest(
@@ -378,6 +308,48 @@ def parse_mappings(mappings: Any) -> BootDevices:
             "mapping combination is not valid."
         )
     return BootDevices(image, tuple(volumes))
+
+
+def _boot_index(item: dict[str, Any]) -> int | None:
+    """A mapping's boot index: an integer (or its decimal string); None when absent or negative
+    (Nova: a negative boot index means "not bootable")."""
+    boot_index = item.get("boot_index")
+    if isinstance(boot_index, str) and boot_index.lstrip("-").isdigit():
+        boot_index = int(boot_index)
+    if boot_index is not None and (not isinstance(boot_index, int) or isinstance(boot_index, bool)):
+        raise BadRequest(f"Invalid input for field/attribute boot_index. Value: {boot_index!r}.")
+    if boot_index is not None and boot_index < 0:
+        boot_index = None
+    return boot_index
+
+
+def _volume_mapping(
+    item: dict[str, Any], source: Any, destination: Any, boot_index: int | None, uuid_: Any
+) -> Mapping:
+    """A mapping with a volume destination: an existing volume, or a new one (blank or from an
+    image) with its size."""
+    if destination != "volume" or source not in ("image", "volume", "blank"):
+        raise BadRequest(
+            f"Block Device Mapping is Invalid: source_type {source!r} with destination_type "
+            f"{destination!r} is not supported in this cloud."
+        )
+    if source in ("image", "volume") and not isinstance(uuid_, str):
+        raise BadRequest("Block Device Mapping is Invalid: a 'uuid' is required.")
+    size = item.get("volume_size")
+    if isinstance(size, str) and size.isdigit():
+        size = int(size)
+    if source != "volume" and (not isinstance(size, int) or isinstance(size, bool) or size < 1):
+        raise BadRequest("Block Device Mapping is Invalid: a new volume needs a volume_size of at least 1.")
+    delete = item.get("delete_on_termination", False)
+    if isinstance(delete, str):
+        delete = delete.lower() in ("true", "1", "yes")
+    return Mapping(
+        source,
+        uuid_ if source != "blank" else None,
+        boot_index,
+        size if source != "volume" else None,
+        bool(delete),
+    )
 
 
 async def prepare_boot_volumes(
@@ -398,7 +370,7 @@ async def prepare_boot_volumes(
     new = [m for m in boot.volumes if m.source != "volume"]
     if new:
         try:
-            await volume_api.enforce_quota(
+            await server_attachments.enforce_quota(
                 conn, project_id, volumes=len(new), gigabytes=sum(m.size or 0 for m in new)
             )
         except ApiError as exc:  # Cinder's 413, passed on as Nova's 403
@@ -424,60 +396,55 @@ async def prepare_boot_volumes(
             "delete_on_termination": mapping.delete_on_termination,
         }
         if mapping.source == "volume":
-            assert mapping.uuid is not None
-            await _visible_volume(conn, me, mapping.uuid)
-            row = await conn.fetchrow(
-                "UPDATE volumes SET status = 'reserved', attachment = $2, version = version + 1, updated_at = now() "
-                "WHERE id = $1 AND status = 'available' AND attachment IS NULL AND provider_location IS NOT NULL "
-                "RETURNING *",
-                mapping.uuid,
-                attachment,
-            )
-            if row is None:
-                raise BadRequest(
-                    f"Invalid volume: Volume {mapping.uuid} status must be available to reserve."
-                )
-            if mapping.boot_index == 0 and not row["bootable"]:
-                raise BadRequest(f"Block Device Mapping is Invalid: Volume {mapping.uuid} is not bootable.")
-            bdm.update(volume_id=row["id"], connection=msgspec.to_builtins(_connection(row)), status="ready")
+            bdm.update(await _reserve_for_boot(conn, me, mapping, attachment))
         else:
-            image = None
-            if mapping.source == "image":
-                try:
-                    image = await visible_image(conn, me, mapping.uuid or "")
-                except NotFound:
-                    raise BadRequest(f"Image {mapping.uuid} could not be found.") from None
-                if image["status"] != "active":
-                    raise BadRequest(f"Image {mapping.uuid} is not active.")
-                if (
-                    image["size"]
-                    and math.ceil(image["size"] / 2**30) > (mapping.size or 0)
-                    or (image["min_disk"] or 0) > (mapping.size or 0)
-                ):
-                    raise BadRequest(
-                        f"Volume size {mapping.size}GB is smaller than image {mapping.uuid} needs."
-                    )
-            volume_id = str(uuid.uuid4())
-            placed = await volume_backends.claim(conn, zone, mapping.size or 0)
-            backend = None if placed is None else placed["name"]
-            await conn.execute(
-                "INSERT INTO volumes (id, project_id, user_id, name, size, status, attachment, bootable, "
-                "availability_zone, image_id, backend) VALUES ($1, $2, $3, $4, $5, 'creating', $6, $7, $8, $9, $10)",
-                volume_id,
-                project_id,
-                me.user_id,
-                "" if image is None else f"{server_name}-root",
-                mapping.size,
-                attachment,
-                image is not None,
-                placed["availability_zone"] if placed is not None else (zone or "nova"),
-                None if image is None else image["id"],
-                backend,
+            image = await _boot_image(conn, me, mapping) if mapping.source == "image" else None
+            volume_id = await server_attachments.create_for_server(
+                conn,
+                project_id=project_id,
+                user_id=me.user_id,
+                name="" if image is None else f"{server_name}-root",
+                size=mapping.size,
+                attachment=attachment,
+                zone=zone,
+                image_id=None if image is None else image["id"],
             )
             messages.append((Target("volume", volume_id), v.CreateVolume()))
             bdm.update(volume_id=volume_id, connection=None, status="waiting")
         devices.append(bdm)
     return devices, messages
+
+
+async def _reserve_for_boot(
+    conn: asyncpg.Connection, me: AuthContext, mapping: Mapping, attachment: dict[str, Any]
+) -> dict[str, Any]:
+    """Reserve an existing volume of the boot for the server; what its block device adds."""
+    assert mapping.uuid is not None
+    await server_attachments.visible_volume(conn, me, mapping.uuid)
+    row = await server_attachments.reserve(conn, mapping.uuid, attachment)
+    if row is None:
+        raise BadRequest(f"Invalid volume: Volume {mapping.uuid} status must be available to reserve.")
+    if mapping.boot_index == 0 and not row["bootable"]:
+        raise BadRequest(f"Block Device Mapping is Invalid: Volume {mapping.uuid} is not bootable.")
+    connection = msgspec.to_builtins(server_attachments.connection(row))
+    return {"volume_id": row["id"], "connection": connection, "status": "ready"}
+
+
+async def _boot_image(conn: asyncpg.Connection, me: AuthContext, mapping: Mapping) -> asyncpg.Record:
+    """The image a new volume of the boot is made from, if it is active and fits the volume."""
+    try:
+        image = await visible_image(conn, me, mapping.uuid or "")
+    except NotFound:
+        raise BadRequest(f"Image {mapping.uuid} could not be found.") from None
+    if image["status"] != "active":
+        raise BadRequest(f"Image {mapping.uuid} is not active.")
+    if (
+        image["size"]
+        and math.ceil(image["size"] / 2**30) > (mapping.size or 0)
+        or (image["min_disk"] or 0) > (mapping.size or 0)
+    ):
+        raise BadRequest(f"Volume size {mapping.size}GB is smaller than image {mapping.uuid} needs.")
+    return image
 
 
 def setup(app: web.Application) -> None:

@@ -40,6 +40,7 @@ from api.compute.usage import server_usage
 from api.context import caller, ctx, json_body, json_response
 from api.errors import BadRequest, Conflict, Forbidden, NotFound
 from api.image.access import visible_image
+from api.volume import server_attachments
 from protocol import Envelope, Message, Target
 from protocol import compute as m
 
@@ -538,7 +539,7 @@ async def list_servers_detail(request: web.Request) -> web.Response:
     ids = [r["id"] for r in rows]
     async with ctx(request).pool.acquire() as conn:
         found = await server_networks.addresses(conn, ids)
-        volumes = await server_volumes.attached_volumes(conn, ids)
+        volumes = await server_attachments.attached_volumes(conn, ids)
         hosts = await compute_hosts.host_statuses(conn, (r["host"] for r in rows))
     return json_response({"servers": [view(request, r, found, volumes, hosts) for r in rows]})
 
@@ -547,7 +548,7 @@ async def show(request: web.Request) -> web.Response:
     async with ctx(request).pool.acquire() as conn:
         row = await find(conn, caller(request), request.match_info["server_id"])
         found = await server_networks.addresses(conn, [row["id"]])
-        volumes = await server_volumes.attached_volumes(conn, [row["id"]])
+        volumes = await server_attachments.attached_volumes(conn, [row["id"]])
         hosts = await compute_hosts.host_statuses(conn, [row["host"]])
     return json_response({"server": view(request, row, found, volumes, hosts)})
 
