@@ -17,16 +17,22 @@ import msgspec
 from actors.kind import ActorKind
 from actors.table import Context, Outcome, TransitionTable
 from protocol import network as n
+from protocol.states import NetworkStatus
 
-BUILD, ACTIVE, DOWN, ERROR = "BUILD", "ACTIVE", "DOWN", "ERROR"
-STATES = {BUILD, ACTIVE, DOWN, ERROR}
+BUILD, ACTIVE, DOWN, ERROR = (
+    NetworkStatus.BUILD,
+    NetworkStatus.ACTIVE,
+    NetworkStatus.DOWN,
+    NetworkStatus.ERROR,
+)
+STATES = frozenset(NetworkStatus)
 
 
 class NetworkRecord(msgspec.Struct, kw_only=True):
     id: str
     version: int = 0
     project_id: str
-    status: str = ACTIVE
+    status: NetworkStatus = ACTIVE
     admin_state_up: bool = True
     revision_number: int = 0
     updated_at: datetime.datetime | None = None

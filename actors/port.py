@@ -4,8 +4,8 @@ Neutron's statuses: DOWN (created, unbound, or administratively down), BUILD (bo
 its server was scheduled to, waiting for the host to plug it), ACTIVE (the host runs the server
 with the port's tap on its network's bridge), ERROR (bound, but no guest came up with it within
 BUILD_TIMEOUT: Neutron's failed binding; a new bind or an unbind leaves it). The API creates the
-row (DOWN; the network's DHCP port ACTIVE) with its fixed IPs, and owns its name, addresses and device fields;
-the actor owns the status, `admin_state_up` after creation, and the binding. A port whose row
+row (DOWN; the network's DHCP port ACTIVE) with its fixed IPs, and owns its name, addresses and
+device fields; the actor owns the status, `admin_state_up` after creation, and the binding. A port whose row
 the API deleted (Neutron lets a user delete a port in use) simply stops receiving messages:
 they are refused as addressed to an absent actor, and the host's reconciliation unplugs it.
 
@@ -22,12 +22,14 @@ import msgspec
 
 from actors import notices
 from actors.kind import ActorKind
-from actors.table import CancelTimer, Context, Notify, Outcome, Send, SetTimer, TransitionTable
+from actors.table import Context, Notify, Outcome, Send, TransitionTable
 from protocol import Target
 from protocol import network as n
+from protocol.actor import StateTimeout
+from protocol.states import PortStatus as P
 
-BUILD, ACTIVE, DOWN, ERROR = "BUILD", "ACTIVE", "DOWN", "ERROR"
-STATES = {BUILD, ACTIVE, DOWN, ERROR}
+BUILD, ACTIVE, DOWN, ERROR = P.BUILD, P.ACTIVE, P.DOWN, P.ERROR
+STATES = frozenset(P)
 DHCP_OWNER = "network:dhcp"
 BUILD_TIMEOUT = 1200.0  # longer than a server's networking and spawning tasks together
 
@@ -39,7 +41,7 @@ class PortRecord(msgspec.Struct, kw_only=True):
     version: int = 0
     project_id: str
     network_id: str
-    status: str = DOWN
+    status: P = DOWN
     admin_state_up: bool = True
     device_id: str = ""
     device_owner: str = ""
@@ -58,7 +60,7 @@ def _with(record: PortRecord, ctx: Context, **changes: Any) -> PortRecord:
     )
 
 
-def _settled_status(record: PortRecord) -> str:
+def _settled_status(record: PortRecord) -> P:
     """The status a port has when nothing is in flight: Neutron shows an administratively down
     port DOWN; the network's DHCP port is served by every host of the network (ACTIVE); a VM
     port is ACTIVE when bound (its host plugs a bound port whatever its admin state)."""
@@ -72,7 +74,7 @@ def _settled_status(record: PortRecord) -> str:
 table = TransitionTable("port", PortRecord, states=STATES, error_state=ERROR, state_of=lambda r: r.status)
 
 
-@table.on(n.SetPortAdminState, source=STATES, to=STATES)
+@table.on(n.SetPortAdminState, source=STATES, to={ACTIVE, DOWN, ERROR})
 def set_admin_state(record: PortRecord, msg: n.SetPortAdminState, ctx: Context) -> Outcome[PortRecord]:
     if record.admin_state_up == msg.admin_state_up:
         return Outcome(record)
@@ -86,26 +88,25 @@ def set_admin_state(record: PortRecord, msg: n.SetPortAdminState, ctx: Context) 
     return Outcome(_with(new, ctx, status=status))
 
 
-@table.on(n.BindPort, source=STATES, to=STATES)
+@table.on(n.BindPort, source=STATES, to={BUILD, DOWN})
 def bind(record: PortRecord, msg: n.BindPort, ctx: Context) -> Outcome[PortRecord]:
-    """Bind to the server's host (again, on a reschedule) and tell the server it is bound."""
+    """Bind to the server's host (again, on a reschedule: BUILD starts over) and tell the
+    server it is bound."""
     if record.device_id != msg.server_id:
         return Outcome(record)  # the port was released or given to another server meanwhile
     status = BUILD if record.admin_state_up else DOWN
     new = _with(record, ctx, binding_host_id=msg.host, binding_vif_type="tap", status=status)
     reply = Send(Target("server", msg.server_id), n.PortBound(port_id=record.id, host=msg.host))
-    timer = SetTimer("build", BUILD_TIMEOUT, n.PortBuildTimeout(server_id=msg.server_id, host=msg.host))
-    return Outcome(new, effects=(reply, timer))
+    return Outcome(new, effects=(reply,), reenter=True)
 
 
-@table.on(n.PortBuildTimeout, source=STATES, to=STATES)
-def build_timeout(record: PortRecord, msg: n.PortBuildTimeout, ctx: Context) -> Outcome[PortRecord]:
-    if record.status != BUILD or record.device_id != msg.server_id or record.binding_host_id != msg.host:
-        return Outcome(record)  # activated, released or bound again meanwhile: a stale timer
+@table.timeout(BUILD, after=BUILD_TIMEOUT, to=ERROR)
+def build_timed_out(record: PortRecord, msg: StateTimeout, ctx: Context) -> Outcome[PortRecord]:
+    """Bound, but no guest came up with it: Neutron's failed binding, until it is bound again."""
     return Outcome(_with(record, ctx, status=ERROR, binding_vif_type="binding_failed"))
 
 
-@table.on(n.ActivatePort, source=STATES, to=STATES)
+@table.on(n.ActivatePort, source=STATES, to={ACTIVE, DOWN})
 def activate(record: PortRecord, msg: n.ActivatePort, ctx: Context) -> Outcome[PortRecord]:
     if record.device_id != msg.server_id or record.binding_host_id != msg.host:
         return Outcome(record)
@@ -115,13 +116,11 @@ def activate(record: PortRecord, msg: n.ActivatePort, ctx: Context) -> Outcome[P
     # with a failed binding (or ERROR at its next admin up).
     vif_type = "tap" if record.binding_vif_type == "binding_failed" else record.binding_vif_type
     if status == record.status and vif_type == record.binding_vif_type:
-        return Outcome(record, effects=(CancelTimer("build"),))
-    return Outcome(
-        _with(record, ctx, status=status, binding_vif_type=vif_type), effects=(CancelTimer("build"),)
-    )
+        return Outcome(record)
+    return Outcome(_with(record, ctx, status=status, binding_vif_type=vif_type))
 
 
-@table.on(n.UnbindPort, source=STATES, to=STATES)
+@table.on(n.UnbindPort, source=STATES, to=DOWN)
 def unbind(record: PortRecord, msg: n.UnbindPort, ctx: Context) -> Outcome[PortRecord]:
     if record.device_id != msg.server_id:
         return Outcome(record)  # not this server's any more: nothing to release
@@ -134,12 +133,11 @@ def unbind(record: PortRecord, msg: n.UnbindPort, ctx: Context) -> Outcome[PortR
             binding_host_id="",
             binding_vif_type="unbound",
             status=DOWN,
-        ),
-        effects=(CancelTimer("build"),),
+        )
     )
 
 
-@table.on(n.DeletePort, source=STATES, to=STATES)
+@table.on(n.DeletePort, source=STATES)
 def delete(record: PortRecord, msg: n.DeletePort, ctx: Context) -> Outcome[PortRecord]:
     if record.device_id != msg.server_id:
         return Outcome(record)  # the port was given to another server meanwhile: keep it

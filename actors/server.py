@@ -2,7 +2,8 @@
 
 A server's state is Nova's pair (vm_state, task_state); the table's state name is
 "vm_state" or "vm_state:task_state". power_state is what the hypervisor last reported, and the
-API status is derived from vm_state and task_state exactly as Nova derives it (`status_of`).
+API status is derived from vm_state and task_state exactly as Nova derives it
+(protocol.states.server_status).
 
 The flow of a boot: the API inserts the row in building:scheduling (with its ports, created or
 claimed in the same transaction) and sends `server.build`; the actor asks the scheduler for a
@@ -10,15 +11,18 @@ host (`scheduler.select`); on `server.scheduled` it binds its ports to that host
 (building:networking) and, once every port confirmed, asks the host's agent to spawn
 (building:spawning); `server.spawned` makes it active and its ports ACTIVE. A failed spawn
 releases the claim and retries on another host until `max_attempts`, then ERROR with Nova's
-"No valid host was found" fault. Every transitional state sets a timer that ends it in ERROR.
-Deleting works from every state and ends in `deleted` once the host confirms the domain and
-files are gone; then the ports the server created are deleted and the ones the user gave it are
-released.
+"No valid host was found" fault. Every state with a task has a timeout (TASK_TIMEOUTS) that
+ends it in ERROR. Deleting works from every state and ends in `deleted` once the host confirms
+the domain and files are gone; then the ports the server created are deleted and the ones the
+user gave it are released.
+
+The power actions (stop, start, reboot, pause, …) are the rows of protocol/power.py: each
+becomes a request row here (from its vm_states to `vm_state:task`), and `server.action_done`
+ends it in the row's vm_state.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -26,107 +30,38 @@ import msgspec
 
 from actors import notices
 from actors.kind import ActorKind
-from actors.table import (
-    CancelTimer,
-    Context,
-    Fault,
-    Notify,
-    Outcome,
-    Refused,
-    Send,
-    SetTimer,
-    TransitionTable,
-)
+from actors.table import NO_TIMEOUT as NO_TIMEOUT
+from actors.table import Context, Effect, Fault, Notify, Outcome, Refused, Send, TransitionTable
 from protocol import Message, Target
 from protocol import compute as m
 from protocol import network as n
 from protocol import volume as v
+from protocol.actor import StateTimeout
 from protocol.notifications import ERROR
+from protocol.power import BY_ACTION, BY_TASK, ROWS, PowerActionRow
+from protocol.states import PowerState, TaskState, VmState, server_status
 
-# --- Nova's vocabulary ---------------------------------------------------------------------------
+V, T = VmState, TaskState
 
-# power_state values, as Nova stores them
-NOSTATE, RUNNING, PAUSED, SHUTDOWN, CRASHED, SUSPENDED = 0, 1, 3, 4, 6, 7
-POWER_STATE_NAMES = {
-    NOSTATE: "NOSTATE",
-    RUNNING: "Running",
-    PAUSED: "Paused",
-    SHUTDOWN: "Shutdown",
-    CRASHED: "Crashed",
-    SUSPENDED: "Suspended",
-}
+# Kept for the API until it imports protocol.states itself.
+status_of = server_status
+NOSTATE = PowerState.NOSTATE
 
-# Nova's map from (vm_state, task_state) to the API status (nova/api/openstack/common.py).
-_STATUS: dict[str, dict[str | None, str]] = {
-    "active": {
-        None: "ACTIVE",
-        "rebooting": "REBOOT",
-        "reboot_pending": "REBOOT",
-        "reboot_started": "REBOOT",
-        "rebooting_hard": "HARD_REBOOT",
-        "reboot_pending_hard": "HARD_REBOOT",
-        "reboot_started_hard": "HARD_REBOOT",
-        "updating_password": "PASSWORD",
-        "rebuilding": "REBUILD",
-        "rebuild_block_device_mapping": "REBUILD",
-        "rebuild_spawning": "REBUILD",
-        "migrating": "MIGRATING",
-        "resize_prep": "RESIZE",
-        "resize_migrating": "RESIZE",
-        "resize_migrated": "RESIZE",
-        "resize_finish": "RESIZE",
-    },
-    "building": {None: "BUILD"},
-    "stopped": {
-        None: "SHUTOFF",
-        "resize_prep": "RESIZE",
-        "resize_migrating": "RESIZE",
-        "resize_migrated": "RESIZE",
-        "resize_finish": "RESIZE",
-        "rebuilding": "REBUILD",
-        "rebuild_block_device_mapping": "REBUILD",
-        "rebuild_spawning": "REBUILD",
-    },
-    "resized": {None: "VERIFY_RESIZE", "resize_reverting": "REVERT_RESIZE"},
-    "paused": {None: "PAUSED", "migrating": "MIGRATING"},
-    "suspended": {None: "SUSPENDED"},
-    "rescued": {None: "RESCUE"},
-    "error": {
-        None: "ERROR",
-        "rebuilding": "REBUILD",
-        "rebuild_block_device_mapping": "REBUILD",
-        "rebuild_spawning": "REBUILD",
-    },
-    "deleted": {None: "DELETED"},
-    "soft-delete": {None: "SOFT_DELETED"},
-    "shelved": {None: "SHELVED"},
-    "shelved_offloaded": {None: "SHELVED_OFFLOADED"},
-}
-
-
-def status_of(vm_state: str, task_state: str | None) -> str:
-    """The API status, as Nova's status_from_state computes it."""
-    tasks = _STATUS.get(vm_state)
-    if tasks is None:
-        return "UNKNOWN"
-    return tasks.get(task_state, tasks[None])
-
-
-# How long each transitional task may last before the server goes to ERROR (seconds).
-TASK_TIMEOUTS = {
-    "scheduling": 120.0,
-    "networking": 120.0,
-    "block_device_mapping": 900.0,
-    "spawning": 900.0,
-    "powering-off": 180.0,
-    "powering-on": 180.0,
-    "rebooting": 300.0,
-    "rebooting_hard": 300.0,
-    "pausing": 120.0,
-    "unpausing": 120.0,
-    "suspending": 180.0,
-    "resuming": 180.0,
-    "deleting": 600.0,
+# How long each task may last before the server goes to ERROR (seconds).
+TASK_TIMEOUTS: dict[TaskState, float] = {
+    T.SCHEDULING: 120.0,
+    T.NETWORKING: 120.0,
+    T.BLOCK_DEVICE_MAPPING: 900.0,
+    T.SPAWNING: 900.0,
+    T.POWERING_OFF: 180.0,
+    T.POWERING_ON: 180.0,
+    T.REBOOTING: 300.0,
+    T.REBOOTING_HARD: 300.0,
+    T.PAUSING: 120.0,
+    T.UNPAUSING: 120.0,
+    T.SUSPENDING: 180.0,
+    T.RESUMING: 180.0,
+    T.DELETING: 600.0,
 }
 
 # --- the record ---------------------------------------------------------------------------------
@@ -140,9 +75,9 @@ class ServerRecord(msgspec.Struct, kw_only=True):
     project_id: str
     user_id: str
     display_name: str = ""
-    vm_state: str = "building"
-    task_state: str | None = "scheduling"
-    power_state: int = NOSTATE
+    vm_state: VmState = V.BUILDING
+    task_state: TaskState | None = T.SCHEDULING
+    power_state: PowerState = PowerState.NOSTATE
     flavor: dict[str, Any] = {}
     image_id: str | None = None
     host: str | None = None
@@ -164,64 +99,52 @@ class ServerRecord(msgspec.Struct, kw_only=True):
     updated_at: float | None = None
 
 
+def state(vm_state: VmState, task_state: TaskState | None = None) -> str:
+    """The table's name for (vm_state, task_state)."""
+    return str(vm_state) if task_state is None else f"{vm_state}:{task_state}"
+
+
 def state_name(record: ServerRecord) -> str:
-    return record.vm_state if record.task_state is None else f"{record.vm_state}:{record.task_state}"
+    return state(record.vm_state, record.task_state)
 
 
-STABLE = ("active", "stopped", "paused", "suspended", "error")
-STATES = {
-    "building:scheduling",
-    "building:networking",
-    "building:block_device_mapping",
-    "building:spawning",
-    "building:deleting",
-    "active",
-    "active:powering-off",
-    "active:rebooting",
-    "active:rebooting_hard",
-    "active:pausing",
-    "active:suspending",
-    "active:deleting",
-    "stopped",
-    "stopped:powering-on",
-    "stopped:rebooting_hard",
-    "stopped:deleting",
-    "paused",
-    "paused:unpausing",
-    "paused:rebooting_hard",
-    "paused:deleting",
-    "suspended",
-    "suspended:resuming",
-    "suspended:rebooting_hard",
-    "suspended:deleting",
-    "error",
-    "error:powering-off",
-    "error:rebooting_hard",
-    "error:deleting",
-    "deleted",
-}
+# The settled vm_states (no task); the ones a volume may be attached in; the building steps.
+STABLE = frozenset({V.ACTIVE, V.STOPPED, V.PAUSED, V.SUSPENDED, V.ERROR})
+_ATTACHABLE = frozenset({V.ACTIVE, V.STOPPED, V.PAUSED, V.SUSPENDED})
+_BUILD_STEPS = (T.SCHEDULING, T.NETWORKING, T.BLOCK_DEVICE_MAPPING, T.SPAWNING)
+
+BUILDING = frozenset(state(V.BUILDING, task) for task in _BUILD_STEPS)
+IN_POWER_ACTION = frozenset(state(vm, row.task) for row in ROWS for vm in row.from_states)
+DELETING = frozenset(state(vm, T.DELETING) for vm in (V.BUILDING, *sorted(STABLE)))
+DELETED = state(V.DELETED)
+STATES = BUILDING | {state(vm) for vm in STABLE} | IN_POWER_ACTION | DELETING | {DELETED}
+SETTLED = frozenset(state(vm) for vm in STABLE)
 
 
-def _on_fault(record: ServerRecord, fault: Fault) -> ServerRecord:
-    return _with(
-        record, vm_state="error", task_state=None, fault=_fault(500, f"{fault.reason}", fault.details)
+def _on_fault(record: ServerRecord, fault: Fault, now: float) -> ServerRecord:
+    return msgspec.structs.replace(
+        record,
+        vm_state=V.ERROR,
+        task_state=None,
+        updated_at=now,
+        fault=_fault(500, fault.reason, now, fault.details),
     )
 
 
 table = TransitionTable(
-    "server", ServerRecord, states=STATES, error_state="error", state_of=state_name, on_fault=_on_fault
+    "server", ServerRecord, states=STATES, error_state=state(V.ERROR), state_of=state_name, on_fault=_on_fault
 )
 
 
 # --- helpers ------------------------------------------------------------------------------------
 
 
-def _with(record: ServerRecord, **changes: Any) -> ServerRecord:
-    return msgspec.structs.replace(record, updated_at=time.time(), **changes)
+def _with(record: ServerRecord, ctx: Context, **changes: Any) -> ServerRecord:
+    return msgspec.structs.replace(record, updated_at=ctx.now, **changes)
 
 
-def _fault(code: int, message: str, details: str = "") -> dict[str, Any]:
-    return {"code": code, "message": message, "details": details, "created": time.time()}
+def _fault(code: int, message: str, now: float, details: str = "") -> dict[str, Any]:
+    return {"code": code, "message": message, "details": details, "created": now}
 
 
 def _flavor(record: ServerRecord) -> m.FlavorSpec:
@@ -233,20 +156,16 @@ def _agent(record: ServerRecord) -> Target:
     return Target("agent", record.host)
 
 
-def _begin(record: ServerRecord, task: str, *effects: Any, **changes: Any) -> Outcome[ServerRecord]:
-    """Enter `task` (with its timer)."""
-    new = _with(record, task_state=task, **changes)
-    timer = SetTimer("task", TASK_TIMEOUTS[task], m.TaskTimeout(vm_state=new.vm_state, task_state=task))
-    return Outcome(new, effects=(*effects, timer))
+def _task(
+    record: ServerRecord, ctx: Context, task: TaskState, *effects: Effect, **changes: Any
+) -> Outcome[ServerRecord]:
+    """Start `task` (the table sets its timeout)."""
+    return Outcome(_with(record, ctx, task_state=task, **changes), effects=effects)
 
 
-def _settle(record: ServerRecord, *effects: Any, **changes: Any) -> Outcome[ServerRecord]:
-    """Leave the transitional state (and cancel its timer)."""
-    return Outcome(_with(record, task_state=None, **changes), effects=(*effects, CancelTimer("task")))
-
-
-def _states(*vm_states: str, task: str | None = None) -> set[str]:
-    return {v if task is None else f"{v}:{task}" for v in vm_states}
+def _settle(record: ServerRecord, ctx: Context, *effects: Effect, **changes: Any) -> Outcome[ServerRecord]:
+    """End the task in progress (the table cancels its timeout)."""
+    return Outcome(_with(record, ctx, task_state=None, **changes), effects=effects)
 
 
 def _select(record: ServerRecord) -> Send:
@@ -269,23 +188,51 @@ def _release(record: ServerRecord) -> tuple[Send, ...]:
     return (Send(Target("scheduler", record.id), m.ReleaseClaim(server_id=record.id, host=record.host)),)
 
 
-# --- build ----------------------------------------------------------------------------------------
-
-
-@table.on(m.BuildServer, source="building:scheduling", to="building:scheduling")
-def build(record: ServerRecord, msg: m.BuildServer, ctx: Context) -> Outcome[ServerRecord]:
-    return _begin(record, "scheduling", _select(record), Notify("instance.create.start"))
-
-
 def _port_ids(record: ServerRecord) -> list[str]:
     return [str(nic["port_id"]) for nic in record.nics]
 
 
-def _spawn(record: ServerRecord) -> Outcome[ServerRecord]:
+def _release_ports(record: ServerRecord) -> tuple[Send, ...]:
+    """The server is gone: delete the ports it created, release the ones it was given."""
+    effects = []
+    for nic in record.nics:
+        target = Target("port", str(nic["port_id"]))
+        if nic.get("delete_on_termination", True):
+            effects.append(Send(target, n.DeletePort(server_id=record.id)))
+        else:
+            effects.append(Send(target, n.UnbindPort(server_id=record.id)))
+    return tuple(effects)
+
+
+def _release_volumes(record: ServerRecord) -> tuple[Send, ...]:
+    """The server is gone: its volumes are detached (deleted where delete_on_termination says)."""
+    return tuple(
+        Send(
+            Target("volume", bdm["volume_id"]),
+            v.VolumeDetached(
+                attachment_id=bdm["attachment_id"], delete=bool(bdm.get("delete_on_termination"))
+            ),
+        )
+        for bdm in record.block_devices
+    )
+
+
+# --- build ----------------------------------------------------------------------------------------
+
+
+@table.on(m.BuildServer, source=state(V.BUILDING, T.SCHEDULING))
+def build(record: ServerRecord, msg: m.BuildServer, ctx: Context) -> Outcome[ServerRecord]:
+    """The API created the row in building:scheduling; the actor starts it (and its timeout)."""
+    return Outcome(
+        _with(record, ctx), effects=(_select(record), Notify("instance.create.start")), reenter=True
+    )
+
+
+def _spawn(record: ServerRecord, ctx: Context) -> Outcome[ServerRecord]:
     """Spawn, once every volume of the boot is ready (else wait for them in block_device_mapping)."""
     assert record.host is not None
     if any(bdm["status"] == "waiting" for bdm in record.block_devices):
-        return _begin(record, "block_device_mapping")
+        return _task(record, ctx, T.BLOCK_DEVICE_MAPPING)
     volumes = [
         m.BlockDevice(
             device=bdm["device"],
@@ -303,69 +250,58 @@ def _spawn(record: ServerRecord) -> Outcome[ServerRecord]:
         ports=_port_ids(record),
         volumes=volumes,
     )
-    return _begin(record, "spawning", Send(_agent(record), spawn))
+    return _task(record, ctx, T.SPAWNING, Send(_agent(record), spawn))
 
 
-def _release_ports(record: ServerRecord) -> tuple[Send, ...]:
-    """The server is gone: delete the ports it created, release the ones it was given."""
-    effects = []
-    for nic in record.nics:
-        target = Target("port", str(nic["port_id"]))
-        if nic.get("delete_on_termination", True):
-            effects.append(Send(target, n.DeletePort(server_id=record.id)))
-        else:
-            effects.append(Send(target, n.UnbindPort(server_id=record.id)))
-    return tuple(effects)
+_AFTER_SCHEDULING = {state(V.BUILDING, t) for t in (T.NETWORKING, T.BLOCK_DEVICE_MAPPING, T.SPAWNING)}
 
 
-@table.on(
-    m.Scheduled,
-    source="building:scheduling",
-    to={"building:networking", "building:block_device_mapping", "building:spawning"},
-)
+@table.on(m.Scheduled, source=state(V.BUILDING, T.SCHEDULING), to=_AFTER_SCHEDULING)
 def scheduled(record: ServerRecord, msg: m.Scheduled, ctx: Context) -> Outcome[ServerRecord]:
-    new = _with(record, host=msg.host, node=msg.node, availability_zone=msg.availability_zone, bound_ports=[])
+    new = _with(
+        record, ctx, host=msg.host, node=msg.node, availability_zone=msg.availability_zone, bound_ports=[]
+    )
     if not record.nics:
-        return _spawn(new)
+        return _spawn(new, ctx)
     binds = [
         Send(Target("port", port_id), n.BindPort(server_id=record.id, host=msg.host))
         for port_id in _port_ids(record)
     ]
-    return _begin(new, "networking", *binds)
+    return _task(new, ctx, T.NETWORKING, *binds)
 
 
 @table.on(
     n.PortBound,
-    source="building:networking",
-    to={"building:networking", "building:block_device_mapping", "building:spawning"},
+    source=state(V.BUILDING, T.NETWORKING),
+    to={state(V.BUILDING, T.BLOCK_DEVICE_MAPPING), state(V.BUILDING, T.SPAWNING)},
 )
 def port_bound(record: ServerRecord, msg: n.PortBound, ctx: Context) -> Outcome[ServerRecord]:
     """Nova waits for its ports' bindings before it spawns; so does the server actor."""
     if msg.host != record.host or msg.port_id not in _port_ids(record) or msg.port_id in record.bound_ports:
         return Outcome(record)  # a binding to an earlier host, or a repeat
-    new = _with(record, bound_ports=[*record.bound_ports, msg.port_id])
+    new = _with(record, ctx, bound_ports=[*record.bound_ports, msg.port_id])
     if set(new.bound_ports) >= set(_port_ids(record)):
-        return _spawn(new)
+        return _spawn(new, ctx)
     return Outcome(new)
 
 
-@table.on(n.PortBound, source=STATES - {"building:networking"}, to=STATES - {"building:networking"})
-def port_bound_late(record: ServerRecord, msg: n.PortBound, ctx: Context) -> Outcome[ServerRecord]:
-    return Outcome(record)
+# A binding confirmed after the server moved on (spawned, failed, deleted) changes nothing.
+table.ignore(n.PortBound, in_=STATES - {state(V.BUILDING, T.NETWORKING)})
 
 
-@table.on(m.NoValidHost, source="building:scheduling", to="error")
+@table.on(m.NoValidHost, source=state(V.BUILDING, T.SCHEDULING), to=state(V.ERROR))
 def no_valid_host(record: ServerRecord, msg: m.NoValidHost, ctx: Context) -> Outcome[ServerRecord]:
     message = "No valid host was found. " + msg.reason if msg.reason else "No valid host was found."
     return _settle(
         record,
+        ctx,
         _create_error("NoValidHost", message.strip()),
-        vm_state="error",
-        fault=_fault(500, message.strip()),
+        vm_state=V.ERROR,
+        fault=_fault(500, message.strip(), ctx.now),
     )
 
 
-@table.on(m.Spawned, source="building:spawning", to="active")
+@table.on(m.Spawned, source=state(V.BUILDING, T.SPAWNING), to=state(V.ACTIVE))
 def spawned(record: ServerRecord, msg: m.Spawned, ctx: Context) -> Outcome[ServerRecord]:
     activate = [
         Send(Target("port", port_id), n.ActivatePort(server_id=record.id, host=msg.host))
@@ -386,17 +322,20 @@ def spawned(record: ServerRecord, msg: m.Spawned, ctx: Context) -> Outcome[Serve
     ]
     return _settle(
         record,
+        ctx,
         *activate,
         *attached,
         Notify("instance.create.end"),
-        vm_state="active",
+        vm_state=V.ACTIVE,
         power_state=msg.power_state,
         launched_at=ctx.now,
         block_devices=devices,
     )
 
 
-@table.on(m.SpawnFailed, source="building:spawning", to={"building:scheduling", "error"})
+@table.on(
+    m.SpawnFailed, source=state(V.BUILDING, T.SPAWNING), to={state(V.BUILDING, T.SCHEDULING), state(V.ERROR)}
+)
 def spawn_failed(record: ServerRecord, msg: m.SpawnFailed, ctx: Context) -> Outcome[ServerRecord]:
     """Nova's reschedule: release the claim, try another host, give up after max_attempts."""
     attempted = [*record.attempted_hosts, msg.host]
@@ -408,212 +347,209 @@ def spawn_failed(record: ServerRecord, msg: m.SpawnFailed, ctx: Context) -> Outc
         )
         return _settle(
             record,
+            ctx,
             *release,
             _create_error("MaxRetriesExceeded", reason),
-            vm_state="error",
+            vm_state=V.ERROR,
             host=None,
             node=None,
             attempted_hosts=attempted,
-            fault=_fault(500, reason, f"last failure on {msg.host}: {msg.reason}"),
+            fault=_fault(500, reason, ctx.now, f"last failure on {msg.host}: {msg.reason}"),
         )
-    retry = _with(record, host=None, node=None, attempted_hosts=attempted, bound_ports=[])
-    return _begin(retry, "scheduling", *release, _select(retry))
+    retry = _with(record, ctx, host=None, node=None, attempted_hosts=attempted, bound_ports=[])
+    return _task(retry, ctx, T.SCHEDULING, *release, _select(retry))
 
 
-# --- power actions ---------------------------------------------------------------------------------
-
-# message -> (states it is legal in, task it starts, agent action, state when done, power when done)
-_ACTIONS: dict[type[Message], tuple[set[str], str, str, str]] = {
-    m.Stop: (_states("active", "error"), "powering-off", "stop", "stopped"),
-    m.Start: (_states("stopped"), "powering-on", "start", "active"),
-    m.Reboot: (_states("active"), "rebooting", "reboot", "active"),
-    m.RebootHard: (
-        _states("active", "stopped", "paused", "suspended", "error"),
-        "rebooting_hard",
-        "reboot_hard",
-        "active",
-    ),
-    m.Pause: (_states("active"), "pausing", "pause", "paused"),
-    m.Unpause: (_states("paused"), "unpausing", "unpause", "active"),
-    m.Suspend: (_states("active"), "suspending", "suspend", "suspended"),
-    m.Resume: (_states("suspended"), "resuming", "resume", "active"),
-}
-_TASK_OF_ACTION = {action: task for _, task, action, _ in _ACTIONS.values()}
-# The notification family of each agent action (instance.<family>.start/end/error), as Nova's.
-_NOTIFIED_AS = {
-    "stop": "power_off",
-    "start": "power_on",
-    "reboot": "reboot",
-    "reboot_hard": "reboot",
-    "pause": "pause",
-    "unpause": "unpause",
-    "suspend": "suspend",
-    "resume": "resume",
-}
-_ACTION_OF_TASK = {task: action for action, task in _TASK_OF_ACTION.items()}
-_DONE_STATE = {action: done for _, _, action, done in _ACTIONS.values()}
+# --- power actions: one request row per row of protocol/power.py ----------------------------------
 
 
-def _register_action(message: type[Message], sources: set[str], task: str, action: str) -> None:
-    @table.on(message, source=sources, to={f"{s}:{task}" for s in sources})
+def _power_action(row: PowerActionRow) -> None:
+    """The rows of one power action: its request in each vm_state it may start from, and the
+    host's report that it is done (the row's vm_state) or failed (the vm_state it started in)."""
+
     def request(record: ServerRecord, msg: Message, ctx: Context) -> Outcome[ServerRecord]:
         if record.host is None:
             raise Refused(f"Instance {record.id} is not ready")
-        power = m.PowerAction(server_id=record.id, action=action)
-        return _begin(
-            record, task, Send(_agent(record), power), Notify(f"instance.{_NOTIFIED_AS[action]}.start")
+        power = m.PowerActionOnHost(server_id=record.id, action=row.action)
+        return _task(
+            record, ctx, row.task, Send(_agent(record), power), Notify(f"instance.{row.notification}.start")
         )
 
+    running = {state(vm, row.task) for vm in row.from_states}
+    table.on(m.ActionDone, source=running, to=state(row.done))(action_done)
+    for vm in sorted(row.from_states):
+        table.on(row.request, source=state(vm), to=state(vm, row.task))(request)
+        table.on(m.ActionFailed, source=state(vm, row.task), to=state(vm))(action_failed)
 
-for _message, (_sources, _task, _action, _done) in _ACTIONS.items():
-    _register_action(_message, _sources, _task, _action)
 
-_IN_ACTION = {f"{v}:{task}" for sources, task, _, _ in _ACTIONS.values() for v in sources}
+def _reported_action(record: ServerRecord, action: Any) -> PowerActionRow | None:
+    """The row of the action a host reports on, if it is the one in progress (not a late
+    report of an earlier one)."""
+    row = BY_ACTION[action]
+    return row if row.task == record.task_state else None
 
 
-@table.on(m.ActionDone, source=_IN_ACTION, to=_IN_ACTION | set(STABLE))
 def action_done(record: ServerRecord, msg: m.ActionDone, ctx: Context) -> Outcome[ServerRecord]:
-    if _TASK_OF_ACTION.get(msg.action) != record.task_state:
-        return Outcome(record)  # a late report of an earlier action
+    row = _reported_action(record, msg.action)
+    if row is None:
+        return Outcome(record)
     return _settle(
         record,
-        Notify(f"instance.{_NOTIFIED_AS[msg.action]}.end"),
-        vm_state=_DONE_STATE[msg.action],
+        ctx,
+        Notify(f"instance.{row.notification}.end"),
+        vm_state=row.done,
         power_state=msg.power_state,
     )
 
 
-@table.on(m.ActionFailed, source=_IN_ACTION, to=_IN_ACTION | set(STABLE))
 def action_failed(record: ServerRecord, msg: m.ActionFailed, ctx: Context) -> Outcome[ServerRecord]:
     """As Nova: the instance stays in its vm_state, the task is cleared, the fault recorded."""
-    if _TASK_OF_ACTION.get(msg.action) != record.task_state:
+    row = _reported_action(record, msg.action)
+    if row is None:
         return Outcome(record)
     power = record.power_state if msg.power_state is None else msg.power_state
     error = Notify(
-        f"instance.{_NOTIFIED_AS[msg.action]}.error",
+        f"instance.{row.notification}.error",
         ERROR,
         {"exception": "InstanceActionFailed", "reason": msg.reason},
     )
-    return _settle(record, error, power_state=power, fault=_fault(500, msg.reason))
+    return _settle(record, ctx, error, power_state=power, fault=_fault(500, msg.reason, ctx.now))
+
+
+for _row in ROWS:
+    _power_action(_row)
 
 
 # --- delete ----------------------------------------------------------------------------------------
 
-_DELETABLE = STATES - {"deleted"} - {s for s in STATES if s.endswith(":deleting")}
-_DELETING = {s for s in STATES if s.endswith(":deleting")}
 
-
-@table.on(m.DeleteServer, source=_DELETABLE, to=_DELETING | {"deleted"})
 def delete(record: ServerRecord, msg: m.DeleteServer, ctx: Context) -> Outcome[ServerRecord]:
     if record.host is None:  # never placed: nothing exists on any host (Nova's local delete)
         return _settle(
             record,
+            ctx,
             *_release_ports(record),
             *_release_volumes(record),
             Notify("instance.delete.start"),
             Notify("instance.delete.end"),
-            vm_state="deleted",
+            vm_state=V.DELETED,
             terminated_at=ctx.now,
         )
-    return _begin(
+    return _task(
         record,
-        "deleting",
+        ctx,
+        T.DELETING,
         Send(_agent(record), m.Destroy(server_id=record.id)),
         Notify("instance.delete.start"),
         Notify("instance.shutdown.start"),
     )
 
 
-@table.on(m.DeleteServer, source=_DELETING | {"deleted"}, to=_DELETING | {"deleted"})
+# Deleting works from every state: to vm_state:deleting while the host removes the domain, or at
+# once to deleted when it was never placed.
+for _vm in (V.BUILDING, *sorted(STABLE)):
+    _sources = {s for s in STATES if s.split(":")[0] == _vm} - DELETING
+    table.on(m.DeleteServer, source=_sources, to={state(_vm, T.DELETING), DELETED})(delete)
+
+
+@table.on(m.DeleteServer, source=DELETING | {DELETED})
 def delete_again(record: ServerRecord, msg: m.DeleteServer, ctx: Context) -> Outcome[ServerRecord]:
     return Outcome(record)  # idempotent, as Nova's delete of a deleting server
 
 
-@table.on(m.Destroyed, source=_DELETING, to="deleted")
+@table.on(m.Destroyed, source=DELETING, to=DELETED)
 def destroyed(record: ServerRecord, msg: m.Destroyed, ctx: Context) -> Outcome[ServerRecord]:
     return _settle(
         record,
+        ctx,
         *_release(record),
         *_release_ports(record),
         *_release_volumes(record),
         Notify("instance.shutdown.end"),
         Notify("instance.delete.end"),
-        vm_state="deleted",
-        power_state=NOSTATE,
+        vm_state=V.DELETED,
+        power_state=PowerState.NOSTATE,
         terminated_at=ctx.now,
     )
 
 
-# Reports that arrive after the server moved on are accepted and ignored, not errors.
-def _release_volumes(record: ServerRecord) -> tuple[Send, ...]:
-    """The server is gone: its volumes are detached (deleted where delete_on_termination says)."""
-    return tuple(
-        Send(
-            Target("volume", bdm["volume_id"]),
-            v.VolumeDetached(
-                attachment_id=bdm["attachment_id"], delete=bool(bdm.get("delete_on_termination"))
-            ),
-        )
-        for bdm in record.block_devices
-    )
-
-
-@table.on(m.Scheduled, source=_DELETING | {"deleted", "error"}, to=_DELETING | {"deleted", "error"})
+@table.on(m.Scheduled, source=DELETING | {DELETED, state(V.ERROR)})
 def scheduled_late(record: ServerRecord, msg: m.Scheduled, ctx: Context) -> Outcome[ServerRecord]:
+    """A claim that arrives after the server stopped waiting for it is given back."""
     release = Send(Target("scheduler", record.id), m.ReleaseClaim(server_id=record.id, host=msg.host))
     return Outcome(record, effects=(release,))
 
 
-@table.on(m.Spawned, source=_DELETING | {"deleted"}, to=_DELETING | {"deleted"})
-def spawned_late(record: ServerRecord, msg: m.Spawned, ctx: Context) -> Outcome[ServerRecord]:
-    return Outcome(record)
+table.ignore(m.Spawned, in_=DELETING | {DELETED})
 
 
-# --- timers and power-state sync ---------------------------------------------------------------------
+# --- timeouts -------------------------------------------------------------------------------------
 
 
-@table.on(m.TaskTimeout, source=STATES, to=STATES)
-def task_timeout(record: ServerRecord, msg: m.TaskTimeout, ctx: Context) -> Outcome[ServerRecord]:
-    if (record.vm_state, record.task_state) != (msg.vm_state, msg.task_state):
-        return Outcome(record)  # the task ended in time; a stale timer
-    if msg.task_state == "deleting":
-        # The host never confirmed: the server is gone for the user; `doctor` reconciles the host.
-        return _settle(
-            record,
-            *_release(record),
-            *_release_ports(record),
-            *_release_volumes(record),
-            Notify("instance.delete.end"),
-            vm_state="deleted",
-            terminated_at=ctx.now,
-            fault=_fault(500, "Timed out waiting for the host to delete the instance."),
-        )
-    reason = f"Timed out during {msg.task_state} of instance {record.id}."
+def _timeout_for(task: TaskState) -> None:
+    states = {s for s in STATES if s.endswith(f":{task}")}
+    if task is T.DELETING:
+        table.timeout(states, after=TASK_TIMEOUTS[task], to=DELETED)(deleting_timed_out)
+    else:
+        table.timeout(states, after=TASK_TIMEOUTS[task], to=state(V.ERROR))(task_timed_out)
+
+
+def task_timed_out(record: ServerRecord, msg: StateTimeout, ctx: Context) -> Outcome[ServerRecord]:
+    reason = f"Timed out during {record.task_state} of instance {record.id}."
     notice = _error_notice(record, "Timeout", reason)
-    return _settle(record, *((notice,) if notice else ()), vm_state="error", fault=_fault(500, reason))
+    return _settle(
+        record, ctx, *((notice,) if notice else ()), vm_state=V.ERROR, fault=_fault(500, reason, ctx.now)
+    )
 
 
-@table.on(m.PowerStateReport, source=STATES, to=STATES)
+def deleting_timed_out(record: ServerRecord, msg: StateTimeout, ctx: Context) -> Outcome[ServerRecord]:
+    """The host never confirmed: the server is gone for the user; `doctor` reconciles the host."""
+    return _settle(
+        record,
+        ctx,
+        *_release(record),
+        *_release_ports(record),
+        *_release_volumes(record),
+        Notify("instance.delete.end"),
+        vm_state=V.DELETED,
+        terminated_at=ctx.now,
+        fault=_fault(500, "Timed out waiting for the host to delete the instance.", ctx.now),
+    )
+
+
+for _task_state in TASK_TIMEOUTS:
+    _timeout_for(_task_state)
+
+
+# --- power-state sync -----------------------------------------------------------------------------
+
+# What a settled server becomes when its host reports its domain stopped (or gone): Nova's
+# _sync_instance_power_state.
+_STOPPED_BY = {
+    V.ACTIVE: {PowerState.SHUTDOWN, PowerState.CRASHED, PowerState.NOSTATE},
+    V.PAUSED: {PowerState.SHUTDOWN, PowerState.CRASHED, PowerState.NOSTATE},
+    V.SUSPENDED: {PowerState.SHUTDOWN, PowerState.NOSTATE},
+}
+
+
+@table.on(m.PowerStateReport, source=SETTLED, to=state(V.STOPPED))
 def power_state_report(record: ServerRecord, msg: m.PowerStateReport, ctx: Context) -> Outcome[ServerRecord]:
     """Nova's power-state sync: record what the hypervisor says; an instance that stopped (or
-    vanished) behind our back while ACTIVE becomes SHUTOFF; nothing changes mid-task."""
-    if record.task_state is not None or record.host != msg.host or record.vm_state in ("deleted", "building"):
+    vanished) behind our back while ACTIVE (PAUSED, SUSPENDED) becomes SHUTOFF."""
+    if record.host != msg.host:
         return Outcome(record)
-    new = _with(record, power_state=msg.power_state)
-    if record.vm_state == "active" and msg.power_state in (SHUTDOWN, CRASHED, NOSTATE):
-        new = _with(new, vm_state="stopped")
-    elif record.vm_state == "paused" and msg.power_state in (SHUTDOWN, CRASHED, NOSTATE):
-        new = _with(new, vm_state="stopped")
-    elif record.vm_state == "suspended" and msg.power_state in (SHUTDOWN, NOSTATE):
-        new = _with(new, vm_state="stopped")
-    if new.power_state == record.power_state and new.vm_state == record.vm_state:
+    stopped = msg.power_state in _STOPPED_BY.get(record.vm_state, ())
+    vm_state = V.STOPPED if stopped else record.vm_state
+    if msg.power_state == record.power_state and vm_state == record.vm_state:
         return Outcome(record)
-    return Outcome(new)
+    return Outcome(_with(record, ctx, power_state=msg.power_state, vm_state=vm_state))
+
+
+# Mid-task, building or deleted: the task's own report decides, not the periodic sync.
+table.ignore(m.PowerStateReport, in_=STATES - SETTLED)
 
 
 # --- volumes: attach, detach, and the volumes of a boot ---------------------------------------------
-
-_ATTACHABLE = {"active", "stopped", "paused", "suspended"}
 
 
 def _bdm(record: ServerRecord, attachment_id: str) -> dict[str, Any] | None:
@@ -632,13 +568,8 @@ def _volume(bdm: dict[str, Any], body: Message) -> Send:
     return Send(Target("volume", bdm["volume_id"]), body)
 
 
-@table.on(v.AttachVolume, source=STATES, to=STATES)
-def attach_volume(record: ServerRecord, msg: v.AttachVolume, ctx: Context) -> Outcome[ServerRecord]:
-    """Hot-plug a volume the API reserved for this server; a server that cannot take it now
-    (building, mid-task, deleted) gives the reservation back at once."""
-    if _bdm(record, msg.attachment_id) is not None:
-        return Outcome(record)  # a repeat
-    bdm = {
+def _new_bdm(msg: v.AttachVolume) -> dict[str, Any]:
+    return {
         "attachment_id": msg.attachment_id,
         "volume_id": msg.connection.volume_id,
         "device": msg.device,
@@ -647,21 +578,44 @@ def attach_volume(record: ServerRecord, msg: v.AttachVolume, ctx: Context) -> Ou
         "connection": msgspec.to_builtins(msg.connection),
         "status": "attaching",
     }
-    if record.vm_state not in _ATTACHABLE or record.task_state is not None or record.host is None:
-        failed = v.VolumeAttachFailed(
-            attachment_id=msg.attachment_id, reason=f"Instance {record.id} is in state {state_name(record)}."
-        )
-        return Outcome(record, effects=(_volume(bdm, failed),))
+
+
+def _give_back(record: ServerRecord, msg: v.AttachVolume) -> tuple[Send, ...]:
+    failed = v.VolumeAttachFailed(
+        attachment_id=msg.attachment_id, reason=f"Instance {record.id} is in state {state_name(record)}."
+    )
+    return (_volume(_new_bdm(msg), failed),)
+
+
+@table.on(v.AttachVolume, source={state(vm) for vm in _ATTACHABLE})
+def attach_volume(record: ServerRecord, msg: v.AttachVolume, ctx: Context) -> Outcome[ServerRecord]:
+    """Hot-plug a volume the API reserved for this server."""
+    if _bdm(record, msg.attachment_id) is not None:
+        return Outcome(record)  # a repeat
+    if record.host is None:
+        return Outcome(record, effects=_give_back(record, msg))
+    bdm = _new_bdm(msg)
     request = v.AttachVolumeOnHost(
         server_id=record.id, attachment_id=msg.attachment_id, device=msg.device, connection=msg.connection
     )
     return Outcome(
-        _with(record, block_devices=[*record.block_devices, bdm]),
+        _with(record, ctx, block_devices=[*record.block_devices, bdm]),
         effects=(Send(_agent(record), request), _volume_notice("attach.start", bdm)),
     )
 
 
-@table.on(v.VolumeAttachedToServer, source=STATES, to=STATES)
+@table.decline(v.AttachVolume, in_=STATES - {state(vm) for vm in _ATTACHABLE})
+def attach_volume_declined(record: ServerRecord, msg: v.AttachVolume, ctx: Context) -> Iterable[Effect]:
+    """A server that cannot take a volume now (building, mid-task, deleted) gives the
+    reservation the API made for it back at once."""
+    return () if _bdm(record, msg.attachment_id) is not None else _give_back(record, msg)
+
+
+# The reports of a host about one attachment, and the volume of a boot being ready, arrive in
+# whatever state the server is in meanwhile; each changes only that attachment.
+
+
+@table.on(v.VolumeAttachedToServer, source=STATES)
 def volume_attached(
     record: ServerRecord, msg: v.VolumeAttachedToServer, ctx: Context
 ) -> Outcome[ServerRecord]:
@@ -672,12 +626,12 @@ def volume_attached(
         attachment_id=msg.attachment_id, server_id=record.id, host=record.host, device=bdm["device"]
     )
     return Outcome(
-        _with(record, block_devices=_replace_bdm(record, msg.attachment_id, status="attached")),
+        _with(record, ctx, block_devices=_replace_bdm(record, msg.attachment_id, status="attached")),
         effects=(_volume(bdm, done), _volume_notice("attach.end", bdm)),
     )
 
 
-@table.on(v.VolumeAttachToServerFailed, source=STATES, to=STATES)
+@table.on(v.VolumeAttachToServerFailed, source=STATES)
 def volume_attach_failed(
     record: ServerRecord, msg: v.VolumeAttachToServerFailed, ctx: Context
 ) -> Outcome[ServerRecord]:
@@ -686,30 +640,32 @@ def volume_attach_failed(
         return Outcome(record)
     failed = v.VolumeAttachFailed(attachment_id=msg.attachment_id, reason=msg.reason)
     return Outcome(
-        _with(record, block_devices=_without_bdm(record, msg.attachment_id)),
+        _with(record, ctx, block_devices=_without_bdm(record, msg.attachment_id)),
         effects=(_volume(bdm, failed), _volume_notice("attach.error", bdm, msg.reason)),
     )
 
 
-@table.on(v.DetachVolume, source=STATES, to=STATES)
+@table.on(v.DetachVolume, source=STATES)
 def detach_volume(record: ServerRecord, msg: v.DetachVolume, ctx: Context) -> Outcome[ServerRecord]:
     bdm = _bdm(record, msg.attachment_id)
     if bdm is None or record.host is None or bdm["status"] in ("waiting", "ready"):
         # not (or not yet) on any host: nothing to unplug
         gone = Send(Target("volume", msg.volume_id), v.VolumeDetached(attachment_id=msg.attachment_id))
-        return Outcome(_with(record, block_devices=_without_bdm(record, msg.attachment_id)), effects=(gone,))
+        return Outcome(
+            _with(record, ctx, block_devices=_without_bdm(record, msg.attachment_id)), effects=(gone,)
+        )
     if bdm["status"] != "attached":
         raise Refused(f"Volume {msg.volume_id} is {bdm['status']} on instance {record.id}.")
     request = v.DetachVolumeOnHost(
         server_id=record.id, attachment_id=msg.attachment_id, volume_id=msg.volume_id, device=bdm["device"]
     )
     return Outcome(
-        _with(record, block_devices=_replace_bdm(record, msg.attachment_id, status="detaching")),
+        _with(record, ctx, block_devices=_replace_bdm(record, msg.attachment_id, status="detaching")),
         effects=(Send(_agent(record), request), _volume_notice("detach.start", bdm)),
     )
 
 
-@table.on(v.VolumeDetachedFromServer, source=STATES, to=STATES)
+@table.on(v.VolumeDetachedFromServer, source=STATES)
 def volume_detached(
     record: ServerRecord, msg: v.VolumeDetachedFromServer, ctx: Context
 ) -> Outcome[ServerRecord]:
@@ -717,13 +673,13 @@ def volume_detached(
     if bdm is None:
         return Outcome(record)
     done = v.VolumeDetached(attachment_id=msg.attachment_id)
-    effects: tuple[Any, ...] = (_volume(bdm, done),)
+    effects: tuple[Effect, ...] = (_volume(bdm, done),)
     if bdm["status"] == "detaching":
         effects += (_volume_notice("detach.end", bdm),)
-    return Outcome(_with(record, block_devices=_without_bdm(record, msg.attachment_id)), effects=effects)
+    return Outcome(_with(record, ctx, block_devices=_without_bdm(record, msg.attachment_id)), effects=effects)
 
 
-@table.on(v.VolumeDetachFromServerFailed, source=STATES, to=STATES)
+@table.on(v.VolumeDetachFromServerFailed, source=STATES)
 def volume_detach_failed(
     record: ServerRecord, msg: v.VolumeDetachFromServerFailed, ctx: Context
 ) -> Outcome[ServerRecord]:
@@ -737,14 +693,19 @@ def volume_detach_failed(
     return Outcome(
         _with(
             record,
+            ctx,
             block_devices=_replace_bdm(record, msg.attachment_id, status="attached"),
-            fault=_fault(500, f"Detaching volume {msg.volume_id} failed: {msg.reason}"),
+            fault=_fault(500, f"Detaching volume {msg.volume_id} failed: {msg.reason}", ctx.now),
         ),
         effects=(_volume(bdm, still),),
     )
 
 
-@table.on(v.VolumeReady, source=STATES, to=STATES)
+_BEFORE_SPAWN = BUILDING - {state(V.BUILDING, T.SPAWNING)}
+
+
+@table.on(v.VolumeReady, source=_BEFORE_SPAWN, to=state(V.BUILDING, T.SPAWNING))
+@table.on(v.VolumeReady, source=STATES - _BEFORE_SPAWN)
 def volume_ready(record: ServerRecord, msg: v.VolumeReady, ctx: Context) -> Outcome[ServerRecord]:
     """A volume created for this boot is there; the last one lets the spawn go ahead."""
     bdm = _bdm(record, msg.attachment_id)
@@ -752,36 +713,39 @@ def volume_ready(record: ServerRecord, msg: v.VolumeReady, ctx: Context) -> Outc
         return Outcome(record)
     new = _with(
         record,
+        ctx,
         block_devices=_replace_bdm(
             record, msg.attachment_id, status="ready", connection=msgspec.to_builtins(msg.connection)
         ),
     )
-    if state_name(new) == "building:block_device_mapping":
-        return _spawn(new)
+    if state_name(new) == state(V.BUILDING, T.BLOCK_DEVICE_MAPPING):
+        return _spawn(new, ctx)
     return Outcome(new)
 
 
-@table.on(v.VolumeFailed, source=STATES, to=STATES)
+@table.on(v.VolumeFailed, source=BUILDING, to=state(V.ERROR))
+@table.on(v.VolumeFailed, source=STATES - BUILDING)
 def volume_failed(record: ServerRecord, msg: v.VolumeFailed, ctx: Context) -> Outcome[ServerRecord]:
     """A volume of the boot could not be made: the build fails (Nova's VolumeNotCreated)."""
     bdm = _bdm(record, msg.attachment_id)
     if bdm is None or bdm["status"] != "waiting":
         return Outcome(record)
     devices = _replace_bdm(record, msg.attachment_id, status="failed")
-    if record.vm_state != "building" or record.task_state == "deleting":
-        return Outcome(_with(record, block_devices=devices))
+    if state_name(record) not in BUILDING:
+        return Outcome(_with(record, ctx, block_devices=devices))
     reason = (
         "Build of instance aborted: " + f"Volume {msg.volume_id} did not finish being created: {msg.reason}"
     )
     return _settle(
         record,
+        ctx,
         *_release(record),
         _create_error("BuildAbortException", reason),
-        vm_state="error",
+        vm_state=V.ERROR,
         host=None,
         node=None,
         block_devices=devices,
-        fault=_fault(500, reason),
+        fault=_fault(500, reason, ctx.now),
     )
 
 
@@ -795,12 +759,12 @@ def _create_error(exception: str, reason: str) -> Notify:
 def _error_notice(record: ServerRecord, exception: str, reason: str) -> Notify | None:
     """The error notification of whatever the server was doing (None when it was doing nothing
     Nova notifies about)."""
-    if record.vm_state == "building":
+    if record.vm_state == V.BUILDING:
         return _create_error(exception, reason)
-    action = _ACTION_OF_TASK.get(record.task_state or "")
-    if action is None:
+    row = BY_TASK.get(record.task_state) if record.task_state is not None else None
+    if row is None:
         return None
-    return Notify(f"instance.{_NOTIFIED_AS[action]}.error", ERROR, {"exception": exception, "reason": reason})
+    return Notify(f"instance.{row.notification}.error", ERROR, {"exception": exception, "reason": reason})
 
 
 def _volume_notice(step: str, bdm: dict[str, Any], reason: str = "") -> Notify:

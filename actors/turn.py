@@ -39,6 +39,7 @@ from actors.table import (
     SetTimer,
 )
 from protocol import Envelope, Target
+from protocol.actor import STATE_TIMER
 from protocol.replies import Reply
 
 _INBOX = """
@@ -355,7 +356,8 @@ async def _fault_actor(
         return None
     prev = kind.table.state_of(record)
     fault = Fault(envelope.id, envelope.type, reason, details)
-    faulted = await kind.store.update(conn, kind.table.fault(record, fault), record.version)
+    faulted = await kind.store.update(conn, kind.table.fault(record, fault, time.time()), record.version)
+    await timers.cancel_timers(conn, kind.name, envelope.target.id, [STATE_TIMER])
     await conn.execute(
         "INSERT INTO actor_faults (kind, actor_id, message_id, message_type, reason, details) "
         "VALUES ($1, $2, $3, $4, $5, $6)",

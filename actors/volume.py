@@ -24,42 +24,35 @@ import msgspec
 
 from actors import notices
 from actors.kind import ActorKind
-from actors.table import CancelTimer, Context, Notify, Outcome, Refused, Send, SetTimer, TransitionTable
+from actors.table import NO_TIMEOUT, Context, Effect, Fault, Notify, Outcome, Refused, Send, TransitionTable
 from protocol import Target
 from protocol import volume as v
+from protocol.actor import StateTimeout
 from protocol.notifications import ERROR
+from protocol.states import AttachStatus as A
+from protocol.states import VolumeStatus as S
 
-STATES = {
-    "creating",
-    "available",
-    "reserved",
-    "attaching",
-    "in-use",
-    "detaching",
-    "deleting",
-    "error",
-    "error_deleting",
-    "extending",
-    "error_extending",
-}
+STATES = frozenset(S)
+# How long each transitional status may last (seconds), and the status it times out to.
 TIMEOUTS = {
-    "creating": 900.0,
-    "extending": 600.0,
-    "deleting": 600.0,
-    "reserved": 600.0,
-    "attaching": 600.0,
-    "detaching": 600.0,
+    S.CREATING: 900.0,
+    S.EXTENDING: 600.0,
+    S.DELETING: 600.0,
+    S.RESERVED: 600.0,
+    S.ATTACHING: 600.0,
+    S.DETACHING: 600.0,
 }
-# What a transitional status times out to.
 TIMED_OUT = {
-    "creating": "error",
-    "extending": "error_extending",
-    "deleting": "error_deleting",
-    "reserved": "error",
-    "attaching": "error",
-    "detaching": "error",
+    S.CREATING: S.ERROR,
+    S.EXTENDING: S.ERROR_EXTENDING,
+    S.DELETING: S.ERROR_DELETING,
+    S.RESERVED: S.ERROR,
+    S.ATTACHING: S.ERROR,
+    S.DETACHING: S.ERROR,
 }
-DELETABLE = {"available", "error", "error_extending", "error_deleting"}
+DELETABLE = frozenset({S.AVAILABLE, S.ERROR, S.ERROR_EXTENDING, S.ERROR_DELETING})
+# The statuses of a volume that is (being) attached: a detach makes it available again.
+_ATTACHED = frozenset({S.RESERVED, S.ATTACHING, S.IN_USE, S.DETACHING})
 
 
 class VolumeRecord(msgspec.Struct, kw_only=True):
@@ -69,8 +62,8 @@ class VolumeRecord(msgspec.Struct, kw_only=True):
     version: int = 0
     project_id: str
     size: int
-    status: str = "creating"
-    attach_status: str = "detached"
+    status: S = S.CREATING
+    attach_status: A = A.DETACHED
     attachment: dict[str, Any] | None = None
     image_id: str | None = None
     backend: str | None = None
@@ -87,17 +80,11 @@ def _with(record: VolumeRecord, ctx: Context, **changes: Any) -> VolumeRecord:
     )
 
 
-def _begin(
-    record: VolumeRecord, ctx: Context, status: str, *effects: Any, **changes: Any
+def _to(
+    record: VolumeRecord, ctx: Context, status: S, *effects: Effect, **changes: Any
 ) -> Outcome[VolumeRecord]:
-    timer = SetTimer("task", TIMEOUTS[status], v.VolumeTimeout(status=status))
-    return Outcome(_with(record, ctx, status=status, **changes), effects=(*effects, timer))
-
-
-def _settle(
-    record: VolumeRecord, ctx: Context, status: str, *effects: Any, **changes: Any
-) -> Outcome[VolumeRecord]:
-    return Outcome(_with(record, ctx, status=status, **changes), effects=(*effects, CancelTimer("task")))
+    """Move to `status` (the table sets or cancels the status's timeout)."""
+    return Outcome(_with(record, ctx, status=status, **changes), effects=effects)
 
 
 def _backend(record: VolumeRecord) -> Target:
@@ -121,13 +108,17 @@ def _attachment_id(record: VolumeRecord) -> str | None:
     return None if record.attachment is None else str(record.attachment["id"])
 
 
+def _on_fault(record: VolumeRecord, fault: Fault, now: float) -> VolumeRecord:
+    return msgspec.structs.replace(record, status=S.ERROR, fault=fault.reason)
+
+
 table = TransitionTable(
     "volume",
     VolumeRecord,
     states=STATES,
-    error_state="error",
+    error_state=S.ERROR,
     state_of=lambda r: r.status,
-    on_fault=lambda r, f: msgspec.structs.replace(r, status="error", fault=f.reason),
+    on_fault=_on_fault,
 )
 
 
@@ -146,33 +137,42 @@ def _failed_boot(record: VolumeRecord, reason: str) -> tuple[Send, ...]:
     )
 
 
-@table.on(v.CreateVolume, source="creating", to={"creating", "error"})
+@table.on(v.CreateVolume, source=S.CREATING, to=S.ERROR)
 def create(record: VolumeRecord, msg: v.CreateVolume, ctx: Context) -> Outcome[VolumeRecord]:
+    """The API created the row (creating, its backend chosen); the actor asks the backend."""
     if record.backend is None:
         reason = "No valid backend was found. No weighed backends available"
-        return _settle(
-            record, ctx, "error", *_failed_boot(record, reason), _create_error(reason), fault=reason
-        )
+        return _to(record, ctx, S.ERROR, *_failed_boot(record, reason), _create_error(reason), fault=reason)
     request = v.CreateVolumeOnBackend(
         volume_id=record.id, size=record.size, image_id=record.image_id, format=record.format
     )
-    return _begin(record, ctx, "creating", Send(_backend(record), request), Notify("volume.create.start"))
+    return Outcome(
+        _with(record, ctx),
+        effects=(Send(_backend(record), request), Notify("volume.create.start")),
+        reenter=True,
+    )
 
 
-@table.on(v.VolumeCreated, source="creating", to={"available", "reserved"})
+@table.on(v.VolumeCreated, source=S.CREATING, to={S.AVAILABLE, S.RESERVED})
 def created(record: VolumeRecord, msg: v.VolumeCreated, ctx: Context) -> Outcome[VolumeRecord]:
     new = _with(record, ctx, backend=msg.backend, provider_location=msg.provider_location, fault=None)
     server = _boot_server(record)
     if server is None:
-        return _settle(new, ctx, "available", Notify("volume.create.end"))
+        return _to(new, ctx, S.AVAILABLE, Notify("volume.create.end"))
     ready = v.VolumeReady(attachment_id=str(_attachment_id(record)), connection=connection(new))
-    return _settle(new, ctx, "reserved", Send(Target("server", server), ready), Notify("volume.create.end"))
+    # Reserved for the server whose boot made it: that server's own build timeouts bound the wait,
+    # and a reservation that timed out to error would stay error after the server is deleted.
+    return Outcome(
+        _with(new, ctx, status=S.RESERVED),
+        effects=(Send(Target("server", server), ready), Notify("volume.create.end")),
+        timeout=NO_TIMEOUT,
+    )
 
 
-@table.on(v.VolumeCreateFailed, source="creating", to="error")
+@table.on(v.VolumeCreateFailed, source=S.CREATING, to=S.ERROR)
 def create_failed(record: VolumeRecord, msg: v.VolumeCreateFailed, ctx: Context) -> Outcome[VolumeRecord]:
-    return _settle(
-        record, ctx, "error", *_failed_boot(record, msg.reason), _create_error(msg.reason), fault=msg.reason
+    return _to(
+        record, ctx, S.ERROR, *_failed_boot(record, msg.reason), _create_error(msg.reason), fault=msg.reason
     )
 
 
@@ -182,48 +182,46 @@ def create_failed(record: VolumeRecord, msg: v.VolumeCreateFailed, ctx: Context)
 def _delete(record: VolumeRecord, ctx: Context) -> Outcome[VolumeRecord]:
     if record.backend is None or record.provider_location is None:  # nothing exists on a backend
         return Outcome(
-            None,
-            effects=(CancelTimer("task"), Notify("volume.delete.start"), Notify("volume.delete.end")),
-            delete=True,
+            None, effects=(Notify("volume.delete.start"), Notify("volume.delete.end")), delete=True
         )
     request = v.DeleteVolumeOnBackend(volume_id=record.id, provider_location=record.provider_location)
-    return _begin(
+    return _to(
         record,
         ctx,
-        "deleting",
+        S.DELETING,
         Send(_backend(record), request),
         Notify("volume.delete.start"),
         attachment=None,
-        attach_status="detached",
+        attach_status=A.DETACHED,
     )
 
 
-@table.on(v.DeleteVolume, source=DELETABLE, to="deleting")
+@table.on(v.DeleteVolume, source=DELETABLE, to=S.DELETING)
 def delete(record: VolumeRecord, msg: v.DeleteVolume, ctx: Context) -> Outcome[VolumeRecord]:
     if record.attachment is not None:
         raise Refused(f"Volume {record.id} is attached to server {record.attachment['server_id']}.")
     return _delete(record, ctx)
 
 
-@table.on(v.DeleteVolume, source="deleting", to="deleting")
+@table.on(v.DeleteVolume, source=S.DELETING)
 def delete_again(record: VolumeRecord, msg: v.DeleteVolume, ctx: Context) -> Outcome[VolumeRecord]:
     return Outcome(record)
 
 
-@table.on(v.VolumeDeleted, source={"deleting", "error_deleting"}, to="deleting")
+@table.on(v.VolumeDeleted, source={S.DELETING, S.ERROR_DELETING})
 def deleted(record: VolumeRecord, msg: v.VolumeDeleted, ctx: Context) -> Outcome[VolumeRecord]:
-    return Outcome(None, effects=(CancelTimer("task"), Notify("volume.delete.end")), delete=True)
+    return Outcome(None, effects=(Notify("volume.delete.end"),), delete=True)
 
 
-@table.on(v.VolumeDeleteFailed, source="deleting", to="error_deleting")
+@table.on(v.VolumeDeleteFailed, source=S.DELETING, to=S.ERROR_DELETING)
 def delete_failed(record: VolumeRecord, msg: v.VolumeDeleteFailed, ctx: Context) -> Outcome[VolumeRecord]:
-    return _settle(record, ctx, "error_deleting", fault=msg.reason)
+    return _to(record, ctx, S.ERROR_DELETING, fault=msg.reason)
 
 
 # --- extend ------------------------------------------------------------------------------------------
 
 
-@table.on(v.ExtendVolume, source="available", to="extending")
+@table.on(v.ExtendVolume, source=S.AVAILABLE, to=S.EXTENDING)
 def extend(record: VolumeRecord, msg: v.ExtendVolume, ctx: Context) -> Outcome[VolumeRecord]:
     if msg.new_size <= record.size:
         raise Refused(
@@ -237,50 +235,59 @@ def extend(record: VolumeRecord, msg: v.ExtendVolume, ctx: Context) -> Outcome[V
     request = v.ExtendVolumeOnBackend(
         volume_id=record.id, new_size=msg.new_size, provider_location=record.provider_location
     )
-    return _begin(
+    return _to(
         record,
         ctx,
-        "extending",
+        S.EXTENDING,
         Send(_backend(record), request),
         Notify("volume.resize.start"),
         target_size=msg.new_size,
     )
 
 
-@table.on(v.VolumeExtended, source="extending", to="available")
+@table.on(v.VolumeExtended, source=S.EXTENDING, to=S.AVAILABLE)
 def extended(record: VolumeRecord, msg: v.VolumeExtended, ctx: Context) -> Outcome[VolumeRecord]:
-    return _settle(
-        record, ctx, "available", Notify("volume.resize.end"), size=msg.size, target_size=None, fault=None
+    return _to(
+        record, ctx, S.AVAILABLE, Notify("volume.resize.end"), size=msg.size, target_size=None, fault=None
     )
 
 
-@table.on(v.VolumeExtendFailed, source="extending", to="error_extending")
+@table.on(v.VolumeExtendFailed, source=S.EXTENDING, to=S.ERROR_EXTENDING)
 def extend_failed(record: VolumeRecord, msg: v.VolumeExtendFailed, ctx: Context) -> Outcome[VolumeRecord]:
-    return _settle(record, ctx, "error_extending", target_size=None, fault=msg.reason)
+    return _to(record, ctx, S.ERROR_EXTENDING, target_size=None, fault=msg.reason)
 
 
 # --- attach and detach -------------------------------------------------------------------------------
 
 
-@table.on(v.VolumeReserved, source=STATES, to=STATES)
+@table.on(v.VolumeReserved, source=S.RESERVED)
 def reserved(record: VolumeRecord, msg: v.VolumeReserved, ctx: Context) -> Outcome[VolumeRecord]:
-    """The API reserved the volume (the row says so already): watch the reservation."""
-    if record.status != "reserved" or _attachment_id(record) != msg.attachment_id:
-        return Outcome(record)  # it moved on already (attached, failed, reset)
-    return _begin(record, ctx, "reserved")
+    """The API reserved the volume (the row says so already): start the reservation's timeout."""
+    if _attachment_id(record) != msg.attachment_id:
+        return Outcome(record)  # reserved again for another attachment since
+    return Outcome(_with(record, ctx), reenter=True)
 
 
-@table.on(v.VolumeAttached, source=STATES, to=STATES)
+# It moved on before the message arrived (attached, failed, reset): nothing to watch.
+table.ignore(v.VolumeReserved, in_=STATES - {S.RESERVED})
+
+
+@table.on(v.VolumeAttached, source=STATES, to=S.IN_USE)
 def attached(record: VolumeRecord, msg: v.VolumeAttached, ctx: Context) -> Outcome[VolumeRecord]:
     """The server's host has the disk: in-use. Also after a failed detach (the disk stayed), and
     after a reservation that timed out meanwhile, when nothing else took the volume: what the
     host reports is what is."""
     mine = _attachment_id(record) == msg.attachment_id
-    if not mine and not (record.attachment is None and record.status in ("available", "error")):
+    if not mine and not (record.attachment is None and record.status in (S.AVAILABLE, S.ERROR)):
         return Outcome(record)  # attached to something else since: not ours to change
     attachment = dict(
         record.attachment
-        or {"id": msg.attachment_id, "server_id": msg.server_id, "mode": "rw", "delete_on_termination": False}
+        or {
+            "id": msg.attachment_id,
+            "server_id": msg.server_id,
+            "mode": "rw",
+            "delete_on_termination": False,
+        }
     )
     attachment.update(
         host=msg.host,
@@ -288,66 +295,68 @@ def attached(record: VolumeRecord, msg: v.VolumeAttached, ctx: Context) -> Outco
         attached_at=attachment.get("attached_at")
         or datetime.datetime.fromtimestamp(ctx.now, datetime.UTC).isoformat(),
     )
-    notice = () if record.status == "in-use" else (Notify("volume.attach.end"),)
-    return _settle(
-        record, ctx, "in-use", *notice, attach_status="attached", attachment=attachment, fault=None
-    )
+    notice = () if record.status == S.IN_USE else (Notify("volume.attach.end"),)
+    return _to(record, ctx, S.IN_USE, *notice, attach_status=A.ATTACHED, attachment=attachment, fault=None)
 
 
-@table.on(v.VolumeAttachFailed, source=STATES, to=STATES)
+@table.on(v.VolumeAttachFailed, source=STATES, to=S.AVAILABLE)
 def attach_failed(record: VolumeRecord, msg: v.VolumeAttachFailed, ctx: Context) -> Outcome[VolumeRecord]:
-    if _attachment_id(record) != msg.attachment_id or record.status not in ("reserved", "attaching", "error"):
+    if _attachment_id(record) != msg.attachment_id or record.status not in (S.RESERVED, S.ATTACHING, S.ERROR):
         return Outcome(record)
-    return _settle(record, ctx, "available", attach_status="detached", attachment=None)
+    return _to(record, ctx, S.AVAILABLE, attach_status=A.DETACHED, attachment=None)
 
 
-@table.on(v.VolumeDetaching, source=STATES, to=STATES)
+@table.on(v.VolumeDetaching, source=S.DETACHING)
 def detaching(record: VolumeRecord, msg: v.VolumeDetaching, ctx: Context) -> Outcome[VolumeRecord]:
-    if record.status != "detaching" or _attachment_id(record) != msg.attachment_id:
-        return Outcome(record)
-    return _begin(record, ctx, "detaching", attach_status="detaching")
-
-
-@table.on(v.VolumeDetached, source=STATES, to=STATES)
-def detached(record: VolumeRecord, msg: v.VolumeDetached, ctx: Context) -> Outcome[VolumeRecord]:
-    """No longer on its server: available again (an error stays an error), or deleted with it."""
+    """The API moved the volume in-use -> detaching: start the detach's timeout."""
     if _attachment_id(record) != msg.attachment_id:
         return Outcome(record)
-    free = _with(record, ctx, attachment=None, attach_status="detached")
-    if record.status in ("reserved", "attaching", "in-use", "detaching"):
-        free = msgspec.structs.replace(free, status="available")
-    notice = (Notify("volume.detach.end"),) if record.attach_status in ("attached", "detaching") else ()
+    return Outcome(_with(record, ctx, attach_status=A.DETACHING), reenter=True)
+
+
+table.ignore(v.VolumeDetaching, in_=STATES - {S.DETACHING})
+
+
+@table.on(v.VolumeDetached, source=STATES, to={S.AVAILABLE, S.DELETING})
+def detached(record: VolumeRecord, msg: v.VolumeDetached, ctx: Context) -> Outcome[VolumeRecord]:
+    """No longer on its server: available again (an error stays an error), or deleted with it.
+    A boot volume still being created when its server went away stays creating, with its
+    create timeout, so that a lost backend reply cannot leave it creating."""
+    if _attachment_id(record) != msg.attachment_id:
+        return Outcome(record)
+    free = _with(record, ctx, attachment=None, attach_status=A.DETACHED)
+    if record.status in _ATTACHED:
+        free = msgspec.structs.replace(free, status=S.AVAILABLE)
+    notice = (Notify("volume.detach.end"),) if record.attach_status in (A.ATTACHED, A.DETACHING) else ()
     if msg.delete and free.status in DELETABLE:
         outcome = _delete(free, ctx)
         return Outcome(outcome.record, effects=(*notice, *outcome.effects), delete=outcome.delete)
-    # Only the attachment's own timers end here: a boot volume still being created when its
-    # server went away keeps its create timer, or a lost backend reply would leave it creating.
-    cancel = (CancelTimer("task"),) if record.status in ("reserved", "attaching", "detaching") else ()
-    return Outcome(free, effects=(*cancel, *notice))
+    return Outcome(free, effects=notice)
 
 
-# --- admin reset and timers -----------------------------------------------------------------------------
+# --- admin reset and timeouts ---------------------------------------------------------------------------
 
 
 @table.on(v.ResetVolumeState, source=STATES, to=STATES)
 def reset_state(record: VolumeRecord, msg: v.ResetVolumeState, ctx: Context) -> Outcome[VolumeRecord]:
-    if msg.status not in STATES:
-        raise Refused(f"Invalid status {msg.status!r}")
+    """Cinder's os-reset_status: the admin sets any status (the one row from any status to any
+    status, by design). The volume enters it afresh: a transitional one gets its timeout again."""
     changes: dict[str, Any] = {}
-    if msg.attach_status == "detached":
-        changes.update(attach_status="detached", attachment=None)
+    if msg.attach_status == A.DETACHED:
+        changes.update(attach_status=A.DETACHED, attachment=None)
     elif msg.attach_status is not None:
         changes.update(attach_status=msg.attach_status)
-    return _settle(record, ctx, msg.status, **changes)
+    return Outcome(_with(record, ctx, status=msg.status, **changes), reenter=True)
 
 
-@table.on(v.VolumeTimeout, source=STATES, to=STATES)
-def timeout(record: VolumeRecord, msg: v.VolumeTimeout, ctx: Context) -> Outcome[VolumeRecord]:
-    if record.status != msg.status or msg.status not in TIMED_OUT:
-        return Outcome(record)  # it finished in time: a stale timer
-    reason = f"Timed out while the volume was {msg.status}."
-    effects = (*_failed_boot(record, reason), _create_error(reason)) if msg.status == "creating" else ()
-    return _settle(record, ctx, TIMED_OUT[msg.status], *effects, fault=reason)
+def _timed_out(record: VolumeRecord, msg: StateTimeout, ctx: Context) -> Outcome[VolumeRecord]:
+    reason = f"Timed out while the volume was {record.status}."
+    effects = (*_failed_boot(record, reason), _create_error(reason)) if record.status == S.CREATING else ()
+    return _to(record, ctx, TIMED_OUT[record.status], *effects, fault=reason)
+
+
+for _status, _after in TIMEOUTS.items():
+    table.timeout(_status, after=_after, to=TIMED_OUT[_status])(_timed_out)
 
 
 def _create_error(reason: str) -> Notify:

@@ -38,19 +38,20 @@ from typing import Any
 import asyncpg
 
 from actors import db, outbox
+from actors import server as server_actor
 from actors import volume as volume_actor
 from actors.scheduler import HOST_DOWN_AFTER
 from protocol import Envelope, Message, Target
 from protocol import compute as m
-from protocol import network as n
-from protocol import volume as v
+from protocol.actor import StateTimeout
+from protocol.states import PortStatus, TaskState, VmState
 
 # Kinds of findings, in the order a report lists them.
 STUCK, ORPHANED_ALLOCATION = "stuck", "orphaned_allocation"
 DOMAIN_WITHOUT_SERVER, SERVER_WITHOUT_DOMAIN = "domain_without_server", "server_without_domain"
 HOST_DOWN = "host_down"
 KINDS = (STUCK, ORPHANED_ALLOCATION, DOMAIN_WITHOUT_SERVER, SERVER_WITHOUT_DOMAIN, HOST_DOWN)
-SETTLED_VM_STATES = ("active", "stopped", "paused", "suspended", "error")
+SETTLED_VM_STATES = server_actor.STABLE
 RECHECK_INTERVAL = 1.0
 
 
@@ -121,29 +122,27 @@ async def stuck(conn: asyncpg.Connection, older_than: float) -> list[Finding]:
     found = []
     for row in await conn.fetch(_STUCK_SERVERS, older_than):
         state = f"{row['vm_state']}/{row['task_state']}"
-        outcome = "deleted" if row["task_state"] == "deleting" else "ERROR with a fault"
+        outcome = "deleted" if row["task_state"] == TaskState.DELETING else "ERROR with a fault"
         found.append(
             Finding(
                 STUCK,
                 "server",
                 row["id"],
                 f"in {state} for {_age(row['since'])} with no timer to end it",
-                f"send server.task_timeout: the server actor moves it to {outcome}",
+                f"send its state timeout: the server actor moves it to {outcome}",
                 host=row["host"],
-                repair=_to(
-                    "server", row["id"], m.TaskTimeout(vm_state=row["vm_state"], task_state=row["task_state"])
-                ),
+                repair=_to("server", row["id"], StateTimeout(state=f"{row['vm_state']}:{row['task_state']}")),
             )
         )
-    for row in await conn.fetch(_STUCK_VOLUMES, older_than, sorted(volume_actor.TIMED_OUT)):
+    for row in await conn.fetch(_STUCK_VOLUMES, older_than, sorted(volume_actor.table.timeouts())):
         found.append(
             Finding(
                 STUCK,
                 "volume",
                 row["id"],
                 f"{row['status']} for {_age(row['since'])} with no timer to end it",
-                f"send volume.timeout: the volume actor moves it to {volume_actor.TIMED_OUT[row['status']]}",
-                repair=_to("volume", row["id"], v.VolumeTimeout(status=row["status"])),
+                f"send its timeout: the volume actor moves it to {volume_actor.TIMED_OUT[row['status']]}",
+                repair=_to("volume", row["id"], StateTimeout(state=row["status"])),
             )
         )
     for row in await conn.fetch(_STUCK_PORTS, older_than):
@@ -154,17 +153,11 @@ async def stuck(conn: asyncpg.Connection, older_than: float) -> list[Finding]:
                 "port",
                 row["id"],
                 f"BUILD for {_age(row['since'])} with no timer to end it",
-                "send port.build_timeout: the port actor moves it to ERROR (a failed binding)"
+                "send its state timeout: the port actor moves it to ERROR (a failed binding)"
                 if bound
                 else "nothing automatic: the port is not bound to a server's host; delete or re-bind it",
                 host=row["binding_host_id"] or None,
-                repair=_to(
-                    "port",
-                    row["id"],
-                    n.PortBuildTimeout(server_id=row["device_id"], host=row["binding_host_id"]),
-                )
-                if bound
-                else None,
+                repair=_to("port", row["id"], StateTimeout(state=PortStatus.BUILD)) if bound else None,
             )
         )
     return found
@@ -189,7 +182,7 @@ async def orphaned_allocations(conn: asyncpg.Connection, older_than: float) -> l
     for row in await conn.fetch(_ORPHANED_ALLOCATIONS, older_than):
         if row["vm_state"] is None:
             why = "its server does not exist"
-        elif row["vm_state"] == "deleted":
+        elif row["vm_state"] == VmState.DELETED:
             why = "its server is deleted"
         else:
             why = f"its server is on {row['server_host'] or 'no host'}"
@@ -262,14 +255,14 @@ def _domains_without_servers(report: asyncpg.Record, servers: dict[str, asyncpg.
             continue  # changed since the report: the next one tells
         if server is None:
             why = "its server is unknown to the database"
-        elif server["vm_state"] == "deleted":
+        elif server["vm_state"] == VmState.DELETED:
             why = "its server is deleted"
         elif server["host"] != host:
             why = f"its server is placed on {server['host'] or 'no host'}"
         else:
             continue
         what = "files (no domain)" if power_state is None else f"domain instance-{server_id}"
-        deleting = server is not None and server["task_state"] == "deleting"
+        deleting = server is not None and server["task_state"] == TaskState.DELETING
         found.append(
             Finding(
                 DOMAIN_WITHOUT_SERVER,

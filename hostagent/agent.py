@@ -58,19 +58,18 @@ from hostagent.qemu_img import QemuImgError
 from hostagent.requests import Handler, RequestAgent
 from hostagent.storage import InstanceStorage, StorageError, canonical_id
 from hostagent.virt.base import (
-    Action,
     Disk,
     IllegalPowerAction,
     InstanceNotFound,
     InstanceSpec,
     Interface,
-    PowerState,
     VirtDriver,
     VirtError,
 )
 from protocol import Envelope, Message, ProtocolError, Target
 from protocol import compute as m
 from protocol import volume as v
+from protocol.states import PowerState
 
 log = structlog.get_logger("hostagent")
 
@@ -263,7 +262,7 @@ class HostAgent(RequestAgent):
     def _handler_for(self, body: Message) -> Handler:
         if isinstance(body, m.Spawn):
             return self._spawn
-        if isinstance(body, m.PowerAction):
+        if isinstance(body, m.PowerActionOnHost):
             return self._power
         if isinstance(body, m.Destroy):
             return self._destroy
@@ -290,7 +289,7 @@ class HostAgent(RequestAgent):
         if existing is not None:
             log.info("the domain exists already; reporting it", power_state=existing.name)
             self._reported[server_id] = existing
-            return m.Spawned(host=self.name, power_state=int(existing))
+            return m.Spawned(host=self.name, power_state=existing)
         flavor = msg.flavor
         try:
             root, volumes = await self._volume_disks(msg)
@@ -323,7 +322,7 @@ class HostAgent(RequestAgent):
         # the fault tests count these lines to prove no domain is ever created twice.
         log.info("domain created", power_state=state.name)
         self._reported[server_id] = state
-        return m.Spawned(host=self.name, power_state=int(state))
+        return m.Spawned(host=self.name, power_state=state)
 
     async def _volume_disks(self, msg: m.Spawn) -> tuple[tuple[Disk, ...], tuple[Disk, ...]]:
         """The spawn's volumes as disks: (the root volume, or nothing; the others). Without an
@@ -394,27 +393,23 @@ class HostAgent(RequestAgent):
         await self.storage.remove(server_id)
         self._reported.pop(server_id, None)
 
-    async def _power(self, msg: m.PowerAction) -> Message:
+    async def _power(self, msg: m.PowerActionOnHost) -> Message:
+        action = msg.action  # a PowerAction: the protocol refuses any other value
         try:
-            action = Action(msg.action)
             server_id = canonical_id(msg.server_id, "server id")
-        except ValueError:
-            return m.ActionFailed(action=msg.action, reason=f"Unknown power action {msg.action!r}.")
         except StorageError as exc:
-            return m.ActionFailed(action=msg.action, reason=exc.reason)
+            return m.ActionFailed(action=action, reason=exc.reason)
         try:
             state = await self.driver.power(server_id, action)
         except InstanceNotFound as exc:
-            return m.ActionFailed(action=action.value, reason=exc.reason, power_state=int(PowerState.NOSTATE))
+            return m.ActionFailed(action=action, reason=exc.reason, power_state=PowerState.NOSTATE)
         except IllegalPowerAction as exc:
-            return m.ActionFailed(action=action.value, reason=exc.reason, power_state=int(exc.state))
+            return m.ActionFailed(action=action, reason=exc.reason, power_state=exc.state)
         except VirtError as exc:
             now = await self._state_or_none(server_id)
-            return m.ActionFailed(
-                action=action.value, reason=exc.reason, power_state=None if now is None else int(now)
-            )
+            return m.ActionFailed(action=action, reason=exc.reason, power_state=now)
         self._reported[server_id] = state
-        return m.ActionDone(action=action.value, power_state=int(state))
+        return m.ActionDone(action=action, power_state=state)
 
     async def _state_or_none(self, server_id: str) -> PowerState | None:
         """The state now (NOSTATE when the domain is gone), or None if libvirt cannot tell."""
@@ -489,7 +484,7 @@ class HostAgent(RequestAgent):
     async def _report_if_changed(self, server_id: str, state: PowerState) -> bool:
         if self._reported.get(server_id) == state:
             return False
-        report = m.PowerStateReport(host=self.name, power_state=int(state))
+        report = m.PowerStateReport(host=self.name, power_state=state)
         await self._publish(Envelope.new(Target("server", server_id), report))
         self._reported[server_id] = state
         log.info("power state reported", server=server_id, power_state=state.name)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import msgspec
 
 from protocol.message import Message
+from protocol.states import PowerAction, PowerState
 from protocol.volume import VolumeConnection
 
 # --- to the server actor, from the API ---------------------------------------------------------
@@ -78,7 +79,7 @@ class NoValidHost(Message, frozen=True):
 class Spawned(Message, frozen=True):
     TYPE = "server.spawned"
     host: str
-    power_state: int
+    power_state: PowerState
 
 
 class SpawnFailed(Message, frozen=True):
@@ -89,15 +90,15 @@ class SpawnFailed(Message, frozen=True):
 
 class ActionDone(Message, frozen=True):
     TYPE = "server.action_done"
-    action: str
-    power_state: int
+    action: PowerAction
+    power_state: PowerState
 
 
 class ActionFailed(Message, frozen=True):
     TYPE = "server.action_failed"
-    action: str
+    action: PowerAction
     reason: str
-    power_state: int | None = None
+    power_state: PowerState | None = None
 
 
 class Destroyed(Message, frozen=True):
@@ -112,18 +113,7 @@ class PowerStateReport(Message, frozen=True):
 
     TYPE = "server.power_state"
     host: str
-    power_state: int
-
-
-# --- to the server actor, from itself -----------------------------------------------------------
-
-
-class TaskTimeout(Message, frozen=True):
-    """A transitional state lasted too long (sent by the actor's own timer)."""
-
-    TYPE = "server.task_timeout"
-    vm_state: str
-    task_state: str
+    power_state: PowerState
 
 
 # --- from the server actor to the scheduler and to host agents -----------------------------------
@@ -181,12 +171,12 @@ class Spawn(Message, frozen=True):
     volumes: list[BlockDevice] = []
 
 
-class PowerAction(Message, frozen=True):
-    """stop, start, reboot, reboot_hard, pause, unpause, suspend, resume."""
+class PowerActionOnHost(Message, frozen=True):
+    """Perform a power action (protocol/power.py) on the server's domain."""
 
     TYPE = "agent.power"
     server_id: str
-    action: str
+    action: PowerAction
 
 
 class Destroy(Message, frozen=True):

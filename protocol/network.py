@@ -62,15 +62,6 @@ class DeletePort(Message, frozen=True):
     server_id: str
 
 
-class PortBuildTimeout(Message, frozen=True):
-    """From the port's own timer: it was bound but never activated (its server's build ended
-    without a running guest): ERROR, Neutron's failed binding, until it is bound again."""
-
-    TYPE = "port.build_timeout"
-    server_id: str
-    host: str
-
-
 # --- to a server actor, from a port actor --------------------------------------------------------
 
 

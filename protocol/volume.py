@@ -17,6 +17,7 @@ from __future__ import annotations
 import msgspec
 
 from protocol.message import Message
+from protocol.states import AttachStatus, VolumeStatus
 
 # --- to a volume actor, from the API ----------------------------------------------------------
 
@@ -42,8 +43,8 @@ class ResetVolumeState(Message, frozen=True):
     """Cinder's os-reset_status (admin): set the status (and attach status) as given."""
 
     TYPE = "volume.reset_state"
-    status: str
-    attach_status: str | None = None
+    status: VolumeStatus
+    attach_status: AttachStatus | None = None
 
 
 class VolumeReserved(Message, frozen=True):
@@ -121,14 +122,6 @@ class VolumeDetached(Message, frozen=True):
     TYPE = "volume.detached"
     attachment_id: str
     delete: bool = False
-
-
-# --- to a volume actor, from itself ------------------------------------------------------------------
-
-
-class VolumeTimeout(Message, frozen=True):
-    TYPE = "volume.timeout"
-    status: str
 
 
 # --- to a storage agent, from a volume actor -------------------------------------------------------

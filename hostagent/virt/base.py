@@ -5,7 +5,7 @@ speaks only this interface, so a driver for another hypervisor (or a fake for a 
 new module, not a change to the agent. Every method is a coroutine and must not block the event
 loop: a driver over a blocking library runs its calls in threads of its own.
 
-Power states are Nova's numbers (what the server actor stores and compares), not the
+Power states and actions are the protocol's (protocol/states.py, protocol/power.py), not the
 hypervisor's; each driver maps its own states onto them.
 """
 
@@ -14,61 +14,29 @@ from __future__ import annotations
 import abc
 import asyncio
 import dataclasses
-import enum
 from collections.abc import AsyncIterator
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from protocol import power
+from protocol.states import PowerAction, PowerState
 
-class PowerState(enum.IntEnum):
-    """Nova's power_state values, as the server actor stores them."""
-
-    NOSTATE = 0
-    RUNNING = 1
-    PAUSED = 3
-    SHUTDOWN = 4
-    CRASHED = 6
-    SUSPENDED = 7
+# The power states and actions are the protocol's (Nova's numbers, the wire's strings); each
+# driver maps its hypervisor's own states onto them. What an action needs of the instance's
+# power state is its row's (protocol/power.py): `in_effect` (done without acting) and
+# `power_from` (may act), checked by `check_power_action`.
 
 
-class Action(str, enum.Enum):
-    """The power actions of `agent.power` (the wire strings)."""
-
-    STOP = "stop"
-    START = "start"
-    REBOOT = "reboot"
-    REBOOT_HARD = "reboot_hard"
-    PAUSE = "pause"
-    UNPAUSE = "unpause"
-    SUSPEND = "suspend"
-    RESUME = "resume"
-
-
-# An action whose end state already holds is done without touching the domain: a redelivered
-# or repeated request then reports success instead of a spurious failure. Reboots have no end
-# state that proves they happened, so they always act.
-IN_EFFECT: dict[Action, frozenset[PowerState]] = {
-    Action.STOP: frozenset({PowerState.SHUTDOWN}),
-    Action.START: frozenset({PowerState.RUNNING}),
-    Action.PAUSE: frozenset({PowerState.PAUSED}),
-    Action.UNPAUSE: frozenset({PowerState.RUNNING}),
-    Action.SUSPEND: frozenset({PowerState.SUSPENDED}),
-    Action.RESUME: frozenset({PowerState.RUNNING}),
-}
-
-# The states an action may start from (checked after IN_EFFECT).
-_ANY = frozenset(PowerState)
-ALLOWED_FROM: dict[Action, frozenset[PowerState]] = {
-    Action.STOP: _ANY,
-    Action.START: frozenset({PowerState.SHUTDOWN, PowerState.CRASHED, PowerState.NOSTATE}),
-    Action.REBOOT: frozenset({PowerState.RUNNING}),
-    Action.REBOOT_HARD: _ANY,
-    Action.PAUSE: frozenset({PowerState.RUNNING}),
-    Action.UNPAUSE: frozenset({PowerState.PAUSED}),
-    Action.SUSPEND: frozenset({PowerState.RUNNING, PowerState.PAUSED}),
-    Action.RESUME: frozenset({PowerState.SUSPENDED}),
-}
+def check_power_action(action: PowerAction, state: PowerState) -> bool:
+    """True when the action is in effect already (report success without acting); raises
+    IllegalPowerAction when it cannot start from `state`; False when the driver must act."""
+    row = power.BY_ACTION[action]
+    if state in row.in_effect:
+        return True
+    if state not in row.power_from:
+        raise IllegalPowerAction(action, state)
+    return False
 
 
 # --- what the agent hands a driver, and what it gets back ---------------------------------------
@@ -169,7 +137,7 @@ class DetachTimeout(VirtError):
 class IllegalPowerAction(VirtError):
     """The action cannot start from the instance's current state (e.g. unpause a running one)."""
 
-    def __init__(self, action: Action, state: PowerState) -> None:
+    def __init__(self, action: PowerAction, state: PowerState) -> None:
         super().__init__(f"Cannot {action.value} the instance while it is in power state {state.name}.")
         self.action, self.state = action, state
 
@@ -229,9 +197,10 @@ class VirtDriver(abc.ABC):
         """Every instance this driver manages (by UUID) with its power state."""
 
     @abc.abstractmethod
-    async def power(self, uuid: str, action: Action) -> PowerState:
+    async def power(self, uuid: str, action: PowerAction) -> PowerState:
         """Perform a power action; the power state afterwards. Raises InstanceNotFound, or
-        IllegalPowerAction; an action already in effect (IN_EFFECT) succeeds without acting."""
+        IllegalPowerAction; an action already in effect (its row's `in_effect`) succeeds without
+        acting (check_power_action)."""
 
     @abc.abstractmethod
     async def destroy(self, uuid: str) -> bool:

@@ -60,21 +60,18 @@ import structlog
 
 from hostagent.virt import domain, events
 from hostagent.virt.base import (
-    ALLOWED_FROM,
-    IN_EFFECT,
-    Action,
     DetachTimeout,
     DeviceInUse,
     Disk,
     HostInfo,
-    IllegalPowerAction,
     InstanceNotFound,
     InstanceSpec,
     LifecycleEvent,
-    PowerState,
     VirtDriver,
     VirtError,
+    check_power_action,
 )
+from protocol.states import PowerAction, PowerState
 
 log = structlog.get_logger("hostagent.virt")
 T = TypeVar("T")
@@ -456,17 +453,15 @@ class LibvirtDriver(VirtDriver):
         except libvirt.libvirtError as exc:
             raise VirtError(_reason(exc)) from None
 
-    async def power(self, uuid: str, action: Action) -> PowerState:
+    async def power(self, uuid: str, action: PowerAction) -> PowerState:
         dom = await self._lookup(uuid)
         if dom is None:
             raise InstanceNotFound(uuid)
         try:
             state = await self._call(_state_of, dom)
-            if state in IN_EFFECT.get(action, ()):
+            if check_power_action(action, state):
                 return state
-            if state not in ALLOWED_FROM[action]:
-                raise IllegalPowerAction(action, state)
-            if action is Action.STOP:
+            if action is PowerAction.STOP:
                 await self._stop(dom, state)
             else:
                 await self._call(_ACTIONS[action], dom)
@@ -674,12 +669,12 @@ def _start(dom: libvirt.virDomain) -> None:
 
 
 # Blocking implementations of every action but stop (which waits on the event loop).
-_ACTIONS: dict[Action, Callable[[libvirt.virDomain], Any]] = {
-    Action.START: _start,
-    Action.REBOOT: lambda dom: dom.reboot(0),
-    Action.REBOOT_HARD: _hard_reboot,
-    Action.PAUSE: lambda dom: dom.suspend(),
-    Action.UNPAUSE: lambda dom: dom.resume(),
-    Action.SUSPEND: lambda dom: dom.managedSave(libvirt.VIR_DOMAIN_SAVE_RUNNING),
-    Action.RESUME: _start,  # create() restores the managed save image
+_ACTIONS: dict[PowerAction, Callable[[libvirt.virDomain], Any]] = {
+    PowerAction.START: _start,
+    PowerAction.REBOOT: lambda dom: dom.reboot(0),
+    PowerAction.REBOOT_HARD: _hard_reboot,
+    PowerAction.PAUSE: lambda dom: dom.suspend(),
+    PowerAction.UNPAUSE: lambda dom: dom.resume(),
+    PowerAction.SUSPEND: lambda dom: dom.managedSave(libvirt.VIR_DOMAIN_SAVE_RUNNING),
+    PowerAction.RESUME: _start,  # create() restores the managed save image
 }

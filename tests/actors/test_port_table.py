@@ -11,6 +11,8 @@ from actors.table import CancelTimer, Send, SetTimer
 from protocol import Envelope, Message, Target
 from protocol import compute as m
 from protocol import network as n
+from protocol.actor import STATE_TIMER, StateTimeout
+from protocol.states import PowerState
 
 SID = "11111111-2222-3333-4444-555555555555"
 PORTS = ["aaaaaaaa-0000-0000-0000-000000000001", "aaaaaaaa-0000-0000-0000-000000000002"]
@@ -127,7 +129,7 @@ def test_a_server_binds_every_port_before_it_spawns() -> None:
     assert s.state_name(out.record) == "building:spawning"
     [spawn] = sent(out, m.Spawn)
     assert spawn.body.ports == PORTS and spawn.target == Target("agent", "h1")
-    out = apply(s.table, out.record, "server", m.Spawned(host="h1", power_state=s.RUNNING))
+    out = apply(s.table, out.record, "server", m.Spawned(host="h1", power_state=PowerState.RUNNING))
     assert sorted(e.target.id for e in sent(out, n.ActivatePort)) == sorted(PORTS)
 
 
@@ -150,25 +152,25 @@ def test_a_deleted_server_deletes_its_own_ports_and_releases_the_others() -> Non
 
 def test_networking_that_never_completes_times_out_to_error() -> None:
     out = apply(s.table, server(), "server", m.Scheduled(host="h1", node="h1", availability_zone="nova"))
-    out = apply(s.table, out.record, "server", m.TaskTimeout(vm_state="building", task_state="networking"))
+    out = apply(s.table, out.record, "server", StateTimeout(state="building:networking"))
     assert s.state_name(out.record) == "error"
 
 
 def test_a_port_bound_but_never_activated_ends_in_error_and_can_be_bound_again() -> None:
     out = apply(p.table, port(), "port", n.BindPort(server_id=SID, host="h1"))
     [timer] = [e for e in out.effects if isinstance(e, SetTimer)]
-    assert timer.name == "build" and isinstance(timer.body, n.PortBuildTimeout)
+    assert timer.name == STATE_TIMER and timer.body == StateTimeout(state="BUILD")
     failed = apply(p.table, out.record, "port", timer.body).record
     assert (failed.status, failed.binding_vif_type) == ("ERROR", "binding_failed")
     assert apply(p.table, failed, "port", n.BindPort(server_id=SID, host="h2")).record.status == "BUILD"
     active = apply(p.table, out.record, "port", n.ActivatePort(server_id=SID, host="h1"))
-    assert CancelTimer("build") in active.effects
+    assert CancelTimer(STATE_TIMER) in active.effects
     assert apply(p.table, active.record, "port", timer.body).record.status == "ACTIVE"  # a stale timer
 
 
 def test_a_host_that_plugs_the_port_after_its_build_timer_gave_up_binds_it_after_all() -> None:
     bound = apply(p.table, port(), "port", n.BindPort(server_id=SID, host="h1")).record
-    failed = apply(p.table, bound, "port", n.PortBuildTimeout(server_id=SID, host="h1")).record
+    failed = apply(p.table, bound, "port", StateTimeout(state="BUILD")).record
     assert (failed.status, failed.binding_vif_type) == ("ERROR", "binding_failed")
     late = apply(p.table, failed, "port", n.ActivatePort(server_id=SID, host="h1")).record
     assert (late.status, late.binding_vif_type) == ("ACTIVE", "tap")

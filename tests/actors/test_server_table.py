@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -10,6 +11,8 @@ from actors import server as s
 from actors.table import CancelTimer, IllegalTransition, Send, SetTimer
 from protocol import Envelope, Message, Target
 from protocol import compute as m
+from protocol.actor import STATE_TIMER, StateTimeout
+from protocol.states import PowerState, server_status
 
 SID = "11111111-2222-3333-4444-555555555555"
 FLAVOR = {"id": "1", "name": "m1.tiny", "ram": 512, "vcpus": 1, "disk": 1}
@@ -19,7 +22,7 @@ def fresh(**changes: object) -> s.ServerRecord:
     record = s.ServerRecord(
         id=SID, version=1, project_id="p", user_id="u", display_name="vm", flavor=FLAVOR, image_id="img"
     )
-    return s._with(record, **changes) if changes else record
+    return msgspec.structs.replace(record, **changes) if changes else record
 
 
 def apply(record: s.ServerRecord, body: Message):
@@ -49,7 +52,7 @@ def sends(outcome, kind: type) -> list:
     ],
 )
 def test_status_is_derived_as_nova_derives_it(vm: str, task: str | None, status: str) -> None:
-    assert s.status_of(vm, task) == status
+    assert server_status(vm, task) == status
 
 
 def test_a_boot_goes_scheduling_spawning_active() -> None:
@@ -58,10 +61,10 @@ def test_a_boot_goes_scheduling_spawning_active() -> None:
     out = apply(out.record, m.Scheduled(host="h1", node="h1", availability_zone="nova"))
     assert s.state_name(out.record) == "building:spawning" and out.record.host == "h1"
     assert sends(out, m.Spawn)[0].flavor.ram == 512
-    assert any(isinstance(e, SetTimer) and e.name == "task" for e in out.effects)
-    out = apply(out.record, m.Spawned(host="h1", power_state=s.RUNNING))
-    assert s.state_name(out.record) == "active" and out.record.power_state == s.RUNNING
-    assert CancelTimer("task") in out.effects and out.record.launched_at == 1000.0
+    assert any(isinstance(e, SetTimer) and e.name == STATE_TIMER for e in out.effects)
+    out = apply(out.record, m.Spawned(host="h1", power_state=PowerState.RUNNING))
+    assert s.state_name(out.record) == "active" and out.record.power_state == PowerState.RUNNING
+    assert CancelTimer(STATE_TIMER) in out.effects and out.record.launched_at == 1000.0
 
 
 def test_a_failed_spawn_retries_elsewhere_then_gives_up_with_nova_fault() -> None:
@@ -80,7 +83,7 @@ def test_a_failed_spawn_retries_elsewhere_then_gives_up_with_nova_fault() -> Non
 
 def test_no_valid_host_ends_in_error_with_the_fault() -> None:
     out = apply(fresh(), m.NoValidHost(reason="There are not enough hosts available."))
-    assert s.status_of(out.record.vm_state, out.record.task_state) == "ERROR"
+    assert server_status(out.record.vm_state, out.record.task_state) == "ERROR"
     assert out.record.fault["message"] == "No valid host was found. There are not enough hosts available."
 
 
@@ -95,20 +98,20 @@ def test_an_action_illegal_in_the_state_is_a_conflict() -> None:
 @pytest.mark.parametrize(
     ("start", "request_", "action", "power", "end"),
     [
-        ("active", m.Stop(), "stop", s.SHUTDOWN, "stopped"),
-        ("stopped", m.Start(), "start", s.RUNNING, "active"),
-        ("active", m.Reboot(), "reboot", s.RUNNING, "active"),
-        ("stopped", m.RebootHard(), "reboot_hard", s.RUNNING, "active"),
-        ("active", m.Pause(), "pause", s.PAUSED, "paused"),
-        ("paused", m.Unpause(), "unpause", s.RUNNING, "active"),
-        ("active", m.Suspend(), "suspend", s.SUSPENDED, "suspended"),
-        ("suspended", m.Resume(), "resume", s.RUNNING, "active"),
+        ("active", m.Stop(), "stop", PowerState.SHUTDOWN, "stopped"),
+        ("stopped", m.Start(), "start", PowerState.RUNNING, "active"),
+        ("active", m.Reboot(), "reboot", PowerState.RUNNING, "active"),
+        ("stopped", m.RebootHard(), "reboot_hard", PowerState.RUNNING, "active"),
+        ("active", m.Pause(), "pause", PowerState.PAUSED, "paused"),
+        ("paused", m.Unpause(), "unpause", PowerState.RUNNING, "active"),
+        ("active", m.Suspend(), "suspend", PowerState.SUSPENDED, "suspended"),
+        ("suspended", m.Resume(), "resume", PowerState.RUNNING, "active"),
     ],
 )
 def test_power_actions_go_through_their_task(start, request_, action, power, end) -> None:
     out = apply(fresh(vm_state=start, task_state=None, host="h1"), request_)
     assert out.record.task_state is not None
-    assert sends(out, m.PowerAction)[0].action == action
+    assert sends(out, m.PowerActionOnHost)[0].action == action
     stale = apply(
         out.record, m.ActionDone(action="suspend" if action != "suspend" else "stop", power_state=0)
     )
@@ -133,20 +136,20 @@ def test_delete_of_an_unplaced_server_needs_no_host() -> None:
 
 def test_a_task_that_overruns_its_timer_ends_in_error_and_a_stale_timer_is_ignored() -> None:
     spawning = apply(fresh(), m.Scheduled(host="h1", node="h1", availability_zone="nova")).record
-    out = apply(spawning, m.TaskTimeout(vm_state="building", task_state="spawning"))
+    out = apply(spawning, StateTimeout(state="building:spawning"))
     assert out.record.vm_state == "error" and "Timed out during spawning" in out.record.fault["message"]
-    stale = apply(spawning, m.TaskTimeout(vm_state="building", task_state="scheduling"))
+    stale = apply(spawning, StateTimeout(state="building:scheduling"))
     assert stale.record == spawning
 
 
 def test_power_sync_reflects_a_domain_stopped_behind_our_back() -> None:
-    active = fresh(vm_state="active", task_state=None, host="h1", power_state=s.RUNNING)
-    out = apply(active, m.PowerStateReport(host="h1", power_state=s.SHUTDOWN))
-    assert (out.record.vm_state, out.record.power_state) == ("stopped", s.SHUTDOWN)
-    gone = apply(active, m.PowerStateReport(host="h1", power_state=s.NOSTATE))
+    active = fresh(vm_state="active", task_state=None, host="h1", power_state=PowerState.RUNNING)
+    out = apply(active, m.PowerStateReport(host="h1", power_state=PowerState.SHUTDOWN))
+    assert (out.record.vm_state, out.record.power_state) == ("stopped", PowerState.SHUTDOWN)
+    gone = apply(active, m.PowerStateReport(host="h1", power_state=PowerState.NOSTATE))
     assert gone.record.vm_state == "stopped"
-    mid_task = fresh(vm_state="active", task_state="rebooting", host="h1", power_state=s.RUNNING)
-    assert apply(mid_task, m.PowerStateReport(host="h1", power_state=s.SHUTDOWN)).record == mid_task
+    mid_task = fresh(vm_state="active", task_state="rebooting", host="h1", power_state=PowerState.RUNNING)
+    assert apply(mid_task, m.PowerStateReport(host="h1", power_state=PowerState.SHUTDOWN)).record == mid_task
 
 
 def test_legal_actions_tell_the_api_what_is_allowed() -> None:
@@ -174,7 +177,7 @@ bodies = st.sampled_from(
         m.ActionDone(action="stop", power_state=4),
         m.ActionDone(action="start", power_state=1),
         m.ActionFailed(action="stop", reason="x"),
-        m.TaskTimeout(vm_state="building", task_state="spawning"),
+        StateTimeout(state="building:spawning"),
         m.PowerStateReport(host="h1", power_state=4),
     ]
 )
@@ -190,7 +193,7 @@ def test_no_sequence_of_messages_reaches_an_undeclared_state(sequence: list[Mess
         except IllegalTransition:
             continue
         assert s.state_name(record) in s.STATES
-        assert s.status_of(record.vm_state, record.task_state) != "UNKNOWN"
+        assert server_status(record.vm_state, record.task_state) != "UNKNOWN"
 
 
 def test_an_action_on_a_server_never_placed_is_refused_as_not_ready() -> None:

@@ -9,6 +9,8 @@ from hypothesis import strategies as st
 
 from actors.table import (
     ABSENT,
+    NO_TIMEOUT,
+    CancelTimer,
     Fault,
     IllegalTransition,
     Outcome,
@@ -18,6 +20,7 @@ from actors.table import (
     UndeclaredTransition,
 )
 from protocol import Envelope, Message, Target
+from protocol.actor import STATE_TIMER, StateTimeout
 from tests.actors import probe
 
 
@@ -92,8 +95,131 @@ def test_declarations_are_checked() -> None:
 
 
 def test_fault_puts_the_record_in_the_error_state() -> None:
-    faulted = probe.table.fault(probe.ProbeRecord(id="p1", count=2), Fault("m", "probe.explode", "boom"))
+    faulted = probe.table.fault(probe.ProbeRecord(id="p1", count=2), Fault("m", "probe.explode", "boom"), 0.0)
     assert faulted.state == "error" and faulted.count == 2
+
+
+# --- staying, ignoring, declining and state timeouts ---------------------------------------------
+
+
+class Job(msgspec.Struct):
+    id: str
+    version: int
+    state: str
+    note: str = ""
+
+
+class Go(Message, frozen=True):
+    TYPE = "test.job.go"
+    to: str
+
+
+class Late(Message, frozen=True):
+    TYPE = "test.job.late"
+
+
+class Ask(Message, frozen=True):
+    TYPE = "test.job.ask"
+
+
+class Again(Message, frozen=True):
+    TYPE = "test.job.again"
+
+
+jobs = TransitionTable("job", Job, states={"idle", "running", "waiting", "error"}, error_state="error")
+
+
+@jobs.on(Go, source={"idle", "running", "waiting"}, to={"running", "waiting", "idle"})
+def go(record: Job, msg: Go, ctx: object) -> Outcome[Job]:
+    return Outcome(msgspec.structs.replace(record, state=msg.to))
+
+
+@jobs.on(Again, source={"running", "waiting"})
+def again(record: Job, msg: Again, ctx: object) -> Outcome[Job]:
+    return Outcome(record, reenter=True)
+
+
+jobs.ignore(Late, in_={"idle", "error"})
+
+
+@jobs.decline(Ask, in_={"running", "waiting", "error"})
+def ask_declined(record: Job, msg: Ask, ctx: object) -> list[Send]:
+    return [Send(Target("asker", "a"), Late())]
+
+
+@jobs.on(Ask, source="idle")
+def ask(record: Job, msg: Ask, ctx: object) -> Outcome[Job]:
+    return Outcome(msgspec.structs.replace(record, note="asked"))
+
+
+@jobs.timeout("running", after=30, to="error")
+@jobs.timeout("waiting", after=600, to="error")
+def timed_out(record: Job, msg: StateTimeout, ctx: object) -> Outcome[Job]:
+    return Outcome(msgspec.structs.replace(record, state="error", note=f"timed out in {msg.state}"))
+
+
+def job(state: str) -> Job:
+    return Job("j1", 1, state)
+
+
+def run(record: Job, body: Message) -> Outcome[Job]:
+    return jobs.apply(record, Envelope.new(Target("job", "j1"), body), 0.0)
+
+
+def timers_of(outcome: Outcome[Job]) -> list[object]:
+    return [e for e in outcome.effects if isinstance(e, (SetTimer, CancelTimer))]
+
+
+def test_a_handler_may_stay_in_its_state_without_declaring_it() -> None:
+    assert run(job("idle"), Go(to="idle")).record == job("idle")
+
+
+def test_entering_a_state_sets_its_timeout_and_leaving_it_cancels_it() -> None:
+    entered = run(job("idle"), Go(to="running"))
+    assert timers_of(entered) == [SetTimer(STATE_TIMER, 30, StateTimeout(state="running"))]
+    moved = run(entered.record, Go(to="waiting"))  # replaces the timer by name
+    assert timers_of(moved) == [SetTimer(STATE_TIMER, 600, StateTimeout(state="waiting"))]
+    assert timers_of(run(moved.record, Go(to="idle"))) == [CancelTimer(STATE_TIMER)]
+    assert timers_of(run(job("running"), Go(to="running"))) == []  # staying keeps the timer running
+    assert timers_of(run(job("running"), Again())) == [
+        SetTimer(STATE_TIMER, 30, StateTimeout(state="running"))
+    ]
+
+
+def test_a_state_timeout_runs_its_handler_and_a_stale_one_changes_nothing() -> None:
+    out = run(job("running"), StateTimeout(state="running"))
+    assert (out.record.state, out.record.note) == ("error", "timed out in running")
+    assert run(job("waiting"), StateTimeout(state="running")).record == job("waiting")
+    assert run(job("idle"), StateTimeout(state="idle")).record == job("idle")
+    with pytest.raises(IllegalTransition):  # an actor that is gone does not take its timer
+        jobs.apply(None, Envelope.new(Target("job", "j1"), StateTimeout(state="running")), 0.0)
+
+
+def test_an_entry_may_override_or_drop_the_declared_timeout() -> None:
+    assert jobs._timed("idle", "running", Outcome(job("running"), timeout=5)).effects == (
+        SetTimer(STATE_TIMER, 5, StateTimeout(state="running")),
+    )
+    assert jobs._timed("idle", "running", Outcome(job("running"), timeout=NO_TIMEOUT)).effects == ()
+    assert jobs.timeouts() == {"running": 30, "waiting": 600}
+
+
+def test_ignored_messages_change_nothing_and_others_are_still_illegal() -> None:
+    assert run(job("error"), Late()) == Outcome(job("error"))
+    with pytest.raises(IllegalTransition):
+        run(job("running"), Late())
+
+
+def test_a_declined_request_answers_by_message_and_is_not_allowed() -> None:
+    out = run(job("running"), Ask())
+    assert out.record == job("running") and out.effects == (Send(Target("asker", "a"), Late()),)
+    assert not jobs.allows(job("running"), Ask) and jobs.allows(job("idle"), Ask)
+
+
+def test_a_message_cannot_be_both_handled_and_ignored_in_one_state() -> None:
+    with pytest.raises(ValueError):
+        jobs.ignore(Ask, in_="idle")
+    with pytest.raises(ValueError):
+        jobs.timeout("running", after=1)(timed_out)
 
 
 messages = st.sampled_from(

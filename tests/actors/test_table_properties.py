@@ -30,6 +30,8 @@ from protocol import Envelope, Message, Target
 from protocol import compute as m
 from protocol import network as n
 from protocol import volume as v
+from protocol.actor import STATE_TIMER, StateTimeout
+from protocol.states import PowerAction, PowerState, server_status
 
 SID, SID2 = "11111111-2222-3333-4444-555555555555", "99999999-2222-3333-4444-555555555555"
 VID = "bbbbbbbb-0000-0000-0000-000000000001"
@@ -51,11 +53,10 @@ POOLS: dict[str, list[Any]] = {
     "volume_id": [VID, "other-volume"],
     "port_id": [PID, PID2, "other-port"],
     "device": ["/dev/vdb", "/dev/vdc"],
-    "action": ["stop", "start", "reboot", "reboot_hard", "pause", "unpause", "suspend", "resume", "bogus"],
-    "power_state": [0, 1, 3, 4, 6, 7],
-    "vm_state": ["building", "active", "stopped", "paused", "error"],
-    "task_state": [*srv.TASK_TIMEOUTS, "bogus"],
-    "status": [*sorted(vol.STATES), "bogus"],
+    "action": list(PowerAction),
+    "power_state": list(PowerState),
+    "state": [*sorted(srv.STATES | vol.STATES | prt.STATES), "bogus"],  # of a StateTimeout
+    "status": sorted(vol.STATES),
     "attach_status": [None, "attached", "detached"],
     "size": [1, 2, 5],
     "new_size": [0, 1, 2, 5],
@@ -106,7 +107,8 @@ class Actor:
 
     def deliver(self, body: Message) -> bool:
         """Apply one message; True if it was accepted. Checks the table's contract on the way."""
-        before, allowed = self.record, self.table.allows(self.record, type(body))
+        before = self.record
+        allowed, handled = self.table.allows(before, type(body)), self.table.handles(before, type(body))
         self.now += 1.0
         envelope = Envelope.new(Target(self.kind, getattr(before, "id", "gone")), body)
         try:
@@ -115,7 +117,9 @@ class Actor:
             assert refusal.reason and refusal.code == ("not_found" if before is None else "conflict")
             assert self.record is before  # nothing changed
             return False
-        assert allowed, f"{body.TYPE} ran in {self.state}, which has no row for it"
+        assert handled, f"{body.TYPE} ran in {self.state}, which has no row for it"
+        if not allowed and not isinstance(body, StateTimeout):  # ignored or declined
+            assert outcome.record is before and not outcome.delete, f"{body.TYPE} changed {self.state}"
         self.record = None if outcome.delete else outcome.record
         assert self.state in self.table.states | {ABSENT}
         for effect in outcome.effects:
@@ -198,13 +202,13 @@ SERVERS = [
 def _server_invariants(actor: Actor) -> None:
     record: srv.ServerRecord = actor.record
     assert record is not None  # servers are never removed, only marked deleted
-    assert srv.status_of(record.vm_state, record.task_state) != "UNKNOWN"
+    assert server_status(record.vm_state, record.task_state) != "UNKNOWN"
     if record.vm_state == "error":
         assert record.fault is not None, "ERROR without a fault"
     if record.task_state is not None:  # nothing stays transitional forever: its timer is pending
-        assert actor.timers.get("task") == m.TaskTimeout(
-            vm_state=record.vm_state, task_state=record.task_state
-        ), f"{srv.state_name(record)} without its timer ({actor.timers.get('task')})"
+        assert actor.timers.get(STATE_TIMER) == StateTimeout(state=srv.state_name(record)), (
+            f"{srv.state_name(record)} without its timer ({actor.timers.get(STATE_TIMER)})"
+        )
     if record.task_state in ("networking", "spawning") or record.vm_state in (
         "active",
         "paused",
@@ -244,9 +248,9 @@ def test_a_server_always_reaches_deleted_after_a_delete_and_the_hosts_answer(
     run(actor, sequence, _server_invariants)
     actor.deliver(m.DeleteServer())
     actor.deliver(m.Destroyed(host=actor.record.host))
-    actor.fire("task")
+    actor.fire(STATE_TIMER)
     assert srv.state_name(actor.record) == "deleted"
-    assert "task" not in actor.timers
+    assert STATE_TIMER not in actor.timers
 
 
 # --- volume -------------------------------------------------------------------------------------------
@@ -280,7 +284,7 @@ def _volume_invariants(actor: Actor, reset: bool) -> None:
         assert record.fault is not None, f"{record.status} without a reason"
     if record.status in vol.TIMEOUTS and record.status not in ("reserved", "detaching"):
         # (the API enters those two itself and then tells the actor, which starts their timer)
-        assert actor.timers.get("task") == v.VolumeTimeout(status=record.status)
+        assert actor.timers.get(STATE_TIMER) == StateTimeout(state=record.status)
 
 
 @RUNS
@@ -331,7 +335,7 @@ def _port_invariants(actor: Actor) -> None:
     if not record.admin_state_up:
         assert record.status == prt.DOWN, "an administratively down port shows DOWN"
     if record.status == prt.BUILD:
-        assert record.binding_host_id and actor.timers.get("build") is not None
+        assert record.binding_host_id and actor.timers.get(STATE_TIMER) == StateTimeout(state=prt.BUILD)
     if record.status == prt.ERROR:
         assert record.binding_vif_type == "binding_failed"
     if record.status == prt.ACTIVE and record.device_owner != prt.DHCP_OWNER:
@@ -362,7 +366,7 @@ def test_a_port_whose_binding_failed_stays_error_through_admin_down_and_up() -> 
     """Found by the sequence test above: ERROR, admin down (DOWN), admin up showed ACTIVE."""
     actor = Actor(prt.table, "port", PORTS[0])
     assert actor.deliver(n.BindPort(server_id=SID, host="h1")) and actor.record.status == prt.BUILD
-    actor.fire("build")
+    actor.fire(STATE_TIMER)
     assert actor.record.status == prt.ERROR
     actor.deliver(n.SetPortAdminState(admin_state_up=False))
     assert actor.record.status == prt.DOWN
@@ -378,8 +382,8 @@ def test_a_boot_volume_keeps_its_create_timer_when_its_server_goes_away() -> Non
     actor = Actor(vol.table, "volume", VOLUMES[2])
     actor.deliver(v.CreateVolume())
     actor.deliver(v.VolumeDetached(attachment_id=AID, delete=True))
-    assert actor.record.status == "creating" and actor.timers["task"] == v.VolumeTimeout(status="creating")
-    actor.fire("task")
+    assert actor.record.status == "creating" and actor.timers[STATE_TIMER] == StateTimeout(state="creating")
+    actor.fire(STATE_TIMER)
     assert actor.record.status == "error" and actor.record.fault
 
 

@@ -10,6 +10,8 @@ from actors.table import Send, SetTimer
 from protocol import Envelope, Message, Target
 from protocol import compute as m
 from protocol import volume as v
+from protocol.actor import StateTimeout
+from protocol.states import PowerState
 
 VID = "bbbbbbbb-0000-0000-0000-000000000001"
 SID = "11111111-2222-3333-4444-555555555555"
@@ -61,7 +63,7 @@ def test_no_backend_and_failures_end_in_error_states() -> None:
     creating = apply(vol.table, volume(), "volume", v.CreateVolume()).record
     failed = apply(vol.table, creating, "volume", v.VolumeCreateFailed(reason="disk full")).record
     assert (failed.status, failed.fault) == ("error", "disk full")
-    timed_out = apply(vol.table, creating, "volume", v.VolumeTimeout(status="creating")).record
+    timed_out = apply(vol.table, creating, "volume", StateTimeout(state="creating")).record
     assert timed_out.status == "error" and "Timed out" in (timed_out.fault or "")
     deleting = apply(
         vol.table, volume(status="available", provider_location="/v/x"), "volume", v.DeleteVolume()
@@ -146,7 +148,7 @@ def test_boot_from_volume_waits_for_the_volume_then_spawns_with_it_as_root() -> 
     out = apply(s.table, out.record, "server", v.VolumeReady(attachment_id=AID, connection=CONN))
     [spawn] = sent(out, m.Spawn)
     assert spawn.body.image_id is None and spawn.body.volumes[0].boot_index == 0
-    out = apply(s.table, out.record, "server", m.Spawned(host="h1", power_state=s.RUNNING))
+    out = apply(s.table, out.record, "server", m.Spawned(host="h1", power_state=PowerState.RUNNING))
     assert sent(out, v.VolumeAttached)[0].body.device == "/dev/vda"
     out = apply(s.table, out.record, "server", m.DeleteServer())
     out = apply(s.table, out.record, "server", m.Destroyed(host="h1"))

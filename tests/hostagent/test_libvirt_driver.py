@@ -17,16 +17,15 @@ import pytest
 from hostagent.storage import InstanceStorage
 from hostagent.virt import domain
 from hostagent.virt.base import (
-    Action,
     Disk,
     IllegalPowerAction,
     InstanceNotFound,
     InstanceSpec,
     LifecycleEvent,
-    PowerState,
     VirtError,
 )
 from hostagent.virt.libvirt import LibvirtDriver, choose_domain_type
+from protocol.states import PowerAction, PowerState
 from tests.hostagent.conftest import PREFIX, make_image
 
 OpenDriver = Callable[..., Awaitable[LibvirtDriver]]
@@ -67,18 +66,18 @@ async def test_instance_is_defined_started_power_cycled_and_destroyed(
     assert await driver.spawn(s) is PowerState.RUNNING
     assert await driver.instances() == {s.uuid: PowerState.RUNNING}
     expected = [
-        (Action.STOP, PowerState.SHUTDOWN),
-        (Action.START, PowerState.RUNNING),
-        (Action.PAUSE, PowerState.PAUSED),
-        (Action.UNPAUSE, PowerState.RUNNING),
-        (Action.SUSPEND, PowerState.SUSPENDED),
-        (Action.RESUME, PowerState.RUNNING),
-        (Action.REBOOT, PowerState.RUNNING),
-        (Action.REBOOT_HARD, PowerState.RUNNING),
-        (Action.PAUSE, PowerState.PAUSED),
-        (Action.REBOOT_HARD, PowerState.RUNNING),
-        (Action.SUSPEND, PowerState.SUSPENDED),
-        (Action.STOP, PowerState.SHUTDOWN),
+        (PowerAction.STOP, PowerState.SHUTDOWN),
+        (PowerAction.START, PowerState.RUNNING),
+        (PowerAction.PAUSE, PowerState.PAUSED),
+        (PowerAction.UNPAUSE, PowerState.RUNNING),
+        (PowerAction.SUSPEND, PowerState.SUSPENDED),
+        (PowerAction.RESUME, PowerState.RUNNING),
+        (PowerAction.REBOOT, PowerState.RUNNING),
+        (PowerAction.REBOOT_HARD, PowerState.RUNNING),
+        (PowerAction.PAUSE, PowerState.PAUSED),
+        (PowerAction.REBOOT_HARD, PowerState.RUNNING),
+        (PowerAction.SUSPEND, PowerState.SUSPENDED),
+        (PowerAction.STOP, PowerState.SHUTDOWN),
     ]
     for action, state in expected:
         assert await driver.power(s.uuid, action) is state, action
@@ -95,20 +94,20 @@ async def test_an_action_in_effect_succeeds_and_an_impossible_one_is_refused(
     driver = await open_test_driver()
     s = spec(workdir)
     await driver.spawn(s)
-    assert await driver.power(s.uuid, Action.START) is PowerState.RUNNING
-    assert await driver.power(s.uuid, Action.UNPAUSE) is PowerState.RUNNING  # in effect already
-    assert await driver.power(s.uuid, Action.SUSPEND) is PowerState.SUSPENDED
-    assert await driver.power(s.uuid, Action.SUSPEND) is PowerState.SUSPENDED
+    assert await driver.power(s.uuid, PowerAction.START) is PowerState.RUNNING
+    assert await driver.power(s.uuid, PowerAction.UNPAUSE) is PowerState.RUNNING  # in effect already
+    assert await driver.power(s.uuid, PowerAction.SUSPEND) is PowerState.SUSPENDED
+    assert await driver.power(s.uuid, PowerAction.SUSPEND) is PowerState.SUSPENDED
     with pytest.raises(IllegalPowerAction) as refused:
-        await driver.power(s.uuid, Action.PAUSE)  # a saved guest is not running
+        await driver.power(s.uuid, PowerAction.PAUSE)  # a saved guest is not running
     assert refused.value.state is PowerState.SUSPENDED
-    await driver.power(s.uuid, Action.STOP)  # discards the saved state
+    await driver.power(s.uuid, PowerAction.STOP)  # discards the saved state
     assert await driver.power_state(s.uuid) is PowerState.SHUTDOWN
-    assert await driver.power(s.uuid, Action.STOP) is PowerState.SHUTDOWN
+    assert await driver.power(s.uuid, PowerAction.STOP) is PowerState.SHUTDOWN
     with pytest.raises(IllegalPowerAction):
-        await driver.power(s.uuid, Action.UNPAUSE)
+        await driver.power(s.uuid, PowerAction.UNPAUSE)
     with pytest.raises(InstanceNotFound):
-        await driver.power(str(uuid.uuid4()), Action.STOP)
+        await driver.power(str(uuid.uuid4()), PowerAction.STOP)
 
 
 async def test_lifecycle_events_report_what_happened(open_test_driver: OpenDriver, workdir: Path) -> None:
@@ -117,9 +116,9 @@ async def test_lifecycle_events_report_what_happened(open_test_driver: OpenDrive
     s = spec(workdir)
     await driver.spawn(s)
     assert (await next_event(events, s.uuid)).power_state is PowerState.RUNNING
-    await driver.power(s.uuid, Action.PAUSE)
+    await driver.power(s.uuid, PowerAction.PAUSE)
     assert (await next_event(events, s.uuid)).power_state is PowerState.PAUSED
-    await driver.power(s.uuid, Action.STOP)
+    await driver.power(s.uuid, PowerAction.STOP)
     assert (await next_event(events, s.uuid)).power_state is PowerState.SHUTDOWN
     await driver.destroy(s.uuid)
     assert (await next_event(events, s.uuid)).power_state is PowerState.NOSTATE
@@ -284,7 +283,7 @@ async def test_a_real_guest_runs_on_qemu_and_is_destroyed(workdir: Path, image_d
             assert live.find("devices/disk/source").get("file") == str(paths.disk)  # type: ignore[union-attr]
             assert live.find("devices/interface") is None
             assert paths.console_log.exists()
-            assert await driver.power(server_id, Action.STOP) is PowerState.SHUTDOWN  # destroyed at once
+            assert await driver.power(server_id, PowerAction.STOP) is PowerState.SHUTDOWN  # destroyed at once
         finally:
             await driver.destroy(server_id)
             await storage.remove(server_id)

@@ -13,10 +13,11 @@ import asyncpg
 from actors import scheduler, server
 from actors.client import ActorClient
 from actors.runtime import Runtime
-from hostagent.virt.base import InstanceSpec, PowerState, VirtError
+from hostagent.virt.base import InstanceSpec, VirtError
 from hostagent.virt.libvirt import LibvirtDriver
 from protocol import Target
 from protocol import compute as m
+from protocol.states import PowerState
 from tests.conftest import FAST, wait_until
 from tests.hostagent.conftest import PREFIX, StartAgent, make_image
 

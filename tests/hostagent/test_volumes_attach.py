@@ -20,20 +20,12 @@ import pytest
 
 from actors.client import ActorClient
 from hostagent.virt import domain
-from hostagent.virt.base import (
-    Action,
-    DetachTimeout,
-    DeviceInUse,
-    Disk,
-    InstanceNotFound,
-    InstanceSpec,
-    PowerState,
-    VirtError,
-)
+from hostagent.virt.base import DetachTimeout, DeviceInUse, Disk, InstanceNotFound, InstanceSpec, VirtError
 from hostagent.virt.libvirt import LibvirtDriver
 from protocol import Envelope, Target
 from protocol import compute as m
 from protocol import volume as v
+from protocol.states import PowerAction, PowerState
 from tests.hostagent.conftest import PREFIX, StartAgent, make_image
 from tests.hostagent.test_volumes_agent import ActorInbox
 from tests.hostagent.test_volumes_agent import inbox as inbox  # noqa: PLC0414 (a fixture, re-exported)
@@ -151,7 +143,7 @@ async def test_the_test_driver_records_attach_and_detach_in_the_persistent_defin
     assert await driver.detach_volume(s.uuid, "vdb", serial=volume_id) is False  # not there: success
 
     # A stopped domain: the same, into the definition.
-    assert await driver.power(s.uuid, Action.STOP) is PowerState.SHUTDOWN
+    assert await driver.power(s.uuid, PowerAction.STOP) is PowerState.SHUTDOWN
     await driver.attach_volume(s.uuid, disk)
     assert ("vdb", str(path), volume_id) in disks(await driver.definition(s.uuid) or "")
 

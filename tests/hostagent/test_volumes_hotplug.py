@@ -30,9 +30,10 @@ import pytest
 from actorstack import testimage
 from hostagent.storage import InstanceStorage
 from hostagent.virt import domain
-from hostagent.virt.base import Action, DetachTimeout, Disk, InstanceSpec, PowerState
+from hostagent.virt.base import DetachTimeout, Disk, InstanceSpec
 from hostagent.virt.libvirt import LibvirtDriver
 from hostagent.volumes.file import FileBackend
+from protocol.states import PowerAction, PowerState
 from tests.hostagent.conftest import PREFIX, make_image
 from tests.hostagent.test_libvirt_driver import qemu_system_unavailable
 
@@ -214,7 +215,7 @@ async def test_a_volume_is_hot_plugged_into_a_running_guest_and_released(
                 console_log=paths.console_log,
             )
             await driver.restore(booting_the_kernel(driver.describe(spec), *guest_boot))
-            assert await driver.power(server_id, Action.START) is PowerState.RUNNING
+            assert await driver.power(server_id, PowerAction.START) is PowerState.RUNNING
             _, seen = await console_line(paths.console_log)
             _, seen = await guest_disks(paths.console_log, after=seen, having=spawned_id)
 
@@ -250,7 +251,7 @@ async def test_a_volume_is_hot_plugged_into_a_running_guest_and_released(
             # volume stays attached in both; once the guest lets go, the detach asked again completes
             await driver.attach_volume(server_id, disk)
             _, seen = await guest_disks(paths.console_log, after=seen, having=volume_id)
-            assert await driver.power(server_id, Action.PAUSE) is PowerState.PAUSED
+            assert await driver.power(server_id, PowerAction.PAUSE) is PowerState.PAUSED
             with pytest.raises(DetachTimeout) as timed_out:
                 await driver.detach_volume(server_id, "vdb", serial=volume_id, timeout=1)
             assert (timed_out.value.device, timed_out.value.timeout) == ("vdb", 1)
@@ -258,7 +259,7 @@ async def test_a_volume_is_hot_plugged_into_a_running_guest_and_released(
             live, persistent = await asyncio.to_thread(live_and_persistent, driver, server_id)
             assert domain.find_disk(live, serial=volume_id) is not None
             assert domain.find_disk(persistent, serial=volume_id) is not None
-            assert await driver.power(server_id, Action.UNPAUSE) is PowerState.RUNNING
+            assert await driver.power(server_id, PowerAction.UNPAUSE) is PowerState.RUNNING
             assert await driver.detach_volume(server_id, "vdb", serial=volume_id, timeout=30) is True
             live, persistent = await asyncio.to_thread(live_and_persistent, driver, server_id)
             assert domain.find_disk(live, serial=volume_id) is None

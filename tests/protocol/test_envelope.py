@@ -9,6 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from protocol import Envelope, Message, ProtocolError, Target, decode, encode, lookup
+from protocol import compute as m
+from protocol.states import PowerAction, PowerState
 
 
 class Ping(Message, frozen=True):
@@ -113,3 +115,22 @@ def test_arbitrary_json_objects_never_raise_anything_but_protocol_error(fields: 
         decode(json.dumps(data).encode())
     except ProtocolError:
         pass
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("action", "levitate"), ("action", "STOP"), ("power_state", 2), ("power_state", "running")],
+)
+def test_a_value_outside_the_vocabulary_is_a_protocol_error(field: str, value: object) -> None:
+    """Power actions and power states are enums (protocol/states.py): a host agent or an actor
+    never sees a value the protocol does not define."""
+    good = Envelope.new(
+        Target("server", "s1"), m.ActionDone(action=PowerAction.STOP, power_state=PowerState.SHUTDOWN)
+    )
+    data = json.loads(encode(good))
+    assert decode(json.dumps(data).encode()).body == m.ActionDone(
+        action=PowerAction.STOP, power_state=PowerState.SHUTDOWN
+    )
+    data["body"][field] = value
+    with pytest.raises(ProtocolError):
+        decode(json.dumps(data).encode())

@@ -87,6 +87,8 @@ def strategy_for(info: mi.Type) -> st.SearchStrategy[Any]:
         return st.dictionaries(strategy_for(info.key_type), strategy_for(info.value_type), max_size=3)
     if isinstance(info, mi.UnionType):
         return st.one_of([strategy_for(t) for t in info.types])
+    if isinstance(info, mi.EnumType):  # the protocol's vocabulary (protocol/states.py)
+        return st.sampled_from(list(info.cls))
     if isinstance(info, mi.StructType):
         fields = {f.name: strategy_for(f.type) for f in info.fields}
         return st.fixed_dictionaries(fields).map(lambda values: info.cls(**values))
