@@ -45,15 +45,16 @@ async def bootstrap(conn: asyncpg.Connection, admin_password: str) -> dict[str, 
                 "INSERT INTO roles (id, name) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING", new_id(), role
             )
         project_id = await conn.fetchval(
-            "INSERT INTO projects (id, name, domain_id, description) VALUES ($1, $2, 'default', 'Bootstrap project') "
-            "ON CONFLICT (domain_id, name) DO UPDATE SET enabled = true RETURNING id",
+            "INSERT INTO projects (id, name, domain_id, description) "
+            "VALUES ($1, $2, 'default', 'Bootstrap project') ON CONFLICT (domain_id, name) DO UPDATE "
+            "SET enabled = true RETURNING id",
             new_id(),
             ADMIN_PROJECT,
         )
         user_id = await conn.fetchval(
-            "INSERT INTO users (id, name, domain_id, password_hash, default_project_id) VALUES ($1, $2, 'default', $3, $4) "
-            "ON CONFLICT (domain_id, name) DO UPDATE SET password_hash = EXCLUDED.password_hash, enabled = true "
-            "RETURNING id",
+            "INSERT INTO users (id, name, domain_id, password_hash, default_project_id) "
+            "VALUES ($1, $2, 'default', $3, $4) ON CONFLICT (domain_id, name) DO UPDATE "
+            "SET password_hash = EXCLUDED.password_hash, enabled = true RETURNING id",
             new_id(),
             ADMIN_USER,
             hashed,
@@ -67,7 +68,8 @@ async def bootstrap(conn: asyncpg.Connection, admin_password: str) -> dict[str, 
         )
         for name, (ram, vcpus, disk) in FLAVORS.items():
             await conn.execute(
-                "INSERT INTO flavors (id, name, ram, vcpus, disk) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                "INSERT INTO flavors (id, name, ram, vcpus, disk) VALUES ($1, $2, $3, $4, $5) "
+                "ON CONFLICT DO NOTHING",
                 FLAVOR_IDS[name],
                 name,
                 ram,

@@ -186,14 +186,7 @@ def _major(version: Any) -> str:
 
 def parse(raw: bytes, routing_key: str) -> Command:
     """The command in a message, or CommandError saying what is wrong with it."""
-    if len(raw) > MAX_MESSAGE:
-        raise CommandError(413, {"overLimit": {"code": 413, "message": "Request is too large."}})
-    try:
-        doc = msgspec.json.decode(raw)
-    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:  # as api/context.json_body
-        raise bad_request(f"Malformed command: {exc}") from None
-    if not isinstance(doc, dict):
-        raise bad_request("A command is a JSON object.")
+    doc = _decode(raw)
     unknown = set(doc) - {"version", "op", "auth", "args", "idempotency_key", "microversion"}
     if unknown:
         raise bad_request(f"Unknown command fields: {', '.join(sorted(unknown))}.")
@@ -225,6 +218,19 @@ def parse(raw: bytes, routing_key: str) -> Command:
     if microversion is not None and not isinstance(microversion, str):
         raise bad_request("'microversion' must be a string such as '2.96'.")
     return Command(op, operation, args, auth, key, microversion)
+
+
+def _decode(raw: bytes) -> dict[str, Any]:
+    """The message's JSON object, not too large."""
+    if len(raw) > MAX_MESSAGE:
+        raise CommandError(413, {"overLimit": {"code": 413, "message": "Request is too large."}})
+    try:
+        doc = msgspec.json.decode(raw)
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:  # as api/context.json_body
+        raise bad_request(f"Malformed command: {exc}") from None
+    if not isinstance(doc, dict):
+        raise bad_request("A command is a JSON object.")
+    return doc
 
 
 def _check_args(op: str, operation: Operation, args: Args) -> None:

@@ -125,7 +125,7 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
             401,
             exc.title,
             exc.message,
-            {"WWW-Authenticate": 'Keystone uri="%s/identity"' % context.base_url},
+            {"WWW-Authenticate": f'Keystone uri="{context.base_url}/identity"'},
         )
     request[AUTH_KEY] = AuthContext(token, payload)
     structlog.contextvars.bind_contextvars(user_id=payload.user_id, project_id=payload.project_id)

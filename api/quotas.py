@@ -119,6 +119,7 @@ async def enforce(
             text = (
                 message(resource, amount, in_use, limit)
                 if message
-                else f"Quota exceeded for {resource}: Requested {amount}, but already used {in_use} of {limit} {resource}"
+                else f"Quota exceeded for {resource}: Requested {amount}, "
+                f"but already used {in_use} of {limit} {resource}"
             )
             raise OverQuota(text)

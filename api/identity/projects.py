@@ -29,8 +29,8 @@ async def list_projects(request: web.Request) -> web.Response:
         _bool_query(request, "enabled"),
     )
     rows = await context.pool.fetch(
-        "SELECT * FROM projects WHERE ($1::text IS NULL OR name = $1) AND ($2::text IS NULL OR domain_id = $2) "
-        "AND ($3::boolean IS NULL OR enabled = $3) ORDER BY name",
+        "SELECT * FROM projects WHERE ($1::text IS NULL OR name = $1) AND ($2::text IS NULL "
+        "OR domain_id = $2) AND ($3::boolean IS NULL OR enabled = $3) ORDER BY name",
         name,
         domain_id,
         enabled,

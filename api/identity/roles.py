@@ -79,7 +79,8 @@ async def grant(request: web.Request) -> web.Response:
     async with ctx(request).pool.acquire() as conn:
         project_id, user_id, role_id = await _assignment_parts(conn, request)
         await conn.execute(
-            "INSERT INTO role_assignments (user_id, project_id, role_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            "INSERT INTO role_assignments (user_id, project_id, role_id) VALUES ($1, $2, $3) "
+            "ON CONFLICT DO NOTHING",
             user_id,
             project_id,
             role_id,
@@ -92,7 +93,8 @@ async def check_grant(request: web.Request) -> web.Response:
     async with ctx(request).pool.acquire() as conn:
         project_id, user_id, role_id = await _assignment_parts(conn, request)
         exists = await conn.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM role_assignments WHERE user_id = $1 AND project_id = $2 AND role_id = $3)",
+            "SELECT EXISTS (SELECT 1 FROM role_assignments WHERE user_id = $1 AND project_id = $2 "
+            "AND role_id = $3)",
             user_id,
             project_id,
             role_id,
@@ -184,7 +186,8 @@ async def role_assignments(request: web.Request) -> web.Response:
                 "user": user,
                 "scope": {"project": project},
                 "links": {
-                    "assignment": f"{base}/identity/v3/projects/{r['project_id']}/users/{r['user_id']}/roles/{r['role_id']}"
+                    "assignment": f"{base}/identity/v3/projects/{r['project_id']}"
+                    f"/users/{r['user_id']}/roles/{r['role_id']}"
                 },
             }
         )

@@ -20,7 +20,8 @@ async def list_users(request: web.Request) -> web.Response:
     context = ctx(request)
     name, domain_id = request.query.get("name"), request.query.get("domain_id")
     rows = await context.pool.fetch(
-        "SELECT * FROM users WHERE ($1::text IS NULL OR name = $1) AND ($2::text IS NULL OR domain_id = $2) ORDER BY name",
+        "SELECT * FROM users WHERE ($1::text IS NULL OR name = $1) AND ($2::text IS NULL OR domain_id = $2) "
+        "ORDER BY name",
         name,
         domain_id,
     )
@@ -51,8 +52,8 @@ async def create_user(request: web.Request) -> web.Response:
             await get_or_404(conn, "projects", default_project, "project")
         try:
             row = await conn.fetchrow(
-                "INSERT INTO users (id, name, domain_id, password_hash, enabled, default_project_id, email, description) "
-                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *",
+                "INSERT INTO users (id, name, domain_id, password_hash, enabled, default_project_id, email, "
+                "description) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *",
                 new_id(),
                 name,
                 domain["id"],
@@ -105,7 +106,8 @@ async def update_user(request: web.Request) -> web.Response:
             row = await conn.fetchrow(
                 "UPDATE users SET name = coalesce($2, name), password_hash = coalesce($3, password_hash), "
                 "enabled = coalesce($4, enabled), default_project_id = coalesce($5, default_project_id), "
-                "email = coalesce($6, email), description = coalesce($7, description) WHERE id = $1 RETURNING *",
+                "email = coalesce($6, email), description = coalesce($7, description) WHERE id = $1 "
+                "RETURNING *",
                 user_id,
                 name,
                 hashed,

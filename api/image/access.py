@@ -24,8 +24,9 @@ def visible_sql(project: str, member_status: str | None = None) -> str:
     shared images count only for memberships in `member_status` (a placeholder) when given."""
     status = f" AND m.status = {member_status}" if member_status else ""
     return (
-        f"(i.owner = {project} OR i.visibility IN ('public', 'community') OR (i.visibility = 'shared' AND "
-        f"EXISTS (SELECT 1 FROM image_members m WHERE m.image_id = i.id AND m.member_id = {project}{status})))"
+        f"(i.owner = {project} OR i.visibility IN ('public', 'community') OR (i.visibility = 'shared' "
+        "AND EXISTS (SELECT 1 FROM image_members m WHERE m.image_id = i.id "
+        f"AND m.member_id = {project}{status})))"
     )
 
 

@@ -94,7 +94,8 @@ async def upload(request: web.Request) -> web.Response:
     # aiohttp reports application/octet-stream when the header is absent; Glance wants it said.
     if "Content-Type" not in request.headers or request.content_type != "application/octet-stream":
         raise UnsupportedMediaType(
-            f"Content type {request.headers.get('Content-Type')} is not supported; send application/octet-stream."
+            f"Content type {request.headers.get('Content-Type')} is not supported; send "
+            "application/octet-stream."
         )
     cap = request.app[SIZE_CAP]
     declared = _declared_size(request)
@@ -134,8 +135,9 @@ async def upload(request: web.Request) -> web.Response:
     virtual = formats.virtual_size(image["disk_format"], received.head, received.tail, received.size)
     try:
         activated = await context.pool.fetchval(
-            "UPDATE images SET status = 'active', size = $2, virtual_size = $3, checksum = $4, os_hash_algo = $5, "
-            "os_hash_value = $6, updated_at = now() WHERE id = $1 AND status = 'saving' RETURNING id",
+            "UPDATE images SET status = 'active', size = $2, virtual_size = $3, checksum = $4, "
+            "os_hash_algo = $5, os_hash_value = $6, updated_at = now() WHERE id = $1 AND status = 'saving' "
+            "RETURNING id",
             image_id,
             received.size,
             virtual,

@@ -68,9 +68,9 @@ async def create_image(request: web.Request) -> web.Response:
     context = ctx(request)
     try:
         row = await context.pool.fetchrow(
-            "INSERT INTO images (id, name, owner, visibility, disk_format, container_format, min_disk, min_ram, "
-            "protected, os_hidden, tags, properties) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) "
-            "RETURNING *",
+            "INSERT INTO images (id, name, owner, visibility, disk_format, container_format, min_disk, "
+            "min_ram, protected, os_hidden, tags, properties) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, "
+            "$10, $11, $12) RETURNING *",
             image_id,
             attributes.get("name"),
             owner,

@@ -65,7 +65,8 @@ async def add_member(request: web.Request) -> web.Response:
         if count >= schema.MEMBER_QUOTA:
             raise PayloadTooLarge(f"Maximum number of image members exceeded: {schema.MEMBER_QUOTA} allowed.")
         row = await conn.fetchrow(
-            "INSERT INTO image_members (image_id, member_id) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING *",
+            "INSERT INTO image_members (image_id, member_id) VALUES ($1, $2) ON CONFLICT DO NOTHING "
+            "RETURNING *",
             image_id,
             member_id,
         )

@@ -115,7 +115,8 @@ def order_by(order: list[tuple[str, bool]]) -> str:
 
 
 def add_filters(sql: Sql, query: Any, me: AuthContext) -> None:
-    """What the caller may see, narrowed by the query's filters."""
+    """What the caller may see, narrowed by the query's filters (in this order: the placeholders
+    are numbered as the conditions are added)."""
     member_status = query.get("member_status", "accepted")
     if member_status not in (*MEMBER_STATUSES, "all"):
         raise BadRequest(f"Invalid status: {member_status}")
@@ -124,7 +125,18 @@ def add_filters(sql: Sql, query: Any, me: AuthContext) -> None:
         raise BadRequest(f"Invalid visibility value: {visibility}")
     if "changes-since" in query:
         raise BadRequest('The "changes-since" filter is no longer available on v2.')
+    _add_visibility(sql, me, member_status, visibility)
+    _add_flag_and_tag_filters(sql, query)
+    _add_column_filters(sql, query)
+    _add_range_filters(sql, query)
+    for key, value in query.items():
+        if key not in _NOT_PROPERTIES:
+            sql.where(f"i.properties ->> {sql.arg(key)} = {sql.arg(value)}")
 
+
+def _add_visibility(sql: Sql, me: AuthContext, member_status: str, visibility: str | None) -> None:
+    """The images the caller may see (shared ones by their membership's status), of the
+    visibility asked for; community images only when asked for or owned."""
     project = sql.arg(me.project_id)
     if not me.is_admin:
         status = None if member_status == "all" else sql.arg(member_status)
@@ -134,11 +146,17 @@ def add_filters(sql: Sql, query: Any, me: AuthContext) -> None:
     elif visibility != "all":
         sql.where(f"i.visibility = {sql.arg(visibility)}")
 
+
+def _add_flag_and_tag_filters(sql: Sql, query: Any) -> None:
     sql.where(f"i.os_hidden = {sql.arg(_flag(query, 'os_hidden', default=False))}")
     if "protected" in query:
         sql.where(f"i.protected = {sql.arg(_flag(query, 'protected', default=False))}")
     for tag in query.getall("tag", []):
         sql.where(f"{sql.arg(tag.strip())} = ANY(i.tags)")
+
+
+def _add_column_filters(sql: Sql, query: Any) -> None:
+    """Equality on a column, or membership for Glance's `in:a,b` lists."""
     for key in _IN_FILTERS:
         if key in query:
             value = query[key]
@@ -149,6 +167,10 @@ def add_filters(sql: Sql, query: Any, me: AuthContext) -> None:
     for key in _EQUAL_FILTERS:
         if key in query:
             sql.where(f"i.{key} = {sql.arg(query[key])}")
+
+
+def _add_range_filters(sql: Sql, query: Any) -> None:
+    """size_min/size_max, and the time filters with their operators (gt:, lte:, ...)."""
     for key, op in (("size_min", ">="), ("size_max", "<=")):
         if key in query:
             sql.where(f"i.size {op} {sql.arg(_integer(query, key))}")
@@ -156,9 +178,6 @@ def add_filters(sql: Sql, query: Any, me: AuthContext) -> None:
         if key in query:
             op, moment = _time_filter(key, query[key])
             sql.where(f"i.{key} {op} {sql.arg(moment)}")
-    for key, value in query.items():
-        if key not in _NOT_PROPERTIES:
-            sql.where(f"i.properties ->> {sql.arg(key)} = {sql.arg(value)}")
 
 
 def add_after(sql: Sql, order: list[tuple[str, bool]], marker: asyncpg.Record) -> None:

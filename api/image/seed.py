@@ -59,8 +59,8 @@ async def register(
             await conn.execute("DELETE FROM images WHERE id = ANY($1::text[])", stale)
         image_id = str(uuid.uuid4())  # Glance's ids are UUIDs, as an upload's are
         await conn.execute(
-            "INSERT INTO images (id, name, owner, status, visibility, disk_format, container_format, min_ram, "
-            "properties) VALUES ($1, $2, $3, 'saving', 'public', $4, 'bare', $5, $6::jsonb)",
+            "INSERT INTO images (id, name, owner, status, visibility, disk_format, container_format, "
+            "min_ram, properties) VALUES ($1, $2, $3, 'saving', 'public', $4, 'bare', $5, $6::jsonb)",
             image_id,
             name,
             owner,
@@ -75,8 +75,8 @@ async def register(
         received = await store.receive(_chunks(path), destination, cap=1 << 40)
         virtual = formats.virtual_size(disk_format, received.head, received.tail, received.size)
         await pool.execute(
-            "UPDATE images SET status = 'active', size = $2, virtual_size = $3, checksum = $4, os_hash_algo = $5, "
-            "os_hash_value = $6, updated_at = now() WHERE id = $1",
+            "UPDATE images SET status = 'active', size = $2, virtual_size = $3, checksum = $4, "
+            "os_hash_algo = $5, os_hash_value = $6, updated_at = now() WHERE id = $1",
             image_id,
             received.size,
             virtual,

@@ -30,7 +30,8 @@ def device_id(network_id: str) -> str:
 
 async def _port(conn: Any, network_id: str) -> asyncpg.Record | None:
     return await conn.fetchrow(
-        "SELECT * FROM ports WHERE network_id = $1 AND device_owner = $2 ORDER BY created_at, id LIMIT 1 FOR UPDATE",
+        "SELECT * FROM ports WHERE network_id = $1 AND device_owner = $2 ORDER BY created_at, id "
+        "LIMIT 1 FOR UPDATE",
         network_id,
         DHCP_OWNER,
     )

@@ -60,7 +60,8 @@ EXTENSIONS = (
     (
         "standard-attr-timestamp",
         "Resource timestamps",
-        "Adds created_at and updated_at fields to all Neutron resources that have Neutron standard attributes.",
+        "Adds created_at and updated_at fields to all Neutron resources that have Neutron standard "
+        "attributes.",
     ),
     ("project-id", "project_id field enabled", "Extension that indicates that project_id field is enabled."),
     ("pagination", "Pagination support", "Extension that indicates that pagination is enabled."),

@@ -131,7 +131,8 @@ async def _insert(conn: Any, subnet: Subnet, port_id: str, ip: IPAddress) -> boo
     try:
         async with conn.transaction():
             await conn.execute(
-                "INSERT INTO ip_allocations (subnet_id, ip_address, port_id, network_id) VALUES ($1, $2, $3, $4)",
+                "INSERT INTO ip_allocations (subnet_id, ip_address, port_id, network_id) "
+                "VALUES ($1, $2, $3, $4)",
                 subnet.id,
                 ip,
                 port_id,
@@ -289,8 +290,8 @@ async def release(conn: Any, port_id: str, subnet_id: str) -> None:
 async def addresses(conn: Any, port_ids: list[str]) -> dict[str, list[dict[str, str]]]:
     """Each port's fixed IPs as Neutron shows them, IPv4 first, then by address."""
     rows = await conn.fetch(
-        "SELECT port_id, subnet_id, host(ip_address) AS ip FROM ip_allocations WHERE port_id = ANY($1::text[]) "
-        "ORDER BY port_id, family(ip_address), ip_address",
+        "SELECT port_id, subnet_id, host(ip_address) AS ip FROM ip_allocations "
+        "WHERE port_id = ANY($1::text[]) ORDER BY port_id, family(ip_address), ip_address",
         port_ids,
     )
     result: dict[str, list[dict[str, str]]] = {pid: [] for pid in port_ids}

@@ -203,10 +203,10 @@ async def create(request: web.Request) -> web.Response:
     async with ctx(request).pool.acquire() as conn, conn.transaction():
         await enforce(conn, project_id, "network")
         row = await conn.fetchrow(
-            "INSERT INTO networks (id, version, project_id, name, description, status, admin_state_up, shared, "
-            "external, mtu, port_security_enabled, dns_domain, availability_zone_hints, tags, revision_number) "
-            "VALUES (gen_random_uuid()::text, 1, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 1) "
-            "RETURNING *, '{}'::text[] AS subnet_ids",
+            "INSERT INTO networks (id, version, project_id, name, description, status, admin_state_up, "
+            "shared, external, mtu, port_security_enabled, dns_domain, availability_zone_hints, tags, "
+            "revision_number) VALUES (gen_random_uuid()::text, 1, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, "
+            "$11, $12, 1) RETURNING *, '{}'::text[] AS subnet_ids",
             project_id,
             values.get("name", ""),
             values.get("description", ""),
@@ -272,8 +272,8 @@ async def update(request: web.Request) -> web.Response:
         if changes:
             assignments = ", ".join(f"{column} = ${i}" for i, column in enumerate(changes, start=2))
             await conn.execute(
-                f"UPDATE networks SET {assignments}, version = version + 1, revision_number = revision_number + 1, "
-                f"updated_at = now() WHERE id = $1",
+                f"UPDATE networks SET {assignments}, version = version + 1, "
+                "revision_number = revision_number + 1, updated_at = now() WHERE id = $1",
                 network_id,
                 *changes.values(),
             )

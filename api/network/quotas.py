@@ -65,7 +65,8 @@ async def list_quotas(request: web.Request) -> web.Response:
         raise Forbidden("rule:get_quota is disallowed by policy")
     async with ctx(request).pool.acquire() as conn:
         projects = await conn.fetch(
-            "SELECT DISTINCT project_id FROM quota_limits WHERE resource = ANY($1::text[]) ORDER BY project_id",
+            "SELECT DISTINCT project_id FROM quota_limits WHERE resource = ANY($1::text[]) "
+            "ORDER BY project_id",
             list(NETWORK),
         )
         result = []

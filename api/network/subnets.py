@@ -374,8 +374,8 @@ async def _lock_network(conn: Any, network_id: str) -> asyncpg.Record:
     """Lock the network against other subnet changes and note the change on it (its `subnets`
     changed: Neutron bumps its revision; the version bump keeps the actor's copy honest)."""
     row = await conn.fetchrow(
-        "UPDATE networks SET version = version + 1, revision_number = revision_number + 1, updated_at = now() "
-        "WHERE id = $1 RETURNING *",
+        "UPDATE networks SET version = version + 1, revision_number = revision_number + 1, "
+        "updated_at = now() WHERE id = $1 RETURNING *",
         network_id,
     )
     if row is None:
@@ -435,10 +435,10 @@ async def create(request: web.Request) -> web.Response:
                 f"another subnet"
             )
         row = await conn.fetchrow(
-            "INSERT INTO subnets (id, network_id, project_id, name, description, ip_version, cidr, gateway_ip, "
-            "enable_dhcp, dns_nameservers, allocation_pools, host_routes, ipv6_ra_mode, ipv6_address_mode, tags) "
-            "VALUES (gen_random_uuid()::text, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) "
-            "RETURNING *",
+            "INSERT INTO subnets (id, network_id, project_id, name, description, ip_version, cidr, "
+            "gateway_ip, enable_dhcp, dns_nameservers, allocation_pools, host_routes, ipv6_ra_mode, "
+            "ipv6_address_mode, tags) VALUES (gen_random_uuid()::text, $1, $2, $3, $4, $5, $6, $7, $8, $9, "
+            "$10, $11, $12, $13, $14) RETURNING *",
             network["id"],
             project_id,
             values.get("name", ""),
@@ -546,10 +546,10 @@ async def update(request: web.Request) -> web.Response:
             "enable_dhcp": enable_dhcp,
         }
         row = await conn.fetchrow(
-            "UPDATE subnets SET name = coalesce($2, name), description = coalesce($3, description), gateway_ip = $4, "
-            "allocation_pools = $5, dns_nameservers = coalesce($6, dns_nameservers), "
-            "host_routes = coalesce($7, host_routes), enable_dhcp = $8, revision_number = revision_number + 1, "
-            "updated_at = now() WHERE id = $1 RETURNING *",
+            "UPDATE subnets SET name = coalesce($2, name), description = coalesce($3, description), "
+            "gateway_ip = $4, allocation_pools = $5, dns_nameservers = coalesce($6, dns_nameservers), "
+            "host_routes = coalesce($7, host_routes), enable_dhcp = $8, "
+            "revision_number = revision_number + 1, updated_at = now() WHERE id = $1 RETURNING *",
             subnet_id,
             *(changes[c] for c in _COLUMNS),
         )
@@ -573,8 +573,8 @@ async def delete(request: web.Request) -> web.Response:
             # Neutron takes automatic (SLAAC) addresses back from the ports instead of refusing.
             await conn.execute(
                 "WITH gone AS (DELETE FROM ip_allocations WHERE subnet_id = $1 RETURNING port_id) "
-                "UPDATE ports SET version = version + 1, revision_number = revision_number + 1, updated_at = now() "
-                "WHERE id IN (SELECT port_id FROM gone) AND device_owner <> $2",
+                "UPDATE ports SET version = version + 1, revision_number = revision_number + 1, "
+                "updated_at = now() WHERE id IN (SELECT port_id FROM gone) AND device_owner <> $2",
                 subnet_id,
                 networks.DHCP_OWNER,
             )
