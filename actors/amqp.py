@@ -16,6 +16,7 @@ from collections.abc import Iterable
 import aio_pika
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
+from pamqp.common import Arguments
 
 from actors.errors import ServiceUnreachable
 from protocol import notifications
@@ -50,7 +51,7 @@ async def connect(url: str) -> AbstractRobustConnection:
         quiet.setLevel(level)
 
 
-def shard_queue_arguments() -> dict[str, object]:
+def shard_queue_arguments() -> Arguments:
     return {
         "x-queue-type": "quorum",
         "x-single-active-consumer": True,
@@ -63,7 +64,7 @@ async def declare_commands(channel: AbstractChannel) -> aio_pika.abc.AbstractQue
     """The command exchange and its queue (api/commands.py): declared by every process, so that
     an integration can send commands as soon as any part of the cloud is up."""
     exchange = await channel.declare_exchange(COMMANDS_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
-    queue = await channel.declare_queue(COMMANDS_QUEUE, durable=True, arguments=COMMANDS_QUEUE_ARGUMENTS)
+    queue = await channel.declare_queue(COMMANDS_QUEUE, durable=True, arguments={**COMMANDS_QUEUE_ARGUMENTS})
     await queue.bind(exchange, routing_key="#")
     return queue
 

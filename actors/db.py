@@ -9,8 +9,12 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import msgspec
+from asyncpg.pool import PoolConnectionProxy
 
 from actors.errors import ServiceUnreachable
+
+# What the runtime's code is handed: a connection of its own, or one borrowed from a pool.
+Connection = asyncpg.Connection | PoolConnectionProxy
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = ROOT / "schema.sql"
@@ -146,7 +150,7 @@ async def init_schema(
 
 
 async def _current_version(conn: asyncpg.Connection) -> int:
-    return await conn.fetchval("SELECT max(version) FROM schema_version")
+    return int(await conn.fetchval("SELECT max(version) FROM schema_version"))
 
 
 async def cluster_setting(conn: asyncpg.Connection | asyncpg.Pool, key: str) -> object:

@@ -15,6 +15,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from actors import db
 from actors.table import Notify, TransitionTable
 from protocol.notifications import Notification
 
@@ -49,7 +50,7 @@ class ActorKind:
 
     store: RowStore = dataclasses.field(init=False, repr=False, compare=False)
 
-    async def full_row(self, conn: asyncpg.Connection, record: Any) -> dict[str, Any]:
+    async def full_row(self, conn: db.Connection, record: Any) -> dict[str, Any]:
         """Every column of the actor's row (what a notification describes); the record itself
         when the row is gone."""
         row = await conn.fetchrow(f"SELECT * FROM {self.sql_table} WHERE id = $1", record.id)
@@ -93,21 +94,21 @@ class RowStore:
             return None
         return msgspec.convert({c: row[c] for c in self.columns}, self.record, strict=False)
 
-    async def load(self, conn: asyncpg.Connection, actor_id: str, *, lock: bool) -> Any:
+    async def load(self, conn: db.Connection, actor_id: str, *, lock: bool) -> Any:
         return self.decode(await conn.fetchrow(self._select_locked if lock else self._select, actor_id))
 
-    async def insert(self, conn: asyncpg.Connection, record: Any) -> Any | None:
+    async def insert(self, conn: db.Connection, record: Any) -> Any | None:
         """Insert a new actor at version 1; None when a row with that id already exists."""
         record = msgspec.structs.replace(record, version=1)
         version = await conn.fetchval(self._insert, *(getattr(record, c) for c in self.columns))
         return None if version is None else record
 
-    async def update(self, conn: asyncpg.Connection, record: Any, expected_version: int) -> Any | None:
+    async def update(self, conn: db.Connection, record: Any, expected_version: int) -> Any | None:
         """Store `record` if the row is still at `expected_version`; None when it moved on."""
         version = await conn.fetchval(
             self._update, record.id, expected_version, *(getattr(record, c) for c in self._settable)
         )
         return None if version is None else msgspec.structs.replace(record, version=version)
 
-    async def delete(self, conn: asyncpg.Connection, actor_id: Any, expected_version: int) -> bool:
+    async def delete(self, conn: db.Connection, actor_id: Any, expected_version: int) -> bool:
         return (await conn.execute(self._delete, actor_id, expected_version)) == "DELETE 1"

@@ -31,9 +31,8 @@ def _iso(value: Any) -> str | None:
     if isinstance(value, (int, float)):
         value = datetime.datetime.fromtimestamp(value, datetime.UTC)
     if isinstance(value, datetime.datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=datetime.UTC)
-        return value.astimezone(datetime.UTC).isoformat()
+        stamp: datetime.datetime = value if value.tzinfo is not None else value.replace(tzinfo=datetime.UTC)
+        return stamp.astimezone(datetime.UTC).isoformat()
     return str(value)
 
 

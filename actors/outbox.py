@@ -20,6 +20,7 @@ import asyncpg
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
 
+from actors import db
 from actors.crashpoints import crashpoint
 from protocol import Envelope, encode, notifications
 from protocol.routing import ACTOR_EXCHANGE, route
@@ -63,7 +64,7 @@ def to_notifications(notification: notifications.Notification, at: float) -> Out
     )
 
 
-async def write(conn: asyncpg.Connection, rows: Sequence[OutboxRow], *, wake: bool = False) -> None:
+async def write(conn: db.Connection, rows: Sequence[OutboxRow], *, wake: bool = False) -> None:
     """Add rows to the outbox inside the caller's transaction; `wake`: tell the relays (at
     commit) to publish them now, for writers whose process has no relay of its own."""
     if not rows:
@@ -80,7 +81,7 @@ async def write(conn: asyncpg.Connection, rows: Sequence[OutboxRow], *, wake: bo
     )
 
 
-async def send(conn: asyncpg.Connection, envelopes: Iterable[Envelope], shards: int) -> None:
+async def send(conn: db.Connection, envelopes: Iterable[Envelope], shards: int) -> None:
     """For callers outside the runtime (API, commands): send to actors in your transaction."""
     await write(conn, [to_actor(e, shards) for e in envelopes], wake=True)
 

@@ -22,7 +22,7 @@ import msgspec
 
 from actors import notices
 from actors.kind import ActorKind
-from actors.table import Context, Notify, Outcome, Send, TransitionTable
+from actors.table import ABSENT, Context, Notify, Outcome, Send, TransitionTable
 from protocol import Target
 from protocol import network as n
 from protocol.actor import StateTimeout
@@ -137,7 +137,7 @@ def unbind(record: PortRecord, msg: n.UnbindPort, ctx: Context) -> Outcome[PortR
     )
 
 
-@table.on(n.DeletePort, source=STATES)
+@table.on(n.DeletePort, source=STATES, to=ABSENT)
 def delete(record: PortRecord, msg: n.DeletePort, ctx: Context) -> Outcome[PortRecord]:
     if record.device_id != msg.server_id:
         return Outcome(record)  # the port was given to another server meanwhile: keep it

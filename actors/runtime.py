@@ -60,6 +60,8 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.ConnectionDoesNotExistError,
     db.PROTOCOL_LOST,  # a connection the database closed in a shutdown (actors/db.py)
 )
+# What a shard-balancing pass survives: the database or the broker away, or a refused query.
+_BALANCE_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT_ERRORS, asyncpg.PostgresError, *BROKER_GONE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,7 +189,7 @@ class Runtime:
                 await self._balance()
             except asyncio.CancelledError:
                 raise
-            except (*TRANSIENT_ERRORS, asyncpg.PostgresError, *BROKER_GONE) as exc:
+            except _BALANCE_ERRORS as exc:
                 log.warning("shard balancing failed; will retry", error=repr(exc))
 
     async def _balance(self) -> None:
@@ -299,20 +301,7 @@ class Runtime:
         failures = 0
         while True:
             try:
-                async with self.pool.acquire() as conn:
-                    if isinstance(kind, ServiceKind):
-                        result = await run_service_turn(
-                            conn, kind, envelope, shards=self.shards, member_id=self.member_id
-                        )
-                    else:
-                        result = await run_turn(
-                            conn,
-                            kind,
-                            envelope,
-                            self.activations.get(key),
-                            shards=self.shards,
-                            member_id=self.member_id,
-                        )
+                result = await self._turn(kind, key, envelope)
             except TRANSIENT_ERRORS as exc:
                 self.activations.evict(key)
                 if self._stopping:
@@ -327,26 +316,40 @@ class Runtime:
                 log.warning(f"{where} failed", attempt=failures, error=str(exc))
                 if failures >= self.settings.handler_attempts:
                     reason = f"{where} failed {failures} times: {exc}"
-                    if await self._dead_letter(
+                    dead = await self._dead_letter(
                         kind, envelope, queue, message.body, reason, fault_details(exc)
-                    ):
-                        return "dead-lettered"
-                    return None
+                    )
+                    return "dead-lettered" if dead else None
             else:
-                self.counters[result.status] += 1
-                if result.status == "duplicate":
-                    log.info("duplicate message skipped")
-                elif result.status == "rejected":
-                    log.info("message rejected", reason=result.rejection.reason if result.rejection else "")
-                if result.status != "duplicate" and isinstance(kind, ActorKind):
-                    self.activations.put(key, result.record)
-                if result.sent:
-                    self.relay.wake()
-                if result.timers_set:
-                    self.timers.wake()
+                self._after_turn(kind, key, result)
                 return result
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self.settings.backoff_max)
+
+    async def _turn(
+        self, kind: ActorKind | ServiceKind, key: tuple[str, str], envelope: Envelope
+    ) -> TurnResult:
+        async with self.pool.acquire() as conn:
+            if isinstance(kind, ServiceKind):
+                return await run_service_turn(
+                    conn, kind, envelope, shards=self.shards, member_id=self.member_id
+                )
+            cached = self.activations.get(key)
+            return await run_turn(conn, kind, envelope, cached, shards=self.shards, member_id=self.member_id)
+
+    def _after_turn(self, kind: ActorKind | ServiceKind, key: tuple[str, str], result: TurnResult) -> None:
+        """Count the turn, keep the actor's record warm, wake the outbox relay and the timers."""
+        self.counters[result.status] += 1
+        if result.status == "duplicate":
+            log.info("duplicate message skipped")
+        elif result.status == "rejected":
+            log.info("message rejected", reason=result.rejection.reason if result.rejection else "")
+        if result.status != "duplicate" and isinstance(kind, ActorKind):
+            self.activations.put(key, result.record)
+        if result.sent:
+            self.relay.wake()
+        if result.timers_set:
+            self.timers.wake()
 
     async def _dead_letter(
         self,

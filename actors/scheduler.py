@@ -19,8 +19,7 @@ import math
 import os
 from typing import Any
 
-import asyncpg
-
+from actors import db
 from actors.service import ServiceKind
 from actors.table import Context, Send
 from protocol import Target
@@ -69,7 +68,7 @@ def demand(flavor: m.FlavorSpec) -> tuple[int, int, int]:
     return flavor.vcpus, flavor.ram, disk
 
 
-async def _group_hosts(conn: asyncpg.Connection, group_id: str) -> tuple[str | None, list[str]]:
+async def _group_hosts(conn: db.Connection, group_id: str) -> tuple[str | None, list[str]]:
     """The group's policy and the hosts its members already use (locked for this turn)."""
     await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"server-group:{group_id}")
     policy = await conn.fetchval("SELECT policy FROM server_groups WHERE id = $1", group_id)
@@ -77,7 +76,7 @@ async def _group_hosts(conn: asyncpg.Connection, group_id: str) -> tuple[str | N
     return policy, [r["host"] for r in rows]
 
 
-async def claim(conn: asyncpg.Connection, msg: m.SelectHost) -> m.Scheduled | m.NoValidHost:
+async def claim(conn: db.Connection, msg: m.SelectHost) -> m.Scheduled | m.NoValidHost:
     """Pick and claim a host for the server, inside the caller's transaction."""
     existing = await conn.fetchrow(
         "SELECT a.host, h.availability_zone, h.hypervisor_hostname FROM allocations a "
@@ -132,7 +131,7 @@ async def claim(conn: asyncpg.Connection, msg: m.SelectHost) -> m.Scheduled | m.
     return m.NoValidHost(reason="There are not enough hosts available.")
 
 
-async def release(conn: asyncpg.Connection, server_id: str, host: str) -> bool:
+async def release(conn: db.Connection, server_id: str, host: str) -> bool:
     """Give the server's claim back to its host; False when there was none (idempotent)."""
     row = await conn.fetchrow(
         "DELETE FROM allocations WHERE server_id = $1 AND host = $2 RETURNING vcpus, memory_mb, local_gb",
@@ -152,11 +151,11 @@ async def release(conn: asyncpg.Connection, server_id: str, host: str) -> bool:
     return True
 
 
-async def _select_host(conn: asyncpg.Connection, msg: m.SelectHost, ctx: Context) -> list[Any]:
+async def _select_host(conn: db.Connection, msg: m.SelectHost, ctx: Context) -> list[Any]:
     return [Send(Target("server", msg.server_id), await claim(conn, msg))]
 
 
-async def _release_claim(conn: asyncpg.Connection, msg: m.ReleaseClaim, ctx: Context) -> list[Any]:
+async def _release_claim(conn: db.Connection, msg: m.ReleaseClaim, ctx: Context) -> list[Any]:
     await release(conn, msg.server_id, msg.host)
     return []
 

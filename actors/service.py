@@ -20,12 +20,12 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
-import asyncpg
-
+from actors import db
 from actors.table import Context, Effect
 from protocol import Message
 
-ServiceHandler = Callable[[asyncpg.Connection, Message, Context], Awaitable[Iterable[Effect]]]
+# (Any: each handler takes the one message type it is registered for.)
+ServiceHandler = Callable[[db.Connection, Any, Context], Awaitable[Iterable[Effect]]]
 
 
 @dataclasses.dataclass(frozen=True)

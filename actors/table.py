@@ -34,7 +34,7 @@ their own timeouts. A handler that stays in its state but starts over (gen_state
 `repeat_state`) says `Outcome(..., reenter=True)`; one entry may get another timeout than the
 declared one with `Outcome(..., timeout=seconds)` (NO_TIMEOUT: none this time, and say why).
 
-`describe()` renders the table as Markdown (docs/states/<kind>.md, kept equal by a test).
+actors/statedoc.py renders each table as Markdown (docs/states/<kind>.md, kept equal by a test).
 """
 
 from __future__ import annotations
@@ -252,7 +252,7 @@ class TransitionTable(Generic[R]):
     def _check(
         self, message: type[Message], sources: frozenset[str], targets: frozenset[str] = frozenset()
     ) -> None:
-        unknown = (sources - {ABSENT} - self.states) | (targets - self.states)
+        unknown = (sources - {ABSENT} - self.states) | (targets - {ABSENT} - self.states)
         if unknown:
             raise ValueError(f"{self.kind}: {message.TYPE} names undeclared states {sorted(unknown)}")
         for state in sources:
@@ -263,7 +263,8 @@ class TransitionTable(Generic[R]):
     def on(
         self, message: type[Message], *, source: Iterable[str] | str, to: Iterable[str] | str = ()
     ) -> Callable[[Handler], Handler]:
-        """A row: `message` is legal in `source`; the handler stays or leads to one of `to`."""
+        """A row: `message` is legal in `source`; the handler stays or leads to one of `to`
+        (ABSENT among them: it may delete the actor's row)."""
         sources, targets = _names(source), _names(to)
         self._check(message, sources, targets)
 
@@ -326,10 +327,11 @@ class TransitionTable(Generic[R]):
     def messages(self) -> frozenset[type[Message]]:
         return frozenset(message for _, message in self._rows)
 
-    def transitions(self) -> list[Transition]:
-        """Every row, timeouts included, each once."""
+    def transitions(self, *, timeouts: bool = True) -> list[Transition]:
+        """Every row (with the timeouts' rows unless told not to), each once."""
         rows = dict.fromkeys(self._rows.values())
-        rows.update(dict.fromkeys(t.row for t in self._timeouts.values()))
+        if timeouts:
+            rows.update(dict.fromkeys(t.row for t in self._timeouts.values()))
         return list(rows)
 
     def ignored(self) -> list[Ignored]:
@@ -341,6 +343,9 @@ class TransitionTable(Generic[R]):
     def timeouts(self) -> dict[str, float]:
         """The states that have a timeout (the transitional ones), with its length."""
         return {state: t.after for state, t in sorted(self._timeouts.items())}
+
+    def timeout_of(self, state: str) -> Timeout | None:
+        return self._timeouts.get(state)
 
     def current_state(self, record: R | None) -> str:
         return ABSENT if record is None else self.state_of(record)
@@ -385,6 +390,10 @@ class TransitionTable(Generic[R]):
                 self.kind, envelope.target.id, state, envelope.type, refusal.reason
             ) from None
         if outcome.delete:
+            if ABSENT not in row.targets:
+                raise UndeclaredTransition(
+                    f"{self.kind}: {envelope.type} in {state} deleted the row undeclared"
+                )
             return self._timed(state, None, outcome)
         if outcome.record is None:
             raise UndeclaredTransition(f"{self.kind}: {envelope.type} returned no record")
@@ -417,7 +426,7 @@ class TransitionTable(Generic[R]):
         if self._on_fault is not None:
             faulted = self._on_fault(record, fault, now)
         else:
-            faulted = msgspec.structs.replace(record, state=self.error_state)  # type: ignore[call-arg]
+            faulted = msgspec.structs.replace(record, state=self.error_state)
         if self.state_of(faulted) != self.error_state:
             raise UndeclaredTransition(f"{self.kind}: on_fault did not lead to {self.error_state}")
         return faulted

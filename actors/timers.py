@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 import asyncpg
 import structlog
 
+from actors import db
 from actors.db import DB_ERRORS
 from actors.outbox import OutboxRow
 from protocol.routing import ACTOR_EXCHANGE
@@ -40,7 +41,7 @@ SELECT message_id, '{ACTOR_EXCHANGE}', routing_key, body FROM due ORDER BY fire_
 
 
 async def set_timers(
-    conn: asyncpg.Connection, kind: str, actor_id: str, timers: Sequence[tuple[str, float, OutboxRow]]
+    conn: db.Connection, kind: str, actor_id: str, timers: Sequence[tuple[str, float, OutboxRow]]
 ) -> None:
     if not timers:
         return
@@ -56,7 +57,7 @@ async def set_timers(
     )
 
 
-async def cancel_timers(conn: asyncpg.Connection, kind: str, actor_id: str, names: Sequence[str]) -> None:
+async def cancel_timers(conn: db.Connection, kind: str, actor_id: str, names: Sequence[str]) -> None:
     if names:
         await conn.execute(
             "DELETE FROM timers WHERE kind = $1 AND actor_id = $2 AND name = ANY($3::text[])",

@@ -22,7 +22,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from actors import outbox, timers
+from actors import db, outbox, timers
 from actors.kind import ActorKind
 from actors.outbox import OutboxRow
 from actors.service import ServiceKind
@@ -77,7 +77,7 @@ class _Event:
 
 
 async def run_turn(
-    conn: asyncpg.Connection,
+    conn: db.Connection,
     kind: ActorKind,
     envelope: Envelope,
     cached: Any,
@@ -138,7 +138,7 @@ def _apply(kind: ActorKind, record: Any, envelope: Envelope) -> Outcome[Any]:
 
 
 async def _store(
-    conn: asyncpg.Connection, kind: ActorKind, record: Any, outcome: Outcome[Any]
+    conn: db.Connection, kind: ActorKind, record: Any, outcome: Outcome[Any]
 ) -> tuple[bool, Any]:
     """Write the outcome; (False, None) when the row is not what `record` said it was."""
     store = kind.store
@@ -166,7 +166,7 @@ def _effects(
 
 
 async def _notifications(
-    conn: asyncpg.Connection,
+    conn: db.Connection,
     kind: ActorKind,
     record: Any,
     notices: list[Notify],
@@ -205,7 +205,7 @@ def _perform(
 
 
 async def run_service_turn(
-    conn: asyncpg.Connection,
+    conn: db.Connection,
     kind: ServiceKind,
     envelope: Envelope,
     *,
@@ -239,7 +239,7 @@ async def run_service_turn(
 
 
 async def _write_turn(
-    conn: asyncpg.Connection,
+    conn: db.Connection,
     kind: ActorKind | ServiceKind,
     envelope: Envelope,
     record: Any,
@@ -281,7 +281,7 @@ def _reply(
 
 
 async def _write_events(
-    conn: asyncpg.Connection,
+    conn: db.Connection,
     kind: ActorKind | ServiceKind,
     envelope: Envelope,
     record: Any,
@@ -306,7 +306,7 @@ async def _write_events(
 
 
 async def record_fault(
-    conn: asyncpg.Connection,
+    conn: db.Connection,
     kind: ActorKind | ServiceKind | None,
     envelope: Envelope | None,
     *,
@@ -348,7 +348,7 @@ async def record_fault(
 
 
 async def _fault_actor(
-    conn: asyncpg.Connection, kind: ActorKind, envelope: Envelope, reason: str, details: str
+    conn: db.Connection, kind: ActorKind, envelope: Envelope, reason: str, details: str
 ) -> Any:
     """Put the actor in its error state with a recorded fault (Nova's instance fault)."""
     record = await kind.store.load(conn, envelope.target.id, lock=True)

@@ -24,7 +24,18 @@ import msgspec
 
 from actors import notices
 from actors.kind import ActorKind
-from actors.table import NO_TIMEOUT, Context, Effect, Fault, Notify, Outcome, Refused, Send, TransitionTable
+from actors.table import (
+    ABSENT,
+    NO_TIMEOUT,
+    Context,
+    Effect,
+    Fault,
+    Notify,
+    Outcome,
+    Refused,
+    Send,
+    TransitionTable,
+)
 from protocol import Target
 from protocol import volume as v
 from protocol.actor import StateTimeout
@@ -196,7 +207,7 @@ def _delete(record: VolumeRecord, ctx: Context) -> Outcome[VolumeRecord]:
     )
 
 
-@table.on(v.DeleteVolume, source=DELETABLE, to=S.DELETING)
+@table.on(v.DeleteVolume, source=DELETABLE, to={S.DELETING, ABSENT})
 def delete(record: VolumeRecord, msg: v.DeleteVolume, ctx: Context) -> Outcome[VolumeRecord]:
     if record.attachment is not None:
         raise Refused(f"Volume {record.id} is attached to server {record.attachment['server_id']}.")
@@ -208,7 +219,7 @@ def delete_again(record: VolumeRecord, msg: v.DeleteVolume, ctx: Context) -> Out
     return Outcome(record)
 
 
-@table.on(v.VolumeDeleted, source={S.DELETING, S.ERROR_DELETING})
+@table.on(v.VolumeDeleted, source={S.DELETING, S.ERROR_DELETING}, to=ABSENT)
 def deleted(record: VolumeRecord, msg: v.VolumeDeleted, ctx: Context) -> Outcome[VolumeRecord]:
     return Outcome(None, effects=(Notify("volume.delete.end"),), delete=True)
 
@@ -317,7 +328,7 @@ def detaching(record: VolumeRecord, msg: v.VolumeDetaching, ctx: Context) -> Out
 table.ignore(v.VolumeDetaching, in_=STATES - {S.DETACHING})
 
 
-@table.on(v.VolumeDetached, source=STATES, to={S.AVAILABLE, S.DELETING})
+@table.on(v.VolumeDetached, source=STATES, to={S.AVAILABLE, S.DELETING, ABSENT})
 def detached(record: VolumeRecord, msg: v.VolumeDetached, ctx: Context) -> Outcome[VolumeRecord]:
     """No longer on its server: available again (an error stays an error), or deleted with it.
     A boot volume still being created when its server went away stays creating, with its
@@ -351,7 +362,9 @@ def reset_state(record: VolumeRecord, msg: v.ResetVolumeState, ctx: Context) -> 
 
 def _timed_out(record: VolumeRecord, msg: StateTimeout, ctx: Context) -> Outcome[VolumeRecord]:
     reason = f"Timed out while the volume was {record.status}."
-    effects = (*_failed_boot(record, reason), _create_error(reason)) if record.status == S.CREATING else ()
+    effects: tuple[Effect, ...] = ()
+    if record.status == S.CREATING:
+        effects = (*_failed_boot(record, reason), _create_error(reason))
     return _to(record, ctx, TIMED_OUT[record.status], *effects, fault=reason)
 
 

@@ -13,7 +13,7 @@ fields are errors) so that a malformed body is caught at the edge, never inside 
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import msgspec
 
@@ -26,7 +26,7 @@ class Message(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     TYPE: ClassVar[str] = ""
     VERSION: ClassVar[int] = 1
 
-    def __init_subclass__(cls, **kwargs: object) -> None:
+    def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if not cls.__dict__.get("TYPE"):
             return  # an abstract intermediate class

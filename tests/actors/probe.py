@@ -132,7 +132,7 @@ def explode(record: ProbeRecord, msg: Explode, ctx: Context) -> Outcome[ProbeRec
     raise RuntimeError("probe exploded as asked")
 
 
-@table.on(Remove, source=STATES - {"error"}, to=())
+@table.on(Remove, source=STATES - {"error"}, to=ABSENT)
 def remove(record: ProbeRecord, msg: Remove, ctx: Context) -> Outcome[ProbeRecord]:
     return Outcome(None, delete=True)
 
