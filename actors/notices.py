@@ -14,14 +14,20 @@ from typing import Any
 
 from actors.table import Notify
 from protocol.notifications import ERROR, Notification, versioned
-
-# Nova's power_state names in notifications (nova/compute/power_state.py STATE_MAP).
-_POWER = {0: "pending", 1: "running", 3: "paused", 4: "shutdown", 6: "crashed", 7: "suspended"}
+from protocol.states import PowerState, VmState, VolumeStatus
 
 # Payload class and version per event family, as Nova names them.
 _CREATE = ("InstanceCreatePayload", "1.12")
 _ACTION = ("InstanceActionPayload", "1.8")
 _VOLUME_ACTION = ("InstanceActionVolumePayload", "1.6")
+
+
+def _power_label(value: Any) -> str:
+    """Nova's name for a power_state in notifications (nova/compute/power_state.py STATE_MAP)."""
+    try:
+        return PowerState(int(value or 0)).label
+    except ValueError:
+        return PowerState.NOSTATE.label
 
 
 def _iso(value: Any) -> str | None:
@@ -101,10 +107,10 @@ def _instance_data(row: Mapping[str, Any], notice: Notify) -> dict[str, Any]:
         "created_at": _iso(row.get("created_at")),
         "launched_at": _iso(row.get("launched_at")),
         "terminated_at": _iso(row.get("terminated_at")),
-        "deleted_at": _iso(row.get("terminated_at")) if row.get("vm_state") == "deleted" else None,
+        "deleted_at": _iso(row.get("terminated_at")) if row.get("vm_state") == VmState.DELETED else None,
         "updated_at": _iso(row.get("updated_at")),
         "state": row.get("vm_state"),
-        "power_state": _POWER.get(int(row.get("power_state") or 0), "pending"),
+        "power_state": _power_label(row.get("power_state")),
         "task_state": row.get("task_state"),
         "progress": 0,
         "metadata": dict(row.get("metadata") or {}),
@@ -157,7 +163,7 @@ def volume(row: Mapping[str, Any], notice: Notify) -> Notification:
         "volume_type": row.get("volume_type"),
         "display_name": row.get("name"),
         "launched_at": _iso(row.get("created_at"))
-        if row.get("status") not in ("creating", "error")
+        if row.get("status") not in (VolumeStatus.CREATING, VolumeStatus.ERROR)
         else None,
         "created_at": _iso(row.get("created_at")),
         "status": row.get("status"),

@@ -19,15 +19,17 @@ from typing import Any
 
 import aiohttp
 
+from protocol.states import VmState, VolumeStatus
+
 RESET, DIM, BOLD = "\033[0m", "\033[2m", "\033[1m"
 COLOURS = {
-    "active": "\033[32m",
-    "available": "\033[32m",
-    "in-use": "\033[32m",
-    "error": "\033[31m",
-    "deleted": "\033[35m",
-    "stopped": "\033[34m",
-    "down": "\033[33m",
+    VmState.ACTIVE: "\033[32m",
+    VolumeStatus.AVAILABLE: "\033[32m",
+    VolumeStatus.IN_USE: "\033[32m",
+    VmState.ERROR: "\033[31m",
+    VmState.DELETED: "\033[35m",
+    VmState.STOPPED: "\033[34m",
+    "down": "\033[33m",  # a host
 }
 TRANSITIONAL = "\033[33m"
 

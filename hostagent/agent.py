@@ -69,7 +69,7 @@ from hostagent.virt.base import (
 from protocol import Envelope, Message, ProtocolError, Target
 from protocol import compute as m
 from protocol import volume as v
-from protocol.states import PowerState
+from protocol.states import PowerState, VmState
 
 log = structlog.get_logger("hostagent")
 
@@ -237,7 +237,7 @@ class HostAgent(RequestAgent):
             server_id
             for server_id in mine
             if owners.get(server_id) is None
-            or owners[server_id][0] == "deleted"
+            or owners[server_id][0] == VmState.DELETED
             or owners[server_id][1] != self.name
         }
 

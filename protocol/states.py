@@ -2,10 +2,10 @@
 
 One vocabulary, defined once and imported downwards (`actors`, `api`, `hostagent` and
 `actorstack` all use these): Nova's `vm_states`, `task_states` and `power_state`, Cinder's
-volume and attach statuses, Neutron's port and network statuses. The enums are `str` (or, for
-Nova's power states, `int`) enums, so their values are the same strings and numbers as before
-in PostgreSQL, in JSON and on the wire; a record field typed with one decodes from the plain
-value.
+volume and attach statuses, Neutron's port and network statuses, Glance's image statuses. The
+enums are `str` (or, for Nova's power states, `int`) enums, so their values are the same strings
+and numbers as before in PostgreSQL, in JSON and on the wire; a record field typed with one
+decodes from the plain value.
 
 `server_status` is Nova's derivation of the API status from (vm_state, task_state).
 """
@@ -209,3 +209,17 @@ class NetworkStatus(enum.StrEnum):
     ACTIVE = "ACTIVE"
     DOWN = "DOWN"
     ERROR = "ERROR"
+
+
+class ImageStatus(enum.StrEnum):
+    """Glance's image status."""
+
+    QUEUED = "queued"
+    SAVING = "saving"
+    ACTIVE = "active"
+    KILLED = "killed"
+    DELETED = "deleted"
+    UPLOADING = "uploading"
+    IMPORTING = "importing"
+    PENDING_DELETE = "pending_delete"
+    DEACTIVATED = "deactivated"

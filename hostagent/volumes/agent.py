@@ -34,6 +34,7 @@ from hostagent.storage import StorageError, canonical_id, image_file_id
 from hostagent.volumes.backend import SourceImage, VolumeBackend, VolumeBackendError
 from protocol import Message, ProtocolError, Target
 from protocol import volume as v
+from protocol.states import ImageStatus
 
 log = structlog.get_logger("hostagent.volumes")
 
@@ -150,7 +151,7 @@ class StorageAgent(RequestAgent):
         row = await self.pool.fetchrow("SELECT status, disk_format FROM images WHERE id = $1", image_id)
         if row is None:
             raise VolumeBackendError(f"Image {image_id} could not be found.")
-        if row["status"] != "active":
+        if row["status"] != ImageStatus.ACTIVE:
             raise VolumeBackendError(f"Image {image_id} is not active (its status is {row['status']}).")
         return SourceImage(image_id, self.settings.image_dir / image_id, str(row["disk_format"]))
 
