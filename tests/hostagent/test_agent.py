@@ -313,7 +313,9 @@ async def _reported_once_after_start(
     assert await again.driver.power_state(box.server_id) is PowerState.SHUTDOWN
     await asyncio.sleep(3 * SYNC)
     assert box.nothing_more()  # unchanged: reported once
-    await client.send(Target("agent", again.name), m.PowerActionOnHost(server_id=box.server_id, action="start"))
+    await client.send(
+        Target("agent", again.name), m.PowerActionOnHost(server_id=box.server_id, action="start")
+    )
     assert (await box.next_of(m.ActionDone)).body.power_state == PowerState.RUNNING
 
 

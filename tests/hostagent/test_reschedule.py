@@ -48,8 +48,8 @@ async def test_a_failed_spawn_is_retried_on_another_host_and_frees_its_claim(
         server_id = str(uuid.uuid4())
         flavor = {"id": "1", "name": "m1.tiny", "ram": 512, "vcpus": 1, "disk": 1}
         await pool.execute(  # as the API creates it
-            "INSERT INTO servers (id, version, project_id, user_id, display_name, vm_state, task_state, flavor, "
-            "image_id, requested_availability_zone, reservation_id) "
+            "INSERT INTO servers (id, version, project_id, user_id, display_name, vm_state, task_state, "
+            "flavor, image_id, requested_availability_zone, reservation_id) "
             "VALUES ($1, 1, 'p', 'u', $2, 'building', 'scheduling', $3, $4, $5, 'r-test')",
             server_id,
             f"{PREFIX}-vm",
