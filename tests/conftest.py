@@ -2,7 +2,8 @@
 
 Each test run gets its own PostgreSQL database and RabbitMQ vhost named `astest_<hex>` (the
 run prefix, easy to find if anything is ever left over), created at the start of the session
-and removed at its end, whether the tests passed or not. Runtime processes started by a test
+and removed at its end, whether the tests passed or not (actorstack/scratch.py makes and removes
+them, and the clouds of tests that need one of their own). Runtime processes started by a test
 are killed when the test ends.
 """
 
@@ -12,9 +13,7 @@ import asyncio
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -29,6 +28,8 @@ import pytest
 from actors import amqp, db
 from actors.client import ActorClient
 from actors.runtime import Runtime, RuntimeSettings
+from actorstack import scratch
+from actorstack.scratch import ScratchProcess, ScratchServices
 from tests.watchdog import Watchdog
 
 # In CI the property-based tests draw the same examples every run (a failure there is a bug to
@@ -38,29 +39,9 @@ hypothesis.settings.register_profile("ci", derandomize=True, database=None, prin
 if os.environ.get("CI"):
     hypothesis.settings.load_profile("ci")
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = scratch.ROOT
 RUN_PREFIX = f"astest_{uuid.uuid4().hex[:8]}"
-PG_SERVER = os.environ.get("ACTORSTACK_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
-AMQP_SERVER = os.environ.get("ACTORSTACK_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672")
-
-
-class Services:
-    def __init__(self, prefix: str) -> None:
-        self.prefix = prefix
-        self.database_url = f"{PG_SERVER}/{prefix}"
-        self.amqp_url = f"{AMQP_SERVER}/{prefix}"
-
-    def env(self, **extra: str) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update(
-            ACTORSTACK_DATABASE_URL=self.database_url,
-            ACTORSTACK_AMQP_URL=self.amqp_url,
-            PYTHONPATH=str(ROOT),
-        )
-        env.pop("ACTORSTACK_CRASHPOINTS", None)
-        env.update(extra)
-        return env
-
+PG_SERVER = scratch.PG_SERVER
 
 WATCHDOG: Watchdog | None = None
 
@@ -89,74 +70,33 @@ def broker_alarms() -> str:
     return "" if done.returncode == 0 and "no alarms" in text else text
 
 
-def _rabbitmqctl(*args: str) -> None:
-    exe = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
-    subprocess.run([exe, *args], check=True, capture_output=True, timeout=120)
-
-
-async def _create_database(name: str) -> None:
-    conn = await asyncpg.connect(f"{PG_SERVER}/postgres")
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-
-
-async def drop_database(name: str) -> None:
-    conn = await asyncpg.connect(f"{PG_SERVER}/postgres")
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
-
-
-@contextlib.asynccontextmanager
-async def separate_services(suffix: str) -> AsyncIterator[Services]:
+def separate_services(suffix: str) -> ScratchServices:
     """A database and vhost of their own (<run prefix>_<suffix>), for a second cloud beside the
-    session's: empty (its `actorstack up` creates the schema), dropped afterwards."""
-    svc = Services(f"{RUN_PREFIX}_{suffix}")
-    await _create_database(svc.prefix)
-    try:
-        _rabbitmqctl("add_vhost", svc.prefix)
-        try:
-            _rabbitmqctl("set_permissions", "-p", svc.prefix, "guest", ".*", ".*", ".*")
-            yield svc
-        finally:
-            _rabbitmqctl("delete_vhost", svc.prefix)
-    finally:
-        await drop_database(svc.prefix)
+    session's: empty (its `actorstack up` creates the schema), dropped afterwards (`async with`)."""
+    return ScratchServices(f"{RUN_PREFIX}_{suffix}")
 
 
 @pytest.fixture(scope="session")
-async def services() -> AsyncIterator[Services]:
+async def services() -> AsyncIterator[ScratchServices]:
     if WATCHDOG is not None:
         WATCHDOG.loop = asyncio.get_running_loop()
     alarms = broker_alarms()
     if alarms:
         pytest.exit(f"RabbitMQ has a resource alarm raised, every publish would block:\n{alarms}", 2)
-    svc = Services(RUN_PREFIX)
-    await _create_database(svc.prefix)
-    try:
-        _rabbitmqctl("add_vhost", svc.prefix)
+    async with ScratchServices(RUN_PREFIX) as svc:
+        conn = await db.connect(svc.database_url)
         try:
-            _rabbitmqctl("set_permissions", "-p", svc.prefix, "guest", ".*", ".*", ".*")
-            conn = await db.connect(svc.database_url)
-            try:
-                await db.init_schema(conn)
-                from tests.actors.probe import DDL
+            await db.init_schema(conn)
+            from tests.actors.probe import DDL
 
-                await conn.execute(DDL)
-            finally:
-                await conn.close()
-            yield svc
+            await conn.execute(DDL)
         finally:
-            _rabbitmqctl("delete_vhost", svc.prefix)
-    finally:
-        await drop_database(svc.prefix)
+            await conn.close()
+        yield svc
 
 
 @pytest.fixture(scope="session")
-async def pool(services: Services) -> AsyncIterator[asyncpg.Pool]:
+async def pool(services: ScratchServices) -> AsyncIterator[asyncpg.Pool]:
     p = await db.create_pool(services.database_url, min_size=1, max_size=8)
     yield p
     await p.close()
@@ -168,7 +108,7 @@ async def shards(pool: asyncpg.Pool) -> int:
 
 
 @pytest.fixture(scope="session")
-async def broker(services: Services, shards: int) -> AsyncIterator[Any]:
+async def broker(services: ScratchServices, shards: int) -> AsyncIterator[Any]:
     from tests.actors.probe import KINDS
 
     connection = await amqp.connect(services.amqp_url)
@@ -210,71 +150,22 @@ async def start_runtime(
         await runtime.stop()
 
 
-class RuntimeProcess:
-    def __init__(self, proc: subprocess.Popen[bytes], log_path: Path) -> None:
-        self.proc, self.log_path = proc, log_path
-
-    @property
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=10)
-
-    def terminate(self, timeout: float = 30) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=timeout)
-
-    async def exited(self, timeout: float = 30) -> int:
-        deadline = time.monotonic() + timeout
-        while self.proc.poll() is None:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"runtime process still running after {timeout}s:\n{self.log[-3000:]}")
-            await asyncio.sleep(0.05)
-        return self.proc.returncode
-
-
 @pytest.fixture
-def spawn_runtime(services: Services, tmp_path: Path) -> Iterator[Callable[..., RuntimeProcess]]:
+def spawn_runtime(services: ScratchServices, tmp_path: Path) -> Iterator[Callable[..., ScratchProcess]]:
     """Start `actorstack runtime --load tests.actors.probe` processes; killed when the test ends."""
-    procs: list[RuntimeProcess] = []
+    procs: list[ScratchProcess] = []
 
-    def spawn(crashpoints: str = "", *extra: str) -> RuntimeProcess:
-        log_path = tmp_path / f"runtime-{len(procs)}.log"
+    def spawn(crashpoints: str = "", *extra: str) -> ScratchProcess:
+        label = f"runtime-{len(procs)}"
         env = services.env(ACTORSTACK_CRASHPOINTS=crashpoints) if crashpoints else services.env()
-        with log_path.open("wb") as log:
-            proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "actorstack.cli",
-                    "runtime",
-                    "--load",
-                    "tests.actors.probe",
-                    "--log-format",
-                    "json",
-                    "--heartbeat",
-                    "0.3",
-                    "--member-timeout",
-                    "1.5",
-                    "--backoff",
-                    "0.01",
-                    *extra,
-                ],
-                cwd=ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        rp = RuntimeProcess(proc, log_path)
-        procs.append(rp)
-        return rp
+        args = ["runtime", "--load", "tests.actors.probe", "--log-format", "json"]
+        args += ["--heartbeat", "0.3", "--member-timeout", "1.5", "--backoff", "0.01", *extra]
+        procs.append(scratch.spawn(label, args, env, tmp_path / f"{label}.log"))
+        return procs[-1]
 
     yield spawn
-    for rp in procs:
-        rp.kill()
+    for process in procs:
+        process.kill()
 
 
 async def wait_until(
@@ -315,11 +206,13 @@ def qemu_scratch_dir(label: str, unavailable: str | None, what: str) -> Iterator
 
 @contextlib.asynccontextmanager
 async def temporary_database(prefix: str) -> AsyncIterator[str]:
+    """The URL of a database `<prefix>_<hex>` that does not exist yet (the code under test
+    creates it), dropped afterwards."""
     name = f"{prefix}_{uuid.uuid4().hex[:6]}"
     try:
         yield f"{PG_SERVER}/{name}"
     finally:
-        await drop_database(name)
+        await scratch.drop_database(name)
 
 
 # --- leftovers on the host, checked at the end of the suite --------------------------------------

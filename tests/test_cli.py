@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
-import sys
-import time
+from pathlib import Path
 
-from tests.conftest import ROOT, RUN_PREFIX, Services, temporary_database
+from actorstack.scratch import ScratchServices, cli_argv, free_port, spawn
+from tests.conftest import ROOT, RUN_PREFIX, temporary_database
 
 
 def run(
     *args: str, env: dict[str, str] | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "actorstack.cli", *args],
+        cli_argv(*args),
         cwd=ROOT,
         env=env or dict(os.environ),
         capture_output=True,
@@ -43,7 +42,7 @@ def test_unreachable_database_is_one_clear_line_and_a_non_zero_exit() -> None:
     assert "Traceback" not in result.stderr and "secret" not in result.stderr
 
 
-def test_unreachable_broker_is_one_clear_line_and_a_non_zero_exit(services: Services) -> None:
+def test_unreachable_broker_is_one_clear_line_and_a_non_zero_exit(services: ScratchServices) -> None:
     result = run("runtime", "--amqp-url", "amqp://guest:guest@127.0.0.1:1/", env=services.env())
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
@@ -58,29 +57,16 @@ def test_runtime_on_an_uninitialised_database_says_so() -> None:
     assert "has no actorstack schema: run `actorstack db init`" in result.stderr
 
 
-async def test_up_initialises_runs_and_stops_cleanly_on_sigterm(services: Services) -> None:
+async def test_up_initialises_runs_and_stops_cleanly_on_sigterm(
+    services: ScratchServices, tmp_path: Path
+) -> None:
     async with temporary_database(RUN_PREFIX) as url:
-        env = services.env(ACTORSTACK_DATABASE_URL=url)
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "actorstack.cli", "up", "--log-format", "json"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        env = services.env(ACTORSTACK_DATABASE_URL=url, ACTORSTACK_STATE_DIR=str(tmp_path))
+        args = ["up", "--listen", f"127.0.0.1:{free_port()}", "--log-format", "json"]
+        up = spawn("up", args, env, tmp_path / "up.log")
         try:
-            deadline = time.monotonic() + 30
-            seen = ""
-            assert proc.stderr is not None
-            while "runtime started" not in seen and time.monotonic() < deadline:
-                seen += proc.stderr.readline()
-            assert "runtime started" in seen, seen
-            proc.send_signal(signal.SIGTERM)
-            _, rest = proc.communicate(timeout=30)
-            assert proc.returncode == 0, rest
-            assert "runtime stopped" in rest and "Traceback" not in rest
+            await up.wait_for_event("runtime started", timeout=30)
+            assert await up.stop() == 0, up.tail()
+            assert "runtime stopped" in up.log() and "Traceback" not in up.log()
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            up.kill()

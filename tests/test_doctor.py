@@ -26,10 +26,11 @@ import asyncpg
 import pytest
 
 from actors import db, outbox
+from actorstack.scratch import ScratchServices
 from protocol import Envelope, Target
 from protocol import compute as m
 from tests.api.conftest import CliError, Cloud, running_cloud
-from tests.conftest import ROOT, RUN_PREFIX, Services, separate_services
+from tests.conftest import ROOT, RUN_PREFIX, separate_services
 from tests.faults.test_host_agent import active, create_server, delete_all, poll, show, upload_image
 
 OLDER_THAN = "30"
@@ -37,10 +38,12 @@ AN_HOUR_AGO = "extract(epoch FROM now()) - 3600"
 
 
 @pytest.fixture(scope="module")
-async def doctor_cloud(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[Cloud, Services]]:
+async def doctor_cloud(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[tuple[Cloud, ScratchServices]]:
     state_dir = tmp_path_factory.mktemp(f"{RUN_PREFIX}-doctor")
     async with separate_services("doctor") as services:
-        with running_cloud(
+        async with running_cloud(
             services,
             state_dir,
             "--hosts",
@@ -64,14 +67,14 @@ async def _hosts_up(cloud: Cloud, count: int) -> bool:
 
 
 @pytest.fixture(scope="module")
-def image_id(doctor_cloud: tuple[Cloud, Services], tmp_path_factory: pytest.TempPathFactory) -> str:
+def image_id(doctor_cloud: tuple[Cloud, ScratchServices], tmp_path_factory: pytest.TempPathFactory) -> str:
     cloud, _ = doctor_cloud
     path = tmp_path_factory.mktemp("img") / "tiny.raw"
     path.write_bytes(b"\0" * (1024 * 1024))
     return upload_image(cloud, path, "raw")
 
 
-async def doctor(services: Services, *args: str) -> tuple[int, str]:
+async def doctor(services: ScratchServices, *args: str) -> tuple[int, str]:
     """Run `actorstack doctor ARGS` against the cloud's database: (exit code, stdout)."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -91,7 +94,7 @@ async def doctor(services: Services, *args: str) -> tuple[int, str]:
     return proc.returncode, out.decode()
 
 
-async def report(services: Services, *args: str) -> dict[str, Any]:
+async def report(services: ScratchServices, *args: str) -> dict[str, Any]:
     code, out = await doctor(services, "--format", "json", *args)
     document = json.loads(out)
     assert code == (1 if document["findings"] else 0), document
@@ -102,7 +105,7 @@ def keys(findings: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
     return {(f["kind"], f["resource_type"], f["resource_id"]) for f in findings}
 
 
-async def reported_after(services: Services, server_ids: list[str], present: bool) -> None:
+async def reported_after(services: ScratchServices, server_ids: list[str], present: bool) -> None:
     """Until every host has reported (after now) with these servers' instances present or not."""
     since = time.time()
     conn = await db.connect(services.database_url)  # with the jsonb codec
@@ -122,7 +125,9 @@ async def reported_after(services: Services, server_ids: list[str], present: boo
         await conn.close()
 
 
-async def test_a_clean_cloud_reports_nothing(doctor_cloud: tuple[Cloud, Services], image_id: str) -> None:
+async def test_a_clean_cloud_reports_nothing(
+    doctor_cloud: tuple[Cloud, ScratchServices], image_id: str
+) -> None:
     cloud, services = doctor_cloud
     admin = await cloud.token()
     server_id = await create_server(cloud, admin, "healthy", image_id)
@@ -137,7 +142,7 @@ async def test_a_clean_cloud_reports_nothing(doctor_cloud: tuple[Cloud, Services
 
 
 async def test_each_problem_is_reported_and_fix_repairs_what_is_safe(
-    doctor_cloud: tuple[Cloud, Services], image_id: str
+    doctor_cloud: tuple[Cloud, ScratchServices], image_id: str
 ) -> None:
     cloud, services = doctor_cloud
     admin = await cloud.token()
@@ -162,7 +167,7 @@ async def test_each_problem_is_reported_and_fix_repairs_what_is_safe(
 
 async def _problems_found_and_fixed(
     cloud: Cloud,
-    services: Services,
+    services: ScratchServices,
     pool: asyncpg.Pool,
     admin: str,
     servers: list[str],
@@ -265,7 +270,9 @@ async def _problems_found_and_fixed(
     )  # the ghost's: deletable again
 
 
-async def _report_with(services: Services, expected: set[tuple[str, str, str]]) -> dict[str, Any] | None:
+async def _report_with(
+    services: ScratchServices, expected: set[tuple[str, str, str]]
+) -> dict[str, Any] | None:
     found = await report(services)
     return found if keys(found["findings"]) >= expected else None
 

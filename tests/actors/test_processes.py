@@ -56,7 +56,7 @@ async def test_crash_between_commit_and_ack_causes_no_duplicate_effect(
     # The add is redelivered to the second process, recognised as handled, and acked.
     await wait_until(
         lambda: _async(
-            f'"message_id": "{add.id}"' in second.log and "duplicate message skipped" in second.log
+            f'"message_id": "{add.id}"' in second.log() and "duplicate message skipped" in second.log()
         ),
         what="the redelivered add to be skipped",
     )
@@ -103,15 +103,13 @@ async def test_two_processes_share_the_shards_and_one_takes_over_when_the_other_
     spawn_runtime: Any, client: ActorClient, pool: asyncpg.Pool
 ) -> None:
     a, b = spawn_runtime(), spawn_runtime()
-    live = await wait_until(
-        lambda: _live_pair(pool, {a.proc.pid, b.proc.pid}), what="both processes in the membership"
-    )
+    live = await wait_until(lambda: _live_pair(pool, {a.pid, b.pid}), what="both processes in the membership")
     await asyncio.sleep(1.0)  # each has seen the other and yielded the shards it does not prefer
     targets = probes(64)
     creates = [(await client.send(t, Create())).id for t in targets]
     await wait_until(lambda: all_exist(pool, targets), what="64 probes")
     first_round = await handlers_of(pool, creates)
-    assert set(first_round) == {live[a.proc.pid], live[b.proc.pid]}, "both processes should handle shards"
+    assert set(first_round) == {live[a.pid], live[b.pid]}, "both processes should handle shards"
 
     a.kill()
     adds = [(await client.send(t, Add())).id for t in targets]
@@ -122,7 +120,7 @@ async def test_two_processes_share_the_shards_and_one_takes_over_when_the_other_
         ) == len(targets)
 
     await wait_until(all_added, timeout=30, what="every probe handled after the kill")
-    assert set(await handlers_of(pool, adds)) == {live[b.proc.pid]}
+    assert set(await handlers_of(pool, adds)) == {live[b.pid]}
 
 
 async def test_per_actor_order_holds_under_concurrent_senders(
@@ -169,8 +167,8 @@ async def test_graceful_shutdown_finishes_the_turn_in_progress_and_loses_nothing
     for _ in range(total):
         await client.send(target, Add())
     await wait_until(lambda: _at_least(count_of(pool, target), 20), what="some adds handled")
-    assert first.terminate() == 0
-    assert "runtime stopped" in first.log
+    assert await first.stop() == 0
+    assert "runtime stopped" in first.log()
     stopped_at = await count_of(pool, target)
     handled = await pool.fetchval("SELECT count(*) FROM inbox WHERE actor_id = $1", target.id)
     assert handled == stopped_at + 1  # every recorded turn has its effect: none was cut in half

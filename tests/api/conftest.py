@@ -1,5 +1,6 @@
 """A running cloud for API tests: `actorstack up` as a subprocess on the run's database and
-vhost, listening on a free loopback port, and the real `openstack` CLI pointed at it."""
+vhost, listening on a free loopback port (actorstack/scratch.py), and the real `openstack` CLI
+pointed at it."""
 
 from __future__ import annotations
 
@@ -9,22 +10,19 @@ import dataclasses
 import json
 import os
 import secrets
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
+from actorstack.scratch import ScratchCloud, ScratchServices
 from tests.cli_forkserver import ForkServer
-from tests.conftest import ROOT, RUN_PREFIX, Services
+from tests.conftest import RUN_PREFIX
 
 OPENSTACK = str(Path(sys.executable).parent / "openstack")
 
@@ -42,12 +40,6 @@ def run_cli(argv: list[str], env: dict[str, str], timeout: float) -> subprocess.
         _FORK_SERVER = ForkServer()
         atexit.register(_FORK_SERVER.close)
     return _FORK_SERVER.run(argv, env, timeout)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class CliError(AssertionError):
@@ -73,6 +65,7 @@ class Cloud:
     admin: Credentials
     state_dir: Path
     log_path: Path
+    scratch: ScratchCloud  # its processes (more can be started beside `up`)
 
     def env(self, who: Credentials | None = None) -> dict[str, str]:
         who = who or self.admin
@@ -189,129 +182,25 @@ class Cloud:
         return who
 
 
-@contextlib.contextmanager
-def running_cloud(services: Services, state_dir: Path, *args: str) -> Iterator[Cloud]:
-    """`actorstack up ARGS` on the run's database and vhost with this state directory, until the
-    block ends (then SIGTERM, and a kill if it does not stop)."""
-    port = free_port()
-    log_path = state_dir / "up.log"
-    password = secrets.token_urlsafe(12)
-    env = services.env(ACTORSTACK_STATE_DIR=str(state_dir), ACTORSTACK_ADMIN_PASSWORD=password)
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "actorstack.cli",
-                "up",
-                "--listen",
-                f"127.0.0.1:{port}",
-                "--log-format",
-                "json",
-                *args,
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+@contextlib.asynccontextmanager
+async def running_cloud(
+    services: ScratchServices, state_dir: Path, *args: str, env: Mapping[str, str] | None = None
+) -> AsyncIterator[Cloud]:
+    """`actorstack up ARGS` on these services with this state directory (and `env` added to its
+    environment), ready: the API answers, its hosts (and storage agent, unless --storage none)
+    are up. Stopped when the block ends (SIGTERM, and a kill if it does not stop); should it die
+    under the tests, the end of its log is printed before its directory goes."""
+    async with services.cloud(state_dir, env=env) as scratch:
+        up = await scratch.up(*args)
+        yield Cloud(
+            scratch.url, Credentials("admin", scratch.password, "admin"), state_dir, up.log_path, scratch
         )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(
-                        f"actorstack up did not start:\n{log_path.read_text()[-5000:]}"
-                    ) from None
-                time.sleep(0.1)
-        cloud = Cloud(url, Credentials("admin", password, "admin"), state_dir, log_path)
-        _wait_for_hosts(cloud, args, proc, deadline=time.monotonic() + 60)
-        yield cloud
-    finally:
-        if proc.poll() is not None:  # it died under the tests: say how, before its directory goes
-            print(
-                f"actorstack up exited with {proc.returncode} during the tests; its log ends:\n"
-                f"{log_path.read_text(errors='replace')[-6000:]}",
-                file=sys.stderr,
-            )
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-def _wait_for_hosts(
-    cloud: Cloud, args: tuple[str, ...], proc: subprocess.Popen[bytes], deadline: float
-) -> None:
-    """Until the compute hosts `up` runs (and its storage agent, unless --storage none) report
-    up: the API listens before the host agents have registered, and a server created in between
-    would find no valid host."""
-    hosts = int(args[args.index("--hosts") + 1]) if "--hosts" in args else 1
-    storage = "--storage" not in args or args[args.index("--storage") + 1] != "none"
-    body = json.dumps(
-        {
-            "auth": {
-                "identity": {
-                    "methods": ["password"],
-                    "password": {
-                        "user": {
-                            "name": "admin",
-                            "domain": {"id": "default"},
-                            "password": cloud.admin.password,
-                        }
-                    },
-                },
-                "scope": {"project": {"name": "admin", "domain": {"id": "default"}}},
-            }
-        }
-    ).encode()
-    while True:
-        try:
-            request = urllib.request.Request(
-                f"{cloud.url}/identity/v3/auth/tokens",
-                data=body,
-                method="POST",
-                headers={"Content-Type": "application/json"},
-            )
-            with urllib.request.urlopen(request, timeout=10) as answer:
-                token = answer.headers["X-Subject-Token"]
-                project = json.load(answer)["token"]["project"]["id"]
-            up = _count_up(cloud, token, "/compute/v2.1/os-hypervisors/detail", "hypervisors") >= hosts
-            if up and storage:
-                up = (
-                    _count_up(
-                        cloud, token, f"/volume/v3/{project}/os-services?binary=cinder-volume", "services"
-                    )
-                    > 0
-                )
-            if up:
-                return
-        except (OSError, ValueError, KeyError):
-            pass  # still starting
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise AssertionError(
-                f"actorstack up: its hosts did not come up:\n{cloud.log_path.read_text()[-5000:]}"
-            )
-        time.sleep(0.2)
-
-
-def _count_up(cloud: Cloud, token: str, path: str, key: str) -> int:
-    request = urllib.request.Request(cloud.url + path, headers={"X-Auth-Token": token})
-    with urllib.request.urlopen(request, timeout=10) as answer:
-        return sum(1 for item in json.load(answer)[key] if item.get("state") == "up")
 
 
 @pytest.fixture(scope="session")
-def cloud(services: Services, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
+async def cloud(services: ScratchServices, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Cloud]:
     state_dir = tmp_path_factory.mktemp(f"{RUN_PREFIX}-state")
-    with running_cloud(
+    async with running_cloud(
         services, state_dir, "--hosts", "3", "--virt", "test", "--host-heartbeat", "1", "--sync-interval", "2"
     ) as running:
         yield running

@@ -14,8 +14,8 @@ from typing import Any
 import aio_pika
 import asyncpg
 
+from actorstack.scratch import ScratchServices
 from tests.api.conftest import Cloud, Credentials
-from tests.conftest import Services
 
 NOVA = {"OpenStack-API-Version": "compute 2.96"}
 
@@ -57,7 +57,7 @@ class Commands:
 
 
 @contextlib.asynccontextmanager
-async def commands(services: Services) -> AsyncIterator[Commands]:
+async def commands(services: ScratchServices) -> AsyncIterator[Commands]:
     connection = await aio_pika.connect(services.amqp_url)
     try:
         channel = await connection.channel()
@@ -96,7 +96,7 @@ async def wait_active(cloud: Cloud, token: str, server_id: str) -> dict[str, Any
 
 
 async def test_a_server_is_created_over_amqp_and_the_reply_carries_it(
-    cloud: Cloud, services: Services, image: str, member: Credentials
+    cloud: Cloud, services: ScratchServices, image: str, member: Credentials
 ) -> None:
     token = await cloud.token(member)
     async with commands(services) as client:
@@ -136,7 +136,7 @@ async def test_a_server_is_created_over_amqp_and_the_reply_carries_it(
 
 
 async def test_refused_commands_get_error_replies_and_change_nothing(
-    cloud: Cloud, services: Services, image: str, member: Credentials, pool: asyncpg.Pool
+    cloud: Cloud, services: ScratchServices, image: str, member: Credentials, pool: asyncpg.Pool
 ) -> None:
     token = await cloud.token(member)
     before = await servers_of(pool, member.project_id)
@@ -194,7 +194,7 @@ async def test_refused_commands_get_error_replies_and_change_nothing(
 
 
 async def test_the_same_idempotency_key_twice_creates_one_server(
-    cloud: Cloud, services: Services, image: str, member: Credentials, pool: asyncpg.Pool
+    cloud: Cloud, services: ScratchServices, image: str, member: Credentials, pool: asyncpg.Pool
 ) -> None:
     token = await cloud.token(member)
     before = await servers_of(pool, member.project_id)
@@ -288,7 +288,9 @@ async def test_the_rest_api_honours_idempotency_keys_too(
     assert status == 204
 
 
-async def test_networks_and_volumes_over_amqp(cloud: Cloud, services: Services, member: Credentials) -> None:
+async def test_networks_and_volumes_over_amqp(
+    cloud: Cloud, services: ScratchServices, member: Credentials
+) -> None:
     token = await cloud.token(member)
     async with commands(services) as client:
         auth = {"token": token}
@@ -327,7 +329,7 @@ async def test_networks_and_volumes_over_amqp(cloud: Cloud, services: Services, 
 
 
 async def test_an_application_credential_authenticates_commands(
-    cloud: Cloud, services: Services, member: Credentials
+    cloud: Cloud, services: ScratchServices, member: Credentials
 ) -> None:
     token = await cloud.token(member)
     status, created, _ = await cloud.request(

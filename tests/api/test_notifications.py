@@ -14,8 +14,8 @@ from typing import Any
 
 import aio_pika
 
+from actorstack.scratch import ScratchServices
 from tests.api.conftest import Cloud
-from tests.conftest import Services
 
 NOVA = {"OpenStack-API-Version": "compute 2.96"}
 ENVELOPE_KEYS = {"priority", "event_type", "publisher_id", "message_id", "timestamp", "payload"}
@@ -59,7 +59,7 @@ def check_envelope(body: dict[str, Any], message: aio_pika.abc.AbstractIncomingM
 
 
 @contextlib.asynccontextmanager
-async def listening(services: Services, binding: str = "notifications.*") -> AsyncIterator[Listener]:
+async def listening(services: ScratchServices, binding: str = "notifications.*") -> AsyncIterator[Listener]:
     connection = await aio_pika.connect(services.amqp_url)
     try:
         channel = await connection.channel()
@@ -98,7 +98,7 @@ async def wait_status(cloud: Cloud, token: str, server_id: str, status: str) -> 
 
 
 async def test_boot_and_delete_send_novas_sequence_in_valid_envelopes(
-    cloud: Cloud, services: Services, image: str
+    cloud: Cloud, services: ScratchServices, image: str
 ) -> None:
     token = await cloud.token()
     async with listening(services) as listener:
@@ -143,7 +143,7 @@ async def test_boot_and_delete_send_novas_sequence_in_valid_envelopes(
 
 
 async def test_a_failed_build_is_an_error_notification_with_the_fault(
-    cloud: Cloud, services: Services, image: str
+    cloud: Cloud, services: ScratchServices, image: str
 ) -> None:
     token = await cloud.token()
     _, flavor, _ = await cloud.request(
@@ -184,7 +184,7 @@ async def test_a_failed_build_is_an_error_notification_with_the_fault(
 
 
 async def test_networks_ports_volumes_and_actions_are_notified_and_refusals_are_not(
-    cloud: Cloud, services: Services, image: str
+    cloud: Cloud, services: ScratchServices, image: str
 ) -> None:
     who = await cloud.new_member("notify")
     token = await cloud.token(who)
@@ -338,7 +338,7 @@ async def test_networks_ports_volumes_and_actions_are_notified_and_refusals_are_
     assert created["payload"]["size"] == 1 and created["publisher_id"].startswith("volume.")
 
 
-async def test_a_queue_bound_to_info_gets_only_info(cloud: Cloud, services: Services) -> None:
+async def test_a_queue_bound_to_info_gets_only_info(cloud: Cloud, services: ScratchServices) -> None:
     token = await cloud.token()
     async with listening(services, "notifications.info") as listener:
         _, net, _ = await cloud.request(

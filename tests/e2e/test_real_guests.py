@@ -54,7 +54,7 @@ def state_dir() -> Iterator[Path]:
 @pytest.fixture(scope="module")
 async def qemu_cloud(state_dir: Path) -> AsyncIterator[Cloud]:
     async with separate_services("e2e") as services:
-        with running_cloud(
+        async with running_cloud(
             services,
             state_dir,
             "--virt",
@@ -322,7 +322,7 @@ def test_two_guests_on_one_network_each_read_their_own_metadata(
                     name,
                 )["id"]
             )
-        for server_id, name in zip(ids, ("e2e-one", "e2e-two")):
+        for server_id, name in zip(ids, ("e2e-one", "e2e-two"), strict=True):
             deadline = time.monotonic() + BOOT_TIMEOUT
             while (shown := cloud.openstack("server", "show", server_id))["status"] != "ACTIVE":
                 assert shown["status"] == "BUILD" and time.monotonic() < deadline, shown.get("fault")

@@ -1,11 +1,12 @@
 """A cloud of separate processes for fault tests: one per role, each with its own log.
 
-`Cluster` runs `actorstack db init` and `bootstrap` on a given database, then starts the roles
-as `python -m actorstack.cli api|runtime|hostagent` processes, each on the database and AMQP
-URL it is given (a test puts a TCP proxy in front of one process's broker connection by giving
-it another URL), and waits until each says it is ready in its JSON log. Leaving the `async
-with` block stops every process it started (SIGTERM, then SIGKILL) whatever happened, and on a
-failure prints the end of each log, so a fault test can kill or cut any one of them freely.
+`Cluster`, a scratch cloud (actorstack/scratch.py), runs `actorstack db init` and `bootstrap` on
+its database, then starts the roles as `python -m actorstack.cli api|runtime|hostagent`
+processes, each on the database and AMQP URL it is given (a test puts a TCP proxy in front of
+one process's broker connection by giving it another URL), and waits until each says it is
+ready in its JSON log. Leaving the `async with` block stops every process it started (SIGTERM,
+then SIGKILL) whatever happened, and on a failure prints the end of each log, so a fault test
+can kill or cut any one of them freely.
 
 Host agents get a state directory of their own under the cluster's work directory, with the
 API's image directory linked in (as a shared NFS export of the images would be on real hosts),
@@ -20,15 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import dataclasses
 import functools
 import json
-import os
-import secrets
-import signal
-import socket
-import subprocess
 import sys
 import time
 import uuid
@@ -40,7 +35,8 @@ import aiohttp
 import asyncpg
 import pytest
 
-from tests.conftest import ROOT, separate_services, wait_until
+from actorstack.scratch import ScratchCloud, ScratchError, ScratchProcess, ScratchServices
+from tests.conftest import separate_services, wait_until
 
 READY_EVENTS = {"api": "api listening", "runtime": "runtime started", "hostagent": "host agent started"}
 START_TIMEOUT = 90.0  # seconds for a role to become ready on a loaded machine
@@ -48,205 +44,85 @@ STOP_TIMEOUT = 20.0  # seconds a role gets to stop gracefully before it is kille
 COMPUTE_VERSION = {"OpenStack-API-Version": "compute 2.96"}
 
 
-class RoleFailed(AssertionError):
-    """A role process exited or did not become ready; carries the end of its log."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 # Await a predicate until true, at a pace an API round trip can keep.
 poll = functools.partial(wait_until, interval=0.2)
 
 
-@dataclasses.dataclass
-class RoleProcess:
-    """One role's process and its JSON log file."""
-
-    label: str
-    role: str
-    proc: subprocess.Popen[bytes]
-    log_path: Path
-
-    @property
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def text(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def records(self) -> list[dict[str, Any]]:
-        """The structured log lines (other output, such as tracebacks, is skipped)."""
-        found = []
-        for line in self.text().splitlines():
-            if line.startswith("{"):
-                with contextlib.suppress(ValueError):
-                    found.append(json.loads(line))
-        return found
-
-    def events(self, event: str) -> list[dict[str, Any]]:
-        return [r for r in self.records() if r.get("event") == event]
-
-    async def wait_for_event(self, event: str, timeout: float = START_TIMEOUT) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            found = self.events(event)
-            if found:
-                return found[0]
-            if not self.alive:
-                raise RoleFailed(
-                    f"{self.label} exited with {self.proc.returncode} before {event!r}:\n"
-                    f"{self.text()[-4000:]}"
-                )
-            if time.monotonic() > deadline:
-                raise RoleFailed(
-                    f"{self.label} did not log {event!r} within {timeout:.0f}s:\n{self.text()[-4000:]}"
-                )
-            await asyncio.sleep(0.1)
-
-    def kill(self) -> None:
-        """SIGKILL (kill -9): no cleanup at all, as a crash or the OOM killer leaves it."""
-        if self.alive:
-            self.proc.send_signal(signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout=10)
-
-    async def stop(self, timeout: float = STOP_TIMEOUT) -> int | None:
-        """SIGTERM, and SIGKILL if it has not stopped within `timeout`; the exit status."""
-        if self.alive:
-            self.proc.send_signal(signal.SIGTERM)
-            deadline = time.monotonic() + timeout
-            while self.alive and time.monotonic() < deadline:
-                await asyncio.sleep(0.1)
-        if self.alive:
-            self.kill()
-        return self.proc.returncode
-
-
-class Cluster:
-    """Role processes on one database and vhost; an async context manager that stops them all."""
+class Cluster(ScratchCloud):
+    """Role processes on one database and vhost (a scratch cloud whose roles run apart), in a
+    work directory: `state/` (the API's and runtimes'), `hosts/<name>/` (each host agent's),
+    `logs/<label>.log`. An async context manager that stops them all."""
 
     def __init__(
         self,
-        database_url: str,
-        amqp_url: str,
+        services: ScratchServices,
         workdir: Path,
         *,
         name: str,
         runtime_args: Iterable[str] = ("--heartbeat", "0.5", "--member-timeout", "3"),
         host_args: Iterable[str] = ("--host-heartbeat", "1", "--sync-interval", "2"),
     ) -> None:
-        self.database_url = database_url
-        self.amqp_url = amqp_url
+        super().__init__(
+            services.database_url,
+            services.amqp_url,
+            workdir / "state",
+            log_dir=workdir / "logs",
+            stop_timeout=STOP_TIMEOUT,
+            new_session=True,
+        )
         self.workdir = workdir
         self.name = name  # prefixes host names: <name>-h1 …
         self.runtime_args = tuple(runtime_args)
         self.host_args = tuple(host_args)
-        self.password = secrets.token_urlsafe(12)
-        self.state_dir = workdir / "state"
-        self.log_dir = workdir / "logs"
-        self.processes: list[RoleProcess] = []
-        self.api_url = ""
 
-    async def __aenter__(self) -> Cluster:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        return self
-
-    async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
-        await self.stop_all()
-        if exc is not None:
-            print(self.log_tails(), file=sys.stderr)
-
-    # --- processes ------------------------------------------------------------------------
-
-    def env(self, *, amqp_url: str | None = None, state_dir: Path | None = None) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("ACTORSTACK_", "OS_"))}
-        env.update(
-            ACTORSTACK_DATABASE_URL=self.database_url,
-            ACTORSTACK_AMQP_URL=amqp_url or self.amqp_url,
-            ACTORSTACK_STATE_DIR=str(state_dir or self.state_dir),
-            ACTORSTACK_ADMIN_PASSWORD=self.password,
-            PYTHONPATH=str(ROOT),
-        )
-        return env
+    @property
+    def api_url(self) -> str:
+        return self.url
 
     async def prepare(self) -> None:
         """What `actorstack up` does first: the schema, then the admin, roles and flavors."""
-        for command in (["db", "init"], ["bootstrap"]):
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "actorstack.cli",
-                *command,
-                cwd=ROOT,
-                env=self.env(),
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-            )
-            try:
-                out, _ = await asyncio.wait_for(proc.communicate(), timeout=120)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
-                raise RoleFailed(f"actorstack {' '.join(command)} did not finish in 120 s") from None
-            if proc.returncode != 0:
-                raise RoleFailed(f"actorstack {' '.join(command)} exited {proc.returncode}:\n{out.decode()}")
-
-    def _spawn(self, label: str, role: str, args: list[str], env: dict[str, str]) -> RoleProcess:
-        log_path = self.log_dir / f"{label}.log"
-        with log_path.open("ab") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "actorstack.cli", role, "--log-format", "json", *args],
-                cwd=ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        process = RoleProcess(label, role, proc, log_path)
-        self.processes.append(process)
-        return process
+        await self.run("db", "init")
+        await self.run("bootstrap")
 
     async def _start(
-        self, label: str, role: str, args: list[str], env: dict[str, str], attempts: int = 3
-    ) -> RoleProcess:
-        """Spawn the role and wait until it is ready. A start that gave up because the shared
-        broker or database did not answer in time (exit 2, "cannot reach": a loaded machine,
-        not the fault under test) is tried again, with the same log file."""
+        self, label: str, args: list[str], env: dict[str, str], attempts: int = 3
+    ) -> ScratchProcess:
+        """Start the role (args[0]) and wait until it is ready. A start that gave up because the
+        shared broker or database did not answer in time (exit 2, "cannot reach": a loaded
+        machine, not the fault under test) is tried again, with the same log file."""
         for attempt in range(1, attempts + 1):
-            process = self._spawn(label, role, args, env)
+            process = self.start(label, *args, "--log-format", "json", env=env)
             try:
-                await process.wait_for_event(READY_EVENTS[role])
+                await process.wait_for_event(READY_EVENTS[process.role], START_TIMEOUT)
                 return process
-            except RoleFailed:
-                if attempt == attempts or process.alive or "cannot reach" not in process.text():
+            except ScratchError:
+                if attempt == attempts or process.alive or "cannot reach" not in process.log():
                     raise
                 self.processes.remove(process)
         raise AssertionError("unreachable")
 
-    async def start_api(self, *, amqp_url: str | None = None) -> RoleProcess:
-        port = free_port()
-        self.api_url = f"http://127.0.0.1:{port}"
-        return await self._start("api", "api", ["--listen", f"127.0.0.1:{port}"], self.env(amqp_url=amqp_url))
+    @staticmethod
+    def _broker(amqp_url: str | None) -> dict[str, str]:
+        """The environment that puts one process on another broker URL (a proxy's, say)."""
+        return {"ACTORSTACK_AMQP_URL": amqp_url} if amqp_url else {}
+
+    async def start_api(self, *, amqp_url: str | None = None) -> ScratchProcess:
+        return await self._start("api", ["api", "--listen", self.listen], self._broker(amqp_url))
 
     async def start_runtime(
         self, label: str | None = None, *, amqp_url: str | None = None, args: Iterable[str] = ()
-    ) -> RoleProcess:
-        label = label or f"runtime-{sum(p.role == 'runtime' for p in self.processes) + 1}"
-        return await self._start(label, "runtime", [*self.runtime_args, *args], self.env(amqp_url=amqp_url))
+    ) -> ScratchProcess:
+        label = label or f"runtime-{len(self.role('runtime')) + 1}"
+        return await self._start(label, ["runtime", *self.runtime_args, *args], self._broker(amqp_url))
 
     def host_state_dir(self, host: str) -> Path:
         return self.workdir / "hosts" / host
 
     async def start_hostagent(
         self, host: str | None = None, *, amqp_url: str | None = None, args: Iterable[str] = ()
-    ) -> RoleProcess:
+    ) -> ScratchProcess:
         """A compute host on libvirt's test driver, without networking or a storage agent."""
-        host = host or f"{self.name}-h{sum(p.role == 'hostagent' for p in self.processes) + 1}"
+        host = host or f"{self.name}-h{len(self.role('hostagent')) + 1}"
         state_dir = self.host_state_dir(host)
         state_dir.mkdir(parents=True, exist_ok=True)
         images = state_dir / "images"
@@ -255,8 +131,8 @@ class Cluster:
             images.symlink_to(self.state_dir / "images", target_is_directory=True)
         return await self._start(
             host,
-            "hostagent",
             [
+                "hostagent",
                 "--name",
                 host,
                 "--virt",
@@ -268,33 +144,14 @@ class Cluster:
                 *self.host_args,
                 *args,
             ],
-            self.env(amqp_url=amqp_url, state_dir=state_dir),
+            {**self._broker(amqp_url), "ACTORSTACK_STATE_DIR": str(state_dir)},
         )
-
-    def role(self, role: str) -> list[RoleProcess]:
-        return [p for p in self.processes if p.role == role]
-
-    async def stop_all(self) -> None:
-        """Host agents first, then the API, then the runtimes (as `actorstack up` stops)."""
-        order = {"hostagent": 0, "api": 1, "runtime": 2}
-        for rank in sorted(set(order.values())):
-            group = [p for p in self.processes if order.get(p.role, 3) == rank]
-            await asyncio.gather(*(p.stop() for p in group), return_exceptions=True)
-        for process in self.processes:  # whatever is left, even an unknown role
-            process.kill()
-
-    def log_tails(self, chars: int = 3000) -> str:
-        parts = [
-            f"--- {p.label} ({p.role}, exit {p.proc.returncode}) ---\n{p.text()[-chars:]}"
-            for p in self.processes
-        ]
-        return "\n".join(parts)
 
     def errors(self) -> list[str]:
         """Log lines at error level or above, and tracebacks, from every process."""
         found = []
         for process in self.processes:
-            for line in process.text().splitlines():
+            for line in process.log().splitlines():
                 if (
                     '"level": "error"' in line
                     or '"level": "critical"' in line
@@ -416,7 +273,7 @@ class ServerLedger:
     destroyed: collections.Counter[tuple[str, str]]
 
     @classmethod
-    def read(cls, agents: Iterable[RoleProcess]) -> ServerLedger:
+    def read(cls, agents: Iterable[ScratchProcess]) -> ServerLedger:
         created: collections.Counter[tuple[str, str]] = collections.Counter()
         destroyed: collections.Counter[tuple[str, str]] = collections.Counter()
         for agent in agents:
@@ -510,7 +367,8 @@ async def _usage_drift(cluster: Cluster) -> list[Any]:
     return list(
         await cluster.fetch(
             "SELECT h.name, h.used_memory_mb, h.used_vcpus, coalesce(sum(a.memory_mb), 0) AS alloc_memory, "
-            "coalesce(sum(a.vcpus), 0) AS alloc_vcpus FROM compute_hosts h LEFT JOIN allocations a ON a.host = h.name "
+            "coalesce(sum(a.vcpus), 0) AS alloc_vcpus "
+            "FROM compute_hosts h LEFT JOIN allocations a ON a.host = h.name "
             "GROUP BY h.name HAVING h.used_memory_mb <> coalesce(sum(a.memory_mb), 0) "
             "OR h.used_vcpus <> coalesce(sum(a.vcpus), 0)"
         )
@@ -592,20 +450,20 @@ async def delete_and_assert_clean(cluster: Cluster, api: Api, ids: list[str]) ->
 async def fault_cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
     """A cluster on a database and vhost of its own (dropped afterwards), initialised and
     bootstrapped, with no process started yet."""
-    async with separate_services(f"f{uuid.uuid4().hex[:6]}") as services:
-        async with Cluster(
-            services.database_url, services.amqp_url, tmp_path, name=services.prefix.replace("_", "-")
-        ) as cluster:
-            await cluster.prepare()
-            try:
-                yield cluster
-            finally:
-                # Shown by pytest only when the test failed (teardown output is captured).
-                await cluster.stop_all()
-                print(f"role logs in {cluster.log_dir}; their ends:\n{cluster.log_tails()}", file=sys.stderr)
+    async with (
+        separate_services(f"f{uuid.uuid4().hex[:6]}") as services,
+        Cluster(services, tmp_path, name=services.name.replace("_", "-")) as cluster,
+    ):
+        await cluster.prepare()
+        try:
+            yield cluster
+        finally:
+            # Shown by pytest only when the test failed (teardown output is captured).
+            await cluster.stop()
+            print(f"role logs in {cluster.log_dir}; their ends:\n{cluster.log_tails()}", file=sys.stderr)
 
 
-def owned_shards(runtime: RoleProcess) -> int:
+def owned_shards(runtime: ScratchProcess) -> int:
     """How many shard leases the runtime said it holds last (its `shards balanced` log lines)."""
     lines = [r for r in runtime.records() if r.get("event") in ("runtime started", "shards balanced")]
     return int(lines[-1]["owned"]) if lines else 0

@@ -41,6 +41,8 @@ import aiohttp
 import asyncpg
 import pytest
 
+from actorstack import scratch
+from actorstack.scratch import ScratchCloud, ScratchProcess
 from tests.conftest import RUN_PREFIX, wait_until
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -62,9 +64,7 @@ def _die_with_parent() -> None:
 def free_port(avoid: range | None = None) -> int:
     """A loopback port nobody listens on now (outside `avoid`)."""
     for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = scratch.free_port()
         if avoid is None or port not in avoid:
             return port
     raise PrivateServerError("no free loopback port found")
@@ -438,7 +438,6 @@ def private_rabbit() -> Iterator[PrivateRabbit]:
 
 # --- a whole cloud on private servers ------------------------------------------------------------
 
-ROOT = Path(__file__).resolve().parents[2]
 MICROVERSION = {"OpenStack-API-Version": "compute 2.37"}  # "networks": "none" needs 2.37
 
 
@@ -466,64 +465,49 @@ class Answer:
 
 class FaultCloud:
     """`actorstack up --hosts 2 --virt test --network none --storage none` on the given servers,
-    as one long-lived process the tests never restart, and an admin client for its API."""
+    as one long-lived process the tests never restart (a scratch cloud that dies with the test
+    process), and an admin client for its API."""
 
     def __init__(self, database_url: str, amqp_url: str, state_dir: Path) -> None:
         self.database_url = database_url
-        self.amqp_url = amqp_url
         self.state_dir = state_dir
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.password = uuid.uuid4().hex
-        self.log_path = state_dir / "up.log"
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.scratch = ScratchCloud(database_url, amqp_url, state_dir, die_with_parent=True)
+        self.url = self.scratch.url
         self.token = ""
         self.project_id = ""
         self.answers: list[Answer] = []
         self.rabbit: PrivateRabbit | None = None  # for diagnostics
 
-    def start(self) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("ACTORSTACK_", "OS_"))}
-        env.update(
-            ACTORSTACK_DATABASE_URL=self.database_url,
-            ACTORSTACK_AMQP_URL=self.amqp_url,
-            ACTORSTACK_STATE_DIR=str(self.state_dir),
-            ACTORSTACK_ADMIN_PASSWORD=self.password,
-            PYTHONPATH=str(ROOT),
+    async def start(self, timeout: float = 90) -> None:
+        """Listening, signed in as admin, both hosts up (from the event loop's thread: the
+        parent-death signal is tied to the thread that forks)."""
+        await self.scratch.up(
+            "--hosts",
+            "2",
+            "--virt",
+            "test",
+            "--network",
+            "none",
+            "--storage",
+            "none",
+            "--host-heartbeat",
+            "1",
+            timeout=timeout,
         )
-        with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "actorstack.cli",
-                    "up",
-                    "--hosts",
-                    "2",
-                    "--virt",
-                    "test",
-                    "--network",
-                    "none",
-                    "--storage",
-                    "none",
-                    "--listen",
-                    f"127.0.0.1:{self.port}",
-                    "--host-heartbeat",
-                    "1",
-                    "--log-format",
-                    "json",
-                ],
-                cwd=ROOT,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent,
-            )
+        self.token, self.project_id = await self.scratch.admin_token()
+
+    @property
+    def up(self) -> ScratchProcess | None:
+        """The `actorstack up` process (None before `start`)."""
+        return next(iter(self.scratch.role("up")), None)
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        return self.up.proc if self.up is not None else None
 
     @property
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return self.up is not None and self.up.alive
 
     def diagnose(self) -> str:
         """What the broker holds (queues with messages or without consumers), for failures."""
@@ -539,63 +523,15 @@ class FaultCloud:
         )
 
     def log_tail(self, chars: int = 6000) -> str:
-        return self.log_path.read_text(errors="replace")[-chars:]
+        return self.up.tail(chars) if self.up is not None else ""
 
     def log_records(self) -> list[dict[str, Any]]:
-        records = []
-        for line in self.log_path.read_text(errors="replace").splitlines():
-            if line.startswith("{"):
-                with contextlib.suppress(ValueError):
-                    records.append(json.loads(line))
-        return records
+        return self.up.records() if self.up is not None else []
 
-    def stop(self) -> int | None:
+    async def stop(self) -> int | None:
         """SIGTERM (a clean stop), a kill after 30 s; the exit status (None if never started)."""
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=30)
-        return self.proc.returncode
-
-    async def wait_ready(self, timeout: float = 90) -> None:
-        """Listening, signed in as admin, both hosts registered."""
-        deadline = time.monotonic() + timeout
-        while not listening(self.port):
-            if not self.alive or time.monotonic() > deadline:
-                raise AssertionError(f"actorstack up did not start:\n{self.log_tail()}")
-            await asyncio.sleep(0.2)
-        self.token, self.project_id = await self.sign_in()
-        while True:
-            answer = await self.request("GET", "/compute/v2.1/os-hypervisors", record=False)
-            if answer.status == 200 and len(answer.body["hypervisors"]) == 2:
-                return
-            if time.monotonic() > deadline:
-                raise AssertionError(f"the hosts did not register: {answer.status} {answer.text[:500]}")
-            await asyncio.sleep(0.3)
-
-    async def sign_in(self) -> tuple[str, str]:
-        body = {
-            "auth": {
-                "identity": {
-                    "methods": ["password"],
-                    "password": {
-                        "user": {"name": "admin", "domain": {"id": "default"}, "password": self.password}
-                    },
-                },
-                "scope": {"project": {"name": "admin", "domain": {"id": "default"}}},
-            }
-        }
-        async with (
-            aiohttp.ClientSession() as s,
-            s.post(f"{self.url}/identity/v3/auth/tokens", json=body) as r,
-        ):
-            assert r.status == 201, await r.text()
-            return r.headers["X-Subject-Token"], (await r.json())["token"]["project"]["id"]
+        await self.scratch.stop()
+        return self.up.returncode if self.up is not None else None
 
     async def request(
         self, method: str, path: str, *, record: bool = True, timeout: float = 60, **kwargs: Any
@@ -894,11 +830,10 @@ async def fault_cloud(
     """A cloud on the private servers (its database named after the run)."""
     cloud = FaultCloud(postgres.url(f"{RUN_PREFIX}_faults"), rabbit.url, tmp_path)
     cloud.rabbit = rabbit
-    cloud.start()
     try:
-        await cloud.wait_ready()
+        await cloud.start()
         yield cloud
     finally:
-        status = cloud.stop()
+        status = await cloud.stop()
         if status not in (0, None):
             print(f"actorstack up exited {status}; its log ends:\n{cloud.log_tail()}", file=sys.stderr)

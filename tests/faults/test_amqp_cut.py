@@ -14,10 +14,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
+from actorstack.scratch import ScratchProcess
 from tests.faults.cluster import (
     Api,
     Cluster,
-    RoleProcess,
     assert_storm_outcome,
     delete_and_assert_clean,
     poll,
@@ -37,7 +37,7 @@ def through(proxy: TcpProxy, amqp_url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{credentials}@127.0.0.1:{proxy.port}"))
 
 
-async def start_roles(cluster: Cluster, proxied: str, url: str) -> RoleProcess:
+async def start_roles(cluster: Cluster, proxied: str, url: str) -> ScratchProcess:
     """The API, two runtimes and two host agents; the first runtime or host agent (`proxied`)
     on `url`. Returns the proxied process."""
     await cluster.start_api()
@@ -77,7 +77,7 @@ async def test_cut_amqp_connection_reconnects_and_loses_no_boot(fault_cluster: C
                 await poll(reconnected, timeout=60, what=f"the {proxied} to reconnect through the proxy")
                 await assert_storm_outcome(cluster, api, ids)
                 await delete_and_assert_clean(cluster, api, ids)
-            assert victim.alive, victim.text()[-3000:]
+            assert victim.alive, victim.tail(3000)
         finally:
             # Stopped while the proxy still runs: the proxied process can then stop gracefully.
-            await cluster.stop_all()
+            await cluster.stop()

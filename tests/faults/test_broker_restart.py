@@ -119,7 +119,9 @@ async def test_servers_reach_a_final_state_across_a_broker_restart(
     assert not non_loopback_listeners(rabbit.pid) and not non_loopback_listeners(pid)
 
     await delete_all(cloud)
-    assert cloud.stop() == 0, f"actorstack up did not stop cleanly after the outage:\n{cloud.log_tail()}"
+    assert await cloud.stop() == 0, (
+        f"actorstack up did not stop cleanly after the outage:\n{cloud.log_tail()}"
+    )
 
 
 async def test_a_private_broker_keeps_durable_messages_across_a_crash_and_leaves_nothing() -> None:

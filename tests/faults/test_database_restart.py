@@ -3,10 +3,11 @@
 A whole cloud (`actorstack up`, two simulated hosts) runs on a private PostgreSQL and a private
 RabbitMQ; the database is shut down the way a crash leaves it (`pg_ctl stop -m immediate`: no
 checkpoint, crash recovery at the next start) while some servers are ACTIVE and others still
-building (or stopped with `-m fast`), and started again on the same data directory and port. The cloud's process is never
-restarted: turns interrupted by the outage are retried (each is one transaction, so nothing is
-half-written), the API answers 503 meanwhile and serves again afterwards, and every server
-reaches a final state with its allocation, its domain and its host's usage in agreement.
+building (or stopped with `-m fast`), and started again on the same data directory and port.
+The cloud's process is never restarted: turns interrupted by the outage are retried (each is
+one transaction, so nothing is half-written), the API answers 503 meanwhile and serves again
+afterwards, and every server reaches a final state with its allocation, its domain and its
+host's usage in agreement.
 """
 
 from __future__ import annotations
@@ -83,4 +84,6 @@ async def test_servers_reach_a_final_state_across_a_database_restart(
     assert not non_loopback_listeners(postgres.pid) and not non_loopback_listeners(pid)
 
     await delete_all(cloud)
-    assert cloud.stop() == 0, f"actorstack up did not stop cleanly after the outage:\n{cloud.log_tail()}"
+    assert await cloud.stop() == 0, (
+        f"actorstack up did not stop cleanly after the outage:\n{cloud.log_tail()}"
+    )

@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import uuid
@@ -28,8 +27,9 @@ from typing import Any
 import asyncpg
 import pytest
 
+from actorstack.scratch import ScratchProcess, ScratchServices
 from tests.api.conftest import Cloud, running_cloud
-from tests.conftest import ROOT, RUN_PREFIX, Services, qemu_scratch_dir, separate_services, wait_until
+from tests.conftest import ROOT, RUN_PREFIX, qemu_scratch_dir, separate_services, wait_until
 from tests.hostagent.test_libvirt_driver import qemu_system_unavailable
 
 pytestmark = pytest.mark.faults
@@ -40,96 +40,76 @@ SHOW = {"OpenStack-API-Version": "compute 2.16"}
 CREATE = {"OpenStack-API-Version": "compute 2.37"}  # "networks": "none"
 
 
-@contextlib.contextmanager
-def _environment(**values: str) -> Iterator[None]:
-    """Set environment variables for the processes started inside the block."""
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
 @contextlib.asynccontextmanager
-async def own_cloud(suffix: str, state_dir: Path) -> AsyncIterator[tuple[Cloud, Services]]:
+async def own_cloud(suffix: str, state_dir: Path) -> AsyncIterator[tuple[Cloud, ScratchServices]]:
     """`actorstack up --hosts 0` on a database and vhost of its own; hosts down after DOWN_AFTER."""
-    async with separate_services(suffix) as services:
-        with _environment(ACTORSTACK_HOST_DOWN_AFTER=str(DOWN_AFTER)):
-            cm = running_cloud(services, state_dir, "--hosts", "0", "--storage", "none", "--no-test-image")
-            cloud = cm.__enter__()
-        try:
-            yield cloud, services
-        finally:
-            cm.__exit__(None, None, None)
+    async with (
+        separate_services(suffix) as services,
+        running_cloud(
+            services,
+            state_dir,
+            "--hosts",
+            "0",
+            "--storage",
+            "none",
+            "--no-test-image",
+            env={"ACTORSTACK_HOST_DOWN_AFTER": str(DOWN_AFTER)},
+        ) as cloud,
+    ):
+        yield cloud, services
 
 
 class AgentProcess:
-    """`actorstack hostagent` as a process of its own, with a state directory of its own that
-    shares the cloud's images (as a compute host reads them from the Image API's store)."""
+    """`actorstack hostagent` as a process of its own beside the cloud's `up` (with its
+    DOWN_AFTER), with a state directory of its own that shares the cloud's images (as a compute
+    host reads them from the Image API's store). Started again after a kill, it logs on in the
+    same file."""
 
-    def __init__(self, services: Services, cloud: Cloud, name: str, virt: str) -> None:
+    def __init__(self, cloud: Cloud, name: str, virt: str) -> None:
+        self.cloud = cloud
         self.name = name
         self.virt = virt
-        self.services = services
         self.state_dir = cloud.state_dir / f"agent-{name}"
         self.state_dir.mkdir(mode=0o755, exist_ok=True)
         images = self.state_dir / "images"
         if not images.exists():
             (cloud.state_dir / "images").mkdir(exist_ok=True)
             images.symlink_to(cloud.state_dir / "images")
-        self.log_path = self.state_dir / "agent.log"
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.process: ScratchProcess | None = None
 
     def start(self) -> None:
-        assert self.proc is None or self.proc.poll() is not None
-        env = self.services.env(
-            ACTORSTACK_STATE_DIR=str(self.state_dir), ACTORSTACK_HOST_DOWN_AFTER=str(DOWN_AFTER)
+        assert self.process is None or not self.process.alive
+        self.process = self.cloud.scratch.start(
+            self.name,
+            "hostagent",
+            "--virt",
+            self.virt,
+            "--name",
+            self.name,
+            "--host-heartbeat",
+            "1",
+            "--sync-interval",
+            "1",
+            "--network",
+            "none",
+            "--storage",
+            "none",
+            "--reserved-host-memory-mb",
+            "0",
+            "--shutdown-timeout",
+            "5",
+            "--log-format",
+            "json",
+            env={"ACTORSTACK_STATE_DIR": str(self.state_dir)},
         )
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "actorstack.cli",
-                    "hostagent",
-                    "--virt",
-                    self.virt,
-                    "--name",
-                    self.name,
-                    "--host-heartbeat",
-                    "1",
-                    "--sync-interval",
-                    "1",
-                    "--network",
-                    "none",
-                    "--storage",
-                    "none",
-                    "--reserved-host-memory-mb",
-                    "0",
-                    "--shutdown-timeout",
-                    "5",
-                    "--log-format",
-                    "json",
-                ],
-                cwd=ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
 
     def kill(self) -> None:
         """SIGKILL: no goodbye, no cleanup, as a crash or an OOM kill."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=30)
+        if self.process is not None:
+            self.process.kill()
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:] if self.log_path.exists() else ""
+        return self.process.tail(4000) if self.process is not None else ""
 
 
 async def poll(predicate: Any, what: str, timeout: float = 60.0, interval: float = 0.5) -> Any:
@@ -213,7 +193,7 @@ async def test_a_killed_agents_host_goes_down_and_its_servers_show_unknown_until
     tmp_path: Path,
 ) -> None:
     async with own_cloud("hadown", tmp_path) as (cloud, services):
-        agent = AgentProcess(services, cloud, f"{RUN_PREFIX}-t1", "test")
+        agent = AgentProcess(cloud, f"{RUN_PREFIX}-t1", "test")
         try:
             await _down_and_back(cloud, agent, tmp_path)
         finally:
@@ -362,7 +342,7 @@ async def test_a_returning_agent_keeps_running_guests_reaps_deleted_ones_and_rep
 ) -> None:
     created: list[str] = []
     async with own_cloud("hareal", qemu_dir) as (cloud, services):
-        agent = AgentProcess(services, cloud, f"{RUN_PREFIX}-q1", "qemu")
+        agent = AgentProcess(cloud, f"{RUN_PREFIX}-q1", "qemu")
         try:
             await _real_guests_survive(cloud, services, agent, qemu_dir, created)
         finally:
@@ -374,7 +354,7 @@ async def test_a_returning_agent_keeps_running_guests_reaps_deleted_ones_and_rep
 
 
 async def _real_guests_survive(
-    cloud: Cloud, services: Services, agent: AgentProcess, work: Path, created: list[str]
+    cloud: Cloud, services: ScratchServices, agent: AgentProcess, work: Path, created: list[str]
 ) -> None:
     admin = await cloud.token()
     agent.start()
@@ -449,7 +429,7 @@ async def _async(value: Any) -> Any:
     return value
 
 
-async def _doctor(services: Services) -> dict[str, Any]:
+async def _doctor(services: ScratchServices) -> dict[str, Any]:
     """`actorstack doctor --format json` against the cloud's database (its findings)."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,

@@ -55,4 +55,4 @@ async def test_killed_runtime_loses_no_boot_and_no_domain_is_created_twice(fault
         await poll(taken_over, timeout=60, what="the survivor to take every shard")
         await assert_storm_outcome(cluster, api, ids)
         await delete_and_assert_clean(cluster, api, ids)
-    assert survivor.alive, survivor.text()[-3000:]
+    assert survivor.alive, survivor.tail(3000)

@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 import requests
 
+from actorstack.scratch import ScratchServices
 from tests.api.conftest import Cloud, Credentials, running_cloud
-from tests.conftest import RUN_PREFIX, Services, separate_services
+from tests.conftest import RUN_PREFIX, separate_services
 
 TIMEOUT = 30.0  # seconds for one HTTP request to the cloud
 
@@ -94,16 +95,16 @@ def fuzz_state_dir() -> Iterator[Path]:
 
 
 @pytest.fixture(scope="module")
-async def fuzz_services() -> AsyncIterator[Services]:
+async def fuzz_services() -> AsyncIterator[ScratchServices]:
     async with separate_services("fuzz") as services:
         yield services
 
 
 @pytest.fixture(scope="module")
-def fuzz_cloud(fuzz_services: Services, fuzz_state_dir: Path) -> Iterator[Cloud]:
+async def fuzz_cloud(fuzz_services: ScratchServices, fuzz_state_dir: Path) -> AsyncIterator[Cloud]:
     """`actorstack up` on a database and vhost of its own, with no kernel networking (the fuzzer
     creates networks; nothing of them may reach this machine's kernel)."""
-    with running_cloud(
+    async with running_cloud(
         fuzz_services,
         fuzz_state_dir,
         "--hosts",
@@ -258,7 +259,7 @@ def _clean(world: World, admin_token: str) -> None:
 
 @pytest.fixture(scope="module", params=["member", "admin"])
 async def world(
-    request: pytest.FixtureRequest, fuzz_cloud: Cloud, fuzz_services: Services
+    request: pytest.FixtureRequest, fuzz_cloud: Cloud, fuzz_services: ScratchServices
 ) -> AsyncIterator[World]:
     """The fuzzing user, in a project of its own: a member, then a user holding the admin role,
     so that admin-only operations get past policy to their bodies too."""
