@@ -2,14 +2,15 @@
 simulated hosts boots N servers asked for by C concurrent clients, and deletes them again, set
 against the floor of what this machine's RabbitMQ and PostgreSQL can do from one Python process.
 
-The bench starts a cloud of its own: a fresh PostgreSQL database and RabbitMQ vhost named
-`bench_storm_<hex>`, `actorstack db init`, then `actorstack up --hosts M --virt test --network none
---storage none --log-format json --log-level warning` on a free loopback port, plus `--runtimes R`
-`actorstack runtime` processes on the same database and vhost (they share the shard queues with
-the `up` process, so that both cores can run actor turns), with the state directory
-`/tmp/bench-storm-<hex>`. It waits for the API, for all M hypervisors to be up and for the shard
-leases to be spread over the R + 1 processes. As admin it raises the admin project's compute
-quotas to fit N, creates a flavor (64 MiB, 1 vCPU, no disk) and a public 1 MiB raw image.
+The bench starts a cloud of its own (actorstack/scratch.py): a fresh PostgreSQL database and
+RabbitMQ vhost named `bench_storm_<hex>`, `actorstack db init`, then `actorstack up --hosts M
+--virt test --network none --storage none --log-format json --log-level warning` on a free
+loopback port, plus `--runtimes R` `actorstack runtime` processes on the same database and vhost
+(they share the shard queues with the `up` process, so that both cores can run actor turns),
+with the state directory `/tmp/bench-storm-<hex>`. It waits for the API, for all M hypervisors
+to be up and for the shard leases to be spread over the R + 1 processes. As admin it raises the
+admin project's compute quotas to fit N, creates a flavor (64 MiB, 1 vCPU, no disk) and a
+public 1 MiB raw image.
 
 1. The floor, measured in the same run before the storm, from this one Python process:
    RabbitMQ, persistent messages published with publisher confirms into a temporary quorum queue
@@ -77,13 +78,10 @@ import aio_pika
 import aiohttp
 import asyncpg
 
+from actorstack.scratch import PG_SERVER, ROOT, ScratchProcess, ScratchServices, cli_argv, rabbitmqctl
 from bench.common import BenchError, exit_code, percentile
-from bench.common import free_port as _free_port
 from bench.common import log as _log
 
-ROOT = Path(__file__).resolve().parent.parent
-PG_SERVER = os.environ.get("ACTORSTACK_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
-AMQP_SERVER = os.environ.get("ACTORSTACK_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672")
 MICROVERSION = {"OpenStack-API-Version": "compute 2.96"}
 FLAVOR = {"ram": 64, "vcpus": 1, "disk": 0}
 IMAGE_BYTES = 1024 * 1024
@@ -96,30 +94,6 @@ TARGETS = {"servers_per_s": 100.0, "p99_s": 2.0, "floor_fraction": 0.30}
 
 # The cloud's own banner (printed once `up` is ready), not a log event.
 _BANNER = re.compile(r"^(actorstack is up|Point the openstack|export |unset |\s*$)")
-
-
-def _run(argv: list[str], *, env: dict[str, str] | None = None, timeout: float = 120) -> str:
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
-    if result.returncode != 0:
-        why = (result.stderr or result.stdout).strip()
-        raise BenchError(f"{shlex.join(argv)} exited {result.returncode}: {why}")
-    return result.stdout
-
-
-def _rabbitmqctl(*args: str) -> str:
-    return _run([shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl", *args])
-
-
-async def _rabbitmqctl_async(*args: str) -> str:
-    return await asyncio.to_thread(_rabbitmqctl, *args)
-
-
-async def _pg_admin(sql: str) -> None:
-    conn = await asyncpg.connect(f"{PG_SERVER}/postgres")
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
 
 
 # --- what the kernel and the broker count ----------------------------------------------------------
@@ -198,7 +172,8 @@ def parse_messages_received(overview: str) -> int:
 
 
 async def broker_messages_received() -> int:
-    return parse_messages_received(await _rabbitmqctl_async("eval", "rabbit_global_counters:overview()."))
+    overview = await asyncio.to_thread(rabbitmqctl, "eval", "rabbit_global_counters:overview().")
+    return parse_messages_received(overview)
 
 
 # --- py-spy, optional ----------------------------------------------------------------------------
@@ -239,24 +214,6 @@ def hot_spots(raw: str, top: int) -> tuple[int, list[tuple[str, int]], list[tupl
             if _OURS.search(name):
                 inclusive[name] += int(count)
     return total, own.most_common(top), inclusive.most_common(top)
-
-
-# --- the cloud's processes -------------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class CloudProcess:
-    label: str
-    argv: list[str]
-    proc: subprocess.Popen[bytes]
-    log_path: Path
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
 
 
 @dataclasses.dataclass
@@ -310,15 +267,15 @@ class Bench:
         self.tag = secrets.token_hex(4)
         self.name = f"bench_storm_{self.tag}"  # the database and the vhost
         self.state_dir = Path(f"/tmp/bench-storm-{self.tag}")
+        self.services = ScratchServices(self.name, state_dir=self.state_dir)
         self.log_dir = self.state_dir / "logs"
         self.kept_logs = Path(f"/tmp/bench-storm-{self.tag}-logs")
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.database_url = f"{PG_SERVER}/{self.name}"
-        self.amqp_url = f"{AMQP_SERVER}/{self.name}"
-        self.password = secrets.token_urlsafe(12)
-        self.procs: list[CloudProcess] = []
-        self.db_created = self.vhost_created = False
+        # A session of its own for each process: a Ctrl-C in the terminal reaches the bench only,
+        # which then stops the cloud in order.
+        self.cloud = self.services.cloud(log_dir=self.log_dir, stop_timeout=60, new_session=True)
+        self.url = self.cloud.url
+        self.database_url = self.services.database_url
+        self.amqp_url = self.services.amqp_url
         self.token = ""
         self.project_id = ""
         self.flavor_id = ""
@@ -332,20 +289,7 @@ class Bench:
         self.failures: dict[str, int] = {}
         self.profilers: list[tuple[str, Path, subprocess.Popen[bytes]]] = []
         self.profiles: dict[str, tuple[int, list[tuple[str, int]], list[tuple[str, int]]]] = {}
-        self.env = {
-            k: v for k, v in os.environ.items() if not k.startswith("OS_") and k != "ACTORSTACK_CRASHPOINTS"
-        }
-        self.env.update(
-            ACTORSTACK_DATABASE_URL=self.database_url,
-            ACTORSTACK_AMQP_URL=self.amqp_url,
-            ACTORSTACK_STATE_DIR=str(self.state_dir),
-            ACTORSTACK_ADMIN_PASSWORD=self.password,
-            PYTHONPATH=str(ROOT),
-        )
-        self.up_argv = [
-            sys.executable,
-            "-m",
-            "actorstack.cli",
+        self.up_args = [
             "up",
             "--hosts",
             str(args.hosts),
@@ -356,44 +300,33 @@ class Bench:
             "--storage",
             "none",
             "--listen",
-            f"127.0.0.1:{self.port}",
+            self.cloud.listen,
             "--log-format",
             "json",
             "--log-level",
             "warning",
         ]
-        self.runtime_argv = [
-            sys.executable,
-            "-m",
-            "actorstack.cli",
-            "runtime",
-            "--log-format",
-            "json",
-            "--log-level",
-            "warning",
-        ]
+        self.runtime_args = ["runtime", "--log-format", "json", "--log-level", "warning"]
+        self.up_argv, self.runtime_argv = cli_argv(*self.up_args), cli_argv(*self.runtime_args)
+
+    @property
+    def procs(self) -> list[ScratchProcess]:
+        return self.cloud.processes
 
     # --- starting the cloud ------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self.state_dir.mkdir()
-        self.log_dir.mkdir()
-        await _pg_admin(f'CREATE DATABASE "{self.name}"')
-        self.db_created = True
-        await _rabbitmqctl_async("add_vhost", self.name)
-        self.vhost_created = True
-        await _rabbitmqctl_async("set_permissions", "-p", self.name, "guest", ".*", ".*", ".*")
-        await asyncio.to_thread(_run, [sys.executable, "-m", "actorstack.cli", "db", "init"], env=self.env)
+        await self.services.create()
+        await self.cloud.run("db", "init")
         _log(
             f"starting the cloud: {shlex.join(self.up_argv)} (state {self.state_dir}, database and vhost "
             f"{self.name})"
         )
-        self._spawn("up", self.up_argv)
-        await self._wait_listening()
-        self.token, self.project_id = await self._admin_token()
-        await self._wait_for("all hypervisors to be up", self._hosts_up)
+        self.cloud.start("up", *self.up_args)
+        await self.cloud.wait_ready(hosts=self.args.hosts, storage=False, timeout=self.args.start_timeout)
+        self.token, self.project_id = await self.cloud.admin_token()
         for index in range(1, self.args.runtimes + 1):
-            self._spawn(f"runtime-{index}", self.runtime_argv)
+            self.cloud.start(f"runtime-{index}", *self.runtime_args)
         await self._wait_for(
             f"the shard leases to be spread over {len(self.procs)} processes", self._leases_spread
         )
@@ -403,72 +336,16 @@ class Bench:
             f"shard leases per process {'+'.join(map(str, self.lease_holders))}"
         )
 
-    def _spawn(self, label: str, argv: list[str]) -> None:
-        log_path = self.log_dir / f"{label}.log"
-        with log_path.open("wb") as log:
-            # A session of its own: a Ctrl-C in the terminal reaches the bench only, which then
-            # stops the cloud in order.
-            proc = subprocess.Popen(
-                argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        self.procs.append(CloudProcess(label, argv, proc, log_path))
-
-    def check_alive(self) -> None:
-        for p in self.procs:
-            if not p.alive():
-                raise BenchError(
-                    f"{p.label} (pid {p.pid}) exited with {p.proc.returncode}; its log ends:\n"
-                    f"{self.log_tail(p)}"
-                )
-
-    async def _wait_listening(self) -> None:
-        deadline = time.monotonic() + self.args.start_timeout
-        while True:
-            self.check_alive()
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
-                writer.close()
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise BenchError(
-                        f"the API did not listen within {self.args.start_timeout:.0f}s"
-                    ) from None
-                await asyncio.sleep(0.1)
-
     async def _wait_for(self, what: str, probe: Any) -> Any:
         deadline = time.monotonic() + self.args.start_timeout
         while True:
-            self.check_alive()
+            self.cloud.check_alive()
             value = await probe()
             if value:
                 return value
             if time.monotonic() > deadline:
                 raise BenchError(f"timed out after {self.args.start_timeout:.0f}s waiting for {what}")
             await asyncio.sleep(0.5)
-
-    async def _admin_token(self) -> tuple[str, str]:
-        body = {
-            "auth": {
-                "identity": {
-                    "methods": ["password"],
-                    "password": {
-                        "user": {"name": "admin", "domain": {"id": "default"}, "password": self.password}
-                    },
-                },
-                "scope": {"project": {"name": "admin", "domain": {"id": "default"}}},
-            }
-        }
-        url = f"{self.url}/identity/v3/auth/tokens"
-        async with aiohttp.ClientSession() as s, s.post(url, json=body) as r:
-            if r.status != 201:
-                raise BenchError(f"admin token: {r.status} {await r.text()}")
-            return r.headers["X-Subject-Token"], (await r.json())["token"]["project"]["id"]
-
-    async def _hosts_up(self) -> bool:
-        status, body = await self.request("GET", "/compute/v2.1/os-hypervisors/detail")
-        hosts = body["hypervisors"] if status == 200 else []
-        return sum(h["state"] == "up" and h["status"] == "enabled" for h in hosts) == self.args.hosts
 
     async def _leases_spread(self) -> bool:
         """Every process holds shard leases, and the split has not changed for a second."""
@@ -710,65 +587,15 @@ class Bench:
         started: dict[str, float] = {}
         request_seconds: list[float] = []
         counter = itertools.count()
-        polls = 0
 
         async def client(session: aiohttp.ClientSession) -> None:
             while (index := next(counter)) < n:
                 if ids is None:
-                    body = {
-                        "server": {
-                            "name": f"storm-{self.tag}-{index}",
-                            "imageRef": self.image_id,
-                            "flavorRef": self.flavor_id,
-                            "networks": "none",
-                        }
-                    }
-                    t = time.time()
-                    status, answer = await self.request("POST", "/compute/v2.1/servers", session, json=body)
-                    if status != 202:
-                        raise BenchError(f"POST /servers #{index} answered {status}: {answer}")
-                    sid = answer["server"]["id"]
+                    sid, t = await self._post_server(session, index)
                 else:
-                    sid = ids[index]
-                    t = time.time()
-                    status, answer = await self.request("DELETE", f"/compute/v2.1/servers/{sid}", session)
-                    if status != 204:
-                        raise BenchError(f"DELETE /servers/{sid} answered {status}: {answer}")
+                    sid, t = await self._delete_server(session, ids[index])
                 started[sid] = t
                 request_seconds.append(time.time() - t)
-
-        async def wait_all() -> None:
-            nonlocal polls
-            t0 = time.monotonic()
-            last_change, last = t0, ()
-            while True:
-                await asyncio.sleep(POLL)
-                rows = await poller.fetch(
-                    "SELECT vm_state, count(*) AS n FROM servers GROUP BY vm_state ORDER BY 1"
-                )
-                polls += 1
-                states = {r["vm_state"]: r["n"] for r in rows}
-                if states.get(target, 0) == n:
-                    return
-                now = time.monotonic()
-                key = tuple(sorted(states.items()))
-                if key != last:
-                    last_change, last = now, key
-                self.check_alive()
-                errors = states.get("error", 0)
-                if errors and errors + states.get(target, 0) == n:
-                    raise BenchError(f"{what}: servers ended in ERROR: {states}\n{await self.faults(poller)}")
-                stalled = now - last_change > self.args.stall_timeout
-                if now - t0 > self.args.timeout or stalled:
-                    why = (
-                        f"nothing changed for {self.args.stall_timeout:.0f}s"
-                        if stalled
-                        else f"not done after {self.args.timeout:.0f}s"
-                    )
-                    raise BenchError(
-                        f"{what}: {why}; servers by vm_state: {states} (want {n} {target}), "
-                        f"{len(started)}/{n} requests answered\n{await self.faults(poller)}"
-                    )
 
         await asyncio.sleep(STATS_FLUSH)  # let the database's statistics catch up with what came before
         if what == "boot":
@@ -779,7 +606,7 @@ class Bench:
         timeout = aiohttp.ClientTimeout(total=self.args.timeout)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
             async with asyncio.TaskGroup() as group:
-                group.create_task(wait_all())
+                waiter = group.create_task(self._wait_all(what, target, poller, started))
                 for _ in range(self.args.concurrency):
                     group.create_task(client(session))
         after = await self.snapshot(stats, broker_first=False)
@@ -787,6 +614,80 @@ class Bench:
             await asyncio.to_thread(self.stop_profiling)
         await asyncio.sleep(STATS_FLUSH)
         commits = await self.pg_commits(stats)
+        reached = await self._reached(what, target, poller, started)
+        result = Storm(started, reached, request_seconds, self.costs(before, after, commits, waiter.result()))
+        lat = result.latencies
+        _log(
+            f"{what} storm: {result.rate:.1f} servers/s to {target.upper()}, p50 {percentile(lat, 50):.2f}s "
+            f"p99 {percentile(lat, 99):.2f}s"
+        )
+        return result
+
+    async def _post_server(self, session: aiohttp.ClientSession, index: int) -> tuple[str, float]:
+        """POST server number `index`: (its id, time.time() just before the request)."""
+        body = {
+            "server": {
+                "name": f"storm-{self.tag}-{index}",
+                "imageRef": self.image_id,
+                "flavorRef": self.flavor_id,
+                "networks": "none",
+            }
+        }
+        t = time.time()
+        status, answer = await self.request("POST", "/compute/v2.1/servers", session, json=body)
+        if status != 202:
+            raise BenchError(f"POST /servers #{index} answered {status}: {answer}")
+        return answer["server"]["id"], t
+
+    async def _delete_server(self, session: aiohttp.ClientSession, sid: str) -> tuple[str, float]:
+        """DELETE the server: (its id, time.time() just before the request)."""
+        t = time.time()
+        status, answer = await self.request("DELETE", f"/compute/v2.1/servers/{sid}", session)
+        if status != 204:
+            raise BenchError(f"DELETE /servers/{sid} answered {status}: {answer}")
+        return sid, t
+
+    async def _wait_all(
+        self, what: str, target: str, poller: asyncpg.Connection, started: dict[str, float]
+    ) -> int:
+        """Poll the bench database until every server is `target`; how many polls it took."""
+        n = self.args.servers
+        polls = 0
+        t0 = time.monotonic()
+        last_change, last = t0, ()
+        while True:
+            await asyncio.sleep(POLL)
+            rows = await poller.fetch(
+                "SELECT vm_state, count(*) AS n FROM servers GROUP BY vm_state ORDER BY 1"
+            )
+            polls += 1
+            states = {r["vm_state"]: r["n"] for r in rows}
+            if states.get(target, 0) == n:
+                return polls
+            now = time.monotonic()
+            key = tuple(sorted(states.items()))
+            if key != last:
+                last_change, last = now, key
+            self.cloud.check_alive()
+            errors = states.get("error", 0)
+            if errors and errors + states.get(target, 0) == n:
+                raise BenchError(f"{what}: servers ended in ERROR: {states}\n{await self.faults(poller)}")
+            stalled = now - last_change > self.args.stall_timeout
+            if now - t0 > self.args.timeout or stalled:
+                why = (
+                    f"nothing changed for {self.args.stall_timeout:.0f}s"
+                    if stalled
+                    else f"not done after {self.args.timeout:.0f}s"
+                )
+                raise BenchError(
+                    f"{what}: {why}; servers by vm_state: {states} (want {n} {target}), "
+                    f"{len(started)}/{n} requests answered\n{await self.faults(poller)}"
+                )
+
+    async def _reached(
+        self, what: str, target: str, poller: asyncpg.Connection, started: dict[str, float]
+    ) -> dict[str, float]:
+        """server id -> the epoch of its event into `target` (every server must have one)."""
         rows = await poller.fetch(
             "SELECT actor_id, min(extract(epoch FROM at))::float8 AS at FROM events "
             "WHERE kind = 'server' AND new_state = $1 AND actor_id = ANY($2::text[]) GROUP BY actor_id",
@@ -800,13 +701,7 @@ class Bench:
                 f"{what}: {len(missing)} servers are {target} but have no such event, e.g. "
                 f"{sorted(missing)[:3]}"
             )
-        result = Storm(started, reached, request_seconds, self.costs(before, after, commits, polls))
-        lat = result.latencies
-        _log(
-            f"{what} storm: {result.rate:.1f} servers/s to {target.upper()}, p50 {percentile(lat, 50):.2f}s "
-            f"p99 {percentile(lat, 99):.2f}s"
-        )
-        return result
+        return reached
 
     def start_profiling(self) -> None:
         """`--py-spy DIR`: sample every cloud process during the boot storm (raw folded stacks)."""
@@ -891,16 +786,10 @@ class Bench:
         finally:
             await poller.close()
             await stats.close()
-        self.check_alive()
+        self.cloud.check_alive()
         self.peak_rss = {p.label: proc_peak_rss_mib(p.pid) for p in self.procs}
 
     # --- the logs and the way out --------------------------------------------------------------
-
-    def log_tail(self, p: CloudProcess, lines: int = 30) -> str:
-        try:
-            return "\n".join(p.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
 
     def log_findings(self, excerpts: int = 3) -> list[str]:
         """Warnings, errors and anything not JSON (a traceback) in the cloud's logs, summarised."""
@@ -924,7 +813,7 @@ class Bench:
                 examples.setdefault(key, line)
             for (level, event), count in events.most_common():
                 out.append(f"{p.label}: {count} x {level} {event!r}")
-            for key, line in list(examples.items())[:excerpts]:
+            for line in list(examples.values())[:excerpts]:
                 out.append(f"  e.g. {line[:600]}")
         return out
 
@@ -944,45 +833,19 @@ class Bench:
         step("the cloud", self._stop_cloud)
         if self.args.keep_log and self.log_dir.exists():
             step("keeping the logs", lambda: shutil.copytree(self.log_dir, self.kept_logs))
-        if self.db_created:
-            drop = f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'
-            step("database", lambda: asyncio.run(_pg_admin(drop)))
-        if self.vhost_created:
-            step("vhost", lambda: _rabbitmqctl("delete_vhost", self.name))
-        if self.state_dir.exists():
-            step("state dir", lambda: shutil.rmtree(self.state_dir))
+        step("database, vhost and state dir", lambda: asyncio.run(self.services.drop()))
         step("leftovers", lambda: problems.extend(self.leftovers()))
         return problems
 
     def _stop_cloud(self) -> None:
-        for p in reversed(self.procs):  # the extra runtimes first, then `up`
-            if p.alive():
-                p.proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 60
+        asyncio.run(self.cloud.stop())
         for p in self.procs:
-            try:
-                p.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                _log(f"{p.label} (pid {p.pid}) did not stop within 60s of SIGTERM: killing it")
-                p.proc.kill()
-                p.proc.wait()
+            if p.returncode == -signal.SIGKILL:
+                _log(f"{p.label} (pid {p.pid}) did not stop within 60s of SIGTERM: killed it")
 
     def leftovers(self) -> list[str]:
-        left = [f"process {p.label} pid {p.pid}" for p in self.procs if p.alive()]
-
-        async def database_exists() -> bool:
-            conn = await asyncpg.connect(f"{PG_SERVER}/postgres")
-            try:
-                return bool(await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", self.name))
-            finally:
-                await conn.close()
-
-        if asyncio.run(database_exists()):
-            left.append(f"database {self.name}")
-        if self.name in _rabbitmqctl("list_vhosts", "--quiet", "--no-table-headers").split():
-            left.append(f"vhost {self.name}")
-        if self.state_dir.exists():
-            left.append(f"directory {self.state_dir}")
+        left = [f"process {p.label} pid {p.pid}" for p in self.procs if p.alive]
+        left += asyncio.run(self.services.leftovers())
         return [f"left behind: {thing}" for thing in left]
 
 
@@ -1076,7 +939,8 @@ def report(bench: Bench, command: str, machine: str) -> None:
         (
             "machine busy CPU per boot / delete",
             f"{b.machine_cpu / n * 1000:.1f} ms / {d.machine_cpu / n * 1000:.1f} ms  (every process; "
-            f"{b.machine_cpu / b.seconds:.2f} / {d.machine_cpu / d.seconds:.2f} of {os.cpu_count()} cores busy; "
+            f"{b.machine_cpu / b.seconds:.2f} / {d.machine_cpu / d.seconds:.2f} "
+            f"of {os.cpu_count()} cores busy; "
             f"idle before the storm {bench.idle['machine_cpu_per_s']:.2f}, of which the cloud "
             f"{bench.idle['cloud_cpu_per_s']:.2f})",
         ),
@@ -1130,7 +994,7 @@ def report(bench: Bench, command: str, machine: str) -> None:
     print(f"machine: {machine}")
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.boot_storm", description=__doc__.split("\n\n")[0])
     parser.add_argument("--servers", type=int, default=1000, help="servers to boot and delete (default 1000)")
     parser.add_argument("--hosts", type=int, default=50, help="simulated compute hosts (default 50)")
@@ -1172,6 +1036,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--runtimes must be 0 or more")
     if os.geteuid() != 0:
         parser.error("must run as root (rabbitmqctl)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     given = sys.argv[1:] if argv is None else argv
     command = shlex.join([sys.executable, "-m", "bench.boot_storm", *given])
     load = Path("/proc/loadavg").read_text().split()[:3]

@@ -1,9 +1,9 @@
-"""What the benchmarks share: their error, their progress lines, a free port, percentiles."""
+"""What the benchmarks share: their error, their progress lines, percentiles (their scratch clouds
+come from actorstack/scratch.py)."""
 
 from __future__ import annotations
 
 import math
-import socket
 import sys
 import time
 
@@ -15,12 +15,6 @@ class BenchError(Exception):
 def log(message: str) -> None:
     """A timestamped progress line on stderr (the tables go to stdout)."""
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def percentile(values: list[float], p: float) -> float:

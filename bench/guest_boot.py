@@ -1,9 +1,10 @@
 """`python -m bench.guest_boot --runs N`: how long a real guest takes from `server create` to
 reading its own metadata, against the bare-libvirt floor for the very same guest.
 
-The bench starts a cloud of its own (`actorstack up --virt qemu --hosts 1` as a subprocess, on a
-fresh PostgreSQL database and RabbitMQ vhost named `bench_guest_<hex>`, with a state directory
-`/tmp/bench-guest-<hex>`), makes a network, a subnet and a keypair, and then, N times:
+The bench starts a cloud of its own (actorstack/scratch.py: `actorstack up --virt qemu --hosts 1`
+as a subprocess, on a fresh PostgreSQL database and RabbitMQ vhost named `bench_guest_<hex>`,
+with a state directory `/tmp/bench-guest-<hex>`), makes a network, a subnet and a keypair, and
+then, N times:
 
 1. actorstack: t0, POST /servers (`actorstack-test`, m1.micro, the network, the key), then the
    console log through the API (os-getConsoleOutput) every 0.2 s until the guest's line
@@ -41,7 +42,6 @@ import secrets
 import shlex
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -51,13 +51,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from actorstack.scratch import ScratchServices, cli_argv
 from bench.common import BenchError, exit_code
-from bench.common import free_port as _free_port
 from bench.common import log as _log
 
-ROOT = Path(__file__).resolve().parent.parent
-PG_SERVER = os.environ.get("ACTORSTACK_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
-AMQP_SERVER = os.environ.get("ACTORSTACK_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672")
 VIRSH = ("virsh", "-c", "qemu:///system")
 IMAGE = "actorstack-test"
 GUEST = "actorstack-guest: "
@@ -78,23 +75,6 @@ def _run(
 
 def _virsh(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return _run([*VIRSH, *args], check=check, timeout=timeout)
-
-
-def _rabbitmqctl(*args: str) -> None:
-    _run([shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl", *args], timeout=120)
-
-
-def _pg(sql: str) -> None:
-    import asyncpg
-
-    async def go() -> None:
-        conn = await asyncpg.connect(f"{PG_SERVER}/postgres")
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(go())
 
 
 def _console_times(text: str, server_id: str, seen: dict[str, float], elapsed: float) -> bool:
@@ -153,33 +133,67 @@ def _links() -> list[dict[str, Any]]:
     return json.loads(_run(["ip", "-j", "link", "show"], check=False).stdout or "[]")
 
 
+def _fresh_disks(devices: ET.Element, where: Path) -> None:
+    """Point the domain's disks at new files in `where`: the root disk a pristine overlay on the
+    same image-cache file, ephemeral and swap disks blank, as the host agent makes them."""
+    for disk in devices.findall("disk"):
+        source = disk.find("source")
+        if disk.get("device") != "disk" or source is None or source.get("file") is None:
+            continue
+        old = str(source.get("file"))
+        info = _qemu_img_info(old)
+        new = where / Path(old).name
+        backing = info.get("full-backing-filename") or info.get("backing-filename")
+        if backing:  # the root disk: a pristine overlay on the same image-cache file
+            fmt = info.get("backing-filename-format") or _qemu_img_info(backing)["format"]
+            _run(
+                [
+                    "qemu-img",
+                    "create",
+                    "-q",
+                    "-f",
+                    "qcow2",
+                    "-b",
+                    backing,
+                    "-F",
+                    fmt,
+                    str(new),
+                    str(info["virtual-size"]),
+                ]
+            )
+        else:  # ephemeral or swap: blank, as the host agent makes them
+            _run(["qemu-img", "create", "-q", "-f", info["format"], str(new), str(info["virtual-size"])])
+        source.set("file", str(new))
+        for stale in disk.findall("backingStore"):
+            disk.remove(stale)
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.tag = secrets.token_hex(4)
         self.name = f"bench_guest_{self.tag}"  # the database and the vhost
         self.state_dir = Path(f"/tmp/bench-guest-{self.tag}")
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.password = secrets.token_urlsafe(12)
+        self.services = ScratchServices(self.name, state_dir=self.state_dir)
+        # A session of its own: a Ctrl-C in the terminal reaches the bench only, which deletes
+        # the servers through the cloud before it stops the cloud.
+        self.cloud = self.services.cloud(stop_timeout=60, new_session=True)
+        self.url = self.cloud.url
+        self.password = self.cloud.password
         self.log_path = self.state_dir / "up.log"
-        self.up_argv = [
-            sys.executable,
-            "-m",
-            "actorstack.cli",
+        self.up_args = [
             "up",
             "--virt",
             "qemu",
             "--hosts",
             "1",
             "--listen",
-            f"127.0.0.1:{self.port}",
+            self.cloud.listen,
             "--log-format",
             "json",
         ]
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.up_argv = cli_argv(*self.up_args)
         self.conn: Any = None
-        self.db_created = self.vhost_created = False
         self.network_id: str | None = None
         self.subnet_id: str | None = None
         self.keypair: str | None = None
@@ -192,46 +206,13 @@ class Bench:
     # --- the cloud ----------------------------------------------------------------------------
 
     def start(self) -> None:
-        self.state_dir.mkdir()
-        os.chmod(self.state_dir, 0o755)  # QEMU runs as another user and must traverse it
-        _pg(f'CREATE DATABASE "{self.name}"')
-        self.db_created = True
-        _rabbitmqctl("add_vhost", self.name)
-        self.vhost_created = True
-        _rabbitmqctl("set_permissions", "-p", self.name, "guest", ".*", ".*", ".*")
-
-        env = {
-            k: v for k, v in os.environ.items() if not k.startswith("OS_") and k != "ACTORSTACK_CRASHPOINTS"
-        }
-        env.update(
-            ACTORSTACK_DATABASE_URL=f"{PG_SERVER}/{self.name}",
-            ACTORSTACK_AMQP_URL=f"{AMQP_SERVER}/{self.name}",
-            ACTORSTACK_STATE_DIR=str(self.state_dir),
-            ACTORSTACK_ADMIN_PASSWORD=self.password,
-            PYTHONPATH=str(ROOT),
-        )
+        asyncio.run(self.services.create())
         _log(
             f"starting the cloud: {shlex.join(self.up_argv)} "
             f"(state {self.state_dir}, database and vhost {self.name})"
         )
-        with self.log_path.open("wb") as log:
-            # A session of its own: a Ctrl-C in the terminal reaches the bench only, which deletes
-            # the servers through the cloud before it stops the cloud.
-            self.proc = subprocess.Popen(
-                self.up_argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        deadline = time.monotonic() + self.args.start_timeout
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    break
-            except OSError:
-                self._check_alive()
-                if time.monotonic() > deadline:
-                    raise BenchError(
-                        f"the API did not listen within {self.args.start_timeout:.0f}s"
-                    ) from None
-                time.sleep(0.1)
+        self.cloud.start("up", *self.up_args)
+        asyncio.run(self.cloud.wait_ready(hosts=1, storage=False, timeout=self.args.start_timeout))
 
         import openstack
 
@@ -250,7 +231,6 @@ class Bench:
         )
         self.image = self._wait("the image actorstack-test to be active", self._active_image)
         self.flavor = self.conn.compute.find_flavor(self.args.flavor, ignore_missing=False)
-        self._wait("a compute host to be up", self._host_up)
 
         net = self.conn.network.create_network(name=f"bench-{self.tag}")
         self.network_id = net.id
@@ -267,8 +247,9 @@ class Bench:
         _log(f"cloud up at {self.url}: image {self.image.id}, network {net.id} ({self.args.cidr})")
 
     def _check_alive(self) -> None:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise BenchError(f"actorstack up exited ({self.proc.returncode})")
+        for up in self.cloud.role("up"):
+            if not up.alive:
+                raise BenchError(f"actorstack up exited ({up.returncode})")
 
     def _wait(self, what: str, probe: Callable[[], Any], timeout: float = 120) -> Any:
         deadline = time.monotonic() + timeout
@@ -284,10 +265,6 @@ class Bench:
     def _active_image(self) -> Any:
         image = self.conn.image.find_image(IMAGE)
         return image if image is not None and image.status == "active" else None
-
-    def _host_up(self) -> bool:
-        hosts = self.conn.compute.hypervisors(details=True)
-        return any(h.state == "up" and h.status == "enabled" for h in hosts)
 
     # --- one run --------------------------------------------------------------------------------
 
@@ -375,36 +352,7 @@ class Bench:
                 source = element.find("source")
                 if element.get("type") == "file" and source is not None:
                     source.set("path", str(console_log))
-        for disk in devices.findall("disk"):
-            source = disk.find("source")
-            if disk.get("device") != "disk" or source is None or source.get("file") is None:
-                continue
-            old = str(source.get("file"))
-            info = _qemu_img_info(old)
-            new = where / Path(old).name
-            backing = info.get("full-backing-filename") or info.get("backing-filename")
-            if backing:  # the root disk: a pristine overlay on the same image-cache file
-                fmt = info.get("backing-filename-format") or _qemu_img_info(backing)["format"]
-                _run(
-                    [
-                        "qemu-img",
-                        "create",
-                        "-q",
-                        "-f",
-                        "qcow2",
-                        "-b",
-                        backing,
-                        "-F",
-                        fmt,
-                        str(new),
-                        str(info["virtual-size"]),
-                    ]
-                )
-            else:  # ephemeral or swap: blank, as the host agent makes them
-                _run(["qemu-img", "create", "-q", "-f", info["format"], str(new), str(info["virtual-size"])])
-            source.set("file", str(new))
-            for stale in disk.findall("backingStore"):
-                disk.remove(stale)
+        _fresh_disks(devices, where)
         taps = [t.get("dev") for t in devices.findall("interface/target")]
         for tap in taps:
             if not Path(f"/sys/class/net/{tap}").exists():
@@ -441,7 +389,7 @@ class Bench:
                 problems.append(f"{what}: {exc!r}")
                 _log(f"cleanup: {what} failed: {exc!r}")
 
-        cloud_alive = self.proc is not None and self.proc.poll() is None and self.conn is not None
+        cloud_alive = any(up.alive for up in self.cloud.role("up")) and self.conn is not None
         for name, where in list(self.bare.items()):
             step(
                 f"bare domain {name}",
@@ -461,16 +409,11 @@ class Bench:
                     "network", lambda: self.conn.network.delete_network(self.network_id, ignore_missing=True)
                 )
             step("host networking", self._wait_host_clean)
-        if self.proc is not None:
-            step("the cloud", self._stop_cloud)
+        if self.cloud.processes:
+            step("the cloud", lambda: asyncio.run(self.cloud.stop()))
         step("leftover domains", self._remove_domains)
         step("leftover networking", self._remove_networking)
-        if self.db_created:
-            step("database", lambda: _pg(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
-        if self.vhost_created:
-            step("vhost", lambda: _rabbitmqctl("delete_vhost", self.name))
-        if self.state_dir.exists():
-            step("state dir", lambda: shutil.rmtree(self.state_dir))
+        step("database, vhost and state dir", lambda: asyncio.run(self.services.drop()))
         left = self.leftovers()
         if left:
             problems.append("left on the host: " + ", ".join(left))
@@ -498,16 +441,6 @@ class Bench:
                 left = ", ".join(self._kernel_leftovers())
                 raise BenchError(f"host networking still there after 60 s: {left}")
             time.sleep(0.5)
-
-    def _stop_cloud(self) -> None:
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
     def _remove_domains(self) -> None:
         """Domains of our servers the cloud did not delete: by id, or by the title (the server's
@@ -581,8 +514,7 @@ class Bench:
             or d.startswith(f"bench-bare-{self.tag}-")
             or d.removeprefix("instance-") in self.all_servers
         ]
-        if self.state_dir.exists():
-            left.append(f"directory {self.state_dir}")
+        left += asyncio.run(self.services.leftovers())
         return left
 
     def log_tail(self, lines: int = 40) -> str:
@@ -609,7 +541,7 @@ def report(bench: Bench, command: str) -> dict[str, Any]:
     rows: list[tuple[str, list[float]]] = [
         ("actorstack: server create -> meta_data.json marker", cloud),
         ("bare libvirt: virsh create -> meta_data.json marker", bare),
-        ("overhead: actorstack - bare (paired, per run)", [c - b for c, b in zip(cloud, bare)]),
+        ("overhead: actorstack - bare (paired, per run)", [c - b for c, b in zip(cloud, bare, strict=True)]),
         (
             "  actorstack: server create -> ACTIVE",
             [r["actorstack"]["active"] for r in runs if "active" in r["actorstack"]],
@@ -639,7 +571,11 @@ def report(bench: Bench, command: str) -> dict[str, Any]:
         "poll_interval_s": POLL,
         "flavor": bench.args.flavor,
         "image": IMAGE,
-        "stats": {label.strip(): dict(zip(("median", "min", "max"), _stats(v))) for label, v in rows if v},
+        "stats": {
+            label.strip(): dict(zip(("median", "min", "max"), _stats(v), strict=True))
+            for label, v in rows
+            if v
+        },
         "runs_detail": runs,
     }
     if bench.args.json:
@@ -656,7 +592,7 @@ def report(bench: Bench, command: str) -> dict[str, Any]:
             med, lo, hi = _stats(values)
             print(f"{label:{width}}  {med:7.2f}s {lo:7.2f}s {hi:7.2f}s")
     print("\nper run (s):  actorstack  bare  overhead")
-    for r, c, b in zip(runs, cloud, bare):
+    for r, c, b in zip(runs, cloud, bare, strict=True):
         print(f"  run {r['run']}:     {c:9.2f} {b:5.2f} {c - b:9.2f}")
     print(f"\ncommand: {command}")
     print(f"cloud:   {shlex.join(bench.up_argv)}")

@@ -57,11 +57,11 @@ from typing import Any
 import asyncpg
 
 from actors import db, scheduler
+from actorstack.scratch import ScratchError, ScratchServices
 from bench.common import log as _log
 from bench.common import percentile
 from protocol import compute as m
 
-PG_SERVER = os.environ.get("ACTORSTACK_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
 ZONES = ("az1", "az2", "az3")
 ZONE_WEIGHTS = (0.45, 0.45, 0.10)
 HEARTBEAT_EVERY = 10.0  # s: refresh between samples, well inside scheduler.HOST_DOWN_AFTER
@@ -501,19 +501,11 @@ def report(
 # --- running it -----------------------------------------------------------------------------------------
 
 
-async def admin(sql: str) -> None:
-    conn = await asyncpg.connect(f"{PG_SERVER}/postgres", timeout=10)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
-async def run(args: argparse.Namespace, database: str, command: str) -> int:
+async def run(args: argparse.Namespace, services: ScratchServices, command: str) -> int:
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, asyncio.current_task().cancel)
-    await admin(f'CREATE DATABASE "{database}"')
-    _log(f"database {database} created")
-    pool = await db.create_pool(f"{PG_SERVER}/{database}", min_size=1, max_size=args.concurrency)
+    await services.create()
+    _log(f"database {services.name} created")
+    pool = await db.create_pool(services.database_url, min_size=1, max_size=args.concurrency)
     try:
         async with pool.acquire() as conn:
             await db.init_schema(conn)
@@ -600,11 +592,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--claims and --concurrency must be at least 1, --fill-hosts at least 0")
     given = sys.argv[1:] if argv is None else argv
     command = shlex.join([os.path.relpath(sys.executable), "-m", "bench.scheduler", *given])
-    database = f"bench_sched_{secrets.token_hex(4)}"
+    services = ScratchServices(f"bench_sched_{secrets.token_hex(4)}", vhost=False)
     failed: BaseException | None = None
     status = 1
     try:
-        status = asyncio.run(run(args, database, command))
+        status = asyncio.run(run(args, services, command))
     except (KeyboardInterrupt, asyncio.CancelledError) as exc:
         failed = exc
     except Exception as exc:  # noqa: BLE001 - reported after the cleanup
@@ -614,10 +606,10 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGINT, lambda *_: _log("dropping the database; please wait"))
         signal.signal(signal.SIGTERM, lambda *_: _log("dropping the database; please wait"))
         try:
-            asyncio.run(admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
-            _log(f"database {database} dropped")
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-            _log(f"CLEANUP PROBLEM: could not drop database {database}: {exc!r}")
+            asyncio.run(services.drop())
+            _log(f"database {services.name} dropped")
+        except ScratchError as exc:
+            _log(f"CLEANUP PROBLEM: {exc}")
             status = 1
     if isinstance(failed, (KeyboardInterrupt, asyncio.CancelledError)):
         _log("interrupted")
