@@ -75,7 +75,8 @@ async def test_concurrent_claims_never_over_commit_a_host(pool: asyncpg.Pool, zo
     assert len(placed) == 6 and len(refused) == 44
     assert refused[0].reason == "There are not enough hosts available."
     rows = await pool.fetch(
-        "SELECT name, used_vcpus, used_memory_mb, (SELECT count(*) FROM allocations a WHERE a.host = h.name) AS n "
+        "SELECT name, used_vcpus, used_memory_mb, "
+        "(SELECT count(*) FROM allocations a WHERE a.host = h.name) AS n "
         "FROM compute_hosts h WHERE name = ANY($1::text[])",
         hosts,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import time
 from collections.abc import AsyncIterator
@@ -115,7 +116,7 @@ async def test_a_boot_and_delete_appear_in_order_with_every_transition(cloud: Cl
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
     changes = [e for e in seen if e["prev_state"] != e["new_state"]]
     assert changes[0]["prev_state"].startswith("building:")
-    for before, after in zip(changes, changes[1:]):
+    for before, after in itertools.pairwise(changes):
         assert after["prev_state"] == before["new_state"], (before, after)
     states = [e["new_state"] for e in changes]
     assert "active" in states and states[-1] == "deleted"

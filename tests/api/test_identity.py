@@ -66,7 +66,8 @@ async def test_expired_token_is_refused(cloud: Cloud) -> None:
             await conn.fetchval("SELECT value::text FROM cluster_settings WHERE key = 'token_key'")
         )
         admin = await conn.fetchrow(
-            "SELECT u.id, u.name, p.id AS pid FROM users u JOIN projects p ON p.name = 'admin' WHERE u.name = 'admin'"
+            "SELECT u.id, u.name, p.id AS pid FROM users u JOIN projects p ON p.name = 'admin' "
+            "WHERE u.name = 'admin'"
         )
     finally:
         await conn.close()

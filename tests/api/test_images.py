@@ -83,8 +83,9 @@ async def open_upload(
     address = urlsplit(cloud.url)
     reader, writer = await asyncio.open_connection(address.hostname, address.port)
     writer.write(
-        f"PUT /image/v2/images/{image_id}/file HTTP/1.1\r\nHost: {address.netloc}\r\nX-Auth-Token: {token}\r\n"
-        f"Content-Type: application/octet-stream\r\nContent-Length: {length}\r\n\r\n".encode()
+        f"PUT /image/v2/images/{image_id}/file HTTP/1.1\r\nHost: {address.netloc}\r\n"
+        f"X-Auth-Token: {token}\r\nContent-Type: application/octet-stream\r\n"
+        f"Content-Length: {length}\r\n\r\n".encode()
     )
     await writer.drain()
     return reader, writer

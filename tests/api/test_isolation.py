@@ -77,7 +77,7 @@ def _reads(*paths: str, **kw: Any) -> list[Probe]:
 
 S = NOVA + "/servers/{server}"
 V = CINDER + "/volumes/{volume}"
-I = GLANCE + "/images/{image}"
+IMG = GLANCE + "/images/{image}"
 
 PROBES: list[Probe] = [
     # Compute: the server, its metadata, addresses, volume attachments, instance actions, console.
@@ -154,18 +154,18 @@ PROBES: list[Probe] = [
     Probe("DELETE", NEUTRON + "/subnets/{subnet}"),
     Probe("DELETE", NEUTRON + "/networks/{network}"),
     # Image: the record, its data, tags, actions and members.
-    *_reads(I, I + "/file"),
-    *_reads(I + "/members", I + "/members/{b_project}", owner=403),  # a private image has no members
-    Probe("PATCH", I, [{"op": "replace", "path": "/name", "value": "hacked"}], content_type=JSON_PATCH),
-    Probe("PUT", I + "/tags/hacked"),
-    Probe("DELETE", I + "/tags/iso-tag"),
-    Probe("POST", I + "/actions/deactivate"),
-    Probe("POST", I + "/actions/reactivate"),
-    Probe("PUT", I + "/file", raw=b"hacked", content_type="application/octet-stream"),
-    Probe("POST", I + "/members", {"member": "{b_project}"}),
-    Probe("PUT", I + "/members/{b_project}", {"status": "accepted"}),
-    Probe("DELETE", I + "/members/{b_project}"),
-    Probe("DELETE", I),
+    *_reads(IMG, IMG + "/file"),
+    *_reads(IMG + "/members", IMG + "/members/{b_project}", owner=403),  # a private image has no members
+    Probe("PATCH", IMG, [{"op": "replace", "path": "/name", "value": "hacked"}], content_type=JSON_PATCH),
+    Probe("PUT", IMG + "/tags/hacked"),
+    Probe("DELETE", IMG + "/tags/iso-tag"),
+    Probe("POST", IMG + "/actions/deactivate"),
+    Probe("POST", IMG + "/actions/reactivate"),
+    Probe("PUT", IMG + "/file", raw=b"hacked", content_type="application/octet-stream"),
+    Probe("POST", IMG + "/members", {"member": "{b_project}"}),
+    Probe("PUT", IMG + "/members/{b_project}", {"status": "accepted"}),
+    Probe("DELETE", IMG + "/members/{b_project}"),
+    Probe("DELETE", IMG),
 ]
 
 # What A reads to tell whether anything changed (the data, not the clock).
@@ -181,8 +181,8 @@ SNAPSHOT = (
     NEUTRON + "/networks/{network}",
     NEUTRON + "/subnets/{subnet}",
     NEUTRON + "/ports/{port}",
-    I,
-    I + "/file",
+    IMG,
+    IMG + "/file",
     NOVA + "/servers",
     CINDER + "/volumes",
     NEUTRON + "/networks",

@@ -80,7 +80,8 @@ async def test_150_concurrent_port_creates_fill_a_slash_25_exactly(cloud: Cloud,
         assert len({body["port"]["project_id"] for status, body in results if status == 201}) == 4
 
         rows = await pool.fetch(
-            "SELECT host(ip_address) AS ip, count(*) AS n FROM ip_allocations WHERE subnet_id = $1 GROUP BY 1",
+            "SELECT host(ip_address) AS ip, count(*) AS n FROM ip_allocations "
+            "WHERE subnet_id = $1 GROUP BY 1",
             subnet["id"],
         )
         assert len(rows) == 125 and all(r["n"] == 1 for r in rows)

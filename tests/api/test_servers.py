@@ -343,8 +343,8 @@ async def test_fifty_concurrent_boots_never_exceed_host_capacity(cloud: Cloud, i
 
 
 async def test_a_failed_boot_shows_an_error_event_with_its_fault(cloud: Cloud, image: str) -> None:
-    """No host can take the flavor (a 100 TB root disk): the create action's event ends in Error, with the fault as
-    its details (2.84), and the action's message says Error, as Nova shows them."""
+    """No host can take the flavor (a 100 TB root disk): the create action's event ends in Error,
+    with the fault as its details (2.84), and the action's message says Error, as Nova shows them."""
     token = await cloud.token()
     flavor = f"huge-{uuid.uuid4().hex[:8]}"
     status, body, _ = await cloud.request(

@@ -783,7 +783,7 @@ async def test_a_volume_from_an_image_is_bootable_and_carries_its_metadata(
             cloud.openstack("image", "delete", made["id"], fmt=None)
 
 
-# --- actions --------------------------------------------------------------------------------------------------
+# --- actions --------------------------------------------------------------------------------------
 
 
 async def test_extend_is_checked_then_sent_to_the_actor(
@@ -961,7 +961,7 @@ async def test_bootable_and_readonly_flags(cloud: Cloud, project: Credentials, p
     assert shown["bootable"] is False and shown["properties"] == {"readonly": "False"}
 
 
-# --- delete -----------------------------------------------------------------------------------------------------
+# --- delete ---------------------------------------------------------------------------------------
 
 
 async def test_delete_is_refused_unless_the_volume_is_deletable(
@@ -999,7 +999,7 @@ async def test_delete_is_refused_unless_the_volume_is_deletable(
     assert status == 202, body  # sent to the actor, which removes the row once its backend confirms
 
 
-# --- who sees what -----------------------------------------------------------------------------------------------
+# --- who sees what --------------------------------------------------------------------------------
 
 
 async def test_projects_see_only_their_own_volumes(

@@ -411,10 +411,11 @@ def test_fuzz_every_operation(world: World, document: dict[str, Any], group: str
     )
     started = time.monotonic()
     for op in mine:
-        token = world.token(world.member)  # an operation may revoke its own token: a fresh one each time
+        # An operation may revoke its own token: a fresh one each time.
+        headers = _with_token(world.token(world.member))
         budget = _budget(op.method.lower())
-        fuzzer.run(op, GenerationMode.POSITIVE, budget["positive"], lambda: {"X-Auth-Token": token})
-        fuzzer.run(op, GenerationMode.NEGATIVE, budget["negative"], lambda: {"X-Auth-Token": token})
+        fuzzer.run(op, GenerationMode.POSITIVE, budget["positive"], headers)
+        fuzzer.run(op, GenerationMode.NEGATIVE, budget["negative"], headers)
     elapsed = time.monotonic() - started
     print(
         f"{group}: {len(mine)} operations, {fuzzer.requests} requests in {elapsed:.0f} s, "
@@ -422,6 +423,51 @@ def test_fuzz_every_operation(world: World, document: dict[str, Any], group: str
     )
     assert fuzzer.requests >= len(mine)
     assert not fuzzer.failures, f"{len(fuzzer.failures)} bad answers:\n" + "\n".join(fuzzer.failures[:40])
+
+
+def _with_token(token: str) -> Callable[[], dict[str, str]]:
+    """The headers of each fuzzed request: this token."""
+    return lambda: {"X-Auth-Token": token}
+
+
+def _answers_without_a_valid_token(
+    world: World, op: Any, operation: dict[str, Any], token: str | None
+) -> list[str]:
+    """One request of `op` with `token` (none, or a forged one): 401 in the service's shape where
+    the operation needs a token, anything but 401 where it is public. What was wrong, if anything."""
+    method, path = op.method.lower(), op.path
+    needs_token = operation.get("security") != []
+    failures: list[str] = []
+
+    @settings(
+        max_examples=1,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+        verbosity=Verbosity.quiet,
+    )
+    @given(case=op.as_strategy(generation_mode=GenerationMode.POSITIVE))
+    def probe(case: schemathesis.Case) -> None:
+        kwargs = case.as_transport_kwargs(base_url=world.cloud.url)
+        kwargs["headers"] = {k: v for k, v in kwargs["headers"].items() if k.lower() != "x-auth-token"}
+        if token is not None:
+            kwargs["headers"]["X-Auth-Token"] = token
+        status, content_type, text = send(world, kwargs)
+        found = problems_of(operation, method, path, status, content_type, text)
+        if needs_token and status != 401:
+            found.append(f"answered {status} without a valid token")
+        if not needs_token and status == 401:
+            found.append("a public operation asked for a token")
+        if found:
+            failures.append(
+                f"{method.upper()} {path} with {token or 'no token'}: "
+                f"{'; '.join(found)}: {status} {text[:200]}"
+            )
+
+    probe()
+    return failures
 
 
 def test_no_or_bad_token_is_refused_everywhere(world: World, document: dict[str, Any]) -> None:
@@ -435,42 +481,10 @@ def test_no_or_bad_token_is_refused_everywhere(world: World, document: dict[str,
     public = 0
     for result in schema.get_all_operations():
         op = result.ok()
-        method, path = op.method.lower(), op.path
-        operation = document["paths"][path][method]
-        needs_token = operation.get("security") != []
-        public += not needs_token
+        operation = document["paths"][op.path][op.method.lower()]
+        public += operation.get("security") == []
         for token in (None, "as1.forged." + "x" * 43, "gAAAAAnot-one-of-ours"):
-
-            @settings(
-                max_examples=1,
-                derandomize=True,
-                database=None,
-                deadline=None,
-                phases=[Phase.generate],
-                suppress_health_check=list(HealthCheck),
-                verbosity=Verbosity.quiet,
-            )
-            @given(case=op.as_strategy(generation_mode=GenerationMode.POSITIVE))
-            def probe(case: schemathesis.Case) -> None:
-                kwargs = case.as_transport_kwargs(base_url=world.cloud.url)
-                kwargs["headers"] = {
-                    k: v for k, v in kwargs["headers"].items() if k.lower() != "x-auth-token"
-                }
-                if token is not None:
-                    kwargs["headers"]["X-Auth-Token"] = token
-                status, content_type, text = send(world, kwargs)
-                found = problems_of(operation, method, path, status, content_type, text)
-                if needs_token and status != 401:
-                    found.append(f"answered {status} without a valid token")
-                if not needs_token and status == 401:
-                    found.append("a public operation asked for a token")
-                if found:
-                    failures.append(
-                        f"{method.upper()} {path} with {token or 'no token'}: "
-                        f"{'; '.join(found)}: {status} {text[:200]}"
-                    )
-
-            probe()
+            failures += _answers_without_a_valid_token(world, op, operation, token)
     assert public >= 10, "the discovery documents, token issue and /openapi.json are public"
     assert not failures, "\n".join(failures[:40])
     after = {g: s.snapshot() for g, s in states.items()}

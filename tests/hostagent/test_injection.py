@@ -366,7 +366,7 @@ async def test_qemu_img_gets_a_hostile_path_as_one_argument(
     assert not list(tmp_path.iterdir()) and not Path("pwned").exists()
 
 
-# --- the metadata service ------------------------------------------------------------------------------------
+# --- the metadata service -------------------------------------------------------------------------
 
 
 def _instance(**overrides: Any) -> Instance:

@@ -45,7 +45,7 @@ async def test_concurrent_spawns_share_one_base_and_get_overlays_on_it(
     results = await asyncio.gather(*(storage.create(s, image_id, root_gb=1) for s in servers))
     base = storage.base_path(image_id)
     assert os.listdir(storage.base_dir) == [base.name]
-    for server_id, disks in zip(servers, results):
+    for server_id, disks in zip(servers, results, strict=True):
         paths = storage.paths(server_id)
         assert [(d.path, d.format) for d in disks] == [(paths.disk, "qcow2")]
         info = qemu_img_info(paths.disk)

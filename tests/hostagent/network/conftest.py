@@ -244,7 +244,10 @@ class Sweeper:
 
     def sweep(self) -> list[str]:
         """Remove everything; what had to be removed is returned (a clean test leaves nothing)."""
-        leftovers: list[str] = []
+        return self._sweep_dnsmasq() + self._sweep_namespaces() + self._sweep_links()
+
+    def _sweep_dnsmasq(self) -> list[str]:
+        leftovers = []
         for pid_file in self.workdir.rglob("pid"):
             try:
                 pid = int(pid_file.read_text().strip())
@@ -254,6 +257,11 @@ class Sweeper:
             if f"--pid-file={pid_file}".encode() in cmdline:
                 leftovers.append(f"dnsmasq {pid}")
                 os.kill(pid, signal.SIGKILL)
+        return leftovers
+
+    def _sweep_namespaces(self) -> list[str]:
+        """The DHCP namespaces the test's networks left, and the client namespaces it made."""
+        leftovers = []
         for marker in self.workdir.rglob("netns"):
             name = marker.read_text().strip()
             if name.startswith("qdhcp-") and kernel.namespace_inode(name) is not None:
@@ -269,6 +277,10 @@ class Sweeper:
                 if name not in self.namespaces:
                     leftovers.append(f"namespace {name}")
                 netns.remove(name)
+        return leftovers
+
+    def _sweep_links(self) -> list[str]:
+        leftovers = []
         with kernel.iproute() as ipr:
             for link in kernel.links(ipr):
                 if (link.alias or "").startswith(OWNER_PREFIX) or link.name in self.links:
