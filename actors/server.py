@@ -39,13 +39,9 @@ from protocol import volume as v
 from protocol.actor import StateTimeout
 from protocol.notifications import ERROR
 from protocol.power import BY_ACTION, BY_TASK, ROWS, PowerActionRow
-from protocol.states import PowerState, TaskState, VmState, server_status
+from protocol.states import PowerState, TaskState, VmState
 
 V, T = VmState, TaskState
-
-# Kept for the API until it imports protocol.states itself.
-status_of = server_status
-NOSTATE = PowerState.NOSTATE
 
 # How long each task may last before the server goes to ERROR (seconds).
 TASK_TIMEOUTS: dict[TaskState, float] = {
@@ -110,7 +106,7 @@ def state_name(record: ServerRecord) -> str:
 
 # The settled vm_states (no task); the ones a volume may be attached in; the building steps.
 STABLE = frozenset({V.ACTIVE, V.STOPPED, V.PAUSED, V.SUSPENDED, V.ERROR})
-_ATTACHABLE = frozenset({V.ACTIVE, V.STOPPED, V.PAUSED, V.SUSPENDED})
+ATTACHABLE = frozenset({V.ACTIVE, V.STOPPED, V.PAUSED, V.SUSPENDED})
 _BUILD_STEPS = (T.SCHEDULING, T.NETWORKING, T.BLOCK_DEVICE_MAPPING, T.SPAWNING)
 
 BUILDING = frozenset(state(V.BUILDING, task) for task in _BUILD_STEPS)
@@ -587,7 +583,7 @@ def _give_back(record: ServerRecord, msg: v.AttachVolume) -> tuple[Send, ...]:
     return (_volume(_new_bdm(msg), failed),)
 
 
-@table.on(v.AttachVolume, source={state(vm) for vm in _ATTACHABLE})
+@table.on(v.AttachVolume, source={state(vm) for vm in ATTACHABLE})
 def attach_volume(record: ServerRecord, msg: v.AttachVolume, ctx: Context) -> Outcome[ServerRecord]:
     """Hot-plug a volume the API reserved for this server."""
     if _bdm(record, msg.attachment_id) is not None:
@@ -604,7 +600,7 @@ def attach_volume(record: ServerRecord, msg: v.AttachVolume, ctx: Context) -> Ou
     )
 
 
-@table.decline(v.AttachVolume, in_=STATES - {state(vm) for vm in _ATTACHABLE})
+@table.decline(v.AttachVolume, in_=STATES - {state(vm) for vm in ATTACHABLE})
 def attach_volume_declined(record: ServerRecord, msg: v.AttachVolume, ctx: Context) -> Iterable[Effect]:
     """A server that cannot take a volume now (building, mid-task, deleted) gives the
     reservation the API made for it back at once."""

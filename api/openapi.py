@@ -22,6 +22,7 @@ from aiohttp import web
 from api.context import CTX, json_response, public
 from api.errors import service_of
 from api.image import schema as image_schema
+from protocol import power
 
 OPENAPI_VERSION = "3.1.0"
 # The methods a catch-all route ("*", the not-yet-available parts of a service) is described with.
@@ -152,15 +153,28 @@ _SERVER_UPDATE = wrapped(
         "OS-DCF:diskConfig": {"type": "string", "enum": ["AUTO", "MANUAL"]},
     },
 )
+
+
+def _power_action_bodies() -> list[Schema]:
+    """One body per power action of protocol/power.py: `{"os-stop": null}`, or with the `type`
+    that selects among several rows (`{"reboot": {"type": "SOFT"}}`)."""
+    types: dict[str, list[str]] = {}
+    for row in power.ROWS:
+        types.setdefault(row.api_action, [])
+        if row.api_type is not None:
+            types[row.api_action].append(row.api_type)
+    return [
+        obj(
+            {key: obj({"type": {"type": "string", "enum": kinds}}, "type") if kinds else {"type": "null"}},
+            key,
+        )
+        for key, kinds in types.items()
+    ]
+
+
 _SERVER_ACTION: Schema = {
     "oneOf": [
-        obj({"os-stop": {"type": "null"}}, "os-stop"),
-        obj({"os-start": {"type": "null"}}, "os-start"),
-        obj({"pause": {"type": "null"}}, "pause"),
-        obj({"unpause": {"type": "null"}}, "unpause"),
-        obj({"suspend": {"type": "null"}}, "suspend"),
-        obj({"resume": {"type": "null"}}, "resume"),
-        obj({"reboot": obj({"type": {"type": "string", "enum": ["SOFT", "HARD"]}}, "type")}, "reboot"),
+        *_power_action_bodies(),
         obj(
             {"os-getConsoleOutput": obj({"length": {"type": ["integer", "string", "null"]}})},
             "os-getConsoleOutput",

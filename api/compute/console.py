@@ -24,6 +24,7 @@ from api import validate as v
 from api.compute.server_lookup import find
 from api.context import caller, ctx, json_response
 from api.errors import Conflict, NotFound
+from protocol.states import TaskState
 
 ACTION = "os-getConsoleOutput"
 POLICY = "os_compute_api:os-console-output"
@@ -96,7 +97,7 @@ def _check_ready(row: asyncpg.Record) -> None:
     """Nova's checks before it asks the compute host: a host to ask, and no delete under way."""
     if row["host"] is None:
         raise Conflict(f"Instance {row['id']} is not ready")
-    if row["task_state"] == "deleting":
+    if row["task_state"] == TaskState.DELETING:
         raise Conflict(
             f"Instance {row['id']} in task_state deleting. Cannot get_console_output while "
             "the instance is in this state."

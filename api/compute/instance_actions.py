@@ -15,12 +15,14 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
+from actors import volume as volume_actor
 from api.compute.microversion import requested
 from api.compute.server_lookup import not_found
 from api.compute.server_views import host_id
 from api.context import caller, ctx, json_response
 from api.errors import NotFound
 from api.times import iso_seconds
+from protocol import power
 
 
 def _action_view(request: web.Request, row: asyncpg.Record) -> dict[str, Any]:
@@ -57,22 +59,33 @@ async def list_actions(request: web.Request) -> web.Response:
     return json_response({"instanceActions": [_action_view(request, r) for r in rows]})
 
 
+async def record(
+    conn: Any, *, server_id: str, request_id: str, action: str, project_id: str, user_id: str
+) -> None:
+    """Record that this request asked this of the server (Nova's instance action), in the
+    request's transaction: its events are derived later from the actor events it caused."""
+    await conn.execute(
+        "INSERT INTO instance_actions (server_id, request_id, action, project_id, user_id) "
+        "VALUES ($1, $2, $3, $4, $5)",
+        server_id,
+        request_id,
+        action,
+        project_id,
+        user_id,
+    )
+
+
 # Nova's name for the event of each action (what `openstack server event show` lists).
 _EVENT_NAMES = {
     "create": "compute__do_build_and_run_instance",
     "delete": "compute_terminate_instance",
-    "stop": "compute_stop_instance",
-    "start": "compute_start_instance",
-    "reboot": "compute_reboot_instance",
-    "pause": "compute_pause_instance",
-    "unpause": "compute_unpause_instance",
-    "suspend": "compute_suspend_instance",
-    "resume": "compute_resume_instance",
     "attach_volume": "compute_attach_volume",
     "detach_volume": "compute_detach_volume",
+    **{row.nova_action: row.event for row in power.ROWS},
 }
 _VOLUME_ACTIONS = ("attach_volume", "detach_volume")
-_VOLUME_TRANSITIONAL = ("creating", "reserved", "attaching", "detaching", "deleting", "extending")
+# A volume's transitional statuses are the ones its table gives a timeout.
+_VOLUME_TRANSITIONAL = frozenset(volume_actor.table.timeouts())
 
 
 def _settled(kind: str, state: str | None) -> bool:

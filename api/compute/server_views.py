@@ -14,13 +14,13 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from actors import server as server_actor
 from api.auth import AuthContext
 from api.compute import hosts as compute_hosts
 from api.compute.links import resource_links
 from api.compute.microversion import Microversion, requested
 from api.context import caller, ctx
 from api.times import iso_micro, iso_seconds
+from protocol.states import PowerState, VmState, server_status
 
 # Nova's `addresses` of a server: network name -> its fixed IPs
 Addresses = dict[str, list[dict[str, Any]]]
@@ -53,7 +53,7 @@ def view(
     host_state = (hosts or {}).get(row["host"]) if row["host"] else None
     power_state = row["power_state"]
     if host_state is not None and not host_state.up:
-        power_state = server_actor.NOSTATE
+        power_state = PowerState.NOSTATE
     server = _base_view(
         request,
         row,
@@ -86,7 +86,7 @@ def _base_view(
     volumes: list[asyncpg.Record],
 ) -> dict[str, Any]:
     """What every microversion shows, in Nova's order."""
-    status = server_actor.status_of(row["vm_state"], row["task_state"])
+    status = server_status(row["vm_state"], row["task_state"])
     return {
         "id": row["id"],
         "name": row["display_name"],
@@ -204,7 +204,7 @@ def _fault_view(row: asyncpg.Record, me: AuthContext) -> dict[str, Any] | None:
     """The fault of a server in error (or deleted after one); its details are for an admin, or
     for anyone when the fault is not the cloud's own (500)."""
     fault = row["fault"]
-    if not (fault and row["vm_state"] in ("error", "deleted")):
+    if not (fault and row["vm_state"] in (VmState.ERROR, VmState.DELETED)):
         return None
     shown = {"code": fault["code"], "created": iso_seconds(fault["created"]), "message": fault["message"]}
     if me.is_admin or fault["code"] != 500:

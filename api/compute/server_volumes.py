@@ -29,6 +29,7 @@ from aiohttp import web
 from actors import outbox
 from actors import server as server_actor
 from api.auth import AuthContext
+from api.compute import instance_actions
 from api.compute.microversion import requested
 from api.compute.server_lookup import find
 from api.context import caller, ctx, json_body, json_response
@@ -37,8 +38,7 @@ from api.image.access import visible_image
 from api.volume import server_attachments
 from protocol import Envelope, Message, Target
 from protocol import volume as v
-
-_ATTACHABLE = ("active", "stopped", "paused", "suspended")
+from protocol.states import ImageStatus
 
 
 class OverLimit(ApiError):
@@ -93,7 +93,7 @@ async def _server(conn: Any, request: web.Request, action: str) -> asyncpg.Recor
     row = await find(conn, me, request.match_info["server_id"])
     if row["locked"] and not me.is_admin:
         raise Conflict(f"Instance {row['id']} is locked")
-    if row["vm_state"] not in _ATTACHABLE or row["task_state"] is not None or row["host"] is None:
+    if row["vm_state"] not in server_actor.ATTACHABLE or row["task_state"] is not None or row["host"] is None:
         attr, state = (
             ("task_state", row["task_state"]) if row["task_state"] else ("vm_state", row["vm_state"])
         )
@@ -102,15 +102,13 @@ async def _server(conn: Any, request: web.Request, action: str) -> asyncpg.Recor
 
 
 async def _record_action(conn: Any, request: web.Request, server: asyncpg.Record, action: str) -> None:
-    me = caller(request)
-    await conn.execute(
-        "INSERT INTO instance_actions (server_id, request_id, action, project_id, user_id) "
-        "VALUES ($1, $2, $3, $4, $5)",
-        server["id"],
-        request["request_id"],
-        action,
-        server["project_id"],
-        me.user_id,
+    await instance_actions.record(
+        conn,
+        server_id=server["id"],
+        request_id=request["request_id"],
+        action=action,
+        project_id=server["project_id"],
+        user_id=caller(request).user_id,
     )
 
 
@@ -436,7 +434,7 @@ async def _boot_image(conn: asyncpg.Connection, me: AuthContext, mapping: Mappin
         image = await visible_image(conn, me, mapping.uuid or "")
     except NotFound:
         raise BadRequest(f"Image {mapping.uuid} could not be found.") from None
-    if image["status"] != "active":
+    if image["status"] != ImageStatus.ACTIVE:
         raise BadRequest(f"Image {mapping.uuid} is not active.")
     if (
         image["size"]

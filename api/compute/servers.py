@@ -28,7 +28,7 @@ from actors import outbox
 from actors import server as server_actor
 from api import quotas, validate
 from api.auth import AuthContext
-from api.compute import console, server_metadata, server_networks, server_volumes
+from api.compute import console, instance_actions, server_metadata, server_networks, server_volumes
 from api.compute import flavors as flavor_api
 from api.compute import hosts as compute_hosts
 from api.compute.links import limit as page_limit
@@ -41,8 +41,10 @@ from api.context import caller, ctx, json_body, json_response
 from api.errors import BadRequest, Conflict, Forbidden, NotFound
 from api.image.access import visible_image
 from api.volume import server_attachments
-from protocol import Envelope, Message, Target
+from protocol import Envelope, Message, Target, power
 from protocol import compute as m
+from protocol.power import PowerActionRow
+from protocol.states import ImageStatus, server_status
 
 _NAME = re.compile(r"^(?!\s)[^\x00-\x1f\x7f]{1,255}(?<!\s)$")
 
@@ -272,7 +274,7 @@ async def _check_image(
         image = await visible_image(conn, me, image_ref)
     except NotFound:
         raise BadRequest(f"Image {image_ref} could not be found.") from None
-    if image["status"] != "active":
+    if image["status"] != ImageStatus.ACTIVE:
         raise BadRequest(f"Image {image_ref} is not active.")
     if flavor["ram"] < image["min_ram"]:
         raise BadRequest("Flavor's memory is too small for requested image.")
@@ -423,13 +425,13 @@ async def _insert_server(
         batch.reservation,
         index,
     )
-    await conn.execute(
-        "INSERT INTO instance_actions (server_id, request_id, action, project_id, user_id) "
-        "VALUES ($1, $2, 'create', $3, $4)",
-        server_id,
-        batch.request_id,
-        project_id,
-        me.user_id,
+    await instance_actions.record(
+        conn,
+        server_id=server_id,
+        request_id=batch.request_id,
+        action="create",
+        project_id=project_id,
+        user_id=me.user_id,
     )
     server_nics = await server_networks.allocate(
         conn, me, project_id=project_id, server_id=server_id, zone=asked.zone, nics=batch.resolved.nics
@@ -512,7 +514,7 @@ async def _list(request: web.Request) -> list[asyncpg.Record]:
             raise BadRequest(f"Invalid regular expression for name: {name!r}") from None
         rows = [r for r in rows if pattern.search(r["display_name"])]
     if status:
-        rows = [r for r in rows if server_actor.status_of(r["vm_state"], r["task_state"]) == status.upper()]
+        rows = [r for r in rows if server_status(r["vm_state"], r["task_state"]) == status.upper()]
     for key, column in (("host", "host"), ("flavor", None), ("image", "image_id")):
         value = q.get(key)
         if value and column:
@@ -588,15 +590,25 @@ async def update(request: web.Request) -> web.Response:
 
 # --- delete and actions -------------------------------------------------------------------------------------
 
-# The action body key -> (the message for the actor, Nova's name for it in a 409)
-_ACTIONS: dict[str, tuple[type[Message], str]] = {
-    "os-stop": (m.Stop, "stop"),
-    "os-start": (m.Start, "start"),
-    "pause": (m.Pause, "pause"),
-    "unpause": (m.Unpause, "unpause"),
-    "suspend": (m.Suspend, "suspend"),
-    "resume": (m.Resume, "resume"),
-}
+# The power actions by the key of their action body, then by the `type` that selects one of
+# several (a reboot's SOFT or HARD; None for the others): the rows of protocol/power.py.
+_POWER_ACTIONS: dict[str, dict[str | None, PowerActionRow]] = {}
+for _row in power.ROWS:
+    _POWER_ACTIONS.setdefault(_row.api_action, {})[_row.api_type] = _row
+
+
+def _power_row(name: str, args: Any) -> PowerActionRow:
+    """The power action the body asks for (400 as Nova for an unknown action or reboot type)."""
+    rows = _POWER_ACTIONS.get(name)
+    if rows is None:
+        raise BadRequest(f"There is no such action: {name}")
+    if None in rows:
+        return rows[None]
+    kind = args.get("type") if isinstance(args, dict) else None
+    if not isinstance(kind, str) or kind.upper() not in rows:
+        expected = " or ".join(f"'{t}'" for t in rows)
+        raise BadRequest(f"Invalid input for field/attribute type. Value: {kind!r}. {expected} expected")
+    return rows[kind.upper()]
 
 
 def _conflict(row: asyncpg.Record, action: str) -> Conflict:
@@ -622,14 +634,13 @@ async def _send(request: web.Request, body: Message, action: str, *, nova_action
             raise _conflict(row, action)
         if row["host"] is None and not isinstance(body, m.DeleteServer):
             raise Conflict(f"Instance {server_id} is not ready")
-        await conn.execute(
-            "INSERT INTO instance_actions (server_id, request_id, action, project_id, user_id) "
-            "VALUES ($1, $2, $3, $4, $5)",
-            server_id,
-            request["request_id"],
-            nova_action,
-            row["project_id"],
-            me.user_id,
+        await instance_actions.record(
+            conn,
+            server_id=server_id,
+            request_id=request["request_id"],
+            action=nova_action,
+            project_id=row["project_id"],
+            user_id=me.user_id,
         )
         await outbox.send(
             conn,
@@ -650,19 +661,8 @@ async def action(request: web.Request) -> web.Response:
     ((name, args),) = document.items()
     if name == console.ACTION:
         return await console.get_output(request, document)
-    if name == "reboot":
-        kind = (args or {}).get("type") if isinstance(args, dict) else None
-        if not isinstance(kind, str) or kind.upper() not in ("SOFT", "HARD"):
-            raise BadRequest(
-                f"Invalid input for field/attribute type. Value: {kind!r}. 'SOFT' or 'HARD' expected"
-            )
-        body: Message = m.RebootHard() if kind.upper() == "HARD" else m.Reboot()
-        await _send(request, body, "reboot", nova_action="reboot")
-    elif name in _ACTIONS:
-        message, nova = _ACTIONS[name]
-        await _send(request, message(), nova, nova_action=nova)
-    else:
-        raise BadRequest(f"There is no such action: {name}")
+    row = _power_row(name, args)
+    await _send(request, row.request(), row.nova_action, nova_action=row.nova_action)
     return web.Response(status=202)
 
 

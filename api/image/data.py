@@ -28,6 +28,7 @@ from aiohttp.http_exceptions import PayloadEncodingError
 from api.context import caller, ctx
 from api.errors import BadRequest, Conflict, Forbidden, Gone, PayloadTooLarge, UnsupportedMediaType
 from api.image import access, formats, store
+from protocol.states import ImageStatus
 
 log = structlog.get_logger("api.image")
 
@@ -104,7 +105,7 @@ async def upload(request: web.Request) -> web.Response:
     async with context.pool.acquire() as conn:
         image = await access.visible_image(conn, me, image_id)
         access.require_modify(me, image, "upload_image")
-        if image["status"] != "queued":
+        if image["status"] != ImageStatus.QUEUED:
             raise Conflict(f"Image status transition from {image['status']} to saving is not allowed")
         missing = [k for k in ("disk_format", "container_format") if not image[k]]
         if missing:
@@ -164,9 +165,9 @@ async def download(request: web.Request) -> web.StreamResponse:
     context = ctx(request)
     image_id = request.match_info["image_id"]
     image = await access.visible_image(context.pool, me, image_id)
-    if image["status"] == "deactivated" and not me.is_admin:
+    if image["status"] == ImageStatus.DEACTIVATED and not me.is_admin:
         raise Forbidden("The requested image has been deactivated. Image data download is forbidden.")
-    if image["status"] not in ("active", "deactivated"):
+    if image["status"] not in (ImageStatus.ACTIVE, ImageStatus.DEACTIVATED):
         return web.Response(status=204)  # no data yet, as Glance answers
     path = store.image_path(context.state_dir, image_id)
     if not await asyncio.to_thread(path.is_file):

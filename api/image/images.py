@@ -21,6 +21,7 @@ from api.errors import BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarg
 from api.image import access, patch, query, schema, store
 from api.image.views import image_view
 from api.sql import Sql
+from protocol.states import ImageStatus
 
 log = structlog.get_logger("api.image")
 
@@ -235,11 +236,15 @@ async def _set_activation(request: web.Request, *, action: str, source: str, tar
 
 
 async def deactivate(request: web.Request) -> web.Response:
-    return await _set_activation(request, action="deactivate", source="active", target="deactivated")
+    return await _set_activation(
+        request, action="deactivate", source=ImageStatus.ACTIVE, target=ImageStatus.DEACTIVATED
+    )
 
 
 async def reactivate(request: web.Request) -> web.Response:
-    return await _set_activation(request, action="reactivate", source="deactivated", target="active")
+    return await _set_activation(
+        request, action="reactivate", source=ImageStatus.DEACTIVATED, target=ImageStatus.ACTIVE
+    )
 
 
 def setup(app: web.Application) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 from api.errors import BadRequest, Conflict, Forbidden, PayloadTooLarge
 from api.image import schema
+from protocol.states import ImageStatus
 
 MEDIA_TYPES = {
     "application/openstack-images-v2.0-json-patch": 4,
@@ -139,7 +140,7 @@ def _check_base_change(image: dict[str, Any], key: str, value: Any, *, is_admin:
         raise Forbidden("Owner can't be updated by non admin.")
     if key == "visibility" and value == "public" and not is_admin:
         raise Forbidden("You are not authorized to complete publicize_image action.")
-    if key in ("disk_format", "container_format") and image["status"] != "queued":
+    if key in ("disk_format", "container_format") and image["status"] != ImageStatus.QUEUED:
         raise Forbidden(f"Attribute {key} can be only replaced for a queued image.")
 
 

@@ -15,21 +15,12 @@ from aiohttp import web
 
 from api.context import json_response
 from api.errors import BadRequest, Forbidden
+from protocol.states import ImageStatus
 
 DISK_FORMATS = ("ami", "ari", "aki", "vhd", "vhdx", "vmdk", "raw", "qcow2", "vdi", "iso", "ploop")
 CONTAINER_FORMATS = ("ami", "ari", "aki", "bare", "ovf", "ova", "docker", "compressed")
 VISIBILITIES = ("public", "private", "shared", "community")
-STATUSES = (
-    "queued",
-    "saving",
-    "active",
-    "killed",
-    "deleted",
-    "uploading",
-    "importing",
-    "pending_delete",
-    "deactivated",
-)
+STATUSES = tuple(str(status) for status in ImageStatus)
 MEMBER_STATUSES = ("pending", "accepted", "rejected")
 UUID_PATTERN = r"^([0-9a-fA-F]){8}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){12}$"
 INT32_MAX = 2**31 - 1

@@ -17,6 +17,7 @@ import asyncpg
 import structlog
 
 from api.image import formats, store
+from protocol.states import ImageStatus
 
 log = structlog.get_logger("api.image")
 
@@ -51,7 +52,9 @@ async def register(
             owner,
             build_property,
         )
-        current = next((r["id"] for r in rows if r["build"] == build and r["status"] == "active"), None)
+        current = next(
+            (r["id"] for r in rows if r["build"] == build and r["status"] == ImageStatus.ACTIVE), None
+        )
         if current is not None:
             return current, False
         stale = [r["id"] for r in rows]

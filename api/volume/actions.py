@@ -13,15 +13,16 @@ from typing import Any
 
 from aiohttp import web
 
-from actors import volume as volume_actor
 from api.context import caller, ctx, json_body, json_response
 from api.errors import BadRequest, NotFound
 from api.validate import boolean, invalid
 from api.volume import validate as check
 from api.volume import volumes
 from protocol import volume as v
+from protocol.states import AttachStatus, VolumeStatus
 
-_ATTACH_STATUSES = ("attached", "detached")
+_ATTACH_STATUSES = (str(AttachStatus.ATTACHED), str(AttachStatus.DETACHED))
+_STATUSES = tuple(sorted(str(status) for status in VolumeStatus))
 _MIGRATION_STATUSES = ("migrating", "error", "success", "completing", "none", "starting")
 
 
@@ -47,7 +48,7 @@ async def _extend(request: web.Request, args: dict[str, Any]) -> web.Response:
     new_size = check.size(args, "new_size")
     async with ctx(request).pool.acquire() as conn, conn.transaction():
         row = await volumes.find(conn, me, request.match_info["volume_id"], lock=True)
-        if row["status"] != "available":
+        if row["status"] != VolumeStatus.AVAILABLE:
             raise BadRequest(
                 f"Invalid volume: Volume {row['id']} status must be available to extend, but "
                 f"current status is: {row['status']}."
@@ -81,10 +82,8 @@ async def _reset_status(request: web.Request, args: dict[str, Any]) -> web.Respo
     migration_status = _lowered("os-reset_status", args, "migration_status")
     if not (status or attach_status or migration_status):
         raise check.invalid_input("Must specify 'status', 'attach_status' or 'migration_status' for update.")
-    if status and status not in volume_actor.STATES:
-        raise check.invalid_input(
-            f"Volume status: {status} is invalid, valid statuses are: {tuple(sorted(volume_actor.STATES))}."
-        )
+    if status and status not in _STATUSES:
+        raise check.invalid_input(f"Volume status: {status} is invalid, valid statuses are: {_STATUSES}.")
     if attach_status and attach_status not in _ATTACH_STATUSES:
         raise check.invalid_input(
             f"Volume attach status: {attach_status} is invalid, valid statuses are: {list(_ATTACH_STATUSES)}."
@@ -138,7 +137,7 @@ async def _update_readonly_flag(request: web.Request, args: dict[str, Any]) -> w
     readonly = boolean(args, "readonly")
     async with ctx(request).pool.acquire() as conn, conn.transaction():
         row = await volumes.find(conn, me, request.match_info["volume_id"], lock=True)
-        if row["status"] != "available":
+        if row["status"] != VolumeStatus.AVAILABLE:
             raise BadRequest(
                 f"Invalid volume: Volume {row['id']} status must be available to update "
                 f"readonly flag, but current status is: {row['status']}."

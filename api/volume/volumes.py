@@ -32,6 +32,7 @@ from api.volume.microversion import requested
 from api.volume.quotas import volume_usage
 from protocol import Envelope, Message, Target
 from protocol import volume as v
+from protocol.states import AttachStatus, ImageStatus
 
 GiB = 1024**3
 
@@ -87,7 +88,7 @@ def _moment(text: Any) -> Any:
 
 def _attachments(row: asyncpg.Record, me: AuthContext) -> list[dict[str, Any]]:
     attachment = row["attachment"]
-    if attachment is None or row["attach_status"] != "attached":
+    if attachment is None or row["attach_status"] != AttachStatus.ATTACHED:
         return []
     return [
         {
@@ -213,7 +214,7 @@ async def _check_image(conn: Any, me: AuthContext, image_ref: str, size: int) ->
         image = await visible_image(conn, me, image_ref)
     except NotFound:
         raise NotFound(f"Image {image_ref} could not be found.") from None
-    if image["status"] != "active":
+    if image["status"] != ImageStatus.ACTIVE:
         raise check.invalid_input(f"Image {image_ref} is not active.")
     image_gb = -(-int(image["size"] or 0) // GiB)
     if image_gb > size:
@@ -446,7 +447,7 @@ async def delete(request: web.Request) -> web.Response:
         row = await find(conn, me, request.match_info["volume_id"], lock=True)
         if (
             row["status"] not in volume_actor.DELETABLE
-            or row["attach_status"] != "detached"
+            or row["attach_status"] != AttachStatus.DETACHED
             or row["attachment"] is not None
         ):
             raise delete_refusal()
