@@ -14,7 +14,7 @@ from typing import Any
 
 from actors.table import Notify
 from protocol.notifications import ERROR, Notification, versioned
-from protocol.states import PowerState, VmState, VolumeStatus
+from protocol.states import BlockDeviceStatus, PowerState, VmState, VolumeStatus
 
 # Payload class and version per event family, as Nova names them.
 _CREATE = ("InstanceCreatePayload", "1.12")
@@ -130,7 +130,7 @@ def _instance_data(row: Mapping[str, Any], notice: Notify) -> dict[str, Any]:
                 },
             )
             for bdm in (row.get("block_devices") or [])
-            if bdm.get("status") == "attached"
+            if bdm.get("status") == BlockDeviceStatus.ATTACHED
         ],
         "fault": _fault(row, notice),
         "action_initiator_user": row.get("user_id"),

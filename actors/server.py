@@ -39,6 +39,7 @@ from protocol import volume as v
 from protocol.actor import StateTimeout
 from protocol.notifications import ERROR
 from protocol.power import BY_ACTION, BY_TASK, ROWS, PowerActionRow
+from protocol.states import BlockDeviceStatus as B
 from protocol.states import PowerState, TaskState, VmState
 
 V, T = VmState, TaskState
@@ -227,7 +228,7 @@ def build(record: ServerRecord, msg: m.BuildServer, ctx: Context) -> Outcome[Ser
 def _spawn(record: ServerRecord, ctx: Context) -> Outcome[ServerRecord]:
     """Spawn, once every volume of the boot is ready (else wait for them in block_device_mapping)."""
     assert record.host is not None
-    if any(bdm["status"] == "waiting" for bdm in record.block_devices):
+    if any(bdm["status"] == B.WAITING for bdm in record.block_devices):
         return _task(record, ctx, T.BLOCK_DEVICE_MAPPING)
     volumes = [
         m.BlockDevice(
@@ -236,7 +237,7 @@ def _spawn(record: ServerRecord, ctx: Context) -> Outcome[ServerRecord]:
             boot_index=bdm.get("boot_index"),
         )
         for bdm in record.block_devices
-        if bdm["status"] == "ready"
+        if bdm["status"] == B.READY
     ]
     spawn = m.Spawn(
         server_id=record.id,
@@ -311,10 +312,10 @@ def spawned(record: ServerRecord, msg: m.Spawned, ctx: Context) -> Outcome[Serve
             ),
         )
         for bdm in record.block_devices
-        if bdm["status"] == "ready"
+        if bdm["status"] == B.READY
     ]
     devices = [
-        {**bdm, "status": "attached"} if bdm["status"] == "ready" else bdm for bdm in record.block_devices
+        {**bdm, "status": B.ATTACHED} if bdm["status"] == B.READY else bdm for bdm in record.block_devices
     ]
     return _settle(
         record,
@@ -572,7 +573,7 @@ def _new_bdm(msg: v.AttachVolume) -> dict[str, Any]:
         "boot_index": None,
         "delete_on_termination": msg.delete_on_termination,
         "connection": msgspec.to_builtins(msg.connection),
-        "status": "attaching",
+        "status": B.ATTACHING,
     }
 
 
@@ -616,13 +617,13 @@ def volume_attached(
     record: ServerRecord, msg: v.VolumeAttachedToServer, ctx: Context
 ) -> Outcome[ServerRecord]:
     bdm = _bdm(record, msg.attachment_id)
-    if bdm is None or bdm["status"] != "attaching" or record.host is None:
+    if bdm is None or bdm["status"] != B.ATTACHING or record.host is None:
         return Outcome(record)
     done = v.VolumeAttached(
         attachment_id=msg.attachment_id, server_id=record.id, host=record.host, device=bdm["device"]
     )
     return Outcome(
-        _with(record, ctx, block_devices=_replace_bdm(record, msg.attachment_id, status="attached")),
+        _with(record, ctx, block_devices=_replace_bdm(record, msg.attachment_id, status=B.ATTACHED)),
         effects=(_volume(bdm, done), _volume_notice("attach.end", bdm)),
     )
 
@@ -632,7 +633,7 @@ def volume_attach_failed(
     record: ServerRecord, msg: v.VolumeAttachToServerFailed, ctx: Context
 ) -> Outcome[ServerRecord]:
     bdm = _bdm(record, msg.attachment_id)
-    if bdm is None or bdm["status"] != "attaching":
+    if bdm is None or bdm["status"] != B.ATTACHING:
         return Outcome(record)
     failed = v.VolumeAttachFailed(attachment_id=msg.attachment_id, reason=msg.reason)
     return Outcome(
@@ -644,19 +645,19 @@ def volume_attach_failed(
 @table.on(v.DetachVolume, source=STATES)
 def detach_volume(record: ServerRecord, msg: v.DetachVolume, ctx: Context) -> Outcome[ServerRecord]:
     bdm = _bdm(record, msg.attachment_id)
-    if bdm is None or record.host is None or bdm["status"] in ("waiting", "ready"):
+    if bdm is None or record.host is None or bdm["status"] in (B.WAITING, B.READY):
         # not (or not yet) on any host: nothing to unplug
         gone = Send(Target("volume", msg.volume_id), v.VolumeDetached(attachment_id=msg.attachment_id))
         return Outcome(
             _with(record, ctx, block_devices=_without_bdm(record, msg.attachment_id)), effects=(gone,)
         )
-    if bdm["status"] != "attached":
+    if bdm["status"] != B.ATTACHED:
         raise Refused(f"Volume {msg.volume_id} is {bdm['status']} on instance {record.id}.")
     request = v.DetachVolumeOnHost(
         server_id=record.id, attachment_id=msg.attachment_id, volume_id=msg.volume_id, device=bdm["device"]
     )
     return Outcome(
-        _with(record, ctx, block_devices=_replace_bdm(record, msg.attachment_id, status="detaching")),
+        _with(record, ctx, block_devices=_replace_bdm(record, msg.attachment_id, status=B.DETACHING)),
         effects=(Send(_agent(record), request), _volume_notice("detach.start", bdm)),
     )
 
@@ -670,7 +671,7 @@ def volume_detached(
         return Outcome(record)
     done = v.VolumeDetached(attachment_id=msg.attachment_id)
     effects: tuple[Effect, ...] = (_volume(bdm, done),)
-    if bdm["status"] == "detaching":
+    if bdm["status"] == B.DETACHING:
         effects += (_volume_notice("detach.end", bdm),)
     return Outcome(_with(record, ctx, block_devices=_without_bdm(record, msg.attachment_id)), effects=effects)
 
@@ -681,7 +682,7 @@ def volume_detach_failed(
 ) -> Outcome[ServerRecord]:
     """The disk stayed: it is still attached, and the volume in-use again."""
     bdm = _bdm(record, msg.attachment_id)
-    if bdm is None or bdm["status"] != "detaching" or record.host is None:
+    if bdm is None or bdm["status"] != B.DETACHING or record.host is None:
         return Outcome(record)
     still = v.VolumeAttached(
         attachment_id=msg.attachment_id, server_id=record.id, host=record.host, device=bdm["device"]
@@ -690,7 +691,7 @@ def volume_detach_failed(
         _with(
             record,
             ctx,
-            block_devices=_replace_bdm(record, msg.attachment_id, status="attached"),
+            block_devices=_replace_bdm(record, msg.attachment_id, status=B.ATTACHED),
             fault=_fault(500, f"Detaching volume {msg.volume_id} failed: {msg.reason}", ctx.now),
         ),
         effects=(_volume(bdm, still),),
@@ -705,13 +706,13 @@ _BEFORE_SPAWN = BUILDING - {state(V.BUILDING, T.SPAWNING)}
 def volume_ready(record: ServerRecord, msg: v.VolumeReady, ctx: Context) -> Outcome[ServerRecord]:
     """A volume created for this boot is there; the last one lets the spawn go ahead."""
     bdm = _bdm(record, msg.attachment_id)
-    if bdm is None or bdm["status"] != "waiting":
+    if bdm is None or bdm["status"] != B.WAITING:
         return Outcome(record)
     new = _with(
         record,
         ctx,
         block_devices=_replace_bdm(
-            record, msg.attachment_id, status="ready", connection=msgspec.to_builtins(msg.connection)
+            record, msg.attachment_id, status=B.READY, connection=msgspec.to_builtins(msg.connection)
         ),
     )
     if state_name(new) == state(V.BUILDING, T.BLOCK_DEVICE_MAPPING):
@@ -724,9 +725,9 @@ def volume_ready(record: ServerRecord, msg: v.VolumeReady, ctx: Context) -> Outc
 def volume_failed(record: ServerRecord, msg: v.VolumeFailed, ctx: Context) -> Outcome[ServerRecord]:
     """A volume of the boot could not be made: the build fails (Nova's VolumeNotCreated)."""
     bdm = _bdm(record, msg.attachment_id)
-    if bdm is None or bdm["status"] != "waiting":
+    if bdm is None or bdm["status"] != B.WAITING:
         return Outcome(record)
-    devices = _replace_bdm(record, msg.attachment_id, status="failed")
+    devices = _replace_bdm(record, msg.attachment_id, status=B.FAILED)
     if state_name(record) not in BUILDING:
         return Outcome(_with(record, ctx, block_devices=devices))
     reason = (

@@ -223,3 +223,15 @@ class ImageStatus(enum.StrEnum):
     IMPORTING = "importing"
     PENDING_DELETE = "pending_delete"
     DEACTIVATED = "deactivated"
+
+
+class BlockDeviceStatus(enum.StrEnum):
+    """Where a volume of a server's block device mappings is (the server actor's, kept in its
+    row's `block_devices`; the API writes the first one of a boot's volumes)."""
+
+    WAITING = "waiting"  # its volume is being created for this boot
+    READY = "ready"  # to attach at spawn
+    ATTACHING = "attaching"  # hot-plug asked of the host
+    ATTACHED = "attached"
+    DETACHING = "detaching"
+    FAILED = "failed"  # its volume could not be created

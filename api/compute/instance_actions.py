@@ -23,6 +23,7 @@ from api.context import caller, ctx, json_response
 from api.errors import NotFound
 from api.times import iso_seconds
 from protocol import power
+from protocol.states import VmState
 
 
 def _action_view(request: web.Request, row: asyncpg.Record) -> dict[str, Any]:
@@ -110,7 +111,7 @@ async def _action_event(request: web.Request, conn: Any, action: asyncpg.Record)
         f"SELECT at, new_state FROM events WHERE correlation_id = $1 AND {where} ORDER BY id", *args
     )
     done = next((r for r in rows if _settled(kind, r["new_state"])), None)
-    failed = done is not None and (done["new_state"] or "").startswith("error")
+    failed = done is not None and (done["new_state"] or "").startswith(VmState.ERROR)
     event: dict[str, Any] = {
         "event": name,
         "start_time": iso_seconds(action["start_time"]),

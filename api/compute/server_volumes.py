@@ -38,7 +38,7 @@ from api.image.access import visible_image
 from api.volume import server_attachments
 from protocol import Envelope, Message, Target
 from protocol import volume as v
-from protocol.states import ImageStatus
+from protocol.states import BlockDeviceStatus, ImageStatus
 
 
 class OverLimit(ApiError):
@@ -408,7 +408,7 @@ async def prepare_boot_volumes(
                 image_id=None if image is None else image["id"],
             )
             messages.append((Target("volume", volume_id), v.CreateVolume()))
-            bdm.update(volume_id=volume_id, connection=None, status="waiting")
+            bdm.update(volume_id=volume_id, connection=None, status=BlockDeviceStatus.WAITING)
         devices.append(bdm)
     return devices, messages
 
@@ -425,7 +425,7 @@ async def _reserve_for_boot(
     if mapping.boot_index == 0 and not row["bootable"]:
         raise BadRequest(f"Block Device Mapping is Invalid: Volume {mapping.uuid} is not bootable.")
     connection = msgspec.to_builtins(server_attachments.connection(row))
-    return {"volume_id": row["id"], "connection": connection, "status": "ready"}
+    return {"volume_id": row["id"], "connection": connection, "status": BlockDeviceStatus.READY}
 
 
 async def _boot_image(conn: asyncpg.Connection, me: AuthContext, mapping: Mapping) -> asyncpg.Record:

@@ -22,6 +22,7 @@ import asyncpg
 from api.network import ipam, ports
 from api.network.faults import addresses_exhausted
 from api.network.networks import DHCP_OWNER
+from protocol.states import PortStatus
 
 
 def device_id(network_id: str) -> str:
@@ -55,7 +56,7 @@ async def serve(conn: Any, network: asyncpg.Record, subnet_id: str) -> None:
             network["id"],
             project_id=network["project_id"],
             name="",
-            status="ACTIVE",
+            status=PortStatus.ACTIVE,
             device_id=device_id(network["id"]),
             device_owner=DHCP_OWNER,
             port_security_enabled=network["port_security_enabled"],

@@ -44,6 +44,7 @@ from api.network.quotas import enforce
 from api.times import iso_seconds
 from protocol import Envelope, Target
 from protocol import network as n
+from protocol.states import NetworkStatus
 
 DHCP_OWNER = "network:dhcp"
 MAX_MTU = 1500  # the physical network's MTU; "local" networks have no encapsulation overhead
@@ -210,7 +211,7 @@ async def create(request: web.Request) -> web.Response:
             project_id,
             values.get("name", ""),
             values.get("description", ""),
-            "ACTIVE" if admin_state_up else "DOWN",
+            NetworkStatus.ACTIVE if admin_state_up else NetworkStatus.DOWN,
             admin_state_up,
             values.get("shared", False),
             values.get("router:external", False),

@@ -62,6 +62,7 @@ from api.network.quotas import enforce
 from api.times import iso_seconds
 from protocol import Envelope, Target
 from protocol import network as n
+from protocol.states import PortStatus
 
 DHCP_OWNER = networks.DHCP_OWNER
 MAC_PREFIX = "fa:16:3e"
@@ -330,7 +331,7 @@ async def create_port(
             name=name,
             description=description,
             admin_state_up=admin_state_up,
-            status="DOWN",
+            status=PortStatus.DOWN,
             device_id=device_id,
             device_owner=device_owner,
             port_security_enabled=security,
