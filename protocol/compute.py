@@ -10,7 +10,8 @@ from __future__ import annotations
 import msgspec
 
 from protocol.message import Message
-from protocol.states import PowerAction, PowerState
+from protocol.power import PowerAction
+from protocol.states import PowerState
 from protocol.volume import VolumeConnection
 
 # --- to the server actor, from the API ---------------------------------------------------------
@@ -26,36 +27,7 @@ class DeleteServer(Message, frozen=True):
     TYPE = "server.delete"
 
 
-class Stop(Message, frozen=True):
-    TYPE = "server.stop"
-
-
-class Start(Message, frozen=True):
-    TYPE = "server.start"
-
-
-class Reboot(Message, frozen=True):
-    TYPE = "server.reboot"
-
-
-class RebootHard(Message, frozen=True):
-    TYPE = "server.reboot_hard"
-
-
-class Pause(Message, frozen=True):
-    TYPE = "server.pause"
-
-
-class Unpause(Message, frozen=True):
-    TYPE = "server.unpause"
-
-
-class Suspend(Message, frozen=True):
-    TYPE = "server.suspend"
-
-
-class Resume(Message, frozen=True):
-    TYPE = "server.resume"
+# The power actions' requests (server.stop, server.reboot, …) are in protocol/power.py.
 
 
 # --- to the server actor, from the scheduler ---------------------------------------------------

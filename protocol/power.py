@@ -1,24 +1,76 @@
-"""The power actions, one named row each: everything the cloud derives from one.
+"""The power actions: their wire names, their requests and one named row each.
 
 A row says, for one action, what the API accepts (`POST /servers/{id}/action` body key and
-Nova's action name), which message it sends the server actor, the task the server runs it as,
-the vm_states it may start from and the one it ends in, Nova's instance-action event and
-notification family, and, for the virt driver, the power states in which the action is already
-in effect (done without touching the domain) and those it may start from. The server actor's
-rules (actors/server.py), the API's action map (api/compute/servers.py), the instance-action
-events, the notifications and the driver's checks (hostagent/virt) are all built from ROWS.
+Nova's action name), which message it sends the server actor, the task the server runs it as
+and how long that may last, the vm_states it may start from and the one it ends in, Nova's
+instance-action event and notification family, and, for the virt driver, the power states in
+which the action is already in effect (done without touching the domain) and those it may
+start from. The server actor's rules (actors/server.py), the API's action map and its OpenAPI
+bodies (api/compute/servers.py, api/openapi.py), the instance-action events, the notifications
+and the driver's checks (hostagent/virt/base.py) are all built from ROWS.
 
-Adding a power action is one message type (protocol/compute.py), one row here and one driver
-method (hostagent/virt/libvirt.py); see ARCHITECTURE.md.
+Adding a power action: its name in PowerAction, its request message and its row here, and one
+driver method (the `_ACTIONS` map of hostagent/virt/libvirt.py). Nothing else names it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 
-from protocol import compute as m
 from protocol.message import Message
-from protocol.states import PowerAction, PowerState, TaskState, VmState
+from protocol.states import PowerState, TaskState, VmState
+
+
+class PowerAction(enum.StrEnum):
+    """The power actions a host agent performs (`agent.power`, `server.action_done`)."""
+
+    STOP = "stop"
+    START = "start"
+    REBOOT = "reboot"
+    REBOOT_HARD = "reboot_hard"
+    PAUSE = "pause"
+    UNPAUSE = "unpause"
+    SUSPEND = "suspend"
+    RESUME = "resume"
+
+
+# --- the requests, to the server actor from the API ------------------------------------------------
+
+
+class Stop(Message, frozen=True):
+    TYPE = "server.stop"
+
+
+class Start(Message, frozen=True):
+    TYPE = "server.start"
+
+
+class Reboot(Message, frozen=True):
+    TYPE = "server.reboot"
+
+
+class RebootHard(Message, frozen=True):
+    TYPE = "server.reboot_hard"
+
+
+class Pause(Message, frozen=True):
+    TYPE = "server.pause"
+
+
+class Unpause(Message, frozen=True):
+    TYPE = "server.unpause"
+
+
+class Suspend(Message, frozen=True):
+    TYPE = "server.suspend"
+
+
+class Resume(Message, frozen=True):
+    TYPE = "server.resume"
+
+
+# --- the rows -------------------------------------------------------------------------------------
 
 _ANY_POWER = frozenset(PowerState)
 
@@ -32,6 +84,7 @@ class PowerActionRow:
     event: str  # Nova's instance-action event name (`openstack server event show`)
     notification: str  # instance.<notification>.start/.end/.error
     task: TaskState  # the task_state while it runs
+    timeout: float  # how long the task may last before the server goes to ERROR (seconds)
     from_states: frozenset[VmState]  # the vm_states (with no task) it may start from
     done: VmState  # the vm_state once the host reports it done
     in_effect: frozenset[PowerState]  # the driver reports success without acting in these
@@ -46,6 +99,7 @@ def _row(
     nova_action: str,
     notification: str,
     task: TaskState,
+    timeout: float,
     from_states: set[VmState],
     done: VmState,
     *,
@@ -61,6 +115,7 @@ def _row(
         event=f"compute_{nova_action}_instance",
         notification=notification,
         task=task,
+        timeout=timeout,
         from_states=frozenset(from_states),
         done=done,
         in_effect=frozenset(in_effect),
@@ -72,21 +127,21 @@ def _row(
 V, P, T, A = VmState, PowerState, TaskState, PowerAction
 
 ROWS: tuple[PowerActionRow, ...] = (
-    _row(A.STOP, m.Stop, "os-stop", "stop", "power_off", T.POWERING_OFF, {V.ACTIVE, V.ERROR}, V.STOPPED,
+    _row(A.STOP, Stop, "os-stop", "stop", "power_off", T.POWERING_OFF, 180, {V.ACTIVE, V.ERROR}, V.STOPPED,
          in_effect={P.SHUTDOWN}),
-    _row(A.START, m.Start, "os-start", "start", "power_on", T.POWERING_ON, {V.STOPPED}, V.ACTIVE,
+    _row(A.START, Start, "os-start", "start", "power_on", T.POWERING_ON, 180, {V.STOPPED}, V.ACTIVE,
          in_effect={P.RUNNING}, power_from={P.SHUTDOWN, P.CRASHED, P.NOSTATE}),
-    _row(A.REBOOT, m.Reboot, "reboot", "reboot", "reboot", T.REBOOTING, {V.ACTIVE}, V.ACTIVE,
+    _row(A.REBOOT, Reboot, "reboot", "reboot", "reboot", T.REBOOTING, 300, {V.ACTIVE}, V.ACTIVE,
          power_from={P.RUNNING}, api_type="SOFT"),
-    _row(A.REBOOT_HARD, m.RebootHard, "reboot", "reboot", "reboot", T.REBOOTING_HARD,
+    _row(A.REBOOT_HARD, RebootHard, "reboot", "reboot", "reboot", T.REBOOTING_HARD, 300,
          {V.ACTIVE, V.STOPPED, V.PAUSED, V.SUSPENDED, V.ERROR}, V.ACTIVE, api_type="HARD"),
-    _row(A.PAUSE, m.Pause, "pause", "pause", "pause", T.PAUSING, {V.ACTIVE}, V.PAUSED,
+    _row(A.PAUSE, Pause, "pause", "pause", "pause", T.PAUSING, 120, {V.ACTIVE}, V.PAUSED,
          in_effect={P.PAUSED}, power_from={P.RUNNING}),
-    _row(A.UNPAUSE, m.Unpause, "unpause", "unpause", "unpause", T.UNPAUSING, {V.PAUSED}, V.ACTIVE,
+    _row(A.UNPAUSE, Unpause, "unpause", "unpause", "unpause", T.UNPAUSING, 120, {V.PAUSED}, V.ACTIVE,
          in_effect={P.RUNNING}, power_from={P.PAUSED}),
-    _row(A.SUSPEND, m.Suspend, "suspend", "suspend", "suspend", T.SUSPENDING, {V.ACTIVE}, V.SUSPENDED,
+    _row(A.SUSPEND, Suspend, "suspend", "suspend", "suspend", T.SUSPENDING, 180, {V.ACTIVE}, V.SUSPENDED,
          in_effect={P.SUSPENDED}, power_from={P.RUNNING, P.PAUSED}),
-    _row(A.RESUME, m.Resume, "resume", "resume", "resume", T.RESUMING, {V.SUSPENDED}, V.ACTIVE,
+    _row(A.RESUME, Resume, "resume", "resume", "resume", T.RESUMING, 180, {V.SUSPENDED}, V.ACTIVE,
          in_effect={P.RUNNING}, power_from={P.SUSPENDED}),
 )  # fmt: skip
 

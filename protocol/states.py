@@ -33,7 +33,8 @@ class VmState(enum.StrEnum):
 
 
 class TaskState(enum.StrEnum):
-    """Nova's task_state: what is being done to the instance (None when nothing)."""
+    """Nova's task_state: what is being done to the instance (None when nothing); all of
+    Nova's, so that a new task finds its name here."""
 
     SCHEDULING = "scheduling"
     BLOCK_DEVICE_MAPPING = "block_device_mapping"
@@ -62,6 +63,21 @@ class TaskState(enum.StrEnum):
     RESIZE_MIGRATED = "resize_migrated"
     RESIZE_FINISH = "resize_finish"
     RESIZE_REVERTING = "resize_reverting"
+    RESIZE_CONFIRMING = "resize_confirming"
+    IMAGE_SNAPSHOT = "image_snapshot"
+    IMAGE_SNAPSHOT_PENDING = "image_snapshot_pending"
+    IMAGE_PENDING_UPLOAD = "image_pending_upload"
+    IMAGE_UPLOADING = "image_uploading"
+    IMAGE_BACKUP = "image_backup"
+    RESCUING = "rescuing"
+    UNRESCUING = "unrescuing"
+    SOFT_DELETING = "soft-deleting"
+    RESTORING = "restoring"
+    SHELVING = "shelving"
+    SHELVING_IMAGE_PENDING_UPLOAD = "shelving_image_pending_upload"
+    SHELVING_IMAGE_UPLOADING = "shelving_image_uploading"
+    SHELVING_OFFLOADING = "shelving_offloading"
+    UNSHELVING = "unshelving"
 
 
 class PowerState(enum.IntEnum):
@@ -88,20 +104,6 @@ _POWER_LABELS = {
     PowerState.CRASHED: "crashed",
     PowerState.SUSPENDED: "suspended",
 }
-
-
-class PowerAction(enum.StrEnum):
-    """The power actions a host agent performs (`agent.power`, `server.action_done`). What each
-    one means for the server actor, the API and the driver is its row in protocol/power.py."""
-
-    STOP = "stop"
-    START = "start"
-    REBOOT = "reboot"
-    REBOOT_HARD = "reboot_hard"
-    PAUSE = "pause"
-    UNPAUSE = "unpause"
-    SUSPEND = "suspend"
-    RESUME = "resume"
 
 
 # Nova's map from (vm_state, task_state) to the API status (nova/api/openstack/common.py).

@@ -20,7 +20,8 @@ from types import TracebackType
 from typing import Self
 
 from protocol import power
-from protocol.states import PowerAction, PowerState
+from protocol.power import PowerAction
+from protocol.states import PowerState
 
 # The power states and actions are the protocol's (Nova's numbers, the wire's strings); each
 # driver maps its hypervisor's own states onto them. What an action needs of the instance's

@@ -71,7 +71,8 @@ from hostagent.virt.base import (
     VirtError,
     check_power_action,
 )
-from protocol.states import PowerAction, PowerState
+from protocol.power import PowerAction
+from protocol.states import PowerState
 
 log = structlog.get_logger("hostagent.virt")
 T = TypeVar("T")

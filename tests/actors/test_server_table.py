@@ -11,6 +11,7 @@ from actors import server as s
 from actors.table import CancelTimer, IllegalTransition, Send, SetTimer
 from protocol import Envelope, Message, Target
 from protocol import compute as m
+from protocol import power as pa
 from protocol.actor import STATE_TIMER, StateTimeout
 from protocol.states import PowerState, server_status
 
@@ -89,23 +90,23 @@ def test_no_valid_host_ends_in_error_with_the_fault() -> None:
 
 def test_an_action_illegal_in_the_state_is_a_conflict() -> None:
     with pytest.raises(IllegalTransition) as err:
-        apply(fresh(), m.Stop())
+        apply(fresh(), pa.Stop())
     assert err.value.code == "conflict" and err.value.state == "building:scheduling"
     with pytest.raises(IllegalTransition):
-        apply(fresh(vm_state="stopped", task_state=None, host="h1"), m.Pause())
+        apply(fresh(vm_state="stopped", task_state=None, host="h1"), pa.Pause())
 
 
 @pytest.mark.parametrize(
     ("start", "request_", "action", "power", "end"),
     [
-        ("active", m.Stop(), "stop", PowerState.SHUTDOWN, "stopped"),
-        ("stopped", m.Start(), "start", PowerState.RUNNING, "active"),
-        ("active", m.Reboot(), "reboot", PowerState.RUNNING, "active"),
-        ("stopped", m.RebootHard(), "reboot_hard", PowerState.RUNNING, "active"),
-        ("active", m.Pause(), "pause", PowerState.PAUSED, "paused"),
-        ("paused", m.Unpause(), "unpause", PowerState.RUNNING, "active"),
-        ("active", m.Suspend(), "suspend", PowerState.SUSPENDED, "suspended"),
-        ("suspended", m.Resume(), "resume", PowerState.RUNNING, "active"),
+        ("active", pa.Stop(), "stop", PowerState.SHUTDOWN, "stopped"),
+        ("stopped", pa.Start(), "start", PowerState.RUNNING, "active"),
+        ("active", pa.Reboot(), "reboot", PowerState.RUNNING, "active"),
+        ("stopped", pa.RebootHard(), "reboot_hard", PowerState.RUNNING, "active"),
+        ("active", pa.Pause(), "pause", PowerState.PAUSED, "paused"),
+        ("paused", pa.Unpause(), "unpause", PowerState.RUNNING, "active"),
+        ("active", pa.Suspend(), "suspend", PowerState.SUSPENDED, "suspended"),
+        ("suspended", pa.Resume(), "resume", PowerState.RUNNING, "active"),
     ],
 )
 def test_power_actions_go_through_their_task(start, request_, action, power, end) -> None:
@@ -154,7 +155,7 @@ def test_power_sync_reflects_a_domain_stopped_behind_our_back() -> None:
 
 def test_legal_actions_tell_the_api_what_is_allowed() -> None:
     allowed = set(s.legal_actions(fresh(vm_state="active", task_state=None, host="h1")))
-    assert {m.Stop, m.Reboot, m.Pause, m.Suspend, m.DeleteServer} <= allowed and m.Start not in allowed
+    assert {pa.Stop, pa.Reboot, pa.Pause, pa.Suspend, m.DeleteServer} <= allowed and pa.Start not in allowed
 
 
 bodies = st.sampled_from(
@@ -164,14 +165,14 @@ bodies = st.sampled_from(
         m.NoValidHost(reason=""),
         m.Spawned(host="h1", power_state=1),
         m.SpawnFailed(host="h1", reason="x"),
-        m.Stop(),
-        m.Start(),
-        m.Reboot(),
-        m.RebootHard(),
-        m.Pause(),
-        m.Unpause(),
-        m.Suspend(),
-        m.Resume(),
+        pa.Stop(),
+        pa.Start(),
+        pa.Reboot(),
+        pa.RebootHard(),
+        pa.Pause(),
+        pa.Unpause(),
+        pa.Suspend(),
+        pa.Resume(),
         m.DeleteServer(),
         m.Destroyed(host="h1"),
         m.ActionDone(action="stop", power_state=4),
@@ -199,5 +200,5 @@ def test_no_sequence_of_messages_reaches_an_undeclared_state(sequence: list[Mess
 def test_an_action_on_a_server_never_placed_is_refused_as_not_ready() -> None:
     failed = apply(fresh(), m.NoValidHost(reason="")).record
     with pytest.raises(IllegalTransition) as err:
-        apply(failed, m.RebootHard())
+        apply(failed, pa.RebootHard())
     assert err.value.reason == f"Instance {SID} is not ready" and err.value.code == "conflict"

@@ -31,7 +31,8 @@ from protocol import compute as m
 from protocol import network as n
 from protocol import volume as v
 from protocol.actor import STATE_TIMER, StateTimeout
-from protocol.states import PowerAction, PowerState, server_status
+from protocol.power import PowerAction
+from protocol.states import PowerState, server_status
 
 SID, SID2 = "11111111-2222-3333-4444-555555555555", "99999999-2222-3333-4444-555555555555"
 VID = "bbbbbbbb-0000-0000-0000-000000000001"

@@ -25,7 +25,8 @@ from hostagent.virt.base import (
     VirtError,
 )
 from hostagent.virt.libvirt import LibvirtDriver, choose_domain_type
-from protocol.states import PowerAction, PowerState
+from protocol.power import PowerAction
+from protocol.states import PowerState
 from tests.hostagent.conftest import PREFIX, make_image
 
 OpenDriver = Callable[..., Awaitable[LibvirtDriver]]

@@ -25,7 +25,8 @@ from hostagent.virt.libvirt import LibvirtDriver
 from protocol import Envelope, Target
 from protocol import compute as m
 from protocol import volume as v
-from protocol.states import PowerAction, PowerState
+from protocol.power import PowerAction
+from protocol.states import PowerState
 from tests.hostagent.conftest import PREFIX, StartAgent, make_image
 from tests.hostagent.test_volumes_agent import ActorInbox
 from tests.hostagent.test_volumes_agent import inbox as inbox  # noqa: PLC0414 (a fixture, re-exported)

@@ -33,7 +33,8 @@ from hostagent.virt import domain
 from hostagent.virt.base import DetachTimeout, Disk, InstanceSpec
 from hostagent.virt.libvirt import LibvirtDriver
 from hostagent.volumes.file import FileBackend
-from protocol.states import PowerAction, PowerState
+from protocol.power import PowerAction
+from protocol.states import PowerState
 from tests.hostagent.conftest import PREFIX, make_image
 from tests.hostagent.test_libvirt_driver import qemu_system_unavailable
 

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from protocol import Envelope, Message, ProtocolError, Target, decode, encode, lookup
 from protocol import compute as m
-from protocol.states import PowerAction, PowerState
+from protocol.power import PowerAction
+from protocol.states import PowerState
 
 
 class Ping(Message, frozen=True):

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 import protocol.compute
 import protocol.network
+import protocol.power
 import protocol.replies
 import protocol.volume
 from protocol import Envelope, Message, ProtocolError, Target, decode, encode, registered_types
@@ -240,7 +241,7 @@ def test_deep_nesting_anywhere_is_a_protocol_error_not_a_recursion_error(depth: 
 )
 def test_special_numbers_and_characters_in_the_envelope_are_protocol_errors(text: str, reason: str) -> None:
     field = text.split(":", 1)[0].strip('"')
-    wire = _wire_dict(Envelope.new(Target("server", "a"), protocol.compute.Stop()))
+    wire = _wire_dict(Envelope.new(Target("server", "a"), protocol.power.Stop()))
     raw = json.dumps({k: v for k, v in wire.items() if k != field})[:-1] + "," + text + "}"
     with pytest.raises(ProtocolError) as err:
         decode(raw.encode())
@@ -274,7 +275,7 @@ HOSTILE_WIRE = [
     b"[" * 100_000 + b"]" * 100_000,
     b'{"id": "\xff"}',
     json.dumps({"type": "no.such"}).encode(),
-    encode(Envelope.new(Target("server", "s"), protocol.compute.Stop())).replace(
+    encode(Envelope.new(Target("server", "s"), protocol.power.Stop())).replace(
         b'"body":{}', b'"body":{"x":1}'
     ),
 ]
