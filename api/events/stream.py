@@ -178,7 +178,7 @@ async def page(pool: asyncpg.Pool, filters: Filters, after: int, upto: int) -> l
     return list(await pool.fetch(sql, *args))
 
 
-class Gone(Exception):
+class StreamEnded(Exception):
     """The stream must end: the reason goes to the client where the protocol can carry it."""
 
 
@@ -190,7 +190,7 @@ async def follow(
     send: Callable[[dict[str, Any]], Awaitable[None]],
     beat: Callable[[], Awaitable[None]],
 ) -> None:
-    """Send every matching event numbered after `after`, in order, forever (until Gone)."""
+    """Send every matching event numbered after `after`, in order, forever (until StreamEnded)."""
     context, hub = ctx(request), request.app[HUB]
     me = caller(request)
     scanned = after  # every event up to here was read (the filters may have skipped some)
@@ -210,7 +210,7 @@ async def follow(
                 context.tokens.verify(me.token)
                 await check_not_revoked(context.pool, me.payload)
             except ApiError as exc:
-                raise Gone(f"token no longer valid: {exc.message}") from None
+                raise StreamEnded(f"token no longer valid: {exc.message}") from None
             await beat()
             next_beat = now + heartbeat
             continue
@@ -221,7 +221,7 @@ async def _write(write: Awaitable[Any]) -> None:
     try:
         await asyncio.wait_for(write, WRITE_TIMEOUT)
     except TimeoutError:
-        raise Gone(f"client too slow: nothing accepted for {WRITE_TIMEOUT:.0f} s") from None
+        raise StreamEnded(f"client too slow: nothing accepted for {WRITE_TIMEOUT:.0f} s") from None
 
 
 async def sse(request: web.Request) -> web.StreamResponse:
@@ -242,7 +242,7 @@ async def sse(request: web.Request) -> web.StreamResponse:
 
     try:
         await follow(request, after, filters, heartbeat, send, beat)
-    except Gone as exc:
+    except StreamEnded as exc:
         log.info("event stream ended", reason=str(exc))
         with contextlib.suppress(Exception):
             await asyncio.wait_for(
@@ -276,7 +276,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     reader = asyncio.create_task(drain_incoming())
     try:
         await follow(request, after, filters, heartbeat, send, beat)
-    except Gone as exc:
+    except StreamEnded as exc:
         log.info("event stream ended", reason=str(exc))
         await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=str(exc)[:120].encode())
     except (ConnectionResetError, asyncio.CancelledError):
