@@ -214,11 +214,11 @@ async def load(pool: asyncpg.Pool, hosts: Iterable[str], skip_servers: Iterable[
     return build(taps, subnets, addresses)
 
 
-def build(
-    taps: Sequence[Mapping[str, Any]],
-    subnets: Sequence[Mapping[str, Any]],
-    addresses: Sequence[Mapping[str, Any]],
-) -> Desired:
+# A row as the database gives it, or as a test writes it.
+Row = Mapping[str, Any] | asyncpg.Record
+
+
+def build(taps: Sequence[Row], subnets: Sequence[Row], addresses: Sequence[Row]) -> Desired:
     """The desired state from the rows of the three queries (a pure function)."""
     problems: set[str] = set()
     tap_specs: dict[str, list[TapSpec]] = {}
@@ -242,10 +242,10 @@ def build(
         tap_specs.setdefault(tap.network_id, []).append(tap)
         mtus[tap.network_id] = int(row["mtu"])
 
-    subnet_rows: dict[str, list[Mapping[str, Any]]] = {}
+    subnet_rows: dict[str, list[Row]] = {}
     for row in subnets:
         subnet_rows.setdefault(row["network_id"], []).append(row)
-    address_rows: dict[str, list[Mapping[str, Any]]] = {}
+    address_rows: dict[str, list[Row]] = {}
     for row in addresses:
         address_rows.setdefault(row["network_id"], []).append(row)
 
@@ -266,8 +266,8 @@ def build(
 def _dhcp(
     network_id: str,
     mtu: int,
-    subnets: list[Mapping[str, Any]],
-    addresses: list[Mapping[str, Any]],
+    subnets: list[Row],
+    addresses: list[Row],
     problems: set[str],
 ) -> DhcpSpec | None:
     dhcp_rows = [a for a in addresses if a["device_owner"] == DHCP_OWNER]
@@ -319,7 +319,7 @@ def _dhcp(
     )
 
 
-def _subnet(row: Mapping[str, Any], server_ip: IPv4Address | None, problems: set[str]) -> DhcpSubnet | None:
+def _subnet(row: Row, server_ip: IPv4Address | None, problems: set[str]) -> DhcpSubnet | None:
     subnet_id = row["id"]
     if not valid_id(subnet_id):
         problems.add(f"subnet {subnet_id!r}: bad id, not served")

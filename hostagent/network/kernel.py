@@ -281,7 +281,8 @@ def run_in_namespace(name: str, fn: Callable[..., T], *args: Any, timeout: float
         raise NetworkingError(f"work in namespace {name} took longer than {timeout}s")
     if "error" in outcome:
         raise outcome["error"]
-    return outcome["value"]
+    value: T = outcome["value"]
+    return value
 
 
 def _links_here() -> list[Link]:

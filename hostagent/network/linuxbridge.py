@@ -34,6 +34,7 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Set as AbstractSet
 
 import asyncpg
 import structlog
@@ -282,13 +283,13 @@ class HostNetworking(Networking):
                 log.warning("network not converged", network_id=net.id, reason=_reason(exc))
             else:
                 result.taps.update(tap.name for tap in taps)
-        taps = {tap.name: (tap.server_id, tap.network_id) for tap in desired.taps().values()}
+        owners = {tap.name: (tap.server_id, tap.network_id) for tap in desired.taps().values()}
         veths = {net.id: net.dhcp.veth for net in desired.networks.values() if net.dhcp is not None}
         if scope is None:  # what a full pass does not find desired, it removes
-            self._taps, self._veths = taps, veths
+            self._taps, self._veths = owners, veths
             await self._remove_undesired(desired, result)
         else:
-            self._taps.update(taps)
+            self._taps.update(owners)
             self._veths.update(veths)
             await self._remove_out_of(desired, scope, result)
         return result
@@ -451,7 +452,7 @@ class HostNetworking(Networking):
             doomed.sort(key=lambda link: link.kind == "bridge")
             return self._delete(ipr, doomed, counts)
 
-    def _remove_named(self, names: set[str], counts: collections.Counter[str]) -> list[str]:
+    def _remove_named(self, names: AbstractSet[str], counts: collections.Counter[str]) -> list[str]:
         """Delete these links, those that exist and are ours: ports first, then bridges."""
         with kernel.iproute() as ipr:
             found = [link for name in names if (link := kernel.find(ipr, name)) is not None]

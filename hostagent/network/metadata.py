@@ -38,7 +38,7 @@ import json
 import os
 import re
 import socket
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import asyncpg
@@ -130,7 +130,7 @@ class Instance:
         return "i-" + self.uuid.replace("-", "")[:8]
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any], ip: str) -> Instance:
+    def from_row(cls, row: Mapping[str, Any] | asyncpg.Record, ip: str) -> Instance:
         user_data = None
         if row["user_data"]:
             try:
@@ -230,7 +230,7 @@ def openstack_meta_data(inst: Instance) -> dict[str, Any]:
     return data
 
 
-def network_data(rows: list[Mapping[str, Any]]) -> dict[str, Any]:
+def network_data(rows: Sequence[Mapping[str, Any] | asyncpg.Record]) -> dict[str, Any]:
     """Nova's network_data.json: a link per port; per address, `ipv4_dhcp` on a DHCP subnet
     (the guest asks DHCP), else the static address with its routes; DNS servers as services."""
     links: dict[str, dict[str, Any]] = {}
@@ -304,7 +304,7 @@ def _netmask(version: int, prefixlen: int) -> str:
 
 NETWORK_ID = web.AppKey("network_id", str)
 NAMESPACE = web.AppKey("namespace", str)
-SERVICE = web.AppKey("service", "MetadataService")
+SERVICE: web.AppKey[MetadataService] = web.AppKey("service")
 
 
 @dataclasses.dataclass
@@ -383,7 +383,7 @@ class MetadataService:
             return None
         return Instance.from_row(row, ip)
 
-    async def interfaces(self, server_id: str) -> list[Mapping[str, Any]]:
+    async def interfaces(self, server_id: str) -> list[asyncpg.Record]:
         return list(await self.pool.fetch(INTERFACES_SQL, server_id))
 
 

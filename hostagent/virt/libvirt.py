@@ -109,7 +109,7 @@ DETACH_POLL = 0.1  # seconds between looks at the live XML while a guest release
 
 
 def _not_found(exc: libvirt.libvirtError) -> bool:
-    return exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN
+    return bool(exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN)
 
 
 def _reason(exc: libvirt.libvirtError) -> str:
