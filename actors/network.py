@@ -14,7 +14,6 @@ import datetime
 
 import msgspec
 
-from actors.kind import ActorKind
 from actors.table import Context, Outcome, TransitionTable
 from protocol import network as n
 from protocol.states import NetworkStatus
@@ -59,6 +58,3 @@ def set_admin_state(
             updated_at=datetime.datetime.fromtimestamp(ctx.now, datetime.UTC),
         )
     )
-
-
-KIND = ActorKind(table, "networks", project_field="project_id")

@@ -20,8 +20,6 @@ from typing import Any
 
 import msgspec
 
-from actors import notices
-from actors.kind import ActorKind
 from actors.table import ABSENT, Context, Notify, Outcome, Send, TransitionTable
 from protocol import Target
 from protocol import network as n
@@ -142,6 +140,3 @@ def delete(record: PortRecord, msg: n.DeletePort, ctx: Context) -> Outcome[PortR
     if record.device_id != msg.server_id:
         return Outcome(record)  # the port was given to another server meanwhile: keep it
     return Outcome(None, effects=(Notify("port.delete.start"), Notify("port.delete.end")), delete=True)
-
-
-KIND = ActorKind(table, "ports", project_field="project_id", notifier=notices.port)

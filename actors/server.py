@@ -28,8 +28,6 @@ from typing import Any
 
 import msgspec
 
-from actors import notices
-from actors.kind import ActorKind
 from actors.table import NO_TIMEOUT as NO_TIMEOUT
 from actors.table import Context, Effect, Fault, Notify, Outcome, Refused, Send, TransitionTable
 from protocol import Message, Target
@@ -768,13 +766,9 @@ def _volume_notice(step: str, bdm: dict[str, Any], reason: str = "") -> Notify:
     return Notify(f"instance.volume_{step}", extra={"volume_id": bdm["volume_id"]})
 
 
-KIND = ActorKind(
-    table,
-    "servers",
-    project_field="project_id",
-    notifier=notices.server,
-    fault_notice=lambda record: _error_notice(record, "InstanceFault", ""),
-)
+def fault_notice(record: ServerRecord) -> Notify | None:
+    """The notification a fault sends: the error of whatever the server was doing."""
+    return _error_notice(record, "InstanceFault", "")
 
 
 def legal_actions(record: ServerRecord) -> Iterable[type[Message]]:

@@ -10,7 +10,7 @@ connection:
     SCHEDULER = ServiceKind("scheduler", {SelectHost: select_host})
 
 The handler must do all its writes on `conn` (they commit or roll back with the turn) and
-return its outgoing messages as effects (`Send`, `SetTimer`, `Emit`), never publish directly.
+return its outgoing messages as effects (`Send`, `SetTimer`, `LogEvent`), never publish directly.
 """
 
 from __future__ import annotations

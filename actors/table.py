@@ -118,7 +118,7 @@ class CancelTimer:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class Emit:
+class LogEvent:
     """An event for the public event log, beside the automatic state-change event."""
 
     type: str
@@ -136,7 +136,7 @@ class Notify:
     extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
-Effect = Send | SetTimer | CancelTimer | Emit | Notify
+Effect = Send | SetTimer | CancelTimer | LogEvent | Notify
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

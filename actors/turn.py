@@ -29,9 +29,9 @@ from actors.service import ServiceKind
 from actors.table import (
     ABSENT,
     CancelTimer,
-    Emit,
     Fault,
     IllegalTransition,
+    LogEvent,
     Notify,
     Outcome,
     Refused,
@@ -199,7 +199,7 @@ def _perform(
             due.append((effect.name, effect.after, outbox.to_actor(out, shards)))
         elif isinstance(effect, CancelTimer):
             cancelled.append(effect.name)
-        elif isinstance(effect, Emit):
+        elif isinstance(effect, LogEvent):
             events.append(_Event(effect.type, prev_state, new_state, dict(effect.payload)))
     return rows, due, cancelled, events
 

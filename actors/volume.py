@@ -22,8 +22,6 @@ from typing import Any
 
 import msgspec
 
-from actors import notices
-from actors.kind import ActorKind
 from actors.table import (
     ABSENT,
     NO_TIMEOUT,
@@ -374,6 +372,3 @@ for _status, _after in TIMEOUTS.items():
 
 def _create_error(reason: str) -> Notify:
     return Notify("volume.create.error", ERROR, {"reason": reason})
-
-
-KIND = ActorKind(table, "volumes", project_field="project_id", notifier=notices.volume)

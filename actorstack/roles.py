@@ -40,9 +40,9 @@ class NotInitialised(Exception):
 
 def builtin_kinds() -> list[ActorKind | ServiceKind]:
     """The actor kinds of the cloud itself."""
-    from actors import network, port, scheduler, server, volume
+    from actors import kinds
 
-    return [server.KIND, scheduler.KIND, network.KIND, port.KIND, volume.KIND]
+    return list(kinds.BUILTIN)
 
 
 def load_kinds(modules: Sequence[str]) -> list[ActorKind | ServiceKind]:

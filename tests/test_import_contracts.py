@@ -1,6 +1,6 @@
 """The import contracts (.importlinter, run by tools/lint) hold for the tree, and fail for a copy
-of it with one deliberate upward import, one circle or one reach into another service's private
-module: the gate can fail."""
+of it with one deliberate upward import, one circle, one reach into another service's private
+module or one I/O library imported by a transition table: the gate can fail."""
 
 from __future__ import annotations
 
@@ -51,6 +51,8 @@ def test_the_tree_keeps_every_contract(tree: Path) -> None:
         ("hostagent/locks.py", "import api.errors", "The layers"),  # sideways between layers
         ("actors/errors.py", "import actors.turn", "No import circle"),  # a circle inside actors
         ("api/volume/volumes.py", "import api.compute.servers", "The API's services"),  # a private module
+        ("actors/server.py", "import asyncpg", "do no I/O"),  # a table reaching for the database
+        ("protocol/compute.py", "import aio_pika", "do no I/O"),  # the protocol reaching for the broker
     ],
 )
 def test_a_deliberate_violation_breaks_the_contract(tree: Path, module: str, line: str, broken: str) -> None:

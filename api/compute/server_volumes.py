@@ -26,7 +26,7 @@ import asyncpg
 import msgspec
 from aiohttp import web
 
-from actors import outbox
+from actors import kinds, outbox
 from actors import server as server_actor
 from api.auth import AuthContext
 from api.compute import instance_actions
@@ -143,7 +143,7 @@ async def attach(request: web.Request) -> web.Response:
     volume_id = data["volumeId"]
     async with ctx(request).pool.acquire() as conn, conn.transaction():
         server = await _server(conn, request, "attach_volume")
-        record = server_actor.KIND.store.decode(server)
+        record = kinds.SERVER.store.decode(server)
         if not server_actor.table.allows(record, v.AttachVolume):
             raise Conflict(f"Cannot 'attach_volume' instance {server['id']} now")
         await server_attachments.visible_volume(conn, me, volume_id)

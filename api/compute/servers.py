@@ -24,7 +24,7 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from actors import outbox
+from actors import kinds, outbox
 from actors import server as server_actor
 from api import quotas, validate
 from api.auth import AuthContext
@@ -629,7 +629,7 @@ async def _send(request: web.Request, body: Message, action: str, *, nova_action
         row = await find(conn, me, server_id)
         if row["locked"] and not me.is_admin:
             raise Conflict(f"Instance {server_id} is locked")
-        record = server_actor.KIND.store.decode(row)
+        record = kinds.SERVER.store.decode(row)
         if not server_actor.table.allows(record, type(body)):
             raise _conflict(row, action)
         if row["host"] is None and not isinstance(body, m.DeleteServer):

@@ -21,7 +21,7 @@ import asyncpg
 from aiohttp import web
 
 from actors import outbox
-from api import notify
+from api import notifications
 from api.auth import AuthContext
 from api.context import caller, ctx, json_body, json_response
 from api.errors import Conflict, NotFound
@@ -221,7 +221,7 @@ async def create(request: web.Request) -> web.Response:
             list(dict.fromkeys(values.get("availability_zone_hints", []))),
             values.get("tags", []),
         )
-        await notify.neutron(conn, "create", "network", view(row, me), values)
+        await notifications.neutron(conn, "create", "network", view(row, me), values)
     return json_response({"network": view(row, me)}, status=201)
 
 
@@ -291,7 +291,7 @@ async def update(request: web.Request) -> web.Response:
                 ],
                 context.shards,
             )
-        await notify.neutron(
+        await notifications.neutron(
             conn, "update", "network", view(row, me, admin_state_up=values.get("admin_state_up")), values
         )
     return json_response({"network": view(row, me, admin_state_up=values.get("admin_state_up"))})
@@ -316,7 +316,7 @@ async def delete(request: web.Request) -> web.Response:
         )  # the DHCP port; its IPs cascade
         await conn.execute("DELETE FROM subnets WHERE network_id = $1", network_id)
         await conn.execute("DELETE FROM networks WHERE id = $1", network_id)
-        await notify.neutron(conn, "delete", "network", view(row, me))
+        await notifications.neutron(conn, "delete", "network", view(row, me))
     return web.Response(status=204)
 
 

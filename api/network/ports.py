@@ -28,7 +28,7 @@ import asyncpg
 from aiohttp import web
 
 from actors import outbox
-from api import notify
+from api import notifications
 from api.auth import AuthContext
 from api.context import caller, ctx, json_body, json_response
 from api.errors import Conflict, ServiceUnavailable
@@ -352,7 +352,7 @@ async def create_port(
             "fixed_ips": fixed_ips,
             "admin_state_up": admin_state_up,
         }
-        await notify.neutron(conn, "create", "port", view(row, addresses, me), request)
+        await notifications.neutron(conn, "create", "port", view(row, addresses, me), request)
     return row
 
 
@@ -593,7 +593,7 @@ async def update(request: web.Request) -> web.Response:
                 context.shards,
             )
         addresses = (await ipam.addresses(conn, [port_id]))[port_id]
-        await notify.neutron(
+        await notifications.neutron(
             conn,
             "update",
             "port",
@@ -619,7 +619,7 @@ async def delete(request: web.Request) -> web.Response:
             )
         addresses = (await ipam.addresses(conn, [port_id]))[port_id]
         await conn.execute("DELETE FROM ports WHERE id = $1", port_id)  # its ip_allocations cascade
-        await notify.neutron(conn, "delete", "port", view(row, addresses, me))
+        await notifications.neutron(conn, "delete", "port", view(row, addresses, me))
     return web.Response(status=204)
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from api import notify
+from api import notifications
 from api.auth import AuthContext
 from api.context import caller, ctx, json_body, json_response
 from api.errors import BadRequest, Conflict
@@ -458,7 +458,7 @@ async def create(request: web.Request) -> web.Response:
             await dhcp.serve(conn, network, row["id"])
         if ipam.Subnet.of(row).auto_address:
             await _address_existing_ports(conn, row["id"], network["id"])
-        await notify.neutron(conn, "create", "subnet", view(row), values)
+        await notifications.neutron(conn, "create", "subnet", view(row), values)
     return json_response({"subnet": view(row)}, status=201)
 
 
@@ -590,7 +590,7 @@ async def delete(request: web.Request) -> web.Response:
             await dhcp.unserve(conn, row["network_id"], subnet_id)
         await conn.execute("DELETE FROM ip_allocations WHERE subnet_id = $1", subnet_id)
         await conn.execute("DELETE FROM subnets WHERE id = $1", subnet_id)
-        await notify.neutron(conn, "delete", "subnet", view(row))
+        await notifications.neutron(conn, "delete", "subnet", view(row))
     return web.Response(status=204)
 
 

@@ -13,7 +13,7 @@ import msgspec
 
 from actors.kind import ActorKind
 from actors.service import ServiceKind
-from actors.table import ABSENT, Context, Emit, Outcome, Refused, Send, SetTimer, TransitionTable
+from actors.table import ABSENT, Context, LogEvent, Outcome, Refused, Send, SetTimer, TransitionTable
 from protocol import Message, Target
 
 DDL = """
@@ -157,7 +157,7 @@ async def deposit(conn: Any, msg: Deposit, ctx: Context) -> list[Any]:
     balance = await conn.fetchval("SELECT sum(amount) FROM ledger WHERE account = $1", msg.account)
     if balance < 0:
         raise Refused(f"account {msg.account} would be overdrawn")
-    effects: list[Any] = [Emit("ledger.deposited", {"balance": int(balance)})]
+    effects: list[Any] = [LogEvent("ledger.deposited", {"balance": int(balance)})]
     if msg.notify:
         effects.append(Send(Target("probe", msg.notify), Add(amount=msg.amount)))
     return effects

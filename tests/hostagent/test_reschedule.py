@@ -10,7 +10,7 @@ from typing import Any
 
 import asyncpg
 
-from actors import scheduler, server
+from actors import kinds
 from actors.client import ActorClient
 from actors.runtime import Runtime
 from hostagent.virt.base import InstanceSpec, VirtError
@@ -39,7 +39,7 @@ async def test_a_failed_spawn_is_retried_on_another_host_and_frees_its_claim(
     runtime = Runtime(
         pool,
         broker,
-        [server.KIND, scheduler.KIND],
+        [kinds.SERVER, kinds.SCHEDULER],
         shards=shards,
         settings=dataclasses.replace(FAST, handler_attempts=5),
     )

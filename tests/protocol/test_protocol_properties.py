@@ -303,7 +303,7 @@ class _Delivery:
 
 @pytest.mark.parametrize("body", HOSTILE_WIRE, ids=range(len(HOSTILE_WIRE)))
 async def test_the_runtime_dead_letters_what_it_cannot_decode(body: bytes) -> None:
-    from actors import server
+    from actors import kinds
     from actors.runtime import Runtime
 
     dead: list[str] = []
@@ -319,7 +319,7 @@ async def test_the_runtime_dead_letters_what_it_cannot_decode(body: bytes) -> No
 
     runtime = types.SimpleNamespace(_dead_letter=dead_letter, _ack=ack)
     delivery = _Delivery(body)
-    await Runtime.handle(runtime, server.KIND, "actor.server.0", delivery)  # type: ignore[arg-type]
+    await Runtime.handle(runtime, kinds.SERVER, "actor.server.0", delivery)  # type: ignore[arg-type]
     assert len(dead) == 1 and dead[0] and delivery.settled == ["ack"]
 
 

@@ -1,6 +1,6 @@
 """Notifications the API itself sends (Neutron's, which neutron-server sends from its API):
 written to the outbox in the request's transaction, so they leave only if the change commits.
-The actors send the rest (actors/notices.py)."""
+The actors send the rest (actors/notifications.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from actors import notices, outbox
+from actors import notifications, outbox
 
 
 def jsonable(value: Any) -> Any:
@@ -32,14 +32,14 @@ async def neutron(
     """`<resource>.<action>.start` (the request's resource body, as Neutron) and `.end` (the
     resource as it is now). `view` is what the API answers for the resource."""
     now = time.time()
-    start = notices.neutron(
+    start = notifications.neutron(
         f"{resource}.{action}.start",
         resource,
         jsonable(request_body) if request_body is not None else {"id": view.get("id")},
     )
     if action == "delete":
-        start = notices.neutron(f"{resource}.delete.start", resource, {"id": view.get("id")})
-    end = notices.neutron(f"{resource}.{action}.end", resource, view)
+        start = notifications.neutron(f"{resource}.delete.start", resource, {"id": view.get("id")})
+    end = notifications.neutron(f"{resource}.{action}.end", resource, view)
     await outbox.write(
         conn, [outbox.to_notifications(start, now), outbox.to_notifications(end, now)], wake=True
     )
