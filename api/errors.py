@@ -97,10 +97,6 @@ class UnsupportedMediaType(ApiError):
     status, title = 415, "Unsupported Media Type"
 
 
-class NotImplementedYet(ApiError):
-    status, title = 501, "Not Implemented"
-
-
 class ServiceUnavailable(ApiError):
     status, title = 503, "Service Unavailable"
 

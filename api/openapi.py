@@ -682,7 +682,6 @@ class RouteOperation:
     path: str  # OpenAPI's template: {name}, without aiohttp's regular expressions
     handler: Any
     patterns: dict[str, str]  # path parameter -> the regular expression the router matches it with
-    catch_all: bool  # a "*" route: the part of a service that is not available (501)
 
 
 def _group_patterns(pattern: str) -> dict[str, str]:
@@ -713,9 +712,7 @@ def route_operations(app: web.Application) -> list[RouteOperation]:
         compiled = info.get("pattern")
         patterns = _group_patterns(compiled.pattern) if compiled is not None else {}
         methods = ANY_METHODS if route.method == "*" else (route.method.lower(),)
-        operations.extend(
-            RouteOperation(method, path, route.handler, patterns, route.method == "*") for method in methods
-        )
+        operations.extend(RouteOperation(method, path, route.handler, patterns) for method in methods)
     return operations
 
 
@@ -746,8 +743,6 @@ def _operation(route: RouteOperation) -> dict[str, Any]:
         "responses": {"default": {"description": "The service's answer"}, "4XX": error},
         "x-handler": f"{handler.__module__}.{handler.__name__}",
     }
-    if route.catch_all:
-        operation["responses"]["501"] = error
     parameters = [
         {"name": name, "in": "path", "required": True, "schema": _path_schema(route, name)}
         for name in _PARAM.findall(path)

@@ -1,7 +1,8 @@
 """Networking v2.0 (Neutron's API) under /networking/v2.0: networks, subnets and ports with
 IPAM (`ipam.py`) and the networks' DHCP ports (`dhcp.py`), their tags, quotas, extensions and
 availability zones. Neutron's other resources (routers, floating IPs, security groups, …) do
-not exist in this cloud and answer 501 as a NeutronError.
+not exist in this cloud yet and answer as Neutron answers a resource it does not have: 404,
+so that clients' cleanup (which tolerates 404) works.
 
 Neutron's clients read the NeutronError "type" (NetworkNotFound, IpAddressGenerationFailure…):
 errors raised with a `kind` carry it, and the application's error middleware renders it.
@@ -9,12 +10,12 @@ errors raised with a `kind` carry it, and the application's error middleware ren
 
 from aiohttp import web
 
-from api.errors import NotImplementedYet
+from api.errors import NotFound
 from api.network import extensions, networks, ports, quotas, subnets, tags
 
 
-async def not_yet(request: web.Request) -> web.Response:
-    raise NotImplementedYet("This networking resource is not available in this cloud.")
+async def unknown(request: web.Request) -> web.Response:
+    raise NotFound("The resource could not be found.", kind="HTTPNotFound")
 
 
 def setup(app: web.Application) -> None:
@@ -25,4 +26,4 @@ def setup(app: web.Application) -> None:
     subnets.setup(app)
     ports.setup(app)
     tags.setup(app)
-    app.router.add_route("*", "/networking/v2.0/{tail:.*}", not_yet)
+    app.router.add_route("*", "/networking/v2.0/{tail:.*}", unknown)

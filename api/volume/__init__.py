@@ -1,6 +1,7 @@
 """Block Storage v3 (Cinder's API) under /volume/v3/{project_id}: volumes (with their metadata and
 actions), the default volume type, availability zones, volume services and pools, quotas and
-limits. Snapshots, backups, attachments, groups and the rest answer 501 in Cinder's error shape.
+limits. What is not here yet answers as Cinder answers a resource it does not have: 404 in its
+error shape.
 
 Every request there is first given its microversion (microversion.py: a middleware this setup
 adds to the app, innermost), which handlers read with `microversion.requested(request)`.
@@ -8,12 +9,12 @@ adds to the app, innermost), which handlers read with `microversion.requested(re
 
 from aiohttp import web
 
-from api.errors import NotImplementedYet
+from api.errors import NotFound
 from api.volume import actions, backends, limits, metadata, microversion, quotas, types, volumes
 
 
-async def not_yet(request: web.Request) -> web.Response:
-    raise NotImplementedYet("This part of Block Storage is not available yet in this cloud.")
+async def unknown(request: web.Request) -> web.Response:
+    raise NotFound("The resource could not be found.")
 
 
 def setup(app: web.Application) -> None:
@@ -26,4 +27,4 @@ def setup(app: web.Application) -> None:
     metadata.setup(app)
     types.setup(app)
     backends.setup(app)
-    app.router.add_route("*", "/volume/v3/{project_id}/{tail:.*}", not_yet)
+    app.router.add_route("*", "/volume/v3/{project_id}/{tail:.*}", unknown)

@@ -392,8 +392,8 @@ async def test_volume_and_network_quota_shapes(cloud: Cloud, member: Credentials
     assert status == 204
     status, body, _ = await cloud.request("GET", f"/networking/v2.0/quotas/{pid}", token=token)
     assert body["quota"]["network"] == 100
-    # Everything else in those services is not there yet.
-    status, body, _ = await cloud.request("GET", f"/volume/v3/{pid}/snapshots", token=token)
-    assert status == 501
+    # What those services do not have answers 404, as the services answer it.
+    status, body, _ = await cloud.request("GET", f"/volume/v3/{pid}/no-such-resource", token=token)
+    assert status == 404
     status, body, _ = await cloud.request("GET", "/networking/v2.0/routers", token=token)
-    assert status == 501 and body["NeutronError"]["type"] == "NotImplemented"
+    assert status == 404 and body["NeutronError"]["type"] == "HTTPNotFound"

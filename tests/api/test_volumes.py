@@ -1184,5 +1184,5 @@ async def test_the_default_type_zones_and_admin_views(
     assert body["availabilityZoneInfo"]
     status, body, _ = await cloud.request("GET", f"{base}/os-services", token=token)
     assert status == 403 and "forbidden" in body
-    status, body, _ = await cloud.request("GET", f"{base}/snapshots", token=token)
-    assert status == 501 and body["notImplemented"]["code"] == 501
+    status, body, _ = await cloud.request("GET", f"{base}/no-such-resource", token=token)
+    assert status == 404 and body["itemNotFound"]["code"] == 404
