@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from urllib.parse import unquote, urlsplit
 
 import aio_pika
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 from pamqp.common import Arguments
 
-from actors.errors import ServiceUnreachable
+from actors.errors import ServiceUnreachable, VhostRefused
 from protocol import notifications
 from protocol.routing import (
     ACTOR_EXCHANGE,
@@ -46,6 +47,11 @@ async def connect(url: str) -> AbstractRobustConnection:
         return await aio_pika.connect_robust(url, timeout=10, fail_fast=True)
     except (OSError, aiormq.exceptions.AMQPError, TimeoutError) as exc:
         text = str(exc).strip() or type(exc).__name__
+        if "Connection.OpenOk" in text and "Connection.Close" in text:  # the vhost was refused
+            parts = urlsplit(url)
+            raise VhostRefused(
+                url, unquote(parts.path[1:]) or "/", unquote(parts.username or "guest")
+            ) from None
         raise ServiceUnreachable("RabbitMQ", url, text.splitlines()[0]) from None
     finally:
         quiet.setLevel(level)

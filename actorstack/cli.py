@@ -344,6 +344,7 @@ async def _register_test_image(settings: Settings, project_id: str) -> None:
 
 async def _up(settings: Settings, args: argparse.Namespace) -> int:
     await roles.init_database(settings)
+    await roles.ensure_vhost(settings.amqp_url)
     admin = await roles.bootstrap(settings, _admin_password())
     if args.virt == "qemu" and args.test_image:
         await _register_test_image(settings, admin["project_id"])

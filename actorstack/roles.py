@@ -13,16 +13,20 @@ import contextlib
 import dataclasses
 import importlib
 import os
+import shutil
 import signal
 import socket
+import subprocess
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import structlog
 
 from actors import amqp, db
+from actors.errors import VhostRefused
 from actors.kind import ActorKind
 from actors.runtime import Runtime, RuntimeSettings
 from actors.service import ServiceKind
@@ -60,6 +64,33 @@ async def init_database(settings: Settings) -> tuple[int | None, int]:
         return await db.init_schema(conn)
     finally:
         await conn.close()
+
+
+async def ensure_vhost(url: str) -> bool:
+    """Create the URL's RabbitMQ virtual host (and let its user use it) when the broker refuses
+    it and runs on this machine, where `rabbitmqctl` can: what `up` does for a fresh machine, as
+    it creates its database. True if it created one; VhostRefused (which says how) otherwise."""
+    try:
+        connection = await amqp.connect(url)
+    except VhostRefused as refused:
+        host = urlsplit(url).hostname or ""
+        local = host in ("localhost", "127.0.0.1", "::1") or host == socket.gethostname()
+        rabbitmqctl = shutil.which("rabbitmqctl")
+        if not local or rabbitmqctl is None:
+            raise
+        for args in (
+            ["add_vhost", refused.vhost],
+            ["set_permissions", "-p", refused.vhost, refused.user, ".*", ".*", ".*"],
+        ):
+            done = await asyncio.to_thread(
+                subprocess.run, [rabbitmqctl, *args], capture_output=True, text=True, timeout=120
+            )
+            if done.returncode != 0:
+                raise refused from None
+        log.info("created the RabbitMQ virtual host", vhost=refused.vhost, user=refused.user)
+        return True
+    await connection.close()
+    return False
 
 
 def stop_on_signals() -> asyncio.Event:

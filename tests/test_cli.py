@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 from pathlib import Path
 
-from actorstack.scratch import ScratchServices, cli_argv, free_port, spawn
+from actorstack.scratch import ScratchServices, cli_argv, delete_vhost, free_port, spawn
 from tests.conftest import ROOT, RUN_PREFIX, temporary_database
 
 
@@ -70,3 +71,28 @@ async def test_up_initialises_runs_and_stops_cleanly_on_sigterm(
             assert "runtime stopped" in up.log() and "Traceback" not in up.log()
         finally:
             up.kill()
+
+
+def test_a_refused_vhost_is_one_line_that_says_how_to_make_it(services: ScratchServices) -> None:
+    missing = f"{RUN_PREFIX}_no_such_vhost"
+    result = run("runtime", "--amqp-url", f"amqp://guest:guest@127.0.0.1:5672/{missing}", env=services.env())
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert f"refused the virtual host '{missing}'" in lines[0]
+    assert f"rabbitmqctl add_vhost {missing} && rabbitmqctl set_permissions -p {missing} guest" in lines[0]
+
+
+async def test_up_creates_its_missing_vhost_on_this_machine(tmp_path: Path) -> None:
+    """`up` makes what it needs on a fresh machine: the database, and the RabbitMQ vhost."""
+    async with ScratchServices(f"{RUN_PREFIX}_vh", vhost=False) as services:
+        env = services.env(ACTORSTACK_STATE_DIR=str(tmp_path))
+        args = ["up", "--listen", f"127.0.0.1:{free_port()}", "--log-format", "json", "--network", "none"]
+        up = spawn("up", args, env, tmp_path / "up.log")
+        try:
+            await up.wait_for_event("created the RabbitMQ virtual host", timeout=30)
+            await up.wait_for_event("runtime started", timeout=30)
+            assert await up.stop() == 0, up.tail()
+        finally:
+            up.kill()
+            await asyncio.to_thread(delete_vhost, services.name)
