@@ -30,7 +30,8 @@ binding — and gives libvirt the taps; destroying a server unplugs them.
 On start the agent adopts the domains that exist (it never starts, stops or redefines a
 domain that is there: a guest keeps running across an agent's death and return, with the same
 QEMU process); a volatile hypervisor (the test driver) has forgotten them, and the agent
-defines them again, shut off, from the definitions it kept, as a host reboot would leave them.
+defines them again from the definitions it kept and brings each back as its server was (running,
+paused or shut off), so a warm restart of the process changes nothing for the user.
 An instance whose server the database no longer places here (deleted while the agent was away,
 moved, or unknown) is destroyed and its files removed, as Nova reaps running deleted instances;
 a domain without an instance directory of this agent is never touched (another agent's, or
@@ -69,9 +70,16 @@ from hostagent.virt.base import (
 from protocol import Envelope, Message, ProtocolError, Target
 from protocol import compute as m
 from protocol import volume as v
+from protocol.power import PowerAction
 from protocol.states import PowerState, VmState
 
 log = structlog.get_logger("hostagent")
+
+# The power actions that bring a restored instance back to its server's vm_state.
+_RESTORED_BY: dict[VmState, tuple[PowerAction, ...]] = {
+    VmState.ACTIVE: (PowerAction.START,),
+    VmState.PAUSED: (PowerAction.START, PowerAction.PAUSE),
+}
 
 # What ends one pass of the power-state sync without ending the sync.
 SYNC_ERRORS: tuple[type[BaseException], ...] = (VirtError, OSError, *BROKER_GONE, *DB_ERRORS)
@@ -201,23 +209,22 @@ class HostAgent(RequestAgent):
     async def _adopt(self) -> None:
         mine = await self.storage.existing()
         domains = await self.driver.instances()
-        orphans = await self._orphans(mine)
+        owners = await host.owners(self.pool, sorted(mine)) if mine else {}
+        orphans = {
+            server_id
+            for server_id in mine
+            if owners.get(server_id) is None
+            or owners[server_id][0] == VmState.DELETED
+            or owners[server_id][1] != self.name
+        }
         for server_id in sorted(orphans):
             await self._reap(server_id, existed=server_id in domains)
         mine -= orphans
         restored = 0
         if self.driver.volatile:
             for server_id in sorted(mine - set(domains)):
-                definition = await self.storage.definition(server_id)
-                if definition is None:
-                    continue
-                try:
-                    await self.driver.restore(definition)
+                if await self._restore(server_id, VmState(owners[server_id][0])):
                     restored += 1
-                except VirtError as exc:
-                    log.warning(
-                        "could not restore an instance's definition", server=server_id, error=exc.reason
-                    )
         if mine or orphans:
             log.info(
                 "instances adopted",
@@ -228,18 +235,21 @@ class HostAgent(RequestAgent):
                 reaped=len(orphans),
             )
 
-    async def _orphans(self, mine: set[str]) -> set[str]:
-        """The instances kept here whose server the database does not place here any more."""
-        if not mine:
-            return set()
-        owners = await host.owners(self.pool, sorted(mine))
-        return {
-            server_id
-            for server_id in mine
-            if owners.get(server_id) is None
-            or owners[server_id][0] == VmState.DELETED
-            or owners[server_id][1] != self.name
-        }
+    async def _restore(self, server_id: str, vm_state: VmState) -> bool:
+        """Define a volatile hypervisor's forgotten instance again from the definition kept here,
+        and bring it back as its server was: running when active, paused when paused, shut off
+        otherwise (a warm restart of the process changes nothing for the user)."""
+        definition = await self.storage.definition(server_id)
+        if definition is None:
+            return False
+        try:
+            await self.driver.restore(definition)
+            for action in _RESTORED_BY.get(vm_state, ()):
+                await self.driver.power(server_id, action)
+        except VirtError as exc:
+            log.warning("could not restore an instance", server=server_id, error=exc.reason)
+            return False
+        return True
 
     async def _reap(self, server_id: str, *, existed: bool) -> None:
         """Destroy an orphan's domain, taps and files; a failure leaves it for the next start

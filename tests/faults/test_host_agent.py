@@ -240,24 +240,31 @@ async def _down_and_back(cloud: Cloud, agent: AgentProcess, tmp_path: Path) -> N
         [row] = [s for s in listed["servers"] if s["id"] == server_id]
         assert (row["host_status"], row["OS-EXT-STS:power_state"]) == ("UNKNOWN", NOSTATE)
 
-        # Back: the test hypervisor forgot its domains with the process (a host reboot), so the
-        # agent defines the server's again, shut off, and reports it: SHUTOFF, as Nova's sync.
+        # Back: the test hypervisor forgot its domains with the process, so the agent defines
+        # the server's again from the definition it kept and starts it, as the server was.
         agent.start()
         back = await poll(
             lambda: _when(
                 show(cloud, admin, server_id),
-                lambda s: s["host_status"] == "UP" and s["OS-EXT-STS:power_state"] == SHUTDOWN,
+                lambda s: s["host_status"] == "UP" and s["OS-EXT-STS:power_state"] == RUNNING,
             ),
             "the host back",
             120,
         )
-        assert back["status"] == "SHUTOFF"
+        assert back["status"] == "ACTIVE"
         assert await host_state(cloud, admin, agent.name) == ("up", "up")
-        status, _, _ = await cloud.request(
-            "POST", f"/compute/v2.1/servers/{server_id}/action", token=mine, json={"os-start": None}
-        )
-        assert status == 202
-        await active(cloud, mine, server_id)  # the agent that came back takes requests
+        for action, status_after in (("os-stop", "SHUTOFF"), ("os-start", "ACTIVE")):
+            status, _, _ = await cloud.request(
+                "POST", f"/compute/v2.1/servers/{server_id}/action", token=mine, json={action: None}
+            )
+            assert status == 202  # the agent that came back takes requests
+            await poll(
+                lambda after=status_after: _when(
+                    show(cloud, admin, server_id), lambda s: s["status"] == after
+                ),
+                status_after,
+                60,
+            )
 
         # A live host an operator disabled is in MAINTENANCE, and its servers' states hold.
         latest = {"OpenStack-API-Version": "compute 2.53"}

@@ -280,8 +280,18 @@ async def test_a_spawn_libvirt_refuses_fails_and_removes_the_files_it_made(
 # --- power-state sync -------------------------------------------------------------------------------
 
 
-async def test_every_instance_is_reported_once_after_start(
-    start_agent: StartAgent, client: ActorClient, inbox: Any, image_dir: Path, pool: asyncpg.Pool
+@pytest.mark.parametrize(
+    ("vm_state", "restored"),
+    [("active", PowerState.RUNNING), ("paused", PowerState.PAUSED), ("stopped", PowerState.SHUTDOWN)],
+)
+async def test_every_instance_comes_back_as_its_server_was_and_is_reported_once_after_start(
+    start_agent: StartAgent,
+    client: ActorClient,
+    inbox: Any,
+    image_dir: Path,
+    pool: asyncpg.Pool,
+    vm_state: str,
+    restored: PowerState,
 ) -> None:
     agent = await start_agent()
     box = await inbox(str(uuid.uuid4()))
@@ -290,33 +300,28 @@ async def test_every_instance_is_reported_once_after_start(
     # The database places the server here: adopted (an instance it does not know is reaped).
     await pool.execute(
         "INSERT INTO servers (id, version, project_id, user_id, display_name, vm_state, flavor, host, "
-        "reservation_id) VALUES ($1, 1, $2, $2, $2, 'active', $3, $4, $2)",
+        "reservation_id) VALUES ($1, 1, $2, $2, $2, $3, $4, $5, $2)",
         box.server_id,
         PREFIX,
+        vm_state,
         {},
         agent.name,
     )
     try:
-        await _reported_once_after_start(start_agent, client, box, agent)
+        # The test hypervisor forgot the domain with its connection; the new agent defines it
+        # again from the definition it kept, as its server was, and reports it once.
+        again = await start_agent(agent.name)
+        report = (await box.next_of(m.PowerStateReport)).body
+        assert (report.host, report.power_state) == (agent.name, restored)
+        assert await again.driver.power_state(box.server_id) is restored
+        await asyncio.sleep(3 * SYNC)
+        assert box.nothing_more()  # unchanged: reported once
+        await client.send(
+            Target("agent", again.name), m.PowerActionOnHost(server_id=box.server_id, action="stop")
+        )
+        assert (await box.next_of(m.ActionDone)).body.power_state == PowerState.SHUTDOWN
     finally:
         await pool.execute("DELETE FROM servers WHERE id = $1", box.server_id)
-
-
-async def _reported_once_after_start(
-    start_agent: StartAgent, client: ActorClient, box: ServerInbox, agent: HostAgent
-) -> None:
-    # The test hypervisor forgot the domain with its connection; the new agent defines it again,
-    # shut off, from the definition it kept, and reports it.
-    again = await start_agent(agent.name)
-    report = (await box.next_of(m.PowerStateReport)).body
-    assert (report.host, report.power_state) == (agent.name, PowerState.SHUTDOWN)
-    assert await again.driver.power_state(box.server_id) is PowerState.SHUTDOWN
-    await asyncio.sleep(3 * SYNC)
-    assert box.nothing_more()  # unchanged: reported once
-    await client.send(
-        Target("agent", again.name), m.PowerActionOnHost(server_id=box.server_id, action="start")
-    )
-    assert (await box.next_of(m.ActionDone)).body.power_state == PowerState.RUNNING
 
 
 async def test_a_domain_changed_behind_the_agents_back_is_reported(
