@@ -237,12 +237,21 @@ class GroupResult:
     wall: float
     timed_out: bool = False
 
+    def status_of(self, test: str) -> str:
+        """The test's own result; for a test with none, its class's: `skip` when the class was
+        skipped as a whole (a feature turned off), `not run` when its setUpClass failed."""
+        if test in self.results:
+            return self.results[test][0]
+        cls = test.rsplit(".", 1)[0]
+        fixture = self.results.get(f"setUpClass ({cls})", ("",))[0]
+        return "skip" if fixture == "skip" else "not run"
+
     def count(self, status: str) -> int:
-        return sum(1 for test in self.listed if self.results.get(test, ("",))[0] == status)
+        return sum(1 for test in self.listed if self.status_of(test) == status)
 
     @property
     def not_run(self) -> int:
-        return sum(1 for test in self.listed if test not in self.results)
+        return self.count("not run")
 
     @property
     def fixture_failures(self) -> list[str]:
