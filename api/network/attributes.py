@@ -48,6 +48,31 @@ def resource_body(document: Any, resource: str) -> dict[str, Any]:
     return body
 
 
+def create_bodies(document: Any, resource: str) -> tuple[list[dict[str, Any]], bool]:
+    """The resources a POST creates, and whether it is a bulk create: `{"network": {...}}` is
+    one, `{"networks": [{...}, {"network": {...}}, ...]}` several (Neutron's
+    prepare_request_body: each item bare or wrapped), all created or none."""
+    collection = resource + "s"
+    if not isinstance(document, dict):
+        raise bad_request("Body contains invalid data")
+    if collection not in document:
+        return [resource_body(document, resource)], False
+    items = document[collection]
+    if not isinstance(items, list):
+        raise bad_request("Body contains invalid data")
+    if not items:
+        raise bad_request("Resources required")
+    bodies = []
+    for item in items:
+        if not isinstance(item, dict):
+            raise bad_request("Body contains invalid data")
+        body = item[resource] if resource in item else item
+        if not isinstance(body, dict):
+            raise bad_request(f"Object '{resource}' contains invalid data")
+        bodies.append(body)
+    return bodies, True
+
+
 def parse(body: dict[str, Any], spec: dict[str, Attr], *, method: str) -> dict[str, Any]:
     unknown = sorted(set(body) - set(spec))
     if unknown:

@@ -30,6 +30,7 @@ from api.network.attributes import (
     STANDARD_READ_ONLY,
     Attr,
     boolean,
+    create_bodies,
     dns_domain,
     integer,
     parse,
@@ -187,10 +188,9 @@ def _check(values: dict[str, Any]) -> None:
             raise NotFound(f"AvailabilityZone {zone} could not be found.", kind="AvailabilityZoneNotFound")
 
 
-async def create(request: web.Request) -> web.Response:
-    me = caller(request)
-    policy.require_writer(me, "create_network")
-    values = parse(resource_body(await json_body(request), "network"), ATTRS, method="POST")
+def _prepare(me: AuthContext, body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """One network of a create, checked before anything is written: its project and values."""
+    values = parse(body, ATTRS, method="POST")
     project_id = policy.project_for(me, values)
     policy.admin_only(
         me,
@@ -200,29 +200,44 @@ async def create(request: web.Request) -> web.Response:
         defaults={"shared": False, "router:external": False, **dict.fromkeys(_PROVIDER)},
     )
     _check(values)
+    return project_id, values
+
+
+async def _insert(conn: Any, me: AuthContext, project_id: str, values: dict[str, Any]) -> dict[str, Any]:
+    """Insert one prepared network in the caller's transaction, under the project's quota; its view."""
     admin_state_up = values.get("admin_state_up", True)
+    await enforce(conn, project_id, "network")
+    row = await conn.fetchrow(
+        "INSERT INTO networks (id, version, project_id, name, description, status, admin_state_up, "
+        "shared, external, mtu, port_security_enabled, dns_domain, availability_zone_hints, tags, "
+        "revision_number) VALUES (gen_random_uuid()::text, 1, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, "
+        "$11, $12, 1) RETURNING *, '{}'::text[] AS subnet_ids",
+        project_id,
+        values.get("name", ""),
+        values.get("description", ""),
+        NetworkStatus.ACTIVE if admin_state_up else NetworkStatus.DOWN,
+        admin_state_up,
+        values.get("shared", False),
+        values.get("router:external", False),
+        values.get("mtu", MAX_MTU),
+        values.get("port_security_enabled", True),
+        values.get("dns_domain", ""),
+        list(dict.fromkeys(values.get("availability_zone_hints", []))),
+        values.get("tags", []),
+    )
+    await notifications.neutron(conn, "create", "network", view(row, me), values)
+    return view(row, me)
+
+
+async def create(request: web.Request) -> web.Response:
+    """One network, or several (`{"networks": [...]}`) in one transaction: all or none."""
+    me = caller(request)
+    policy.require_writer(me, "create_network")
+    bodies, bulk = create_bodies(await json_body(request), "network")
+    prepared = [_prepare(me, body) for body in bodies]
     async with ctx(request).pool.acquire() as conn, conn.transaction():
-        await enforce(conn, project_id, "network")
-        row = await conn.fetchrow(
-            "INSERT INTO networks (id, version, project_id, name, description, status, admin_state_up, "
-            "shared, external, mtu, port_security_enabled, dns_domain, availability_zone_hints, tags, "
-            "revision_number) VALUES (gen_random_uuid()::text, 1, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, "
-            "$11, $12, 1) RETURNING *, '{}'::text[] AS subnet_ids",
-            project_id,
-            values.get("name", ""),
-            values.get("description", ""),
-            NetworkStatus.ACTIVE if admin_state_up else NetworkStatus.DOWN,
-            admin_state_up,
-            values.get("shared", False),
-            values.get("router:external", False),
-            values.get("mtu", MAX_MTU),
-            values.get("port_security_enabled", True),
-            values.get("dns_domain", ""),
-            list(dict.fromkeys(values.get("availability_zone_hints", []))),
-            values.get("tags", []),
-        )
-        await notifications.neutron(conn, "create", "network", view(row, me), values)
-    return json_response({"network": view(row, me)}, status=201)
+        created = [await _insert(conn, me, project_id, values) for project_id, values in prepared]
+    return json_response({"networks": created} if bulk else {"network": created[0]}, status=201)
 
 
 async def list_networks(request: web.Request) -> web.Response:

@@ -37,6 +37,7 @@ from api.network.attributes import (
     STANDARD_READ_ONLY,
     Attr,
     boolean,
+    create_bodies,
     dns_name,
     empty_list_only,
     ip_address,
@@ -460,37 +461,50 @@ async def find(conn: Any, me: AuthContext, port_id: str, *, lock: str = "") -> a
     return row
 
 
-async def create(request: web.Request) -> web.Response:
-    me = caller(request)
-    policy.require_writer(me, "create_port")
-    values = parse(resource_body(await json_body(request), "port"), ATTRS, method="POST")
+def _prepare(me: AuthContext, body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """One port of a create, checked before anything is written: its project and values."""
+    values = parse(body, ATTRS, method="POST")
     if "network_id" not in values:
         raise bad_request("Failed to parse request. Required attribute 'network_id' not specified")
-    project_id = policy.project_for(me, values)
+    return policy.project_for(me, values), values
+
+
+async def _insert(conn: Any, me: AuthContext, project_id: str, values: dict[str, Any]) -> dict[str, Any]:
+    """Create one prepared port in the caller's transaction; its view."""
+    network = await visible_network(conn, me, values["network_id"])
+    row = await create_port(
+        conn,
+        me,
+        network,
+        project_id=project_id,
+        device_id=values.get("device_id", ""),
+        device_owner=values.get("device_owner", ""),
+        name=values.get("name", ""),
+        fixed_ips=values.get("fixed_ips"),
+        description=values.get("description", ""),
+        admin_state_up=values.get("admin_state_up", True),
+        mac_address=values.get("mac_address"),
+        port_security_enabled=values.get("port_security_enabled"),
+        allowed_address_pairs=values.get("allowed_address_pairs"),
+        dns_name=values.get("dns_name", ""),
+        binding_host_id=values.get("binding:host_id", ""),
+        binding_profile=values.get("binding:profile"),
+        binding_vnic_type=values.get("binding:vnic_type", "normal"),
+        tags=values.get("tags"),
+    )
+    addresses = (await ipam.addresses(conn, [row["id"]]))[row["id"]]
+    return view(row, addresses, me)
+
+
+async def create(request: web.Request) -> web.Response:
+    """One port, or several (`{"ports": [...]}`) in one transaction: all or none."""
+    me = caller(request)
+    policy.require_writer(me, "create_port")
+    bodies, bulk = create_bodies(await json_body(request), "port")
+    prepared = [_prepare(me, body) for body in bodies]
     async with ctx(request).pool.acquire() as conn, conn.transaction():
-        network = await visible_network(conn, me, values["network_id"])
-        row = await create_port(
-            conn,
-            me,
-            network,
-            project_id=project_id,
-            device_id=values.get("device_id", ""),
-            device_owner=values.get("device_owner", ""),
-            name=values.get("name", ""),
-            fixed_ips=values.get("fixed_ips"),
-            description=values.get("description", ""),
-            admin_state_up=values.get("admin_state_up", True),
-            mac_address=values.get("mac_address"),
-            port_security_enabled=values.get("port_security_enabled"),
-            allowed_address_pairs=values.get("allowed_address_pairs"),
-            dns_name=values.get("dns_name", ""),
-            binding_host_id=values.get("binding:host_id", ""),
-            binding_profile=values.get("binding:profile"),
-            binding_vnic_type=values.get("binding:vnic_type", "normal"),
-            tags=values.get("tags"),
-        )
-        addresses = (await ipam.addresses(conn, [row["id"]]))[row["id"]]
-    return json_response({"port": view(row, addresses, me)}, status=201)
+        created = [await _insert(conn, me, project_id, values) for project_id, values in prepared]
+    return json_response({"ports": created} if bulk else {"port": created[0]}, status=201)
 
 
 async def list_ports(request: web.Request) -> web.Response:

@@ -53,13 +53,16 @@ def moment(sql: str) -> Field:
 
 
 def number(sql: str) -> Field:
+    """An integer attribute; a filter value of any size compares (as `numeric`), so one past
+    the column's range matches nothing rather than failing."""
+
     def parse(name: str, value: str) -> int:
         try:
             return int(value)
         except ValueError:
             raise bad_request(f"Invalid input for {name}. Reason: '{value}' is not an integer.") from None
 
-    return Field(sql, "integer", parse)
+    return Field(sql, "numeric", parse)
 
 
 _CONTROL = frozenset({"fields", "limit", "marker", "page_reverse", "sort_key", "sort_dir"})
@@ -106,19 +109,25 @@ def add_filters(sql: Sql, query: Any, collection: Collection, *, is_admin: bool)
 
 
 def sort_order(query: Any, collection: Collection) -> list[tuple[str, bool]]:
-    """(SQL expression, descending) pairs; `id` last (ascending unless it was asked for)."""
-    keys = query.getall("sort_key", [])
-    dirs = query.getall("sort_dir", [])
+    """(SQL expression, descending) pairs; `id` last (ascending unless it was asked for).
+    Neutron's get_sorts: empty values are dropped, keys and directions pair up, every key is an
+    attribute and every direction asc or desc."""
+    keys = [k for k in query.getall("sort_key", []) if k]
+    dirs = [d for d in query.getall("sort_dir", []) if d]
     if len(keys) != len(dirs):
         raise bad_request("The number of sort_keys and sort_dirs must be same")
+    unknown = [key for key in keys if key not in collection.fields]
+    if unknown:
+        raise bad_request(f"{unknown} is invalid attribute for sort_keys")
+    invalid_dirs = [d for d in dirs if d not in ("asc", "desc")]
+    if invalid_dirs:
+        raise bad_request(f"{invalid_dirs} is invalid value for sort_dirs, valid value is 'asc' and 'desc'")
     order: list[tuple[str, bool]] = []
     for key, direction in zip(keys, dirs, strict=True):
-        field = collection.fields.get(key)
-        if field is None or not field.sortable:
-            raise bad_request(f"{key} is an invalid attribute for sort_key")
-        if direction not in ("asc", "desc"):
-            raise bad_request(
-                f"{direction} is an invalid value for sort_dir, valid values are 'asc' and 'desc'"
+        field = collection.fields[key]
+        if not field.sortable:
+            raise BadRequest(
+                f"Bad {collection.name} request: {key} is invalid attribute for sort_key.", kind="BadRequest"
             )
         order.append((field.sql, direction == "desc"))
     id_sql = f"{collection.alias}.id"
@@ -129,7 +138,12 @@ def sort_order(query: Any, collection: Collection) -> list[tuple[str, bool]]:
     return order
 
 
+_MAX_LIMIT = 2**63 - 1  # PostgreSQL's LIMIT is a bigint
+
+
 def _limit(query: Any) -> int | None:
+    """Neutron's `limit`: an integer, 0 (or none) for no paging; anything else is its 400, and
+    so is a number past what the database can take (where Neutron's own database would fail)."""
     raw = query.get("limit", "0")
     try:
         value = int(raw)
@@ -139,7 +153,17 @@ def _limit(query: Any) -> int | None:
         raise BadRequest(
             f"Bad limit request: Limit must be an integer 0 or greater and not '{raw}'.", kind="BadRequest"
         )
+    if value > _MAX_LIMIT:
+        raise BadRequest(
+            f"Bad limit request: Limit must be an integer from 0 to {_MAX_LIMIT} and not '{raw}'.",
+            kind="BadRequest",
+        )
     return value or None
+
+
+def _page_reverse(query: Any) -> bool:
+    """Neutron's get_page_reverse: "true" in any case reverses, any other value does not."""
+    return str(query.get("page_reverse", "False")).lower() == "true"
 
 
 def _after(sql: Sql, order: list[tuple[str, bool]], marker: asyncpg.Record) -> None:
@@ -162,7 +186,7 @@ async def fetch(
     order = sort_order(query, collection)
     limit = _limit(query)
     marker_id = query.get("marker") if limit else None
-    reverse = attrs.boolean("page_reverse", query.get("page_reverse", "false")) if limit else False
+    reverse = _page_reverse(query) if limit else False
     if reverse:
         order = [(expr, not desc) for expr, desc in order]
 

@@ -32,6 +32,7 @@ from api.network.attributes import (
     IPAddress,
     IPNetwork,
     boolean,
+    create_bodies,
     empty_list_only,
     ip_address,
     ip_subnet,
@@ -391,10 +392,10 @@ def _may_change(me: AuthContext, row: asyncpg.Record, action: str) -> None:
 # --- handlers -----------------------------------------------------------------------------------
 
 
-async def create(request: web.Request) -> web.Response:
-    me = caller(request)
-    policy.require_writer(me, "create_subnet")
-    values = parse(resource_body(await json_body(request), "subnet"), ATTRS, method="POST")
+def _prepare(me: AuthContext, body: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """One subnet of a create, checked before anything is written: its project, its values
+    and what follows from them (gateway, pools, DHCP)."""
+    values = parse(body, ATTRS, method="POST")
     for required in ("network_id", "ip_version"):
         if required not in values:
             raise bad_request(f"Failed to parse request. Required attribute '{required}' not specified")
@@ -417,49 +418,66 @@ async def create(request: web.Request) -> web.Response:
     check_ipv6_modes(values, cidr, enable_dhcp)
     if enable_dhcp:
         check_dhcp(cidr)
+    return project_id, values, {"cidr": cidr, "gateway": gateway, "pools": pools, "enable_dhcp": enable_dhcp}
 
+
+async def _insert(
+    conn: Any, me: AuthContext, project_id: str, values: dict[str, Any], derived: dict[str, Any]
+) -> dict[str, Any]:
+    """Insert one prepared subnet in the caller's transaction (its network locked, the quota
+    taken, overlaps refused, the DHCP port served); its view."""
+    cidr = derived["cidr"]
+    network = await networks.find(conn, me, values["network_id"])
+    if not policy.owns(me, network["project_id"]):
+        raise policy_denied("rule:create_subnet")
+    await enforce(conn, project_id, "subnet")
+    network = await _lock_network(conn, network["id"])
+    overlapping = await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM subnets WHERE network_id = $1 AND cidr && $2::cidr)",
+        network["id"],
+        cidr,
+    )
+    if overlapping:
+        raise invalid_input(
+            f"Requested subnet with cidr: {cidr} for network: {network['id']} overlaps with another subnet"
+        )
+    row = await conn.fetchrow(
+        "INSERT INTO subnets (id, network_id, project_id, name, description, ip_version, cidr, "
+        "gateway_ip, enable_dhcp, dns_nameservers, allocation_pools, host_routes, ipv6_ra_mode, "
+        "ipv6_address_mode, tags) VALUES (gen_random_uuid()::text, $1, $2, $3, $4, $5, $6, $7, $8, $9, "
+        "$10, $11, $12, $13, $14) RETURNING *",
+        network["id"],
+        project_id,
+        values.get("name", ""),
+        values.get("description", ""),
+        cidr.version,
+        cidr,
+        derived["gateway"],
+        derived["enable_dhcp"],
+        [str(s) for s in values.get("dns_nameservers", [])],
+        _pools_json(derived["pools"]),
+        _routes_json(values.get("host_routes", [])),
+        values.get("ipv6_ra_mode"),
+        values.get("ipv6_address_mode"),
+        values.get("tags", []),
+    )
+    if derived["enable_dhcp"]:
+        await dhcp.serve(conn, network, row["id"])
+    if ipam.Subnet.of(row).auto_address:
+        await _address_existing_ports(conn, row["id"], network["id"])
+    await notifications.neutron(conn, "create", "subnet", view(row), values)
+    return view(row)
+
+
+async def create(request: web.Request) -> web.Response:
+    """One subnet, or several (`{"subnets": [...]}`) in one transaction: all or none."""
+    me = caller(request)
+    policy.require_writer(me, "create_subnet")
+    bodies, bulk = create_bodies(await json_body(request), "subnet")
+    prepared = [_prepare(me, body) for body in bodies]
     async with ctx(request).pool.acquire() as conn, conn.transaction():
-        network = await networks.find(conn, me, values["network_id"])
-        if not policy.owns(me, network["project_id"]):
-            raise policy_denied("rule:create_subnet")
-        await enforce(conn, project_id, "subnet")
-        network = await _lock_network(conn, network["id"])
-        overlapping = await conn.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM subnets WHERE network_id = $1 AND cidr && $2::cidr)",
-            network["id"],
-            cidr,
-        )
-        if overlapping:
-            raise invalid_input(
-                f"Requested subnet with cidr: {cidr} for network: {network['id']} overlaps with "
-                f"another subnet"
-            )
-        row = await conn.fetchrow(
-            "INSERT INTO subnets (id, network_id, project_id, name, description, ip_version, cidr, "
-            "gateway_ip, enable_dhcp, dns_nameservers, allocation_pools, host_routes, ipv6_ra_mode, "
-            "ipv6_address_mode, tags) VALUES (gen_random_uuid()::text, $1, $2, $3, $4, $5, $6, $7, $8, $9, "
-            "$10, $11, $12, $13, $14) RETURNING *",
-            network["id"],
-            project_id,
-            values.get("name", ""),
-            values.get("description", ""),
-            cidr.version,
-            cidr,
-            gateway,
-            enable_dhcp,
-            [str(s) for s in values.get("dns_nameservers", [])],
-            _pools_json(pools),
-            _routes_json(values.get("host_routes", [])),
-            values.get("ipv6_ra_mode"),
-            values.get("ipv6_address_mode"),
-            values.get("tags", []),
-        )
-        if enable_dhcp:
-            await dhcp.serve(conn, network, row["id"])
-        if ipam.Subnet.of(row).auto_address:
-            await _address_existing_ports(conn, row["id"], network["id"])
-        await notifications.neutron(conn, "create", "subnet", view(row), values)
-    return json_response({"subnet": view(row)}, status=201)
+        created = [await _insert(conn, me, *item) for item in prepared]
+    return json_response({"subnets": created} if bulk else {"subnet": created[0]}, status=201)
 
 
 async def _address_existing_ports(conn: Any, subnet_id: str, network_id: str) -> None:
