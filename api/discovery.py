@@ -27,18 +27,32 @@ def _identity_version(base: str) -> dict[str, Any]:
     }
 
 
-def _compute_version(base: str) -> dict[str, Any]:
-    return {
-        "id": "v2.1",
-        "status": "CURRENT",
-        "version": COMPUTE_MAX,
-        "min_version": COMPUTE_MIN,
-        "updated": "2013-07-23T11:33:21Z",
-        "links": [{"rel": "self", "href": f"{base}/compute/v2.1/"}],
-        "media-types": [
-            {"base": "application/json", "type": "application/vnd.openstack.compute+json;version=2.1"}
-        ],
-    }
+def _compute_version(base: str, *, legacy: bool = False, single: bool = False) -> dict[str, Any]:
+    """Nova's v2.1 (CURRENT, with microversions) or its legacy v2.0 (SUPPORTED, without); the
+    document of one version (`single`) carries its media type, the list does not, as Nova's."""
+    if legacy:
+        version: dict[str, Any] = {
+            "id": "v2.0",
+            "status": "SUPPORTED",
+            "version": "",
+            "min_version": "",
+            "updated": "2011-01-21T11:33:21Z",
+            "links": [{"rel": "self", "href": f"{base}/compute/v2/"}],
+        }
+        media = "application/vnd.openstack.compute+json;version=2"
+    else:
+        version = {
+            "id": "v2.1",
+            "status": "CURRENT",
+            "version": COMPUTE_MAX,
+            "min_version": COMPUTE_MIN,
+            "updated": "2013-07-23T11:33:21Z",
+            "links": [{"rel": "self", "href": f"{base}/compute/v2.1/"}],
+        }
+        media = "application/vnd.openstack.compute+json;version=2.1"
+    if single:
+        version["media-types"] = [{"base": "application/json", "type": media}]
+    return version
 
 
 def _volume_version(base: str) -> dict[str, Any]:
@@ -67,12 +81,18 @@ async def identity_v3(request: web.Request) -> web.Response:
 
 @public
 async def compute_versions(request: web.Request) -> web.Response:
-    return json_response({"versions": [_compute_version(_base(request))]})
+    base = _base(request)
+    return json_response({"versions": [_compute_version(base, legacy=True), _compute_version(base)]})
+
+
+@public
+async def compute_v2(request: web.Request) -> web.Response:
+    return json_response({"version": _compute_version(_base(request), legacy=True, single=True)})
 
 
 @public
 async def compute_v21(request: web.Request) -> web.Response:
-    return json_response({"version": _compute_version(_base(request))})
+    return json_response({"version": _compute_version(_base(request), single=True)})
 
 
 @public
@@ -123,6 +143,8 @@ def setup(app: web.Application) -> None:
         r.add_get(path, identity_v3)
     for path in ("/compute", "/compute/"):
         r.add_get(path, compute_versions)
+    for path in ("/compute/v2", "/compute/v2/"):
+        r.add_get(path, compute_v2)
     for path in ("/compute/v2.1", "/compute/v2.1/"):
         r.add_get(path, compute_v21)
     for path in ("/image", "/image/", "/image/v2", "/image/v2/"):

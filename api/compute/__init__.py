@@ -11,6 +11,7 @@ from api.compute import (
     flavor_extra_specs,
     flavors,
     hosts,
+    hypervisors,
     instance_actions,
     keypairs,
     limits,
@@ -39,3 +40,4 @@ def setup(app: web.Application) -> None:
     server_volumes.setup(app)
     server_groups.setup(app)
     hosts.setup(app)
+    hypervisors.setup(app)

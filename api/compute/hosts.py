@@ -1,4 +1,5 @@
-"""Admin views of the compute hosts: os-hypervisors, os-services, os-availability-zone.
+"""The compute hosts: their liveness, and the admin views os-services and os-availability-zone
+(os-hypervisors is hypervisors.py, built on `rows`).
 
 A host is up when its agent's heartbeat is younger than the scheduler's HOST_DOWN_AFTER, the
 same rule the scheduler filters by; an operator disables a host through os-services. The same
@@ -75,85 +76,20 @@ def legacy_id(name: str) -> int:
     return zlib.crc32(name.encode()) % 10**6
 
 
+async def rows(conn: Any) -> list[asyncpg.Record]:
+    """Every compute host with its liveness (`up`) and the servers placed on it (`running_vms`)."""
+    return await conn.fetch(_HOSTS, HOST_DOWN_AFTER)
+
+
 async def _hosts(request: web.Request) -> list[asyncpg.Record]:
-    return await ctx(request).pool.fetch(_HOSTS, HOST_DOWN_AFTER)
-
-
-def _hypervisor(request: web.Request, row: asyncpg.Record, *, detail: bool) -> dict[str, Any]:
-    version = requested(request)
-    hv: dict[str, Any] = {
-        "id": host_uuid(row["name"], "hypervisor") if version >= (2, 53) else legacy_id(row["name"]),
-        "hypervisor_hostname": row["hypervisor_hostname"],
-        "state": "up" if row["up"] else "down",
-        "status": "enabled" if row["enabled"] else "disabled",
-    }
-    if detail:
-        hv.update(
-            {
-                "host_ip": row["host_ip"],
-                "hypervisor_type": "QEMU" if row["virt_type"] in ("qemu", "kvm") else "test",
-                "hypervisor_version": 9000000,
-                "service": {
-                    "host": row["name"],
-                    "id": host_uuid(row["name"], "service"),
-                    "disabled_reason": row["disabled_reason"],
-                },
-            }
-        )
-        if version < (2, 88):
-            free_ram = (
-                int((row["memory_mb"] - row["reserved_memory_mb"]) * row["ram_allocation_ratio"])
-                - row["used_memory_mb"]
-            )
-            hv.update(
-                {
-                    "vcpus": row["vcpus"],
-                    "memory_mb": row["memory_mb"],
-                    "local_gb": row["local_gb"],
-                    "vcpus_used": row["used_vcpus"],
-                    "memory_mb_used": row["used_memory_mb"],
-                    "local_gb_used": row["used_local_gb"],
-                    "free_ram_mb": free_ram,
-                    "free_disk_gb": row["local_gb"] - row["used_local_gb"],
-                    "current_workload": 0,
-                    "running_vms": row["running_vms"],
-                    "disk_available_least": row["local_gb"] - row["used_local_gb"],
-                    "cpu_info": "{}",
-                }
-            )
-        else:
-            hv["uptime"] = None
-    return hv
-
-
-async def list_hypervisors(request: web.Request) -> web.Response:
-    caller(request).require_admin("os_compute_api:os-hypervisors:list")
-    rows = await _hosts(request)
-    return json_response({"hypervisors": [_hypervisor(request, r, detail=False) for r in rows]})
-
-
-async def list_hypervisors_detail(request: web.Request) -> web.Response:
-    caller(request).require_admin("os_compute_api:os-hypervisors:list-detail")
-    rows = await _hosts(request)
-    return json_response({"hypervisors": [_hypervisor(request, r, detail=True) for r in rows]})
-
-
-async def show_hypervisor(request: web.Request) -> web.Response:
-    caller(request).require_admin("os_compute_api:os-hypervisors:show")
-    wanted = request.match_info["hypervisor_id"]
-    for row in await _hosts(request):
-        if wanted in (
-            host_uuid(row["name"], "hypervisor"),
-            row["hypervisor_hostname"],
-            str(legacy_id(row["name"])),
-        ):
-            return json_response({"hypervisor": _hypervisor(request, row, detail=True)})
-    raise NotFound(f"Hypervisor with ID {wanted} could not be found.")
+    return await rows(ctx(request).pool)
 
 
 def _service(request: web.Request, row: asyncpg.Record) -> dict[str, Any]:
-    return {
-        "id": host_uuid(row["name"], "service") if requested(request) >= (2, 53) else legacy_id(row["name"]),
+    """The host's nova-compute service as Nova shows it; `forced_down` from microversion 2.11."""
+    version = requested(request)
+    service = {
+        "id": host_uuid(row["name"], "service") if version >= (2, 53) else legacy_id(row["name"]),
         "binary": "nova-compute",
         "host": row["name"],
         "zone": row["availability_zone"],
@@ -161,8 +97,10 @@ def _service(request: web.Request, row: asyncpg.Record) -> dict[str, Any]:
         "state": "up" if row["up"] else "down",
         "updated_at": iso_micro(row["heartbeat_at"]),
         "disabled_reason": row["disabled_reason"],
-        "forced_down": False,
     }
+    if version >= (2, 11):
+        service["forced_down"] = False
+    return service
 
 
 async def list_services(request: web.Request) -> web.Response:
@@ -242,9 +180,6 @@ async def availability_zones_detail(request: web.Request) -> web.Response:
 
 def setup(app: web.Application) -> None:
     r = app.router
-    r.add_get("/compute/v2.1/os-hypervisors", list_hypervisors)
-    r.add_get("/compute/v2.1/os-hypervisors/detail", list_hypervisors_detail)
-    r.add_get("/compute/v2.1/os-hypervisors/{hypervisor_id}", show_hypervisor)
     r.add_get("/compute/v2.1/os-services", list_services)
     r.add_put("/compute/v2.1/os-services/{service_id}", update_service)
     r.add_get("/compute/v2.1/os-availability-zone", availability_zones)

@@ -16,9 +16,10 @@ from api.compute.microversion import requested
 from api.errors import BadRequest
 
 
-def only_known(request: web.Request, allowed: Collection[str]) -> None:
-    """From 2.75 Nova refuses query parameters a list call does not know; before, it ignores them."""
-    if requested(request) < (2, 75):
+def only_known(request: web.Request, allowed: Collection[str], *, since: tuple[int, int] = (2, 75)) -> None:
+    """From 2.75 (for some calls from an earlier microversion, `since`) Nova refuses query
+    parameters a call does not know; before, it ignores them."""
+    if requested(request) < since:
         return
     extra = sorted(set(request.query) - set(allowed))
     if extra:

@@ -178,8 +178,8 @@ def _name(data: dict[str, Any]) -> str:
     return name
 
 
-def _count(data: dict[str, Any], key: str) -> int:
-    value = data.get(key, 1)
+def _count(data: dict[str, Any], key: str, default: int) -> int:
+    value = data.get(key, default)
     if isinstance(value, str) and value.isdigit():
         value = int(value)
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -190,7 +190,9 @@ def _count(data: dict[str, Any], key: str) -> int:
 
 
 def _counts(data: dict[str, Any]) -> tuple[int, int]:
-    min_count, max_count = _count(data, "min_count"), _count(data, "max_count")
+    """Nova's min_count (default 1) and max_count (default: min_count)."""
+    min_count = _count(data, "min_count", 1)
+    max_count = _count(data, "max_count", min_count)
     if min_count > max_count:
         raise BadRequest("min_count must be <= max_count")
     return min_count, max_count

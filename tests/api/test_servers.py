@@ -10,6 +10,8 @@ from typing import Any
 
 from tests.api.conftest import Cloud, Credentials
 
+_LATEST = {"OpenStack-API-Version": "compute 2.96"}
+
 
 def wait_status(
     cloud: Cloud, server: str, status: str, who: Credentials | None = None, timeout: float = 60
@@ -219,6 +221,27 @@ async def test_multi_create_makes_max_count_servers_within_quota(cloud: Cloud, i
         headers={"OpenStack-API-Version": "compute 2.96"},
     )
     assert status == 403 and "Quota exceeded for instances" in body["forbidden"]["message"]
+    for server in listing["servers"]:
+        await cloud.request("DELETE", f"/compute/v2.1/servers/{server['id']}", token=token)
+
+
+async def test_min_count_alone_makes_that_many_servers_and_max_below_min_is_refused(
+    cloud: Cloud, image: str
+) -> None:
+    who = await cloud.new_member("mincount")
+    token = await cloud.token(who)
+    request = {"name": "pair", "imageRef": image, "flavorRef": "42", "networks": "none", "min_count": 2}
+    status, body, _ = await cloud.request(
+        "POST", "/compute/v2.1/servers", token=token, json={"server": request}, headers=_LATEST
+    )
+    assert status == 202 and "reservation_id" not in body and body["server"]["id"]
+    _, listing, _ = await cloud.request("GET", "/compute/v2.1/servers", token=token)
+    assert sorted(s["name"] for s in listing["servers"]) == ["pair-1", "pair-2"]  # max_count = min_count
+    for bad in ({"min_count": 3, "max_count": 2}, {"min_count": 0}, {"max_count": 2.5}):
+        status, body, _ = await cloud.request(
+            "POST", "/compute/v2.1/servers", token=token, json={"server": {**request, **bad}}, headers=_LATEST
+        )
+        assert status == 400, bad
     for server in listing["servers"]:
         await cloud.request("DELETE", f"/compute/v2.1/servers/{server['id']}", token=token)
 
