@@ -2,14 +2,14 @@
 -- messages in flight. Applied by `actorstack db init`; older databases are upgraded by the
 -- numbered files in migrations/ (this file always equals version 1 plus every migration).
 --
--- schema-version: 9
+-- schema-version: 10
 
 -- Which schema version this database is at; one row per applied version.
 CREATE TABLE schema_version (
     version     integer PRIMARY KEY,
     applied_at  timestamptz NOT NULL DEFAULT now()
 );
-INSERT INTO schema_version (version) VALUES (1), (2), (3), (4), (5), (6), (7), (8), (9);
+INSERT INTO schema_version (version) VALUES (1), (2), (3), (4), (5), (6), (7), (8), (9), (10);
 
 -- Settings every process must agree on (owned by `db init`; read by the runtime and senders).
 CREATE TABLE cluster_settings (
@@ -131,10 +131,13 @@ CREATE TABLE domains (
     id           text PRIMARY KEY,
     name         text NOT NULL UNIQUE,
     description  text NOT NULL DEFAULT '',
-    enabled      boolean NOT NULL DEFAULT true
+    enabled      boolean NOT NULL DEFAULT true,
+    tags         text[] NOT NULL DEFAULT '{}',
+    extra        jsonb NOT NULL DEFAULT '{}'   -- attributes Keystone keeps beside the known ones
 );
 INSERT INTO domains (id, name, description) VALUES ('default', 'Default', 'The default domain');
 
+-- A project's parent is another project of its domain (parent_id), or its domain (NULL).
 CREATE TABLE projects (
     id           text PRIMARY KEY,
     name         text NOT NULL,
@@ -143,8 +146,11 @@ CREATE TABLE projects (
     enabled      boolean NOT NULL DEFAULT true,
     tags         text[] NOT NULL DEFAULT '{}',
     created_at   timestamptz NOT NULL DEFAULT now(),
+    parent_id    text REFERENCES projects (id) ON DELETE CASCADE,
+    extra        jsonb NOT NULL DEFAULT '{}',
     UNIQUE (domain_id, name)
 );
+CREATE INDEX projects_parent ON projects (parent_id);
 
 CREATE TABLE users (
     id                  text PRIMARY KEY,
@@ -156,33 +162,88 @@ CREATE TABLE users (
     email               text,
     description         text NOT NULL DEFAULT '',
     created_at          timestamptz NOT NULL DEFAULT now(),
+    extra               jsonb NOT NULL DEFAULT '{}',  -- e.g. the project_id tempest gives its users
     UNIQUE (domain_id, name)
 );
 
-CREATE TABLE roles (
-    id    text PRIMARY KEY,
-    name  text NOT NULL UNIQUE
+-- Groups of users (migration 0010; api/identity/groups.py): roles given to a group are its
+-- members' roles.
+CREATE TABLE groups (
+    id           text PRIMARY KEY,
+    name         text NOT NULL,
+    domain_id    text NOT NULL REFERENCES domains (id) ON DELETE CASCADE,
+    description  text NOT NULL DEFAULT '',
+    extra        jsonb NOT NULL DEFAULT '{}',
+    UNIQUE (domain_id, name)
 );
 
--- A user's role on a project. (Keystone also has domain and group assignments; not yet.)
+CREATE TABLE group_members (
+    group_id  text NOT NULL REFERENCES groups (id) ON DELETE CASCADE,
+    user_id   text NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    PRIMARY KEY (group_id, user_id)
+);
+CREATE INDEX group_members_user ON group_members (user_id);
+
+-- A global role (domain_id NULL) or a domain-specific one, which is never put in a token itself:
+-- only the global roles it implies are.
+CREATE TABLE roles (
+    id           text PRIMARY KEY,
+    name         text NOT NULL,
+    domain_id    text REFERENCES domains (id) ON DELETE CASCADE,
+    description  text,
+    extra        jsonb NOT NULL DEFAULT '{}'
+);
+CREATE UNIQUE INDEX roles_name ON roles (name, domain_id) NULLS NOT DISTINCT;
+
+-- Role inference rules: a holder of the prior role holds the implied one too (bootstrap makes
+-- admin -> member -> reader).
+CREATE TABLE implied_roles (
+    prior_role_id    text NOT NULL REFERENCES roles (id) ON DELETE CASCADE,
+    implied_role_id  text NOT NULL REFERENCES roles (id) ON DELETE CASCADE,
+    PRIMARY KEY (prior_role_id, implied_role_id)
+);
+
+-- A role given to a user or a group (one of them) on a project, a domain or the system (one of
+-- them). `inherited` (OS-INHERIT): it applies to the projects below the domain or the project,
+-- not to the target itself (api/identity/grants.py writes them; api/effective_roles.py reads
+-- them when a token is used).
 CREATE TABLE role_assignments (
-    user_id     text NOT NULL REFERENCES users (id) ON DELETE CASCADE,
-    project_id  text NOT NULL REFERENCES projects (id) ON DELETE CASCADE,
+    user_id     text REFERENCES users (id) ON DELETE CASCADE,
+    project_id  text REFERENCES projects (id) ON DELETE CASCADE,
     role_id     text NOT NULL REFERENCES roles (id) ON DELETE CASCADE,
-    PRIMARY KEY (user_id, project_id, role_id)
+    group_id    text REFERENCES groups (id) ON DELETE CASCADE,
+    domain_id   text REFERENCES domains (id) ON DELETE CASCADE,
+    system      boolean NOT NULL DEFAULT false,
+    inherited   boolean NOT NULL DEFAULT false,
+    CONSTRAINT role_assignments_one_actor CHECK (num_nonnulls(user_id, group_id) = 1),
+    CONSTRAINT role_assignments_one_target CHECK (num_nonnulls(project_id, domain_id) + system::int = 1),
+    CONSTRAINT role_assignments_system_not_inherited CHECK (NOT (system AND inherited))
 );
 CREATE INDEX role_assignments_project ON role_assignments (project_id);
+CREATE UNIQUE INDEX role_assignments_unique
+    ON role_assignments (user_id, group_id, project_id, domain_id, system, role_id, inherited) NULLS NOT DISTINCT;
+CREATE INDEX role_assignments_group ON role_assignments (group_id);
+CREATE INDEX role_assignments_domain ON role_assignments (domain_id);
+CREATE INDEX role_assignments_role ON role_assignments (role_id);
 
--- Tokens are signed, not stored; these rows revoke them: one token (audit_id), or every token
--- of a user issued before revoked_at (password change, disable, delete, role removal).
+-- Tokens are signed, not stored; these rows revoke the tokens issued before revoked_at: one
+-- token (audit_id); every token of a user (user_id alone: password change, disable, delete);
+-- a user's tokens on a project, a domain or the system (user_id with project_id, domain_id or
+-- system: a role taken away there); every token scoped to a project (project_id alone: disabled
+-- or deleted); every token of a domain's users or scoped to it or its projects (domain_id alone).
 CREATE TABLE token_revocations (
     id          bigserial PRIMARY KEY,
     audit_id    text,
     user_id     text,
-    revoked_at  timestamptz NOT NULL DEFAULT now()
+    revoked_at  timestamptz NOT NULL DEFAULT now(),
+    project_id  text,
+    domain_id   text,
+    system      boolean NOT NULL DEFAULT false
 );
 CREATE INDEX token_revocations_audit ON token_revocations (audit_id);
 CREATE INDEX token_revocations_user ON token_revocations (user_id, revoked_at);
+CREATE INDEX token_revocations_project ON token_revocations (project_id, revoked_at);
+CREATE INDEX token_revocations_domain ON token_revocations (domain_id, revoked_at);
 
 -- Keystone's application credentials (migration 0005; api/identity/app_credentials.py): a user
 -- delegates some of their roles on one project to an application, which authenticates with the

@@ -24,6 +24,7 @@ import uuid
 import asyncpg
 import msgspec
 
+from api import effective_roles
 from api.errors import Forbidden, Unauthorized
 
 TOKEN_PREFIX = "as1."
@@ -40,27 +41,41 @@ class AppCredentialRef(msgspec.Struct, frozen=True, array_like=True):
 
 
 class TokenPayload(msgspec.Struct, frozen=True, omit_defaults=True):
+    """What a token says: who, on which scope (a project, a domain, the system, or none), how,
+    until when. Not its roles: those are computed whenever it is used (api/effective_roles.py)."""
+
     user_id: str
     user_name: str
     user_domain_id: str
     project_id: str | None
     project_name: str | None
     project_domain_id: str | None
-    roles: tuple[tuple[str, str], ...]  # (id, name), implied roles included
     methods: tuple[str, ...]
     issued_at: float
     expires_at: float
     audit_id: str
     # Fields added later have defaults (and are left out when unset) so older tokens still decode.
+    roles: tuple[tuple[str, str], ...] = ()  # only in tokens issued before roles were computed
     application_credential: AppCredentialRef | None = None
+    system: bool = False  # scoped to the system ({"system": {"all": true}})
+    domain_id: str | None = None  # scoped to this domain
+
+    @property
+    def scoped(self) -> bool:
+        return self.project_id is not None or self.domain_id is not None or self.system
 
 
 @dataclasses.dataclass(frozen=True)
 class AuthContext:
-    """Who is calling, from a validated token."""
+    """Who is calling, from a validated token, with the roles it holds now on its scope."""
 
     token: str
     payload: TokenPayload
+    held: tuple[tuple[str, str], ...] | None = None  # (id, name); None: the payload's own
+
+    @property
+    def roles(self) -> tuple[tuple[str, str], ...]:
+        return self.held if self.held is not None else self.payload.roles
 
     @property
     def user_id(self) -> str:
@@ -71,16 +86,40 @@ class AuthContext:
         return self.payload.project_id
 
     @property
+    def domain_id(self) -> str | None:
+        """The domain of a domain-scoped token."""
+        return self.payload.domain_id
+
+    @property
+    def system_scoped(self) -> bool:
+        return self.payload.system
+
+    @property
     def application_credential(self) -> AppCredentialRef | None:
         return self.payload.application_credential
 
     @property
     def role_names(self) -> frozenset[str]:
-        return frozenset(name for _, name in self.payload.roles)
+        return frozenset(name for _, name in self.roles)
 
     @property
     def is_admin(self) -> bool:
+        """Keystone's `admin_required`: the admin role, on whatever scope."""
         return "admin" in self.role_names
+
+    @property
+    def is_system_reader(self) -> bool:
+        """Keystone's SYSTEM_READER: the reader role (or one implying it) on the system."""
+        return self.system_scoped and "reader" in self.role_names
+
+    @property
+    def is_system_admin(self) -> bool:
+        return self.system_scoped and "admin" in self.role_names
+
+    @property
+    def reads_all(self) -> bool:
+        """Keystone's ADMIN_OR_SYSTEM_READER."""
+        return self.is_admin or self.is_system_reader
 
     @property
     def can_write(self) -> bool:
@@ -150,21 +189,73 @@ class TokenCodec:
         return payload
 
 
+_REVOKED = """
+SELECT EXISTS (SELECT 1 FROM token_revocations WHERE audit_id = $1)
+    OR EXISTS (SELECT 1 FROM token_revocations WHERE user_id = $2 AND revoked_at >= to_timestamp($3) AND (
+        (project_id IS NULL AND domain_id IS NULL AND NOT system)
+        OR project_id = $4 OR domain_id = $5 OR (system AND $6)))
+    OR EXISTS (SELECT 1 FROM token_revocations
+        WHERE project_id = $4 AND user_id IS NULL AND revoked_at >= to_timestamp($3))
+    OR EXISTS (SELECT 1 FROM token_revocations
+        WHERE domain_id = ANY($7::text[]) AND user_id IS NULL AND revoked_at >= to_timestamp($3))
+    OR ($8::text IS NOT NULL AND NOT EXISTS (SELECT 1 FROM application_credentials WHERE id = $8))
+"""
+
+
 async def check_not_revoked(conn: asyncpg.Connection | asyncpg.Pool, payload: TokenPayload) -> None:
-    """Unauthorized for a revoked token, or one made from an application credential since deleted
-    (one indexed query either way)."""
+    """Unauthorized for a revoked token (itself, its user's, its user's on its scope, every
+    token of its project or domain), or one made from an application credential since deleted
+    (a few index probes in one query)."""
     app_cred = payload.application_credential
+    scope_domain = payload.domain_id or payload.project_domain_id
+    domains = [d for d in (payload.user_domain_id, scope_domain) if d]
     revoked = await conn.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM token_revocations WHERE audit_id = $1 "
-        "OR (user_id = $2 AND revoked_at >= to_timestamp($3))) "
-        "OR ($4::text IS NOT NULL AND NOT EXISTS (SELECT 1 FROM application_credentials WHERE id = $4))",
+        _REVOKED,
         payload.audit_id,
         payload.user_id,
         payload.issued_at,
+        payload.project_id,
+        scope_domain,
+        payload.system,
+        domains,
         app_cred.id if app_cred else None,
     )
     if revoked:
         raise Unauthorized("The token has been revoked.")
+
+
+async def held_roles(conn: asyncpg.Connection | asyncpg.Pool, payload: TokenPayload) -> list[tuple[str, str]]:
+    """The roles a token holds now (api/effective_roles.py): its user's on its scope, narrowed
+    to an application credential's or a trust's; Unauthorized when a scoped token holds none
+    any more (its user lost every role there, or its trust or credential is gone)."""
+    if not payload.scoped:
+        return []
+    app_cred = payload.application_credential
+    roles = await effective_roles.on_scope(
+        conn,
+        payload.user_id,
+        project_id=payload.project_id,
+        domain_id=payload.domain_id,
+        system=payload.system,
+    )
+    if app_cred is not None:
+        ids = await conn.fetch(
+            "SELECT role_id FROM application_credential_roles WHERE application_credential_id = $1",
+            app_cred.id,
+        )
+        roles = effective_roles.delegated(roles, [r["role_id"] for r in ids])
+    if not roles:
+        raise Unauthorized("The request you have made requires authentication.")
+    return roles
+
+
+async def authorize(
+    conn: asyncpg.Connection | asyncpg.Pool, token: str, payload: TokenPayload
+) -> AuthContext:
+    """The caller behind a genuine, unexpired token: Unauthorized if it was revoked or holds no
+    role on its scope any more."""
+    await check_not_revoked(conn, payload)
+    return AuthContext(token, payload, tuple(await held_roles(conn, payload)))
 
 
 def _hash_sync(password: str, salt: bytes) -> bytes:

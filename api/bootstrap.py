@@ -1,4 +1,5 @@
-"""First-run contents of a cloud: roles, the admin project and user, the classic flavors.
+"""First-run contents of a cloud: roles (and what they imply), the admin project and user (admin
+on it and on the system), the classic flavors.
 
 Idempotent: run on every `actorstack up`; the admin password is (re)set from the environment,
 as `keystone-manage bootstrap` does.
@@ -42,8 +43,15 @@ async def bootstrap(conn: asyncpg.Connection, admin_password: str) -> dict[str, 
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext('actorstack bootstrap'))")
         for role in ROLES:
             await conn.execute(
-                "INSERT INTO roles (id, name) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING", new_id(), role
+                "INSERT INTO roles (id, name) VALUES ($1, $2) ON CONFLICT DO NOTHING", new_id(), role
             )
+        # admin implies member implies reader, as keystone-manage bootstrap makes them.
+        await conn.execute(
+            "INSERT INTO implied_roles (prior_role_id, implied_role_id) "
+            "SELECT p.id, i.id FROM roles p, roles i "
+            "WHERE (p.name, i.name) IN (('admin', 'member'), ('member', 'reader')) "
+            "AND p.domain_id IS NULL AND i.domain_id IS NULL ON CONFLICT DO NOTHING"
+        )
         project_id = await conn.fetchval(
             "INSERT INTO projects (id, name, domain_id, description) "
             "VALUES ($1, $2, 'default', 'Bootstrap project') ON CONFLICT (domain_id, name) DO UPDATE "
@@ -60,11 +68,19 @@ async def bootstrap(conn: asyncpg.Connection, admin_password: str) -> dict[str, 
             hashed,
             project_id,
         )
+        # The admin role on the admin project and on the system, as keystone-manage bootstrap.
         await conn.execute(
             "INSERT INTO role_assignments (user_id, project_id, role_id) "
-            "SELECT $1, $2, id FROM roles WHERE name = 'admin' ON CONFLICT DO NOTHING",
+            "SELECT $1, $2, id FROM roles WHERE name = 'admin' AND domain_id IS NULL "
+            "ON CONFLICT DO NOTHING",
             user_id,
             project_id,
+        )
+        await conn.execute(
+            "INSERT INTO role_assignments (user_id, system, role_id) "
+            "SELECT $1, true, id FROM roles WHERE name = 'admin' AND domain_id IS NULL "
+            "ON CONFLICT DO NOTHING",
+            user_id,
         )
         for name, (ram, vcpus, disk) in FLAVORS.items():
             await conn.execute(

@@ -10,7 +10,7 @@ import asyncpg
 import structlog
 from aiohttp import web
 
-from api.auth import AuthContext, check_not_revoked
+from api.auth import authorize
 from api.context import AUTH_KEY, CTX, Handler
 from api.errors import UNAVAILABLE_MESSAGE, ApiError, Unauthorized, database_away, render, service_of
 
@@ -116,7 +116,8 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
         if not token:
             raise Unauthorized("The request you have made requires authentication.")
         payload = context.tokens.verify(token)
-        await check_not_revoked(context.pool, payload)
+        async with context.pool.acquire() as conn:
+            me = await authorize(conn, token, payload)
     except Unauthorized as exc:
         # keystonemiddleware's refusal, the same in every service: Keystone's error shape and
         # where to sign in (not the service's own fault shape, which a handler's errors use).
@@ -127,6 +128,6 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
             exc.message,
             {"WWW-Authenticate": f'Keystone uri="{context.base_url}/identity"'},
         )
-    request[AUTH_KEY] = AuthContext(token, payload)
+    request[AUTH_KEY] = me
     structlog.contextvars.bind_contextvars(user_id=payload.user_id, project_id=payload.project_id)
     return await handler(request)

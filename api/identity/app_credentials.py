@@ -18,11 +18,12 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
+from api import effective_roles
 from api.auth import AppCredentialRef, AuthContext, check_password, hash_password, new_id
 from api.context import caller, ctx, json_body, json_response
 from api.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
 from api.identity import validate as v
-from api.identity.views import app_credential_view, effective_roles, find_domain, links
+from api.identity.views import app_credential_view, find_domain, links
 
 _KEYSTONE_CLIENT_ERROR = (
     "The server could not comply with the request since it is either malformed or otherwise "
@@ -89,7 +90,7 @@ def _role_refs(data: dict[str, Any]) -> list[dict[str, str]] | None:
 async def _delegated_roles(conn: Any, me: AuthContext, refs: list[dict[str, str]] | None) -> list[str]:
     """Ids of the roles to delegate: those asked for (each must be among the token's roles), or
     the token's roles when none are; every one still held by the user on the project."""
-    in_token = {rid for rid, _ in me.payload.roles}
+    in_token = {rid for rid, _ in me.roles}
     wanted: set[str] = set()
     for ref in refs or []:
         if "id" in ref:
@@ -104,7 +105,7 @@ async def _delegated_roles(conn: Any, me: AuthContext, refs: list[dict[str, str]
             "Invalid application credential: Cannot create an application credential with unassigned role"
         )
     wanted = wanted or in_token
-    held = {rid for rid, _ in await effective_roles(conn, me.user_id, me.require_project())}
+    held = {rid for rid, _ in await effective_roles.on_project(conn, me.user_id, me.require_project())}
     missing = sorted(wanted - held)
     if missing:
         raise BadRequest(
@@ -286,9 +287,10 @@ async def grant_of(conn: Any, row: asyncpg.Record) -> Grant:
     project = await conn.fetchrow("SELECT * FROM projects WHERE id = $1", row["project_id"])
     if user is None or not user["enabled"] or project is None or not project["enabled"]:
         raise _unauthorized()
-    delegated = {r["id"] for r in (await _roles_of(conn, [row["id"]]))[row["id"]]}
-    held = await effective_roles(conn, user["id"], project["id"])
-    roles = [(rid, name) for rid, name in held if rid in delegated]
+    delegated = [r["id"] for r in (await _roles_of(conn, [row["id"]]))[row["id"]]]
+    roles = effective_roles.delegated(
+        await effective_roles.on_project(conn, user["id"], project["id"]), delegated
+    )
     if not roles:
         raise Unauthorized(f"User {user['id']} has no access to project {project['id']}.")
     return Grant(

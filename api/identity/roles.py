@@ -1,4 +1,10 @@
-"""/identity/v3/roles, project role assignments and /identity/v3/role_assignments."""
+"""/identity/v3/roles and role inference rules (/roles/{prior}/implies/{implied},
+/role_inferences), as Keystone has them.
+
+A role is global or specific to a domain (`domain_id`); a domain-specific role is never held
+itself, only the global roles it implies are, and a global role cannot imply one. The built-in
+roles (admin, member, reader) are immutable, as `keystone-manage bootstrap` makes them.
+"""
 
 from __future__ import annotations
 
@@ -7,232 +13,247 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from api import catalog as catalog_
 from api.auth import new_id
+from api.bootstrap import ROLES as BUILT_IN
 from api.context import caller, ctx, json_body, json_response
-from api.errors import Conflict, Forbidden, NotFound
+from api.errors import BadRequest, Conflict, Forbidden, NotFound
+from api.identity import policy
 from api.identity import validate as v
-from api.identity.views import get_or_404, links, role_view
+from api.identity.views import get_or_404, links, role_ref, role_view
+
+_KNOWN = {"name", "description", "domain_id", "options", "id"}
+_PROHIBITED_IMPLIED = {"admin"}  # Keystone's [assignment] prohibited_implied_role
+
+
+def _view(row: asyncpg.Record, base: str) -> dict[str, Any]:
+    view = role_view(row, base)
+    if _immutable(row):
+        view["options"] = {"immutable": True}
+    return view
+
+
+def _immutable(row: asyncpg.Record) -> bool:
+    return row["domain_id"] is None and row["name"] in BUILT_IN
+
+
+def _conflict(name: Any, domain_id: Any) -> Conflict:
+    where = f" at domain ID {domain_id}" if domain_id else ""
+    return Conflict(
+        f"Conflict occurred attempting to store role - Duplicate entry found with name {name}{where}."
+    )
 
 
 async def list_roles(request: web.Request) -> web.Response:
-    caller(request).require_admin("identity:list_roles")
+    policy.require_reader(caller(request), "list_roles")
     context = ctx(request)
     rows = await context.pool.fetch(
-        "SELECT * FROM roles WHERE ($1::text IS NULL OR name = $1) ORDER BY name", request.query.get("name")
+        "SELECT * FROM roles WHERE ($1::text IS NULL OR name = $1) AND domain_id IS NOT DISTINCT FROM $2 "
+        "ORDER BY name",
+        request.query.get("name"),
+        request.query.get("domain_id"),
     )
     return json_response(
-        {"roles": [role_view(r, context.base_url) for r in rows], "links": links(context.base_url, "roles")}
+        {"roles": [_view(r, context.base_url) for r in rows], "links": links(context.base_url, "roles")}
     )
 
 
 async def create_role(request: web.Request) -> web.Response:
-    caller(request).require_admin("identity:create_role")
+    policy.require_admin(caller(request), "create_role")
     context = ctx(request)
     data = v.member(await json_body(request), "role")
-    v.only(data, {"name", "description", "domain_id", "options"}, "role")
-    name = v.text(data, "name", required=True)
-    try:
-        row = await context.pool.fetchrow(
-            "INSERT INTO roles (id, name) VALUES ($1, $2) RETURNING *", new_id(), name
-        )
-    except asyncpg.UniqueViolationError:
-        raise Conflict(
-            f"Conflict occurred attempting to store role - Duplicate entry found with name {name}."
-        ) from None
-    return json_response({"role": role_view(row, context.base_url)}, status=201)
+    name = v.text(data, "name", required=True, max_len=255)
+    description = v.text(data, "description", max_len=255)
+    domain_id = v.text(data, "domain_id", max_len=64)
+    async with context.pool.acquire() as conn:
+        if domain_id is not None:
+            await get_or_404(conn, "domains", domain_id, "domain")
+        try:
+            row = await conn.fetchrow(
+                "INSERT INTO roles (id, name, domain_id, description, extra) VALUES ($1, $2, $3, $4, $5) "
+                "RETURNING *",
+                new_id(),
+                name,
+                domain_id,
+                description,
+                v.extra(data, _KNOWN),
+            )
+        except asyncpg.UniqueViolationError:
+            raise _conflict(name, domain_id) from None
+    return json_response({"role": _view(row, context.base_url)}, status=201)
 
 
 async def get_role(request: web.Request) -> web.Response:
-    caller(request).require_admin("identity:get_role")
+    policy.require_reader(caller(request), "get_role")
     context = ctx(request)
     row = await get_or_404(context.pool, "roles", request.match_info["role_id"], "role")
-    return json_response({"role": role_view(row, context.base_url)})
+    return json_response({"role": _view(row, context.base_url)})
+
+
+def _refuse_immutable(row: asyncpg.Record) -> None:
+    if _immutable(row):
+        raise Forbidden(
+            f"Unable to update or delete immutable role resource: `{row['id']}`. Set resource option "
+            '"immutable" to false first.'
+        )
+
+
+async def update_role(request: web.Request) -> web.Response:
+    policy.require_admin(caller(request), "update_role")
+    context = ctx(request)
+    role_id = request.match_info["role_id"]
+    data = v.member(await json_body(request), "role")
+    name = v.text(data, "name", max_len=255)
+    if "name" in data and not (name or "").strip():
+        raise BadRequest("Invalid input for field 'name': it may not be empty")
+    description = v.text(data, "description", max_len=255)
+    async with context.pool.acquire() as conn, conn.transaction():
+        old = await get_or_404(conn, "roles", role_id, "role")
+        _refuse_immutable(old)
+        if "domain_id" in data and data["domain_id"] != old["domain_id"]:
+            raise BadRequest("Update of `domain_id` is not allowed.")
+        try:
+            row = await conn.fetchrow(
+                "UPDATE roles SET name = coalesce($2, name), description = coalesce($3, description), "
+                "extra = extra || $4 WHERE id = $1 RETURNING *",
+                role_id,
+                name,
+                description,
+                v.extra(data, _KNOWN),
+            )
+        except asyncpg.UniqueViolationError:
+            raise _conflict(name, old["domain_id"]) from None
+    return json_response({"role": _view(row, context.base_url)})
 
 
 async def delete_role(request: web.Request) -> web.Response:
-    caller(request).require_admin("identity:delete_role")
-    context = ctx(request)
+    """Its assignments and inference rules go with it; tokens lose it at once (their roles are
+    computed when they are used)."""
+    policy.require_admin(caller(request), "delete_role")
     role_id = request.match_info["role_id"]
-    async with context.pool.acquire() as conn, conn.transaction():
-        row = await get_or_404(conn, "roles", role_id, "role")
-        if row["name"] in ("admin", "member", "reader"):
-            raise Forbidden(f"The role {row['name']} is built in and cannot be deleted.")
-        users = await conn.fetch("SELECT DISTINCT user_id FROM role_assignments WHERE role_id = $1", role_id)
-        await conn.execute("DELETE FROM roles WHERE id = $1", role_id)
-        await conn.executemany(
-            "INSERT INTO token_revocations (user_id) VALUES ($1)", [(u["user_id"],) for u in users]
-        )
-    return web.Response(status=204)
-
-
-async def _assignment_parts(conn: Any, request: web.Request) -> tuple[str, str, str]:
-    m = request.match_info
-    project = await get_or_404(conn, "projects", m["project_id"], "project")
-    user = await get_or_404(conn, "users", m["user_id"], "user")
-    role = await get_or_404(conn, "roles", m["role_id"], "role")
-    return project["id"], user["id"], role["id"]
-
-
-async def grant(request: web.Request) -> web.Response:
-    caller(request).require_admin("identity:create_grant")
-    async with ctx(request).pool.acquire() as conn:
-        project_id, user_id, role_id = await _assignment_parts(conn, request)
-        await conn.execute(
-            "INSERT INTO role_assignments (user_id, project_id, role_id) VALUES ($1, $2, $3) "
-            "ON CONFLICT DO NOTHING",
-            user_id,
-            project_id,
-            role_id,
-        )
-    return web.Response(status=204)
-
-
-async def check_grant(request: web.Request) -> web.Response:
-    caller(request).require_admin("identity:check_grant")
-    async with ctx(request).pool.acquire() as conn:
-        project_id, user_id, role_id = await _assignment_parts(conn, request)
-        exists = await conn.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM role_assignments WHERE user_id = $1 AND project_id = $2 "
-            "AND role_id = $3)",
-            user_id,
-            project_id,
-            role_id,
-        )
-    if not exists:
-        raise NotFound(
-            f"Could not find role assignment with role: {role_id}, user or group: {user_id}, "
-            f"project, domain, or system: {project_id}."
-        )
-    return web.Response(status=204)
-
-
-async def revoke_grant(request: web.Request) -> web.Response:
-    caller(request).require_admin("identity:revoke_grant")
     async with ctx(request).pool.acquire() as conn, conn.transaction():
-        project_id, user_id, role_id = await _assignment_parts(conn, request)
-        status = await conn.execute(
-            "DELETE FROM role_assignments WHERE user_id = $1 AND project_id = $2 AND role_id = $3",
-            user_id,
-            project_id,
-            role_id,
-        )
-        if status == "DELETE 0":
-            raise NotFound(
-                f"Could not find role assignment with role: {role_id}, user or group: {user_id}, "
-                f"project, domain, or system: {project_id}."
-            )
-        # Tokens carry roles: the user's existing tokens must not keep the one just removed.
-        await conn.execute("INSERT INTO token_revocations (user_id) VALUES ($1)", user_id)
+        row = await get_or_404(conn, "roles", role_id, "role")
+        _refuse_immutable(row)
+        await conn.execute("DELETE FROM roles WHERE id = $1", role_id)
     return web.Response(status=204)
 
 
-async def list_grants(request: web.Request) -> web.Response:
+# --- Role inference rules ---------------------------------------------------------------------
+
+
+async def _pair(conn: Any, request: web.Request) -> tuple[asyncpg.Record, asyncpg.Record]:
+    prior = await get_or_404(conn, "roles", request.match_info["prior_role_id"], "role")
+    implied = await get_or_404(conn, "roles", request.match_info["implied_role_id"], "role")
+    return prior, implied
+
+
+def _rule_view(prior: asyncpg.Record, implied: asyncpg.Record, base: str) -> dict[str, Any]:
+    return {
+        "role_inference": {"prior_role": role_ref(prior, base), "implies": role_ref(implied, base)},
+        "links": {"self": f"{base}/identity/v3/roles/{prior['id']}/implies/{implied['id']}"},
+    }
+
+
+async def create_rule(request: web.Request) -> web.Response:
+    policy.require_admin(caller(request), "create_implied_role")
     context = ctx(request)
-    me = caller(request)
-    m = request.match_info
-    if not me.is_admin and me.user_id != m["user_id"]:
-        raise Forbidden("You are not authorized to perform the requested action: identity:list_grants.")
-    rows = await context.pool.fetch(
-        "SELECT r.* FROM role_assignments a JOIN roles r ON r.id = a.role_id "
-        "WHERE a.project_id = $1 AND a.user_id = $2 ORDER BY r.name",
-        m["project_id"],
-        m["user_id"],
+    async with context.pool.acquire() as conn:
+        prior, implied = await _pair(conn, request)
+        if (implied["domain_id"] is not None and prior["domain_id"] is None) or implied[
+            "name"
+        ] in _PROHIBITED_IMPLIED:
+            raise Forbidden(f"{implied['id']} cannot be an implied roles.")
+        await conn.execute(
+            "INSERT INTO implied_roles (prior_role_id, implied_role_id) VALUES ($1, $2) "
+            "ON CONFLICT DO NOTHING",
+            prior["id"],
+            implied["id"],
+        )
+    return json_response(_rule_view(prior, implied, context.base_url), status=201)
+
+
+async def _rule(conn: Any, request: web.Request) -> tuple[asyncpg.Record, asyncpg.Record]:
+    prior, implied = await _pair(conn, request)
+    found = await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM implied_roles WHERE prior_role_id = $1 AND implied_role_id = $2)",
+        prior["id"],
+        implied["id"],
     )
+    if not found:
+        raise NotFound(f"{prior['id']} does not imply {implied['id']}.")
+    return prior, implied
+
+
+async def get_rule(request: web.Request) -> web.Response:
+    policy.require_reader(caller(request), "get_implied_role")
+    context = ctx(request)
+    async with context.pool.acquire() as conn:
+        prior, implied = await _rule(conn, request)
+    return json_response(_rule_view(prior, implied, context.base_url))
+
+
+async def check_rule(request: web.Request) -> web.Response:
+    policy.require_reader(caller(request), "check_implied_role")
+    async with ctx(request).pool.acquire() as conn:
+        await _rule(conn, request)
+    return web.Response(status=204)
+
+
+async def delete_rule(request: web.Request) -> web.Response:
+    policy.require_admin(caller(request), "delete_implied_role")
+    async with ctx(request).pool.acquire() as conn:
+        prior, implied = await _rule(conn, request)
+        await conn.execute(
+            "DELETE FROM implied_roles WHERE prior_role_id = $1 AND implied_role_id = $2",
+            prior["id"],
+            implied["id"],
+        )
+    return web.Response(status=204)
+
+
+async def _implies(conn: Any, prior_ids: list[str]) -> dict[str, list[asyncpg.Record]]:
+    rows = await conn.fetch(
+        "SELECT i.prior_role_id AS prior, r.* FROM implied_roles i JOIN roles r ON r.id = i.implied_role_id "
+        "WHERE i.prior_role_id = ANY($1::text[]) ORDER BY r.name",
+        prior_ids,
+    )
+    found: dict[str, list[asyncpg.Record]] = {}
+    for row in rows:
+        found.setdefault(row["prior"], []).append(row)
+    return found
+
+
+async def list_rules_of(request: web.Request) -> web.Response:
+    policy.require_reader(caller(request), "list_implied_roles")
+    context = ctx(request)
+    base = context.base_url
+    async with context.pool.acquire() as conn:
+        prior = await get_or_404(conn, "roles", request.match_info["prior_role_id"], "role")
+        implied = (await _implies(conn, [prior["id"]])).get(prior["id"], [])
     return json_response(
         {
-            "roles": [role_view(r, context.base_url) for r in rows],
-            "links": links(context.base_url, f"projects/{m['project_id']}/users/{m['user_id']}/roles"),
+            "role_inference": {
+                "prior_role": role_ref(prior, base),
+                "implies": [role_ref(r, base) for r in implied],
+            },
+            "links": {"self": f"{base}/identity/v3/roles/{prior['id']}/implies"},
         }
     )
 
 
-async def role_assignments(request: web.Request) -> web.Response:
-    me = caller(request)
+async def list_all_rules(request: web.Request) -> web.Response:
+    policy.require_reader(caller(request), "list_role_inference_rules")
     context = ctx(request)
-    q = request.query
-    user_id = q.get("user.id")
-    if not me.is_admin and user_id != me.user_id:
-        raise Forbidden(
-            "You are not authorized to perform the requested action: identity:list_role_assignments."
-        )
-    if q.get("group.id") or q.get("scope.domain.id") or q.get("scope.system"):
-        return json_response({"role_assignments": [], "links": links(context.base_url, "role_assignments")})
-    include_names = q.get("include_names", "false").lower() not in ("0", "false", "")
-    rows = await context.pool.fetch(
-        "SELECT a.user_id, a.project_id, a.role_id, r.name AS role_name, u.name AS user_name, "
-        "u.domain_id AS user_domain, p.name AS project_name, p.domain_id AS project_domain "
-        "FROM role_assignments a JOIN roles r ON r.id = a.role_id JOIN users u ON u.id = a.user_id "
-        "JOIN projects p ON p.id = a.project_id "
-        "WHERE ($1::text IS NULL OR a.user_id = $1) AND ($2::text IS NULL OR a.project_id = $2) "
-        "AND ($3::text IS NULL OR a.role_id = $3) ORDER BY p.name, u.name, r.name",
-        user_id,
-        q.get("scope.project.id"),
-        q.get("role.id"),
-    )
     base = context.base_url
-    result = []
-    for r in rows:
-        role: dict[str, Any] = {"id": r["role_id"]}
-        user: dict[str, Any] = {"id": r["user_id"]}
-        project: dict[str, Any] = {"id": r["project_id"]}
-        if include_names:
-            role["name"] = r["role_name"]
-            user.update(name=r["user_name"], domain={"id": r["user_domain"], "name": "Default"})
-            project.update(name=r["project_name"], domain={"id": r["project_domain"], "name": "Default"})
-        result.append(
-            {
-                "role": role,
-                "user": user,
-                "scope": {"project": project},
-                "links": {
-                    "assignment": f"{base}/identity/v3/projects/{r['project_id']}"
-                    f"/users/{r['user_id']}/roles/{r['role_id']}"
-                },
-            }
+    async with context.pool.acquire() as conn:
+        priors = await conn.fetch(
+            "SELECT * FROM roles WHERE id IN (SELECT prior_role_id FROM implied_roles) ORDER BY name"
         )
-    return json_response({"role_assignments": result, "links": links(base, "role_assignments")})
-
-
-async def list_services(request: web.Request) -> web.Response:
-    caller(request).require_admin("identity:list_services")
-    base = ctx(request).base_url
-    return json_response({"services": catalog_.services(base), "links": links(base, "services")})
-
-
-async def list_endpoints(request: web.Request) -> web.Response:
-    caller(request).require_admin("identity:list_endpoints")
-    base = ctx(request).base_url
-    return json_response({"endpoints": catalog_.endpoints(base), "links": links(base, "endpoints")})
-
-
-async def get_service(request: web.Request) -> web.Response:
-    caller(request).require_admin("identity:get_service")
-    base = ctx(request).base_url
-    for service in catalog_.services(base):
-        if service["id"] == request.match_info["service_id"]:
-            return json_response({"service": service})
-    raise NotFound(f"Could not find service: {request.match_info['service_id']}.")
-
-
-async def get_endpoint(request: web.Request) -> web.Response:
-    caller(request).require_admin("identity:get_endpoint")
-    base = ctx(request).base_url
-    for endpoint in catalog_.endpoints(base):
-        if endpoint["id"] == request.match_info["endpoint_id"]:
-            return json_response({"endpoint": endpoint})
-    raise NotFound(f"Could not find endpoint: {request.match_info['endpoint_id']}.")
-
-
-async def list_regions(request: web.Request) -> web.Response:
-    base = ctx(request).base_url
-    region = {
-        "id": catalog_.REGION,
-        "description": "",
-        "parent_region_id": None,
-        "links": {"self": f"{base}/identity/v3/regions/{catalog_.REGION}"},
-    }
-    return json_response({"regions": [region], "links": links(base, "regions")})
+        implied = await _implies(conn, [p["id"] for p in priors])
+    rules = [
+        {"prior_role": role_ref(p, base), "implies": [role_ref(r, base) for r in implied.get(p["id"], [])]}
+        for p in priors
+    ]
+    return json_response({"role_inferences": rules, "links": links(base, "role_inferences")})
 
 
 def setup(app: web.Application) -> None:
@@ -240,15 +261,12 @@ def setup(app: web.Application) -> None:
     r.add_get("/identity/v3/roles", list_roles)
     r.add_post("/identity/v3/roles", create_role)
     r.add_get("/identity/v3/roles/{role_id}", get_role)
+    r.add_patch("/identity/v3/roles/{role_id}", update_role)
     r.add_delete("/identity/v3/roles/{role_id}", delete_role)
-    grant_path = "/identity/v3/projects/{project_id}/users/{user_id}/roles/{role_id}"
-    r.add_put(grant_path, grant)
-    r.add_head(grant_path, check_grant)
-    r.add_delete(grant_path, revoke_grant)
-    r.add_get("/identity/v3/projects/{project_id}/users/{user_id}/roles", list_grants)
-    r.add_get("/identity/v3/role_assignments", role_assignments)
-    r.add_get("/identity/v3/services", list_services)
-    r.add_get("/identity/v3/services/{service_id}", get_service)
-    r.add_get("/identity/v3/endpoints", list_endpoints)
-    r.add_get("/identity/v3/endpoints/{endpoint_id}", get_endpoint)
-    r.add_get("/identity/v3/regions", list_regions)
+    r.add_get("/identity/v3/roles/{prior_role_id}/implies", list_rules_of)
+    rule = "/identity/v3/roles/{prior_role_id}/implies/{implied_role_id}"
+    r.add_put(rule, create_rule)
+    r.add_get(rule, get_rule, allow_head=False)
+    r.add_head(rule, check_rule)
+    r.add_delete(rule, delete_rule)
+    r.add_get("/identity/v3/role_inferences", list_all_rules)

@@ -1,4 +1,12 @@
-"""POST/GET/HEAD/DELETE /identity/v3/auth/tokens and the /auth/* helpers."""
+"""POST/GET/HEAD/DELETE /identity/v3/auth/tokens and the /auth/* helpers, as Keystone has them.
+
+A token is scoped to a project, a domain, the system (`{"system": {"all": true}}`), or nothing;
+asked for without a scope, it is scoped to the user's default project if they hold a role there.
+Its roles are not in it: they are the ones its user holds on its scope when it is issued,
+validated or used (api/effective_roles.py). A user in a disabled domain cannot authenticate, and
+a disabled project or domain cannot be scoped to. Any user may validate, check and revoke their
+own tokens; admins and system readers may validate anyone's.
+"""
 
 from __future__ import annotations
 
@@ -8,31 +16,37 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from api import catalog as catalog_
+from api import effective_roles
 from api.auth import (
     AppCredentialRef,
-    AuthContext,
     TokenCodec,
     TokenPayload,
+    authorize,
     check_not_revoked,
     check_password,
 )
 from api.context import caller, ctx, json_body, json_response, public
 from api.errors import BadRequest, Forbidden, NotFound, Unauthorized
-from api.identity import app_credentials
-from api.identity.views import effective_roles, find_domain, links, project_view
+from api.identity import app_credentials, catalog
+from api.identity.views import domain_names, domain_view, find_domain, links, project_view
 from api.times import iso_micro
 
+Role = tuple[str, str]
 
-def token_body(payload: TokenPayload, base_url: str, *, with_catalog: bool = True) -> dict[str, Any]:
-    domain = {
-        "id": payload.user_domain_id,
-        "name": "Default" if payload.user_domain_id == "default" else payload.user_domain_id,
-    }
+
+async def token_body(
+    conn: Any,
+    payload: TokenPayload,
+    roles: list[Role] | tuple[Role, ...],
+    base_url: str,
+    *,
+    with_catalog: bool = True,
+) -> dict[str, Any]:
+    names = await domain_names(conn, payload.user_domain_id, payload.project_domain_id, payload.domain_id)
     token: dict[str, Any] = {
         "methods": list(payload.methods),
         "user": {
-            "domain": domain,
+            "domain": {"id": payload.user_domain_id, "name": names.get(payload.user_domain_id)},
             "id": payload.user_id,
             "name": payload.user_name,
             "password_expires_at": None,
@@ -44,14 +58,19 @@ def token_body(payload: TokenPayload, base_url: str, *, with_catalog: bool = Tru
     if payload.project_id is not None:
         pdomain = payload.project_domain_id or "default"
         token["project"] = {
-            "domain": {"id": pdomain, "name": "Default" if pdomain == "default" else pdomain},
+            "domain": {"id": pdomain, "name": names.get(pdomain)},
             "id": payload.project_id,
             "name": payload.project_name,
         }
         token["is_domain"] = False
-        token["roles"] = [{"id": rid, "name": name} for rid, name in payload.roles]
+    elif payload.domain_id is not None:
+        token["domain"] = {"id": payload.domain_id, "name": names.get(payload.domain_id)}
+    elif payload.system:
+        token["system"] = {"all": True}
+    if payload.scoped:
+        token["roles"] = [{"id": rid, "name": name} for rid, name in roles]
         if with_catalog:
-            token["catalog"] = catalog_.catalog(base_url, payload.project_id)
+            token["catalog"] = await catalog.for_token(conn, base_url, payload.project_id)
     app_cred = payload.application_credential
     if app_cred is not None:
         token["application_credential"] = {
@@ -64,6 +83,15 @@ def token_body(payload: TokenPayload, base_url: str, *, with_catalog: bool = Tru
 
 def _unauthorized() -> Unauthorized:
     return Unauthorized("The request you have made requires authentication.")
+
+
+async def _enabled_user(conn: Any, user: asyncpg.Record | None) -> asyncpg.Record:
+    """The user, if they and their domain are enabled; Unauthorized otherwise."""
+    if user is None or not user["enabled"]:
+        raise _unauthorized()
+    if not await conn.fetchval("SELECT enabled FROM domains WHERE id = $1", user["domain_id"]):
+        raise _unauthorized()
+    return user
 
 
 async def _user_from_password(conn: Any, password: Any) -> asyncpg.Record:
@@ -88,49 +116,113 @@ async def _user_from_password(conn: Any, password: Any) -> asyncpg.Record:
     else:
         raise BadRequest("Expecting to find id or name in user.")
     ok = await check_password(secret, user["password_hash"] if user else None)
-    if user is None or not ok or not user["enabled"]:
+    if not ok:
         raise _unauthorized()
-    return user
+    return await _enabled_user(conn, user)
 
 
-async def _project_from_scope(conn: Any, scope: Any) -> asyncpg.Record | None:
+# --- Scopes ---------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Scope:
+    """What a token is scoped to: a project, a domain, the system, or nothing."""
+
+    project: asyncpg.Record | None = None
+    domain: asyncpg.Record | None = None
+    system: bool = False
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        """The scope as effective_roles.on_scope takes it."""
+        return {
+            "project_id": self.project["id"] if self.project else None,
+            "domain_id": self.domain["id"] if self.domain else None,
+            "system": self.system,
+        }
+
+
+async def _named(conn: Any, table: str, ref: Any, what: str) -> asyncpg.Record | None:
+    """A project or domain by {"id"} or by {"name"} (a project's with its domain)."""
+    if not isinstance(ref, dict):
+        raise BadRequest(f"Expecting to find id or name in {what}.")
+    if ref.get("id"):
+        return await conn.fetchrow(f"SELECT * FROM {table} WHERE id = $1", str(ref["id"]))
+    if not ref.get("name"):
+        raise BadRequest(f"Expecting to find id or name in {what}.")
+    if table == "domains":
+        return await conn.fetchrow("SELECT * FROM domains WHERE name = $1", str(ref["name"]))
+    if "domain" not in ref:
+        raise BadRequest(f"Expecting to find domain in {what}.")
+    try:
+        domain = await find_domain(conn, ref["domain"])
+    except NotFound:
+        raise _unauthorized() from None
+    return await conn.fetchrow(
+        "SELECT * FROM projects WHERE name = $1 AND domain_id = $2", str(ref["name"]), domain["id"]
+    )
+
+
+async def _scope_of(conn: Any, scope: Any) -> Scope | None:
+    """The scope a request asks for (None: unscoped); Unauthorized for a disabled or missing
+    project or domain."""
     if scope is None or scope == "unscoped":
         return None
-    if not isinstance(scope, dict):
-        raise BadRequest("Invalid scope.")
-    if "project" not in scope:
-        if "domain" in scope or "system" in scope:
-            raise Unauthorized("Only project-scoped and unscoped tokens are supported.")
-        raise BadRequest("Expecting to find project in scope.")
-    ref = scope["project"]
-    if not isinstance(ref, dict):
-        raise BadRequest("Expecting to find id or name in project.")
-    if ref.get("id"):
-        project = await conn.fetchrow("SELECT * FROM projects WHERE id = $1", str(ref["id"]))
-    elif ref.get("name"):
-        if "domain" not in ref:
-            raise BadRequest("Expecting to find domain in project.")
-        try:
-            domain = await find_domain(conn, ref["domain"])
-        except NotFound:
-            raise _unauthorized() from None
-        project = await conn.fetchrow(
-            "SELECT * FROM projects WHERE name = $1 AND domain_id = $2", str(ref["name"]), domain["id"]
-        )
-    else:
-        raise BadRequest("Expecting to find id or name in project.")
-    if project is None or not project["enabled"]:
-        raise _unauthorized()
-    return project
+    if not isinstance(scope, dict) or len(scope) != 1:
+        raise BadRequest("A scope names exactly one of project, domain or system.")
+    ((kind, ref),) = scope.items()
+    if kind == "project":
+        project = await _named(conn, "projects", ref, "project")
+        if project is None or not project["enabled"]:
+            raise _unauthorized()
+        if not await conn.fetchval("SELECT enabled FROM domains WHERE id = $1", project["domain_id"]):
+            raise _unauthorized()
+        return Scope(project=project)
+    if kind == "domain":
+        domain = await _named(conn, "domains", ref, "domain")
+        if domain is None or not domain["enabled"]:
+            raise _unauthorized()
+        return Scope(domain=domain)
+    if kind == "system":
+        if ref != {"all": True}:
+            raise BadRequest("Invalid system scope: {'all': true} was expected.")
+        return Scope(system=True)
+    raise BadRequest(f"Invalid scope: {kind}.")
+
+
+def _no_access(user_id: str, scope: Scope) -> Unauthorized:
+    if scope.project is not None:
+        return Unauthorized(f"User {user_id} has no access to project {scope.project['id']}.")
+    if scope.domain is not None:
+        return Unauthorized(f"User {user_id} has no access to domain {scope.domain['id']}.")
+    return Unauthorized(f"User {user_id} has no access to the system.")
+
+
+async def _default_scope(conn: Any, user: asyncpg.Record) -> tuple[Scope | None, list[Role]]:
+    """The user's default project when they hold a role there and it and its domain are
+    enabled; else no scope (as Keystone, an unusable default project is not an error)."""
+    project_id = user["default_project_id"]
+    if not project_id:
+        return None, []
+    project = await conn.fetchrow(
+        "SELECT p.* FROM projects p JOIN domains d ON d.id = p.domain_id "
+        "WHERE p.id = $1 AND p.enabled AND d.enabled",
+        project_id,
+    )
+    if project is None:
+        return None, []
+    roles = await effective_roles.on_project(conn, user["id"], project_id)
+    return (Scope(project=project), roles) if roles else (None, [])
+
+
+# --- Grants: what a new token will say ----------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True)
 class _Grant:
-    """What a new token will say."""
-
     user: asyncpg.Record
-    project: asyncpg.Record | None
-    roles: list[tuple[str, str]]
+    scope: Scope | None
+    roles: list[Role]
     methods: tuple[str, ...]
     expires_at: float | None = None  # a cap: the token's own TTL applies below it
     app_cred: AppCredentialRef | None = None
@@ -144,52 +236,76 @@ async def _app_credential_grant(conn: Any, auth: dict[str, Any], identity: dict[
             "Application credentials cannot request a scope."
         )
     grant = await app_credentials.authenticate(conn, identity.get("application_credential"))
+    await _enabled_user(conn, grant.user)
     return _Grant(
-        grant.user, grant.project, grant.roles, ("application_credential",), grant.expires_at, grant.ref
+        grant.user,
+        Scope(project=grant.project),
+        grant.roles,
+        ("application_credential",),
+        grant.expires_at,
+        grant.ref,
     )
+
+
+async def _from_token(conn: Any, tokens: TokenCodec, identity: dict[str, Any]) -> TokenPayload:
+    ref = identity.get("token")
+    if not isinstance(ref, dict) or not isinstance(ref.get("id"), str):
+        raise BadRequest("Expecting to find id in token.")
+    old = tokens.verify(ref["id"])
+    await check_not_revoked(conn, old)
+    return old
+
+
+async def _scoped_grant(
+    conn: Any, user: asyncpg.Record, scope: Scope | None, methods: tuple[str, ...], cap: float | None
+) -> _Grant:
+    if scope is None:
+        return _Grant(user, None, [], methods, cap)
+    roles = await effective_roles.on_scope(conn, user["id"], **scope.kwargs)
+    if not roles:
+        raise _no_access(user["id"], scope)
+    return _Grant(user, scope, roles, methods, cap)
 
 
 async def _user_grant(
     conn: Any, tokens: TokenCodec, auth: dict[str, Any], identity: dict[str, Any], methods: list[str]
 ) -> _Grant:
     """Password or token authentication, scoped as asked (or to the user's default project)."""
-    expires_at: float | None = None
-    app_cred: AppCredentialRef | None = None
+    cap: float | None = None
     if "password" in methods:
         user = await _user_from_password(conn, identity.get("password"))
     elif "token" in methods:
-        ref = identity.get("token")
-        if not isinstance(ref, dict) or not isinstance(ref.get("id"), str):
-            raise BadRequest("Expecting to find id in token.")
-        old = tokens.verify(ref["id"])
-        await check_not_revoked(conn, old)
-        user = await conn.fetchrow("SELECT * FROM users WHERE id = $1", old.user_id)
-        if user is None or not user["enabled"]:
-            raise _unauthorized()
-        expires_at, app_cred = old.expires_at, old.application_credential
+        old = await _from_token(conn, tokens, identity)
+        user = await _enabled_user(
+            conn, await conn.fetchrow("SELECT * FROM users WHERE id = $1", old.user_id)
+        )
+        cap = old.expires_at
+        if old.application_credential is not None:
+            return await _rescoped_app_credential(conn, user, old, auth.get("scope"), tuple(methods))
+        methods = sorted(set(old.methods) | set(methods))
     else:
         raise Unauthorized(f"Unsupported authentication method: {methods[0]}.")
-    scope = auth.get("scope")
-    project = await _project_from_scope(conn, scope)
-    if app_cred is not None:
-        # A token made from a credential's token stays bound to the credential: its project, its roles.
-        bound = await app_credentials.regrant(conn, app_cred)
-        if project is not None and project["id"] != bound.project["id"]:
-            raise Forbidden(
-                "You are not authorized to perform the requested action: a token made from an "
-                "application credential cannot be rescoped to another project."
-            )
-        return _Grant(user, bound.project, bound.roles, tuple(methods), expires_at, app_cred)
-    if project is None and scope is None and user["default_project_id"]:
-        project = await conn.fetchrow(
-            "SELECT * FROM projects WHERE id = $1 AND enabled", user["default_project_id"]
+    if "scope" not in auth:
+        scope, roles = await _default_scope(conn, user)
+        return _Grant(user, scope, roles, tuple(methods), cap)
+    return await _scoped_grant(conn, user, await _scope_of(conn, auth["scope"]), tuple(methods), cap)
+
+
+async def _rescoped_app_credential(
+    conn: Any, user: asyncpg.Record, old: TokenPayload, scope: Any, methods: tuple[str, ...]
+) -> _Grant:
+    """A token made from a credential's token stays bound to the credential: its project, its roles."""
+    assert old.application_credential is not None
+    bound = await app_credentials.regrant(conn, old.application_credential)
+    asked = await _scope_of(conn, scope)
+    if asked is not None and (asked.project is None or asked.project["id"] != bound.project["id"]):
+        raise Forbidden(
+            "You are not authorized to perform the requested action: a token made from an "
+            "application credential cannot be rescoped to another project."
         )
-    roles: list[tuple[str, str]] = []
-    if project is not None:
-        roles = await effective_roles(conn, user["id"], project["id"])
-        if not roles:
-            raise Unauthorized(f"User {user['id']} has no access to project {project['id']}.")
-    return _Grant(user, project, roles, tuple(methods), expires_at)
+    return _Grant(
+        user, Scope(project=bound.project), bound.roles, methods, old.expires_at, old.application_credential
+    )
 
 
 @public
@@ -212,79 +328,81 @@ async def issue(request: web.Request) -> web.Response:
             grant = await _app_credential_grant(conn, auth, identity)
         else:
             grant = await _user_grant(conn, context.tokens, auth, identity, methods)
-    user, project = grant.user, grant.project
-    token, payload = context.tokens.issue(
-        user_id=user["id"],
-        user_name=user["name"],
-        user_domain_id=user["domain_id"],
-        project_id=project["id"] if project else None,
-        project_name=project["name"] if project else None,
-        project_domain_id=project["domain_id"] if project else None,
-        roles=tuple(grant.roles),
-        methods=grant.methods,
-        expires_at=grant.expires_at,
-        application_credential=grant.app_cred,
-    )
-    nocatalog = "nocatalog" in request.query
-    return json_response(
-        token_body(payload, context.base_url, with_catalog=not nocatalog),
-        status=201,
-        headers={"X-Subject-Token": token},
-    )
+        user, scope = grant.user, grant.scope or Scope()
+        project, domain = scope.project, scope.domain
+        token, payload = context.tokens.issue(
+            user_id=user["id"],
+            user_name=user["name"],
+            user_domain_id=user["domain_id"],
+            project_id=project["id"] if project else None,
+            project_name=project["name"] if project else None,
+            project_domain_id=project["domain_id"] if project else None,
+            domain_id=domain["id"] if domain else None,
+            system=scope.system,
+            methods=grant.methods,
+            expires_at=grant.expires_at,
+            application_credential=grant.app_cred,
+        )
+        body = await token_body(
+            conn, payload, grant.roles, context.base_url, with_catalog="nocatalog" not in request.query
+        )
+    return json_response(body, status=201, headers={"X-Subject-Token": token})
 
 
-async def _subject(request: web.Request) -> tuple[AuthContext, TokenPayload]:
+async def _subject(request: web.Request, action: str) -> tuple[TokenPayload, list[Role]]:
+    """The token named by X-Subject-Token with its roles now, if the caller may see it: its own
+    user, or (for anything but a revocation) an admin or a system reader."""
     me = caller(request)
     subject = request.headers.get("X-Subject-Token")
     if not subject:
         raise BadRequest("X-Subject-Token is missing.")
-    if subject != me.token and not me.is_admin:
-        raise Forbidden("You are not authorized to perform the requested action: identity:validate_token.")
     context = ctx(request)
     try:
         payload = context.tokens.verify(subject)
-        await check_not_revoked(context.pool, payload)
+        async with context.pool.acquire() as conn:
+            held = await authorize(conn, subject, payload)
     except Unauthorized:
         raise NotFound(f"Could not find token: {subject[:16]}…") from None
-    return me, payload
+    allowed = me.is_admin if action == "revoke_token" else me.reads_all
+    if payload.user_id != me.user_id and not allowed:
+        raise Forbidden(f"You are not authorized to perform the requested action: identity:{action}.")
+    return payload, list(held.roles)
 
 
 async def validate(request: web.Request) -> web.Response:
-    _, payload = await _subject(request)
-    subject = request.headers["X-Subject-Token"]
-    return json_response(
-        token_body(payload, ctx(request).base_url, with_catalog="nocatalog" not in request.query),
-        headers={"X-Subject-Token": subject},
-    )
+    payload, roles = await _subject(request, "validate_token")
+    context = ctx(request)
+    async with context.pool.acquire() as conn:
+        body = await token_body(
+            conn, payload, roles, context.base_url, with_catalog="nocatalog" not in request.query
+        )
+    return json_response(body, headers={"X-Subject-Token": request.headers["X-Subject-Token"]})
 
 
 async def check(request: web.Request) -> web.Response:
-    await _subject(request)
+    await _subject(request, "check_token")
     return web.Response(status=200)
 
 
 async def revoke(request: web.Request) -> web.Response:
-    _, payload = await _subject(request)
+    payload, _ = await _subject(request, "revoke_token")
     await ctx(request).pool.execute("INSERT INTO token_revocations (audit_id) VALUES ($1)", payload.audit_id)
     return web.Response(status=204)
 
 
 async def auth_catalog(request: web.Request) -> web.Response:
     me = caller(request)
-    base = ctx(request).base_url
-    return json_response(
-        {"catalog": catalog_.catalog(base, me.project_id), "links": links(base, "auth/catalog")}
-    )
+    context = ctx(request)
+    async with context.pool.acquire() as conn:
+        entries = await catalog.for_token(conn, context.base_url, me.project_id)
+    return json_response({"catalog": entries, "links": links(context.base_url, "auth/catalog")})
 
 
 async def auth_projects(request: web.Request) -> web.Response:
     me = caller(request)
     context = ctx(request)
-    rows = await context.pool.fetch(
-        "SELECT DISTINCT p.* FROM projects p JOIN role_assignments a ON a.project_id = p.id "
-        "WHERE a.user_id = $1 AND p.enabled ORDER BY p.name",
-        me.user_id,
-    )
+    async with context.pool.acquire() as conn:
+        rows = await effective_roles.projects_of(conn, me.user_id, enabled_only=True)
     return json_response(
         {
             "projects": [project_view(r, context.base_url) for r in rows],
@@ -294,11 +412,24 @@ async def auth_projects(request: web.Request) -> web.Response:
 
 
 async def auth_domains(request: web.Request) -> web.Response:
-    return json_response({"domains": [], "links": links(ctx(request).base_url, "auth/domains")})
+    me = caller(request)
+    context = ctx(request)
+    async with context.pool.acquire() as conn:
+        rows = await effective_roles.domains_of(conn, me.user_id)
+    return json_response(
+        {
+            "domains": [domain_view(r, context.base_url) for r in rows],
+            "links": links(context.base_url, "auth/domains"),
+        }
+    )
 
 
 async def auth_system(request: web.Request) -> web.Response:
-    return json_response({"system": [], "links": links(ctx(request).base_url, "auth/system")})
+    me = caller(request)
+    context = ctx(request)
+    async with context.pool.acquire() as conn:
+        system = [{"all": True}] if await effective_roles.has_system_role(conn, me.user_id) else []
+    return json_response({"system": system, "links": links(context.base_url, "auth/system")})
 
 
 def setup(app: web.Application) -> None:

@@ -38,12 +38,13 @@ def flag(obj: dict[str, Any], key: str) -> bool | None:
 
 
 def tags(obj: dict[str, Any]) -> list[str] | None:
+    """A list of tags (at most 80, each a `tag`), duplicates dropped; None when absent."""
     value = obj.get("tags")
     if value is None:
         return None
-    if not isinstance(value, list) or not all(isinstance(t, str) and 0 < len(t) <= 255 for t in value):
-        raise BadRequest("Invalid input for field 'tags': a list of non-empty strings was expected")
-    return value
+    if not isinstance(value, list) or len(value) > 80:
+        raise BadRequest("Invalid input for field 'tags': a list of at most 80 tags was expected")
+    return list(dict.fromkeys(tag(t) for t in value))
 
 
 def only(obj: dict[str, Any], allowed: set[str], what: str) -> None:
@@ -52,3 +53,19 @@ def only(obj: dict[str, Any], allowed: set[str], what: str) -> None:
         raise BadRequest(
             f"Additional properties are not allowed in {what} ({', '.join(sorted(extra))} unexpected)"
         )
+
+
+def extra(obj: dict[str, Any], known: set[str]) -> dict[str, Any]:
+    """The attributes beside the known ones, which Keystone keeps and returns as given (its
+    schemas allow additional properties for users, projects, domains, groups and roles)."""
+    return {k: v for k, v in obj.items() if k not in known}
+
+
+def tag(value: Any, field: str = "tags") -> str:
+    """One project or domain tag: 1 to 255 characters, no '/' and no ',' (Keystone's rule)."""
+    if not isinstance(value, str) or not 0 < len(value) <= 255 or "/" in value or "," in value:
+        raise BadRequest(
+            f"Invalid input for field '{field}': {value!r} is not a valid tag "
+            "(1 to 255 characters, without '/' or ',')"
+        )
+    return value

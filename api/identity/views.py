@@ -9,27 +9,52 @@ import asyncpg
 from api.errors import BadRequest, NotFound
 from api.times import iso_micro
 
-# Keystone's default role hierarchy: admin implies member implies reader.
-IMPLIED = {"admin": ("member", "reader"), "member": ("reader",), "reader": ()}
-
 
 def links(base: str, collection: str) -> dict[str, Any]:
     return {"self": f"{base}/identity/v3/{collection}", "previous": None, "next": None}
 
 
+def _with_extra(view: dict[str, Any], row: asyncpg.Record) -> dict[str, Any]:
+    """Keystone returns the attributes it was given beside the known ones as they were given."""
+    extra = {k: v for k, v in (row["extra"] or {}).items() if k not in view}
+    return {**extra, **view}
+
+
 def project_view(row: asyncpg.Record, base: str) -> dict[str, Any]:
-    return {
-        "id": row["id"],
-        "name": row["name"],
-        "domain_id": row["domain_id"],
-        "description": row["description"],
-        "enabled": row["enabled"],
-        "parent_id": row["domain_id"],
-        "is_domain": False,
-        "tags": list(row["tags"]),
-        "options": {},
-        "links": {"self": f"{base}/identity/v3/projects/{row['id']}"},
-    }
+    return _with_extra(
+        {
+            "id": row["id"],
+            "name": row["name"],
+            "domain_id": row["domain_id"],
+            "description": row["description"],
+            "enabled": row["enabled"],
+            "parent_id": row["parent_id"] or row["domain_id"],
+            "is_domain": False,
+            "tags": list(row["tags"]),
+            "options": {},
+            "links": {"self": f"{base}/identity/v3/projects/{row['id']}"},
+        },
+        row,
+    )
+
+
+def domain_as_project_view(row: asyncpg.Record, base: str) -> dict[str, Any]:
+    """A domain as Keystone lists it among projects (`is_domain`): a project acting as a domain."""
+    return _with_extra(
+        {
+            "id": row["id"],
+            "name": row["name"],
+            "domain_id": None,
+            "description": row["description"],
+            "enabled": row["enabled"],
+            "parent_id": None,
+            "is_domain": True,
+            "tags": list(row["tags"]),
+            "options": {},
+            "links": {"self": f"{base}/identity/v3/projects/{row['id']}"},
+        },
+        row,
+    )
 
 
 def user_view(row: asyncpg.Record, base: str) -> dict[str, Any]:
@@ -48,35 +73,66 @@ def user_view(row: asyncpg.Record, base: str) -> dict[str, Any]:
         view["email"] = row["email"]
     if row["description"]:
         view["description"] = row["description"]
-    return view
+    return _with_extra(view, row)
 
 
 def role_view(row: asyncpg.Record, base: str) -> dict[str, Any]:
-    return {
-        "id": row["id"],
-        "name": row["name"],
-        "domain_id": None,
-        "description": None,
-        "options": {},
-        "links": {"self": f"{base}/identity/v3/roles/{row['id']}"},
-    }
+    return _with_extra(
+        {
+            "id": row["id"],
+            "name": row["name"],
+            "domain_id": row["domain_id"],
+            "description": row["description"],
+            "options": {},
+            "links": {"self": f"{base}/identity/v3/roles/{row['id']}"},
+        },
+        row,
+    )
+
+
+def role_ref(row: asyncpg.Record, base: str) -> dict[str, Any]:
+    """A role as a role inference rule names it."""
+    return {"id": row["id"], "name": row["name"], "links": {"self": f"{base}/identity/v3/roles/{row['id']}"}}
+
+
+def group_view(row: asyncpg.Record, base: str) -> dict[str, Any]:
+    return _with_extra(
+        {
+            "id": row["id"],
+            "name": row["name"],
+            "domain_id": row["domain_id"],
+            "description": row["description"],
+            "links": {"self": f"{base}/identity/v3/groups/{row['id']}"},
+        },
+        row,
+    )
+
+
+def keystone_time(moment: Any) -> str | None:
+    """A datetime as Keystone's JSON encoder writes it (oslo's to_primitive: microseconds, no
+    zone suffix), e.g. an application credential's `expires_at`."""
+    return iso_micro(moment) if moment is not None else None
 
 
 def app_credential_view(
-    row: asyncpg.Record, roles: list[asyncpg.Record], base: str, *, detail: bool = False
+    row: asyncpg.Record,
+    roles: list[asyncpg.Record],
+    base: str,
+    *,
+    access_rules: list[dict[str, Any]] | None = None,
+    detail: bool = False,
 ) -> dict[str, Any]:
     """Keystone's application credential. Its create and list answers filter the record to the
     public fields; the show answer does not, so it alone also has `user_id` and `system`."""
-    expires_at = row["expires_at"]
     view: dict[str, Any] = {
         "id": row["id"],
         "name": row["name"],
         "description": row["description"],
         "project_id": row["project_id"],
         "roles": [{"id": r["id"], "name": r["name"], "domain_id": None} for r in roles],
-        "expires_at": iso_micro(expires_at) + "Z" if expires_at is not None else None,
+        "expires_at": keystone_time(row["expires_at"]),
         "unrestricted": row["unrestricted"],
-        "access_rules": [],
+        "access_rules": access_rules or [],
         "links": {"self": f"{base}/identity/v3/users/{row['user_id']}/application_credentials/{row['id']}"},
     }
     if detail:
@@ -85,15 +141,18 @@ def app_credential_view(
 
 
 def domain_view(row: asyncpg.Record, base: str) -> dict[str, Any]:
-    return {
-        "id": row["id"],
-        "name": row["name"],
-        "description": row["description"],
-        "enabled": row["enabled"],
-        "tags": [],
-        "options": {},
-        "links": {"self": f"{base}/identity/v3/domains/{row['id']}"},
-    }
+    return _with_extra(
+        {
+            "id": row["id"],
+            "name": row["name"],
+            "description": row["description"],
+            "enabled": row["enabled"],
+            "tags": list(row["tags"]),
+            "options": {},
+            "links": {"self": f"{base}/identity/v3/domains/{row['id']}"},
+        },
+        row,
+    )
 
 
 async def find_domain(conn: Any, ref: Any, *, what: str = "domain") -> asyncpg.Record:
@@ -116,18 +175,8 @@ async def get_or_404(conn: Any, table: str, id_: str, what: str) -> asyncpg.Reco
     return row
 
 
-async def effective_roles(conn: Any, user_id: str, project_id: str) -> list[tuple[str, str]]:
-    """(id, name) of the user's roles on the project, implied roles included."""
-    rows = await conn.fetch(
-        "SELECT r.id, r.name FROM role_assignments a JOIN roles r ON r.id = a.role_id "
-        "WHERE a.user_id = $1 AND a.project_id = $2",
-        user_id,
-        project_id,
-    )
-    names = {r["name"] for r in rows}
-    for name in list(names):
-        names.update(IMPLIED.get(name, ()))
-    all_roles = await conn.fetch(
-        "SELECT id, name FROM roles WHERE name = ANY($1::text[]) ORDER BY name", list(names)
-    )
-    return [(r["id"], r["name"]) for r in all_roles]
+async def domain_names(conn: Any, *ids: str | None) -> dict[str, str]:
+    """Names of the domains given by id (to name them in a token)."""
+    wanted = [i for i in ids if i]
+    rows = await conn.fetch("SELECT id, name FROM domains WHERE id = ANY($1::text[])", wanted)
+    return {r["id"]: r["name"] for r in rows}

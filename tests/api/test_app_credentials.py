@@ -200,9 +200,11 @@ async def test_wrong_secret_unknown_credential_and_a_scope_are_refused(
 async def test_an_expired_credential_is_refused_and_caps_its_tokens(cloud: Cloud, owner: Credentials) -> None:
     soon = datetime.datetime.now(datetime.UTC).replace(microsecond=0) + datetime.timedelta(minutes=10)
     created = await _created(cloud, owner, expires_at=soon.strftime("%Y-%m-%dT%H:%M:%S"))
-    assert created["expires_at"] == soon.strftime("%Y-%m-%dT%H:%M:%S.000000Z")
+    # Keystone's JSON encoder writes the credential's datetime with microseconds and no zone
+    # suffix (tempest compares it with isoformat()); a token's expiry has the Z.
+    assert created["expires_at"] == soon.strftime("%Y-%m-%dT%H:%M:%S.000000")
     _, token = await _token_from(cloud, created)
-    assert token["expires_at"] == created["expires_at"]  # the credential's expiry, not the token TTL
+    assert token["expires_at"] == created["expires_at"] + "Z"  # the credential's expiry, not the token TTL
 
     conn = await asyncpg.connect(f"{PG_SERVER}/{RUN_PREFIX}")
     try:
