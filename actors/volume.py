@@ -3,10 +3,14 @@
 Cinder's statuses: creating -> available; reserved -> in-use (attach); detaching -> available;
 deleting (then the row is gone); extending -> available; error, error_deleting and
 error_extending when the backend fails. The API creates the row (`creating`, its backend chosen)
-and makes the two transitions whose winner the caller must learn at once — available -> reserved
-for an attach or a boot, in-use -> detaching for a detach — as guarded updates of the row, then
-tells the actor (`volume.reserved`, `volume.detaching`) so that it keeps the watch. Everything
-else is the actor's, on messages from its storage agent and from the server it is attached to.
+and makes the transitions whose outcome the caller must learn at once as guarded updates of the
+row — available -> reserved for an attach or a boot, in-use -> detaching for a detach,
+available -> extending for an extension, and Cinder's attach bookkeeping for a client that
+attaches the volume itself (os-reserve: available -> attaching) — then tells the actor
+(`volume.reserved`, `volume.detaching`, `volume.extend`, `volume.attaching`) so that it keeps
+the watch or does the work. Everything else is the actor's, on messages from its storage agent
+and from the server it is attached to (or, for such a client, from the API on its behalf:
+`volume.attached` and `volume.detached` for os-attach and os-detach).
 
 Every transitional status has a timer: a volume that stays creating, extending, deleting,
 reserved, attaching or detaching too long goes to error (error_deleting, error_extending) with
@@ -230,27 +234,41 @@ def delete_failed(record: VolumeRecord, msg: v.VolumeDeleteFailed, ctx: Context)
 # --- extend ------------------------------------------------------------------------------------------
 
 
-@table.on(v.ExtendVolume, source=S.AVAILABLE, to=S.EXTENDING)
-def extend(record: VolumeRecord, msg: v.ExtendVolume, ctx: Context) -> Outcome[VolumeRecord]:
-    if msg.new_size <= record.size:
-        raise Refused(
+def _cannot_extend(record: VolumeRecord, new_size: int) -> str | None:
+    if new_size <= record.size:
+        return (
             f"New size for extend must be greater than current size. (current: {record.size}, "
-            f"extended: {msg.new_size})."
+            f"extended: {new_size})."
         )
     if record.backend is None or record.provider_location is None:
         # Never created on a backend (an admin reset an errored create to available): there is
         # nothing to grow, and the agent could not be asked.
-        raise Refused(f"Volume {record.id} has no storage on a backend; it cannot be extended.")
+        return f"Volume {record.id} has no storage on a backend; it cannot be extended."
+    return None
+
+
+@table.on(v.ExtendVolume, source={S.AVAILABLE, S.EXTENDING}, to={S.EXTENDING, S.AVAILABLE})
+def extend(record: VolumeRecord, msg: v.ExtendVolume, ctx: Context) -> Outcome[VolumeRecord]:
+    """The API moved the volume available -> extending (target_size set) in the request's
+    transaction, so that the caller sees `extending` at once (Cinder's API does so); the actor
+    asks the backend and starts the timer. (In available: a request of an API that left the
+    transition to the actor.)"""
+    if record.status == S.EXTENDING and record.target_size != msg.new_size:
+        return Outcome(record)  # not the extension this message asked for
+    problem = _cannot_extend(record, msg.new_size)
+    if problem is not None:
+        # The API refuses both itself; should one get here, an extension the API began ends.
+        if record.status == S.AVAILABLE:
+            raise Refused(problem)
+        return _to(record, ctx, S.AVAILABLE, target_size=None, fault=problem)
+    assert record.provider_location is not None  # _cannot_extend says so
     request = v.ExtendVolumeOnBackend(
         volume_id=record.id, new_size=msg.new_size, provider_location=record.provider_location
     )
-    return _to(
-        record,
-        ctx,
-        S.EXTENDING,
-        Send(_backend(record), request),
-        Notify("volume.resize.start"),
-        target_size=msg.new_size,
+    return Outcome(
+        _with(record, ctx, status=S.EXTENDING, target_size=msg.new_size),
+        effects=(Send(_backend(record), request), Notify("volume.resize.start")),
+        reenter=True,
     )
 
 
@@ -279,6 +297,19 @@ def reserved(record: VolumeRecord, msg: v.VolumeReserved, ctx: Context) -> Outco
 
 # It moved on before the message arrived (attached, failed, reset): nothing to watch.
 table.ignore(v.VolumeReserved, in_=STATES - {S.RESERVED})
+
+
+@table.on(v.VolumeAttaching, source=S.ATTACHING)
+def attaching(record: VolumeRecord, msg: v.VolumeAttaching, ctx: Context) -> Outcome[VolumeRecord]:
+    """A client reserved the volume (os-reserve; the row says attaching already): start the
+    reservation's timeout, unless its os-attach came first."""
+    if record.attachment is not None:
+        return Outcome(record)
+    return Outcome(_with(record, ctx), reenter=True)
+
+
+# Unreserved, attached or reset before the message arrived: nothing to watch.
+table.ignore(v.VolumeAttaching, in_=STATES - {S.ATTACHING})
 
 
 @table.on(v.VolumeAttached, source=STATES, to=S.IN_USE)

@@ -56,6 +56,14 @@ class VolumeReserved(Message, frozen=True):
     server_id: str
 
 
+class VolumeAttaching(Message, frozen=True):
+    """The API moved the volume available -> attaching for a client's os-reserve (a client that
+    attaches the volume itself, as Nova does with Cinder); the actor starts the reservation's
+    timer. From the API, in the reserving transaction."""
+
+    TYPE = "volume.attaching"
+
+
 class VolumeDetaching(Message, frozen=True):
     """The API moved the volume in-use -> detaching; the actor starts the detach's timer."""
 

@@ -1,7 +1,8 @@
 """Block Storage v3 (Cinder's API) under /volume/v3/{project_id}: volumes (with their metadata and
-actions), the default volume type, availability zones, volume services and pools, quotas and
-limits. What is not here yet answers as Cinder answers a resource it does not have: 404 in its
-error shape.
+actions, their summary and attachments), the default volume type, availability zones, volume
+services and pools, quotas and limits, and the extensions list. Snapshots, backups, transfers and
+groups list empty, as a Cinder with none of them (absent.py). What is not here at all answers as
+Cinder answers a resource it does not have: 404 in its error shape.
 
 Every request there is first given its microversion (microversion.py: a middleware this setup
 adds to the app, innermost), which handlers read with `microversion.requested(request)`.
@@ -10,7 +11,19 @@ adds to the app, innermost), which handlers read with `microversion.requested(re
 from aiohttp import web
 
 from api.errors import NotFound
-from api.volume import actions, backends, limits, metadata, microversion, quotas, types, volumes
+from api.volume import (
+    absent,
+    actions,
+    attachments,
+    backends,
+    extensions,
+    limits,
+    metadata,
+    microversion,
+    quotas,
+    types,
+    volumes,
+)
 
 
 async def unknown(request: web.Request) -> web.Response:
@@ -27,4 +40,7 @@ def setup(app: web.Application) -> None:
     metadata.setup(app)
     types.setup(app)
     backends.setup(app)
+    attachments.setup(app)
+    absent.setup(app)
+    extensions.setup(app)
     app.router.add_route("*", "/volume/v3/{project_id}/{tail:.*}", unknown)

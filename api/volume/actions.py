@@ -1,10 +1,13 @@
 """POST /volume/v3/{project_id}/volumes/{id}/action: Cinder's volume actions.
 
-os-extend (`openstack volume set --size`) and os-reset_status (admin; `volume set --state`,
-`--attached`/`--detached`) are messages to the volume actor, checked and sent in one transaction
-(the extension under the gigabytes quota). os-set_bootable, os-update_readonly_flag and the image
-metadata actions (`volume set/unset --image-property`) change columns the API owns. Anything else
-is "There is no such action".
+os-extend (`openstack volume set --size`) is available -> extending (and the target size, under
+the gigabytes quota) in the request's transaction, then `volume.extend` to the actor, so a
+client waiting for `available` sees the new size; os-reset_status (admin; `volume set --state`,
+`--attached`/`--detached`) is a message to the volume actor. os-set_bootable,
+os-update_readonly_flag and the image metadata actions (`volume set/unset --image-property`)
+change columns the API owns. The attach bookkeeping of a client that attaches volumes itself
+(os-reserve, os-attach, os-detach, ...) is attach_actions.py's. Anything else is "There is no
+such action".
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ from aiohttp import web
 from api.context import caller, ctx, json_body, json_response
 from api.errors import BadRequest, NotFound
 from api.validate import boolean, invalid
+from api.volume import attach_actions, volumes
 from api.volume import validate as check
-from api.volume import volumes
+from api.volume.microversion import requested
 from protocol import volume as v
 from protocol.states import AttachStatus, VolumeStatus
 
@@ -33,13 +37,14 @@ def _args(name: str, args: Any) -> dict[str, Any]:
 
 
 def _only(name: str, args: dict[str, Any], allowed: set[str]) -> None:
-    extra = sorted(set(args) - allowed)
-    if extra:
-        listed = ", ".join(map(repr, extra))
-        raise invalid(name, args, f"Additional properties are not allowed ({listed} unexpected)")
+    check.only(name, args, allowed)
 
 
 async def _extend(request: web.Request, args: dict[str, Any]) -> web.Response:
+    """Cinder's extend, its checks in its order, then available -> extending (and the target
+    size, which the gigabytes quota counts from now on) in this transaction, so that a client
+    waiting for `available` sees the new size; the volume actor asks the backend. An attached
+    volume is not extended: the file backend would grow the file under a running guest."""
     me = caller(request)
     me.require_writer("volume:extend")
     _only("os-extend", args, {"new_size"})
@@ -48,18 +53,32 @@ async def _extend(request: web.Request, args: dict[str, Any]) -> web.Response:
     new_size = check.size(args, "new_size")
     async with ctx(request).pool.acquire() as conn, conn.transaction():
         row = await volumes.find(conn, me, request.match_info["volume_id"], lock=True)
-        if row["status"] != VolumeStatus.AVAILABLE:
-            raise BadRequest(
-                f"Invalid volume: Volume {row['id']} status must be available to extend, but "
-                f"current status is: {row['status']}."
-            )
         if new_size <= row["size"]:
             raise check.invalid_input(
                 f"New size for extend must be greater than current size. (current: "
                 f"{row['size']}, extended: {new_size})."
             )
+        if row["status"] == VolumeStatus.IN_USE and requested(request) >= _EXTEND_IN_USE:
+            me.require_writer("volume:extend_attached_volume")
+            raise BadRequest(
+                f"Invalid volume: Volume {row['id']} is attached (in-use): this cloud's file backend "
+                "does not extend an attached volume. Detach it, extend it, and attach it again."
+            )
+        if row["status"] != VolumeStatus.AVAILABLE:
+            raise BadRequest(
+                f"Invalid volume: Volume {row['id']} status must be '{{'status': 'available'}}' to "
+                f"extend, currently {row['status']}."
+            )
+        if row["provider_location"] is None or row["backend"] is None:
+            raise BadRequest(f"Invalid volume: Volume {row['id']} has no storage on a backend to extend.")
         await volumes.check_per_volume_limit(conn, row["project_id"], new_size)
         await volumes.enforce_quota(conn, row["project_id"], volumes=0, gigabytes=new_size - row["size"])
+        await conn.execute(
+            "UPDATE volumes SET status = 'extending', target_size = $2, version = version + 1, "
+            "updated_at = now() WHERE id = $1",
+            row["id"],
+            new_size,
+        )
         await volumes.send(request, conn, row["id"], v.ExtendVolume(new_size=new_size))
     return web.Response(status=202)
 
@@ -204,7 +223,10 @@ _ACTIONS = {
     "os-set_image_metadata": _set_image_metadata,
     "os-unset_image_metadata": _unset_image_metadata,
     "os-show_image_metadata": _show_image_metadata,
+    **attach_actions.ACTIONS,
 }
+_NULL_ARGUMENTS = frozenset({"os-show_image_metadata", "os-detach", *attach_actions.WITHOUT_ARGUMENTS})
+_EXTEND_IN_USE = (3, 42)  # Cinder's microversion for extending an attached volume
 
 
 async def action(request: web.Request) -> web.Response:
@@ -216,8 +238,10 @@ async def action(request: web.Request) -> web.Response:
     handler = _ACTIONS.get(name)
     if handler is None:
         raise BadRequest(f"There is no such action: {name}")
-    if name == "os-show_image_metadata" and args is None:  # Cinder's body: {"os-show_image_metadata": null}
+    if name in _NULL_ARGUMENTS and args is None:  # e.g. {"os-show_image_metadata": null}
         args = {}
+    if name in attach_actions.WITHOUT_ARGUMENTS and isinstance(args, dict):
+        args = {}  # Cinder ignores what these carry
     return await handler(request, _args(name, args))
 
 

@@ -8,6 +8,7 @@ build that text); the checks it makes in code say "Invalid input received: <reas
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,6 +24,15 @@ def invalid_input(reason: str) -> BadRequest:
     return BadRequest(f"Invalid input received: {reason}")
 
 
+def only(name: str, args: Mapping[str, Any], allowed: set[str]) -> None:
+    """additionalProperties: false, in jsonschema's words."""
+    extra = sorted(set(args) - allowed)
+    if extra:
+        listed = ", ".join(map(repr, extra))
+        verb = "were" if len(extra) > 1 else "was"
+        raise invalid(name, args, f"Additional properties are not allowed ({listed} {verb} unexpected)")
+
+
 def text(obj: Mapping[str, Any], key: str, *, max_len: int = 255) -> str | None:
     """An optional string of at most `max_len` characters, stripped as Cinder strips names and
     descriptions; None when absent or null."""
@@ -34,6 +44,20 @@ def text(obj: Mapping[str, Any], key: str, *, max_len: int = 255) -> str | None:
     if len(value) > max_len:
         raise invalid(key, value, f"{value!r} is too long")
     return value.strip()
+
+
+def optional_uuid(obj: Mapping[str, Any], key: str) -> str | None:
+    """parameter_types.optional_uuid: a UUID (with or without hyphens, as oslo takes it) or null."""
+    value = obj.get(key)
+    if value is None:
+        return None
+    try:
+        if not isinstance(value, str):
+            raise ValueError(value)
+        uuid.UUID(value)
+    except ValueError:
+        raise invalid(key, value, f"{value!r} is not a 'uuid'") from None
+    return value
 
 
 def size(obj: Mapping[str, Any], key: str = "size") -> int:

@@ -76,7 +76,7 @@ def _links(request: web.Request, volume_id: str) -> list[dict[str, str]]:
     ]
 
 
-def _moment(text: Any) -> Any:
+def attachment_moment(text: Any) -> Any:
     """An attachment's ISO timestamp as Cinder prints datetimes (microseconds, no zone)."""
     if not isinstance(text, str):
         return text
@@ -96,9 +96,9 @@ def _attachments(row: asyncpg.Record, me: AuthContext) -> list[dict[str, Any]]:
             "attachment_id": attachment.get("id"),
             "volume_id": row["id"],
             "server_id": attachment.get("server_id"),
-            "host_name": attachment.get("host") if me.is_admin else None,
+            "host_name": (attachment.get("host") or None) if me.is_admin else None,
             "device": attachment.get("device"),
-            "attached_at": _moment(attachment.get("attached_at")),
+            "attached_at": attachment_moment(attachment.get("attached_at")),
         }
     ]
 
@@ -182,12 +182,13 @@ _CREATE_KEYS = {
     "multiattach",
     "scheduler_hints",
 }
-_NOT_YET = {
-    "snapshot_id": "Creating a volume from a snapshot",
-    "source_volid": "Cloning a volume (source_volid)",
-    "backup_id": "Creating a volume from a backup",
-    "consistencygroup_id": "Consistency groups",
-    "group_id": "Volume groups",
+# Sources a volume may be created from that this cloud has none of yet: any id given is not
+# found, as Cinder answers an id it does not know (SnapshotNotFound, BackupNotFound, ...).
+_NONE_EXIST = {
+    "snapshot_id": "Snapshot",
+    "backup_id": "Backup",
+    "consistencygroup_id": "ConsistencyGroup",
+    "group_id": "Group",
 }
 
 
@@ -290,9 +291,10 @@ async def create(request: web.Request) -> web.Response:
         check.text(data, "description") if "description" in data else check.text(data, "display_description")
     )
     size = check.size(data)
-    for key, what in _NOT_YET.items():
-        if data.get(key) is not None:
-            raise check.invalid_input(f"{what} is not supported by this cloud yet.")
+    for key, what in _NONE_EXIST.items():
+        if check.optional_uuid(data, key) is not None:
+            raise NotFound(f"{what} {data[key]} could not be found.")
+    source_volid = check.optional_uuid(data, "source_volid")
     if data.get("multiattach") is not None and boolean(data, "multiattach"):
         raise check.invalid_input("Multiattach volumes are not supported by this cloud.")
     metadata = check.metadata(data["metadata"]) if data.get("metadata") is not None else {}
@@ -304,6 +306,9 @@ async def create(request: web.Request) -> web.Response:
     context = ctx(request)
     volume_id = str(uuid.uuid4())
     async with context.pool.acquire() as conn, conn.transaction():
+        if source_volid is not None:
+            await find(conn, me, source_volid)  # Cinder's VolumeNotFound for one not seen
+            raise check.invalid_input("Cloning a volume (source_volid) is not supported by this cloud yet.")
         if zone is not None and zone not in await backends.zones(conn):
             raise BadRequest(f"Availability zone '{zone}' is invalid.")
         image = await _check_image(conn, me, image_ref, size) if image_ref else None
@@ -365,6 +370,42 @@ async def list_volumes(request: web.Request) -> web.Response:
 
 async def list_volumes_detail(request: web.Request) -> web.Response:
     return await _list(request, detail=True)
+
+
+_SUMMARY = (3, 12)  # Cinder's GET /volumes/summary
+_SUMMARY_METADATA = (3, 36)  # ... with every metadata key's distinct values
+
+
+async def summary(request: web.Request) -> web.Response:
+    """Cinder's volume summary: how many volumes and GiB the caller's project has (an admin with
+    ?all_tenants: every project's), and from 3.36 each metadata key's distinct values. Cinder
+    takes no other filter here."""
+    me = caller(request)
+    url_project(request)
+    version = requested(request)
+    if version < _SUMMARY:
+        raise NotFound("The resource could not be found.")
+    every_project = me.is_admin and bool(check.query_bool(request.query, "all_tenants"))
+    where = "TRUE" if every_project else "project_id = $1"
+    args = [] if every_project else [me.project_id]
+    async with ctx(request).pool.acquire() as conn:
+        totals = await conn.fetchrow(
+            "SELECT count(*) AS total_count, coalesce(sum(size), 0) AS total_size "
+            f"FROM volumes WHERE {where}",
+            *args,
+        )
+        body: dict[str, Any] = {"total_count": totals["total_count"], "total_size": int(totals["total_size"])}
+        if version >= _SUMMARY_METADATA:
+            pairs = await conn.fetch(
+                "SELECT DISTINCT m.key, m.value FROM volumes, jsonb_each_text(metadata) AS m "
+                f"WHERE {where} ORDER BY m.key, m.value",
+                *args,
+            )
+            metadata: dict[str, list[str]] = {}
+            for pair in pairs:
+                metadata.setdefault(pair["key"], []).append(pair["value"])
+            body["metadata"] = metadata
+    return json_response({"volume-summary": body})
 
 
 async def show(request: web.Request) -> web.Response:
@@ -461,6 +502,7 @@ def setup(app: web.Application) -> None:
     r.add_get(base, list_volumes)
     r.add_post(base, create)
     r.add_get(base + "/detail", list_volumes_detail)
+    r.add_get(base + "/summary", summary)
     r.add_get(base + "/{volume_id}", show)
     r.add_put(base + "/{volume_id}", update)
     r.add_delete(base + "/{volume_id}", delete)

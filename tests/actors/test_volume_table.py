@@ -173,3 +173,46 @@ def test_a_boot_volume_that_fails_fails_the_build() -> None:
         v.VolumeFailed(attachment_id=AID, volume_id=VID, reason="no space"),
     )
     assert s.state_name(out.record) == "error" and "no space" in out.record.fault["message"]
+
+
+def test_an_extension_the_api_began_goes_to_the_backend_with_its_timer() -> None:
+    """The API sets extending (and the target size) itself, so a client sees it at once; the
+    actor then asks the backend and starts the extending timeout."""
+    begun = volume(status="extending", provider_location="/v/x", target_size=3)
+    out = apply(vol.table, begun, "volume", v.ExtendVolume(new_size=3))
+    [req] = sent(out, v.ExtendVolumeOnBackend)
+    assert (out.record.status, req.body.new_size) == ("extending", 3)
+    assert any(isinstance(e, SetTimer) and e.body.state == "extending" for e in out.effects)
+    # Another size than the one the API recorded: not this extension's message.
+    assert apply(vol.table, begun, "volume", v.ExtendVolume(new_size=5)).effects == ()
+    # Nothing on a backend: the extension ends, available again with the reason.
+    nothing = volume(status="extending", backend=None, target_size=3)
+    out = apply(vol.table, nothing, "volume", v.ExtendVolume(new_size=3))
+    assert (out.record.status, out.record.target_size) == ("available", None)
+    assert "no storage" in (out.record.fault or "")
+
+
+def test_a_client_reservation_times_out_and_its_attach_makes_the_volume_in_use() -> None:
+    """os-reserve (the API's available -> attaching) starts the attaching timeout; os-attach
+    (the attachment written, `volume.attached` sent) makes it in-use; a late `volume.attaching`
+    changes nothing."""
+    reserved = volume(status="attaching", provider_location="/v/x")
+    out = apply(vol.table, reserved, "volume", v.VolumeAttaching())
+    assert any(isinstance(e, SetTimer) and e.body.state == "attaching" for e in out.effects)
+    timed_out = apply(vol.table, out.record, "volume", StateTimeout(state="attaching")).record
+    assert timed_out.status == "error" and "attaching" in (timed_out.fault or "")
+    attachment = {"id": AID, "server_id": SID, "device": "/dev/vdc", "mode": "rw", "origin": "os-attach"}
+    writing = volume(status="attaching", provider_location="/v/x", attachment=attachment)
+    in_use = apply(
+        vol.table,
+        writing,
+        "volume",
+        v.VolumeAttached(attachment_id=AID, server_id=SID, host="", device="/dev/vdc"),
+    ).record
+    assert (in_use.status, in_use.attach_status, in_use.attachment["origin"]) == (
+        "in-use",
+        "attached",
+        "os-attach",
+    )
+    assert apply(vol.table, in_use, "volume", v.VolumeAttaching()).record == in_use
+    assert apply(vol.table, writing, "volume", v.VolumeAttaching()).effects == ()

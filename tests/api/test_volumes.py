@@ -636,9 +636,21 @@ async def test_bad_create_requests_are_refused_in_cinders_shape_and_change_nothi
             404,
             f"Image {missing_image} could not be found.",
         ),
-        ({"volume": {"size": 1, "snapshot_id": str(uuid.uuid4())}}, "badRequest", 400, "from a snapshot"),
-        ({"volume": {"size": 1, "source_volid": str(uuid.uuid4())}}, "badRequest", 400, "Cloning a volume"),
-        ({"volume": {"size": 1, "backup_id": str(uuid.uuid4())}}, "badRequest", 400, "from a backup"),
+        (
+            {"volume": {"size": 1, "snapshot_id": missing_type}},
+            "itemNotFound",
+            404,
+            f"Snapshot {missing_type}",
+        ),
+        (
+            {"volume": {"size": 1, "source_volid": missing_type}},
+            "itemNotFound",
+            404,
+            f"Volume {missing_type}",
+        ),
+        ({"volume": {"size": 1, "backup_id": missing_type}}, "itemNotFound", 404, f"Backup {missing_type}"),
+        ({"volume": {"size": 1, "group_id": missing_type}}, "itemNotFound", 404, f"Group {missing_type}"),
+        ({"volume": {"size": 1, "snapshot_id": "snap"}}, "badRequest", 400, "'snap' is not a 'uuid'"),
         (
             {"volume": {"size": 1, "multiattach": True}},
             "badRequest",
@@ -820,14 +832,7 @@ async def test_extend_is_checked_then_sent_to_the_actor(
         (available, {}, "'new_size' is a required property"),
         (available, {"new_size": 2, "force": True}, "Additional properties are not allowed"),
         (available, None, "is not of type 'object'"),
-        (
-            busy,
-            {"new_size": 2},
-            (
-                f"Invalid volume: Volume {busy} status must be available to extend, but current "
-                "status is: in-use."
-            ),
-        ),
+        (busy, {"new_size": 2}, f"Invalid volume: Volume {busy} is attached (in-use)"),
     ):
         status, body = await extend(volume_id, args)
         assert status == 400, (args, body)
