@@ -1,9 +1,10 @@
 """Image v2 (Glance's API) under /image/v2: image records (`images`), their data (`data`, kept
-by `store`), sharing (`members`) and the JSON schemas clients fetch (`schema`)."""
+by `store`), sharing (`members`), the JSON schemas clients fetch (`schema`) and the metadata definitions
+(`metadefs`)."""
 
 from aiohttp import web
 
-from api.image import data, images, members, schema
+from api.image import data, images, members, metadefs, schema
 
 
 def setup(app: web.Application) -> None:
@@ -11,3 +12,4 @@ def setup(app: web.Application) -> None:
     data.setup(app)
     members.setup(app)
     schema.setup(app)
+    metadefs.setup(app)
