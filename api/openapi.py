@@ -5,7 +5,8 @@ registered route is in it and none that is not (tests/fuzz checks both ways, and
 operation against a running cloud). What the route table cannot say is written here: the JSON
 Schemas of the main request bodies, taken from what the handlers check (api/validate.py,
 api/volume/validate.py, api/identity/validate.py, api/network/attributes.py and the per-resource
-specs, api/image/schema.py), and the shape of each service's error body.
+specs, api/image/schema.py), and the shape of each service's error body. The query parameters of
+an operation are its handler's `query_parameters` (the network and volume lists declare theirs).
 
 The schemas describe what a handler *accepts*; a body that fits may still be refused for what it
 refers to (an unknown flavor, a taken name, a quota): those are 4xx answers, never 5xx.
@@ -68,6 +69,12 @@ def obj(properties: dict[str, Schema], *required: str, extra: bool = False) -> S
 def wrapped(key: str, properties: dict[str, Schema], *required: str) -> Schema:
     """OpenStack's `{"server": {...}}` envelope."""
     return obj({key: obj(properties, *required)}, key)
+
+
+def or_bulk(key: str, single: Schema) -> Schema:
+    """A Neutron create: `{"network": {...}}`, or several at once, `{"networks": [{...}, ...]}`."""
+    item = single["properties"][key]
+    return {"oneOf": [single, obj({key + "s": {"type": "array", "minItems": 1, "items": item}}, key + "s")]}
 
 
 def int_or_str(minimum: int, maximum: int = INT32) -> Schema:
@@ -598,11 +605,11 @@ REQUEST_BODIES: dict[tuple[str, str], Schema] = {
     ("put", f"{_VOLUME}/volumes/{{volume_id}}/metadata"): _META,
     ("put", f"{_VOLUME}/volumes/{{volume_id}}/metadata/{{key}}"): _META_ITEM,
     ("put", f"{_VOLUME}/os-quota-sets/{{target_project_id}}"): _QUOTA_SET,
-    ("post", f"{_NET}/networks"): _NETWORK_CREATE,
+    ("post", f"{_NET}/networks"): or_bulk("network", _NETWORK_CREATE),
     ("put", f"{_NET}/networks/{{network_id}}"): wrapped("network", _NETWORK),
-    ("post", f"{_NET}/subnets"): _SUBNET_CREATE,
+    ("post", f"{_NET}/subnets"): or_bulk("subnet", _SUBNET_CREATE),
     ("put", f"{_NET}/subnets/{{subnet_id}}"): wrapped("subnet", _SUBNET),
-    ("post", f"{_NET}/ports"): _PORT_CREATE,
+    ("post", f"{_NET}/ports"): or_bulk("port", _PORT_CREATE),
     ("put", f"{_NET}/ports/{{port_id}}"): wrapped("port", _PORT),
     ("put", f"{_NET}/quotas/{{project_id}}"): _NET_QUOTA,
     ("put", f"{_NET}/{{collection}}/{{resource_id}}/tags"): _NET_TAGS,
@@ -757,6 +764,8 @@ def _operation(route: RouteOperation) -> dict[str, Any]:
                 "schema": {"type": "string"},
             }
         )
+    # A handler may say which query parameters it takes (the services' list filters, paging, ...).
+    parameters.extend(getattr(handler, "query_parameters", ()))
     if parameters:
         operation["parameters"] = parameters
     if getattr(handler, "public", False):

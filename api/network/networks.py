@@ -337,8 +337,8 @@ async def delete(request: web.Request) -> web.Response:
 
 def setup(app: web.Application) -> None:
     r = app.router
-    r.add_get("/networking/v2.0/networks", list_networks)
+    r.add_get("/networking/v2.0/networks", query.described(list_networks, query.parameters(COLLECTION)))
     r.add_post("/networking/v2.0/networks", create)
-    r.add_get("/networking/v2.0/networks/{network_id}", show)
+    r.add_get("/networking/v2.0/networks/{network_id}", query.described(show, [query.fields_parameter()]))
     r.add_put("/networking/v2.0/networks/{network_id}", update)
     r.add_delete("/networking/v2.0/networks/{network_id}", delete)

@@ -639,8 +639,9 @@ async def delete(request: web.Request) -> web.Response:
 
 def setup(app: web.Application) -> None:
     r = app.router
-    r.add_get("/networking/v2.0/ports", list_ports)
+    listed = query.parameters(COLLECTION, query.FIXED_IPS_PARAMETER)
+    r.add_get("/networking/v2.0/ports", query.described(list_ports, listed))
     r.add_post("/networking/v2.0/ports", create)
-    r.add_get("/networking/v2.0/ports/{port_id}", show)
+    r.add_get("/networking/v2.0/ports/{port_id}", query.described(show, [query.fields_parameter()]))
     r.add_put("/networking/v2.0/ports/{port_id}", update)
     r.add_delete("/networking/v2.0/ports/{port_id}", delete)

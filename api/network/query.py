@@ -242,3 +242,56 @@ def select_fields(view: dict[str, Any], query: Any) -> dict[str, Any]:
     if not wanted:
         return view
     return {k: v for k, v in view.items() if k in wanted}
+
+
+# --- the parameters as /openapi.json describes them -----------------------------------------------
+
+_SCHEMAS = {"boolean": {"type": "boolean"}, "numeric": {"type": "integer"}}
+
+
+def _query(name: str, schema: dict[str, Any], description: str, *, repeated: bool = True) -> dict[str, Any]:
+    if repeated:
+        schema = {"type": "array", "items": schema}
+    parameter = {"name": name, "in": "query", "required": False, "description": description, "schema": schema}
+    if repeated:
+        parameter.update(style="form", explode=True)
+    return parameter
+
+
+def fields_parameter() -> dict[str, Any]:
+    return _query("fields", {"type": "string"}, "Only these attributes in each resource (repeatable)")
+
+
+FIXED_IPS_PARAMETER = _query(
+    "fixed_ips",
+    {"type": "string", "pattern": "^(ip_address|subnet_id|ip_address_substr)=.*$"},
+    "Ports with a fixed IP matching ip_address=X, subnet_id=Y or ip_address_substr=Z",
+)
+
+
+def parameters(collection: Collection, *extra: dict[str, Any]) -> list[dict[str, Any]]:
+    """The OpenAPI query parameters of the collection's GET: a filter per filterable attribute
+    (repeatable: any of the values), the tag filters, `fields`, paging and sorting."""
+    found = [
+        _query(name, _SCHEMAS.get(field.type, {"type": "string"}), f"Filter on {name} (any of the values)")
+        for name, field in collection.fields.items()
+        if field.filterable
+    ]
+    found += [_query(name, {"type": "string"}, "Comma-separated tags") for name in _TAG_FILTERS]
+    sortable = sorted(name for name, field in collection.fields.items() if field.sortable)
+    found += [
+        *extra,
+        fields_parameter(),
+        _query("limit", {"type": "integer", "minimum": 0}, "At most this many (0: all)", repeated=False),
+        _query("marker", {"type": "string"}, "The last id of the previous page", repeated=False),
+        _query("page_reverse", {"type": "boolean"}, "The page before the marker", repeated=False),
+        _query("sort_key", {"type": "string", "enum": sortable}, "Sort by (paired with sort_dir)"),
+        _query("sort_dir", {"type": "string", "enum": ["asc", "desc"]}, "Each sort_key's direction"),
+    ]
+    return found
+
+
+def described(handler: Any, query_parameters: list[dict[str, Any]]) -> Any:
+    """The handler, with the query parameters /openapi.json lists for its route."""
+    handler.query_parameters = query_parameters
+    return handler

@@ -614,8 +614,8 @@ async def delete(request: web.Request) -> web.Response:
 
 def setup(app: web.Application) -> None:
     r = app.router
-    r.add_get("/networking/v2.0/subnets", list_subnets)
+    r.add_get("/networking/v2.0/subnets", query.described(list_subnets, query.parameters(COLLECTION)))
     r.add_post("/networking/v2.0/subnets", create)
-    r.add_get("/networking/v2.0/subnets/{subnet_id}", show)
+    r.add_get("/networking/v2.0/subnets/{subnet_id}", query.described(show, [query.fields_parameter()]))
     r.add_put("/networking/v2.0/subnets/{subnet_id}", update)
     r.add_delete("/networking/v2.0/subnets/{subnet_id}", delete)

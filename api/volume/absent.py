@@ -20,8 +20,8 @@ from aiohttp import web
 from api.context import caller, ctx, json_body, json_response
 from api.errors import NotFound
 from api.validate import invalid
+from api.volume import filters, volumes
 from api.volume import validate as check
-from api.volume import volumes
 from api.volume.microversion import requested
 
 Version = tuple[int, int]
@@ -138,13 +138,21 @@ def _creator(collection: Collection) -> Any:
     return handler
 
 
+# What Cinder's lists of these take (nothing to filter, page or sort here: they are empty).
+_PARAMETERS = [
+    filters.ALL_TENANTS,
+    *filters.PAGING,
+    filters.query_parameter("sort", {"type": "string"}, "key[:asc|desc],..."),
+]
+
+
 def setup(app: web.Application) -> None:
     r = app.router
     for collection in COLLECTIONS:
         base = f"/volume/v3/{{project_id}}/{collection.path}"
-        r.add_get(base, _lister(collection))
+        r.add_get(base, filters.described(_lister(collection), _PARAMETERS))
         r.add_post(base, _creator(collection))
         if collection.detail:
-            r.add_get(base + "/detail", _lister(collection))
+            r.add_get(base + "/detail", filters.described(_lister(collection), _PARAMETERS))
         r.add_route("*", base + "/{id}", _one(collection))
         r.add_route("*", base + "/{id}/{tail:.*}", _one(collection))

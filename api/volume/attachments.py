@@ -21,8 +21,8 @@ from api.auth import AuthContext
 from api.context import caller, ctx, json_response
 from api.errors import NotFound
 from api.sql import Sql
+from api.volume import filters, volumes
 from api.volume import validate as check
-from api.volume import volumes
 from api.volume.microversion import requested
 
 SINCE = (3, 27)
@@ -129,12 +129,22 @@ async def refuse(request: web.Request) -> web.Response:
     )
 
 
+_PARAMETERS = [
+    *(
+        filters.query_parameter(name, {"type": "string"}, f"Filter on {name}")
+        for name in ("volume_id", "instance_id", "status")
+    ),
+    filters.ALL_TENANTS,
+    *filters.PAGING,
+]
+
+
 def setup(app: web.Application) -> None:
     r = app.router
     base = "/volume/v3/{project_id}/attachments"
-    r.add_get(base, list_attachments)
+    r.add_get(base, filters.described(list_attachments, _PARAMETERS))
     r.add_post(base, refuse)
-    r.add_get(base + "/detail", list_attachments_detail)
+    r.add_get(base + "/detail", filters.described(list_attachments_detail, _PARAMETERS))
     r.add_get(base + "/{attachment_id}", show)
     r.add_route("*", base + "/{attachment_id}", refuse)
     r.add_route("*", base + "/{attachment_id}/action", refuse)

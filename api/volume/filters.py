@@ -55,10 +55,10 @@ _SORT_COLUMNS = {
 def _metadata_filter(raw: str) -> dict[str, str]:
     try:
         value = ast.literal_eval(raw)
-    except (ValueError, SyntaxError):
+    except (ValueError, SyntaxError, RecursionError, MemoryError):  # deep nesting: bad input too
         try:
             value = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             value = None
     if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
         raise invalid_input(
@@ -138,7 +138,7 @@ class VolumeQuery:
             where.where(f"v.bootable = {where.arg(bootable)}")
         size = query_int(q, "size")
         if size is not None:
-            where.where(f"v.size = {where.arg(size)}")
+            where.where(f"v.size = {where.arg(size)}::numeric")  # any size compares, past int4 too
         if "metadata" in q:
             where.where(f"v.metadata @> {where.arg(_metadata_filter(q['metadata']))}::jsonb")
         limit = query_int(q, "limit")
@@ -169,3 +169,42 @@ class VolumeQuery:
                     raise NotFound(f"Marker {self.marker} could not be found.")
                 rows = [r for r in rows if _after(r, marker, self.order)]
         return rows[self.offset : self.offset + self.limit]
+
+
+# --- the parameters as /openapi.json describes them -----------------------------------------------
+
+
+def query_parameter(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "description": description, "schema": schema}
+
+
+_BOOLEAN = {"type": "string", "enum": ["true", "false", "True", "False", "1", "0", "yes", "no"]}
+PAGING = [
+    query_parameter("limit", {"type": "integer", "minimum": 0}, f"At most this many (at most {MAX_LIMIT})"),
+    query_parameter("offset", {"type": "integer", "minimum": 0}, "Skip this many"),
+    query_parameter("marker", {"type": "string"}, "The id of the last item of the previous page"),
+]
+ALL_TENANTS = query_parameter("all_tenants", _BOOLEAN, "Every project's (admin)")
+PARAMETERS = [
+    ALL_TENANTS,
+    query_parameter("project_id", {"type": "string"}, "This project's (admin)"),
+    *(
+        query_parameter(key, {"type": "string"}, f"Filter on {key}")
+        for key in ("name", "status", "availability_zone", "user_id")
+    ),
+    query_parameter("name~", {"type": "string"}, "Names containing this"),
+    query_parameter("bootable", _BOOLEAN, "Bootable or not"),
+    query_parameter("size", {"type": "integer", "minimum": 0}, "Of this size (GiB)"),
+    query_parameter("metadata", {"type": "string"}, "Metadata pairs, as a dict's text: {'key': 'value'}"),
+    *PAGING,
+    query_parameter("sort", {"type": "string"}, "key[:asc|desc],... (not with sort_key/sort_dir)"),
+    query_parameter("sort_key", {"type": "string", "enum": sorted(_SORT_COLUMNS)}, "Sort by"),
+    query_parameter("sort_dir", {"type": "string", "enum": ["asc", "desc"]}, "The direction"),
+    query_parameter("with_count", _BOOLEAN, "With the count of all matches (3.45)"),
+]
+
+
+def described(handler: Any, query_parameters: list[dict[str, Any]]) -> Any:
+    """The handler, with the query parameters /openapi.json lists for its route."""
+    handler.query_parameters = query_parameters
+    return handler

@@ -499,10 +499,10 @@ async def delete(request: web.Request) -> web.Response:
 def setup(app: web.Application) -> None:
     r = app.router
     base = "/volume/v3/{project_id}/volumes"
-    r.add_get(base, list_volumes)
+    r.add_get(base, filters.described(list_volumes, filters.PARAMETERS))
     r.add_post(base, create)
-    r.add_get(base + "/detail", list_volumes_detail)
-    r.add_get(base + "/summary", summary)
+    r.add_get(base + "/detail", filters.described(list_volumes_detail, filters.PARAMETERS))
+    r.add_get(base + "/summary", filters.described(summary, [filters.ALL_TENANTS]))
     r.add_get(base + "/{volume_id}", show)
     r.add_put(base + "/{volume_id}", update)
     r.add_delete(base + "/{volume_id}", delete)

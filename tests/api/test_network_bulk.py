@@ -262,3 +262,22 @@ async def test_list_parameters_are_checked_as_neutron_checks_them(cloud: Cloud, 
             cloud, "GET", f"/networks?tags={tag}&fields=name&fields=&fields=colour", token
         )
         assert [set(n) for n in body["networks"]] == [{"name"}] * 3
+
+
+async def test_the_network_lists_describe_their_parameters(cloud: Cloud) -> None:
+    status, document, _ = await cloud.request("GET", "/openapi.json", who=False)
+    assert status == 200
+    ports = {p["name"]: p for p in document["paths"]["/networking/v2.0/ports"]["get"]["parameters"]}
+    assert {"network_id", "device_id", "mac_address", "fixed_ips", "tags", "not-tags-any", "fields"} <= set(
+        ports
+    )
+    assert ports["limit"]["schema"] == {"type": "integer", "minimum": 0}
+    assert ports["sort_key"]["schema"]["items"]["enum"] == sorted(
+        ports["sort_key"]["schema"]["items"]["enum"]
+    )
+    assert "binding:host_id" not in ports["sort_key"]["schema"]["items"]["enum"]  # not sortable, as Neutron
+    assert ports["admin_state_up"]["schema"] == {"type": "array", "items": {"type": "boolean"}}
+    show = document["paths"]["/networking/v2.0/networks/{network_id}"]["get"]["parameters"]
+    assert [p["name"] for p in show if p["in"] == "query"] == ["fields"]
+    bulk = document["paths"]["/networking/v2.0/subnets"]["post"]["requestBody"]["content"]["application/json"]
+    assert [sorted(option["required"]) for option in bulk["schema"]["oneOf"]] == [["subnet"], ["subnets"]]

@@ -229,3 +229,46 @@ async def test_a_volume_path_without_an_id_is_not_found(
         "POST", base(project, "volumes//action"), token=token, json={"os-extend": {"new_size": 2}}
     )
     assert status == 404
+
+
+async def test_the_volume_lists_describe_their_parameters_and_take_any_value(
+    cloud: Cloud, project: Credentials, pool: Any
+) -> None:
+    status, document, _ = await cloud.request("GET", "/openapi.json", who=False)
+    paths = document["paths"]
+
+    def query_names(path: str) -> set[str]:
+        return {p["name"] for p in paths[path]["get"].get("parameters", []) if p["in"] == "query"}
+
+    assert {
+        "name",
+        "status",
+        "bootable",
+        "size",
+        "metadata",
+        "limit",
+        "offset",
+        "marker",
+        "sort",
+        "with_count",
+    } <= (query_names("/volume/v3/{project_id}/volumes/detail"))
+    assert {"volume_id", "instance_id", "status", "limit"} <= query_names(
+        "/volume/v3/{project_id}/attachments"
+    )
+    assert query_names("/volume/v3/{project_id}/volumes/summary") == {"all_tenants"}
+    assert {"limit", "marker"} <= query_names("/volume/v3/{project_id}/snapshots/detail")
+
+    token = await cloud.token(project)
+    await insert_volume(pool, project, size=2, metadata={"k": "v"})
+    for query, code in (
+        (f"size={10**30}", 200),  # past int4: matches nothing
+        ("size=-1", 400),
+        ("metadata=" + "(" * 5000, 400),  # nested past the parser's depth: bad input, not a 500
+        ("metadata=" + "[" * 5000, 400),
+        ("limit=" + "9" * 40, 200),
+        ("sort=name:sideways", 400),
+    ):
+        status, body, _ = await cloud.request("GET", base(project, f"volumes/detail?{query}"), token=token)
+        assert status == code, (query, body)
+    status, body, _ = await cloud.request("GET", base(project, f"volumes?size={10**30}"), token=token)
+    assert body["volumes"] == []
