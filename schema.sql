@@ -2,14 +2,14 @@
 -- messages in flight. Applied by `actorstack db init`; older databases are upgraded by the
 -- numbered files in migrations/ (this file always equals version 1 plus every migration).
 --
--- schema-version: 11
+-- schema-version: 12
 
 -- Which schema version this database is at; one row per applied version.
 CREATE TABLE schema_version (
     version     integer PRIMARY KEY,
     applied_at  timestamptz NOT NULL DEFAULT now()
 );
-INSERT INTO schema_version (version) VALUES (1), (2), (3), (4), (5), (6), (7), (8), (9), (10), (11);
+INSERT INTO schema_version (version) VALUES (1), (2), (3), (4), (5), (6), (7), (8), (9), (10), (11), (12);
 
 -- Settings every process must agree on (owned by `db init`; read by the runtime and senders).
 CREATE TABLE cluster_settings (
@@ -269,6 +269,130 @@ CREATE TABLE application_credential_roles (
     application_credential_id  text NOT NULL REFERENCES application_credentials (id) ON DELETE CASCADE,
     role_id                    text NOT NULL REFERENCES roles (id) ON DELETE CASCADE,
     PRIMARY KEY (application_credential_id, role_id)
+);
+
+-- The catalog beside the built-in one (migration 0012; api/identity/catalog.py): regions (RegionOne
+-- built in), services (the built-in ones, `built_in`, seeded by api/bootstrap.py and read-only;
+-- their endpoints are computed from the API's URL, api/catalog.py) and the endpoints added to them.
+CREATE TABLE regions (
+    id                text PRIMARY KEY,
+    description       text NOT NULL DEFAULT '',
+    parent_region_id  text REFERENCES regions (id) ON DELETE CASCADE,
+    extra             jsonb NOT NULL DEFAULT '{}'
+);
+INSERT INTO regions (id) VALUES ('RegionOne');
+
+CREATE TABLE services (
+    id           text PRIMARY KEY,
+    type         text NOT NULL,
+    name         text,
+    description  text,
+    enabled      boolean NOT NULL DEFAULT true,
+    built_in     boolean NOT NULL DEFAULT false,
+    extra        jsonb NOT NULL DEFAULT '{}'
+);
+
+CREATE TABLE endpoints (
+    id          text PRIMARY KEY,
+    service_id  text NOT NULL REFERENCES services (id) ON DELETE CASCADE,
+    interface   text NOT NULL CHECK (interface IN ('public', 'internal', 'admin')),
+    url         text NOT NULL,
+    region_id   text REFERENCES regions (id),
+    enabled     boolean NOT NULL DEFAULT true,
+    extra       jsonb NOT NULL DEFAULT '{}'
+);
+CREATE INDEX endpoints_service ON endpoints (service_id);
+CREATE INDEX endpoints_region ON endpoints (region_id);
+
+-- OS-EP-FILTER's endpoint groups (api/identity/endpoint_groups.py): filters over endpoints.
+CREATE TABLE endpoint_groups (
+    id           text PRIMARY KEY,
+    name         text NOT NULL,
+    description  text,
+    filters      jsonb NOT NULL DEFAULT '{}'
+);
+
+-- Policy blobs Keystone stores for other services (api/identity/policies.py).
+CREATE TABLE policies (
+    id     text PRIMARY KEY,
+    type   text NOT NULL,
+    blob   text NOT NULL,
+    extra  jsonb NOT NULL DEFAULT '{}'
+);
+
+-- Credentials (api/identity/credentials.py; /credentials and OS-EC2, whose id is the sha256 of
+-- its access key): the blob is kept encrypted (Fernet, a key derived from the token key).
+CREATE TABLE credentials (
+    id              text PRIMARY KEY,
+    user_id         text NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    project_id      text REFERENCES projects (id) ON DELETE CASCADE,
+    type            text NOT NULL,
+    encrypted_blob  text NOT NULL,
+    extra           jsonb NOT NULL DEFAULT '{}'
+);
+CREATE INDEX credentials_user ON credentials (user_id);
+
+-- Trusts (OS-TRUST; api/identity/trusts.py): a trustor lets a trustee act on a project with some
+-- of the trustor's roles (as the trustor when `impersonation`), until `expires_at`, at most
+-- `remaining_uses` times; a trust made with a trust's token (redelegation) goes with it.
+CREATE TABLE trusts (
+    id                    text PRIMARY KEY,
+    trustor_user_id       text NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    trustee_user_id       text NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    project_id            text REFERENCES projects (id) ON DELETE CASCADE,
+    impersonation         boolean NOT NULL,
+    expires_at            timestamptz,
+    remaining_uses        integer CHECK (remaining_uses >= 0),
+    allow_redelegation    boolean NOT NULL DEFAULT false,
+    redelegation_count    integer,
+    redelegated_trust_id  text REFERENCES trusts (id) ON DELETE CASCADE,
+    created_at            timestamptz NOT NULL DEFAULT now(),
+    extra                 jsonb NOT NULL DEFAULT '{}'
+);
+CREATE INDEX trusts_trustor ON trusts (trustor_user_id);
+CREATE INDEX trusts_trustee ON trusts (trustee_user_id);
+
+CREATE TABLE trust_roles (
+    trust_id  text NOT NULL REFERENCES trusts (id) ON DELETE CASCADE,
+    role_id   text NOT NULL REFERENCES roles (id) ON DELETE CASCADE,
+    PRIMARY KEY (trust_id, role_id)
+);
+
+-- Access rules (api/identity/access_rules.py): what a token made from an application credential
+-- may call (service type, method, path pattern). A user's rules are shared by their credentials
+-- and outlive them; a rule still in use cannot be deleted.
+CREATE TABLE access_rules (
+    id       text PRIMARY KEY,
+    user_id  text NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    service  text NOT NULL,
+    path     text NOT NULL,
+    method   text NOT NULL,
+    UNIQUE (user_id, service, path, method)
+);
+
+CREATE TABLE application_credential_access_rules (
+    application_credential_id  text NOT NULL REFERENCES application_credentials (id) ON DELETE CASCADE,
+    access_rule_id             text NOT NULL REFERENCES access_rules (id),
+    PRIMARY KEY (application_credential_id, access_rule_id)
+);
+CREATE INDEX application_credential_access_rules_rule ON application_credential_access_rules (access_rule_id);
+
+-- OAuth1 consumers (api/identity/oauth1.py): only the secret's hash is kept.
+CREATE TABLE oauth_consumers (
+    id           text PRIMARY KEY,
+    description  text,
+    secret_hash  text NOT NULL,
+    extra        jsonb NOT NULL DEFAULT '{}'
+);
+
+-- Domain-specific configuration (api/identity/domain_config.py): Keystone's whitelisted
+-- options of the identity and ldap groups, per domain.
+CREATE TABLE domain_configs (
+    domain_id   text NOT NULL REFERENCES domains (id) ON DELETE CASCADE,
+    group_name  text NOT NULL,
+    option      text NOT NULL,
+    value       jsonb,
+    PRIMARY KEY (domain_id, group_name, option)
 );
 
 -- ============================================================================================

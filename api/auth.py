@@ -1,11 +1,13 @@
 """Tokens, passwords and who is asking.
 
 Tokens are signed, not stored (like Keystone's Fernet tokens): `as1.<payload>.<mac>`, where
-payload is base64url JSON (user, project, roles, expiry, audit id, the application credential it
-was made from if any) and mac is its HMAC-SHA256 under the cluster's `token_key`. Validation
+payload is base64url JSON (user, scope, expiry, audit id, the application credential or trust
+it was made from if any) and mac is its HMAC-SHA256 under the cluster's `token_key`. Validation
 needs no token lookup that a forged token could pass: a bad MAC or a past expiry is refused
-before the database is asked anything; the only query is for revocations (a revoked token, every
-token of a user issued before a change, or a token whose application credential was deleted).
+before the database is asked anything; then one query for revocations (a revoked token, every
+token of a user, a scope, a project or a domain revoked after it was issued, a deleted
+application credential or trust) and one for the roles it holds now (api/effective_roles.py),
+which a token does not carry, as Keystone's do not.
 
 Passwords are stored as scrypt hashes with a per-password salt; hashing runs in a thread.
 """
@@ -17,17 +19,21 @@ import base64
 import dataclasses
 import hashlib
 import hmac
+import re
 import secrets
 import time
 import uuid
 
 import asyncpg
 import msgspec
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from api import effective_roles
+from api import catalog, effective_roles
 from api.errors import Forbidden, Unauthorized
 
 TOKEN_PREFIX = "as1."
+DbConn = asyncpg.Connection | asyncpg.Pool
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 
 
@@ -38,6 +44,18 @@ class AppCredentialRef(msgspec.Struct, frozen=True, array_like=True):
     id: str
     name: str
     unrestricted: bool
+    limited: bool = False  # it has access rules: its tokens may call only what they allow
+
+
+class TrustRef(msgspec.Struct, frozen=True, array_like=True):
+    """The trust (OS-TRUST) a token was made from: it acts for the trustor on the trust's project
+    with the trust's roles (as the trustor when it impersonates, else as the trustee); whether
+    the trust still stands is checked with the revocations."""
+
+    id: str
+    trustor_user_id: str
+    trustee_user_id: str
+    impersonation: bool
 
 
 class TokenPayload(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -59,6 +77,7 @@ class TokenPayload(msgspec.Struct, frozen=True, omit_defaults=True):
     application_credential: AppCredentialRef | None = None
     system: bool = False  # scoped to the system ({"system": {"all": true}})
     domain_id: str | None = None  # scoped to this domain
+    trust: TrustRef | None = None  # scoped to this trust (its project)
 
     @property
     def scoped(self) -> bool:
@@ -97,6 +116,10 @@ class AuthContext:
     @property
     def application_credential(self) -> AppCredentialRef | None:
         return self.payload.application_credential
+
+    @property
+    def trust(self) -> TrustRef | None:
+        return self.payload.trust
 
     @property
     def role_names(self) -> frozenset[str]:
@@ -158,6 +181,11 @@ class TokenCodec:
         self._key = key.encode()
         self.ttl = ttl
 
+    def derive_key(self, purpose: str) -> bytes:
+        """32 bytes for another use of the cluster's secret (e.g. encrypting credential blobs),
+        independent of the token MAC key (HKDF-SHA256 over the token key)."""
+        return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose.encode()).derive(self._key)
+
     def issue(self, *, expires_at: float | None = None, **fields: object) -> tuple[str, TokenPayload]:
         """A new token; `expires_at` caps it (a rescoped token keeps its original expiry)."""
         now = time.time()
@@ -199,13 +227,19 @@ SELECT EXISTS (SELECT 1 FROM token_revocations WHERE audit_id = $1)
     OR EXISTS (SELECT 1 FROM token_revocations
         WHERE domain_id = ANY($7::text[]) AND user_id IS NULL AND revoked_at >= to_timestamp($3))
     OR ($8::text IS NOT NULL AND NOT EXISTS (SELECT 1 FROM application_credentials WHERE id = $8))
+    OR ($9::text IS NOT NULL AND NOT EXISTS (
+        SELECT 1 FROM trusts t JOIN users trustor ON trustor.id = t.trustor_user_id
+        JOIN users trustee ON trustee.id = t.trustee_user_id
+        WHERE t.id = $9 AND trustor.enabled AND trustee.enabled
+        AND (t.expires_at IS NULL OR t.expires_at > now())))
 """
 
 
-async def check_not_revoked(conn: asyncpg.Connection | asyncpg.Pool, payload: TokenPayload) -> None:
+async def check_not_revoked(conn: DbConn, payload: TokenPayload) -> None:
     """Unauthorized for a revoked token (itself, its user's, its user's on its scope, every
     token of its project or domain), or one made from an application credential since deleted
-    (a few index probes in one query)."""
+    or from a trust since deleted or expired, or whose trustor or trustee was disabled (a few
+    index probes in one query)."""
     app_cred = payload.application_credential
     scope_domain = payload.domain_id or payload.project_domain_id
     domains = [d for d in (payload.user_domain_id, scope_domain) if d]
@@ -219,12 +253,13 @@ async def check_not_revoked(conn: asyncpg.Connection | asyncpg.Pool, payload: To
         payload.system,
         domains,
         app_cred.id if app_cred else None,
+        payload.trust.id if payload.trust else None,
     )
     if revoked:
         raise Unauthorized("The token has been revoked.")
 
 
-async def held_roles(conn: asyncpg.Connection | asyncpg.Pool, payload: TokenPayload) -> list[tuple[str, str]]:
+async def held_roles(conn: DbConn, payload: TokenPayload) -> list[tuple[str, str]]:
     """The roles a token holds now (api/effective_roles.py): its user's on its scope, narrowed
     to an application credential's or a trust's; Unauthorized when a scoped token holds none
     any more (its user lost every role there, or its trust or credential is gone)."""
@@ -249,12 +284,55 @@ async def held_roles(conn: asyncpg.Connection | asyncpg.Pool, payload: TokenPayl
     return roles
 
 
+def _pattern(path: str) -> re.Pattern[str]:
+    """An access rule's path as keystonemiddleware reads it: `*` one segment, `**` any number."""
+    parts = re.split(r"(\*\*|\*)", path.rstrip("/") or "/")
+    return re.compile("".join(".*" if p == "**" else "[^/]*" if p == "*" else re.escape(p) for p in parts))
+
+
+def _service_of(path: str) -> tuple[set[str], str]:
+    """The catalog's service types served under the request's path, and the path as the service
+    sees it (below its mount point: `/compute/v2.1/servers` is compute's `/v2.1/servers`)."""
+    types = set()
+    for type_, _, mount in catalog.SERVICES:
+        root = "/" + mount.strip("/").split("/")[0]
+        if path == root or path.startswith(root + "/"):
+            types.add(type_)
+            relative = path[len(root) :] or "/"
+    return (types, relative) if types else (set(), path)
+
+
+async def check_access_rules(conn: DbConn, payload: TokenPayload, method: str, path: str) -> None:
+    """A token made from an application credential with access rules may make only the calls
+    they allow (Unauthorized otherwise), as keystonemiddleware enforces them."""
+    app_cred = payload.application_credential
+    if app_cred is None or not app_cred.limited:
+        return
+    types, relative = _service_of(path)
+    rules = await conn.fetch(
+        "SELECT r.service, r.path, r.method FROM application_credential_access_rules c "
+        "JOIN access_rules r ON r.id = c.access_rule_id WHERE c.application_credential_id = $1",
+        app_cred.id,
+    )
+    for rule in rules:
+        if (
+            rule["service"] in types
+            and rule["method"] == method
+            and _pattern(rule["path"]).fullmatch(relative.rstrip("/") or "/")
+        ):
+            return
+    raise Unauthorized("The request you have made requires authentication.")
+
+
 async def authorize(
-    conn: asyncpg.Connection | asyncpg.Pool, token: str, payload: TokenPayload
+    conn: DbConn, token: str, payload: TokenPayload, method: str | None = None, path: str | None = None
 ) -> AuthContext:
-    """The caller behind a genuine, unexpired token: Unauthorized if it was revoked or holds no
-    role on its scope any more."""
+    """The caller behind a genuine, unexpired token: Unauthorized if it was revoked, holds no
+    role on its scope any more, or (given the request's method and path) its credential's access
+    rules do not allow the call."""
     await check_not_revoked(conn, payload)
+    if method is not None and path is not None:
+        await check_access_rules(conn, payload, method, path)
     return AuthContext(token, payload, tuple(await held_roles(conn, payload)))
 
 

@@ -1,5 +1,5 @@
 """First-run contents of a cloud: roles (and what they imply), the admin project and user (admin
-on it and on the system), the classic flavors.
+on it and on the system), the built-in services of the catalog, the classic flavors.
 
 Idempotent: run on every `actorstack up`; the admin password is (re)set from the environment,
 as `keystone-manage bootstrap` does.
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncpg
 
+from api import catalog
 from api.auth import hash_password, new_id
 
 ADMIN_PROJECT = "admin"
@@ -81,6 +82,12 @@ async def bootstrap(conn: asyncpg.Connection, admin_password: str) -> dict[str, 
             "SELECT $1, true, id FROM roles WHERE name = 'admin' AND domain_id IS NULL "
             "ON CONFLICT DO NOTHING",
             user_id,
+        )
+        # The cloud's own services, built into the catalog (api/identity/catalog.py).
+        await conn.executemany(
+            "INSERT INTO services (id, type, name, built_in) VALUES ($1, $2, $3, true) ON CONFLICT DO "
+            "NOTHING",
+            [(s["id"], s["type"], s["name"]) for s in catalog.services("")],
         )
         for name, (ram, vcpus, disk) in FLAVORS.items():
             await conn.execute(

@@ -22,6 +22,7 @@ from api import effective_roles
 from api.auth import AppCredentialRef, AuthContext, check_password, hash_password, new_id
 from api.context import caller, ctx, json_body, json_response
 from api.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
+from api.identity import access_rules
 from api.identity import validate as v
 from api.identity.views import app_credential_view, find_domain, links
 
@@ -142,9 +143,10 @@ async def create(request: web.Request) -> web.Response:
     secret = v.text(data, "secret", max_len=4096) or secrets.token_urlsafe(64)
     unrestricted = bool(v.flag(data, "unrestricted"))
     refs = _role_refs(data)
-    if data.get("access_rules"):  # refused, not ignored: ignoring them would grant more than asked
-        raise BadRequest("Invalid input for field 'access_rules': access rules are not supported")
+    rules = access_rules.parse(data.get("access_rules"))
     require_unrestricted(me)
+    if me.trust is not None:
+        raise _forbidden("Using a trust-scoped token to create application credentials")
     project_id = me.require_project()
     expires_at = _expires_at(data)
     context = ctx(request)
@@ -174,7 +176,10 @@ async def create(request: web.Request) -> web.Response:
             [(row["id"], rid) for rid in role_ids],
         )
         roles = (await _roles_of(conn, [row["id"]]))[row["id"]]
-    view = app_credential_view(row, roles, context.base_url)
+        attached = await access_rules.attach(conn, user_id, row["id"], rules or [])
+    view = app_credential_view(
+        row, roles, context.base_url, access_rules=[access_rules.rule_view(r) for r in attached]
+    )
     view["secret"] = secret  # the only time it is shown
     return json_response({"application_credential": view}, status=201)
 
@@ -193,10 +198,12 @@ async def list_(request: web.Request) -> web.Response:
             request.query.get("name"),
         )
         roles = await _roles_of(conn, [r["id"] for r in rows])
+        rules = await access_rules.of_credentials(conn, [r["id"] for r in rows])
     return json_response(
         {
             "application_credentials": [
-                app_credential_view(r, roles[r["id"]], context.base_url) for r in rows
+                app_credential_view(r, roles[r["id"]], context.base_url, access_rules=rules[r["id"]])
+                for r in rows
             ],
             "links": links(context.base_url, f"users/{user_id}/application_credentials"),
         }
@@ -221,7 +228,8 @@ async def get(request: web.Request) -> web.Response:
     async with context.pool.acquire() as conn:
         row = await _own_or_404(conn, request, "identity:get_application_credential")
         roles = (await _roles_of(conn, [row["id"]]))[row["id"]]
-    view = app_credential_view(row, roles, context.base_url, detail=True)
+        rules = (await access_rules.of_credentials(conn, [row["id"]]))[row["id"]]
+    view = app_credential_view(row, roles, context.base_url, access_rules=rules, detail=True)
     return json_response({"application_credential": view})
 
 
@@ -284,9 +292,19 @@ async def grant_of(conn: Any, row: asyncpg.Record) -> Grant:
     if expires_at is not None and expires_at <= datetime.datetime.now(datetime.UTC):
         raise _unauthorized()
     user = await conn.fetchrow("SELECT * FROM users WHERE id = $1", row["user_id"])
-    project = await conn.fetchrow("SELECT * FROM projects WHERE id = $1", row["project_id"])
+    project = await conn.fetchrow(
+        "SELECT p.* FROM projects p JOIN domains d ON d.id = p.domain_id WHERE p.id = $1 AND d.enabled",
+        row["project_id"],
+    )
     if user is None or not user["enabled"] or project is None or not project["enabled"]:
         raise _unauthorized()
+    limited = bool(
+        await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM application_credential_access_rules WHERE "
+            "application_credential_id = $1)",
+            row["id"],
+        )
+    )
     delegated = [r["id"] for r in (await _roles_of(conn, [row["id"]]))[row["id"]]]
     roles = effective_roles.delegated(
         await effective_roles.on_project(conn, user["id"], project["id"]), delegated
@@ -297,7 +315,9 @@ async def grant_of(conn: Any, row: asyncpg.Record) -> Grant:
         user=user,
         project=project,
         roles=roles,
-        ref=AppCredentialRef(id=row["id"], name=row["name"], unrestricted=row["unrestricted"]),
+        ref=AppCredentialRef(
+            id=row["id"], name=row["name"], unrestricted=row["unrestricted"], limited=limited
+        ),
         expires_at=expires_at.timestamp() if expires_at is not None else None,
     )
 

@@ -21,13 +21,14 @@ from api.auth import (
     AppCredentialRef,
     TokenCodec,
     TokenPayload,
+    TrustRef,
     authorize,
     check_not_revoked,
     check_password,
 )
 from api.context import caller, ctx, json_body, json_response, public
 from api.errors import BadRequest, Forbidden, NotFound, Unauthorized
-from api.identity import app_credentials, catalog
+from api.identity import app_credentials, catalog, trusts
 from api.identity.views import domain_names, domain_view, find_domain, links, project_view
 from api.times import iso_micro
 
@@ -71,6 +72,8 @@ async def token_body(
         token["roles"] = [{"id": rid, "name": name} for rid, name in roles]
         if with_catalog:
             token["catalog"] = await catalog.for_token(conn, base_url, payload.project_id)
+    if payload.trust is not None:
+        token["OS-TRUST:trust"] = trusts.token_view(payload.trust)
     app_cred = payload.application_credential
     if app_cred is not None:
         token["application_credential"] = {
@@ -131,6 +134,7 @@ class Scope:
     project: asyncpg.Record | None = None
     domain: asyncpg.Record | None = None
     system: bool = False
+    trust: asyncpg.Record | None = None
 
     @property
     def kwargs(self) -> dict[str, Any]:
@@ -169,7 +173,7 @@ async def _scope_of(conn: Any, scope: Any) -> Scope | None:
     if scope is None or scope == "unscoped":
         return None
     if not isinstance(scope, dict) or len(scope) != 1:
-        raise BadRequest("A scope names exactly one of project, domain or system.")
+        raise BadRequest("A scope names exactly one of project, domain, system or OS-TRUST:trust.")
     ((kind, ref),) = scope.items()
     if kind == "project":
         project = await _named(conn, "projects", ref, "project")
@@ -187,6 +191,8 @@ async def _scope_of(conn: Any, scope: Any) -> Scope | None:
         if ref != {"all": True}:
             raise BadRequest("Invalid system scope: {'all': true} was expected.")
         return Scope(system=True)
+    if kind == "OS-TRUST:trust":
+        return Scope(trust=await trusts.for_scope(conn, ref))
     raise BadRequest(f"Invalid scope: {kind}.")
 
 
@@ -226,6 +232,7 @@ class _Grant:
     methods: tuple[str, ...]
     expires_at: float | None = None  # a cap: the token's own TTL applies below it
     app_cred: AppCredentialRef | None = None
+    trust: TrustRef | None = None
 
 
 async def _app_credential_grant(conn: Any, auth: dict[str, Any], identity: dict[str, Any]) -> _Grant:
@@ -253,6 +260,10 @@ async def _from_token(conn: Any, tokens: TokenCodec, identity: dict[str, Any]) -
         raise BadRequest("Expecting to find id in token.")
     old = tokens.verify(ref["id"])
     await check_not_revoked(conn, old)
+    if old.trust is not None:
+        raise Forbidden(
+            "You are not authorized to perform the requested action: a trust-scoped token cannot be rescoped."
+        )
     return old
 
 
@@ -261,6 +272,13 @@ async def _scoped_grant(
 ) -> _Grant:
     if scope is None:
         return _Grant(user, None, [], methods, cap)
+    if scope.trust is not None:
+        by_trust = await trusts.grant(conn, user, scope.trust)
+        caps = [c for c in (cap, by_trust.expires_at) if c is not None]
+        cap = min(caps) if caps else None
+        return _Grant(
+            by_trust.user, Scope(project=by_trust.project), by_trust.roles, methods, cap, trust=by_trust.ref
+        )
     roles = await effective_roles.on_scope(conn, user["id"], **scope.kwargs)
     if not roles:
         raise _no_access(user["id"], scope)
@@ -342,6 +360,7 @@ async def issue(request: web.Request) -> web.Response:
             methods=grant.methods,
             expires_at=grant.expires_at,
             application_credential=grant.app_cred,
+            trust=grant.trust,
         )
         body = await token_body(
             conn, payload, grant.roles, context.base_url, with_catalog="nocatalog" not in request.query

@@ -318,7 +318,8 @@ async def test_bad_requests_change_nothing(cloud: Cloud, owner: Credentials) -> 
         ({"expires_at": "next tuesday"}, 400),
         ({"expires_at": past}, 400),
         ({"unrestricted": "yes"}, 400),
-        ({"access_rules": [{"service": "compute", "path": "/servers", "method": "GET"}]}, 400),
+        ({"access_rules": [{"service": "compute", "path": "/servers", "method": "FETCH"}]}, 400),
+        ({"access_rules": [{"service": "compute", "path": "servers", "method": "GET"}]}, 400),
     ):
         status, data = await _create(cloud, owner, **fields)
         assert status == expected, (fields, data)
