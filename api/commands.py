@@ -372,7 +372,8 @@ class Executor:
                 )
             ids["project_id"] = urllib.parse.quote(token.project_id, safe="")
         url = self.base + op.path.format(**ids)
-        headers = {"X-Auth-Token": token.token}
+        # JSON errors: Glance's take the type a client accepts (webob's pages).
+        headers = {"X-Auth-Token": token.token, "Accept": "application/json"}
         if command.idempotency_key is not None:
             headers["Idempotency-Key"] = command.idempotency_key
         if command.microversion is not None and op.service == "compute":

@@ -3,6 +3,7 @@ shape each OpenStack service uses (clients parse these bodies to show the messag
 
 from __future__ import annotations
 
+import html
 import json
 
 import asyncpg
@@ -141,6 +142,61 @@ def service_of(path: str) -> str:
     return "identity"
 
 
+def webob_media_type(accept: str | None) -> str:
+    """The type webob's error pages (Glance's errors) take for this Accept header: the first of
+    text/html and application/json by quality (the most specific matching range decides an
+    offer's), text/plain when neither is acceptable (an empty or absent header). An invalid
+    header accepts both, as webob reads it."""
+    if accept is None:
+        return "application/json"  # not asked through HTTP: the JSON shape
+    ranges: list[tuple[str, str, float]] = []
+    try:
+        for part in accept.split(","):
+            media, *params = (p.strip() for p in part.split(";"))
+            if not media:
+                continue
+            kind, slash, subtype = media.lower().partition("/")
+            quality = 1.0
+            for param in params:
+                name, _, value = param.partition("=")
+                if name.strip().lower() == "q":
+                    quality = float(value)
+            if not slash or not kind or not subtype or not 0 <= quality <= 1:
+                raise ValueError(media)
+            ranges.append((kind, subtype, quality))
+    except ValueError:
+        return "text/html"
+    best, best_quality = "text/plain", 0.0
+    for offer in ("text/html", "application/json"):
+        kind, _, subtype = offer.partition("/")
+        matching = [
+            (2 if (k, s) == (kind, subtype) else 1 if k == kind and s == "*" else 0, q)
+            for k, s, q in ranges
+            if (k, s) in ((kind, subtype), (kind, "*"), ("*", "*"))
+        ]
+        quality = max(matching)[1] if matching else 0.0
+        if quality > best_quality:
+            best, best_quality = offer, quality
+    return best
+
+
+def _image_error(status: int, title: str, message: str, accept: str | None) -> tuple[str, str]:
+    """(body, media type) of Glance's error: webob's page for the Accept header. The HTML page
+    is what python-glanceclient reads the message from when it asks with Accept: */*."""
+    media = webob_media_type(accept)
+    if media == "text/html":
+        body = (
+            f"<html>\n <head>\n  <title>{status} {title}</title>\n </head>\n <body>\n"
+            f"  <h1>{status} {title}</h1>\n  {html.escape(message, quote=False)}<br /><br />\n\n\n\n"
+            " </body>\n</html>"
+        )
+    elif media == "text/plain":
+        body = f"{status} {title}\n\n{message}\n\n\n\n\n"
+    else:
+        body = json.dumps({"message": message, "code": f"{status} {title}", "title": title})
+    return body, media
+
+
 def render(
     service: str,
     status: int,
@@ -148,17 +204,20 @@ def render(
     message: str,
     headers: dict[str, str] | None = None,
     kind: str | None = None,
+    accept: str | None = None,
 ) -> web.Response:
     """The error response in the service's shape; `kind` is only used where the shape has a
-    place for it (Neutron's "type")."""
+    place for it (Neutron's "type"), `accept` (the request's Accept header, "" when it has
+    none) where the service negotiates its error's type (Glance)."""
     body: object
+    if service == "image":
+        text, media = _image_error(status, title, message, accept)
+        return web.Response(status=status, text=text, content_type=media, headers=headers or {})
     if service in ("compute", "volume"):
         body = {_COMPUTE_FAULTS.get(status, "computeFault"): {"code": status, "message": message}}
     elif service == "network":
         neutron_type = kind or _NEUTRON_TYPES.get(status, "InternalError")
         body = {"NeutronError": {"type": neutron_type, "message": message, "detail": ""}}
-    elif service == "image":
-        body = {"message": message, "code": f"{status} {title}", "title": title}
     else:
         body = {"error": {"code": status, "title": title, "message": message}}
     return web.Response(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 import uuid
@@ -63,15 +64,16 @@ async def request_id(request: web.Request, handler: Handler) -> web.StreamRespon
 async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every error in its service's shape; never a traceback in a response."""
     service = service_of(request.path)
+    # Glance's errors take the type the client accepts (webob's pages); "" when none is said.
+    answer = functools.partial(render, service, accept=request.headers.get("Accept", ""))
     try:
         return await handler(request)
     except ApiError as exc:
-        return render(service, exc.status, exc.title, exc.message, exc.headers, kind=exc.kind)
+        return answer(exc.status, exc.title, exc.message, exc.headers, kind=exc.kind)
     except UNSTORABLE_TEXT:
         # A NUL (or a byte sequence PostgreSQL cannot hold) in a path, query or body string
         # reached a query: the caller's input, not our fault, and nothing was stored.
-        return render(
-            service,
+        return answer(
             400,
             "Bad Request",
             "Invalid input: a string holds a character that cannot be stored (NUL, \\u0000).",
@@ -91,14 +93,13 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         headers = {
             k: v for k, v in exc.headers.items() if k.lower() not in ("content-type", "content-length")
         }
-        return render(service, status, _HTTP_TITLES.get(status, exc.reason), message, headers)
+        return answer(status, _HTTP_TITLES.get(status, exc.reason), message, headers)
     except Exception as exc:
         if database_away(exc):
             log.warning("database unavailable", method=request.method, path=request.path, error=repr(exc))
-            return render(service, 503, "Service Unavailable", UNAVAILABLE_MESSAGE, {"Retry-After": "1"})
+            return answer(503, "Service Unavailable", UNAVAILABLE_MESSAGE, {"Retry-After": "1"})
         log.exception("unhandled error", method=request.method, path=request.path)
-        return render(
-            service,
+        return answer(
             500,
             "Internal Server Error",
             "The server has either erred or is incapable of performing the requested operation.",

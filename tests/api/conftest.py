@@ -132,7 +132,7 @@ class Cloud:
         **kwargs: Any,
     ) -> tuple[int, Any, dict[str, str]]:
         """A raw request: (status, parsed JSON or text, headers)."""
-        headers = dict(kwargs.pop("headers", {}))
+        headers = {"Accept": "application/json", **kwargs.pop("headers", {})}  # Glance's errors as JSON
         if token is None and who is not False:
             token = await self.token(who)
         if token:

@@ -22,6 +22,14 @@ from tests.conftest import RUN_PREFIX, separate_services
 TIMEOUT = 30.0  # seconds for one HTTP request to the cloud
 
 
+def _json_session() -> requests.Session:
+    """A session that asks for JSON, as OpenStack's SDKs do (Glance's errors take the type the
+    client accepts: HTML for */*)."""
+    session = requests.Session()
+    session.headers["Accept"] = "application/json"
+    return session
+
+
 @dataclasses.dataclass
 class World:
     """The fuzzed cloud, its admin's token and the member (of a project of its own) that fuzzes."""
@@ -31,7 +39,7 @@ class World:
     database_url: str
     ids: dict[str, list[str]] = dataclasses.field(default_factory=dict)  # path parameter -> real values
     admin_project_id: str = ""
-    session: requests.Session = dataclasses.field(default_factory=requests.Session)
+    session: requests.Session = dataclasses.field(default_factory=_json_session)
 
     def token(self, who: Credentials) -> str:
         body = {
