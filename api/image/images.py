@@ -1,5 +1,5 @@
 """/image/v2/images: image records — create, list, show, JSON-patch update, delete — with their
-tags and the admin's deactivate/reactivate actions. Data upload and download are in
+tags and the deactivate/reactivate actions. Data upload and download are in
 `api/image/data.py`, sharing in `api/image/members.py`.
 
 Every change to an image row happens in one transaction that first locks the row (SELECT …
@@ -219,13 +219,14 @@ async def delete_tag(request: web.Request) -> web.Response:
 
 
 async def _set_activation(request: web.Request, *, action: str, source: str, target: str) -> web.Response:
-    """Deactivate (active → deactivated) or reactivate (the reverse); idempotent, admin only."""
+    """Deactivate (active → deactivated) or reactivate (the reverse); idempotent. Glance's default
+    policy: an admin, or a member of the image's owner project (a project the image is shared
+    with may see it but gets 403)."""
     me = caller(request)
     image_id = request.match_info["image_id"]
     async with ctx(request).pool.acquire() as conn, conn.transaction():
         row = await access.visible_image(conn, me, image_id, for_update=True)
-        if not me.is_admin:
-            raise access.forbidden(action)
+        access.require_modify(me, row, action)
         if row["status"] == source:
             await conn.execute(
                 "UPDATE images SET status = $2, updated_at = now() WHERE id = $1", image_id, target
@@ -249,6 +250,7 @@ async def reactivate(request: web.Request) -> web.Response:
 
 def setup(app: web.Application) -> None:
     r = app.router
+    list_images.query_parameters = query.PARAMETERS  # for /openapi.json
     r.add_get("/image/v2/images", list_images)
     r.add_post("/image/v2/images", create_image)
     r.add_get("/image/v2/images/{image_id}", get_image)

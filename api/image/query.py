@@ -9,9 +9,10 @@ follows that order.
 Filters are Glance's: visibility (community images only when asked for, or one's own),
 member_status (for images shared with the caller; default accepted), os_hidden (default
 false), tag (repeatable, all must match), name/id/status/disk_format/container_format (also
-`in:a,b`), owner, checksum, os_hash_value, protected, size_min/size_max, created_at/updated_at
-with an operator (`gte:2024-01-01T00:00:00Z`); any other parameter filters on the extra
-property of that name.
+`in:a,b`), owner, checksum, os_hash_algo, os_hash_value, protected, created_at/updated_at
+with an operator (`gte:2024-01-01T00:00:00Z`), the integer columns (size, virtual_size,
+min_disk, min_ram) on equality and as <column>_min/_max ranges; any other parameter filters on
+the extra property of that name. A malformed or out-of-range value is a 400, never a 500.
 """
 
 from __future__ import annotations
@@ -32,7 +33,15 @@ from api.sql import Sql
 SORT_KEYS = ("name", "status", "container_format", "disk_format", "size", "id", "created_at", "updated_at")
 DEFAULT_LIMIT, MAX_LIMIT = 25, 1000
 _IN_FILTERS = ("id", "name", "status", "container_format", "disk_format")
-_EQUAL_FILTERS = ("owner", "checksum", "os_hash_value")
+_EQUAL_FILTERS = ("owner", "checksum", "os_hash_algo", "os_hash_value")
+# The image's integer columns, filtered on equality and, as <name>_min and <name>_max, on a range;
+# a value must fit the column (bigint or integer), as PostgreSQL would otherwise refuse it.
+_INTEGER_FILTERS = {"size": 2**63, "virtual_size": 2**63, "min_disk": 2**31, "min_ram": 2**31}
+_RANGE_FILTERS = {
+    f"{key}_{end}": (key, ">=" if end == "min" else "<=")
+    for key in _INTEGER_FILTERS
+    for end in ("min", "max")
+}
 _TIME_FILTERS = ("created_at", "updated_at")
 _TIME_OPERATORS = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<=", "eq": "=", "neq": "<>"}
 _NOT_PROPERTIES = frozenset(
@@ -47,10 +56,11 @@ _NOT_PROPERTIES = frozenset(
         "visibility",
         "os_hidden",
         "protected",
-        "size_min",
-        "size_max",
+        "deleted",  # Glance always lists the images that are not deleted
         *_IN_FILTERS,
         *_EQUAL_FILTERS,
+        *_INTEGER_FILTERS,
+        *_RANGE_FILTERS,
         *_TIME_FILTERS,
     }
 )
@@ -121,7 +131,7 @@ def add_filters(sql: Sql, query: Any, me: AuthContext) -> None:
     if member_status not in (*MEMBER_STATUSES, "all"):
         raise BadRequest(f"Invalid status: {member_status}")
     visibility = query.get("visibility")
-    if visibility is not None and visibility not in (*VISIBILITIES, "all"):
+    if visibility and visibility not in (*VISIBILITIES, "all"):
         raise BadRequest(f"Invalid visibility value: {visibility}")
     if "changes-since" in query:
         raise BadRequest('The "changes-since" filter is no longer available on v2.')
@@ -136,13 +146,14 @@ def add_filters(sql: Sql, query: Any, me: AuthContext) -> None:
 
 def _add_visibility(sql: Sql, me: AuthContext, member_status: str, visibility: str | None) -> None:
     """The images the caller may see (shared ones by their membership's status), of the
-    visibility asked for; community images only when asked for or owned."""
-    project = sql.arg(me.project_id)
+    visibility asked for; community images only when asked for or owned. (Each placeholder is
+    made only where its condition uses it: PostgreSQL cannot type an unused parameter.)"""
     if not me.is_admin:
+        project = sql.arg(me.project_id)
         status = None if member_status == "all" else sql.arg(member_status)
         sql.where(visible_sql(project, status))
     if visibility is None:
-        sql.where(f"(i.visibility <> 'community' OR i.owner = {project})")
+        sql.where(f"(i.visibility <> 'community' OR i.owner IS NOT DISTINCT FROM {sql.arg(me.project_id)})")
     elif visibility != "all":
         sql.where(f"i.visibility = {sql.arg(visibility)}")
 
@@ -156,24 +167,32 @@ def _add_flag_and_tag_filters(sql: Sql, query: Any) -> None:
 
 
 def _add_column_filters(sql: Sql, query: Any) -> None:
-    """Equality on a column, or membership for Glance's `in:a,b` lists."""
+    """Equality on a column, or membership for Glance's `in:a,b` lists (`eq:` and `in:` are the
+    operators these take; a value with another `word:` in front is refused, as Glance does)."""
     for key in _IN_FILTERS:
         if key in query:
-            value = query[key]
-            if value.startswith("in:"):
-                sql.where(f"i.{key} = ANY({sql.arg(_split_list(value[3:]))}::text[])")
-            else:
+            op, value = _split_op(query[key])
+            if op == "in":
+                sql.where(f"i.{key} = ANY({sql.arg(_split_list(value))}::text[])")
+            elif op == "eq":
                 sql.where(f"i.{key} = {sql.arg(value)}")
+            else:
+                raise BadRequest(f"Unable to filter by unknown operator '{op}'.")
     for key in _EQUAL_FILTERS:
         if key in query:
             sql.where(f"i.{key} = {sql.arg(query[key])}")
+    for key, bound in _INTEGER_FILTERS.items():
+        if key in query:
+            sql.where(f"i.{key} = {sql.arg(_integer(query, key, bound))}")
 
 
 def _add_range_filters(sql: Sql, query: Any) -> None:
-    """size_min/size_max, and the time filters with their operators (gt:, lte:, ...)."""
-    for key, op in (("size_min", ">="), ("size_max", "<=")):
+    """<integer column>_min/_max, and the time filters with their operators (gt:, lte:, ...)."""
+    for key, (column, op) in _RANGE_FILTERS.items():
         if key in query:
-            sql.where(f"i.size {op} {sql.arg(_integer(query, key))}")
+            sql.where(
+                f"i.{column} {op} {sql.arg(_integer(query, key, _INTEGER_FILTERS[column], ranged=True))}"
+            )
     for key in _TIME_FILTERS:
         if key in query:
             op, moment = _time_filter(key, query[key])
@@ -206,11 +225,34 @@ def _flag(query: Mapping[str, str], key: str, *, default: bool) -> bool:
     return raw.lower() == "true"
 
 
-def _integer(query: Mapping[str, str], key: str) -> int:
+def _integer(query: Mapping[str, str], key: str, bound: int, *, ranged: bool = False) -> int:
+    """The filter's integer, within the column's range (-bound, bound); 400 otherwise."""
+    raw = query[key]
     try:
-        return int(query[key])
+        value = int(raw)
     except ValueError:
-        raise BadRequest(f"Invalid value for {key}: {query[key]!r} is not an integer.") from None
+        if ranged:
+            raise BadRequest("Unable to filter on a range with a non-numeric value.") from None
+        raise BadRequest(f"Invalid value '{raw}' for parameter '{key}': an integer is expected.") from None
+    if not -bound <= value < bound:
+        raise BadRequest(f"Invalid value '{raw}' for parameter '{key}': out of range.")
+    return value
+
+
+def _split_op(raw: str) -> tuple[str, str]:
+    """Glance's split_filter_op: `op:value`, or eq for a plain value or an ISO 8601 time."""
+    op, sep, value = raw.partition(":")
+    if not sep or _iso_time(raw) is not None:
+        return "eq", raw
+    return op, value
+
+
+def _iso_time(raw: str) -> datetime.datetime | None:
+    try:
+        moment = datetime.datetime.fromisoformat(raw.replace("Z", "+00:00") if raw.endswith("Z") else raw)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=datetime.UTC)
 
 
 def _split_list(raw: str) -> list[str]:
@@ -219,13 +261,66 @@ def _split_list(raw: str) -> list[str]:
 
 
 def _time_filter(key: str, raw: str) -> tuple[str, datetime.datetime]:
-    op_name, sep, value = raw.partition(":")
-    if not sep or op_name not in _TIME_OPERATORS:
-        op_name, value = "eq", raw
-    try:
-        moment = datetime.datetime.fromisoformat(value)
-    except ValueError:
-        raise BadRequest(f"Invalid value for {key}: {raw!r}; expected [operator:]ISO-8601 time.") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=datetime.UTC)
-    return _TIME_OPERATORS[op_name], moment
+    op, value = _split_op(raw)
+    if op not in _TIME_OPERATORS:
+        raise BadRequest("Unable to filter using the specified operator.")
+    moment = _iso_time(value)
+    if moment is None:
+        raise BadRequest(f'Bad "{key}" query filter format. Use ISO 8601 DateTime notation.')
+    return _TIME_OPERATORS[op], moment
+
+
+def param(name: str, schema: dict[str, Any], description: str, *, repeated: bool = False) -> dict[str, Any]:
+    """One query parameter as /openapi.json describes it (api/openapi.py reads `query_parameters`)."""
+    if repeated:
+        schema = {"type": "array", "items": schema}
+    parameter = {"name": name, "in": "query", "required": False, "description": description, "schema": schema}
+    if repeated:
+        parameter.update(style="form", explode=True)
+    return parameter
+
+
+def paging_parameters(sort_keys: tuple[str, ...] | list[str], marker: str) -> list[dict[str, Any]]:
+    """limit, marker, sort_key and sort_dir, as Glance's lists take them."""
+    return [
+        param("limit", {"type": "integer", "minimum": 0}, f"At most this many (up to {MAX_LIMIT})"),
+        param("marker", {"type": "string"}, marker),
+        param("sort_key", {"type": "string", "enum": list(sort_keys)}, "Sort by this attribute"),
+        param("sort_dir", {"type": "string", "enum": ["asc", "desc"]}, "Sort direction (default desc)"),
+    ]
+
+
+def _integer_schema(bound: int) -> dict[str, Any]:
+    return {"type": "integer", "minimum": -bound, "maximum": bound - 1}
+
+
+PARAMETERS: list[dict[str, Any]] = [
+    *(
+        p
+        if p["name"] not in ("sort_key", "sort_dir")
+        else {**p, "schema": {"type": "array", "items": p["schema"]}}
+        for p in paging_parameters(SORT_KEYS, "The id of the last image of the previous page")
+    ),
+    param("sort", {"type": "string"}, "key[:asc|desc],... (instead of sort_key and sort_dir)"),
+    param(
+        "member_status", {"type": "string", "enum": [*MEMBER_STATUSES, "all"]}, "Shared images by membership"
+    ),
+    param("visibility", {"type": "string", "enum": [*VISIBILITIES, "all"]}, "Only images of this visibility"),
+    param("os_hidden", {"type": "boolean"}, "Hidden images instead of the others"),
+    param("protected", {"type": "boolean"}, "Only (un)protected images"),
+    param("tag", {"type": "string"}, "Images with every one of these tags", repeated=True),
+    *(param(key, {"type": "string"}, f"{key}, or in:a,b,... for any of several") for key in _IN_FILTERS),
+    *(param(key, {"type": "string"}, f"Images whose {key} is this") for key in _EQUAL_FILTERS),
+    *(
+        param(key, _integer_schema(bound), f"Images whose {key} is this")
+        for key, bound in _INTEGER_FILTERS.items()
+    ),
+    *(
+        param(key, _integer_schema(_INTEGER_FILTERS[column]), f"{column} {op} this")
+        for key, (column, op) in _RANGE_FILTERS.items()
+    ),
+    *(
+        param(key, {"type": "string"}, f"[gt|gte|lt|lte|eq|neq:]ISO 8601 time: compare the {key}")
+        for key in _TIME_FILTERS
+    ),
+]

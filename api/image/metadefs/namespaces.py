@@ -17,7 +17,7 @@ from aiohttp import web
 from api.auth import AuthContext
 from api.context import caller, ctx, json_body, json_response
 from api.errors import BadRequest, Conflict
-from api.image import validation
+from api.image import query, validation
 from api.image.metadefs import access, objects, properties, resource_types, schemas, tags
 from api.image.metadefs.views import association_view, namespace_view, object_view, properties_map
 from api.sql import Sql
@@ -250,6 +250,14 @@ async def list_namespaces(request: web.Request) -> web.Response:
 
 def setup(app: web.Application) -> None:
     r = app.router
+    list_namespaces.query_parameters = [  # for /openapi.json
+        *query.paging_parameters(list(SORT_KEYS), "The name of the last namespace of the previous page"),
+        query.param("visibility", {"type": "string", "enum": ["public", "private"]}, "Only this visibility"),
+        query.param("resource_types", {"type": "string"}, "Namespaces for any of these (comma-separated)"),
+    ]
+    get_namespace.query_parameters = [
+        query.param("resource_type", {"type": "string"}, "Property names with this type's prefix")
+    ]
     r.add_get("/image/v2/metadefs/namespaces", list_namespaces)
     r.add_post("/image/v2/metadefs/namespaces", create_namespace)
     r.add_get("/image/v2/metadefs/namespaces/{namespace}", get_namespace)

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from api.context import caller, ctx, json_body, json_response
 from api.errors import Conflict, NotFound
-from api.image import validation
+from api.image import query, validation
 from api.image.metadefs import access, schemas
 from api.image.metadefs.resource_types import associations
 from api.image.metadefs.views import properties_map, property_view
@@ -167,6 +167,9 @@ def setup(app: web.Application) -> None:
     r.add_get(base, list_properties)
     r.add_post(base, create_property)
     r.add_delete(base, delete_all_properties)
+    get_property.query_parameters = [  # for /openapi.json
+        query.param("resource_type", {"type": "string"}, "The name carries this type's prefix")
+    ]
     r.add_get(base + "/{property_name}", get_property)
     r.add_put(base + "/{property_name}", update_property)
     r.add_delete(base + "/{property_name}", delete_property)

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from api.context import caller, ctx, json_body, json_response
 from api.errors import BadRequest, Conflict, NotFound
-from api.image import validation
+from api.image import query, validation
 from api.image.metadefs import access, schemas
 from api.image.metadefs.views import tag_view
 
@@ -209,6 +209,9 @@ async def delete_tag(request: web.Request) -> web.Response:
 def setup(app: web.Application) -> None:
     r = app.router
     base = "/image/v2/metadefs/namespaces/{namespace}/tags"
+    list_tags.query_parameters = query.paging_parameters(  # for /openapi.json
+        SORT_KEYS, "The name of the last tag of the previous page"
+    )
     r.add_get(base, list_tags)
     r.add_post(base, create_tags)
     r.add_delete(base, delete_all_tags)
