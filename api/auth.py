@@ -23,6 +23,7 @@ import re
 import secrets
 import time
 import uuid
+from typing import Any
 
 import asyncpg
 import msgspec
@@ -240,48 +241,8 @@ async def check_not_revoked(conn: DbConn, payload: TokenPayload) -> None:
     token of its project or domain), or one made from an application credential since deleted
     or from a trust since deleted or expired, or whose trustor or trustee was disabled (a few
     index probes in one query)."""
-    app_cred = payload.application_credential
-    scope_domain = payload.domain_id or payload.project_domain_id
-    domains = [d for d in (payload.user_domain_id, scope_domain) if d]
-    revoked = await conn.fetchval(
-        _REVOKED,
-        payload.audit_id,
-        payload.user_id,
-        payload.issued_at,
-        payload.project_id,
-        scope_domain,
-        payload.system,
-        domains,
-        app_cred.id if app_cred else None,
-        payload.trust.id if payload.trust else None,
-    )
-    if revoked:
+    if await conn.fetchval(_REVOKED, *_revocation_args(payload)):
         raise Unauthorized("The token has been revoked.")
-
-
-async def held_roles(conn: DbConn, payload: TokenPayload) -> list[tuple[str, str]]:
-    """The roles a token holds now (api/effective_roles.py): its user's on its scope, narrowed
-    to an application credential's or a trust's; Unauthorized when a scoped token holds none
-    any more (its user lost every role there, or its trust or credential is gone)."""
-    if not payload.scoped:
-        return []
-    app_cred = payload.application_credential
-    roles = await effective_roles.on_scope(
-        conn,
-        payload.user_id,
-        project_id=payload.project_id,
-        domain_id=payload.domain_id,
-        system=payload.system,
-    )
-    if app_cred is not None:
-        ids = await conn.fetch(
-            "SELECT role_id FROM application_credential_roles WHERE application_credential_id = $1",
-            app_cred.id,
-        )
-        roles = effective_roles.delegated(roles, [r["role_id"] for r in ids])
-    if not roles:
-        raise Unauthorized("The request you have made requires authentication.")
-    return roles
 
 
 def _pattern(path: str) -> re.Pattern[str]:
@@ -324,16 +285,74 @@ async def check_access_rules(conn: DbConn, payload: TokenPayload, method: str, p
     raise Unauthorized("The request you have made requires authentication.")
 
 
+def _revocation_args(payload: TokenPayload) -> list[Any]:
+    """The arguments of _REVOKED ($1 to $9) for a token."""
+    app_cred, trust = payload.application_credential, payload.trust
+    scope_domain = payload.domain_id or payload.project_domain_id
+    return [
+        payload.audit_id,
+        payload.user_id,
+        payload.issued_at,
+        payload.project_id,
+        scope_domain,
+        payload.system,
+        [d for d in (payload.user_domain_id, scope_domain) if d],
+        app_cred.id if app_cred else None,
+        trust.id if trust else None,
+    ]
+
+
+def _authorization(payload: TokenPayload) -> tuple[str, list[Any]]:
+    """One query for whether the token still stands and which roles it holds now: its user's (a
+    trust's trustor's) on its scope, narrowed to the trust's or the application credential's."""
+    app_cred, trust = payload.application_credential, payload.trust
+    args = _revocation_args(payload)
+    if not payload.scoped:
+        return f"SELECT ({_REVOKED}) AS revoked, NULL::json AS roles", args
+    args.append(trust.trustor_user_id if trust is not None else payload.user_id)
+    target = payload.project_id or payload.domain_id
+    if target is not None:
+        args.append(target)
+    roles = effective_roles.scope_sql(
+        project=payload.project_id is not None,
+        domain=payload.domain_id is not None,
+        system=payload.system,
+        user="$10",
+        target="$11",
+    )
+    narrowed = ""
+    if trust is not None:
+        narrowed = "WHERE r.id IN (SELECT role_id FROM trust_roles WHERE trust_id = $9)"
+    elif app_cred is not None:
+        narrowed = (
+            "WHERE r.id IN (SELECT role_id FROM application_credential_roles "
+            "WHERE application_credential_id = $8)"
+        )
+    held = (
+        "SELECT coalesce(json_agg(json_build_array(r.id, r.name) ORDER BY r.name), '[]'::json) "
+        f"FROM ({roles}) r {narrowed}"
+    )
+    return f"SELECT ({_REVOKED}) AS revoked, ({held}) AS roles", args
+
+
 async def authorize(
     conn: DbConn, token: str, payload: TokenPayload, method: str | None = None, path: str | None = None
 ) -> AuthContext:
-    """The caller behind a genuine, unexpired token: Unauthorized if it was revoked, holds no
-    role on its scope any more, or (given the request's method and path) its credential's access
-    rules do not allow the call."""
-    await check_not_revoked(conn, payload)
+    """The caller behind a genuine, unexpired token, with the roles it holds now: Unauthorized
+    if it was revoked (see check_not_revoked), if it is scoped and holds no role there any more
+    (its user lost them, or its trust or credential no longer gives any), or (given the request's
+    method and path) if its credential's access rules do not allow the call. One query, and one
+    more for a credential with access rules."""
+    sql, args = _authorization(payload)
+    row = await conn.fetchrow(sql, *args)
+    if row["revoked"]:
+        raise Unauthorized("The token has been revoked.")
+    roles = tuple((rid, name) for rid, name in row["roles"] or ())
+    if payload.scoped and not roles:
+        raise Unauthorized("The request you have made requires authentication.")
     if method is not None and path is not None:
         await check_access_rules(conn, payload, method, path)
-    return AuthContext(token, payload, tuple(await held_roles(conn, payload)))
+    return AuthContext(token, payload, roles)
 
 
 def _hash_sync(password: str, salt: bytes) -> bytes:

@@ -15,20 +15,25 @@ its user still holds on its project (`delegated`).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 Role = tuple[str, str]  # (id, name)
 
+# The user or one of their groups ($1 is the user): evaluated on the few assignments a target's
+# index finds, never as a scan of every assignment.
 _ACTOR = "(a.user_id = $1 OR a.group_id IN (SELECT group_id FROM group_members WHERE user_id = $1))"
 
-# Each yields the ids of the roles assigned (directly or through a group) on the scope: $1 is
-# the user, $2 the project or domain.
+# Each yields the ids of the roles assigned on the scope ($2: the project or the domain): on the
+# project itself, inherited from its domain, inherited from a project above it.
 _ASSIGNED_ON_PROJECT = f"""
-    SELECT a.role_id FROM role_assignments a, projects p
-    WHERE p.id = $2 AND {_ACTOR} AND (
-        (a.project_id = p.id AND NOT a.inherited)
-        OR (a.inherited AND a.domain_id = p.domain_id)
-        OR (a.inherited AND a.project_id IN (SELECT id FROM ancestors)))
+    SELECT a.role_id FROM role_assignments a WHERE a.project_id = $2 AND NOT a.inherited AND {_ACTOR}
+    UNION ALL
+    SELECT a.role_id FROM role_assignments a
+    WHERE a.domain_id = (SELECT domain_id FROM projects WHERE id = $2) AND a.inherited AND {_ACTOR}
+    UNION ALL
+    SELECT a.role_id FROM role_assignments a
+    WHERE a.project_id = ANY (ARRAY(SELECT id FROM ancestors)) AND a.inherited AND {_ACTOR}
 """
 _ANCESTORS = """
     ancestors (id) AS (
@@ -39,7 +44,13 @@ _ANCESTORS = """
 _ASSIGNED_ON_DOMAIN = (
     f"SELECT a.role_id FROM role_assignments a WHERE a.domain_id = $2 AND NOT a.inherited AND {_ACTOR}"
 )
-_ASSIGNED_ON_SYSTEM = f"SELECT a.role_id FROM role_assignments a WHERE a.system AND {_ACTOR}"
+# The system: the user's own assignments and their groups' (each by its index), on the system.
+_ASSIGNED_ON_SYSTEM = """
+    SELECT a.role_id FROM role_assignments a WHERE a.user_id = $1 AND a.system
+    UNION ALL
+    SELECT a.role_id FROM group_members g JOIN role_assignments a ON a.group_id = g.group_id
+    WHERE g.user_id = $1 AND a.system
+"""
 
 # Implications followed transitively (UNION stops at a cycle), global roles only.
 _EXPANDED = """
@@ -52,8 +63,17 @@ _EXPANDED = """
 
 ON_PROJECT = f"WITH RECURSIVE {_ANCESTORS} granted AS ({_ASSIGNED_ON_PROJECT}), {_EXPANDED}"
 ON_DOMAIN = f"WITH RECURSIVE granted AS ({_ASSIGNED_ON_DOMAIN}), {_EXPANDED}"
-ON_SYSTEM = f"WITH RECURSIVE granted AS ({_ASSIGNED_ON_SYSTEM} AND $2::text IS NULL), {_EXPANDED}"
+ON_SYSTEM = f"WITH RECURSIVE granted AS ({_ASSIGNED_ON_SYSTEM}), {_EXPANDED}"
 EXPAND = f"WITH RECURSIVE granted AS (SELECT unnest($1::text[]) AS role_id), {_EXPANDED}"
+
+
+def scope_sql(*, project: bool, domain: bool, system: bool, user: str, target: str) -> str:
+    """The query of the user's roles on a project, a domain or the system, its parameters named
+    `user` and `target` (e.g. "$10", "$11"), to be a part of a larger query."""
+    template = ON_PROJECT if project else ON_DOMAIN if domain else ON_SYSTEM
+    if not (project or domain or system):
+        raise ValueError("an unscoped token holds no roles")
+    return re.sub(r"\$([12])(?!\d)", lambda m: user if m.group(1) == "1" else target, template)
 
 
 def _pairs(rows: Any) -> list[Role]:
@@ -69,7 +89,7 @@ async def on_domain(conn: Any, user_id: str, domain_id: str) -> list[Role]:
 
 
 async def on_system(conn: Any, user_id: str) -> list[Role]:
-    return _pairs(await conn.fetch(ON_SYSTEM, user_id, None))
+    return _pairs(await conn.fetch(ON_SYSTEM, user_id))
 
 
 async def expand(conn: Any, role_ids: list[str]) -> list[Role]:

@@ -106,6 +106,11 @@ async def test_trusts_and_trust_scoped_tokens(cloud: Cloud) -> None:
     assert token_body["token"]["OS-TRUST:trust"]["trustee_user"] == {"id": trustee["id"]}
     assert [r["id"] for r in token_body["token"]["roles"]] == [delegated["id"]]
     assert (await _auth(cloud, trustor["id"], trustor_password, scope))[0] == 403  # not the trustee
+    # Used, it still holds the delegated role only (not the trustor's other one).
+    status, validated, _ = await cloud.request(
+        "GET", "/identity/v3/auth/tokens", token=token, headers={"X-Subject-Token": token}
+    )
+    assert status == 200 and [r["id"] for r in validated["token"]["roles"]] == [delegated["id"]]
     status, roles, _ = await cloud.request(
         "HEAD", f"/identity/v3/OS-TRUST/trusts/{trust['id']}/roles/{delegated['id']}", token=token
     )
