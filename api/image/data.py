@@ -26,7 +26,7 @@ from aiohttp import StreamReader, web
 from aiohttp.http_exceptions import PayloadEncodingError
 
 from api.context import caller, ctx
-from api.errors import BadRequest, Conflict, Forbidden, Gone, PayloadTooLarge, UnsupportedMediaType
+from api.errors import ApiError, BadRequest, Conflict, Forbidden, Gone, PayloadTooLarge, UnsupportedMediaType
 from api.image import access, formats, store
 from protocol.states import ImageStatus
 
@@ -56,7 +56,7 @@ def size_cap_from_env() -> int:
     return cap
 
 
-def _declared_size(request: web.Request) -> int | None:
+def declared_size(request: web.Request) -> int | None:
     """The size the client announces (X-OpenStack-Image-Size, as the SDK sends, or Content-Length)."""
     raw = request.headers.get("X-OpenStack-Image-Size")
     if raw is None:
@@ -81,6 +81,34 @@ async def body_chunks(content: StreamReader, idle_timeout: float = IDLE_TIMEOUT)
         yield chunk
 
 
+def check_incoming(request: web.Request) -> int:
+    """Refuse image data that is not application/octet-stream (415; aiohttp reports that type
+    when the header is absent, and Glance wants it said) or announced larger than the size cap
+    (413); the cap."""
+    if "Content-Type" not in request.headers or request.content_type != "application/octet-stream":
+        raise UnsupportedMediaType(
+            f"Content type {request.headers.get('Content-Type')} is not supported; send "
+            "application/octet-stream."
+        )
+    cap = request.app[SIZE_CAP]
+    declared = declared_size(request)
+    if declared is not None and declared > cap:
+        raise PayloadTooLarge(f"The incoming image is too large: {declared} bytes, the limit is {cap}.")
+    return cap
+
+
+def receive_failure(exc: BaseException, image_id: str) -> ApiError | None:
+    """What the client is told when receiving its image data failed with `exc` (None: re-raise)."""
+    if isinstance(exc, store.TooLarge):
+        return PayloadTooLarge(f"The incoming image is too large: {exc}.")
+    if isinstance(exc, _DISCONNECTS):
+        log.info("image upload interrupted", image_id=image_id, error=str(exc) or type(exc).__name__)
+        return BadRequest("The image upload was interrupted before all of its data arrived.")
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return PayloadTooLarge(f"Image storage media is full: {exc.strerror}")
+    return None
+
+
 async def _requeue(pool: asyncpg.Pool, image_id: str) -> None:
     await pool.execute(
         "UPDATE images SET status = 'queued', updated_at = now() WHERE id = $1 AND status = 'saving'",
@@ -92,16 +120,7 @@ async def upload(request: web.Request) -> web.Response:
     me = caller(request)
     context = ctx(request)
     image_id = request.match_info["image_id"]
-    # aiohttp reports application/octet-stream when the header is absent; Glance wants it said.
-    if "Content-Type" not in request.headers or request.content_type != "application/octet-stream":
-        raise UnsupportedMediaType(
-            f"Content type {request.headers.get('Content-Type')} is not supported; send "
-            "application/octet-stream."
-        )
-    cap = request.app[SIZE_CAP]
-    declared = _declared_size(request)
-    if declared is not None and declared > cap:
-        raise PayloadTooLarge(f"The incoming image is too large: {declared} bytes, the limit is {cap}.")
+    cap = check_incoming(request)
     async with context.pool.acquire() as conn:
         image = await access.visible_image(conn, me, image_id)
         access.require_modify(me, image, "upload_image")
@@ -124,13 +143,9 @@ async def upload(request: web.Request) -> web.Response:
         received = await store.receive(body_chunks(request.content), path, cap=cap)
     except BaseException as exc:
         await asyncio.shield(_requeue(context.pool, image_id))
-        if isinstance(exc, store.TooLarge):
-            raise PayloadTooLarge(f"The incoming image is too large: {exc}.") from None
-        if isinstance(exc, _DISCONNECTS):
-            log.info("image upload interrupted", image_id=image_id, error=str(exc) or type(exc).__name__)
-            raise BadRequest("The image upload was interrupted before all of its data arrived.") from None
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise PayloadTooLarge(f"Image storage media is full: {exc.strerror}") from None
+        answer = receive_failure(exc, image_id)
+        if answer is not None:
+            raise answer from None
         raise
 
     virtual = formats.virtual_size(image["disk_format"], received.head, received.tail, received.size)

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from api.context import caller, ctx, json_body, json_response
 from api.errors import BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, UnsupportedMediaType
-from api.image import access, patch, query, schema, store
+from api.image import access, info, patch, query, schema, store
 from api.image.views import image_view
 from api.sql import Sql
 from protocol.states import ImageStatus
@@ -26,7 +26,7 @@ from protocol.states import ImageStatus
 log = structlog.get_logger("api.image")
 
 
-def _split_create_body(data: Any) -> tuple[dict[str, Any], dict[str, str], list[str]]:
+def split_create_body(data: Any) -> tuple[dict[str, Any], dict[str, str], list[str]]:
     """(image attributes, extra properties, tags) of a create request, refused as Glance does."""
     if not isinstance(data, dict):
         raise BadRequest(f"Provided object does not match schema 'image': {data!r} is not of type 'object'")
@@ -53,29 +53,20 @@ def _split_create_body(data: Any) -> tuple[dict[str, Any], dict[str, str], list[
     return attributes, properties, tags
 
 
-async def create_image(request: web.Request) -> web.Response:
-    me = caller(request)
-    project_id = me.require_project()
-    if not me.can_write:
-        raise access.forbidden("add_image")
-    attributes, properties, tags = _split_create_body(await json_body(request))
-    owner = attributes.get("owner", project_id)
-    if owner != project_id and not me.is_admin:
-        raise access.forbidden("add_image")
-    visibility = attributes.get("visibility", "shared")
-    if visibility == "public" and not me.is_admin:
-        raise access.forbidden("publicize_image")
+async def insert_image(
+    conn: Any, owner: str | None, attributes: dict[str, Any], properties: dict[str, str], tags: list[str]
+) -> asyncpg.Record:
+    """A new queued image (the caller checked who may create it); 409 when its id is taken."""
     image_id = attributes.get("id") or str(uuid.uuid4())
-    context = ctx(request)
     try:
-        row = await context.pool.fetchrow(
+        return await conn.fetchrow(
             "INSERT INTO images (id, name, owner, visibility, disk_format, container_format, min_disk, "
             "min_ram, protected, os_hidden, tags, properties) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, "
             "$10, $11, $12) RETURNING *",
             image_id,
             attributes.get("name"),
             owner,
-            visibility,
+            attributes.get("visibility", "shared"),
             attributes.get("disk_format"),
             attributes.get("container_format"),
             attributes.get("min_disk", 0),
@@ -87,9 +78,24 @@ async def create_image(request: web.Request) -> web.Response:
         )
     except asyncpg.UniqueViolationError:
         raise Conflict(f"Image with identifier {image_id} already exists!") from None
-    return json_response(
-        image_view(row), status=201, headers={"Location": f"{context.base_url}/image/v2/images/{image_id}"}
-    )
+
+
+async def create_image(request: web.Request) -> web.Response:
+    me = caller(request)
+    project_id = me.require_project()
+    if not me.can_write:
+        raise access.forbidden("add_image")
+    attributes, properties, tags = split_create_body(await json_body(request))
+    owner = attributes.get("owner", project_id)
+    if owner != project_id and not me.is_admin:
+        raise access.forbidden("add_image")
+    if attributes.get("visibility") == "public" and not me.is_admin:
+        raise access.forbidden("publicize_image")
+    context = ctx(request)
+    async with context.pool.acquire() as conn:
+        row = await insert_image(conn, owner, attributes, properties, tags)
+    headers = {"Location": f"{context.base_url}/image/v2/images/{row['id']}", **info.CREATE_HEADERS}
+    return json_response(image_view(row), status=201, headers=headers)
 
 
 async def list_images(request: web.Request) -> web.Response:
@@ -180,6 +186,7 @@ async def delete_image(request: web.Request) -> web.Response:
         await conn.execute("DELETE FROM images WHERE id = $1", image_id)
     try:
         await store.remove(store.image_path(context.state_dir, image_id))
+        await store.remove(store.staging_path(context.state_dir, image_id))
     except OSError:
         # The record is gone, which is what the client asked for; the orphan file is logged.
         log.exception("could not remove the data of a deleted image", image_id=image_id)

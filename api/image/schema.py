@@ -112,6 +112,12 @@ IMAGE_PROPERTIES: dict[str, dict[str, Any]] = {
     },
     "self": {"type": "string", "readOnly": True, "description": "An image self url"},
     "file": {"type": "string", "readOnly": True, "description": "An image file url"},
+    "stores": {
+        "type": "string",
+        "readOnly": True,
+        "description": "Store in which image data resides.  Only present when the operator has enabled "
+        "multiple stores.  May be a comma-separated list of store identifiers.",
+    },
     "schema": {"type": "string", "readOnly": True, "description": "An image schema url"},
 }
 # Extra properties: any other name, with a string value (Glance's PermissiveSchema).

@@ -1,4 +1,6 @@
-"""Image bytes on the local file system: `<state dir>/images/<image id>`.
+"""Image bytes on the local file system: `<state dir>/images/<image id>` (the store), and data
+staged for a glance-direct import in `<state dir>/staging/<image id>` (moved into the store by
+`place`).
 
 An upload is written to a hidden temporary file beside its destination and renamed into place
 only once complete and flushed to disk, so a reader sees a whole image or none, and a failed or
@@ -49,6 +51,12 @@ def image_dir(state_dir: Path) -> Path:
 
 def image_path(state_dir: Path, image_id: str) -> Path:
     return image_dir(state_dir) / image_id
+
+
+def staging_path(state_dir: Path, image_id: str) -> Path:
+    """Where `PUT /images/<id>/stage` keeps data until a glance-direct import takes it (on the
+    same file system as the store, so the import moves it into place without a copy)."""
+    return state_dir / "staging" / image_id
 
 
 class _Writer:
@@ -123,6 +131,35 @@ async def receive(chunks: AsyncIterable[bytes], dest: Path, *, cap: int) -> Rece
     return Received(
         writer.size, writer.md5.hexdigest(), writer.hash.hexdigest(), bytes(writer.head), writer.tail
     )
+
+
+def _hash_and_place(staged: Path, dest: Path) -> Received:
+    """Read the staged file once for its hashes and header, then rename it into the store."""
+    md5 = hashlib.md5(usedforsecurity=False)
+    digest = hashlib.new(HASH_ALGO)
+    size, head, tail = 0, bytearray(), b""
+    with staged.open("rb") as source:
+        while data := source.read(CHUNK):
+            md5.update(data)
+            digest.update(data)
+            size += len(data)
+            if len(head) < HEAD:
+                head += data[: HEAD - len(head)]
+            tail = (tail + data[-TAIL:])[-TAIL:]
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(staged, dest)
+    directory = os.open(dest.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+    return Received(size, md5.hexdigest(), digest.hexdigest(), bytes(head), tail)
+
+
+async def place(staged: Path, dest: Path) -> Received:
+    """Move staged data into the store at `dest` (same file system: a rename), with what an
+    upload reports of it; FileNotFoundError when nothing is staged."""
+    return await asyncio.to_thread(_hash_and_place, staged, dest)
 
 
 async def remove(path: Path) -> None:

@@ -10,11 +10,13 @@ from typing import Any
 
 import asyncpg
 
+from api.image.info import store_of
 from api.times import iso_seconds
 
 
 def image_view(row: asyncpg.Record) -> dict[str, Any]:
-    """Extra properties at the top level beside the image's own attributes, as Glance shows them."""
+    """Extra properties at the top level beside the image's own attributes, as Glance shows them;
+    `stores` once the image has data (Glance with multiple stores shows where it is)."""
     view: dict[str, Any] = dict(row["properties"])
     image_id = row["id"]
     view.update(
@@ -41,6 +43,9 @@ def image_view(row: asyncpg.Record) -> dict[str, Any]:
         file=f"/v2/images/{image_id}/file",
         schema="/v2/schemas/image",
     )
+    stores = store_of(row)
+    if stores is not None:
+        view["stores"] = stores
     return view
 
 
