@@ -248,11 +248,13 @@ def _split_op(raw: str) -> tuple[str, str]:
 
 
 def _iso_time(raw: str) -> datetime.datetime | None:
+    """The time, in UTC (None when it is no ISO 8601 time, or falls outside the years 1-9999 once
+    in UTC, as 0001-01-01T00:00:00+14:00 does)."""
     try:
         moment = datetime.datetime.fromisoformat(raw.replace("Z", "+00:00") if raw.endswith("Z") else raw)
-    except ValueError:
+        return moment.astimezone(datetime.UTC) if moment.tzinfo else moment.replace(tzinfo=datetime.UTC)
+    except (ValueError, OverflowError):
         return None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=datetime.UTC)
 
 
 def _split_list(raw: str) -> list[str]:

@@ -49,6 +49,7 @@ async def test_integer_filters_match_the_columns(cloud: Cloud) -> None:
             ("min_disk_min=-99999999999", "out of range"),
             ("created_at=yesterday", 'Bad "created_at" query filter format. Use ISO 8601 DateTime notation.'),
             ("updated_at=near:2024-01-01T00:00:00Z", "Unable to filter using the specified operator."),
+            ("created_at=lt:0001-01-01T00:00:00%2B14:00", 'Bad "created_at" query filter format.'),
             ("name=like:abc", "Unable to filter by unknown operator 'like'."),
             ("visibility=everyone", "Invalid visibility value: everyone"),
             ("member_status=maybe", "Invalid status: maybe"),
