@@ -57,6 +57,12 @@ class TrustRef(msgspec.Struct, frozen=True, array_like=True):
     trustor_user_id: str
     trustee_user_id: str
     impersonation: bool
+    roles_from: str | None = None  # a redelegated trust's: the first trustor of its chain
+
+    @property
+    def holder(self) -> str:
+        """The user whose roles the trust delegates (they must still hold them)."""
+        return self.roles_from or self.trustor_user_id
 
 
 class TokenPayload(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -309,7 +315,7 @@ def _authorization(payload: TokenPayload) -> tuple[str, list[Any]]:
     args = _revocation_args(payload)
     if not payload.scoped:
         return f"SELECT ({_REVOKED}) AS revoked, NULL::json AS roles", args
-    args.append(trust.trustor_user_id if trust is not None else payload.user_id)
+    args.append(trust.holder if trust is not None else payload.user_id)
     target = payload.project_id or payload.domain_id
     if target is not None:
         args.append(target)

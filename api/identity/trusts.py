@@ -167,11 +167,20 @@ class _Request:
         return request
 
 
-async def _delegated_roles(conn: Any, request: _Request) -> list[asyncpg.Record]:
-    """The roles asked for, each held by the trustor on the project."""
-    held = {
-        rid for rid, _ in await effective_roles.on_project(conn, request.trustor, request.project_id or "")
-    }
+async def _root_trustor(conn: Any, trust_id: str) -> str:
+    """The first trustor of a chain of redelegated trusts: the user whose roles they delegate."""
+    return await conn.fetchval(
+        "WITH RECURSIVE chain (id, trustor, parent) AS (SELECT id, trustor_user_id, redelegated_trust_id "
+        "FROM trusts WHERE id = $1 UNION SELECT t.id, t.trustor_user_id, t.redelegated_trust_id "
+        "FROM trusts t JOIN chain c ON t.id = c.parent) SELECT trustor FROM chain WHERE parent IS NULL",
+        trust_id,
+    )
+
+
+async def _delegated_roles(conn: Any, request: _Request, holder: str) -> list[asyncpg.Record]:
+    """The roles asked for, each held on the project by `holder` (the trustor, or the first
+    trustor of the chain a redelegated trust continues)."""
+    held = {rid for rid, _ in await effective_roles.on_project(conn, holder, request.project_id or "")}
     roles = []
     for ref in request.role_refs:
         if "id" in ref:
@@ -232,7 +241,8 @@ async def create_trust(request: web.Request) -> web.Response:
         await get_or_404(conn, "users", wanted.trustee, "user")
         if wanted.project_id is not None:
             await get_or_404(conn, "projects", wanted.project_id, "project")
-        roles = await _delegated_roles(conn, wanted)
+        holder = await _root_trustor(conn, me.trust.id) if me.trust is not None else wanted.trustor
+        roles = await _delegated_roles(conn, wanted, holder)
         parent_id, count = await _redelegation(conn, me, wanted, {r["id"] for r in roles})
         allow = wanted.allow_redelegation and (count is None or count > 0)
         row = await conn.fetchrow(
@@ -373,10 +383,9 @@ async def grant(conn: Any, user: asyncpg.Record, trust: asyncpg.Record) -> Grant
     project = await conn.fetchrow("SELECT * FROM projects WHERE id = $1 AND enabled", trust["project_id"])
     if trustor is None or project is None:
         raise Unauthorized("The trustor or the trust's project is disabled.")
+    holder = await _root_trustor(conn, trust["id"])
     role_ids = [r["id"] for r in (await _roles_of(conn, [trust["id"]]))[trust["id"]]]
-    roles = effective_roles.delegated(
-        await effective_roles.on_project(conn, trustor["id"], project["id"]), role_ids
-    )
+    roles = effective_roles.delegated(await effective_roles.on_project(conn, holder, project["id"]), role_ids)
     if not roles:
         raise Forbidden("Trustee has no delegated roles.")
     if trust["remaining_uses"] is not None:
@@ -392,7 +401,13 @@ async def grant(conn: Any, user: asyncpg.Record, trust: asyncpg.Record) -> Grant
         user=trustor if trust["impersonation"] else user,
         project=project,
         roles=roles,
-        ref=TrustRef(trust["id"], trust["trustor_user_id"], trust["trustee_user_id"], trust["impersonation"]),
+        ref=TrustRef(
+            trust["id"],
+            trust["trustor_user_id"],
+            trust["trustee_user_id"],
+            trust["impersonation"],
+            holder if holder != trust["trustor_user_id"] else None,
+        ),
         expires_at=expires.timestamp() if expires is not None else None,
     )
 

@@ -224,3 +224,50 @@ async def test_domain_configuration(cloud: Cloud) -> None:
     await admin("DELETE", base, 204)
     await admin("GET", base, 404)
     await admin("GET", f"/domains/{uuid.uuid4().hex}/config", 404)
+
+
+async def test_a_trust_token_redelegates_a_narrower_trust(cloud: Cloud) -> None:
+    admin = await _admin(cloud)
+    project = await admin.create("project", name=_name("p"))
+    (trustor, trustor_password), (middle, middle_password) = await _user(admin), await _user(admin)
+    last, last_password = await _user(admin)
+    one, two = await _role(admin), await _role(admin)
+    for role in (one, two):
+        await admin("PUT", f"/projects/{project['id']}/users/{trustor['id']}/roles/{role['id']}", 204)
+    body = {
+        "trustor_user_id": trustor["id"],
+        "trustee_user_id": middle["id"],
+        "project_id": project["id"],
+        "impersonation": False,
+        "roles": [{"id": one["id"]}, {"id": two["id"]}],
+        "allow_redelegation": True,
+    }
+    status, created = await _trust(cloud, trustor, trustor_password, body)
+    assert status == 201 and created["trust"]["redelegation_count"] == 3, created
+    first = created["trust"]
+    _, _, middle_token = await _auth(
+        cloud, middle["id"], middle_password, {"OS-TRUST:trust": {"id": first["id"]}}
+    )
+    redelegated = {
+        **body,
+        "trustor_user_id": middle["id"],
+        "trustee_user_id": last["id"],
+        "roles": [{"id": one["id"]}],
+    }
+    path = "/identity/v3/OS-TRUST/trusts"
+    wider = {**redelegated, "impersonation": True}
+    assert (await cloud.request("POST", path, token=middle_token, json={"trust": wider}))[0] == 403
+    status, second, _ = await cloud.request("POST", path, token=middle_token, json={"trust": redelegated})
+    assert status == 201, second
+    second = second["trust"]
+    assert second["redelegated_trust_id"] == first["id"] and second["redelegation_count"] == 2
+    # Its token holds the first trustor's role, though the middle user never held it.
+    status, token_body, last_token = await _auth(
+        cloud, last["id"], last_password, {"OS-TRUST:trust": {"id": second["id"]}}
+    )
+    assert status == 201, token_body
+    assert [r["id"] for r in token_body["token"]["roles"]] == [one["id"]]
+    # Deleting the first trust ends the one redelegated from it, and its tokens.
+    await admin("DELETE", f"/OS-TRUST/trusts/{first['id']}", 204)
+    await admin("GET", f"/OS-TRUST/trusts/{second['id']}", 404)
+    assert (await cloud.request("GET", "/identity/v3/auth/catalog", token=last_token))[0] == 401
