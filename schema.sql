@@ -2,14 +2,14 @@
 -- messages in flight. Applied by `actorstack db init`; older databases are upgraded by the
 -- numbered files in migrations/ (this file always equals version 1 plus every migration).
 --
--- schema-version: 12
+-- schema-version: 13
 
 -- Which schema version this database is at; one row per applied version.
 CREATE TABLE schema_version (
     version     integer PRIMARY KEY,
     applied_at  timestamptz NOT NULL DEFAULT now()
 );
-INSERT INTO schema_version (version) VALUES (1), (2), (3), (4), (5), (6), (7), (8), (9), (10), (11), (12);
+INSERT INTO schema_version (version) VALUES (1), (2), (3), (4), (5), (6), (7), (8), (9), (10), (11), (12), (13);
 
 -- Settings every process must agree on (owned by `db init`; read by the runtime and senders).
 CREATE TABLE cluster_settings (
@@ -460,6 +460,25 @@ CREATE TABLE quota_limits (
     PRIMARY KEY (project_id, resource)
 );
 
+-- Quota classes other than 'default' (whose values are quota_defaults; migration 0013), owned by
+-- the API (api/compute/quota_classes.py). As in Nova, they are kept and shown but limit nothing.
+CREATE TABLE quota_classes (
+    class_name  text NOT NULL,
+    resource    text NOT NULL REFERENCES quota_defaults (resource),
+    hard_limit  bigint NOT NULL CHECK (hard_limit >= -1),
+    PRIMARY KEY (class_name, resource)
+);
+
+-- Per-user compute quotas (Nova's quota sets with ?user_id=; migration 0013), owned by the API
+-- (api/compute/quotas.py): a user's limit within a project, in place of the project's.
+CREATE TABLE quota_user_limits (
+    project_id  text NOT NULL,
+    user_id     text NOT NULL,
+    resource    text NOT NULL REFERENCES quota_defaults (resource),
+    hard_limit  bigint NOT NULL CHECK (hard_limit >= -1),
+    PRIMARY KEY (project_id, user_id, resource)
+);
+
 -- ============================================================================================
 -- Images (owned by the API's image service; the bytes live under <state dir>/images/)
 -- ============================================================================================
@@ -618,7 +637,10 @@ CREATE TABLE compute_hosts (
     used_local_gb          integer NOT NULL DEFAULT 0 CHECK (used_local_gb >= 0),
     generation             bigint NOT NULL DEFAULT 0,      -- bumped by every claim and release
     started_at             timestamptz NOT NULL DEFAULT now(),
-    heartbeat_at           timestamptz NOT NULL DEFAULT now()
+    heartbeat_at           timestamptz NOT NULL DEFAULT now(),
+    -- owned by the operator (os-services, as enabled is; migration 0013): a host forced down is
+    -- down whatever its heartbeat says
+    forced_down            boolean NOT NULL DEFAULT false
 );
 CREATE INDEX compute_hosts_free_ram ON compute_hosts
     ((floor((memory_mb - reserved_memory_mb) * ram_allocation_ratio) - used_memory_mb) DESC, name);
@@ -646,6 +668,34 @@ CREATE TABLE allocations (
 );
 CREATE INDEX allocations_host ON allocations (host);
 CREATE INDEX allocations_group ON allocations (group_id) WHERE group_id IS NOT NULL;
+
+-- Host aggregates (Nova's os-aggregates; migration 0013), owned by the API
+-- (api/compute/aggregates.py). An aggregate's `availability_zone` metadata is the availability
+-- zone of its hosts.
+CREATE TABLE aggregates (
+    id          serial PRIMARY KEY,
+    uuid        text NOT NULL UNIQUE,
+    name        text NOT NULL UNIQUE,
+    metadata    jsonb NOT NULL DEFAULT '{}',
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz
+);
+
+CREATE TABLE aggregate_hosts (
+    aggregate_id  integer NOT NULL REFERENCES aggregates (id) ON DELETE CASCADE,
+    host          text NOT NULL,
+    PRIMARY KEY (aggregate_id, host)
+);
+CREATE INDEX aggregate_hosts_host ON aggregate_hosts (host);
+
+-- A host's availability zone: the one an aggregate of it names, else the one its agent reports.
+CREATE FUNCTION host_zone(host text, reported text) RETURNS text LANGUAGE sql STABLE AS $$
+    SELECT coalesce(
+        (SELECT a.metadata->>'availability_zone' FROM aggregate_hosts ah
+         JOIN aggregates a ON a.id = ah.aggregate_id
+         WHERE ah.host = $1 AND a.metadata ? 'availability_zone' ORDER BY a.id LIMIT 1),
+        $2)
+$$;
 
 -- Server groups (Nova's os-server-groups): policy affinity, anti-affinity, soft-*.
 CREATE TABLE server_groups (
@@ -703,7 +753,17 @@ CREATE TABLE servers (
     bound_ports                  text[] NOT NULL DEFAULT '{}',
     -- volumes to create or attach at boot (block_device_mapping_v2 with a volume destination):
     -- [{"volume_id", "device", "boot_index", "delete_on_termination", "status"}]
-    block_devices                jsonb NOT NULL DEFAULT '[]'
+    block_devices                jsonb NOT NULL DEFAULT '[]',
+    -- owned by the API (migration 0013): the access IPs, who locked the server ('owner' or
+    -- 'admin') and why, the guest's encrypted password (os-server-password), the disk config
+    access_ip_v4                 text,
+    access_ip_v6                 text,
+    locked_by                    text CHECK (locked_by IN ('owner', 'admin')),
+    locked_reason                text,
+    password                     text NOT NULL DEFAULT '',
+    auto_disk_config             boolean NOT NULL DEFAULT false,
+    -- owned by the actor (migration 0013): when a soft-deleted server is deleted for good
+    reclaim_at                   double precision
 );
 CREATE INDEX servers_project ON servers (project_id, created_at) WHERE vm_state <> 'deleted';
 CREATE INDEX servers_host ON servers (host) WHERE vm_state <> 'deleted';

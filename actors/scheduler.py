@@ -1,8 +1,10 @@
 """The scheduler: a service kind that places servers on hosts with an atomic claim.
 
-Filters (Nova's defaults): the host is enabled and up (heartbeat within `HOST_DOWN_AFTER`), in
-the requested availability zone, not one that already failed this build, has the RAM, disk and
-vCPUs with its allocation ratios, and honours the server group's affinity or anti-affinity.
+Filters (Nova's defaults): the host is enabled and up (heartbeat within `HOST_DOWN_AFTER`, not
+forced down by an operator), in the requested availability zone (the one an aggregate of the host
+names, else the one its agent reports: the `host_zone` SQL function), not one that already failed
+this build, has the RAM, disk and vCPUs with its allocation ratios, and honours the server
+group's affinity or anti-affinity.
 Weigher: the most free RAM first (spread), the host name breaking ties.
 
 The claim is one guarded UPDATE of the host's usage that re-checks the capacity under the row
@@ -42,9 +44,9 @@ _FITS = """
 _FREE_RAM = "floor((memory_mb - reserved_memory_mb) * ram_allocation_ratio) - used_memory_mb"
 _CANDIDATES = f"""
 SELECT name FROM compute_hosts
-WHERE enabled
+WHERE enabled AND NOT forced_down
   AND heartbeat_at > now() - make_interval(secs => $4)
-  AND ($5::text IS NULL OR availability_zone = $5)
+  AND ($5::text IS NULL OR host_zone(name, availability_zone) = $5)
   AND NOT (name = ANY($6::text[]))
   AND ($7::text[] IS NULL OR name = ANY($7::text[]))
   AND {_FREE_RAM} >= $2::integer
@@ -58,7 +60,7 @@ UPDATE compute_hosts
 SET used_vcpus = used_vcpus + $1, used_memory_mb = used_memory_mb + $2,
     used_local_gb = used_local_gb + $3, generation = generation + 1
 WHERE name = $4 AND enabled AND {_FITS}
-RETURNING availability_zone, hypervisor_hostname
+RETURNING host_zone(name, availability_zone) AS availability_zone, hypervisor_hostname
 """
 
 
@@ -79,7 +81,8 @@ async def _group_hosts(conn: db.Connection, group_id: str) -> tuple[str | None, 
 async def claim(conn: db.Connection, msg: m.SelectHost) -> m.Scheduled | m.NoValidHost:
     """Pick and claim a host for the server, inside the caller's transaction."""
     existing = await conn.fetchrow(
-        "SELECT a.host, h.availability_zone, h.hypervisor_hostname FROM allocations a "
+        "SELECT a.host, host_zone(h.name, h.availability_zone) AS availability_zone, h.hypervisor_hostname "
+        "FROM allocations a "
         "JOIN compute_hosts h ON h.name = a.host WHERE a.server_id = $1",
         msg.server_id,
     )

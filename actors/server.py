@@ -19,6 +19,12 @@ user gave it are released.
 The power actions (stop, start, reboot, pause, …) are the rows of protocol/power.py: each
 becomes a request row here (from its vm_states to `vm_state:task`), and `server.action_done`
 ends it in the row's vm_state.
+
+Nova's deferred delete: with a reclaim interval the API sends `server.soft_delete` instead of
+`server.delete`; the host powers the domain off (soft-deleting) and the server stays
+SOFT_DELETED until the interval is over (the state's timer, set to `reclaim_at`), when it is
+deleted as any other; `server.restore` powers it on again (restoring, then ACTIVE), and a delete
+(Nova's forceDelete) deletes it at once.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from protocol import network as n
 from protocol import volume as v
 from protocol.actor import StateTimeout
 from protocol.notifications import ERROR
-from protocol.power import BY_ACTION, BY_TASK, ROWS, PowerActionRow
+from protocol.power import BY_ACTION, BY_TASK, ROWS, PowerAction, PowerActionRow
 from protocol.states import BlockDeviceStatus as B
 from protocol.states import PowerState, TaskState, VmState
 
@@ -50,6 +56,8 @@ TASK_TIMEOUTS: dict[TaskState, float] = {
     T.BLOCK_DEVICE_MAPPING: 900.0,
     T.SPAWNING: 900.0,
     T.DELETING: 600.0,
+    T.SOFT_DELETING: 180.0,
+    T.RESTORING: 180.0,
     **{row.task: row.timeout for row in ROWS},
 }
 
@@ -86,6 +94,7 @@ class ServerRecord(msgspec.Struct, kw_only=True):
     launched_at: float | None = None
     terminated_at: float | None = None
     updated_at: float | None = None
+    reclaim_at: float | None = None  # when a soft-deleted server is deleted for good
 
 
 def state(vm_state: VmState, task_state: TaskState | None = None) -> str:
@@ -98,7 +107,7 @@ def state_name(record: ServerRecord) -> str:
 
 
 # The settled vm_states (no task); the ones a volume may be attached in; the building steps.
-STABLE = frozenset({V.ACTIVE, V.STOPPED, V.PAUSED, V.SUSPENDED, V.ERROR})
+STABLE = frozenset({V.ACTIVE, V.STOPPED, V.PAUSED, V.SUSPENDED, V.ERROR, V.SOFT_DELETED})
 ATTACHABLE = frozenset({V.ACTIVE, V.STOPPED, V.PAUSED, V.SUSPENDED})
 _BUILD_STEPS = (T.SCHEDULING, T.NETWORKING, T.BLOCK_DEVICE_MAPPING, T.SPAWNING)
 
@@ -106,7 +115,19 @@ BUILDING = frozenset(state(V.BUILDING, task) for task in _BUILD_STEPS)
 IN_POWER_ACTION = frozenset(state(vm, row.task) for row in ROWS for vm in row.from_states)
 DELETING = frozenset(state(vm, T.DELETING) for vm in (V.BUILDING, *sorted(STABLE)))
 DELETED = state(V.DELETED)
-STATES = BUILDING | {state(vm) for vm in STABLE} | IN_POWER_ACTION | DELETING | {DELETED}
+# Nova's deferred delete: from a settled vm_state, through soft-deleting, to SOFT_DELETED.
+SOFT_DELETABLE = STABLE - {V.SOFT_DELETED}
+SOFT_DELETING = frozenset(state(vm, T.SOFT_DELETING) for vm in SOFT_DELETABLE)
+SOFT_DELETED = state(V.SOFT_DELETED)
+RESTORING = state(V.SOFT_DELETED, T.RESTORING)
+STATES = (
+    BUILDING
+    | {state(vm) for vm in STABLE}
+    | IN_POWER_ACTION
+    | DELETING
+    | SOFT_DELETING
+    | {RESTORING, DELETED}
+)
 SETTLED = frozenset(state(vm) for vm in STABLE)
 
 
@@ -472,6 +493,99 @@ def scheduled_late(record: ServerRecord, msg: m.Scheduled, ctx: Context) -> Outc
 table.ignore(m.Spawned, in_=DELETING | {DELETED})
 
 
+# --- deferred delete (Nova's soft delete), restore and reclaim ------------------------------------
+
+# The declared length of SOFT_DELETED's timer; every entry into the state sets its own, the time
+# left until `reclaim_at`.
+_RECLAIM_DEFAULT = 3600.0
+
+
+def _action_error(family: str, reason: str) -> Notify:
+    return Notify(f"instance.{family}.error", ERROR, {"exception": "InstanceActionFailed", "reason": reason})
+
+
+def _reclaim_in(record: ServerRecord, ctx: Context) -> float:
+    """Seconds until the soft-deleted server is reclaimed (a moment, when that time is past)."""
+    return max((record.reclaim_at or ctx.now) - ctx.now, 0.001)
+
+
+def soft_delete(record: ServerRecord, msg: m.SoftDeleteServer, ctx: Context) -> Outcome[ServerRecord]:
+    """Nova's soft_delete: the host powers the domain off; the server keeps its host, ports and
+    volumes until it is reclaimed."""
+    if record.host is None or record.launched_at is None:
+        raise Refused(f"Instance {record.id} was never active: it can only be deleted.")
+    power = m.PowerActionOnHost(server_id=record.id, action=PowerAction.STOP)
+    return _task(
+        record,
+        ctx,
+        T.SOFT_DELETING,
+        Send(_agent(record), power),
+        Notify("instance.soft_delete.start"),
+        reclaim_at=ctx.now + msg.reclaim_after,
+    )
+
+
+def soft_deleted(record: ServerRecord, msg: m.ActionDone, ctx: Context) -> Outcome[ServerRecord]:
+    if msg.action != PowerAction.STOP:
+        return Outcome(record)  # a late report of an earlier action
+    new = _with(record, ctx, task_state=None, vm_state=V.SOFT_DELETED, power_state=msg.power_state)
+    return Outcome(new, effects=(Notify("instance.soft_delete.end"),), timeout=_reclaim_in(new, ctx))
+
+
+def soft_delete_failed(record: ServerRecord, msg: m.ActionFailed, ctx: Context) -> Outcome[ServerRecord]:
+    """The domain did not power off: the server stays as it was, with the fault."""
+    if msg.action != PowerAction.STOP:
+        return Outcome(record)
+    power = record.power_state if msg.power_state is None else msg.power_state
+    error = _action_error("soft_delete", msg.reason)
+    return _settle(
+        record, ctx, error, power_state=power, reclaim_at=None, fault=_fault(500, msg.reason, ctx.now)
+    )
+
+
+for _vm in sorted(SOFT_DELETABLE):
+    table.on(m.SoftDeleteServer, source=state(_vm), to=state(_vm, T.SOFT_DELETING))(soft_delete)
+    table.on(m.ActionFailed, source=state(_vm, T.SOFT_DELETING), to=state(_vm))(soft_delete_failed)
+table.on(m.ActionDone, source=SOFT_DELETING, to=SOFT_DELETED)(soft_deleted)
+
+
+@table.on(m.RestoreServer, source=SOFT_DELETED, to=RESTORING)
+def restore(record: ServerRecord, msg: m.RestoreServer, ctx: Context) -> Outcome[ServerRecord]:
+    power = m.PowerActionOnHost(server_id=record.id, action=PowerAction.START)
+    return _task(record, ctx, T.RESTORING, Send(_agent(record), power), Notify("instance.restore.start"))
+
+
+@table.on(m.ActionDone, source=RESTORING, to=state(V.ACTIVE))
+def restored(record: ServerRecord, msg: m.ActionDone, ctx: Context) -> Outcome[ServerRecord]:
+    if msg.action != PowerAction.START:
+        return Outcome(record)
+    return _settle(
+        record,
+        ctx,
+        Notify("instance.restore.end"),
+        vm_state=V.ACTIVE,
+        power_state=msg.power_state,
+        reclaim_at=None,
+    )
+
+
+@table.on(m.ActionFailed, source=RESTORING, to=SOFT_DELETED)
+def restore_failed(record: ServerRecord, msg: m.ActionFailed, ctx: Context) -> Outcome[ServerRecord]:
+    """Still soft-deleted, with the fault; the reclaim time stays what it was."""
+    if msg.action != PowerAction.START:
+        return Outcome(record)
+    power = record.power_state if msg.power_state is None else msg.power_state
+    new = _with(record, ctx, task_state=None, power_state=power, fault=_fault(500, msg.reason, ctx.now))
+    error = _action_error("restore", msg.reason)
+    return Outcome(new, effects=(error,), timeout=_reclaim_in(new, ctx))
+
+
+# The reclaim: once the interval is over, the soft-deleted server is deleted as any other.
+table.timeout({SOFT_DELETED}, after=_RECLAIM_DEFAULT, to={state(V.SOFT_DELETED, T.DELETING), DELETED})(
+    lambda record, msg, ctx: delete(record, m.DeleteServer(), ctx)
+)
+
+
 # --- timeouts -------------------------------------------------------------------------------------
 
 
@@ -751,9 +865,14 @@ def _error_notice(record: ServerRecord, exception: str, reason: str) -> Notify |
     if record.vm_state == V.BUILDING:
         return _create_error(exception, reason)
     row = BY_TASK.get(record.task_state) if record.task_state is not None else None
-    if row is None:
+    family = _TASK_NOTIFICATIONS.get(record.task_state) if row is None else row.notification
+    if family is None:
         return None
-    return Notify(f"instance.{row.notification}.error", ERROR, {"exception": exception, "reason": reason})
+    return Notify(f"instance.{family}.error", ERROR, {"exception": exception, "reason": reason})
+
+
+# The notification families of the tasks that are not power actions.
+_TASK_NOTIFICATIONS: dict[TaskState | None, str] = {T.SOFT_DELETING: "soft_delete", T.RESTORING: "restore"}
 
 
 def _volume_notice(step: str, bdm: dict[str, Any], reason: str = "") -> Notify:

@@ -186,6 +186,25 @@ _SERVER_ACTION: Schema = {
             {"os-getConsoleOutput": obj({"length": {"type": ["integer", "string", "null"]}})},
             "os-getConsoleOutput",
         ),
+        obj({"lock": {"oneOf": [{"type": "null"}, obj({"locked_reason": NAME})]}}, "lock"),
+        *(obj({key: {"type": "null"}}, key) for key in ("unlock", "restore", "forceDelete")),
+    ]
+}
+_AGGREGATE_ZONE: Schema = {"type": ["string", "null"], "minLength": 1, "maxLength": 255, "pattern": "^[^:]*$"}
+_AGGREGATE_HOST: Schema = obj({"host": NAME}, "host")
+_AGGREGATE_ACTION: Schema = {
+    "oneOf": [
+        obj({"add_host": _AGGREGATE_HOST}, "add_host"),
+        obj({"remove_host": _AGGREGATE_HOST}, "remove_host"),
+        obj(
+            {
+                "set_metadata": obj(
+                    {"metadata": {"type": "object", "additionalProperties": {"type": ["string", "null"]}}},
+                    "metadata",
+                )
+            },
+            "set_metadata",
+        ),
     ]
 }
 _FLAVOR_CREATE = wrapped(
@@ -598,6 +617,27 @@ REQUEST_BODIES: dict[tuple[str, str], Schema] = {
     ("post", f"{_COMPUTE}/os-server-groups"): _SERVER_GROUP_CREATE,
     ("put", f"{_COMPUTE}/os-quota-sets/{{project_id}}"): _QUOTA_SET,
     ("put", f"{_COMPUTE}/os-services/{{service_id}}"): _SERVICE_UPDATE,
+    ("put", f"{_COMPUTE}/os-quota-class-sets/{{class_name}}"): obj(
+        {"quota_class_set": {"type": "object", "additionalProperties": {"type": ["integer", "string"]}}},
+        "quota_class_set",
+    ),
+    ("post", f"{_COMPUTE}/os-aggregates"): wrapped(
+        "aggregate", {"name": NAME, "availability_zone": _AGGREGATE_ZONE}, "name"
+    ),
+    ("put", f"{_COMPUTE}/os-aggregates/{{aggregate_id}}"): wrapped(
+        "aggregate", {"name": NAME, "availability_zone": _AGGREGATE_ZONE}
+    ),
+    ("post", f"{_COMPUTE}/os-aggregates/{{aggregate_id}}/action"): _AGGREGATE_ACTION,
+    ("put", f"{_COMPUTE}/servers/{{server_id}}/tags"): obj(
+        {
+            "tags": {
+                "type": "array",
+                "maxItems": 50,
+                "items": {"type": "string", "minLength": 1, "maxLength": 60},
+            }
+        },
+        "tags",
+    ),
     ("post", f"{_VOLUME}/volumes"): _VOLUME_CREATE,
     ("put", f"{_VOLUME}/volumes/{{volume_id}}"): _VOLUME_UPDATE,
     ("post", f"{_VOLUME}/volumes/{{volume_id}}/action"): _VOLUME_ACTION,

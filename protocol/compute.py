@@ -27,6 +27,20 @@ class DeleteServer(Message, frozen=True):
     TYPE = "server.delete"
 
 
+class SoftDeleteServer(Message, frozen=True):
+    """Nova's deferred delete (reclaim_instance_interval > 0): power the server off and keep it
+    SOFT_DELETED for `reclaim_after` seconds, then delete it for good unless it was restored."""
+
+    TYPE = "server.soft_delete"
+    reclaim_after: float
+
+
+class RestoreServer(Message, frozen=True):
+    """Bring a soft-deleted server back (powered on, ACTIVE)."""
+
+    TYPE = "server.restore"
+
+
 # The power actions' requests (server.stop, server.reboot, …) are in protocol/power.py.
 
 

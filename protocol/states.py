@@ -168,6 +168,20 @@ def server_status(vm_state: str, task_state: str | None) -> str:
     return tasks.get(task, tasks[None])
 
 
+def states_of_status(statuses: list[str]) -> tuple[set[VmState], set[TaskState | None]]:
+    """The vm_states and task_states a status filter names (Nova's task_and_vm_state_from_status,
+    case-insensitive); a task of None (Nova's "default") means any task of those vm_states."""
+    wanted = {status.strip().upper() for status in statuses}
+    vm_states: set[VmState] = set()
+    task_states: set[TaskState | None] = set()
+    for vm_state, tasks in _STATUS.items():
+        for task_state, status in tasks.items():
+            if status in wanted:
+                vm_states.add(vm_state)
+                task_states.add(task_state)
+    return vm_states, task_states
+
+
 class VolumeStatus(enum.StrEnum):
     """Cinder's volume status."""
 

@@ -7,6 +7,7 @@ adds to the app, innermost), which handlers read with `microversion.requested(re
 from aiohttp import web
 
 from api.compute import (
+    aggregates,
     flavor_access,
     flavor_extra_specs,
     flavors,
@@ -16,12 +17,18 @@ from api.compute import (
     keypairs,
     limits,
     microversion,
+    migrations,
+    quota_classes,
     quotas,
     server_groups,
     server_metadata,
     server_networks,
+    server_password,
+    server_tags,
     server_volumes,
     servers,
+    tenant_usage,
+    usage_audit_log,
 )
 
 
@@ -37,7 +44,14 @@ def setup(app: web.Application) -> None:
     servers.setup(app)
     server_metadata.setup(app)
     server_networks.setup(app)
+    server_tags.setup(app)
     server_volumes.setup(app)
     server_groups.setup(app)
     hosts.setup(app)
     hypervisors.setup(app)
+    aggregates.setup(app)
+    migrations.setup(app)
+    quota_classes.setup(app)
+    server_password.setup(app)
+    tenant_usage.setup(app)
+    usage_audit_log.setup(app)

@@ -80,13 +80,39 @@ async def record(
 _EVENT_NAMES = {
     "create": "compute__do_build_and_run_instance",
     "delete": "compute_terminate_instance",
+    "restore": "compute_restore_instance",
     "attach_volume": "compute_attach_volume",
     "detach_volume": "compute_detach_volume",
     **{row.nova_action: row.event for row in power.ROWS},
 }
+# The actions the API does itself (Nova's wrap_instance_event(prefix='api')).
+_API_EVENTS = {"lock": "api_lock", "unlock": "api_unlock"}
 _VOLUME_ACTIONS = ("attach_volume", "detach_volume")
 # A volume's transitional statuses are the ones its table gives a timeout.
 _VOLUME_TRANSITIONAL = frozenset(volume_actor.table.timeouts())
+
+
+async def _actor_event(conn: Any, action: asyncpg.Record) -> tuple[dict[str, Any], bool] | None:
+    """The event of an action the actors carry out, and whether it failed; None for an action
+    without one."""
+    name = _EVENT_NAMES.get(action["action"])
+    if name is None:
+        return None
+    kind = "volume" if action["action"] in _VOLUME_ACTIONS else "server"
+    where = "kind = 'volume'" if kind == "volume" else "kind = 'server' AND actor_id = $2"
+    args = [action["request_id"]] if kind == "volume" else [action["request_id"], action["server_id"]]
+    rows = await conn.fetch(
+        f"SELECT at, new_state FROM events WHERE correlation_id = $1 AND {where} ORDER BY id", *args
+    )
+    done = next((r for r in rows if _settled(kind, r["new_state"])), None)
+    failed = done is not None and (done["new_state"] or "").startswith(VmState.ERROR)
+    event = {
+        "event": name,
+        "start_time": iso_seconds(action["start_time"]),
+        "finish_time": iso_seconds(done["at"]) if done else None,
+        "result": None if done is None else ("Error" if failed else "Success"),
+    }
+    return event, failed
 
 
 def _settled(kind: str, state: str | None) -> bool:
@@ -100,24 +126,22 @@ def _settled(kind: str, state: str | None) -> bool:
 async def _action_event(request: web.Request, conn: Any, action: asyncpg.Record) -> dict[str, Any] | None:
     """The action's Nova event, derived from the actor events its request caused (every turn
     records the request id it carries as its correlation id): started with the request,
-    finished at the first settled state, Error when that state is an error."""
-    name = _EVENT_NAMES.get(action["action"])
-    if name is None:
-        return None
-    kind = "volume" if action["action"] in _VOLUME_ACTIONS else "server"
-    where = "kind = 'volume'" if kind == "volume" else "kind = 'server' AND actor_id = $2"
-    args = [action["request_id"]] if kind == "volume" else [action["request_id"], action["server_id"]]
-    rows = await conn.fetch(
-        f"SELECT at, new_state FROM events WHERE correlation_id = $1 AND {where} ORDER BY id", *args
-    )
-    done = next((r for r in rows if _settled(kind, r["new_state"])), None)
-    failed = done is not None and (done["new_state"] or "").startswith(VmState.ERROR)
-    event: dict[str, Any] = {
-        "event": name,
-        "start_time": iso_seconds(action["start_time"]),
-        "finish_time": iso_seconds(done["at"]) if done else None,
-        "result": None if done is None else ("Error" if failed else "Success"),
-    }
+    finished at the first settled state, Error when that state is an error. An action the API
+    does itself (lock) is done when its request is."""
+    if action["action"] in _API_EVENTS:
+        moment = iso_seconds(action["start_time"])
+        event: dict[str, Any] = {
+            "event": _API_EVENTS[action["action"]],
+            "start_time": moment,
+            "finish_time": moment,
+            "result": "Success",
+        }
+        failed = False
+    else:
+        found = await _actor_event(conn, action)
+        if found is None:
+            return None
+        event, failed = found
     me = caller(request)
     if me.is_admin:
         event["traceback"] = None

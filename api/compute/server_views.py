@@ -32,6 +32,11 @@ def host_id(project_id: str, host: str) -> str:
     return hashlib.sha224((project_id + host).encode()).hexdigest()
 
 
+# Nova's statuses that show `progress`, and those that show a `fault`
+_PROGRESS_STATUSES = frozenset({"ACTIVE", "BUILD", "REBUILD", "RESIZE", "VERIFY_RESIZE", "MIGRATING"})
+_FAULT_STATUSES = frozenset({"ERROR", "DELETED"})
+
+
 def view(
     request: web.Request,
     row: asyncpg.Record,
@@ -39,10 +44,17 @@ def view(
     volumes: dict[str, list[asyncpg.Record]] | None = None,
     hosts: dict[str, compute_hosts.HostState] | None = None,
     *,
-    show_host_status: bool = True,
+    full: bool = True,
+    server_groups: bool = False,
 ) -> dict[str, Any]:
     """The server as Nova shows it at the request's microversion (`addresses` and `volumes`: by
     server id; `hosts`: by host name, from `compute_hosts.host_statuses`).
+
+    `full`: show and the detailed list show every attribute; an update's answer (Nova's update
+    view, before 2.75) leaves out the availability zone, config drive, key name, usage times,
+    security groups, extended status, volumes, the admin's OS-EXT-SRV-ATTR attributes and the
+    host status, and shows addresses without their type and MAC. `server_groups`: show and
+    update show the server's groups from 2.71 on; the list does not.
 
     While the server's host is silent (its agent's heartbeat older than the down window) the
     power state shows NOSTATE, Nova's "unknown": what the host last reported may no longer hold.
@@ -50,44 +62,32 @@ def view(
     every state again at its start). The status stays what the server's states say, as Nova's."""
     me = caller(request)
     version = requested(request)
-    host_state = (hosts or {}).get(row["host"]) if row["host"] else None
-    power_state = row["power_state"]
-    if host_state is not None and not host_state.up:
-        power_state = PowerState.NOSTATE
-    server = _base_view(
-        request,
-        row,
-        version,
-        power_state=power_state,
-        addresses=(addresses or {}).get(row["id"], {}),
-        volumes=(volumes or {}).get(row["id"], []),
-    )
+    server = _base_view(request, row, (addresses or {}).get(row["id"], {}), full=full)
     server["flavor"] = _flavor_view(request, row["flavor"], version)
-    if me.is_admin:
-        server.update(_admin_attributes(row, version))
-    if version >= (2, 9):
-        server["locked"] = row["locked"]
-    if version >= (2, 16) and me.is_admin and hosts is not None and show_host_status:
-        server["host_status"] = host_state.status if host_state is not None else compute_hosts.HOST_NONE
-    server.update(_later_attributes(row, version))
-    fault = _fault_view(row, me)
+    if full:
+        host_state = (hosts or {}).get(row["host"]) if row["host"] else None
+        server.update(_full_attributes(row, version, host_state, (volumes or {}).get(row["id"], [])))
+        if me.is_admin:
+            server.update(_admin_attributes(row, version))
+        if version >= (2, 16) and me.is_admin and hosts is not None:
+            server["host_status"] = host_state.status if host_state is not None else compute_hosts.HOST_NONE
+    server.update(_later_attributes(row, version, admin_attributes=full and me.is_admin))
+    if server_groups and version >= (2, 71):
+        server["server_groups"] = [row["group_id"]] if row["group_id"] else []
+    if version >= (2, 96):
+        server["pinned_availability_zone"] = row["requested_availability_zone"]
+    fault = _fault_view(row, me) if server["status"] in _FAULT_STATUSES else None
     if fault is not None:
         server["fault"] = fault
     return server
 
 
 def _base_view(
-    request: web.Request,
-    row: asyncpg.Record,
-    version: Microversion,
-    *,
-    power_state: Any,
-    addresses: Addresses,
-    volumes: list[asyncpg.Record],
+    request: web.Request, row: asyncpg.Record, addresses: Addresses, *, full: bool
 ) -> dict[str, Any]:
-    """What every microversion shows, in Nova's order."""
+    """What every view shows at every microversion, in Nova's order."""
     status = server_status(row["vm_state"], row["task_state"])
-    return {
+    server = {
         "id": row["id"],
         "name": row["display_name"],
         "status": status,
@@ -98,22 +98,46 @@ def _base_view(
         "image": _image_ref(request, row["image_id"]),
         "created": iso_seconds(row["created_at"]),
         "updated": iso_seconds(row["updated_at"] or row["created_at"]),
-        "addresses": addresses,
-        "accessIPv4": "",
-        "accessIPv6": "",
+        "addresses": addresses if full else _plain_addresses(addresses),
+        "accessIPv4": row["access_ip_v4"] or "",
+        "accessIPv6": row["access_ip_v6"] or "",
         "links": resource_links(request, "servers", row["id"]),
-        "OS-DCF:diskConfig": "MANUAL",
-        "progress": 0,
+        "OS-DCF:diskConfig": "AUTO" if row["auto_disk_config"] else "MANUAL",
+    }
+    if status in _PROGRESS_STATUSES:
+        server["progress"] = 0
+    return server
+
+
+def _plain_addresses(addresses: Addresses) -> Addresses:
+    """Addresses without Nova's extended keys (the OS-EXT-IPS type and MAC)."""
+    return {
+        network: [{"version": ip["version"], "addr": ip["addr"]} for ip in ips]
+        for network, ips in addresses.items()
+    }
+
+
+def _full_attributes(
+    row: asyncpg.Record,
+    version: Microversion,
+    host_state: compute_hosts.HostState | None,
+    volumes: list[asyncpg.Record],
+) -> dict[str, Any]:
+    """What show and the detailed list add (and an update's answer from 2.75)."""
+    power_state = row["power_state"]
+    if host_state is not None and not host_state.up:
+        power_state = PowerState.NOSTATE
+    return {
         "OS-EXT-AZ:availability_zone": row["availability_zone"] or "",
         "config_drive": "True" if row["config_drive"] else "",
         "key_name": row["key_name"],
         "OS-SRV-USG:launched_at": _micro_or_none(row["launched_at"]),
         "OS-SRV-USG:terminated_at": _micro_or_none(row["terminated_at"]),
+        "security_groups": [{"name": "default"}],
         "OS-EXT-STS:task_state": row["task_state"],
         "OS-EXT-STS:vm_state": row["vm_state"],
         "OS-EXT-STS:power_state": power_state,
         "os-extended-volumes:volumes_attached": [_volume_attached(vol, version) for vol in volumes],
-        "security_groups": [{"name": "default"}],
     }
 
 
@@ -182,21 +206,23 @@ def _admin_attributes(row: asyncpg.Record, version: Microversion) -> dict[str, A
     return attributes
 
 
-def _later_attributes(row: asyncpg.Record, version: Microversion) -> dict[str, Any]:
-    """What microversions 2.19 to 2.96 add, in that order."""
+def _later_attributes(
+    row: asyncpg.Record, version: Microversion, *, admin_attributes: bool
+) -> dict[str, Any]:
+    """What microversions 2.9 to 2.90 add, in that order."""
     attributes: dict[str, Any] = {}
+    if version >= (2, 9):
+        attributes["locked"] = row["locked"]
+    if version >= (2, 73):
+        attributes["locked_reason"] = row["locked_reason"] if row["locked"] else None
     if version >= (2, 19):
         attributes["description"] = row["description"]
     if version >= (2, 26):
         attributes["tags"] = list(row["tags"])
     if version >= (2, 63):
         attributes["trusted_image_certificates"] = None
-    if version >= (2, 71):
-        attributes["server_groups"] = [row["group_id"]] if row["group_id"] else []
-    if version >= (2, 73):
-        attributes["locked_reason"] = None
-    if version >= (2, 96):
-        attributes["pinned_availability_zone"] = row["requested_availability_zone"]
+    if version >= (2, 90) and not admin_attributes:
+        attributes["OS-EXT-SRV-ATTR:hostname"] = row["hostname"]  # visible to everyone from 2.90
     return attributes
 
 

@@ -66,3 +66,24 @@ async def keypair_usage(conn: Any, user_id: str) -> dict[str, int]:
 async def server_usage(conn: Any, project_id: str) -> dict[str, int]:
     """Instances, cores and RAM in use, for enforcement at server creation."""
     return await _servers(conn, project_id)
+
+
+async def user_server_usage(conn: Any, project_id: str, user_id: str) -> dict[str, int]:
+    """Instances, cores and RAM of one user's servers in the project (Nova counts these per user
+    too, for the per-user quotas)."""
+    row = await conn.fetchrow(
+        "SELECT count(*) AS instances, coalesce(sum((flavor->>'vcpus')::int), 0) AS cores, "
+        "coalesce(sum((flavor->>'ram')::int), 0) AS ram FROM servers "
+        "WHERE project_id = $1 AND user_id = $2 AND vm_state <> 'deleted'",
+        project_id,
+        user_id,
+    )
+    return {"instances": row["instances"], "cores": row["cores"], "ram": row["ram"]}
+
+
+async def user_usage(conn: Any, project_id: str, user_id: str) -> dict[str, int]:
+    """In-use count of every compute quota resource as one user of the project uses it: their
+    servers and key pairs; the project-wide resources (server groups) as the project's."""
+    used = await compute_usage(conn, project_id, user_id)
+    used.update(await user_server_usage(conn, project_id, user_id))
+    return used

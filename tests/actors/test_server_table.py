@@ -130,6 +130,49 @@ def test_delete_works_from_every_state_and_frees_the_claim(vm_state: str) -> Non
     assert done.record.vm_state == "deleted" and sends(done, m.ReleaseClaim)[0].host == "h1"
 
 
+def _timer(outcome) -> float | None:
+    return next((e.after for e in outcome.effects if isinstance(e, SetTimer) and e.name == STATE_TIMER), None)
+
+
+@pytest.mark.parametrize("vm_state", ["active", "stopped", "paused", "suspended", "error"])
+def test_soft_delete_powers_off_and_reclaims_when_the_interval_is_over(vm_state: str) -> None:
+    launched = fresh(vm_state=vm_state, task_state=None, host="h1", launched_at=900.0)
+    out = apply(launched, m.SoftDeleteServer(reclaim_after=60.0))
+    assert (out.record.task_state, out.record.reclaim_at) == ("soft-deleting", 1060.0)
+    assert sends(out, m.PowerActionOnHost)[0].action == "stop"
+    done = apply(out.record, m.ActionDone(action="stop", power_state=PowerState.SHUTDOWN))
+    assert (done.record.vm_state, done.record.task_state) == ("soft-delete", None)
+    assert server_status(done.record.vm_state, done.record.task_state) == "SOFT_DELETED"
+    assert _timer(done) == 60.0  # reclaim_at is 60 s after the request, the turn's clock is 1000
+    reclaimed = apply(done.record, StateTimeout(state="soft-delete"))
+    assert reclaimed.record.task_state == "deleting" and sends(reclaimed, m.Destroy)
+
+
+def test_a_server_never_launched_is_not_soft_deleted() -> None:
+    with pytest.raises(IllegalTransition):
+        apply(fresh(vm_state="error", task_state=None, host="h1"), m.SoftDeleteServer(reclaim_after=60.0))
+    assert not s.table.allows(fresh(), m.SoftDeleteServer)  # building: the API deletes it instead
+
+
+def test_restore_powers_a_soft_deleted_server_on_and_a_failure_keeps_it_soft_deleted() -> None:
+    soft = fresh(vm_state="soft-delete", task_state=None, host="h1", launched_at=1.0, reclaim_at=1030.0)
+    assert not s.table.allows(fresh(vm_state="active", task_state=None, host="h1"), m.RestoreServer)
+    out = apply(soft, m.RestoreServer())
+    assert out.record.task_state == "restoring" and sends(out, m.PowerActionOnHost)[0].action == "start"
+    failed = apply(out.record, m.ActionFailed(action="start", reason="no"))
+    assert (failed.record.vm_state, failed.record.task_state) == ("soft-delete", None)
+    assert _timer(failed) == 30.0  # the reclaim time stays
+    done = apply(out.record, m.ActionDone(action="start", power_state=PowerState.RUNNING))
+    assert (done.record.vm_state, done.record.reclaim_at) == ("active", None)
+
+
+def test_delete_of_a_soft_deleted_server_deletes_it_at_once() -> None:
+    soft = fresh(vm_state="soft-delete", task_state=None, host="h1", launched_at=1.0, reclaim_at=5000.0)
+    out = apply(soft, m.DeleteServer())
+    assert out.record.task_state == "deleting" and sends(out, m.Destroy)
+    assert apply(out.record, m.Destroyed(host="h1")).record.vm_state == "deleted"
+
+
 def test_delete_of_an_unplaced_server_needs_no_host() -> None:
     out = apply(fresh(), m.DeleteServer())
     assert out.record.vm_state == "deleted" and not [e for e in out.effects if isinstance(e, Send)]

@@ -61,6 +61,7 @@ POOLS: dict[str, list[Any]] = {
     "attach_status": [None, "attached", "detached"],
     "size": [1, 2, 5],
     "new_size": [0, 1, 2, 5],
+    "reclaim_after": [0.5, 60.0],
     "reason": ["", "it failed <&>\n"],
     "provider_location": [f"/v/volume-{VID}"],
     "connection": [msgspec.convert(CONN, v.VolumeConnection)],
