@@ -592,9 +592,82 @@ _APP_CREDENTIAL = wrapped(
         "expires_at": {"type": ["string", "null"]},
         "roles": {"type": "array", "items": obj({"id": TEXT, "name": TEXT})},
         "unrestricted": BOOL,
-        "access_rules": {"type": "array", "maxItems": 0},
+        "access_rules": {
+            "type": "array",
+            "items": obj(
+                {
+                    "service": {"type": "string", "minLength": 1, "maxLength": 64},
+                    "path": {"type": "string", "pattern": "^/", "maxLength": 128},
+                    "method": {"type": "string", "enum": ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]},
+                },
+                "service",
+                "path",
+                "method",
+            ),
+        },
     },
     "name",
+)
+# Keystone's other resources (api/identity/): the known attributes of each (Keystone keeps unknown
+# ones too, but the fuzzer sends what the API reference documents).
+_DOMAIN = {
+    "name": {"type": "string", "minLength": 1, "maxLength": 64},
+    "description": DESCRIPTION,
+    "enabled": BOOL,
+}
+_GROUP = {"name": {"type": "string", "minLength": 1, "maxLength": 64}, "description": DESCRIPTION}
+_REGION = {
+    "description": {"type": "string", "maxLength": 255},
+    "parent_region_id": {"type": ["string", "null"]},
+}
+_SERVICE = {"type": NAME, "name": TEXT, "description": DESCRIPTION, "enabled": BOOL}
+_ENDPOINT = {
+    "service_id": TEXT,
+    "interface": {"type": "string", "enum": ["public", "internal", "admin"]},
+    "url": {"type": "string", "pattern": "^[a-zA-Z][a-zA-Z0-9+.-]*://[^ ]+$", "maxLength": 225},
+    "region_id": TEXT,
+    "enabled": BOOL,
+}
+_POLICY = {"type": NAME, "blob": {"type": "string", "maxLength": 65535}}
+_CREDENTIAL = {
+    "user_id": TEXT,
+    "project_id": {"type": ["string", "null"]},
+    "type": {"type": "string", "enum": ["totp", "cert"]},
+    "blob": {"type": "string", "maxLength": 65535},
+}
+_TRUST = wrapped(
+    "trust",
+    {
+        "trustor_user_id": TEXT,
+        "trustee_user_id": TEXT,
+        "project_id": {"type": ["string", "null"]},
+        "impersonation": BOOL,
+        "roles": {"type": "array", "items": obj({"id": TEXT})},
+        "expires_at": {"type": ["string", "null"], "format": "date-time"},
+        "remaining_uses": {"type": ["integer", "null"], "minimum": 1, "maximum": INT32},
+        "allow_redelegation": BOOL,
+    },
+    "trustor_user_id",
+    "trustee_user_id",
+    "impersonation",
+)
+_ENDPOINT_GROUP = {
+    "name": NAME,
+    "description": DESCRIPTION,
+    "filters": obj(
+        {"interface": {"type": "string", "enum": ["public", "internal", "admin"]}, "service_id": TEXT}
+    ),
+}
+_DOMAIN_CONFIG = obj(
+    {
+        "config": obj(
+            {
+                "identity": obj({"driver": TEXT, "list_limit": {"type": ["integer", "null"]}}),
+                "ldap": obj({"url": TEXT, "user_tree_dn": TEXT, "suffix": TEXT}),
+            }
+        )
+    },
+    "config",
 )
 
 REQUEST_BODIES: dict[tuple[str, str], Schema] = {
@@ -664,6 +737,34 @@ REQUEST_BODIES: dict[tuple[str, str], Schema] = {
     ("post", f"{_ID}/users/{{user_id}}/password"): _PASSWORD,
     ("post", f"{_ID}/roles"): _ROLE_CREATE,
     ("post", f"{_ID}/users/{{user_id}}/application_credentials"): _APP_CREDENTIAL,
+    ("post", f"{_ID}/domains"): wrapped("domain", _DOMAIN, "name"),
+    ("patch", f"{_ID}/domains/{{domain_id}}"): wrapped("domain", _DOMAIN),
+    ("post", f"{_ID}/groups"): wrapped("group", {**_GROUP, "domain_id": TEXT}, "name"),
+    ("patch", f"{_ID}/groups/{{group_id}}"): wrapped("group", _GROUP),
+    ("patch", f"{_ID}/roles/{{role_id}}"): wrapped("role", {"name": NAME, "description": DESCRIPTION}),
+    ("post", f"{_ID}/regions"): wrapped("region", _REGION),
+    ("put", f"{_ID}/regions/{{region_id}}"): wrapped("region", _REGION),
+    ("patch", f"{_ID}/regions/{{region_id}}"): wrapped("region", _REGION),
+    ("post", f"{_ID}/services"): wrapped("service", _SERVICE, "type"),
+    ("patch", f"{_ID}/services/{{service_id}}"): wrapped("service", _SERVICE),
+    ("post", f"{_ID}/endpoints"): wrapped("endpoint", _ENDPOINT, "service_id", "interface", "url"),
+    ("patch", f"{_ID}/endpoints/{{endpoint_id}}"): wrapped("endpoint", _ENDPOINT),
+    ("post", f"{_ID}/policies"): wrapped("policy", _POLICY, "type", "blob"),
+    ("patch", f"{_ID}/policies/{{policy_id}}"): wrapped("policy", _POLICY),
+    ("post", f"{_ID}/credentials"): wrapped("credential", _CREDENTIAL, "user_id", "type", "blob"),
+    ("patch", f"{_ID}/credentials/{{credential_id}}"): wrapped("credential", _CREDENTIAL),
+    ("post", f"{_ID}/users/{{user_id}}/credentials/OS-EC2"): obj({"tenant_id": TEXT}, "tenant_id"),
+    ("post", f"{_ID}/OS-TRUST/trusts"): _TRUST,
+    ("post", f"{_ID}/OS-EP-FILTER/endpoint_groups"): wrapped(
+        "endpoint_group", _ENDPOINT_GROUP, "name", "filters"
+    ),
+    ("patch", f"{_ID}/OS-EP-FILTER/endpoint_groups/{{group_id}}"): wrapped("endpoint_group", _ENDPOINT_GROUP),
+    ("post", f"{_ID}/OS-OAUTH1/consumers"): wrapped("consumer", {"description": DESCRIPTION}),
+    ("patch", f"{_ID}/OS-OAUTH1/consumers/{{consumer_id}}"): wrapped(
+        "consumer", {"description": DESCRIPTION}
+    ),
+    ("put", f"{_ID}/domains/{{domain_id}}/config"): _DOMAIN_CONFIG,
+    ("patch", f"{_ID}/domains/{{domain_id}}/config"): _DOMAIN_CONFIG,
 }
 # Bodies that are not JSON objects of application/json.
 _MEDIA_BODIES: dict[tuple[str, str], dict[str, Schema]] = {
