@@ -22,7 +22,10 @@ from aiohttp import web
 
 from api.context import CTX, json_response, public
 from api.errors import service_of
+from api.image import imports as image_imports
 from api.image import schema as image_schema
+from api.image import tasks as image_tasks
+from api.image.metadefs import REQUEST_BODIES as METADEF_BODIES
 from protocol import power
 
 OPENAPI_VERSION = "3.1.0"
@@ -729,6 +732,9 @@ REQUEST_BODIES: dict[tuple[str, str], Schema] = {
     ("post", "/image/v2/images"): _IMAGE_CREATE,
     ("post", "/image/v2/images/{image_id}/members"): _IMAGE_MEMBER_ADD,
     ("put", "/image/v2/images/{image_id}/members/{member_id}"): _IMAGE_MEMBER_UPDATE,
+    ("post", "/image/v2/images/{image_id}/import"): image_imports.IMPORT_BODY,
+    ("post", "/image/v2/tasks"): image_tasks.CREATE_BODY,
+    **METADEF_BODIES,
     ("post", f"{_ID}/auth/tokens"): _AUTH,
     ("post", f"{_ID}/projects"): _PROJECT_CREATE,
     ("patch", f"{_ID}/projects/{{project_id}}"): wrapped("project", _PROJECT),
@@ -770,6 +776,9 @@ REQUEST_BODIES: dict[tuple[str, str], Schema] = {
 _MEDIA_BODIES: dict[tuple[str, str], dict[str, Schema]] = {
     ("patch", "/image/v2/images/{image_id}"): {"application/openstack-images-v2.1-json-patch": _IMAGE_PATCH},
     ("put", "/image/v2/images/{image_id}/file"): {
+        "application/octet-stream": {"type": "string", "format": "binary"}
+    },
+    ("put", "/image/v2/images/{image_id}/stage"): {
         "application/octet-stream": {"type": "string", "format": "binary"}
     },
 }

@@ -26,6 +26,26 @@ from protocol.states import ImageStatus
 log = data.log
 
 
+# The import request, as /openapi.json describes it (api/openapi.py).
+IMPORT_BODY: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "method": {
+            "type": "object",
+            "properties": {
+                "name": {"type": "string", "enum": list(info.IMPORT_METHODS)},
+                "uri": {"type": "string"},
+            },
+            "required": ["name"],
+        },
+        "stores": {"type": "array", "items": {"type": "string"}},
+        "all_stores": {"type": "boolean"},
+        "all_stores_must_succeed": {"type": "boolean"},
+    },
+    "required": ["method"],
+}
+
+
 async def _unstage(pool: Any, image_id: str) -> None:
     await pool.execute(
         "UPDATE images SET status = 'queued', size = NULL, updated_at = now() "

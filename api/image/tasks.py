@@ -25,6 +25,24 @@ from api.sql import Sql
 SORT_KEYS = ("created_at", "updated_at", "status", "type", "id")
 DEFAULT_LIMIT, MAX_LIMIT = 25, 1000
 _CREATE_SCHEMA = {**task_records.task_schema(), "required": ["type", "input"]}
+# An import task's request, as /openapi.json describes it (api/openapi.py).
+CREATE_BODY: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "type": {"type": "string", "enum": ["import"]},
+        "input": {
+            "type": "object",
+            "properties": {
+                "import_from": {"type": "string"},
+                "import_from_format": {"type": "string"},
+                "image_properties": {"type": "object"},
+            },
+            "required": ["import_from", "import_from_format", "image_properties"],
+        },
+    },
+    "required": ["type", "input"],
+    "additionalProperties": False,
+}
 
 
 def _require_access(me: AuthContext) -> None:

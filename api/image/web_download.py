@@ -1,11 +1,12 @@
 """Image data from a URL: the `web-download` import method and the `import` tasks of /v2/tasks.
 
 Which URLs are fetched is Glance's import filtering ([import_filtering_opts]): an allowed
-scheme (http, https), a host not refused, and a port, when the URL names one, among the allowed
-ones (80 and 443 by default). An operator widens or narrows this with
-ACTORSTACK_IMAGE_IMPORT_ALLOWED_SCHEMES, _ALLOWED_PORTS (`any` for every port) and
-_DISALLOWED_HOSTS (comma-separated). A redirect is followed only to a URL that passes the same
-filter, at most MAX_REDIRECTS times, so a filtered host is never reached through another.
+scheme (http, https), an allowed host (any by default) not refused, and a port, when the URL
+names one, among the allowed ones (80 and 443 by default). An operator widens or narrows this
+with ACTORSTACK_IMAGE_IMPORT_ALLOWED_SCHEMES, _ALLOWED_HOSTS, _DISALLOWED_HOSTS and
+_ALLOWED_PORTS (comma-separated; `any` for every port). A redirect is followed only to a URL
+that passes the same filter, at most MAX_REDIRECTS times, so a filtered host is never reached
+through another.
 
 The body streams into the store chunk by chunk (`store.receive`), bounded by the image size cap;
 a server that does not connect within CONNECT_TIMEOUT seconds, falls silent for IDLE_TIMEOUT
@@ -40,6 +41,7 @@ class Filter:
     """Glance's import filtering options (allowed lists win over disallowed ones)."""
 
     allowed_schemes: frozenset[str] = frozenset({"http", "https"})
+    allowed_hosts: frozenset[str] = frozenset()  # empty: any host
     disallowed_hosts: frozenset[str] = frozenset()
     allowed_ports: frozenset[int] | None = frozenset({80, 443})  # None: any port
 
@@ -51,6 +53,7 @@ class Filter:
 
         default = cls()
         schemes, hosts, ports = items("ALLOWED_SCHEMES"), items("DISALLOWED_HOSTS"), items("ALLOWED_PORTS")
+        allowed_hosts = items("ALLOWED_HOSTS")
         allowed_ports = default.allowed_ports
         if ports is not None:
             try:
@@ -61,6 +64,7 @@ class Filter:
                 ) from None
         return cls(
             allowed_schemes=frozenset(schemes) if schemes is not None else default.allowed_schemes,
+            allowed_hosts=frozenset(allowed_hosts) if allowed_hosts is not None else default.allowed_hosts,
             disallowed_hosts=frozenset(hosts) if hosts is not None else default.disallowed_hosts,
             allowed_ports=allowed_ports,
         )
@@ -76,7 +80,10 @@ class Filter:
             return False
         if not parts.scheme or parts.scheme not in self.allowed_schemes:
             return False
-        if not parts.hostname or parts.hostname in self.disallowed_hosts:
+        host = parts.hostname
+        if not host or (
+            host not in self.allowed_hosts if self.allowed_hosts else host in self.disallowed_hosts
+        ):
             return False
         return not (port and self.allowed_ports is not None and port not in self.allowed_ports)
 

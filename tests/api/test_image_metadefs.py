@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from typing import Any
+from urllib.parse import quote
 
 from tests.api.conftest import Cloud, Credentials
 
@@ -389,3 +390,19 @@ async def test_the_openstack_cli_manages_namespaces(cloud: Cloud) -> None:
         await asyncio.to_thread(cloud.openstack, "image", "metadef", "namespace", "delete", name, fmt=None)
     err = await asyncio.to_thread(cloud.openstack_fails, "image", "metadef", "namespace", "show", name)
     assert err.returncode != 0
+
+
+async def test_a_name_with_control_characters_is_answered_whole(cloud: Cloud) -> None:
+    """Its Location header carries the name percent-encoded (a raw control character would make
+    the answer impossible to send)."""
+    token = await cloud.token()
+    name = f"ns\x1a{uuid.uuid4().hex[:6]}\U00073611"
+    status, created, headers = await cloud.request("POST", NS, token=token, json={"namespace": name})
+    try:
+        assert status == 201 and created["namespace"] == name, created
+        assert headers["Location"].endswith(
+            "/image/v2/metadefs/namespaces/ns%1A" + name[3:9] + "%F1%B3%98%91"
+        )
+    finally:
+        status, _, _ = await cloud.request("DELETE", f"{NS}/{quote(name, safe='')}", token=token)
+        assert status == 204

@@ -407,8 +407,9 @@ def test_fuzz_every_operation(world: World, document: dict[str, Any], group: str
 
 
 def _with_token(token: str) -> Callable[[], dict[str, str]]:
-    """The headers of each fuzzed request: this token."""
-    return lambda: {"X-Auth-Token": token}
+    """The headers of each fuzzed request: this token, and JSON asked for, as the SDKs ask
+    (schemathesis says */*, for which Glance answers its errors' HTML page)."""
+    return lambda: {"X-Auth-Token": token, "Accept": "application/json"}
 
 
 def _answers_without_a_valid_token(

@@ -9,7 +9,7 @@ association says. Listing pages by keyset on the sort key then the row id.
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import asyncpg
 from aiohttp import web
@@ -88,7 +88,9 @@ async def create_namespace(request: web.Request) -> web.Response:
         await _fill(conn, namespace, body)
         view = await _detail(conn, namespace)
     return json_response(
-        view, status=201, headers={"Location": f"{context.base_url}/image/v2/metadefs/namespaces/{name}"}
+        view,
+        status=201,
+        headers={"Location": f"{context.base_url}/image/v2/metadefs/namespaces/{quote(name, safe='')}"},
     )
 
 

@@ -246,6 +246,22 @@ def collection(
     return copy.deepcopy(raw)
 
 
+def inlined(schema: Any, root: dict[str, Any] | None = None) -> Any:
+    """The schema with its `#/definitions/...` references replaced by what they name, and no
+    definitions (for /openapi.json, where those references would not resolve)."""
+    root = schema if root is None else root
+    if isinstance(schema, list):
+        return [inlined(item, root) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    if "$ref" in schema:
+        target: Any = root
+        for part in schema["$ref"].removeprefix("#/").split("/"):
+            target = target[part]
+        return inlined(target, root)
+    return {key: inlined(value, root) for key, value in schema.items() if key != "definitions"}
+
+
 def refuse_read_only(kind: str, body: dict[str, Any]) -> None:
     for key in READ_ONLY[kind]:
         if key in body:
