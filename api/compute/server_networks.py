@@ -95,17 +95,22 @@ def _is_uuid(value: Any) -> bool:
 async def resolve(
     conn: asyncpg.Connection, me: AuthContext, requested: list[RequestedNic] | str, count: int
 ) -> list[RequestedNic]:
-    """Turn AUTO into the project's one usable network; check a port boot is a single boot."""
+    """Turn AUTO into the project's one usable network; check that a boot naming a port or a
+    fixed IP is a single boot (max_count 1), as Nova's."""
     if requested == AUTO:
         rows = await server_ports.usable_networks(conn, me.project_id)
         if len(rows) > 1:
             raise Conflict("Multiple possible networks found, use a Network ID to be more specific.")
         return [RequestedNic(network_id=rows[0]["id"])] if rows else []
     assert isinstance(requested, list)
+    if count > 1 and any(nic.network_id and nic.fixed_ip for nic in requested):
+        raise BadRequest(
+            "Failed to launch instances: max_count cannot be greater than 1 if an fixed_ip is specified."
+        )
     if count > 1 and any(nic.port_id for nic in requested):
         raise BadRequest(
-            "Unable to launch multiple instances with a single configured port ID. Please launch "
-            "your instance one by one with different ports."
+            "Failed to launch instances: Unable to launch multiple instances with a single configured "
+            "port ID. Please launch your instance one by one with different ports."
         )
     return requested
 

@@ -237,7 +237,14 @@ async def test_min_count_alone_makes_that_many_servers_and_max_below_min_is_refu
     assert status == 202 and "reservation_id" not in body and body["server"]["id"]
     _, listing, _ = await cloud.request("GET", "/compute/v2.1/servers", token=token)
     assert sorted(s["name"] for s in listing["servers"]) == ["pair-1", "pair-2"]  # max_count = min_count
-    for bad in ({"min_count": 3, "max_count": 2}, {"min_count": 0}, {"max_count": 2.5}):
+    some = str(uuid.uuid4())
+    for bad in (
+        {"min_count": 3, "max_count": 2},
+        {"min_count": 0},
+        {"max_count": 2.5},
+        {"max_count": 2, "networks": [{"uuid": some, "fixed_ip": "10.0.0.5"}]},  # one address, two servers
+        {"max_count": 2, "networks": [{"port": some}]},  # one port, two servers
+    ):
         status, body, _ = await cloud.request(
             "POST", "/compute/v2.1/servers", token=token, json={"server": {**request, **bad}}, headers=_LATEST
         )
