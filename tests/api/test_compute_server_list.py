@@ -241,3 +241,20 @@ async def test_server_tags_through_their_api(three: Any, cloud: Cloud) -> None:
         "GET", base, who=who, headers={"OpenStack-API-Version": "compute 2.25"}
     )
     assert status == 404  # tags came with 2.26
+
+
+async def test_another_projects_server_tags_and_lock_are_not_found(three: Any, cloud: Cloud) -> None:
+    who, (alpha, _, _) = three
+    other = await cloud.new_member("other")
+    for method, path, body in (
+        ("GET", f"/compute/v2.1/servers/{alpha}/tags", None),
+        ("PUT", f"/compute/v2.1/servers/{alpha}/tags/mine", None),
+        ("DELETE", f"/compute/v2.1/servers/{alpha}/tags", None),
+        ("POST", f"/compute/v2.1/servers/{alpha}/action", {"lock": None}),
+        ("POST", f"/compute/v2.1/servers/{alpha}/action", {"forceDelete": None}),
+        ("GET", f"/compute/v2.1/servers/{alpha}/os-server-password", None),
+    ):
+        status, _, _ = await cloud.request(method, path, who=other, json=body, headers=LATEST)
+        assert status == 404, (method, path, body)
+    shown = await wait_for(cloud, alpha, "ACTIVE", who)
+    assert shown["locked"] is False and shown["tags"] == ["red", "blue"]
