@@ -580,10 +580,10 @@ def restore_failed(record: ServerRecord, msg: m.ActionFailed, ctx: Context) -> O
     return Outcome(new, effects=(error,), timeout=_reclaim_in(new, ctx))
 
 
-# The reclaim: once the interval is over, the soft-deleted server is deleted as any other.
-table.timeout({SOFT_DELETED}, after=_RECLAIM_DEFAULT, to={state(V.SOFT_DELETED, T.DELETING), DELETED})(
-    lambda record, msg, ctx: delete(record, m.DeleteServer(), ctx)
-)
+@table.timeout({SOFT_DELETED}, after=_RECLAIM_DEFAULT, to={state(V.SOFT_DELETED, T.DELETING), DELETED})
+def reclaimed(record: ServerRecord, msg: StateTimeout, ctx: Context) -> Outcome[ServerRecord]:
+    """The reclaim: once the interval is over, the soft-deleted server is deleted as any other."""
+    return delete(record, m.DeleteServer(), ctx)
 
 
 # --- timeouts -------------------------------------------------------------------------------------
