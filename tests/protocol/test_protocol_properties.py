@@ -76,6 +76,8 @@ def strategy_for(info: mi.Type) -> st.SearchStrategy[Any]:
         return texts
     if isinstance(info, mi.IntType):
         return st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    if isinstance(info, mi.FloatType):  # JSON has no NaN or infinity
+        return st.floats(allow_nan=False, allow_infinity=False)
     if isinstance(info, mi.BoolType):
         return st.booleans()
     if isinstance(info, mi.NoneType):
