@@ -34,19 +34,18 @@ def _ids(body: Any) -> list[str]:
 
 @pytest.fixture(scope="module")
 async def three(cloud: Cloud, image: str) -> Any:
-    """A project with three active servers on a shared network (a, b tagged; c deleted later by
-    a test that needs a deleted one)."""
+    """A project with three active servers on a network of its own (a, b tagged; c deleted later
+    by a test that needs a deleted one); the servers and the network go at the end."""
     who = await cloud.new_member("list")
     status, net, _ = await cloud.request(
-        "POST",
-        "/networking/v2.0/networks",
-        json={"network": {"name": f"list-net-{who.project}", "shared": True}},
+        "POST", "/networking/v2.0/networks", who=who, json={"network": {"name": f"list-net-{who.project}"}}
     )
     assert status == 201, net
     network = net["network"]["id"]
     status, _, _ = await cloud.request(
         "POST",
         "/networking/v2.0/subnets",
+        who=who,
         json={"subnet": {"network_id": network, "cidr": "10.77.0.0/24", "ip_version": 4}},
     )
     assert status == 201
@@ -62,6 +61,13 @@ async def three(cloud: Cloud, image: str) -> Any:
     yield who, ids
     for server in ids:
         await cloud.request("DELETE", f"/compute/v2.1/servers/{server}", who=who)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # its ports go with the servers; then the network can
+        status, _, _ = await cloud.request("DELETE", f"/networking/v2.0/networks/{network}", who=who)
+        if status in (204, 404):
+            break
+        await asyncio.sleep(0.5)
+    assert status in (204, 404), f"the test network {network} could not be deleted: {status}"
 
 
 async def test_limit_zero_is_an_empty_page_and_a_full_page_links_the_next(three: Any, cloud: Cloud) -> None:

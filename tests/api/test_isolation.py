@@ -239,7 +239,8 @@ class World:
         token = who.token if isinstance(who, Actor) else who
         proj = project or (who.creds.project_id if isinstance(who, Actor) else self.ids["a_project"])
         url = self.cloud.url + path.format(**self.ids, project=proj)
-        hdrs = {"X-Auth-Token": token, **(headers or {})}
+        # As the clients of the JSON APIs ask (Glance answers */* with webob's HTML error pages).
+        hdrs = {"X-Auth-Token": token, "Accept": "application/json", **(headers or {})}
         kwargs: dict[str, Any] = {}
         if raw is not None:
             kwargs["data"] = raw

@@ -365,8 +365,8 @@ async def test_a_server_boots_from_its_volume_with_its_data_volumes_and_keeps_th
     await next_reply(box, v.VolumeAttachedToServer)
 
     # The test hypervisor forgets its domains with the process: the new agent restores the
-    # definition it kept, volumes included (the database places the server here: an instance it
-    # does not know would be reaped).
+    # definition it kept, volumes included, and starts it as its active server was (the database
+    # places the server here: an instance it does not know would be reaped).
     await agent.stop()
     await pool.execute(
         "INSERT INTO servers (id, version, project_id, user_id, display_name, vm_state, flavor, host, "
@@ -380,7 +380,7 @@ async def test_a_server_boots_from_its_volume_with_its_data_volumes_and_keeps_th
         again = await start_agent(agent.name)
     finally:
         await pool.execute("DELETE FROM servers WHERE id = $1", server_id)
-    assert await again.driver.power_state(server_id) is PowerState.SHUTDOWN
+    assert await again.driver.power_state(server_id) is PowerState.RUNNING  # back as its server was
     assert disks(await again.driver.definition(server_id) or "") == [*expected, ("vdd", str(extra), extra_id)]
 
     await client.send(Target("agent", again.name), m.Destroy(server_id=server_id))
