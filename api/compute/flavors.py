@@ -123,14 +123,19 @@ def _public_filter(request: web.Request, me: AuthContext) -> bool | None:
     raise BadRequest(f"Invalid is_public filter [{raw}]")
 
 
+# A minimum beyond any value the columns can hold matches nothing; it is compared as that bound.
+_BIGINT = 2**63 - 1
+
+
 def _min_filter(request: web.Request, key: str) -> int | None:
     raw = request.query.get(key)
     if raw is None:
         return None
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
         raise BadRequest(f"Invalid {key} filter [{raw}]") from None
+    return max(min(value, _BIGINT), -_BIGINT)
 
 
 def _enum_query(request: web.Request, key: str, allowed: Any, default: str) -> str:
@@ -162,10 +167,10 @@ async def _list(request: web.Request) -> list[asyncpg.Record]:
         where.append("NOT f.is_public")
     if min_ram is not None:
         args.append(min_ram)
-        where.append(f"f.ram >= ${len(args)}")
+        where.append(f"f.ram >= ${len(args)}::bigint")
     if min_disk is not None:
         args.append(min_disk)
-        where.append(f"f.disk >= ${len(args)}")
+        where.append(f"f.disk >= ${len(args)}::bigint")
     sort = _SORT_KEYS[sort_key]
     async with ctx(request).pool.acquire() as conn:
         if marker is not None:

@@ -241,6 +241,14 @@ async def test_flavor_list_filters_sorting_and_paging(cloud: Cloud) -> None:
     status, body, _ = await cloud.request("GET", "/compute/v2.1/flavors/detail?minRam=4096&minDisk=80")
     assert status == 200 and {f["name"] for f in body["flavors"]} >= {"m1.large", "m1.xlarge"}
     assert all(f["ram"] >= 4096 and f["disk"] >= 80 for f in body["flavors"])
+    for huge in (
+        "minRam=99999999999999999999999",
+        "minDisk=9223372036854775808",
+        "minRam=-99999999999999999999",
+    ):
+        status, body, _ = await cloud.request("GET", f"/compute/v2.1/flavors?{huge}")
+        assert status == 200, (huge, body)  # beyond any value the columns hold: no error (was a 500)
+        assert (body["flavors"] == []) == (not huge.startswith("minRam=-")), huge
     status, body, _ = await cloud.request(
         "GET", "/compute/v2.1/flavors/detail?sort_key=memory_mb&sort_dir=desc"
     )
