@@ -18,6 +18,7 @@ from api.context import caller, ctx, json_body, json_response
 from api.errors import BadRequest, Conflict, Forbidden
 from api.identity import policy
 from api.identity import validate as v
+from api.identity.list_filters import add_text_filters
 from api.identity.views import domain_view, get_or_404, links
 from api.sql import Sql
 
@@ -41,8 +42,7 @@ async def list_domains(request: web.Request) -> web.Response:
     sql = Sql()
     if only is not None:
         sql.where(f"id = {sql.arg(only)}")
-    if request.query.get("name") is not None:
-        sql.where(f"name = {sql.arg(request.query['name'])}")
+    add_text_filters(sql, request.query, {"name": "name"})
     enabled = _bool_query(request.query.get("enabled"))
     if enabled is not None:
         sql.where(f"enabled = {sql.arg(enabled)}")

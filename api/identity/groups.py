@@ -15,6 +15,7 @@ from api.context import caller, ctx, json_body, json_response
 from api.errors import BadRequest, Conflict, NotFound
 from api.identity import policy
 from api.identity import validate as v
+from api.identity.list_filters import add_text_filters
 from api.identity.views import find_domain, get_or_404, group_view, links, user_view
 from api.sql import Sql
 
@@ -41,10 +42,7 @@ async def list_groups(request: web.Request) -> web.Response:
     sql = Sql()
     if domain_only is not None:
         sql.where(f"domain_id = {sql.arg(domain_only)}")
-    if q.get("domain_id"):
-        sql.where(f"domain_id = {sql.arg(q['domain_id'])}")
-    if q.get("name"):
-        sql.where(f"name = {sql.arg(q['name'])}")
+    add_text_filters(sql, q, {"name": "name", "domain_id": "domain_id"})
     rows = await context.pool.fetch(f"SELECT * FROM groups WHERE {sql.clause()} ORDER BY name", *sql.args)
     return json_response(
         {

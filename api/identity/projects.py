@@ -21,6 +21,7 @@ from api.context import caller, ctx, json_body, json_response
 from api.errors import BadRequest, Conflict, Forbidden, NotFound
 from api.identity import domains, policy
 from api.identity import validate as v
+from api.identity.list_filters import add_text_filters
 from api.identity.views import domain_as_project_view, get_or_404, links, project_view
 from api.sql import Sql
 
@@ -53,8 +54,7 @@ async def _list_domains_as_projects(request: web.Request, only: str | None) -> w
     sql = Sql()
     if only is not None:
         sql.where(f"id = {sql.arg(only)}")
-    if request.query.get("name") is not None:
-        sql.where(f"name = {sql.arg(request.query['name'])}")
+    add_text_filters(sql, request.query, {"name": "name"})
     rows = await context.pool.fetch(f"SELECT * FROM domains WHERE {sql.clause()} ORDER BY name", *sql.args)
     views = [domain_as_project_view(r, context.base_url) for r in rows]
     return json_response({"projects": views, "links": links(context.base_url, "projects")})
@@ -69,9 +69,7 @@ async def list_projects(request: web.Request) -> web.Response:
     sql = Sql()
     if only is not None:
         sql.where(f"domain_id = {sql.arg(only)}")
-    for key in ("name", "domain_id"):
-        if q.get(key) is not None:
-            sql.where(f"{key} = {sql.arg(q[key])}")
+    add_text_filters(sql, q, {"name": "name", "domain_id": "domain_id"})
     if q.get("parent_id"):
         p = sql.arg(q["parent_id"])
         sql.where(f"(parent_id = {p} OR (parent_id IS NULL AND domain_id = {p}))")

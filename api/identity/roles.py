@@ -19,7 +19,9 @@ from api.context import caller, ctx, json_body, json_response
 from api.errors import BadRequest, Conflict, Forbidden, NotFound
 from api.identity import policy
 from api.identity import validate as v
+from api.identity.list_filters import add_text_filters
 from api.identity.views import get_or_404, links, role_ref, role_view
+from api.sql import Sql
 
 _KNOWN = {"name", "description", "domain_id", "options", "id"}
 _PROHIBITED_IMPLIED = {"admin"}  # Keystone's [assignment] prohibited_implied_role
@@ -46,12 +48,10 @@ def _conflict(name: Any, domain_id: Any) -> Conflict:
 async def list_roles(request: web.Request) -> web.Response:
     policy.require_reader(caller(request), "list_roles")
     context = ctx(request)
-    rows = await context.pool.fetch(
-        "SELECT * FROM roles WHERE ($1::text IS NULL OR name = $1) AND domain_id IS NOT DISTINCT FROM $2 "
-        "ORDER BY name",
-        request.query.get("name"),
-        request.query.get("domain_id"),
-    )
+    sql = Sql()
+    sql.where(f"domain_id IS NOT DISTINCT FROM {sql.arg(request.query.get('domain_id'))}::text")
+    add_text_filters(sql, request.query, {"name": "name"})
+    rows = await context.pool.fetch(f"SELECT * FROM roles WHERE {sql.clause()} ORDER BY name", *sql.args)
     return json_response(
         {"roles": [_view(r, context.base_url) for r in rows], "links": links(context.base_url, "roles")}
     )

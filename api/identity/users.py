@@ -18,6 +18,7 @@ from api.context import caller, ctx, json_body, json_response, public
 from api.errors import BadRequest, Conflict, NotFound, Unauthorized
 from api.identity import policy
 from api.identity import validate as v
+from api.identity.list_filters import add_never_set, add_text_filters
 from api.identity.views import find_domain, get_or_404, links, project_view, user_view
 from api.sql import Sql
 
@@ -48,9 +49,9 @@ async def list_users(request: web.Request) -> web.Response:
     sql = Sql()
     if only is not None:
         sql.where(f"domain_id = {sql.arg(only)}")
-    for key in ("name", "domain_id"):
-        if q.get(key) is not None:
-            sql.where(f"{key} = {sql.arg(q[key])}")
+    add_text_filters(sql, q, {"name": "name", "domain_id": "domain_id"})
+    # no federated users, and no password here expires
+    add_never_set(sql, q, ("idp_id", "protocol_id", "unique_id", "password_expires_at"))
     enabled = _bool_query(q.get("enabled"))
     if enabled is not None:
         sql.where(f"enabled = {sql.arg(enabled)}")

@@ -64,6 +64,11 @@ EXTENSIONS = (
         "attributes.",
     ),
     ("project-id", "project_id field enabled", "Extension that indicates that project_id field is enabled."),
+    (
+        "filter-validation",
+        "Filter parameters validation",
+        "Provides validation on filter parameters.",
+    ),
     ("pagination", "Pagination support", "Extension that indicates that pagination is enabled."),
     ("sorting", "Sorting support", "Extension that indicates that sorting is enabled."),
     (

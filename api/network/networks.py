@@ -110,6 +110,11 @@ COLLECTION = query.Collection(
         "created_at": query.moment("n.created_at"),
         "updated_at": query.moment("n.updated_at"),
         "provider:network_type": query.text("'local'::text", admin_only=True),
+        # attributes no network here has a value of (or only one): a filter on them still filters
+        "provider:physical_network": query.text("NULL::text", admin_only=True, sortable=False),
+        "provider:segmentation_id": query.number("NULL::numeric", admin_only=True, sortable=False),
+        "is_default": query.flag("false"),
+        "qos_policy_id": query.text("NULL::text", sortable=False),
     },
 )
 

@@ -210,6 +210,7 @@ COLLECTION = query.Collection(
     select=SELECT,
     not_found=port_not_found,
     extra_filters=_fixed_ip_filters,
+    extra_filter_names=frozenset({"fixed_ips"}),
     fields={
         "id": query.text("p.id"),
         "name": query.text("p.name"),
@@ -227,6 +228,7 @@ COLLECTION = query.Collection(
         "binding:host_id": query.text("p.binding_host_id", admin_only=True, sortable=False),
         "binding:vnic_type": query.text("p.binding_vnic_type"),
         "revision_number": query.number("p.revision_number"),
+        "qos_policy_id": query.text("NULL::text", sortable=False),  # no QoS policies
         "created_at": query.moment("p.created_at"),
         "updated_at": query.moment("p.updated_at"),
     },

@@ -2,8 +2,12 @@
 
 Neutron's rules: a query parameter named after an attribute filters on it, a repeated parameter
 means any of its values (`?name=a&name=b`), values are converted as the attribute is (booleans
-as true/false/1/0 in any case), and parameters Neutron does not know are ignored. `tags`,
-`tags-any`, `not-tags`, `not-tags-any` take comma-separated tags. `sort_key`/`sort_dir` pairs
+as true/false/1/0 in any case), and a parameter naming no filterable attribute is refused (400
+"... is invalid attribute for filtering", Neutron's filter-validation extension), so that a
+filter for a feature this cloud lacks never answers as if it matched everything. An admin-only
+attribute filters for admins and is ignored for others (policy hides it). `tags`, `tags-any`,
+`not-tags`, `not-tags-any` take comma-separated tags; `changed_since` (standard-attr-timestamp)
+keeps what changed at or after a time. `sort_key`/`sort_dir` pairs
 order the result, `id` breaking ties. `limit` and `marker` page it by keyset — the page after
 the marker is the rows that sort after the marker row — and `<collection>_links` carries the
 next and previous pages as Neutron builds them.
@@ -12,6 +16,7 @@ next and previous pages as Neutron builds them.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
@@ -52,7 +57,7 @@ def moment(sql: str) -> Field:
     return Field(sql, "timestamptz", filterable=False)
 
 
-def number(sql: str) -> Field:
+def number(sql: str, **kw: Any) -> Field:
     """An integer attribute; a filter value of any size compares (as `numeric`), so one past
     the column's range matches nothing rather than failing."""
 
@@ -62,7 +67,7 @@ def number(sql: str) -> Field:
         except ValueError:
             raise bad_request(f"Invalid input for {name}. Reason: '{value}' is not an integer.") from None
 
-    return Field(sql, "numeric", parse)
+    return Field(sql, "numeric", parse, **kw)
 
 
 _CONTROL = frozenset({"fields", "limit", "marker", "page_reverse", "sort_key", "sort_dir"})
@@ -85,6 +90,7 @@ class Collection:
     fields: dict[str, Field]
     not_found: Callable[[str], ApiError]
     extra_filters: Callable[[Sql, Any], None] | None = None
+    extra_filter_names: frozenset[str] = frozenset()  # the query parameters extra_filters reads
 
 
 def add_filters(sql: Sql, query: Any, collection: Collection, *, is_admin: bool) -> None:
@@ -99,13 +105,29 @@ def add_filters(sql: Sql, query: Any, collection: Collection, *, is_admin: bool)
                     )
                 )
             continue
+        if name == "changed_since":
+            since = [_moment(name, v) for v in values]
+            sql.where(f"{collection.alias}.updated_at >= {sql.arg(max(since))}")
+            continue
+        if name in collection.extra_filter_names:
+            continue
         field = collection.fields.get(name)
-        if field is None or not field.filterable or (field.admin_only and not is_admin):
-            continue  # Neutron ignores filters it does not know
+        if field is None or not field.filterable:
+            raise bad_request(f"{name} is invalid attribute for filtering")
+        if field.admin_only and not is_admin:
+            continue  # hidden by policy from non-admins: as if not asked
         parsed = [field.parse(name, v) for v in values]
         sql.where(f"{field.sql} = ANY({sql.arg(parsed)}::{field.type}[])")
     if collection.extra_filters is not None:
         collection.extra_filters(sql, query)
+
+
+def _moment(name: str, value: str) -> datetime.datetime:
+    try:
+        moment = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise bad_request(f"The input {name} must be in the following format: YYYY-MM-DDTHH:MM:SS") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=datetime.UTC)
 
 
 def sort_order(query: Any, collection: Collection) -> list[tuple[str, bool]]:
@@ -278,6 +300,14 @@ def parameters(collection: Collection, *extra: dict[str, Any]) -> list[dict[str,
         if field.filterable
     ]
     found += [_query(name, {"type": "string"}, "Comma-separated tags") for name in _TAG_FILTERS]
+    found.append(
+        _query(
+            "changed_since",
+            {"type": "string", "format": "date-time"},
+            "Changed at or after this time",
+            repeated=False,
+        )
+    )
     sortable = sorted(name for name, field in collection.fields.items() if field.sortable)
     found += [
         *extra,

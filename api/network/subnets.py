@@ -175,6 +175,8 @@ COLLECTION = query.Collection(
         "ipv6_ra_mode": query.text("coalesce(s.ipv6_ra_mode, '')"),
         "ipv6_address_mode": query.text("coalesce(s.ipv6_address_mode, '')"),
         "revision_number": query.number("s.revision_number"),
+        "subnetpool_id": query.text("NULL::text", sortable=False),  # no subnet pools, no segments
+        "segment_id": query.text("NULL::text", sortable=False),
         "created_at": query.moment("s.created_at"),
         "updated_at": query.moment("s.updated_at"),
     },

@@ -1,10 +1,19 @@
 """Which volumes a list request asks for: Cinder's filters, sort and paging over `volumes`.
 
 Filters: name (exact; `name~` for a substring, Cinder's LIKE filter), status, availability_zone,
-bootable, size, user_id, metadata (a dict, given as Python or JSON text, as the CLI sends it:
-every pair must match). Members see their project's volumes; admins their own project's, any one
-project's with ?project_id=, or all with ?all_tenants. Other filters Cinder would drop for a
-member are ignored, as Cinder does.
+bootable, size, metadata (a dict, given as Python or JSON text, as the CLI sends it: every pair
+must match), glance_metadata (the same, on the image properties the volume was made with),
+created_at/updated_at (`gt:`, `gte:`, `lt:`, `lte:`, `eq:`, `neq:` and a time, Cinder's 3.60),
+migration_status and group_id (no volume here has one: they match nothing); admins also user_id,
+attach_status, multiattach, snapshot_id, source_volid and the `display_` names. Members see their
+project's volumes; admins their own project's, any one project's with ?project_id=, or all with
+?all_tenants.
+
+A filter Cinder does not take is handled as Cinder handles it, never as if it matched everything:
+from 3.33 (Cinder's resource filters) a member's is refused with 400 "Invalid filters ... are
+found in query options." (`all_tenants` excepted: clients always send it); before 3.33 Cinder
+drops it, and so does this; an admin's matches no volume (Cinder filters on any column of its
+volumes table, and a name that is none of them finds nothing).
 
 Sort: `sort=key[:dir],…` or the older `sort_key`/`sort_dir` (default created_at desc), with
 created_at and id added as tie-breakers. Paging: `marker` (a volume id), `limit` (at most
@@ -15,6 +24,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import datetime
 import json
 from typing import Any
 
@@ -22,7 +32,7 @@ import asyncpg
 from aiohttp import web
 
 from api.auth import AuthContext
-from api.errors import NotFound
+from api.errors import BadRequest, NotFound
 from api.sql import Sql
 from api.volume.validate import invalid_input, query_bool, query_int
 
@@ -65,6 +75,112 @@ def _metadata_filter(raw: str) -> dict[str, str]:
             f"Invalid metadata filter {raw!r}: it must be a dict of strings, e.g. {{'key': 'value'}}"
         )
     return {k: str(item) for k, item in value.items()}
+
+
+_RESOURCE_FILTERS = (3, 33)  # from here a member's filter outside Cinder's list is refused
+# Not filters: paging, sorting and whose volumes (handled where they are read).
+_CONTROL = frozenset(
+    {"limit", "offset", "marker", "sort", "sort_key", "sort_dir", "with_count", "all_tenants"}
+)
+# Cinder's default resource filters for volumes (etc/cinder/resource_filters.json), `name~` its
+# LIKE form; what a member may filter on.
+_MEMBER_FILTERS = frozenset(
+    {
+        "name",
+        "name~",
+        "status",
+        "metadata",
+        "bootable",
+        "migration_status",
+        "availability_zone",
+        "group_id",
+        "size",
+        "created_at",
+        "updated_at",
+        "glance_metadata",
+    }
+)
+_EQUAL_FILTERS = {  # query key -> column, equality (admins: any; members: those in _MEMBER_FILTERS)
+    "name": "name",
+    "display_name": "name",
+    "display_description": "description",
+    "status": "status",
+    "availability_zone": "availability_zone",
+    "user_id": "user_id",
+    "attach_status": "attach_status",
+    "snapshot_id": "snapshot_id",
+    "source_volid": "source_volid",
+}
+_NEVER_SET = ("migration_status", "group_id", "consistencygroup_id")
+_OTHER_FILTERS = frozenset({"name~", "bootable", "size", "metadata", "multiattach"})
+_TIME_OPERATORS = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<=", "eq": "=", "neq": "<>"}
+
+
+def _unknown_filters(query: Any, me: AuthContext, version: tuple[int, int]) -> list[str]:
+    """The query's filters this list does not take: refused for a member from 3.33, dropped for
+    one before; returned for an admin (whose result they empty)."""
+    keys = [k for k in query if k not in _CONTROL]
+    if version >= _RESOURCE_FILTERS:
+        if not all(k.isascii() for k in keys):
+            raise invalid_input("Filter keys can only contain ASCII characters.")
+    if me.is_admin:
+        known = _MEMBER_FILTERS | set(_EQUAL_FILTERS) | set(_NEVER_SET) | _OTHER_FILTERS | {"project_id"}
+        return [k for k in keys if k not in known]
+    if version < _RESOURCE_FILTERS:
+        return []
+    refused = [k for k in keys if k not in _MEMBER_FILTERS]
+    if refused:
+        raise BadRequest(f"Invalid filters {','.join(refused)} are found in query options.")
+    return []
+
+
+def _time_filter(key: str, raw: str) -> tuple[str, datetime.datetime]:
+    """`gt:2024-01-01T00:00:00Z` (or a bare time: eq) as an SQL operator and a time."""
+    op, sep, text = raw.partition(":")
+    if not sep or op not in _TIME_OPERATORS:
+        op, text = "eq", raw
+    try:
+        moment = datetime.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise invalid_input(
+            f"Invalid {key} filter {raw!r}: a time, after gt:, gte:, lt:, lte:, eq: or neq:"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return _TIME_OPERATORS[op], moment
+
+
+def _add_time_filters(where: Sql, q: Any) -> None:
+    for key in ("created_at", "updated_at"):
+        if key in q:
+            op, moment = _time_filter(key, q[key])
+            where.where(f"v.{key} {op} {where.arg(moment)}")
+
+
+def _add_filters(where: Sql, q: Any, me: AuthContext) -> None:
+    for key, column in _EQUAL_FILTERS.items():
+        if key in q and (me.is_admin or key in _MEMBER_FILTERS):
+            where.where(f"v.{column} = {where.arg(q[key])}")
+    for key in _NEVER_SET:
+        if key in q:
+            where.where("false")  # no volume here has one
+    _add_time_filters(where, q)
+    if me.is_admin and query_bool(q, "multiattach"):
+        where.where("false")  # no volume here is multiattach
+    if "glance_metadata" in q:
+        pairs = _metadata_filter(q["glance_metadata"])
+        where.where(f"v.image_metadata @> {where.arg(pairs)}::jsonb")
+    if "name~" in q:
+        escaped = q["name~"].replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        where.where(f"v.name ILIKE {where.arg('%' + escaped + '%')}")
+    bootable = query_bool(q, "bootable")
+    if bootable is not None:
+        where.where(f"v.bootable = {where.arg(bootable)}")
+    size = query_int(q, "size")
+    if size is not None:
+        where.where(f"v.size = {where.arg(size)}::numeric")  # any size compares, past int4 too
+    if "metadata" in q:
+        where.where(f"v.metadata @> {where.arg(_metadata_filter(q['metadata']))}::jsonb")
 
 
 def _sort(query: Any) -> list[tuple[str, bool]]:
@@ -119,7 +235,7 @@ class VolumeQuery:
     marker: str | None
 
     @classmethod
-    def parse(cls, request: web.Request, me: AuthContext) -> VolumeQuery:
+    def parse(cls, request: web.Request, me: AuthContext, version: tuple[int, int]) -> VolumeQuery:
         q = request.query
         where = Sql()
         project = q.get("project_id") if me.is_admin else None
@@ -127,20 +243,9 @@ class VolumeQuery:
             where.where(f"v.project_id = {where.arg(project)}")
         elif not (me.is_admin and query_bool(q, "all_tenants")):
             where.where(f"v.project_id = {where.arg(me.project_id)}")
-        for key in ("name", "status", "availability_zone", "user_id"):
-            if key in q:
-                where.where(f"v.{key} = {where.arg(q[key])}")
-        if "name~" in q:
-            escaped = q["name~"].replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            where.where(f"v.name ILIKE {where.arg('%' + escaped + '%')}")
-        bootable = query_bool(q, "bootable")
-        if bootable is not None:
-            where.where(f"v.bootable = {where.arg(bootable)}")
-        size = query_int(q, "size")
-        if size is not None:
-            where.where(f"v.size = {where.arg(size)}::numeric")  # any size compares, past int4 too
-        if "metadata" in q:
-            where.where(f"v.metadata @> {where.arg(_metadata_filter(q['metadata']))}::jsonb")
+        if _unknown_filters(q, me, version):
+            where.where("false")  # an admin's filter on no column of Cinder's finds nothing
+        _add_filters(where, q, me)
         limit = query_int(q, "limit")
         return cls(
             where=where,
@@ -196,6 +301,17 @@ PARAMETERS = [
     query_parameter("bootable", _BOOLEAN, "Bootable or not"),
     query_parameter("size", {"type": "integer", "minimum": 0}, "Of this size (GiB)"),
     query_parameter("metadata", {"type": "string"}, "Metadata pairs, as a dict's text: {'key': 'value'}"),
+    query_parameter("glance_metadata", {"type": "string"}, "Image properties, as a dict's text"),
+    *(
+        query_parameter(key, {"type": "string"}, "gt:|gte:|lt:|lte:|eq:|neq: and a time (3.60)")
+        for key in ("created_at", "updated_at")
+    ),
+    *(query_parameter(key, {"type": "string"}, "No volume here has one: matches none") for key in _NEVER_SET),
+    *(
+        query_parameter(key, {"type": "string"}, f"Filter on {key} (admin)")
+        for key in ("display_name", "display_description", "attach_status", "snapshot_id", "source_volid")
+    ),
+    query_parameter("multiattach", _BOOLEAN, "Multiattach volumes (none here; admin)"),
     *PAGING,
     query_parameter("sort", {"type": "string"}, "key[:asc|desc],... (not with sort_key/sort_dir)"),
     query_parameter("sort_key", {"type": "string", "enum": sorted(_SORT_COLUMNS)}, "Sort by"),

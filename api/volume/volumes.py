@@ -347,7 +347,7 @@ async def _list(request: web.Request, *, detail: bool) -> web.Response:
     me = caller(request)
     url_project(request)
     version = requested(request)
-    query = filters.VolumeQuery.parse(request, me)
+    query = filters.VolumeQuery.parse(request, me, version)
     rows = await query.fetch(ctx(request).pool)
     page = await query.page(ctx(request).pool, me, rows)
     render = view if detail else _summary

@@ -156,3 +156,37 @@ async def test_groups_lifecycle_and_membership(cloud: Cloud) -> None:
     cloud.openstack("group", "remove", "user", group["id"], user["name"], fmt=None)
     await admin("DELETE", f"/groups/{group['id']}", 204)
     await admin("GET", f"/groups/{group['id']}", 404)
+
+
+async def test_lists_filter_exactly_and_inexactly_as_keystone(cloud: Cloud) -> None:
+    """Keystone's inexact filters (`name__contains`, `__startswith`, ..., case-insensitive with an
+    `i`), on users, projects, groups, roles and domains; a filter on what no user here has
+    (federation, expiring passwords) matches nothing; an unknown parameter is ignored, as Keystone."""
+    admin = await _admin(cloud)
+    stem = "x" + uuid.uuid4().hex[:8]  # a letter: its upper case differs
+    made = {}
+    for kind in ("project", "group", "role", "domain"):
+        made[kind] = [await admin.create(kind, name=f"Aa_{stem}_{kind}_{i}") for i in range(2)]
+    user = await admin.create("user", name=f"Aa_{stem}_user_0", password=secrets.token_urlsafe(12))
+
+    async def names(path: str) -> list[str]:
+        body = await admin("GET", path, 200)
+        key = path.split("?")[0].strip("/")
+        return sorted(item["name"] for item in body[key])
+
+    for kind in ("project", "group", "role", "domain"):
+        expected = sorted(item["name"] for item in made[kind])
+        assert await names(f"/{kind}s?name__contains={stem}_{kind}") == expected
+        assert await names(f"/{kind}s?name__icontains={stem.upper()}_{kind.upper()}") == expected
+        assert await names(f"/{kind}s?name__contains={stem.upper()}_{kind}") == []
+        assert await names(f"/{kind}s?name__istartswith=aa_{stem}_{kind}") == expected
+        assert await names(f"/{kind}s?name__endswith={stem}_{kind}_1") == [expected[1]]
+        assert await names(f"/{kind}s?name__contains=%25{stem}") == []  # LIKE's wildcards are literal
+        assert await names(f"/{kind}s?name={expected[0]}&no_such_filter=1") == [expected[0]]
+    assert await names(f"/users?name__startswith=Aa_{stem}_user") == [user["name"]]
+    assert await names(f"/users?name__startswith=Aa_{stem}_user&idp_id=x") == []
+    assert await names(f"/users?name__startswith=Aa_{stem}_user&password_expires_at=lt:2100-01-01") == []
+    for kind in ("domain",):
+        for domain in made[kind]:
+            await admin("PATCH", f"/domains/{domain['id']}", 200, json={"domain": {"enabled": False}})
+            await admin("DELETE", f"/domains/{domain['id']}", 204)

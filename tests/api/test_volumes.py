@@ -391,7 +391,40 @@ async def test_lists_filter_sort_and_page_like_cinder(cloud: Cloud, project: Cre
     assert await names("?sort=size:asc,name:desc") == ["alphabet", "alpha", "beta", "gamma"]
     assert await names("?sort_key=name&sort_dir=asc") == ["alpha", "alphabet", "beta", "gamma"]
     assert await names("?sort=name") == ["gamma", "beta", "alphabet", "alpha"]  # desc by default
-    assert await names("?not_a_filter=1") == ["alphabet", "gamma", "beta", "alpha"]  # ignored, as Cinder does
+    assert await names("?created_at=gte:2026-01-01T00:00:02Z") == ["alphabet", "gamma"]
+    assert await names("?created_at=lt:2026-01-01T00:00:01&status=available") == ["alpha"]
+    assert await names("?migration_status=migrating") == [] and await names("?group_id=g1") == []
+    # A filter Cinder does not take: before 3.33 dropped, as Cinder drops it; from 3.33 refused;
+    # a member's all_tenants is dropped in both (clients send it).
+    assert await names("?not_a_filter=1", version="3.32") == ["alphabet", "gamma", "beta", "alpha"]
+    assert await names("?all_tenants=1") == ["alphabet", "gamma", "beta", "alpha"]
+    for refused in ("not_a_filter=1", "user_id=u", "project_id=p"):
+        status, body, _ = await cloud.request(
+            "GET", volumes_path(project, f"/detail?{refused}"), token=token, headers=mv("3.33")
+        )
+        assert status == 400, (refused, body)
+        assert_error(
+            body, "badRequest", 400, f"Invalid filters {refused.split('=')[0]} are found in query options."
+        )
+    # An admin may filter on any of Cinder's columns; a name that is none of them finds nothing.
+    admin = await cloud.token(cloud.admin)
+    status, body, _ = await cloud.request(
+        "GET", "/identity/v3/auth/tokens", token=admin, headers={"X-Subject-Token": admin}
+    )
+    admin_project = body["token"]["project"]["id"]
+    for query, expected in (
+        ("not_a_column=1", []),
+        ("display_name=beta", ["beta"]),
+        ("attach_status=detached&name~=alpha", ["alphabet", "alpha"]),
+        ("multiattach=true", []),
+    ):
+        status, body, _ = await cloud.request(
+            "GET",
+            f"/volume/v3/{admin_project}/volumes/detail?project_id={project.project_id}&{query}",
+            token=admin,
+            headers=mv("3.70"),
+        )
+        assert status == 200 and [v["name"] for v in body["volumes"]] == expected, (query, body)
 
     status, body, _ = await cloud.request("GET", volumes_path(project, "/detail?limit=2"), token=token)
     assert [v["name"] for v in body["volumes"]] == ["alphabet", "gamma"]
@@ -421,6 +454,7 @@ async def test_lists_filter_sort_and_page_like_cinder(cloud: Cloud, project: Cre
         ("?limit=-1", "badRequest", 400, "limit param must be positive"),
         ("?bootable=maybe", "badRequest", 400, "Invalid value 'maybe' for bootable"),
         ("?metadata=tier", "badRequest", 400, "Invalid metadata filter"),
+        ("?created_at=gt:yesterday", "badRequest", 400, "Invalid created_at filter"),
         (f"?marker={uuid.uuid4()}", "itemNotFound", 404, "could not be found"),
     ):
         status, body, _ = await cloud.request("GET", volumes_path(project, f"/detail{query}"), token=token)
