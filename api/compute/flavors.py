@@ -21,6 +21,7 @@ from api.compute.links import limit, next_links, resource_links
 from api.compute.microversion import requested
 from api.context import caller, ctx, json_response
 from api.errors import BadRequest, Conflict, NotFound
+from api.query_doc import documented, param
 
 # Nova's sort keys (its column names) -> our expression over a flavors row aliased {t}.
 _SORT_KEYS = {
@@ -310,6 +311,21 @@ async def delete_flavor(request: web.Request) -> web.Response:
     if status == "DELETE 0":
         raise not_found(flavor_id)
     return web.Response(status=202)
+
+
+documented(
+    list_flavors,
+    list_flavors_detail,
+    parameters=[
+        param("limit", "integer"),
+        param("marker"),
+        param("is_public", enum=["true", "false", "none", "True", "False", "None", "1", "0"]),
+        param("minRam", "integer", "At least this much RAM (MiB)"),
+        param("minDisk", "integer", "At least this much disk (GiB)"),
+        param("sort_key"),
+        param("sort_dir", enum=["asc", "desc"]),
+    ],
+)
 
 
 def setup(app: web.Application) -> None:

@@ -25,6 +25,7 @@ from actors.scheduler import HOST_DOWN_AFTER
 from api.compute.microversion import requested
 from api.context import caller, ctx, json_body, json_response
 from api.errors import BadRequest, Conflict, NotFound
+from api.query_doc import documented, strings
 from api.times import iso_micro
 
 _NS = uuid.UUID("2f6c9b0e-6a54-4c1e-9d0a-7b3e5c1f4a21")
@@ -313,6 +314,9 @@ async def availability_zones_detail(request: web.Request) -> web.Response:
             ]
         }
     )
+
+
+documented(list_services, parameters=strings("host", "binary"))
 
 
 def setup(app: web.Application) -> None:

@@ -32,6 +32,7 @@ from api.compute.links import MAX_LIMIT, next_links
 from api.compute.microversion import Microversion, requested
 from api.context import caller, ctx, json_response
 from api.errors import BadRequest, NotFound
+from api.query_doc import documented, param
 
 UUID_IDS = (2, 53)  # ids are uuids, search and servers are query parameters
 WITHOUT_INVENTORY = (2, 88)  # the detail view loses the inventory and gains uptime
@@ -357,6 +358,18 @@ async def servers(request: web.Request) -> web.Response:
         now = await conn.fetchval("SELECT now()")
     views = [_view(r, version, detail=False, now=now, servers=on.get(r["name"], [])) for r in rows]
     return json_response({"hypervisors": views})
+
+
+documented(
+    list_hypervisors,
+    list_hypervisors_detail,
+    parameters=[
+        param("hypervisor_hostname_pattern", description="Hosts whose name contains this (2.53)"),
+        param("with_servers", "boolean", "With their servers (2.53)"),
+        param("limit", "integer"),
+        param("marker"),
+    ],
+)
 
 
 def setup(app: web.Application) -> None:

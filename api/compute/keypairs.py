@@ -28,6 +28,7 @@ from api.compute.microversion import requested
 from api.compute.usage import keypair_usage
 from api.context import caller, ctx, json_response
 from api.errors import BadRequest, Conflict, NotFound
+from api.query_doc import documented, param
 from api.times import iso_micro
 
 _NAME_CHARS = "_- " + string.digits + string.ascii_letters
@@ -206,6 +207,16 @@ async def create_keypair(request: web.Request) -> web.Response:
     if private_key is not None:
         view["private_key"] = private_key
     return json_response({"keypair": view}, status=200 if requested(request) < (2, 2) else 201)
+
+
+documented(
+    list_keypairs,
+    parameters=[
+        param("user_id", description="Another user's (admin)"),
+        param("limit", "integer"),
+        param("marker"),
+    ],
+)
 
 
 def setup(app: web.Application) -> None:

@@ -14,6 +14,7 @@ from api.compute import query_params
 from api.compute.microversion import requested
 from api.compute.usage import compute_usage
 from api.context import caller, ctx, json_response
+from api.query_doc import documented, param
 from api.quotas import COMPUTE, limits
 
 # quota resource -> the absolute limit names that show it
@@ -70,6 +71,9 @@ async def show_limits(request: web.Request) -> web.Response:
         if resource not in hidden:
             absolute[name] = used[resource]
     return json_response({"limits": {"rate": [], "absolute": absolute}})
+
+
+documented(show_limits, parameters=[param("tenant_id", description="Another project's (admin)")])
 
 
 def setup(app: web.Application) -> None:

@@ -18,6 +18,7 @@ from api.compute import query_params
 from api.compute.microversion import Microversion, requested
 from api.context import caller, json_response
 from api.errors import BadRequest
+from api.query_doc import documented, param, strings
 
 MIGRATION_TYPES = ("evacuation", "live-migration", "migration", "resize")
 
@@ -70,6 +71,19 @@ async def list_migrations(request: web.Request) -> web.Response:
     _check(request)
     body: dict[str, Any] = {"migrations": []}
     return json_response(body)
+
+
+documented(
+    list_migrations,
+    parameters=[
+        *strings("status", "host", "instance_uuid", "source_compute", "hidden", "user_id", "project_id"),
+        param("migration_type", enum=["migration", "resize", "live-migration", "evacuation"]),
+        param("changes-since", "date-time"),
+        param("changes-before", "date-time"),
+        param("limit", "integer"),
+        param("marker"),
+    ],
+)
 
 
 def setup(app: web.Application) -> None:

@@ -29,6 +29,7 @@ from api.compute.usage import compute_usage, user_usage
 from api.context import caller, ctx, json_response
 from api.errors import BadRequest
 from api.microversion import Microversion
+from api.query_doc import documented, param
 from api.quotas import COMPUTE, defaults, limits, reset, set_limits
 
 NOVA_NETWORK = ("fixed_ips", "floating_ips", "security_groups", "security_group_rules")
@@ -195,6 +196,9 @@ async def revert(request: web.Request) -> web.Response:
             await reset(conn, project_id, COMPUTE)
             await conn.execute("DELETE FROM quota_user_limits WHERE project_id = $1", project_id)
     return web.Response(status=202)
+
+
+documented(show, detail, parameters=[param("user_id", description="The quota of this user in the project")])
 
 
 def setup(app: web.Application) -> None:

@@ -13,6 +13,7 @@ from api.compute.links import limit as page_limit
 from api.compute.microversion import requested
 from api.context import caller, ctx, json_body, json_response
 from api.errors import BadRequest, NotFound
+from api.query_doc import documented, param
 
 _POLICIES = ("affinity", "anti-affinity", "soft-affinity", "soft-anti-affinity")
 
@@ -119,6 +120,12 @@ async def delete_group(request: web.Request) -> web.Response:
         row = await _find(conn, request)
         await conn.execute("DELETE FROM server_groups WHERE id = $1", row["id"])
     return web.Response(status=204)
+
+
+documented(
+    list_groups,
+    parameters=[param("all_projects", "boolean"), param("limit", "integer"), param("offset", "integer")],
+)
 
 
 def setup(app: web.Application) -> None:

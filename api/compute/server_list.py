@@ -33,6 +33,7 @@ from api.compute.microversion import Microversion, requested
 from api.compute.server_views import brief, view
 from api.context import caller, ctx, json_response
 from api.errors import BadRequest, Forbidden
+from api.query_doc import documented, param, strings
 from api.volume import server_attachments
 from protocol.states import VmState, states_of_status
 
@@ -404,3 +405,18 @@ async def list_servers_detail(request: web.Request) -> web.Response:
         hosts = await compute_hosts.host_statuses(conn, (r["host"] for r in rows))
     body = {"servers": [view(request, r, found, volumes, hosts) for r in rows]}
     return json_response(_with_links(request, body, rows, "servers/detail"))
+
+
+documented(
+    list_servers,
+    list_servers_detail,
+    parameters=[
+        *strings(*sorted(_KNOWN - set(_PAGING) - {"changes-since", "changes-before"})),
+        param("changes-since", "date-time"),
+        param("changes-before", "date-time"),
+        param("limit", "integer"),
+        param("marker"),
+        param("sort_key"),
+        param("sort_dir", enum=["asc", "desc"]),
+    ],
+)

@@ -24,6 +24,7 @@ from api.compute.links import MAX_LIMIT, next_links
 from api.compute.microversion import requested
 from api.context import caller, ctx, json_response
 from api.errors import BadRequest
+from api.query_doc import documented, param
 
 _FORMATS = ("%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S.%f", "%Y-%m-%d %H:%M:%S.%f")
 _QUERY = ("start", "end", "detailed", "limit", "marker")
@@ -175,6 +176,18 @@ async def show_usage(request: web.Request) -> web.Response:
     if links:
         body["tenant_usage_links"] = links
     return json_response(body)
+
+
+documented(
+    list_usages,
+    parameters=[
+        param("start", description="From this time (default: now)"),
+        param("end", description="Until this time (default: now)"),
+        param("detailed", enum=["0", "1"]),
+        param("limit", "integer"),
+        param("marker"),
+    ],
+)
 
 
 def setup(app: web.Application) -> None:

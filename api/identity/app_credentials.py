@@ -25,6 +25,7 @@ from api.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
 from api.identity import access_rules
 from api.identity import validate as v
 from api.identity.views import app_credential_view, find_domain, links
+from api.query_doc import documented, strings
 
 _KEYSTONE_CLIENT_ERROR = (
     "The server could not comply with the request since it is either malformed or otherwise "
@@ -343,6 +344,9 @@ async def regrant(conn: Any, app_cred: AppCredentialRef) -> Grant:
     if row is None:
         raise _unauthorized()
     return await grant_of(conn, row)
+
+
+documented(list_, parameters=strings("name"))
 
 
 def setup(app: web.Application) -> None:

@@ -21,6 +21,7 @@ from api.context import caller, ctx, json_response
 from api.errors import BadRequest
 from api.identity import policy
 from api.identity.views import links
+from api.query_doc import documented, param, strings
 from api.sql import Sql
 
 
@@ -373,6 +374,17 @@ async def role_assignments(request: web.Request) -> web.Response:
     return json_response(
         {"role_assignments": [_view(e, names) for e in entries], "links": links(base, "role_assignments")}
     )
+
+
+documented(
+    role_assignments,
+    parameters=[
+        *strings("user.id", "group.id", "role.id", "scope.project.id", "scope.domain.id", "scope.system"),
+        param("effective", description="Effective assignments (present: yes)"),
+        param("include_names", "boolean"),
+        param("include_subtree", "boolean"),
+    ],
+)
 
 
 def setup(app: web.Application) -> None:

@@ -23,6 +23,7 @@ from api.errors import BadRequest, Conflict, Forbidden, NotFound
 from api.identity import policy
 from api.identity import validate as v
 from api.identity.views import links
+from api.query_doc import documented, param, strings
 
 _SERVICE_KNOWN = {"id", "type", "name", "description", "enabled"}
 _ENDPOINT_KNOWN = {
@@ -511,6 +512,18 @@ async def delete_region(request: web.Request) -> web.Response:
             )
         await conn.execute("DELETE FROM regions WHERE id = $1", old["id"])
     return web.Response(status=204)
+
+
+documented(list_services, parameters=strings("type", "name"))
+documented(
+    list_endpoints,
+    parameters=[
+        param("service_id"),
+        param("interface", enum=["public", "internal", "admin"]),
+        param("region_id"),
+    ],
+)
+documented(list_regions, parameters=strings("parent_region_id"))
 
 
 def setup(app: web.Application) -> None:

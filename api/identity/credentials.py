@@ -25,6 +25,7 @@ from api.errors import BadRequest, Conflict, Forbidden, NotFound
 from api.identity import policy
 from api.identity import validate as v
 from api.identity.views import get_or_404, links
+from api.query_doc import documented, strings
 
 _KNOWN = {"id", "user_id", "project_id", "type", "blob"}
 
@@ -285,6 +286,9 @@ async def delete_ec2(request: web.Request) -> web.Response:
         row = await _ec2(request, conn, user_id)
         await conn.execute("DELETE FROM credentials WHERE id = $1", row["id"])
     return web.Response(status=204)
+
+
+documented(list_credentials, parameters=strings("user_id", "type"))
 
 
 def setup(app: web.Application) -> None:

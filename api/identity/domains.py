@@ -18,8 +18,9 @@ from api.context import caller, ctx, json_body, json_response
 from api.errors import BadRequest, Conflict, Forbidden
 from api.identity import policy
 from api.identity import validate as v
-from api.identity.list_filters import add_text_filters
+from api.identity.list_filters import add_text_filters, inexact
 from api.identity.views import domain_view, get_or_404, links
+from api.query_doc import documented, param
 from api.sql import Sql
 
 DEFAULT = "default"
@@ -165,6 +166,9 @@ async def delete_domain(request: web.Request) -> web.Response:
     async with ctx(request).pool.acquire() as conn, conn.transaction():
         await delete(conn, request.match_info["domain_id"])
     return web.Response(status=204)
+
+
+documented(list_domains, parameters=[param("enabled", "boolean"), *inexact("name")])
 
 
 def setup(app: web.Application) -> None:

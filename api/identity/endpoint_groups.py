@@ -15,6 +15,7 @@ from api.errors import BadRequest, NotFound
 from api.identity import catalog, policy
 from api.identity import validate as v
 from api.identity.views import links
+from api.query_doc import documented, strings
 
 FILTER_KEYS = ("service_id", "interface", "region_id")
 
@@ -140,6 +141,9 @@ async def group_endpoints(request: web.Request) -> web.Response:
     return json_response(
         {"endpoints": chosen, "links": links(base, f"OS-EP-FILTER/endpoint_groups/{group['id']}/endpoints")}
     )
+
+
+documented(list_groups, parameters=strings("name"))
 
 
 def setup(app: web.Application) -> None:

@@ -15,8 +15,9 @@ from api.context import caller, ctx, json_body, json_response
 from api.errors import BadRequest, Conflict, NotFound
 from api.identity import policy
 from api.identity import validate as v
-from api.identity.list_filters import add_text_filters
+from api.identity.list_filters import add_text_filters, inexact
 from api.identity.views import find_domain, get_or_404, group_view, links, user_view
+from api.query_doc import documented, param
 from api.sql import Sql
 
 _KNOWN = {"name", "domain_id", "description"}
@@ -200,6 +201,9 @@ async def user_groups(request: web.Request) -> web.Response:
     # Keystone adds when each membership ends (set only for a federated user's groups).
     groups = [{**group_view(r, context.base_url), "membership_expires_at": None} for r in rows]
     return json_response({"groups": groups, "links": links(context.base_url, f"users/{user_id}/groups")})
+
+
+documented(list_groups, parameters=[param("domain_id"), *inexact("name")])
 
 
 def setup(app: web.Application) -> None:

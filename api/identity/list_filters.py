@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from api.query_doc import param
 from api.sql import Sql
 
 # operator -> (SQL comparison, pattern around the escaped value)
@@ -47,3 +48,8 @@ def add_never_set(sql: Sql, query: Any, names: Iterable[str]) -> None:
     """Filters on attributes no entity here has a value of: asked for, they match nothing."""
     if any(name in query for name in names):
         sql.where("false")
+
+
+def inexact(name: str) -> list[dict[str, Any]]:
+    """The /openapi.json query parameters of a text filter: exact and each inexact form."""
+    return [param(name), *(param(f"{name}__{op}") for op in _INEXACT)]

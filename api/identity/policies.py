@@ -14,6 +14,7 @@ from api.errors import BadRequest, NotFound
 from api.identity import policy
 from api.identity import validate as v
 from api.identity.views import links
+from api.query_doc import documented, strings
 
 _KNOWN = {"id", "type", "blob"}
 
@@ -101,6 +102,9 @@ async def delete_policy(request: web.Request) -> web.Response:
     if status == "DELETE 0":
         raise NotFound(f"Could not find policy: {policy_id}.")
     return web.Response(status=204)
+
+
+documented(list_policies, parameters=strings("type"))
 
 
 def setup(app: web.Application) -> None:

@@ -21,8 +21,9 @@ from api.context import caller, ctx, json_body, json_response
 from api.errors import BadRequest, Conflict, Forbidden, NotFound
 from api.identity import domains, policy
 from api.identity import validate as v
-from api.identity.list_filters import add_text_filters
+from api.identity.list_filters import add_text_filters, inexact
 from api.identity.views import domain_as_project_view, get_or_404, links, project_view
+from api.query_doc import documented, param, strings
 from api.sql import Sql
 
 MAX_DEPTH = 5  # Keystone's max_project_tree_depth
@@ -347,6 +348,17 @@ async def remove_tag(request: web.Request) -> web.Response:
             raise NotFound(f"Could not find project tag: {tag}.")
         await conn.execute("UPDATE projects SET tags = array_remove(tags, $2) WHERE id = $1", row["id"], tag)
     return web.Response(status=204)
+
+
+documented(
+    list_projects,
+    parameters=[
+        *strings("domain_id", "parent_id", "tags", "tags-any", "not-tags", "not-tags-any"),
+        param("enabled", "boolean"),
+        param("is_domain", "boolean"),
+        *inexact("name"),
+    ],
+)
 
 
 def setup(app: web.Application) -> None:

@@ -19,8 +19,9 @@ from api.context import caller, ctx, json_body, json_response
 from api.errors import BadRequest, Conflict, Forbidden, NotFound
 from api.identity import policy
 from api.identity import validate as v
-from api.identity.list_filters import add_text_filters
+from api.identity.list_filters import add_text_filters, inexact
 from api.identity.views import get_or_404, links, role_ref, role_view
+from api.query_doc import documented, param
 from api.sql import Sql
 
 _KNOWN = {"name", "description", "domain_id", "options", "id"}
@@ -254,6 +255,9 @@ async def list_all_rules(request: web.Request) -> web.Response:
         for p in priors
     ]
     return json_response({"role_inferences": rules, "links": links(base, "role_inferences")})
+
+
+documented(list_roles, parameters=[param("domain_id"), *inexact("name")])
 
 
 def setup(app: web.Application) -> None:

@@ -25,6 +25,7 @@ from api.errors import BadRequest, Forbidden, NotFound, Unauthorized
 from api.identity import policy
 from api.identity import validate as v
 from api.identity.views import get_or_404, links
+from api.query_doc import documented, strings
 
 MAX_REDELEGATION = 3  # Keystone's [trust] max_redelegation_count
 _LIVE = "(expires_at IS NULL OR expires_at > now()) AND (remaining_uses IS NULL OR remaining_uses > 0)"
@@ -410,6 +411,9 @@ async def grant(conn: Any, user: asyncpg.Record, trust: asyncpg.Record) -> Grant
         ),
         expires_at=expires.timestamp() if expires is not None else None,
     )
+
+
+documented(list_trusts, parameters=strings("trustor_user_id", "trustee_user_id"))
 
 
 def setup(app: web.Application) -> None:

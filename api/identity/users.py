@@ -18,8 +18,9 @@ from api.context import caller, ctx, json_body, json_response, public
 from api.errors import BadRequest, Conflict, NotFound, Unauthorized
 from api.identity import policy
 from api.identity import validate as v
-from api.identity.list_filters import add_never_set, add_text_filters
+from api.identity.list_filters import add_never_set, add_text_filters, inexact
 from api.identity.views import find_domain, get_or_404, links, project_view, user_view
+from api.query_doc import documented, param, strings
 from api.sql import Sql
 
 KNOWN = {
@@ -201,6 +202,16 @@ async def user_projects(request: web.Request) -> web.Response:
         rows = await effective_roles.projects_of(conn, user_id)
     result: list[dict[str, Any]] = [project_view(r, context.base_url) for r in rows]
     return json_response({"projects": result, "links": links(context.base_url, f"users/{user_id}/projects")})
+
+
+documented(
+    list_users,
+    parameters=[
+        *strings("domain_id", "idp_id", "protocol_id", "unique_id", "password_expires_at"),
+        param("enabled", "boolean"),
+        *inexact("name"),
+    ],
+)
 
 
 def setup(app: web.Application) -> None:
