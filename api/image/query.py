@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import csv
 import datetime
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import asyncpg
@@ -77,6 +77,20 @@ def limit(query: Mapping[str, str]) -> int:
     if value < 0:
         raise BadRequest("limit param must be positive")
     return min(value, MAX_LIMIT)
+
+
+def sort_and_limit(query: Mapping[str, str], sort_keys: Collection[str]) -> tuple[str, str, int]:
+    """The single sort key (one of `sort_keys`, default created_at), its direction (default
+    desc) and the limit of a Glance list that is not /images (tasks, metadefs)."""
+    sort_key = query.get("sort_key", "created_at")
+    if sort_key not in sort_keys:
+        raise BadRequest(
+            f"Invalid sort key: {sort_key}. It must be one of the following: {', '.join(sort_keys)}."
+        )
+    sort_dir = query.get("sort_dir", "desc")
+    if sort_dir not in ("asc", "desc"):
+        raise BadRequest(f"Invalid sort direction: {sort_dir}")
+    return sort_key, sort_dir, limit(query)
 
 
 def sort_order(query: Any) -> list[tuple[str, bool]]:

@@ -20,10 +20,10 @@ from api.context import caller, ctx, json_body, json_response
 from api.errors import BadRequest, Forbidden, MethodNotAllowed, NotFound
 from api.image import images, query, task_records, validation
 from api.image.importer import IMPORTER
+from api.image.query import sort_and_limit
 from api.sql import Sql
 
 SORT_KEYS = ("created_at", "updated_at", "status", "type", "id")
-DEFAULT_LIMIT, MAX_LIMIT = 25, 1000
 _CREATE_SCHEMA = {**task_records.task_schema(), "required": ["type", "input"]}
 # An import task's request, as /openapi.json describes it (api/openapi.py).
 CREATE_BODY: dict[str, Any] = {
@@ -113,22 +113,7 @@ def _list_query(query: Any, sql: Sql) -> tuple[str, str, int]:
         sql.where(f"status = {sql.arg(status)}")
     if kind:
         sql.where(f"type = {sql.arg(kind)}")
-    sort_key = query.get("sort_key", "created_at")
-    if sort_key not in SORT_KEYS:
-        raise BadRequest(
-            f"Invalid sort key: {sort_key}. It must be one of the following: {', '.join(SORT_KEYS)}."
-        )
-    sort_dir = query.get("sort_dir", "desc")
-    if sort_dir not in ("asc", "desc"):
-        raise BadRequest(f"Invalid sort direction: {sort_dir}")
-    raw = query.get("limit")
-    try:
-        limit = DEFAULT_LIMIT if raw is None else int(raw)
-    except ValueError:
-        raise BadRequest("limit param must be an integer") from None
-    if limit < 0:
-        raise BadRequest("limit param must be positive")
-    return sort_key, sort_dir, min(limit, MAX_LIMIT)
+    return sort_and_limit(query, SORT_KEYS)
 
 
 async def list_tasks(request: web.Request) -> web.Response:

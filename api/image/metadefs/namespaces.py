@@ -20,6 +20,7 @@ from api.errors import BadRequest, Conflict
 from api.image import query, validation
 from api.image.metadefs import access, objects, properties, resource_types, schemas, tags
 from api.image.metadefs.views import association_view, namespace_view, object_view, properties_map
+from api.image.query import sort_and_limit
 from api.sql import Sql
 
 NAMESPACE_DOCUMENT = schemas.document(schemas.NAMESPACE)
@@ -33,7 +34,6 @@ SORT_KEYS = {
     "created_at": "n.created_at",
     "updated_at": "n.updated_at",
 }
-DEFAULT_LIMIT, MAX_LIMIT = 25, 1000
 
 
 def check_namespace(body: Any) -> dict[str, Any]:
@@ -171,25 +171,6 @@ async def delete_namespace(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-def _list_params(query: Any) -> tuple[str, bool, int]:
-    sort_key = query.get("sort_key", "created_at")
-    if sort_key not in SORT_KEYS:
-        raise BadRequest(
-            f"Invalid sort key: {sort_key}. It must be one of the following: {', '.join(SORT_KEYS)}."
-        )
-    sort_dir = query.get("sort_dir", "desc")
-    if sort_dir not in ("asc", "desc"):
-        raise BadRequest(f"Invalid sort direction: {sort_dir}")
-    raw = query.get("limit")
-    try:
-        limit = DEFAULT_LIMIT if raw is None else int(raw)
-    except ValueError:
-        raise BadRequest("limit param must be an integer") from None
-    if limit < 0:
-        raise BadRequest("limit param must be positive")
-    return sort_key, sort_dir == "desc", min(limit, MAX_LIMIT)
-
-
 def _filters(sql: Sql, query: Any, me: AuthContext) -> None:
     if not me.is_admin:
         sql.where(access.visible_sql(sql.arg(me.project_id)))
@@ -210,7 +191,8 @@ def _filters(sql: Sql, query: Any, me: AuthContext) -> None:
 async def list_namespaces(request: web.Request) -> web.Response:
     me = caller(request)
     query = request.query
-    sort_key, descending, limit = _list_params(query)
+    sort_key, sort_dir, limit = sort_and_limit(query, SORT_KEYS)
+    descending = sort_dir == "desc"
     order = SORT_KEYS[sort_key]
     sql = Sql()
     _filters(sql, query, me)

@@ -10,7 +10,7 @@ import asyncpg
 from aiohttp import web
 
 from api.context import caller, ctx, json_body, json_response
-from api.errors import BadRequest, Conflict, NotFound
+from api.errors import Conflict, NotFound
 from api.image import query, validation
 from api.image.metadefs import access, schemas
 from api.image.metadefs.views import tag_view
@@ -23,7 +23,6 @@ TAGS_DOCUMENT = {
     "additionalProperties": False,
 }
 SORT_KEYS = ("created_at", "updated_at", "name")
-DEFAULT_LIMIT, MAX_LIMIT = 25, 1000
 
 
 def duplicate(name: str, namespace: str) -> Conflict:
@@ -84,27 +83,8 @@ async def _tag(
     return row
 
 
-def _list_params(query: Any) -> tuple[str, str, int]:
-    sort_key = query.get("sort_key", "created_at")
-    if sort_key not in SORT_KEYS:
-        raise BadRequest(
-            f"Invalid sort key: {sort_key}. It must be one of the following: {', '.join(SORT_KEYS)}."
-        )
-    sort_dir = query.get("sort_dir", "desc")
-    if sort_dir not in ("asc", "desc"):
-        raise BadRequest(f"Invalid sort direction: {sort_dir}")
-    raw = query.get("limit")
-    try:
-        limit = DEFAULT_LIMIT if raw is None else int(raw)
-    except ValueError:
-        raise BadRequest("limit param must be an integer") from None
-    if limit < 0:
-        raise BadRequest("limit param must be positive")
-    return sort_key, sort_dir, min(limit, MAX_LIMIT)
-
-
 async def list_tags(request: web.Request) -> web.Response:
-    sort_key, sort_dir, limit = _list_params(request.query)
+    sort_key, sort_dir, limit = query.sort_and_limit(request.query, SORT_KEYS)
     op = "<" if sort_dir == "desc" else ">"
     async with ctx(request).pool.acquire() as conn:
         namespace = await access.namespace(conn, caller(request), request.match_info["namespace"])
