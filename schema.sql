@@ -2,14 +2,14 @@
 -- messages in flight. Applied by `actorstack db init`; older databases are upgraded by the
 -- numbered files in migrations/ (this file always equals version 1 plus every migration).
 --
--- schema-version: 13
+-- schema-version: 14
 
 -- Which schema version this database is at; one row per applied version.
 CREATE TABLE schema_version (
     version     integer PRIMARY KEY,
     applied_at  timestamptz NOT NULL DEFAULT now()
 );
-INSERT INTO schema_version (version) VALUES (1), (2), (3), (4), (5), (6), (7), (8), (9), (10), (11), (12), (13);
+INSERT INTO schema_version (version) VALUES (1), (2), (3), (4), (5), (6), (7), (8), (9), (10), (11), (12), (13), (14);
 
 -- Settings every process must agree on (owned by `db init`; read by the runtime and senders).
 CREATE TABLE cluster_settings (
@@ -21,6 +21,11 @@ INSERT INTO cluster_settings (key, value) VALUES ('shards', '16');
 -- The key that signs API tokens (HMAC-SHA256): 244 bits from the server's strong random source.
 INSERT INTO cluster_settings (key, value)
 VALUES ('token_key', to_jsonb(replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', '')));
+
+-- The key that signs host tokens (migration 0014), the credential a host agent shows the
+-- host-scoped internal API (api/internal); apart from token_key so that either can be replaced.
+INSERT INTO cluster_settings (key, value)
+VALUES ('host_key', to_jsonb(replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', '')));
 
 -- The cloud's own id: host agents tag what they create in the kernel (links) with it, so that
 -- they only ever adopt or remove their own cloud's bridges, taps and namespaces.

@@ -7,7 +7,7 @@ The tables (actors/server.py, volume.py, port.py, network.py) import no I/O, whi
 
 from __future__ import annotations
 
-from actors import network, notifications, port, scheduler, server, volume
+from actors import hosts, network, notifications, port, scheduler, server, volume
 from actors.kind import ActorKind
 from actors.service import ServiceKind
 
@@ -22,5 +22,6 @@ VOLUME = ActorKind(volume.table, "volumes", project_field="project_id", notifier
 PORT = ActorKind(port.table, "ports", project_field="project_id", notifier=notifications.port)
 NETWORK = ActorKind(network.table, "networks", project_field="project_id")
 SCHEDULER: ServiceKind = scheduler.KIND
+HOSTS: ServiceKind = hosts.KIND
 
-BUILTIN: tuple[ActorKind | ServiceKind, ...] = (SERVER, SCHEDULER, NETWORK, PORT, VOLUME)
+BUILTIN: tuple[ActorKind | ServiceKind, ...] = (SERVER, SCHEDULER, HOSTS, NETWORK, PORT, VOLUME)

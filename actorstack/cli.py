@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import socket
 import sys
@@ -158,6 +159,25 @@ def _parser() -> argparse.ArgumentParser:
         "hostagent", help="run the host agent role for this compute host", parents=[common, host_flags]
     )
     agent.add_argument("--name", default=socket.gethostname(), help="the host's name (default: the hostname)")
+    agent.add_argument(
+        "--control-url",
+        default=os.environ.get("ACTORSTACK_CONTROL_URL"),
+        help="the cloud's API, whose internal API the agent reads (env ACTORSTACK_CONTROL_URL)",
+    )
+    agent.add_argument(
+        "--host-token",
+        default=os.environ.get("ACTORSTACK_HOST_TOKEN"),
+        help="the host's credential for the internal API (env ACTORSTACK_HOST_TOKEN; "
+        "`actorstack host credentials NAME` prints it)",
+    )
+    host_p = commands.add_parser("host", help="compute hosts on other machines", parents=[common])
+    host_commands = host_p.add_subparsers(dest="host_command", required=True)
+    creds = host_commands.add_parser(
+        "credentials",
+        parents=[common],
+        help="print the host token for a host agent (and its storage agent) on another machine",
+    )
+    creds.add_argument("names", nargs="+", metavar="NAME", help="the agents' names: NAME, NAME@file, …")
     commands.add_parser(
         "bootstrap",
         help="create the admin user and project and the default flavors",
@@ -392,7 +412,25 @@ async def _api(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _hostagent(settings: Settings, args: argparse.Namespace) -> int:
     stop = roles.stop_on_signals()
-    await roles.run_roles(settings, stop, hosts=_host_options(args, (args.name,), own_directories=False))
+    options = dataclasses.replace(
+        _host_options(args, (args.name,), own_directories=False),
+        storage_name=f"{args.name}@file",
+        control_url=args.control_url,
+        host_token=args.host_token,
+    )
+    await roles.run_roles(settings, stop, hosts=options)
+    return 0
+
+
+async def _host(settings: Settings, args: argparse.Namespace) -> int:
+    from api.internal import credentials
+
+    conn = await db.connect(settings.database_url)
+    try:
+        key = str(await db.cluster_setting(conn, "host_key"))
+    finally:
+        await conn.close()
+    print(credentials.mint(key, args.names))
     return 0
 
 
@@ -412,6 +450,7 @@ def main(argv: list[str] | None = None) -> int:
         "testimage": _testimage,
         "events": _events,
         "doctor": _doctor,
+        "host": _host,
     }
     coro = _db_init(settings) if args.command == "db" else commands[args.command](settings, args)
     try:
@@ -420,6 +459,8 @@ def main(argv: list[str] | None = None) -> int:
         ServiceUnreachable,
         roles.NotInitialised,
         roles.CannotListen,
+        roles.NoHostToken,
+        roles.NoControlUrl,
         VirtError,
         testimage.BuildError,
     ) as exc:

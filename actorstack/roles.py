@@ -26,7 +26,7 @@ import asyncpg
 import structlog
 
 from actors import amqp, db
-from actors.errors import VhostRefused
+from actors.errors import ServiceUnreachable, VhostRefused
 from actors.kind import ActorKind
 from actors.runtime import Runtime, RuntimeSettings
 from actors.service import ServiceKind
@@ -150,7 +150,8 @@ async def _start_runtime(
 
 async def _start_api(
     stack: contextlib.AsyncExitStack, settings: Settings, pool: asyncpg.Pool, options: ApiOptions
-) -> None:
+) -> str:
+    """Start the API; returns the loopback URL of its listener (for this process's agents)."""
     from aiohttp import web
 
     from api.app import create_app
@@ -167,16 +168,18 @@ async def _start_api(
     except OSError as exc:
         raise CannotListen(options.listen, exc.strerror or str(exc)) from None
     log.info("api listening", url=options.base_url)
+    bound_host, bound_port = runner.addresses[0][:2]
+    loopback = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(bound_host, bound_host)
+    url_host = f"[{loopback}]" if ":" in loopback else loopback
+    local_url = f"http://{url_host}:{bound_port}"
     if options.commands:
         from api.commands import CommandService
 
         # Commands are REST calls to this process's own listener, over loopback.
-        bound_host, bound_port = runner.addresses[0][:2]
-        loopback = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(bound_host, bound_host)
-        url_host = f"[{loopback}]" if ":" in loopback else loopback
-        commands = CommandService(settings.amqp_url, f"http://{url_host}:{bound_port}")
+        commands = CommandService(settings.amqp_url, local_url)
         await commands.start()
         stack.push_async_callback(commands.stop)
+    return local_url
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,8 +205,22 @@ class HostOptions:
     # (linux when running as root, else none).
     network: str = "auto"
     # A storage agent for volumes in this process: "file" (qcow2 files under <state dir>/volumes)
-    # or "none".
+    # or "none"; its name (Cinder's `<host>@<backend>`; default: this machine's hostname@file).
     storage: str = "file"
+    storage_name: str | None = None
+    # The internal API the agents read from (default: this process's own API) and the host
+    # token they show it (default: minted here, when this process has the database).
+    control_url: str | None = None
+    host_token: str | None = None
+
+    def agent_names(self) -> tuple[str, ...]:
+        """Every agent of the process: the hosts, and the storage backend if there is one."""
+        return self.names + ((self.backend_name(),) if self.storage == "file" else ())
+
+    def backend_name(self) -> str:
+        from hostagent.volumes.agent import backend_name
+
+        return self.storage_name or backend_name("file")
 
 
 def networking_mode(requested: str) -> str:
@@ -213,7 +230,7 @@ def networking_mode(requested: str) -> str:
 
 
 async def _start_networking(
-    stack: contextlib.AsyncExitStack, settings: Settings, pool: asyncpg.Pool, options: HostOptions
+    stack: contextlib.AsyncExitStack, settings: Settings, control: Any, options: HostOptions
 ) -> Any:
     """One networking per process (per kernel): the agents of the process share its bridges."""
     from hostagent.network import HostNetworking, NetworkSettings, NullNetworking
@@ -222,14 +239,13 @@ async def _start_networking(
     if mode == "none":
         log.info("host networking is off: servers get ports and addresses but no taps, DHCP or metadata")
         return NullNetworking()
-    cloud_id = await db.cluster_setting(pool, "cloud_id")
-    # The tag on every link this cloud creates: the database's name makes a test run's links
-    # easy to find (its databases are named after the run), the cloud id makes the tag unique.
-    database = settings.database_url.rsplit("/", 1)[-1].split("?", 1)[0]
+    # The tag on every link this cloud creates (the control plane's: the database's name makes a
+    # test run's links easy to find, the cloud id makes the tag unique).
+    config = await control.config()
     network = HostNetworking(
-        pool,
+        control,
         NetworkSettings(
-            owner=f"actorstack:{database}:{cloud_id}",
+            owner=config.owner,
             state_dir=settings.state_dir / "network",
             hosts=frozenset(options.names),
             interval=options.sync_interval,
@@ -248,16 +264,59 @@ def simulated_host_names(count: int) -> tuple[str, ...]:
     return tuple(f"{base}-{i}" for i in range(1, count + 1))
 
 
+async def _host_token(pool: asyncpg.Pool | None, options: HostOptions) -> str:
+    """The agents' host token: the one configured, or one minted for all of them."""
+    if options.host_token:
+        return options.host_token
+    if pool is None:
+        raise NoHostToken()
+    from api.internal import credentials
+
+    return credentials.mint(str(await db.cluster_setting(pool, "host_key")), options.agent_names())
+
+
+CONTROL_WAIT = 120.0  # seconds an agent waits for the control plane at start
+
+
+async def _reach_control(control: Any, url: str) -> None:
+    """Wait until the internal API answers (an agent may start before its cloud's API does);
+    ServiceUnreachable after CONTROL_WAIT seconds, or at once when it refuses the token."""
+    from hostagent.control import ControlUnavailable
+
+    deadline = asyncio.get_running_loop().time() + CONTROL_WAIT
+    while True:
+        try:
+            await control.config()
+            return
+        except ControlUnavailable as exc:
+            if " 401 " in exc.reason or asyncio.get_running_loop().time() > deadline:
+                raise ServiceUnreachable("the control plane", url, exc.reason) from None
+            log.warning("waiting for the control plane", url=url, reason=exc.reason)
+            await asyncio.sleep(1.0)
+
+
 async def _start_agents(
-    stack: contextlib.AsyncExitStack, settings: Settings, pool: asyncpg.Pool, options: HostOptions
+    stack: contextlib.AsyncExitStack,
+    settings: Settings,
+    pool: asyncpg.Pool | None,
+    options: HostOptions,
+    control_url: str,
 ) -> None:
-    from api.image.store import image_dir
+    """The host agents (and the storage agent) of this process. They share nothing with the
+    control plane but the broker and the internal API at `control_url`: no database, no
+    directory (the pool, when this process has one, only mints their token)."""
     from hostagent.agent import AgentSettings, HostAgent
+    from hostagent.control import HttpControl
     from hostagent.virt import make_driver
 
-    network = await _start_networking(stack, settings, pool, options)
+    token = await _host_token(pool, options)
     connection = await amqp.connect(settings.amqp_url)
     stack.push_async_callback(connection.close)
+    control = HttpControl(control_url, token, connection)
+    await control.start()
+    stack.push_async_callback(control.close)
+    await _reach_control(control, control_url)
+    network = await _start_networking(stack, settings, control, options)
     for name in options.names:
         state_dir: Path = (
             settings.state_dir / "hosts" / name if options.own_directories else settings.state_dir
@@ -265,7 +324,6 @@ async def _start_agents(
         agent_settings = AgentSettings(
             name=name,
             state_dir=state_dir,
-            image_dir=image_dir(settings.state_dir),
             availability_zone=options.availability_zone,
             host_ip=options.host_ip,
             heartbeat=options.heartbeat,
@@ -282,34 +340,33 @@ async def _start_agents(
             domain_type=options.domain_type,
             shutdown_timeout=options.shutdown_timeout,
         )
-        agent = HostAgent(agent_settings, pool, connection, driver, network)
+        agent = HostAgent(agent_settings, control, connection, driver, network)
         await agent.start()
         stack.push_async_callback(agent.stop)
     if options.storage == "file":
-        await _start_storage(stack, settings, pool, connection, options)
+        await _start_storage(stack, settings, control, connection, options)
 
 
 async def _start_storage(
     stack: contextlib.AsyncExitStack,
     settings: Settings,
-    pool: asyncpg.Pool,
+    control: Any,
     connection: Any,
     options: HostOptions,
 ) -> None:
     """One storage agent per process: volumes live in the state directory every simulated host
     of the process shares (as a shared NFS export would be for hosts on several machines)."""
-    from api.image.store import image_dir
-    from hostagent.volumes.agent import StorageAgent, StorageAgentSettings, backend_name
+    from hostagent.volumes.agent import StorageAgent, StorageAgentSettings
     from hostagent.volumes.file import FileBackend
 
     agent = StorageAgent(
         StorageAgentSettings(
-            name=backend_name("file"),
-            image_dir=image_dir(settings.state_dir),
+            name=options.backend_name(),
+            scratch_dir=settings.state_dir / "volume-images",
             availability_zone=options.availability_zone,
             heartbeat=options.heartbeat,
         ),
-        pool,
+        control,
         connection,
         FileBackend(settings.state_dir / "volumes"),
     )
@@ -328,17 +385,43 @@ async def run_roles(
     on_ready: Callable[[], None] = lambda: None,
 ) -> None:
     """Run the given roles in this process until `stop` is set; release all in reverse order."""
+    agents = hosts is not None and bool(hosts.names)
     async with contextlib.AsyncExitStack() as stack:
-        pool = await _open_pool(stack, settings)
+        # Host agents alone (another machine) open no pool: they have no database credentials.
+        pool = None
+        if kinds is not None or api is not None or (agents and hosts is not None and not hosts.host_token):
+            pool = await _open_pool(stack, settings)
         if kinds is not None:
+            assert pool is not None
             await _start_runtime(stack, settings, pool, kinds, runtime_settings or RuntimeSettings())
+        control_url = None
         if api is not None:
-            await _start_api(stack, settings, pool, api)
-        if hosts is not None and hosts.names:
-            await _start_agents(stack, settings, pool, hosts)
+            assert pool is not None
+            control_url = await _start_api(stack, settings, pool, api)
+        if agents and hosts is not None:
+            control_url = hosts.control_url or control_url
+            if control_url is None:
+                raise NoControlUrl()
+            await _start_agents(stack, settings, pool, hosts, control_url)
         on_ready()
         await stop.wait()
         log.info("stopping")
+
+
+class NoHostToken(Exception):
+    def __init__(self) -> None:
+        super().__init__(
+            "a host agent needs a host token (--host-token or ACTORSTACK_HOST_TOKEN): "
+            "`actorstack host credentials NAME` prints one on a machine with the database"
+        )
+
+
+class NoControlUrl(Exception):
+    def __init__(self) -> None:
+        super().__init__(
+            "a host agent needs the internal API's URL (--control-url or ACTORSTACK_CONTROL_URL): "
+            "the URL of an `actorstack api` (or `up`) of the cloud"
+        )
 
 
 class CannotListen(Exception):

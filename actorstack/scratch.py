@@ -58,6 +58,10 @@ _PR_SET_PDEATHSIG = 1
 _DB_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
+# What a host agent's environment says of the database: an address that cannot resolve.
+NO_DATABASE = "postgresql://agents-have-no-database.invalid/none"
+
+
 class ScratchError(Exception):
     """A scratch service or process did not start, stop or go away as asked; the message says
     which, and carries the end of the process's log where there is one."""
@@ -454,6 +458,28 @@ class ScratchCloud:
         if proc.returncode != 0:
             raise ScratchError(f"actorstack {shlex.join(args)} exited {proc.returncode}:\n{out.decode()}")
         return out.decode()
+
+    def host_env(self, *names: str) -> dict[str, str]:
+        """The environment of a host agent as on another machine: the internal API's URL and a
+        host token for `names` (minted by `actorstack host credentials`), and a database URL
+        nothing answers at, since an agent has no database credentials."""
+        done = subprocess.run(
+            cli_argv("host", "credentials", *names),
+            cwd=ROOT,
+            env=self.env(),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        tokens = [line for line in done.stdout.splitlines() if line.startswith("host1.")]
+        if done.returncode != 0 or not tokens:
+            raise ScratchError(f"actorstack host credentials exited {done.returncode}:\n{done.stderr}")
+        return {
+            "ACTORSTACK_CONTROL_URL": self.url,
+            "ACTORSTACK_HOST_TOKEN": tokens[-1],
+            "ACTORSTACK_DATABASE_URL": NO_DATABASE,
+        }
 
     async def up(self, *args: str, timeout: float = 60) -> ScratchProcess:
         """`actorstack up --listen <listen> --log-format json ARGS` (label `up`), once ready (see

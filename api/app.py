@@ -8,7 +8,7 @@ import asyncpg
 from aiohttp import web
 
 from actors import db
-from api import compute, discovery, events, idempotency, identity, image, network, openapi, volume
+from api import compute, discovery, events, idempotency, identity, image, internal, network, openapi, volume
 from api.auth import TokenCodec
 from api.context import CTX, ApiContext
 from api.middleware import authenticate, errors, request_id
@@ -21,6 +21,7 @@ async def create_app(
 ) -> web.Application:
     key = str(await db.cluster_setting(pool, "token_key"))
     shards = int(await db.cluster_setting(pool, "shards"))  # type: ignore[call-overload]
+    host_key = str(await db.cluster_setting(pool, "host_key"))
     app = web.Application(
         middlewares=[request_id, errors, authenticate, idempotency.idempotency], client_max_size=MAX_BODY
     )
@@ -30,6 +31,7 @@ async def create_app(
         base_url=base_url.rstrip("/"),
         state_dir=state_dir,
         shards=shards,
+        host_key=host_key,
     )
     discovery.setup(app)
     openapi.setup(app)
@@ -39,5 +41,6 @@ async def create_app(
     volume.setup(app)
     network.setup(app)
     events.setup(app)
+    internal.setup(app)
     idempotency.setup(app)
     return app

@@ -24,6 +24,7 @@ class ApiContext:
     base_url: str  # the public URL clients reach this API at, no trailing slash
     state_dir: Path
     shards: int
+    host_key: str = ""  # signs host tokens (api/internal/credentials.py)
 
 
 CTX = web.AppKey("actorstack", ApiContext)

@@ -18,25 +18,30 @@ Power-state sync, level-triggered: a libvirt lifecycle event makes the agent rea
 server's state again, and every `sync_interval` it reads them all; it reports
 `server.power_state` for each server whose state differs from what it last reported (all of
 them after a start), NOSTATE for a server whose domain vanished (its instance directory is here,
-or the database places it on this host). A server with an action in flight is skipped: the
-action's reply carries its state. Each pass also records what the host keeps in
-`host_domains`, which `actorstack doctor` compares with the database.
+or the control plane places it on this host). A server with an action in flight is skipped: the
+action's reply carries its state. Each pass also reports what the host keeps (the `host`
+service writes it to `host_domains`, which `actorstack doctor` compares with the database).
 
 Networking: before it defines a domain the agent asks the host's networking (one
 `HostNetworking` per kernel, shared by the agents of a process) to plug the server's ports —
-bridge, tap, DHCP and metadata, converged from the database where the port actors recorded the
-binding — and gives libvirt the taps; destroying a server unplugs them.
+bridge, tap, DHCP and metadata, converged from the desired state the internal API gives (where
+the port actors recorded the binding) — and gives libvirt the taps; destroying a server unplugs
+them.
+
+The agent holds no database credentials (`hostagent/control.py`): it reads its placed servers,
+the desired network state and images from the internal API with a token scoped to its host,
+and reports its inventory, heartbeat and domains to the `host` service by the broker.
 
 On start the agent adopts the domains that exist (it never starts, stops or redefines a
 domain that is there: a guest keeps running across an agent's death and return, with the same
 QEMU process); a volatile hypervisor (the test driver) has forgotten them, and the agent
 defines them again from the definitions it kept and brings each back as its server was (running,
 paused or shut off), so a warm restart of the process changes nothing for the user.
-An instance whose server the database no longer places here (deleted while the agent was away,
+An instance whose server the control plane no longer places here (deleted while the agent was away,
 moved, or unknown) is destroyed and its files removed, as Nova reaps running deleted instances;
 a domain without an instance directory of this agent is never touched (another agent's, or
-another cloud's, on a shared qemu:///system). It declares its queue before it registers its
-`compute_hosts` row, so the scheduler never picks a host whose queue does not exist yet.
+another cloud's, on a shared qemu:///system). It declares its queue before it reports its
+inventory, so the scheduler never picks a host whose queue does not exist yet.
 `stop()` finishes what was delivered, in the reverse order of `start()`.
 """
 
@@ -47,13 +52,12 @@ import dataclasses
 import re
 from pathlib import Path
 
-import asyncpg
 import structlog
 from aio_pika.abc import AbstractRobustConnection
 
-from actors.db import DB_ERRORS
 from actors.worker import BROKER_GONE
 from hostagent import host
+from hostagent.control import Control, ControlUnavailable
 from hostagent.network import HostNetworking, NetworkingError, NullNetworking
 from hostagent.qemu_img import QemuImgError
 from hostagent.requests import Handler, RequestAgent
@@ -70,6 +74,7 @@ from hostagent.virt.base import (
 from protocol import Envelope, Message, ProtocolError, Target
 from protocol import compute as m
 from protocol import volume as v
+from protocol.hosts import DomainsReport
 from protocol.power import PowerAction
 from protocol.states import PowerState, VmState
 
@@ -82,7 +87,7 @@ _RESTORED_BY: dict[VmState, tuple[PowerAction, ...]] = {
 }
 
 # What ends one pass of the power-state sync without ending the sync.
-SYNC_ERRORS: tuple[type[BaseException], ...] = (VirtError, OSError, *BROKER_GONE, *DB_ERRORS)
+SYNC_ERRORS: tuple[type[BaseException], ...] = (VirtError, OSError, *BROKER_GONE, ControlUnavailable)
 VOLUME_FORMATS = frozenset({"qcow2", "raw"})
 _DEVICE = re.compile(r"(?:/dev/)?(vd[a-z]{1,2})")
 
@@ -91,7 +96,6 @@ _DEVICE = re.compile(r"(?:/dev/)?(vd[a-z]{1,2})")
 class AgentSettings:
     name: str
     state_dir: Path  # the agent's own: instances/, the test driver's node file
-    image_dir: Path  # where the Image API keeps image bytes (<images>/<image id>)
     availability_zone: str = "nova"
     host_ip: str = "127.0.0.1"
     heartbeat: float = 10.0
@@ -115,25 +119,25 @@ class VolumeRefused(Exception):
 class HostAgent(RequestAgent):
     role = "host"
     reply_kinds = ("server",)
-    heartbeat_errors = (*DB_ERRORS, VirtError)
+    heartbeat_errors = (ControlUnavailable, *BROKER_GONE, VirtError)
 
     def __init__(
         self,
         settings: AgentSettings,
-        pool: asyncpg.Pool,
+        control: Control,
         connection: AbstractRobustConnection,
         driver: VirtDriver,
         network: HostNetworking | NullNetworking | None = None,
     ) -> None:
-        """The pool, the connection and the networking are the caller's (it starts and stops
-        them); the driver is opened by start() and closed by stop()."""
+        """The control plane, the connection and the networking are the caller's (it starts
+        and stops them); the driver is opened by start() and closed by stop()."""
         super().__init__(
-            settings.name, pool, connection, prefetch=settings.prefetch, heartbeat=settings.heartbeat
+            settings.name, control, connection, prefetch=settings.prefetch, heartbeat=settings.heartbeat
         )
         self.settings = settings
         self.driver = driver
         self.network = network if network is not None else NullNetworking()
-        self.storage = InstanceStorage(settings.state_dir, settings.image_dir)
+        self.storage = InstanceStorage(settings.state_dir, control)
         self._reported: dict[str, PowerState] = {}  # what the server actors last heard from us
         self._acted: dict[str, int] = {}  # per server: actions completed (tells a sync its read is stale)
         self.inventory: host.Inventory | None = None
@@ -190,7 +194,7 @@ class HostAgent(RequestAgent):
             disk_allocation_ratio=s.disk_allocation_ratio,
             reserved_memory_mb=reserved,
         )
-        await host.register(self.pool, self.inventory)
+        await self.control.report(self.name, host.report(self.inventory, started=True))
         log.info(
             "compute host registered",
             host=self.name,
@@ -201,29 +205,26 @@ class HostAgent(RequestAgent):
             hypervisor_hostname=info.hypervisor_hostname,
         )
 
-    async def _beat(self) -> bool:
-        return await host.heartbeat(self.pool, self.name)
+    async def _beat(self) -> None:
+        if self.inventory is None:
+            await self._register()
+        else:
+            await self.control.report(self.name, host.report(self.inventory, started=False))
 
     # --- adoption -------------------------------------------------------------------------
 
     async def _adopt(self) -> None:
         mine = await self.storage.existing()
         domains = await self.driver.instances()
-        owners = await host.owners(self.pool, sorted(mine)) if mine else {}
-        orphans = {
-            server_id
-            for server_id in mine
-            if owners.get(server_id) is None
-            or owners[server_id][0] == VmState.DELETED
-            or owners[server_id][1] != self.name
-        }
+        placed = await self.control.placed_servers(self.name) if mine else {}
+        orphans = mine - set(placed)
         for server_id in sorted(orphans):
             await self._reap(server_id, existed=server_id in domains)
         mine -= orphans
         restored = 0
         if self.driver.volatile:
             for server_id in sorted(mine - set(domains)):
-                if await self._restore(server_id, VmState(owners[server_id][0])):
+                if await self._restore(server_id, VmState(placed[server_id])):
                     restored += 1
         if mine or orphans:
             log.info(
@@ -456,12 +457,13 @@ class HostAgent(RequestAgent):
         acted = dict(self._acted)
         domains = await self.driver.instances()
         mine = await self.storage.existing()
-        placed = await host.placed_servers(self.pool, self.name)
-        await host.record_domains(
-            self.pool,
-            self.name,
-            {server_id: int(domains[server_id]) if server_id in domains else None for server_id in mine},
+        placed = set(await self.control.placed_servers(self.name))
+        report = DomainsReport(
+            domains={
+                server_id: int(domains[server_id]) if server_id in domains else None for server_id in mine
+            }
         )
+        await self.control.report(self.name, report)
         reported = 0
         for server_id in sorted(mine | placed):
             async with self._locks.try_hold(server_id) as held:

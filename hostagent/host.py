@@ -1,15 +1,10 @@
-"""The host's row in `compute_hosts`: its inventory, written at start, and its heartbeat.
+"""The host's inventory, as the agent reports it at start and with every heartbeat.
 
-Ownership of the row is split by column. The agent writes what it knows about its host: the
-inventory (vCPUs, RAM, disk), the hypervisor, its address and the allocation ratios and
-reserved memory it is configured with. The scheduler owns the usage (`used_*`, `generation`),
-and the operator owns `enabled` / `disabled_reason`: the agent never writes those, so a restart
-neither forgets claims nor re-enables a host the operator disabled. The scheduler takes a host
-whose heartbeat is older than ACTORSTACK_HOST_DOWN_AFTER (30 s) for down.
-
-The agent also keeps its row of `host_domains`, what it saw at its last power-state sync, and
-reads which servers the database places on it: the power-state sync reports a placed server
-whose domain is gone, and `actorstack doctor` compares the two sides.
+The agent knows its host: the inventory (vCPUs, RAM, disk), the hypervisor, its address and the
+allocation ratios and reserved memory it is configured with. It sends them to the `host` service
+(actors/hosts.py), which writes those columns of the host's `compute_hosts` row and nothing else:
+the scheduler owns the usage, the operator `enabled`. The scheduler takes a host whose heartbeat
+is older than ACTORSTACK_HOST_DOWN_AFTER (30 s) for down.
 """
 
 from __future__ import annotations
@@ -18,9 +13,8 @@ import dataclasses
 import os
 from pathlib import Path
 
-import asyncpg
-
 from hostagent.virt.base import HostInfo
+from protocol.hosts import ComputeHostReport
 
 GIB = 1024**3
 
@@ -75,65 +69,19 @@ def inventory(
     )
 
 
-_UPSERT = """
-INSERT INTO compute_hosts (name, availability_zone, virt_type, hypervisor_hostname, host_ip, vcpus, memory_mb,
-                           local_gb, cpu_allocation_ratio, ram_allocation_ratio, disk_allocation_ratio,
-                           reserved_memory_mb, started_at, heartbeat_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, now(), now())
-ON CONFLICT (name) DO UPDATE SET
-    availability_zone = EXCLUDED.availability_zone, virt_type = EXCLUDED.virt_type,
-    hypervisor_hostname = EXCLUDED.hypervisor_hostname, host_ip = EXCLUDED.host_ip,
-    vcpus = EXCLUDED.vcpus, memory_mb = EXCLUDED.memory_mb, local_gb = EXCLUDED.local_gb,
-    cpu_allocation_ratio = EXCLUDED.cpu_allocation_ratio,
-    ram_allocation_ratio = EXCLUDED.ram_allocation_ratio,
-    disk_allocation_ratio = EXCLUDED.disk_allocation_ratio, reserved_memory_mb = EXCLUDED.reserved_memory_mb,
-    started_at = now(), heartbeat_at = now()
-"""
-
-
-async def register(pool: asyncpg.Pool, inv: Inventory) -> None:
-    await pool.execute(
-        _UPSERT,
-        inv.name,
-        inv.availability_zone,
-        inv.virt_type,
-        inv.hypervisor_hostname,
-        inv.host_ip,
-        inv.vcpus,
-        inv.memory_mb,
-        inv.local_gb,
-        inv.cpu_allocation_ratio,
-        inv.ram_allocation_ratio,
-        inv.disk_allocation_ratio,
-        inv.reserved_memory_mb,
+def report(inv: Inventory, *, started: bool) -> ComputeHostReport:
+    """The inventory as the `host` service takes it: at start, and as every heartbeat."""
+    return ComputeHostReport(
+        started=started,
+        availability_zone=inv.availability_zone,
+        virt_type=inv.virt_type,
+        hypervisor_hostname=inv.hypervisor_hostname,
+        host_ip=inv.host_ip,
+        vcpus=inv.vcpus,
+        memory_mb=inv.memory_mb,
+        local_gb=inv.local_gb,
+        cpu_allocation_ratio=inv.cpu_allocation_ratio,
+        ram_allocation_ratio=inv.ram_allocation_ratio,
+        disk_allocation_ratio=inv.disk_allocation_ratio,
+        reserved_memory_mb=inv.reserved_memory_mb,
     )
-
-
-async def heartbeat(pool: asyncpg.Pool, name: str) -> bool:
-    """Mark the host alive now; False when its row is gone (deleted by an operator)."""
-    status = await pool.execute("UPDATE compute_hosts SET heartbeat_at = now() WHERE name = $1", name)
-    return status != "UPDATE 0"
-
-
-_RECORD_DOMAINS = """
-INSERT INTO host_domains (host, domains, reported_at) VALUES ($1, $2, now())
-ON CONFLICT (host) DO UPDATE SET domains = EXCLUDED.domains, reported_at = now()
-"""
-
-
-async def record_domains(pool: asyncpg.Pool, name: str, domains: dict[str, int | None]) -> None:
-    """Write what the host keeps now ({server id: power state, None: files without a domain}),
-    the inventory `actorstack doctor` compares with the servers the database places here."""
-    await pool.execute(_RECORD_DOMAINS, name, domains)
-
-
-async def placed_servers(pool: asyncpg.Pool, name: str) -> set[str]:
-    """The servers the database places on this host (every one not deleted)."""
-    rows = await pool.fetch("SELECT id FROM servers WHERE host = $1 AND vm_state <> 'deleted'", name)
-    return {row["id"] for row in rows}
-
-
-async def owners(pool: asyncpg.Pool, server_ids: list[str]) -> dict[str, tuple[str, str | None]]:
-    """{server id: (vm_state, host)} of those servers the database still has."""
-    rows = await pool.fetch("SELECT id, vm_state, host FROM servers WHERE id = ANY($1::text[])", server_ids)
-    return {row["id"]: (row["vm_state"], row["host"]) for row in rows}

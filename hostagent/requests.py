@@ -30,7 +30,6 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, ClassVar, Self
 
 import aio_pika
-import asyncpg
 import msgspec
 import structlog
 from aio_pika.abc import (
@@ -41,20 +40,13 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 
-from actors import amqp, db
-from actors.outbox import OutboxRow
-from actors.turn import record_fault
+from actors import amqp
 from actors.worker import BROKER_GONE, delivered_on_closed_channel
+from hostagent.control import Control, ControlUnavailable
 from hostagent.locks import KeyedLocks
 from protocol import Envelope, Message, ProtocolError, Target, decode, encode
-from protocol.routing import (
-    ACTOR_EXCHANGE,
-    DEAD_LETTER_EXCHANGE,
-    ORIGIN_QUEUE_HEADER,
-    REASON_HEADER,
-    agent_queue,
-    route,
-)
+from protocol.hosts import AgentDeadLetter
+from protocol.routing import ACTOR_EXCHANGE, agent_queue, route
 
 log = structlog.get_logger("hostagent")
 
@@ -74,15 +66,15 @@ class RequestAgent(abc.ABC):
     def __init__(
         self,
         name: str,
-        pool: asyncpg.Pool,
+        control: Control,
         connection: AbstractRobustConnection,
         *,
         prefetch: int,
         heartbeat: float,
     ) -> None:
-        """The pool and the connection are the caller's: it starts and stops them."""
+        """The control plane and the connection are the caller's: it starts and stops them."""
         self.name = name
-        self.pool = pool
+        self.control = control
         self.connection = connection
         self.queue_name = agent_queue(name)
         self.prefetch = prefetch
@@ -115,14 +107,13 @@ class RequestAgent(abc.ABC):
         """Called (under the key's lock) once a request's reply is published."""
 
     async def _register(self) -> None:  # noqa: B027 - an optional hook
-        """Write the agent's row (inventory, capacity); again when the heartbeat finds it gone."""
+        """Report the agent's inventory to the `host` service, which writes its row."""
 
-    async def _beat(self) -> bool:
-        """Mark the agent's row alive now; False when the row is gone. Default: no row."""
-        return True
+    async def _beat(self) -> None:  # noqa: B027 - an optional hook
+        """Report the agent alive now (with its inventory: a deleted row comes back)."""
 
     #: What ends one heartbeat without ending the heartbeat loop.
-    heartbeat_errors: ClassVar[tuple[type[BaseException], ...]] = db.DB_ERRORS
+    heartbeat_errors: ClassVar[tuple[type[BaseException], ...]] = (ControlUnavailable, *BROKER_GONE)
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -149,7 +140,7 @@ class RequestAgent(abc.ABC):
         queues and the agent's own queue, declared (idempotent: the declarations every process
         makes). Reads the shard count first."""
         stack = self._stack
-        self._shards = int(await db.cluster_setting(self.pool, "shards"))  # type: ignore[call-overload]
+        self._shards = (await self.control.config()).shards
         publisher = await self.connection.channel(publisher_confirms=True)
         stack.push_async_callback(_close_channel, publisher)
         await amqp.declare_topology(publisher, list(self.reply_kinds), self._shards)
@@ -191,9 +182,7 @@ class RequestAgent(abc.ABC):
         while True:
             await asyncio.sleep(self.heartbeat_interval)
             try:
-                if not await self._beat():
-                    log.warning(f"{self.role} row is gone; registering again", **{self.role: self.name})
-                    await self._register()
+                await self._beat()
             except self.heartbeat_errors as exc:
                 log.warning("heartbeat failed; will retry", error=repr(exc), **{self.role: self.name})
 
@@ -282,29 +271,17 @@ class RequestAgent(abc.ABC):
     async def _dead_letter(
         self, message: AbstractIncomingMessage, envelope: Envelope | None, reason: str
     ) -> None:
-        """An undecodable or misdirected request ends as the runtime's dead letters do: recorded
-        in `dead_letters` and queued (through the outbox, in the same transaction) for the
-        dead-letter queue; then acked."""
+        """An undecodable or misdirected request ends as the runtime's dead letters do: the
+        `host` service records it in `dead_letters` and copies it to the dead-letter queue;
+        then it is acked (after the report was confirmed)."""
         log.warning("dead-lettering a request the agent cannot handle", queue=self.queue_name, reason=reason)
-        copy = OutboxRow(
-            envelope.id if envelope is not None else str(uuidlib.uuid4()),
-            DEAD_LETTER_EXCHANGE,
-            "",
-            message.body,
-            headers={REASON_HEADER: reason[:1000], ORIGIN_QUEUE_HEADER: self.queue_name},
+        report = AgentDeadLetter(
+            queue=self.queue_name,
+            reason=reason[:1000],
+            message_id=envelope.id if envelope is not None else str(uuidlib.uuid4()),
+            raw=message.body,
         )
-        async with self.pool.acquire() as conn:
-            await record_fault(
-                conn,
-                None,
-                envelope,
-                queue=self.queue_name,
-                raw=message.body,
-                reason=reason,
-                details="",
-                member_id=f"agent:{self.name}",
-                dead_letter=copy,
-            )
+        await self.control.report(self.name, report)
         await message.ack()
 
 

@@ -8,13 +8,13 @@
     <state dir>/instances/<uuid>/console.log   the serial console
     <state dir>/instances/_base/<sha1(image id)>   the image cache, shared by the instances
 
-The cache is filled from the image store (`<images dir>/<image id>`, written by the Image API)
-once per image: concurrent spawns of one image wait on one copy, which is written to a
-temporary file and renamed into place, so a reader (or another process) sees the whole image
-or none. Images are user data: only raw and qcow2 are accepted, and never one that names a
-backing file or an external data file, which could make a guest read the host's files (the
-Spawn message carries no disk_format, so the format is probed, and probing is what those
-images exploit).
+The cache is filled over HTTP from the internal API (`hostagent/control.py`: the agent shares no
+directory with the image store), once per image: concurrent spawns of one image wait on one
+download, which is written to a temporary file, checked against the image's checksums and
+renamed into place, so a reader (or another process) sees the whole, verified image or none.
+Images are user data: only raw and qcow2 are accepted, and never one that names a backing file
+or an external data file, which could make a guest read the host's files (the Spawn message
+carries no disk_format, so the format is probed, and probing is what those images exploit).
 
 Sizes follow Nova: the root disk grows to the flavor's `disk` GiB when that is larger than the
 image; a flavor disk of 0 keeps the image's size; a flavor disk smaller than the image is an
@@ -35,6 +35,7 @@ import tempfile
 from pathlib import Path
 
 from hostagent import qemu_img
+from hostagent.control import ImageSource, ImageUnavailable
 from hostagent.virt.base import Disk
 
 GIB = 1024**3
@@ -50,12 +51,6 @@ class StorageError(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-
-
-class ImageNotFound(StorageError):
-    def __init__(self, image_id: str) -> None:
-        super().__init__(f"Image {image_id} could not be found on this host.")
-        self.image_id = image_id
 
 
 def canonical_id(value: str, what: str = "server id") -> str:
@@ -112,10 +107,10 @@ class BaseImage:
 
 
 class InstanceStorage:
-    def __init__(self, state_dir: Path, image_dir: Path) -> None:
+    def __init__(self, state_dir: Path, images: ImageSource) -> None:
         self.instances_dir = state_dir / "instances"
         self.base_dir = self.instances_dir / "_base"
-        self.image_dir = image_dir
+        self.images = images
         self._fetching: dict[str, asyncio.Future[None]] = {}
         # What `qemu-img info` said of each cached base file, keyed by the file's identity: a
         # base file is written once (atomically) and never changed, so probing it again at every
@@ -142,8 +137,8 @@ class InstanceStorage:
         return self.base_dir / hashlib.sha1(image_file_id(image_id).encode()).hexdigest()
 
     async def cached_base(self, image_id: str) -> BaseImage:
-        """The image, in the cache: copied from the image store on first use, by one caller
-        while concurrent callers for the same image wait for it."""
+        """The image, in the cache: downloaded on first use, by one caller while concurrent
+        callers for the same image wait for it."""
         path = self.base_path(image_id)
         fetched = False
         while not await asyncio.to_thread(path.exists):
@@ -184,12 +179,19 @@ class InstanceStorage:
         return found
 
     async def _fetch(self, image_id: str, dest: Path) -> None:
-        source = self.image_dir / image_file_id(image_id)
-        if not await asyncio.to_thread(source.is_file):
-            raise ImageNotFound(image_id)
-        probed = await qemu_img.info(source)
-        self._check_image(image_id, probed)
-        await asyncio.to_thread(_copy_atomically, source, dest)
+        image_file_id(image_id)
+        temp = await asyncio.to_thread(_temporary, dest)
+        try:
+            try:
+                await self.images.download_image(image_id, temp)
+            except ImageUnavailable as exc:
+                raise StorageError(exc.reason) from None
+            probed = await qemu_img.info(temp)
+            self._check_image(image_id, probed)
+            await asyncio.to_thread(_publish, temp, dest)
+        except BaseException:
+            await asyncio.to_thread(temp.unlink, missing_ok=True)
+            raise
 
     @staticmethod
     def _check_image(image_id: str, found: qemu_img.ImageInfo) -> None:
@@ -252,20 +254,21 @@ class InstanceStorage:
 # --- blocking helpers, run in threads ---------------------------------------------------------
 
 
-def _copy_atomically(source: Path, dest: Path) -> None:
+def _temporary(dest: Path) -> Path:
+    """A path beside `dest` for its bytes to arrive in (no file there yet)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    temp = Path(name)
-    try:
-        with os.fdopen(fd, "wb") as out, source.open("rb") as src:
-            shutil.copyfileobj(src, out, 4 * MIB)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(temp, 0o644)  # a guest's QEMU (another user) reads it as a backing file
-        os.replace(temp, dest)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
+    os.close(fd)
+    os.unlink(name)
+    return Path(name)
+
+
+def _publish(temp: Path, dest: Path) -> None:
+    """Put a downloaded file in place, whole: synced, readable by QEMU, renamed."""
+    with temp.open("rb") as f:
+        os.fsync(f.fileno())
+    os.chmod(temp, 0o644)  # a guest's QEMU (another user) reads it as a backing file
+    os.replace(temp, dest)
 
 
 def _write_atomically(path: Path, text: str) -> None:

@@ -1,4 +1,4 @@
-"""What the kernel should hold, read from the database: the desired state of a converge pass.
+"""What the kernel should hold, read from the control plane: the desired state of a converge pass.
 
 A VM port needs its tap when it is bound to one of our hosts and its server lives there (not
 deleted, not being deleted). A network with at least one such tap needs its bridge and, when
@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Any
 
-import asyncpg
+from hostagent.control import Control
 
 DHCP_OWNER = "network:dhcp"
 METADATA_IP = IPv4Address("169.254.169.254")
@@ -170,52 +170,20 @@ class Desired:
         return {tap.name: tap for net in self.networks.values() for tap in net.taps}
 
 
-# The taps: VM ports bound here whose server lives here.
-TAPS_SQL = """
-SELECT p.id AS port_id, p.network_id, p.mac_address::text AS mac, p.device_id AS server_id,
-       p.admin_state_up AND n.admin_state_up AS up, n.mtu
-FROM ports p
-JOIN servers s ON s.id = p.device_id
-JOIN networks n ON n.id = p.network_id
-WHERE p.binding_host_id = ANY($1::text[]) AND s.host = p.binding_host_id
-  AND s.vm_state <> 'deleted' AND s.task_state IS DISTINCT FROM 'deleting'
-"""
-
-SUBNETS_SQL = """
-SELECT id, network_id, cidr::text AS cidr, host(gateway_ip) AS gateway_ip, dns_nameservers, host_routes
-FROM subnets
-WHERE network_id = ANY($1::text[]) AND ip_version = 4 AND enable_dhcp
-ORDER BY network_id, created_at, id
-"""
-
-# Every IPv4 address of every port of those networks: the DHCP port's, and the hosts dnsmasq
-# serves (all of the network's ports, not only ours: harmless, and it needs no binding).
-ADDRESSES_SQL = """
-SELECT a.network_id, a.subnet_id, host(a.ip_address) AS ip, p.id AS port_id,
-       p.mac_address::text AS mac, p.device_owner, p.device_id, s.hostname
-FROM ip_allocations a
-JOIN ports p ON p.id = a.port_id
-LEFT JOIN servers s ON s.id = p.device_id AND s.vm_state <> 'deleted'
-WHERE a.network_id = ANY($1::text[]) AND family(a.ip_address) = 4
-ORDER BY p.created_at, p.id, a.ip_address
-"""
-
-
-async def load(pool: asyncpg.Pool, hosts: Iterable[str], skip_servers: Iterable[str] = ()) -> Desired:
-    """The desired state, from one consistent snapshot. `skip_servers`: servers whose taps are
-    not wanted whatever the database says yet (just unplugged)."""
-    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-        taps = await conn.fetch(TAPS_SQL, sorted(hosts))
-        skip = set(skip_servers)
-        taps = [row for row in taps if row["server_id"] not in skip]
-        network_ids = sorted({row["network_id"] for row in taps})
-        subnets = await conn.fetch(SUBNETS_SQL, network_ids) if network_ids else []
-        addresses = await conn.fetch(ADDRESSES_SQL, network_ids) if network_ids else []
+async def load(control: Control, hosts: Iterable[str], skip_servers: Iterable[str] = ()) -> Desired:
+    """The desired state, from one consistent snapshot of the control plane's. `skip_servers`:
+    servers whose taps are not wanted whatever the control plane says yet (just unplugged)."""
+    rows = await control.desired_network(sorted(hosts))
+    skip = set(skip_servers)
+    taps = [row for row in rows["taps"] if row["server_id"] not in skip]
+    wanted = {row["network_id"] for row in taps}
+    subnets = [row for row in rows["subnets"] if row["network_id"] in wanted]
+    addresses = [row for row in rows["addresses"] if row["network_id"] in wanted]
     return build(taps, subnets, addresses)
 
 
-# A row as the database gives it, or as a test writes it.
-Row = Mapping[str, Any] | asyncpg.Record
+# A row as the control plane gives it, or as a test writes it.
+Row = Mapping[str, Any]
 
 
 def build(taps: Sequence[Row], subnets: Sequence[Row], addresses: Sequence[Row]) -> Desired:

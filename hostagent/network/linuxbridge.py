@@ -1,5 +1,6 @@
 """HostNetworking: the host side of networking on Linux bridges (Neutron's Linux-bridge agent,
-with DHCP and metadata local to each host as OVN does them), level-triggered from the database.
+with DHCP and metadata local to each host as OVN does them), level-triggered from the desired
+state the control plane gives (`hostagent/control.py`: the internal API, never the database).
 
 A converge pass reads the desired state in one snapshot (`desired.py`) and makes the kernel
 match it: per network with a tap here, a bridge and the taps; with DHCP, the qdhcp namespace,
@@ -36,11 +37,11 @@ import subprocess
 import time
 from collections.abc import Set as AbstractSet
 
-import asyncpg
 import structlog
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from hostagent.control import Control, ControlUnavailable
 from hostagent.network import desired as want
 from hostagent.network import dnsmasq, kernel
 from hostagent.network.base import Networking, NetworkingError, NetworkSettings, Vif
@@ -49,22 +50,7 @@ from hostagent.network.metadata import MetadataService
 log = structlog.get_logger("hostagent.network")
 
 UNPLUG_GRACE = 30.0  # seconds an unplugged server's taps stay out of the desired state
-_FAILURES = (NetworkingError, NetlinkError, OSError, subprocess.SubprocessError)
-
-# A server's ports on our hosts, in the order of its nics (then creation order).
-PORTS_OF_SERVER_SQL = """
-SELECT p.id AS port_id, p.network_id, p.mac_address::text AS mac, n.mtu
-FROM ports p
-JOIN networks n ON n.id = p.network_id
-LEFT JOIN servers s ON s.id = p.device_id
-LEFT JOIN LATERAL (
-    SELECT o.i FROM jsonb_array_elements(
-        CASE jsonb_typeof(s.nics) WHEN 'array' THEN s.nics ELSE '[]'::jsonb END) WITH ORDINALITY AS o(nic, i)
-    WHERE o.nic->>'port_id' = p.id LIMIT 1
-) nic ON true
-WHERE p.device_id = $1 AND p.binding_host_id = ANY($2::text[])
-ORDER BY nic.i NULLS LAST, p.created_at, p.id
-"""
+_FAILURES = (NetworkingError, NetlinkError, OSError, subprocess.SubprocessError, ControlUnavailable)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,10 +89,10 @@ _REMOVED = {"bridge": "bridges_removed", "tun": "taps_removed", "veth": "dhcp_po
 
 
 class HostNetworking(Networking):
-    def __init__(self, pool: asyncpg.Pool, settings: NetworkSettings) -> None:
-        self.pool = pool
+    def __init__(self, control: Control, settings: NetworkSettings) -> None:
+        self.control = control
         self.settings = settings
-        self._metadata = MetadataService(pool, settings.metadata_port)
+        self._metadata = MetadataService(control, settings.metadata_port)
         self._unplugged: dict[str, float] = {}  # server id -> when
         self._taps: dict[str, tuple[str, str]] = {}  # tap -> (server id, network id), as last desired
         self._veths: dict[str, str] = {}  # network id -> its DHCP veth, as last desired
@@ -164,7 +150,7 @@ class HostNetworking(Networking):
             await asyncio.sleep(self.settings.interval)
             try:
                 counts = await self.converge()
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, *_FAILURES) as exc:
+            except _FAILURES as exc:
                 log.warning("network converge pass failed", reason=_reason(exc))
                 continue
             except Exception:  # a bug in one pass must not end reconciliation: logged, next pass
@@ -181,7 +167,7 @@ class HostNetworking(Networking):
 
     async def plug(self, server_id: str) -> list[Vif]:
         self._unplugged.pop(server_id, None)
-        rows = await self.pool.fetch(PORTS_OF_SERVER_SQL, server_id, sorted(self.settings.hosts))
+        rows = await self.control.server_ports(server_id, sorted(self.settings.hosts))
         if not rows:
             return []
         result = await self._request(
@@ -214,7 +200,7 @@ class HostNetworking(Networking):
 
     async def unplug(self, server_id: str) -> None:
         self._unplugged[server_id] = time.monotonic()
-        rows = await self.pool.fetch("SELECT id, network_id FROM ports WHERE device_id = $1", server_id)
+        rows = await self.control.bound_ports(server_id, sorted(self.settings.hosts))
         taps = {want.tap_name(row["id"]): row["network_id"] for row in rows}
         taps.update({tap: net for tap, (server, net) in self._taps.items() if server == server_id})
         if not taps:
@@ -266,7 +252,7 @@ class HostNetworking(Networking):
     async def _pass(self, scope: Scope | None) -> _Pass:
         now = time.monotonic()
         self._unplugged = {s: t for s, t in self._unplugged.items() if now - t < UNPLUG_GRACE}
-        desired = await want.load(self.pool, self.settings.hosts, self._unplugged)
+        desired = await want.load(self.control, self.settings.hosts, self._unplugged)
         for problem in sorted(desired.problems - self._problems):
             log.warning("left out of the host's networking", problem=problem)
         self._problems = desired.problems

@@ -8,7 +8,8 @@ its network: each listener serves the same handlers through an Application of it
 carries its network id.
 
 Who is asking: the source address of the connection, on the network the socket belongs to,
-names one port and its server (`ip_allocations`), and the namespace's neighbour entry for that
+names one port and its server (asked of the internal API, which answers only for servers on the
+hosts of this agent's token), and the namespace's neighbour entry for that
 address must hold that port's MAC, so a guest that claims another port's address from its own
 MAC is refused. An unknown source or a mismatch gets a plain 404, never another server's data.
 
@@ -41,10 +42,10 @@ import socket
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import asyncpg
 import structlog
 from aiohttp import web
 
+from hostagent.control import Control
 from hostagent.network import kernel
 from hostagent.network.desired import METADATA_IP, tap_name
 
@@ -75,29 +76,6 @@ OPENSTACK_VERSIONS = (
 )
 TEXT = "text/plain"
 JSON = "application/json"
-
-INSTANCE_SQL = """
-SELECT s.id, s.display_name, s.hostname, s.project_id, s.availability_zone, s.launch_index,
-       s.key_name, s.key_data, s.user_data, s.metadata, s.reservation_id, s.flavor, s.image_id,
-       p.id AS port_id, p.mac_address::text AS mac
-FROM ip_allocations a
-JOIN ports p ON p.id = a.port_id
-JOIN servers s ON s.id = p.device_id
-WHERE a.network_id = $1 AND a.ip_address = $2::inet AND s.vm_state <> 'deleted'
-"""
-
-# network_data.json: every port of the server with its addresses and their subnets
-INTERFACES_SQL = """
-SELECT p.id AS port_id, p.network_id, p.mac_address::text AS mac, n.mtu,
-       host(a.ip_address) AS ip, masklen(sn.cidr) AS prefixlen, host(sn.gateway_ip) AS gateway,
-       sn.ip_version, sn.enable_dhcp, sn.dns_nameservers, sn.host_routes
-FROM ports p
-JOIN networks n ON n.id = p.network_id
-LEFT JOIN ip_allocations a ON a.port_id = p.id
-LEFT JOIN subnets sn ON sn.id = a.subnet_id
-WHERE p.device_id = $1
-ORDER BY p.created_at, p.id, a.ip_address
-"""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,7 +108,7 @@ class Instance:
         return "i-" + self.uuid.replace("-", "")[:8]
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any] | asyncpg.Record, ip: str) -> Instance:
+    def from_row(cls, row: Mapping[str, Any], ip: str) -> Instance:
         user_data = None
         if row["user_data"]:
             try:
@@ -230,7 +208,7 @@ def openstack_meta_data(inst: Instance) -> dict[str, Any]:
     return data
 
 
-def network_data(rows: Sequence[Mapping[str, Any] | asyncpg.Record]) -> dict[str, Any]:
+def network_data(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Nova's network_data.json: a link per port; per address, `ipv4_dhcp` on a DHCP subnet
     (the guest asks DHCP), else the static address with its routes; DNS servers as services."""
     links: dict[str, dict[str, Any]] = {}
@@ -317,8 +295,8 @@ class _Listener:
 class MetadataService:
     """The listeners, one per network, and the lookups behind them."""
 
-    def __init__(self, pool: asyncpg.Pool, port: int) -> None:
-        self.pool = pool
+    def __init__(self, control: Control, port: int) -> None:
+        self.control = control
         self.port = port
         self._listeners: dict[str, _Listener] = {}
 
@@ -368,7 +346,7 @@ class MetadataService:
             socket.inet_pton(socket.AF_INET, ip)
         except OSError:
             return None
-        row = await self.pool.fetchrow(INSTANCE_SQL, network_id, ip)
+        row = await self.control.metadata_instance(network_id, ip)
         if row is None:
             return None
         mac = await asyncio.to_thread(kernel.neighbour_mac, namespace, ip)
@@ -383,8 +361,8 @@ class MetadataService:
             return None
         return Instance.from_row(row, ip)
 
-    async def interfaces(self, server_id: str) -> list[asyncpg.Record]:
-        return list(await self.pool.fetch(INTERFACES_SQL, server_id))
+    async def interfaces(self, server_id: str) -> Sequence[Mapping[str, Any]]:
+        return await self.control.metadata_interfaces(server_id)
 
 
 def _not_found() -> web.Response:

@@ -8,33 +8,38 @@ request is idempotent, as the backends' operations are: a redelivered create fin
 complete and reports it created, a delete of a missing volume reports it deleted, an extend to
 the size the volume has reports it extended. A create that fails leaves nothing behind.
 
-Its row in `volume_backends` is written at start (after its queue exists, so the API never
-places a volume on a backend nobody listens for) and heartbeated: the name, the driver, the
-availability zone and `total_gb` (the size of the backend's storage). `allocated_gb` is the
-API's, and `enabled` the operator's: the agent sets neither after the row's first insert.
+It reports itself to the `host` service (actors/hosts.py), which writes its row in
+`volume_backends`, at start (after its queue exists, so the API never places a volume on a
+backend nobody listens for) and with every heartbeat: the driver, the availability zone and
+`total_gb` (the size of the backend's storage). `allocated_gb` is the API's, and `enabled` the
+operator's. The agent holds no database credentials.
 
-Creating a volume from an image reads the image's bytes from the image store
-(`<images dir>/<image id>`, written by the Image API) and its disk format from the `images` row,
-so the bytes are read as the format the image was registered with.
+Creating a volume from an image downloads the image from the internal API (checked against its
+checksums) into `scratch_dir`, with the disk format the Image API recorded, so the bytes are read
+as the format the image was registered with; the download is removed after the copy.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import socket
+import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
-import asyncpg
 import structlog
 from aio_pika.abc import AbstractRobustConnection
 
+from hostagent.control import Control, ImageUnavailable
 from hostagent.qemu_img import QemuImgError
 from hostagent.requests import Handler, RequestAgent
 from hostagent.storage import StorageError, canonical_id, image_file_id
 from hostagent.volumes.backend import SourceImage, VolumeBackend, VolumeBackendError
 from protocol import Message, ProtocolError, Target
 from protocol import volume as v
-from protocol.states import ImageStatus
+from protocol.hosts import BackendReport
 
 log = structlog.get_logger("hostagent.volumes")
 
@@ -51,7 +56,7 @@ def backend_name(driver: str, hostname: str | None = None) -> str:
 @dataclasses.dataclass(frozen=True)
 class StorageAgentSettings:
     name: str  # <hostname>@<backend>, e.g. node1@file
-    image_dir: Path  # where the Image API keeps image bytes (<images>/<image id>)
+    scratch_dir: Path  # where an image waits while it is copied into a volume
     availability_zone: str = "nova"
     heartbeat: float = 10.0
     prefetch: int = 8  # volume copies are heavy: fewer at a time than a host agent's requests
@@ -64,14 +69,14 @@ class StorageAgent(RequestAgent):
     def __init__(
         self,
         settings: StorageAgentSettings,
-        pool: asyncpg.Pool,
+        control: Control,
         connection: AbstractRobustConnection,
         backend: VolumeBackend,
     ) -> None:
-        """The pool and the connection are the caller's; the backend is opened by start() and
-        closed by stop()."""
+        """The control plane and the connection are the caller's; the backend is opened by
+        start() and closed by stop()."""
         super().__init__(
-            settings.name, pool, connection, prefetch=settings.prefetch, heartbeat=settings.heartbeat
+            settings.name, control, connection, prefetch=settings.prefetch, heartbeat=settings.heartbeat
         )
         self.settings = settings
         self.backend = backend
@@ -100,9 +105,7 @@ class StorageAgent(RequestAgent):
 
     async def _register(self) -> None:
         self.total_gb = await self.backend.capacity()
-        await self.pool.execute(
-            _UPSERT, self.name, self.backend.driver, self.settings.availability_zone, self.total_gb
-        )
+        await self.control.report(self.name, self._report(started=True))
         log.info(
             "volume backend registered",
             backend=self.name,
@@ -111,11 +114,16 @@ class StorageAgent(RequestAgent):
             availability_zone=self.settings.availability_zone,
         )
 
-    async def _beat(self) -> bool:
-        status = await self.pool.execute(
-            "UPDATE volume_backends SET heartbeat_at = now() WHERE name = $1", self.name
+    def _report(self, *, started: bool) -> BackendReport:
+        return BackendReport(
+            started=started,
+            driver=self.backend.driver,
+            availability_zone=self.settings.availability_zone,
+            total_gb=self.total_gb or 0,
         )
-        return status != "UPDATE 0"
+
+    async def _beat(self) -> None:
+        await self.control.report(self.name, self._report(started=False))
 
     # --- requests -------------------------------------------------------------------------
 
@@ -133,9 +141,9 @@ class StorageAgent(RequestAgent):
 
     async def _create(self, msg: v.CreateVolumeOnBackend) -> Message:
         try:
-            image = None if msg.image_id is None else await self._source_image(msg.image_id)
-            location = await self.backend.create(msg.volume_id, msg.size, image, msg.format)
-        except (StorageError, *BACKEND_ERRORS) as exc:
+            async with self._source_image(msg.image_id) as image:
+                location = await self.backend.create(msg.volume_id, msg.size, image, msg.format)
+        except (StorageError, ImageUnavailable, *BACKEND_ERRORS) as exc:
             reason = _reason(exc)
             log.warning("volume create failed", reason=reason)
             return v.VolumeCreateFailed(reason=reason)
@@ -144,16 +152,22 @@ class StorageAgent(RequestAgent):
             backend=self.name, provider_location=location, bootable=msg.image_id is not None
         )
 
-    async def _source_image(self, image_id: str) -> SourceImage:
-        """The image to copy: its bytes' path and the disk format the Image API recorded.
-        Database errors are not the request's: they propagate, and it is retried."""
+    @contextlib.asynccontextmanager
+    async def _source_image(self, image_id: str | None) -> AsyncIterator[SourceImage | None]:
+        """The image to copy (None: a blank volume), downloaded for the copy and removed after:
+        its bytes' path and the disk format the Image API recorded. A control plane that does not
+        answer is not the request's failure: ControlUnavailable propagates, and it is retried."""
+        if image_id is None:
+            yield None
+            return
         image_id = image_file_id(image_id)
-        row = await self.pool.fetchrow("SELECT status, disk_format FROM images WHERE id = $1", image_id)
-        if row is None:
-            raise VolumeBackendError(f"Image {image_id} could not be found.")
-        if row["status"] != ImageStatus.ACTIVE:
-            raise VolumeBackendError(f"Image {image_id} is not active (its status is {row['status']}).")
-        return SourceImage(image_id, self.settings.image_dir / image_id, str(row["disk_format"]))
+        await asyncio.to_thread(self.settings.scratch_dir.mkdir, parents=True, exist_ok=True)
+        path = self.settings.scratch_dir / f".{image_id}.{uuid.uuid4().hex}.part"
+        try:
+            found = await self.control.download_image(image_id, path)
+            yield SourceImage(image_id, path, str(found["disk_format"]))
+        finally:
+            await asyncio.to_thread(path.unlink, missing_ok=True)
 
     async def _delete(self, msg: v.DeleteVolumeOnBackend) -> Message:
         try:
@@ -182,12 +196,3 @@ class StorageAgent(RequestAgent):
 
 def _reason(exc: BaseException) -> str:
     return getattr(exc, "reason", None) or str(exc)
-
-
-_UPSERT = """
-INSERT INTO volume_backends (name, driver, availability_zone, total_gb, started_at, heartbeat_at)
-VALUES ($1, $2, $3, $4, now(), now())
-ON CONFLICT (name) DO UPDATE SET
-    driver = EXCLUDED.driver, availability_zone = EXCLUDED.availability_zone, total_gb = EXCLUDED.total_gb,
-    started_at = now(), heartbeat_at = now()
-"""

@@ -121,14 +121,13 @@ class Cluster(ScratchCloud):
     async def start_hostagent(
         self, host: str | None = None, *, amqp_url: str | None = None, args: Iterable[str] = ()
     ) -> ScratchProcess:
-        """A compute host on libvirt's test driver, without networking or a storage agent."""
+        """A compute host on libvirt's test driver, without networking or a storage agent, as on
+        another machine: a state directory of its own, the internal API and a host token, no
+        database."""
         host = host or f"{self.name}-h{len(self.role('hostagent')) + 1}"
         state_dir = self.host_state_dir(host)
         state_dir.mkdir(parents=True, exist_ok=True)
-        images = state_dir / "images"
-        if not images.exists():
-            (self.state_dir / "images").mkdir(parents=True, exist_ok=True)
-            images.symlink_to(self.state_dir / "images", target_is_directory=True)
+        credentials = await asyncio.to_thread(self.host_env, host)
         return await self._start(
             host,
             [
@@ -144,7 +143,7 @@ class Cluster(ScratchCloud):
                 *self.host_args,
                 *args,
             ],
-            {**self._broker(amqp_url), "ACTORSTACK_STATE_DIR": str(state_dir)},
+            {**self._broker(amqp_url), **credentials, "ACTORSTACK_STATE_DIR": str(state_dir)},
         )
 
     def errors(self) -> list[str]:

@@ -61,8 +61,8 @@ async def own_cloud(suffix: str, state_dir: Path) -> AsyncIterator[tuple[Cloud, 
 
 class AgentProcess:
     """`actorstack hostagent` as a process of its own beside the cloud's `up` (with its
-    DOWN_AFTER), with a state directory of its own that shares the cloud's images (as a compute
-    host reads them from the Image API's store). Started again after a kill, it logs on in the
+    DOWN_AFTER), as on another machine: a state directory of its own, the internal API and a host
+    token, no database. Started again after a kill, it logs on in the
     same file."""
 
     def __init__(self, cloud: Cloud, name: str, virt: str) -> None:
@@ -71,10 +71,7 @@ class AgentProcess:
         self.virt = virt
         self.state_dir = cloud.state_dir / f"agent-{name}"
         self.state_dir.mkdir(mode=0o755, exist_ok=True)
-        images = self.state_dir / "images"
-        if not images.exists():
-            (cloud.state_dir / "images").mkdir(exist_ok=True)
-            images.symlink_to(cloud.state_dir / "images")
+        self.credentials = cloud.scratch.host_env(name)
         self.process: ScratchProcess | None = None
 
     def start(self) -> None:
@@ -100,7 +97,7 @@ class AgentProcess:
             "5",
             "--log-format",
             "json",
-            env={"ACTORSTACK_STATE_DIR": str(self.state_dir)},
+            env={**self.credentials, "ACTORSTACK_STATE_DIR": str(self.state_dir)},
         )
 
     def kill(self) -> None:

@@ -23,6 +23,7 @@ import pytest
 from hostagent.agent import AgentSettings, HostAgent
 from hostagent.virt.libvirt import LibvirtDriver
 from protocol.routing import agent_queue
+from tests.hostagent.local_control import LocalControl
 
 PREFIX = f"hatest-{uuid.uuid4().hex[:6]}"
 
@@ -98,13 +99,14 @@ async def start_agent(
         values: dict[str, Any] = {
             "name": name,
             "state_dir": workdir / name,
-            "image_dir": image_dir,
             "heartbeat": 0.2,
             "sync_interval": SYNC,
         }
         values.update(overrides)
         settings = AgentSettings(**values)
-        agent = HostAgent(settings, pool, broker, driver.for_test(settings.state_dir, name))
+        agent = HostAgent(
+            settings, LocalControl(pool, image_dir), broker, driver.for_test(settings.state_dir, name)
+        )
         await agent.start()
         started.append(agent)
         names.add(name)

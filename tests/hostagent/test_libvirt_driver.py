@@ -28,6 +28,7 @@ from hostagent.virt.libvirt import LibvirtDriver, choose_domain_type
 from protocol.power import PowerAction
 from protocol.states import PowerState
 from tests.hostagent.conftest import PREFIX, make_image
+from tests.hostagent.local_control import DirectoryImages
 
 OpenDriver = Callable[..., Awaitable[LibvirtDriver]]
 NASTY = "a<b>&\"c'"
@@ -257,7 +258,7 @@ async def test_a_real_guest_runs_on_qemu_and_is_destroyed(workdir: Path, image_d
     reason = qemu_system_unavailable()
     if reason:
         pytest.skip(reason)
-    storage = InstanceStorage(workdir / f"{PREFIX}-qemu", image_dir)
+    storage = InstanceStorage(workdir / f"{PREFIX}-qemu", DirectoryImages(image_dir))
     image_id = make_image(image_dir, "16M")
     server_id = str(uuid.uuid4())
     driver = LibvirtDriver.for_qemu(domain_type="auto", shutdown_timeout=0)

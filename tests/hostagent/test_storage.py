@@ -13,13 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from hostagent.storage import GIB, ImageNotFound, InstanceStorage, StorageError
+from hostagent.storage import GIB, InstanceStorage, StorageError
 from tests.hostagent.conftest import PREFIX, make_image, qemu_img_info
+from tests.hostagent.local_control import DirectoryImages
 
 
 @pytest.fixture
 def storage(workdir: Path, image_dir: Path) -> InstanceStorage:
-    return InstanceStorage(workdir / f"{PREFIX}-host", image_dir)
+    return InstanceStorage(workdir / f"{PREFIX}-host", DirectoryImages(image_dir))
 
 
 async def test_the_base_image_is_cached_once_under_concurrency(
@@ -121,7 +122,7 @@ async def test_a_server_without_an_image_gets_no_local_root_disk(storage: Instan
 
 async def test_a_missing_image_is_reported_and_nothing_is_cached(storage: InstanceStorage) -> None:
     image_id = str(uuid.uuid4())
-    with pytest.raises(ImageNotFound):
+    with pytest.raises(StorageError, match="could not be found"):
         await storage.create(str(uuid.uuid4()), image_id, root_gb=1)
     assert not storage.base_path(image_id).exists()
     assert not storage.base_dir.exists() or os.listdir(storage.base_dir) == []

@@ -25,6 +25,7 @@ from protocol import volume as v
 from protocol.routing import ACTOR_EXCHANGE, agent_queue, route
 from tests.conftest import wait_until
 from tests.hostagent.conftest import PREFIX, make_image, qemu_img_info
+from tests.hostagent.local_control import LocalControl
 
 StartStorageAgent = Callable[..., Awaitable[StorageAgent]]
 
@@ -75,10 +76,13 @@ async def start_storage_agent(
 
     async def start(name: str | None = None, **overrides: Any) -> StorageAgent:
         name = name or backend_name("file", f"{PREFIX}-{uuid.uuid4().hex[:6]}")
-        values: dict[str, Any] = {"name": name, "image_dir": image_dir, "heartbeat": 0.2}
+        values: dict[str, Any] = {"name": name, "scratch_dir": workdir / name / "scratch", "heartbeat": 0.2}
         values.update(overrides)
         agent = StorageAgent(
-            StorageAgentSettings(**values), pool, broker, FileBackend.in_state_dir(workdir / name)
+            StorageAgentSettings(**values),
+            LocalControl(pool, image_dir),
+            broker,
+            FileBackend.in_state_dir(workdir / name),
         )
         await agent.start()
         started.append(agent)

@@ -36,6 +36,7 @@ from hostagent.volumes.file import FileBackend
 from protocol.power import PowerAction
 from protocol.states import PowerState
 from tests.hostagent.conftest import PREFIX, make_image
+from tests.hostagent.local_control import DirectoryImages
 from tests.hostagent.test_libvirt_driver import qemu_system_unavailable
 
 KERNEL_DEB_ENV = "ACTORSTACK_TEST_GUEST_KERNEL"
@@ -199,7 +200,7 @@ async def test_a_volume_is_hot_plugged_into_a_running_guest_and_released(
     qemu_driver: LibvirtDriver, guest_boot: tuple[Path, Path], workdir: Path, image_dir: Path
 ) -> None:
     driver = qemu_driver
-    storage = InstanceStorage(workdir / f"{PREFIX}-qemu", image_dir)
+    storage = InstanceStorage(workdir / f"{PREFIX}-qemu", DirectoryImages(image_dir))
     async with FileBackend.in_state_dir(workdir / f"{PREFIX}-storage") as backend:
         server_id = str(uuid.uuid4())
         spawned_id, volume_id = str(uuid.uuid4()), str(uuid.uuid4())
@@ -283,7 +284,7 @@ async def test_a_guest_that_never_releases_a_volume_fails_the_detach_and_keeps_i
     if deb is not None and deb.is_file():
         pytest.skip("covered by test_a_volume_is_hot_plugged_into_a_running_guest_and_released")
     driver = qemu_driver
-    storage = InstanceStorage(workdir / f"{PREFIX}-qemu", image_dir)
+    storage = InstanceStorage(workdir / f"{PREFIX}-qemu", DirectoryImages(image_dir))
     async with FileBackend.in_state_dir(workdir / f"{PREFIX}-storage") as backend:
         server_id, volume_id = str(uuid.uuid4()), str(uuid.uuid4())
         try:

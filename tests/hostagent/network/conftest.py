@@ -32,6 +32,7 @@ from pyroute2 import netns
 
 from hostagent.network import HostNetworking, NetworkSettings, kernel
 from tests.conftest import RUN_PREFIX
+from tests.hostagent.local_control import LocalControl
 
 OWNER_PREFIX = f"astest:{RUN_PREFIX}"
 HEX = RUN_PREFIX.removeprefix("astest_")  # 8 hex digits, unique per run
@@ -340,7 +341,7 @@ async def start_networking(
             }
             values.update(overrides)
             settings = NetworkSettings(**values)
-        networking = HostNetworking(pool, settings)
+        networking = HostNetworking(LocalControl(pool, hosts=settings.hosts), settings)
         await networking.start()
         started.append(networking)
         return networking

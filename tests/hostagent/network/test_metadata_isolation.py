@@ -18,6 +18,7 @@ import pytest
 
 from hostagent.network import kernel
 from hostagent.network.metadata import MetadataService
+from tests.hostagent.local_control import LocalControl
 from tests.hostagent.network.conftest import Server, Topology, add_server, make_topology
 
 GUEST = "127.0.0.1"  # every request's source address here: whose it is, is what a test decides
@@ -77,7 +78,7 @@ def fake_kernel(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeKernel]:
 
 @pytest.fixture
 async def service(pool: asyncpg.Pool, fake_kernel: FakeKernel) -> AsyncIterator[MetadataService]:
-    metadata = MetadataService(pool, port=80)
+    metadata = MetadataService(LocalControl(pool), port=80)
     try:
         yield metadata
     finally:
