@@ -28,7 +28,10 @@ async def _host_key() -> str:
 
 async def _get(cloud: Cloud, path: str, token: str | None, **params: Any) -> tuple[int, Any, bytes]:
     headers = {credentials.HEADER: token} if token else {}
-    async with aiohttp.ClientSession() as s, s.get(cloud.url + BASE + path, headers=headers, params=params) as r:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.get(cloud.url + BASE + path, headers=headers, params=params) as r,
+    ):
         raw = await r.read()
         data = None
         if r.content_type == "application/json":
