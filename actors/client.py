@@ -20,9 +20,11 @@ from aio_pika.abc import (
 
 from protocol import Envelope, Message, ProtocolError, Target, decode, encode
 from protocol.replies import Reply
-from protocol.routing import ACTOR_EXCHANGE, route
+from protocol.routing import ACTOR_EXCHANGE, exchange_of, route
 
 PUBLISH_TIMEOUT = 30.0  # seconds for the broker to confirm one publish
+_PERSISTENT = aio_pika.DeliveryMode.PERSISTENT
+_TRANSIENT = aio_pika.DeliveryMode.NOT_PERSISTENT
 
 
 class ActorClient:
@@ -57,19 +59,38 @@ class ActorClient:
             if future is not None and not future.done():
                 future.set_result(envelope.body)
 
-    async def publish(self, envelope: Envelope) -> None:
-        """Publish an envelope as it is (same id: a second publish is a redelivery)."""
+    async def publish(self, envelope: Envelope, *, expiration: float | None = None) -> None:
+        """Publish an envelope as it is (same id: a second publish is a redelivery). With an
+        `expiration` (seconds) it is a question: not persisted, and dropped when not taken in time."""
         key = route(envelope.target.kind, envelope.target.id, self.shards)
-        await self.publish_raw(key, encode(envelope), message_id=envelope.id)
+        await self.publish_raw(
+            key,
+            encode(envelope),
+            message_id=envelope.id,
+            expiration=expiration,
+            exchange=exchange_of(envelope.target.kind),
+        )
 
-    async def publish_raw(self, routing_key: str, body: bytes, *, message_id: str | None = None) -> None:
-        assert self._exchange is not None, "use ActorClient as an async context manager"
-        await self._exchange.publish(
+    async def publish_raw(
+        self,
+        routing_key: str,
+        body: bytes,
+        *,
+        message_id: str | None = None,
+        expiration: float | None = None,
+        exchange: str = ACTOR_EXCHANGE,
+    ) -> None:
+        assert self._exchange is not None and self._channel is not None, (
+            "use ActorClient as an async context manager"
+        )
+        target = self._exchange if exchange == ACTOR_EXCHANGE else self._channel.default_exchange
+        await target.publish(
             aio_pika.Message(
                 body,
                 message_id=message_id,
                 content_type="application/json",
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                delivery_mode=_PERSISTENT if expiration is None else _TRANSIENT,
+                expiration=expiration,
             ),
             routing_key,
             timeout=PUBLISH_TIMEOUT,  # a broker blocking publishers (resource alarm) is an error, not a hang
@@ -80,14 +101,17 @@ class ActorClient:
         await self.publish(envelope)
         return envelope
 
-    async def ask(self, target: Target, body: Message, *, timeout: float = 30.0) -> Reply:
-        """Send and wait for the actor's reply (ok, or the reason it refused)."""
+    async def ask(
+        self, target: Target, body: Message, *, timeout: float = 30.0, question: bool = False
+    ) -> Reply:
+        """Send and wait for the actor's reply (ok, or the reason it refused). A `question`
+        (to a host agent: a console log) is not persisted and expires with the timeout."""
         assert self._replies is not None, "use ActorClient as an async context manager"
         envelope = Envelope.new(target, body, reply_to=self._replies.name)
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._waiting[envelope.id] = future
         try:
-            await self.publish(envelope)
+            await self.publish(envelope, expiration=timeout if question else None)
             return await asyncio.wait_for(future, timeout)
         finally:
             self._waiting.pop(envelope.id, None)

@@ -23,7 +23,7 @@ from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnec
 from actors import db
 from actors.crashpoints import crashpoint
 from protocol import Envelope, encode, notifications
-from protocol.routing import ACTOR_EXCHANGE, route
+from protocol.routing import exchange_of, route
 
 log = structlog.get_logger("actors.outbox")
 
@@ -49,7 +49,7 @@ class OutboxRow:
 
 def to_actor(envelope: Envelope, shards: int) -> OutboxRow:
     key = route(envelope.target.kind, envelope.target.id, shards)
-    return OutboxRow(envelope.id, ACTOR_EXCHANGE, key, encode(envelope))
+    return OutboxRow(envelope.id, exchange_of(envelope.target.kind), key, encode(envelope))
 
 
 def to_queue(envelope: Envelope, queue: str) -> OutboxRow:

@@ -178,6 +178,16 @@ def _parser() -> argparse.ArgumentParser:
         help="print the host token for a host agent (and its storage agent) on another machine",
     )
     creds.add_argument("names", nargs="+", metavar="NAME", help="the agents' names: NAME, NAME@file, …")
+    creds.add_argument(
+        "--broker-user",
+        action="store_true",
+        help="also make a RabbitMQ user that may read only these agents' queues (needs rabbitmqctl)",
+    )
+    creds.add_argument("--control-url", help="the cloud's API URL, written into the output")
+    revoke_p = host_commands.add_parser(
+        "revoke", parents=[common], help="delete the broker user `host credentials --broker-user` made"
+    )
+    revoke_p.add_argument("names", nargs="+", metavar="NAME")
     commands.add_parser(
         "bootstrap",
         help="create the admin user and project and the default flavors",
@@ -423,14 +433,21 @@ async def _hostagent(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _host(settings: Settings, args: argparse.Namespace) -> int:
-    from api.internal import credentials
+    from actorstack import hostcreds
 
-    conn = await db.connect(settings.database_url)
     try:
-        key = str(await db.cluster_setting(conn, "host_key"))
-    finally:
-        await conn.close()
-    print(credentials.mint(key, args.names))
+        if args.host_command == "revoke":
+            revoked = await asyncio.to_thread(hostcreds.revoke, settings, args.names)
+            print("revoked" if revoked else "no such broker user")
+            return 0
+        env = await hostcreds.issue(
+            settings, args.names, make_broker_user=args.broker_user, control_url=args.control_url
+        )
+    except hostcreds.CredentialsError as exc:
+        print(f"actorstack: {exc}", file=sys.stderr)
+        return 2
+    for key, value in env.items():
+        print(f"{key}={value}")
     return 0
 
 

@@ -159,6 +159,17 @@ async def _start_api(
     app = await create_app(
         pool, base_url=options.base_url, state_dir=settings.state_dir, token_ttl=options.token_ttl
     )
+    # The API asks host agents questions (a console log) over the broker, as Nova's API asks
+    # its compute hosts by RPC: it never reads a host's files.
+    from actors.client import ActorClient
+    from api.context import CTX
+
+    connection = await amqp.connect(settings.amqp_url)
+    stack.push_async_callback(connection.close)
+    agents = ActorClient(connection, app[CTX].shards)
+    await agents.__aenter__()
+    stack.push_async_callback(agents.__aexit__, None, None, None)
+    app[CTX].agents = agents
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     stack.push_async_callback(runner.cleanup)

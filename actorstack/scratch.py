@@ -137,6 +137,12 @@ def delete_vhost(name: str) -> None:
     rabbitmqctl("delete_vhost", name)
 
 
+def host_users(vhost: str) -> list[str]:
+    """The broker users `actorstack host credentials --broker-user` made for this vhost's hosts."""
+    listed = rabbitmqctl("list_users", "--quiet", "--no-table-headers").split()
+    return [user for user in listed if user.startswith(f"{vhost}.host.")]
+
+
 def vhost_exists(name: str) -> bool:
     return name in rabbitmqctl("list_vhosts", "--quiet", "--no-table-headers").split()
 
@@ -208,6 +214,8 @@ class ScratchServices:
                 problems.append(f"database {self.name}: {exc!r}")
         if "vhost" in self._made:
             try:
+                for user in await asyncio.to_thread(host_users, self.name):
+                    await asyncio.to_thread(rabbitmqctl, "delete_user", user)
                 await asyncio.to_thread(delete_vhost, self.name)
                 self._made.remove("vhost")
             except (ScratchError, OSError, subprocess.SubprocessError) as exc:
@@ -228,6 +236,8 @@ class ScratchServices:
             left.append(f"database {self.name}")
         if self.vhost and await asyncio.to_thread(vhost_exists, self.name):
             left.append(f"vhost {self.name}")
+        if self.vhost:
+            left.extend(f"broker user {user}" for user in await asyncio.to_thread(host_users, self.name))
         if self.state_dir is not None and self.state_dir.exists():
             left.append(f"directory {self.state_dir}")
         return left
@@ -460,11 +470,12 @@ class ScratchCloud:
         return out.decode()
 
     def host_env(self, *names: str) -> dict[str, str]:
-        """The environment of a host agent as on another machine: the internal API's URL and a
-        host token for `names` (minted by `actorstack host credentials`), and a database URL
-        nothing answers at, since an agent has no database credentials."""
+        """The environment of a host agent as on another machine: the internal API's URL, a host
+        token for `names` and a broker user that may read only their queues (made by `actorstack
+        host credentials --broker-user`; removed with the vhost), and a database URL nothing
+        answers at, since an agent has no database credentials."""
         done = subprocess.run(
-            cli_argv("host", "credentials", *names),
+            cli_argv("host", "credentials", "--broker-user", *names),
             cwd=ROOT,
             env=self.env(),
             stdin=subprocess.DEVNULL,
@@ -472,12 +483,14 @@ class ScratchCloud:
             text=True,
             timeout=120,
         )
-        tokens = [line for line in done.stdout.splitlines() if line.startswith("host1.")]
-        if done.returncode != 0 or not tokens:
+        printed = dict(
+            line.split("=", 1) for line in done.stdout.splitlines() if line.startswith("ACTORSTACK_")
+        )
+        if done.returncode != 0 or "ACTORSTACK_HOST_TOKEN" not in printed:
             raise ScratchError(f"actorstack host credentials exited {done.returncode}:\n{done.stderr}")
         return {
             "ACTORSTACK_CONTROL_URL": self.url,
-            "ACTORSTACK_HOST_TOKEN": tokens[-1],
+            **printed,
             "ACTORSTACK_DATABASE_URL": NO_DATABASE,
         }
 

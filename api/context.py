@@ -11,6 +11,7 @@ import asyncpg
 import msgspec
 from aiohttp import web
 
+from actors.client import ActorClient
 from api.auth import AuthContext, TokenCodec
 from api.errors import BadRequest
 
@@ -25,6 +26,8 @@ class ApiContext:
     state_dir: Path
     shards: int
     host_key: str = ""  # signs host tokens (api/internal/credentials.py)
+    # Questions to host agents over the broker (a console log); None: this API asks none.
+    agents: ActorClient | None = None
 
 
 CTX = web.AppKey("actorstack", ApiContext)

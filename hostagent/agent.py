@@ -281,6 +281,8 @@ class HostAgent(RequestAgent):
             return self._attach_volume
         if isinstance(body, v.DetachVolumeOnHost):
             return self._detach_volume
+        if isinstance(body, m.ConsoleOutputOnHost):
+            return self._console_output
         raise ProtocolError(f"a host agent does not handle {body.TYPE!r}")
 
     def _subject(self, body: Message) -> Target:
@@ -442,6 +444,14 @@ class HostAgent(RequestAgent):
         log.info("instance destroyed", domain_existed=existed, files_existed=removed)
         return m.Destroyed(host=self.name)
 
+    async def _console_output(self, msg: m.ConsoleOutputOnHost) -> Message:
+        """The last `max_bytes` of the server's console log (None: no such instance here)."""
+        try:
+            path = self.storage.paths(msg.server_id).console_log
+        except StorageError:
+            return m.ConsoleLog(output=None)
+        return m.ConsoleLog(output=await asyncio.to_thread(_read_tail, path, max(0, msg.max_bytes)))
+
     # --- power-state sync -----------------------------------------------------------------
 
     async def _sync_loop(self) -> None:
@@ -557,3 +567,14 @@ class HostAgent(RequestAgent):
         definition = await self.driver.definition(server_id)
         if definition is not None:
             await self.storage.save_definition(server_id, definition)
+
+
+def _read_tail(path: Path, limit: int) -> bytes | None:
+    """The last `limit` bytes of the file; None if there is none."""
+    try:
+        with path.open("rb") as f:
+            size = f.seek(0, 2)
+            f.seek(max(0, size - limit))
+            return f.read(limit)
+    except FileNotFoundError:
+        return None

@@ -13,6 +13,9 @@ one at a time, in delivery order (a lock per actor id, taken before the handler'
 An undecodable or misdirected request is dead-lettered as the runtime does it; a handler that
 raises is retried through the queue (whose delivery limit ends a request that never passes).
 
+A request with `reply_to` set is a question (the API asking for a console log): its answer goes
+to the asker's reply queue as a Reply, and it changes nothing on the host.
+
 A subclass says which handler serves a request (`_handler_for`, raising ProtocolError for a
 type it does not handle) and which actor a request is about (`_subject`: the lock's key and
 the reply's target), and builds its `_start` from the steps here, in this order: open the
@@ -46,6 +49,7 @@ from hostagent.control import Control, ControlUnavailable
 from hostagent.locks import KeyedLocks
 from protocol import Envelope, Message, ProtocolError, Target, decode, encode
 from protocol.hosts import AgentDeadLetter
+from protocol.replies import Reply
 from protocol.routing import ACTOR_EXCHANGE, agent_queue, route
 
 log = structlog.get_logger("hostagent")
@@ -60,7 +64,7 @@ Handler = Callable[[Any], Awaitable[Message]]
 class RequestAgent(abc.ABC):
     #: What the agent is, for logs: `host` (a compute host), `backend` (a storage backend).
     role: ClassVar[str]
-    #: The actor kinds it replies to: their shard queues are declared at start.
+    #: The actor kinds it replies to (their shard queues are the runtime's to declare).
     reply_kinds: ClassVar[tuple[str, ...]]
 
     def __init__(
@@ -86,6 +90,7 @@ class RequestAgent(abc.ABC):
         self._stopping = False
         self._shards = 0
         self._exchange: AbstractExchange | None = None
+        self._default_exchange: AbstractExchange | None = None
         self._queue: AbstractQueue | None = None
         self._consumer_tag: str | None = None
 
@@ -136,23 +141,24 @@ class RequestAgent(abc.ABC):
         await self.stop()
 
     async def _open_queue(self) -> None:
-        """The publishing channel (with confirms) and the consuming one; the reply kinds' shard
-        queues and the agent's own queue, declared (idempotent: the declarations every process
-        makes). Reads the shard count first."""
+        """The publishing channel (with confirms) and the consuming one, and the agent's own
+        queue, declared and bound (idempotent). The rest of the topology (the actor exchange,
+        the reply kinds' shard queues) is the control plane's, which its runtime declares: an
+        agent's broker user may touch no queue but its own. Reads the shard count first."""
         stack = self._stack
         self._shards = (await self.control.config()).shards
         publisher = await self.connection.channel(publisher_confirms=True)
         stack.push_async_callback(_close_channel, publisher)
-        await amqp.declare_topology(publisher, list(self.reply_kinds), self._shards)
         self._exchange = await publisher.get_exchange(ACTOR_EXCHANGE, ensure=False)
+        self._default_exchange = publisher.default_exchange
 
         consumer = await self.connection.channel()
         stack.push_async_callback(_close_channel, consumer)
         await consumer.set_qos(prefetch_count=self.prefetch)
+        # Requests arrive through the default exchange (protocol/routing.py): no binding.
         self._queue = await consumer.declare_queue(
             self.queue_name, durable=True, arguments=amqp.shard_queue_arguments()
         )
-        await self._queue.bind(ACTOR_EXCHANGE, routing_key=self.queue_name)
 
     def _run_tasks(self, tasks: Iterable[tuple[str, Coroutine[Any, Any, None]]]) -> None:
         """Start the agent's background tasks (name, coroutine); cancelled at stop."""
@@ -247,10 +253,24 @@ class RequestAgent(abc.ABC):
     ) -> None:
         async with self._locks.hold(subject.id):
             reply = await handler(envelope.body)
-            await self._publish(self._reply(envelope, subject, reply))
-            self._handled(subject.id)
+            if envelope.reply_to is not None:
+                await self._answer(envelope, reply)  # a question (the API's): nothing changed
+            else:
+                await self._publish(self._reply(envelope, subject, reply))
+                self._handled(subject.id)
             log.info("request handled", reply=reply.TYPE)
         await message.ack()
+
+    async def _answer(self, question: Envelope, body: Message) -> None:
+        """Answer a question straight to the asker's reply queue (a Reply carrying the body),
+        not persisted: an asker that is gone has no use for it."""
+        assert self._default_exchange is not None and question.reply_to is not None
+        reply = Reply(ok=True, in_reply_to=question.id, result=msgspec.to_builtins(body))
+        envelope = Envelope.new(Target("reply", question.reply_to), reply, cause=question)
+        await self._default_exchange.publish(
+            aio_pika.Message(encode(envelope), message_id=envelope.id, content_type="application/json"),
+            question.reply_to,
+        )
 
     def _reply(self, request: Envelope, subject: Target, body: Message) -> Envelope:
         envelope = Envelope.new(subject, body, cause=request)

@@ -168,3 +168,22 @@ class PowerActionOnHost(Message, frozen=True):
 class Destroy(Message, frozen=True):
     TYPE = "agent.destroy"
     server_id: str
+
+
+# --- questions to a host agent (reply_to set: the answer is a Reply, not a report) ---------------
+
+
+class ConsoleOutputOnHost(Message, frozen=True):
+    """The tail of the server's serial console log, at most `max_bytes` (Nova's
+    get_console_output compute RPC): the API asks the server's host, which alone has the file."""
+
+    TYPE = "agent.console_output"
+    server_id: str
+    max_bytes: int
+
+
+class ConsoleLog(Message, frozen=True):
+    """The answer: the log's last bytes, or None when the host has no console for the server."""
+
+    TYPE = "agent.console_log"
+    output: bytes | None

@@ -2,7 +2,7 @@
 
 Actors of one kind are spread over `shards` quorum queues; a message for actor (kind, id) is
 routed to queue `actor.<kind>.<shard>` with shard = crc32(id) mod shards. A host agent has a
-queue of its own, `agent.<host>`. The shard count is a
+queue of its own, `agent.<host>`, reached through the default exchange. The shard count is a
 cluster setting kept in PostgreSQL (`cluster_settings.shards`) so every process agrees on it.
 """
 
@@ -39,6 +39,13 @@ UNSHARDED = frozenset({"agent"})
 
 def agent_queue(host: str) -> str:
     return f"agent.{host}"
+
+
+def exchange_of(kind: str) -> str:
+    """The exchange that carries messages for actors of this kind. A host agent's queue takes
+    its requests from the default exchange (routing key = its queue's name, no binding): an
+    agent's broker user may read no exchange, so it cannot bind its queue to others' messages."""
+    return "" if kind in UNSHARDED else ACTOR_EXCHANGE
 
 
 def route(kind: str, actor_id: str, shards: int) -> str:

@@ -109,11 +109,14 @@ async def shards(pool: asyncpg.Pool) -> int:
 
 @pytest.fixture(scope="session")
 async def broker(services: ScratchServices, shards: int) -> AsyncIterator[Any]:
+    from actors.kinds import BUILTIN
     from tests.actors.probe import KINDS
 
     connection = await amqp.connect(services.amqp_url)
     channel = await connection.channel()
-    await amqp.declare_topology(channel, [k.name for k in KINDS], shards)
+    # What a runtime declares at start: the probe kinds and the cloud's own (whose shard queues
+    # host agents reply to; agents declare only their own queue).
+    await amqp.declare_topology(channel, [k.name for k in (*KINDS, *BUILTIN)], shards)
     await channel.close()
     yield connection
     await connection.close()

@@ -1,20 +1,18 @@
 """The `os-getConsoleOutput` server action (`openstack console log show`): the tail of the
-serial console QEMU writes to the instance's `console.log`.
+serial console QEMU writes to the instance's `console.log` on its host.
 
-The API reads that file itself, from the state directory it shares with the host agents on this
-machine: `up` runs its agents in the API's process, each in `<state dir>/hosts/<host>/`, and a
-lone `actorstack hostagent` started with the same state directory keeps its instances in
-`<state dir>/instances/`. A deployment whose hosts are other machines would need to ask the
-server's host agent for the file over the broker, as Nova's API does with a compute RPC call; that
-is not done here, and such a server's console answers 404 (no console available).
+As Nova's API asks the compute host by RPC (get_console_output), this asks the server's host
+agent over the broker (`agent.console_output`, a question: not persisted, expiring with the
+wait) and renders what it answers. The API never reads a host's files: hosts may be other
+machines. A host that does not answer in CONSOLE_TIMEOUT seconds is a 409 that says so; a
+host without the file, a 404 (no console available), as Nova's.
 """
 
 from __future__ import annotations
 
-import asyncio
+import base64
 import re
 import sys
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -24,6 +22,8 @@ from api import validate as v
 from api.compute.server_lookup import find
 from api.context import caller, ctx, json_response
 from api.errors import Conflict, NotFound
+from protocol import Target
+from protocol.compute import ConsoleOutputOnHost
 from protocol.states import TaskState
 
 ACTION = "os-getConsoleOutput"
@@ -31,13 +31,12 @@ POLICY = "os_compute_api:os-console-output"
 
 # Nova's libvirt driver reads no more than the last 100 KiB of the file (MAX_CONSOLE_BYTES).
 MAX_CONSOLE_BYTES = 100 * 1024
+CONSOLE_TIMEOUT = 20.0  # seconds the server's host gets to answer
 
 # What Nova's API strips from the output: C0 control characters except tab and line feed
 # (carriage returns go too, so a serial console's CRLF reads as LF). JSON could carry them
 # escaped; Nova removes them, and clients print what they get.
 _STRIPPED = re.compile("[\x00-\x08\x0b-\x1f]")
-
-_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def console_not_available() -> NotFound:
@@ -56,32 +55,6 @@ def requested_lines(document: Any) -> int | None:
         raise v.invalid("length", value, f"{value!r} is not of type 'integer', 'string', 'null'")
     length = v.integer(args, "length", minimum=-1, maximum=sys.maxsize, signed=True)
     return None if length == -1 else length
-
-
-def candidate_paths(state_dir: Path, host: str, server_id: str) -> list[Path]:
-    """Where the host agents on this machine keep the server's console log: the simulated
-    host's own directory first, then a lone host agent's. Neither name may leave the state
-    directory."""
-    if not _CANONICAL_UUID.fullmatch(server_id):
-        return []
-    paths = []
-    if host and "/" not in host and "\0" not in host and not host.startswith("."):
-        paths.append(state_dir / "hosts" / host / "instances" / server_id / "console.log")
-    paths.append(state_dir / "instances" / server_id / "console.log")
-    return paths
-
-
-def _read_tail(paths: list[Path], limit: int) -> bytes | None:
-    """The last `limit` bytes of the first of `paths` that exists; None if none does."""
-    for path in paths:
-        try:
-            with path.open("rb") as f:
-                size = f.seek(0, 2)
-                f.seek(max(0, size - limit))
-                return f.read(limit)
-        except FileNotFoundError:
-            continue
-    return None
 
 
 def render(raw: bytes, lines: int | None) -> str:
@@ -117,8 +90,23 @@ async def get_output(request: web.Request, document: Any) -> web.Response:
         row = await find(conn, me, request.match_info["server_id"])
     me.require_writer(POLICY)
     _check_ready(row)
-    paths = candidate_paths(context.state_dir, row["host"], row["id"])
-    raw = await asyncio.to_thread(_read_tail, paths, MAX_CONSOLE_BYTES)
+    raw = await ask_host(context.agents, row["host"], row["id"])
     if raw is None:
         raise console_not_available()
     return json_response({"output": render(raw, lines)})
+
+
+async def ask_host(agents: Any, host: str, server_id: str) -> bytes | None:
+    """The console log's tail, as the server's host agent reads it; None without one."""
+    if agents is None:
+        return None
+    question = ConsoleOutputOnHost(server_id=server_id, max_bytes=MAX_CONSOLE_BYTES)
+    try:
+        reply = await agents.ask(Target("agent", host), question, timeout=CONSOLE_TIMEOUT, question=True)
+    except TimeoutError:
+        raise Conflict(
+            f"The host {host} of instance {server_id} did not answer in {CONSOLE_TIMEOUT:.0f} s; "
+            "try again later."
+        ) from None
+    output = (reply.result or {}).get("output") if reply.ok else None
+    return base64.b64decode(output) if isinstance(output, str) else None

@@ -30,6 +30,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import asyncpg
@@ -128,6 +129,11 @@ class Cluster(ScratchCloud):
         state_dir = self.host_state_dir(host)
         state_dir.mkdir(parents=True, exist_ok=True)
         credentials = await asyncio.to_thread(self.host_env, host)
+        if amqp_url:  # the host's own broker user, through that address (a proxy's, say)
+            user = urlsplit(credentials["ACTORSTACK_AMQP_URL"])
+            via = urlsplit(amqp_url)
+            netloc = f"{user.netloc.rpartition('@')[0]}@{via.netloc.rpartition('@')[2]}"
+            credentials["ACTORSTACK_AMQP_URL"] = urlunsplit(user._replace(netloc=netloc))
         return await self._start(
             host,
             [
@@ -143,7 +149,7 @@ class Cluster(ScratchCloud):
                 *self.host_args,
                 *args,
             ],
-            {**self._broker(amqp_url), **credentials, "ACTORSTACK_STATE_DIR": str(state_dir)},
+            {**credentials, "ACTORSTACK_STATE_DIR": str(state_dir)},
         )
 
     def errors(self) -> list[str]:

@@ -5,6 +5,7 @@ server actors get, idempotency, power-state sync, failed spawns, restarts."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -163,6 +164,31 @@ async def test_spawn_is_answered_with_spawned_and_a_redelivery_is_idempotent(
     assert isinstance(again.body, m.Spawned) and again.body.power_state == PowerState.RUNNING
     assert again.id == reply.id  # so the server actor's inbox takes it for the duplicate it is
     assert await agent.driver.instances() == {box.server_id: PowerState.RUNNING}
+
+
+async def test_a_console_question_is_answered_to_the_asker_and_changes_nothing(
+    start_agent: StartAgent, client: ActorClient, inbox: Any, image_dir: Path
+) -> None:
+    """The API's console question (reply_to set) gets the log's tail back on the asker's reply
+    queue, not a report to the server actor; a server without an instance here, or a name that
+    is not a server id, gets no console (None)."""
+    agent = await start_agent()
+    box = await inbox(str(uuid.uuid4()))
+    await client.publish(
+        Envelope.new(Target("agent", agent.name), spawn_request(box.server_id, make_image(image_dir)))
+    )
+    assert isinstance((await box.next()).body, m.Spawned)
+    agent.storage.paths(box.server_id).console_log.write_bytes(b"boot\n" * 10 + b"login: ")
+    asked = Target("agent", agent.name)
+    reply = await client.ask(
+        asked, m.ConsoleOutputOnHost(server_id=box.server_id, max_bytes=12), question=True
+    )
+    assert reply.ok and reply.result == {"output": base64.b64encode(b"boot\nlogin: ").decode()}
+    for other in (str(uuid.uuid4()), "../../etc/passwd"):
+        reply = await client.ask(asked, m.ConsoleOutputOnHost(server_id=other, max_bytes=100), question=True)
+        assert reply.ok and reply.result == {"output": None}
+    await asyncio.sleep(0.5)
+    assert box.nothing_more()  # the server actor heard nothing of it
 
 
 async def test_power_actions_are_answered_and_one_in_effect_is_done(
@@ -365,12 +391,12 @@ async def test_an_unreadable_request_is_dead_lettered_and_the_agent_goes_on(
     agent = await start_agent()
     marker = f"{PREFIX}-{uuid.uuid4().hex}"
     await client.publish_raw(
-        agent_queue(agent.name), f'{{"not": "an envelope", "marker": "{marker}"}}'.encode()
+        agent_queue(agent.name), f'{{"not": "an envelope", "marker": "{marker}"}}'.encode(), exchange=""
     )
     elsewhere = Envelope.new(Target("agent", f"{agent.name}-other"), m.Destroy(server_id=str(uuid.uuid4())))
     from protocol import encode
 
-    await client.publish_raw(agent_queue(agent.name), encode(elsewhere), message_id=elsewhere.id)
+    await client.publish_raw(agent_queue(agent.name), encode(elsewhere), message_id=elsewhere.id, exchange="")
     await wait_until(lambda: _dead_letters(pool, agent.name, 2), timeout=30, what="two dead letters")
     reasons = [
         r["reason"]

@@ -265,7 +265,7 @@ async def test_a_request_for_another_kind_of_agent_is_dead_lettered_and_the_agen
 ) -> None:
     agent = await start_storage_agent()
     stray = Envelope.new(Target("agent", agent.name), m.Destroy(server_id=str(uuid.uuid4())))
-    await client.publish_raw(agent_queue(agent.name), encode(stray), message_id=stray.id)
+    await client.publish_raw(agent_queue(agent.name), encode(stray), message_id=stray.id, exchange="")
     await wait_until(lambda: _dead_letters(pool, agent.name), timeout=30, what="the dead letter")
     reason = await pool.fetchval("SELECT reason FROM dead_letters WHERE queue = $1", agent_queue(agent.name))
     assert "does not handle 'agent.destroy'" in reason
