@@ -2,14 +2,14 @@
 -- messages in flight. Applied by `actorstack db init`; older databases are upgraded by the
 -- numbered files in migrations/ (this file always equals version 1 plus every migration).
 --
--- schema-version: 14
+-- schema-version: 15
 
 -- Which schema version this database is at; one row per applied version.
 CREATE TABLE schema_version (
     version     integer PRIMARY KEY,
     applied_at  timestamptz NOT NULL DEFAULT now()
 );
-INSERT INTO schema_version (version) VALUES (1), (2), (3), (4), (5), (6), (7), (8), (9), (10), (11), (12), (13), (14);
+INSERT INTO schema_version (version) VALUES (1), (2), (3), (4), (5), (6), (7), (8), (9), (10), (11), (12), (13), (14), (15);
 
 -- Settings every process must agree on (owned by `db init`; read by the runtime and senders).
 CREATE TABLE cluster_settings (
@@ -645,7 +645,9 @@ CREATE TABLE compute_hosts (
     heartbeat_at           timestamptz NOT NULL DEFAULT now(),
     -- owned by the operator (os-services, as enabled is; migration 0013): a host forced down is
     -- down whatever its heartbeat says
-    forced_down            boolean NOT NULL DEFAULT false
+    forced_down            boolean NOT NULL DEFAULT false,
+    -- owned by the agent's report (migration 0015): where its VXLAN tunnels start (NULL: no underlay)
+    tunnel_ip              inet
 );
 CREATE INDEX compute_hosts_free_ram ON compute_hosts
     ((floor((memory_mb - reserved_memory_mb) * ram_allocation_ratio) - used_memory_mb) DESC, name);
@@ -810,9 +812,15 @@ CREATE TABLE networks (
     tags                     text[] NOT NULL DEFAULT '{}',
     revision_number          integer NOT NULL DEFAULT 0,
     created_at               timestamptz NOT NULL DEFAULT now(),
-    updated_at               timestamptz NOT NULL DEFAULT now()
+    updated_at               timestamptz NOT NULL DEFAULT now(),
+    -- owned by the API (migration 0015): 'vxlan' (tenant networks span the hosts, a VNI each from
+    -- vxlan_vni) or 'local' (an admin's host-local network); the segment is the VNI
+    network_type             text NOT NULL DEFAULT 'vxlan' CHECK (network_type IN ('vxlan', 'local')),
+    segmentation_id          integer CHECK (segmentation_id BETWEEN 1 AND 16777215)
 );
 CREATE INDEX networks_project ON networks (project_id);
+CREATE SEQUENCE vxlan_vni AS integer MINVALUE 1 MAXVALUE 16777215 NO CYCLE;
+CREATE UNIQUE INDEX networks_segment ON networks (network_type, segmentation_id);
 
 CREATE TABLE subnets (
     id                 text PRIMARY KEY,

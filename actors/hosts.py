@@ -30,8 +30,8 @@ from protocol.routing import DEAD_LETTER_EXCHANGE, ORIGIN_QUEUE_HEADER, REASON_H
 _COMPUTE_UPSERT = """
 INSERT INTO compute_hosts (name, availability_zone, virt_type, hypervisor_hostname, host_ip, vcpus, memory_mb,
                            local_gb, cpu_allocation_ratio, ram_allocation_ratio, disk_allocation_ratio,
-                           reserved_memory_mb, started_at, heartbeat_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, now(), now())
+                           reserved_memory_mb, tunnel_ip, started_at, heartbeat_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $14::inet, now(), now())
 ON CONFLICT (name) DO UPDATE SET
     availability_zone = EXCLUDED.availability_zone, virt_type = EXCLUDED.virt_type,
     hypervisor_hostname = EXCLUDED.hypervisor_hostname, host_ip = EXCLUDED.host_ip,
@@ -39,6 +39,7 @@ ON CONFLICT (name) DO UPDATE SET
     cpu_allocation_ratio = EXCLUDED.cpu_allocation_ratio,
     ram_allocation_ratio = EXCLUDED.ram_allocation_ratio,
     disk_allocation_ratio = EXCLUDED.disk_allocation_ratio, reserved_memory_mb = EXCLUDED.reserved_memory_mb,
+    tunnel_ip = EXCLUDED.tunnel_ip,
     started_at = CASE WHEN $13 THEN now() ELSE compute_hosts.started_at END, heartbeat_at = now()
 """
 
@@ -72,6 +73,7 @@ async def _compute_report(conn: db.Connection, msg: h.ComputeHostReport, ctx: Co
         msg.disk_allocation_ratio,
         msg.reserved_memory_mb,
         msg.started,
+        msg.tunnel_ip,
     )
     return []
 

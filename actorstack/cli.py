@@ -106,12 +106,23 @@ def _parser() -> argparse.ArgumentParser:
     host_flags.add_argument("--availability-zone", default="nova")
     host_flags.add_argument("--host-ip", default="127.0.0.1")
     host_flags.add_argument(
+        "--tunnel-ip",
+        default=os.environ.get("ACTORSTACK_TUNNEL_IP"),
+        help="this machine's underlay address: tenant networks reach the other hosts by VXLAN from it "
+        "(env ACTORSTACK_TUNNEL_IP; default: none, networks stay on this machine)",
+    )
+    host_flags.add_argument(
         "--host-heartbeat",
         type=float,
         default=10.0,
         help="compute host heartbeat (s); hosts silent for 30 s are down",
     )
     host_flags.add_argument("--sync-interval", type=float, default=10.0, help="power-state sync period (s)")
+    host_flags.add_argument(
+        "--dhcp-namespace-prefix",
+        default="qdhcp-",
+        help="the DHCP namespaces' names' start (hosts simulated on one machine need their own)",
+    )
     host_flags.add_argument("--cpu-allocation-ratio", type=float, default=4.0)
     host_flags.add_argument("--ram-allocation-ratio", type=float, default=1.0)
     host_flags.add_argument("--disk-allocation-ratio", type=float, default=1.0)
@@ -280,6 +291,8 @@ def _host_options(
         own_directories=own_directories,
         availability_zone=args.availability_zone,
         host_ip=args.host_ip,
+        tunnel_ip=args.tunnel_ip,
+        dhcp_namespace_prefix=args.dhcp_namespace_prefix,
         heartbeat=args.host_heartbeat,
         sync_interval=args.sync_interval,
         cpu_allocation_ratio=args.cpu_allocation_ratio,

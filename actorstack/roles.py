@@ -205,6 +205,8 @@ class HostOptions:
     own_directories: bool = False
     availability_zone: str = "nova"
     host_ip: str = "127.0.0.1"
+    tunnel_ip: str | None = None  # the VXLAN underlay address of this machine (None: no tunnels)
+    dhcp_namespace_prefix: str = "qdhcp-"
     heartbeat: float = 10.0
     sync_interval: float = 10.0
     cpu_allocation_ratio: float = 4.0
@@ -260,6 +262,8 @@ async def _start_networking(
             state_dir=settings.state_dir / "network",
             hosts=frozenset(options.names),
             interval=options.sync_interval,
+            tunnel_ip=options.tunnel_ip,
+            namespace_prefix=options.dhcp_namespace_prefix,
             # A volatile hypervisor forgets its guests when the process ends: so do their networks.
             remove_on_stop=options.virt == "test",
         ),
@@ -337,6 +341,7 @@ async def _start_agents(
             state_dir=state_dir,
             availability_zone=options.availability_zone,
             host_ip=options.host_ip,
+            tunnel_ip=options.tunnel_ip if networking_mode(options.network) == "linux" else None,
             heartbeat=options.heartbeat,
             sync_interval=options.sync_interval,
             cpu_allocation_ratio=options.cpu_allocation_ratio,

@@ -33,7 +33,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -363,12 +363,14 @@ def spawn(
     *,
     new_session: bool = False,
     die_with_parent: bool = False,
+    wrapper: Sequence[str] = (),
 ) -> ScratchProcess:
     """Start `python -m actorstack.cli ARGS` from this checkout, its output appended to `log_path`.
     `new_session`: a Ctrl-C in the terminal reaches the caller only, which then stops it in order.
-    `die_with_parent`: it never outlives the caller (see _die_with_parent)."""
+    `die_with_parent`: it never outlives the caller (see _die_with_parent). `wrapper`: a command
+    that execs the rest (`nsenter --net=…`: the process in another network namespace)."""
     args = list(args)
-    argv = cli_argv(*args)
+    argv = [*wrapper, *cli_argv(*args)]
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
@@ -432,9 +434,12 @@ class ScratchCloud:
         }
         return scratch_env(self.database_url, self.amqp_url, **values)
 
-    def start(self, label: str, *args: str, env: Mapping[str, str] | None = None) -> ScratchProcess:
+    def start(
+        self, label: str, *args: str, env: Mapping[str, str] | None = None, wrapper: Sequence[str] = ()
+    ) -> ScratchProcess:
         """`python -m actorstack.cli ARGS` (ARGS[0] is the role), logging to <log_dir>/<label>.log
-        (appended to when the label starts again); `env` adds to the cloud's variables."""
+        (appended to when the label starts again); `env` adds to the cloud's variables; `wrapper`
+        as `spawn`'s."""
         process = spawn(
             label,
             args,
@@ -442,6 +447,7 @@ class ScratchCloud:
             self.log_dir / f"{label}.log",
             new_session=self.new_session,
             die_with_parent=self.die_with_parent,
+            wrapper=wrapper,
         )
         self.processes.append(process)
         return process

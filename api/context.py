@@ -43,6 +43,13 @@ def public(handler: Handler) -> Handler:
     return handler
 
 
+def host_only(handler: Handler) -> Handler:
+    """Mark a handler of the internal API: no Keystone token, a host token it checks itself."""
+    handler.public = True  # type: ignore[attr-defined]
+    handler.host_token = True  # type: ignore[attr-defined]
+    return handler
+
+
 def ctx(request: web.Request) -> ApiContext:
     bound: ApiContext | None = request.get(BOUND_CTX)
     return bound if bound is not None else request.app[CTX]

@@ -918,7 +918,9 @@ def _operation(route: RouteOperation) -> dict[str, Any]:
     parameters.extend(getattr(handler, "query_parameters", ()))
     if parameters:
         operation["parameters"] = parameters
-    if getattr(handler, "public", False):
+    if getattr(handler, "host_token", False):
+        operation["security"] = [{"hostToken": []}]
+    elif getattr(handler, "public", False):
         operation["security"] = []
     body = REQUEST_BODIES.get((method, path))
     if body is not None:
@@ -963,7 +965,13 @@ def build(app: web.Application, base_url: str) -> dict[str, Any]:
                     "in": "header",
                     "name": "X-Auth-Token",
                     "description": "A Keystone token (POST /identity/v3/auth/tokens)",
-                }
+                },
+                "hostToken": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "X-Host-Token",
+                    "description": "A host agent's token (`actorstack host credentials`): /internal/v1 only",
+                },
             },
             "schemas": ERROR_SCHEMAS,
         },

@@ -98,6 +98,7 @@ class AgentSettings:
     state_dir: Path  # the agent's own: instances/, the test driver's node file
     availability_zone: str = "nova"
     host_ip: str = "127.0.0.1"
+    tunnel_ip: str | None = None  # the underlay address VXLAN tunnels start from (None: none)
     heartbeat: float = 10.0
     sync_interval: float = 10.0
     cpu_allocation_ratio: float = 4.0
@@ -193,6 +194,7 @@ class HostAgent(RequestAgent):
             ram_allocation_ratio=s.ram_allocation_ratio,
             disk_allocation_ratio=s.disk_allocation_ratio,
             reserved_memory_mb=reserved,
+            tunnel_ip=s.tunnel_ip,
         )
         await self.control.report(self.name, host.report(self.inventory, started=True))
         log.info(

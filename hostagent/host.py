@@ -33,6 +33,7 @@ class Inventory:
     ram_allocation_ratio: float
     disk_allocation_ratio: float
     reserved_memory_mb: int
+    tunnel_ip: str | None = None
 
 
 def local_gb(path: Path) -> int:
@@ -52,6 +53,7 @@ def inventory(
     ram_allocation_ratio: float,
     disk_allocation_ratio: float,
     reserved_memory_mb: int,
+    tunnel_ip: str | None = None,
 ) -> Inventory:
     return Inventory(
         name=name,
@@ -66,6 +68,7 @@ def inventory(
         ram_allocation_ratio=ram_allocation_ratio,
         disk_allocation_ratio=disk_allocation_ratio,
         reserved_memory_mb=reserved_memory_mb,
+        tunnel_ip=tunnel_ip,
     )
 
 
@@ -84,4 +87,5 @@ def report(inv: Inventory, *, started: bool) -> ComputeHostReport:
         ram_allocation_ratio=inv.ram_allocation_ratio,
         disk_allocation_ratio=inv.disk_allocation_ratio,
         reserved_memory_mb=inv.reserved_memory_mb,
+        tunnel_ip=inv.tunnel_ip,
     )

@@ -31,6 +31,7 @@ class ComputeHostReport(Message, frozen=True):
     ram_allocation_ratio: float
     disk_allocation_ratio: float
     reserved_memory_mb: int
+    tunnel_ip: str | None = None  # where its VXLAN tunnels start; None: no underlay
 
 
 class DomainsReport(Message, frozen=True):

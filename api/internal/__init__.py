@@ -28,7 +28,7 @@ import ipaddress
 from aiohttp import web
 
 from actors import db
-from api.context import CTX, ctx, json_response, public
+from api.context import CTX, ctx, host_only, json_response
 from api.errors import BadRequest, Forbidden, NotFound, Unauthorized
 from api.image.store import image_path
 from api.internal import credentials, queries
@@ -58,7 +58,7 @@ def _asked_hosts(request: web.Request, mine: frozenset[str]) -> list[str]:
     return sorted(set(asked) or mine)
 
 
-@public
+@host_only
 async def config(request: web.Request) -> web.Response:
     hosts = _hosts(request)
     context = ctx(request)
@@ -72,7 +72,7 @@ async def config(request: web.Request) -> web.Response:
     )
 
 
-@public
+@host_only
 async def placed_servers(request: web.Request) -> web.Response:
     host = request.match_info["host"]
     if host not in _hosts(request):
@@ -81,7 +81,7 @@ async def placed_servers(request: web.Request) -> web.Response:
         return json_response({"servers": await queries.placed(conn, host)})
 
 
-@public
+@host_only
 async def desired_network(request: web.Request) -> web.Response:
     hosts = _asked_hosts(request, _hosts(request))
     async with (
@@ -91,7 +91,7 @@ async def desired_network(request: web.Request) -> web.Response:
         return json_response(await queries.desired_network(conn, hosts))
 
 
-@public
+@host_only
 async def server_ports(request: web.Request) -> web.Response:
     hosts = _asked_hosts(request, _hosts(request))
     server_id = request.match_info["server_id"]
@@ -99,7 +99,7 @@ async def server_ports(request: web.Request) -> web.Response:
     return json_response({"ports": queries.rows(records)})
 
 
-@public
+@host_only
 async def bound_ports(request: web.Request) -> web.Response:
     hosts = _asked_hosts(request, _hosts(request))
     server_id = request.match_info["server_id"]
@@ -107,7 +107,7 @@ async def bound_ports(request: web.Request) -> web.Response:
     return json_response({"ports": queries.rows(records)})
 
 
-@public
+@host_only
 async def metadata_instance(request: web.Request) -> web.Response:
     hosts = sorted(_hosts(request))
     network_id = request.query.get("network", "")
@@ -122,7 +122,7 @@ async def metadata_instance(request: web.Request) -> web.Response:
     return json_response({"instance": queries.rows([record])[0]})
 
 
-@public
+@host_only
 async def metadata_interfaces(request: web.Request) -> web.Response:
     hosts = sorted(_hosts(request))
     records = await ctx(request).pool.fetch(queries.INTERFACES_SQL, request.match_info["server_id"], hosts)
@@ -137,12 +137,12 @@ async def _image(request: web.Request) -> dict[str, object]:
     return queries.rows([record])[0]
 
 
-@public
+@host_only
 async def image(request: web.Request) -> web.Response:
     return json_response({"image": await _image(request)})
 
 
-@public
+@host_only
 async def image_file(request: web.Request) -> web.StreamResponse:
     found = await _image(request)
     if found["status"] != "active":

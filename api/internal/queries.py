@@ -45,7 +45,7 @@ SELECT id, network_id FROM ports WHERE device_id = $1 AND binding_host_id = ANY(
 # The taps: VM ports bound to the hosts whose server lives there.
 TAPS_SQL = """
 SELECT p.id AS port_id, p.network_id, p.mac_address::text AS mac, p.device_id AS server_id,
-       p.admin_state_up AND n.admin_state_up AS up, n.mtu
+       p.admin_state_up AND n.admin_state_up AS up, n.mtu, n.network_type, n.segmentation_id
 FROM ports p
 JOIN servers s ON s.id = p.device_id
 JOIN networks n ON n.id = p.network_id
@@ -70,6 +70,22 @@ JOIN ports p ON p.id = a.port_id
 LEFT JOIN servers s ON s.id = p.device_id AND s.vm_state <> 'deleted'
 WHERE a.network_id = ANY($1::text[]) AND family(a.ip_address) = 4
 ORDER BY p.created_at, p.id, a.ip_address
+"""
+
+# The ports of those networks on other hosts (l2population): each with its host's tunnel endpoint
+# and its IPv4 addresses, for the VXLAN device's forwarding and ARP entries. Only ports whose
+# server lives there, as the taps: a host with none has no tunnel of the network.
+REMOTES_SQL = """
+SELECT p.id AS port_id, p.network_id, p.mac_address::text AS mac, host(h.tunnel_ip) AS tunnel_ip,
+       ARRAY(SELECT host(a.ip_address) FROM ip_allocations a
+             WHERE a.port_id = p.id AND family(a.ip_address) = 4 ORDER BY a.ip_address) AS ips
+FROM ports p
+JOIN servers s ON s.id = p.device_id
+JOIN compute_hosts h ON h.name = p.binding_host_id
+WHERE p.network_id = ANY($1::text[]) AND NOT (p.binding_host_id = ANY($2::text[]))
+  AND s.host = p.binding_host_id AND s.vm_state <> 'deleted' AND s.task_state IS DISTINCT FROM 'deleting'
+  AND h.tunnel_ip IS NOT NULL
+ORDER BY p.network_id, p.id
 """
 
 # The server that owns an address on a network, if it lives on one of the caller's hosts.
@@ -141,4 +157,10 @@ async def desired_network(conn: db.Connection, hosts: list[str]) -> dict[str, li
     network_ids = sorted({row["network_id"] for row in taps})
     subnets = await conn.fetch(SUBNETS_SQL, network_ids) if network_ids else []
     addresses = await conn.fetch(ADDRESSES_SQL, network_ids) if network_ids else []
-    return {"taps": rows(taps), "subnets": rows(subnets), "addresses": rows(addresses)}
+    remotes = await conn.fetch(REMOTES_SQL, network_ids, hosts) if network_ids else []
+    return {
+        "taps": rows(taps),
+        "subnets": rows(subnets),
+        "addresses": rows(addresses),
+        "remotes": rows(remotes),
+    }

@@ -11,7 +11,7 @@ errors raised with a `kind` carry it, and the application's error middleware ren
 from aiohttp import web
 
 from api.errors import NotFound
-from api.network import extensions, networks, ports, quotas, subnets, tags
+from api.network import agents, extensions, networks, ports, quotas, subnets, tags
 
 
 async def unknown(request: web.Request) -> web.Response:
@@ -26,4 +26,5 @@ def setup(app: web.Application) -> None:
     subnets.setup(app)
     ports.setup(app)
     tags.setup(app)
+    agents.setup(app)
     app.router.add_route("*", "/networking/v2.0/{tail:.*}", unknown)

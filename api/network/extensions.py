@@ -1,7 +1,7 @@
 """/networking/v2.0/extensions and /availability_zones: what this Neutron API supports, by
 Neutron's extension aliases (clients check these before they use a feature), and its one zone.
 
-Only what is true is listed: no routers, security groups, QoS, subnet pools or agents here.
+Only what is true is listed: no routers, security groups, QoS or subnet pools here.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ EXTENSIONS = (
         "Support for checking the resource usage before applying a new quota limit",
     ),
     ("binding", "Port Binding", "Expose port bindings of a virtual port to external application"),
+    ("agent", "agent", "The agent management extension."),
     ("port-security", "Port Security", "Provides port security"),
     ("allowed-address-pairs", "Allowed Address Pairs", "Provides allowed address pairs"),
     ("external-net", "Neutron external network", "Adds external network attribute to network resource."),

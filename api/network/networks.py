@@ -48,7 +48,13 @@ from protocol import network as n
 from protocol.states import NetworkStatus
 
 DHCP_OWNER = "network:dhcp"
-MAX_MTU = 1500  # the physical network's MTU; "local" networks have no encapsulation overhead
+# Tenant networks are VXLAN (a VNI each, spanning the hosts: hostagent/network): the physical
+# network's 1500 less the 50 bytes of VXLAN over IPv4; an admin may still ask for a host-local
+# "local" network, which has no overhead.
+PHYSICAL_MTU = 1500
+VXLAN_OVERHEAD = 50
+MAX_MTU = {"vxlan": PHYSICAL_MTU - VXLAN_OVERHEAD, "local": PHYSICAL_MTU}
+MAX_VNI = 2**24 - 1
 AVAILABILITY_ZONE = "nova"
 _PROVIDER = ("provider:network_type", "provider:physical_network", "provider:segmentation_id")
 
@@ -109,10 +115,10 @@ COLLECTION = query.Collection(
         "revision_number": query.number("n.revision_number"),
         "created_at": query.moment("n.created_at"),
         "updated_at": query.moment("n.updated_at"),
-        "provider:network_type": query.text("'local'::text", admin_only=True),
-        # attributes no network here has a value of (or only one): a filter on them still filters
+        "provider:network_type": query.text("n.network_type", admin_only=True),
+        "provider:segmentation_id": query.number("n.segmentation_id", admin_only=True),
+        # attributes no network here has a value of: a filter on them still filters
         "provider:physical_network": query.text("NULL::text", admin_only=True, sortable=False),
-        "provider:segmentation_id": query.number("NULL::numeric", admin_only=True, sortable=False),
         "is_default": query.flag("false"),
         "qos_policy_id": query.text("NULL::text", sortable=False),
     },
@@ -170,24 +176,34 @@ def view(row: asyncpg.Record, me: AuthContext, *, admin_state_up: bool | None = 
     if me.is_admin:
         network.update(
             {
-                "provider:network_type": "local",
+                "provider:network_type": row["network_type"],
                 "provider:physical_network": None,
-                "provider:segmentation_id": None,
+                "provider:segmentation_id": row["segmentation_id"],
             }
         )
     return network
 
 
-def _check(values: dict[str, Any]) -> None:
-    """What the converters cannot know: this cloud's network types, MTU and zones."""
-    network_type = values.get("provider:network_type")
-    if network_type not in (None, "local"):
+def _check(values: dict[str, Any], existing_type: str | None = None) -> None:
+    """What the converters cannot know: this cloud's network types, MTU and zones. A new
+    network's type defaults to vxlan (written into `values`); an update checks against the
+    network's own (`existing_type`)."""
+    network_type = values.get("provider:network_type") or existing_type or "vxlan"
+    if network_type not in MAX_MTU:
         raise invalid_input(f"network_type value '{network_type}' not supported")
-    for name in ("provider:physical_network", "provider:segmentation_id"):
-        if values.get(name) is not None:
-            raise invalid_input(f"{name} is not allowed for network_type 'local'")
-    if values.get("mtu", 0) > MAX_MTU:
-        raise invalid_input(f"Requested MTU is too big, maximum is {MAX_MTU}")
+    if existing_type is None:
+        values["provider:network_type"] = network_type
+    if values.get("provider:physical_network") is not None:
+        raise invalid_input(f"provider:physical_network specified for {network_type.upper()} network")
+    segment = values.get("provider:segmentation_id")
+    if network_type == "local" and segment is not None:
+        raise invalid_input("provider:segmentation_id is not allowed for network_type 'local'")
+    if segment is not None and (
+        isinstance(segment, bool) or not isinstance(segment, int) or not 1 <= segment <= MAX_VNI
+    ):
+        raise invalid_input(f"{segment} is not a valid VXLAN VNI, VNI must be in the range 1 to {MAX_VNI}")
+    if values.get("mtu", 0) > MAX_MTU[network_type]:
+        raise invalid_input(f"Requested MTU is too big, maximum is {MAX_MTU[network_type]}")
     for zone in values.get("availability_zone_hints", []):
         if zone != AVAILABILITY_ZONE:
             raise NotFound(f"AvailabilityZone {zone} could not be found.", kind="AvailabilityZoneNotFound")
@@ -208,15 +224,37 @@ def _prepare(me: AuthContext, body: dict[str, Any]) -> tuple[str, dict[str, Any]
     return project_id, values
 
 
+async def _next_vni(conn: Any) -> int:
+    """A VXLAN network's VNI: the next of the vxlan_vni sequence that no network holds (an admin
+    may have named one ahead of it). Unique by construction, and by the unique index on
+    (network_type, segmentation_id) should two transactions ever race for a named one."""
+    while True:
+        vni = int(await conn.fetchval("SELECT nextval('vxlan_vni')"))
+        if not await conn.fetchval(
+            "SELECT 1 FROM networks WHERE network_type = 'vxlan' AND segmentation_id = $1", vni
+        ):
+            return vni
+
+
 async def _insert(conn: Any, me: AuthContext, project_id: str, values: dict[str, Any]) -> dict[str, Any]:
     """Insert one prepared network in the caller's transaction, under the project's quota; its view."""
     admin_state_up = values.get("admin_state_up", True)
+    network_type = values["provider:network_type"]
+    segment = values.get("provider:segmentation_id")
     await enforce(conn, project_id, "network")
+    if segment is not None and await conn.fetchval(
+        "SELECT 1 FROM networks WHERE network_type = $1 AND segmentation_id = $2", network_type, segment
+    ):
+        raise Conflict(
+            f"Unable to create the network. The tunnel ID {segment} is in use.", kind="TunnelIdInUse"
+        )
+    if network_type == "vxlan" and segment is None:
+        segment = await _next_vni(conn)
     row = await conn.fetchrow(
         "INSERT INTO networks (id, version, project_id, name, description, status, admin_state_up, "
         "shared, external, mtu, port_security_enabled, dns_domain, availability_zone_hints, tags, "
-        "revision_number) VALUES (gen_random_uuid()::text, 1, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, "
-        "$11, $12, 1) RETURNING *, '{}'::text[] AS subnet_ids",
+        "revision_number, network_type, segmentation_id) VALUES (gen_random_uuid()::text, 1, $1, $2, $3, "
+        "$4, $5, $6, $7, $8, $9, $10, $11, $12, 1, $13, $14) RETURNING *, '{}'::text[] AS subnet_ids",
         project_id,
         values.get("name", ""),
         values.get("description", ""),
@@ -224,11 +262,13 @@ async def _insert(conn: Any, me: AuthContext, project_id: str, values: dict[str,
         admin_state_up,
         values.get("shared", False),
         values.get("router:external", False),
-        values.get("mtu", MAX_MTU),
+        values.get("mtu", MAX_MTU[network_type]),
         values.get("port_security_enabled", True),
         values.get("dns_domain", ""),
         list(dict.fromkeys(values.get("availability_zone_hints", []))),
         values.get("tags", []),
+        network_type,
+        segment,
     )
     await notifications.neutron(conn, "create", "network", view(row, me), values)
     return view(row, me)
@@ -281,10 +321,10 @@ async def update(request: web.Request) -> web.Response:
     policy.require_writer(me, "update_network")
     network_id = request.match_info["network_id"]
     values = parse(resource_body(await json_body(request), "network"), ATTRS, method="PUT")
-    _check(values)
     context = ctx(request)
     async with context.pool.acquire() as conn, conn.transaction():
         row = await find(conn, me, network_id, lock="FOR UPDATE")
+        _check(values, row["network_type"])
         policy.require_owner(me, row["project_id"], "update_network")
         policy.admin_only(me, "update_network", values, ("shared", "router:external"))
         if row["shared"] and values.get("shared") is False:

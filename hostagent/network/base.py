@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import re
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -23,6 +24,12 @@ class NetworkSettings:
     interval: float = 10.0  # seconds between periodic converge passes
     metadata_port: int = 80
     remove_on_stop: bool = False  # stop() removes everything owned (volatile setups and tests)
+    # The underlay address this kernel's VXLAN tunnels start from; None: no tunnels (the hosts of
+    # one kernel, as `up --hosts N` runs them, share its bridges and need none).
+    tunnel_ip: str | None = None
+    # What the DHCP namespaces' names begin with (Neutron's `qdhcp-`): namespace names are one
+    # machine's, so hosts simulated side by side on it (the multi-node test rig) need their own.
+    namespace_prefix: str = "qdhcp-"
 
     def __post_init__(self) -> None:
         # The tag is what makes a link ours: it must be there, and fit IFLA_IFALIAS (255 bytes).
@@ -30,6 +37,11 @@ class NetworkSettings:
             raise ValueError(f"the owner tag must be 1-255 bytes of printable text, not {self.owner!r}")
         if self.interval <= 0:
             raise ValueError("the converge interval must be positive")
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,40}", self.namespace_prefix):
+            raise ValueError(
+                "a DHCP namespace prefix is 1-40 letters, digits, '_', '.' or '-', "
+                f"not {self.namespace_prefix!r}"
+            )
 
 
 @dataclasses.dataclass(frozen=True)

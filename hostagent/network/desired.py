@@ -27,6 +27,8 @@ from typing import Any
 from hostagent.control import Control
 
 DHCP_OWNER = "network:dhcp"
+ZERO_MAC = "00:00:00:00:00:00"
+MAX_VNI = 2**24 - 1
 METADATA_IP = IPv4Address("169.254.169.254")
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
@@ -46,8 +48,15 @@ def dhcp_interface_name(port_id: str) -> str:
     return "ns-" + port_id[:11]
 
 
-def namespace_name(network_id: str) -> str:
-    return "qdhcp-" + network_id
+def vxlan_name(vni: int) -> str:
+    return f"vxlan-{vni}"
+
+
+NAMESPACE_PREFIX = "qdhcp-"
+
+
+def namespace_name(network_id: str, prefix: str = NAMESPACE_PREFIX) -> str:
+    return prefix + network_id
 
 
 def valid_id(value: object) -> bool:
@@ -127,10 +136,11 @@ class DhcpSpec:
     mtu: int
     subnets: tuple[DhcpSubnet, ...]
     hosts: tuple[DhcpHost, ...]
+    namespace_prefix: str = NAMESPACE_PREFIX
 
     @property
     def namespace(self) -> str:
-        return namespace_name(self.network_id)
+        return namespace_name(self.network_id, self.namespace_prefix)
 
     @property
     def interface(self) -> str:
@@ -150,15 +160,50 @@ class DhcpSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class RemotePort:
+    """A port of the network on another host (l2population): its MAC and IPv4 addresses, and
+    the underlay address of its host's VXLAN tunnel endpoint."""
+
+    mac: str
+    vtep: IPv4Address
+    ips: tuple[IPv4Address, ...]
+
+
+@dataclasses.dataclass(frozen=True)
 class NetworkSpec:
     id: str
     mtu: int
     taps: tuple[TapSpec, ...]
     dhcp: DhcpSpec | None
+    vni: int | None = None  # a VXLAN network's VNI (None: a host-local network)
+    remotes: tuple[RemotePort, ...] = ()  # its ports on other hosts, each host's VTEP with them
 
     @property
     def bridge(self) -> str:
         return bridge_name(self.id)
+
+    @property
+    def vxlan(self) -> str | None:
+        """The VXLAN device on the bridge (named after the VNI, as Neutron's Linux-bridge agent)."""
+        return vxlan_name(self.vni) if self.vni is not None else None
+
+    @property
+    def vteps(self) -> tuple[IPv4Address, ...]:
+        """The other hosts with ports on the network: where broadcast and unknown frames go,
+        each once (head-end replication), and nowhere else."""
+        return tuple(sorted({r.vtep for r in self.remotes}))
+
+    def fdb(self) -> frozenset[tuple[str, str]]:
+        """The VXLAN device's forwarding entries: (MAC, VTEP) for every remote port, and the
+        all-zeroes MAC to every VTEP (flooding only to the hosts that have ports)."""
+        entries = {(ZERO_MAC, str(vtep)) for vtep in self.vteps}
+        entries |= {(r.mac, str(r.vtep)) for r in self.remotes}
+        return frozenset(entries)
+
+    def neighbours(self) -> frozenset[tuple[str, str]]:
+        """(IPv4 address, MAC) of every remote port: answered on this host by the VXLAN
+        device's ARP proxy, so ARP for them never crosses the underlay."""
+        return frozenset((str(ip), r.mac) for r in self.remotes for ip in r.ips)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,7 +215,12 @@ class Desired:
         return {tap.name: tap for net in self.networks.values() for tap in net.taps}
 
 
-async def load(control: Control, hosts: Iterable[str], skip_servers: Iterable[str] = ()) -> Desired:
+async def load(
+    control: Control,
+    hosts: Iterable[str],
+    skip_servers: Iterable[str] = (),
+    namespace_prefix: str = NAMESPACE_PREFIX,
+) -> Desired:
     """The desired state, from one consistent snapshot of the control plane's. `skip_servers`:
     servers whose taps are not wanted whatever the control plane says yet (just unplugged)."""
     rows = await control.desired_network(sorted(hosts))
@@ -179,18 +229,27 @@ async def load(control: Control, hosts: Iterable[str], skip_servers: Iterable[st
     wanted = {row["network_id"] for row in taps}
     subnets = [row for row in rows["subnets"] if row["network_id"] in wanted]
     addresses = [row for row in rows["addresses"] if row["network_id"] in wanted]
-    return build(taps, subnets, addresses)
+    remotes = [row for row in rows.get("remotes", []) if row["network_id"] in wanted]
+    return build(taps, subnets, addresses, remotes, namespace_prefix=namespace_prefix)
 
 
 # A row as the control plane gives it, or as a test writes it.
 Row = Mapping[str, Any]
 
 
-def build(taps: Sequence[Row], subnets: Sequence[Row], addresses: Sequence[Row]) -> Desired:
-    """The desired state from the rows of the three queries (a pure function)."""
+def build(
+    taps: Sequence[Row],
+    subnets: Sequence[Row],
+    addresses: Sequence[Row],
+    remotes: Sequence[Row] = (),
+    *,
+    namespace_prefix: str = NAMESPACE_PREFIX,
+) -> Desired:
+    """The desired state from the rows of the four queries (a pure function)."""
     problems: set[str] = set()
     tap_specs: dict[str, list[TapSpec]] = {}
     mtus: dict[str, int] = {}
+    vnis: dict[str, int | None] = {}
     for row in taps:
         if not (
             valid_id(row["port_id"])
@@ -209,6 +268,7 @@ def build(taps: Sequence[Row], subnets: Sequence[Row], addresses: Sequence[Row])
         )
         tap_specs.setdefault(tap.network_id, []).append(tap)
         mtus[tap.network_id] = int(row["mtu"])
+        vnis[tap.network_id] = _vni(row, problems)
 
     subnet_rows: dict[str, list[Row]] = {}
     for row in subnets:
@@ -216,6 +276,11 @@ def build(taps: Sequence[Row], subnets: Sequence[Row], addresses: Sequence[Row])
     address_rows: dict[str, list[Row]] = {}
     for row in addresses:
         address_rows.setdefault(row["network_id"], []).append(row)
+    remote_ports: dict[str, list[RemotePort]] = {}
+    for row in remotes:
+        remote = _remote(row, problems)
+        if remote is not None:
+            remote_ports.setdefault(row["network_id"], []).append(remote)
 
     networks = {}
     for network_id, specs in sorted(tap_specs.items()):
@@ -227,8 +292,44 @@ def build(taps: Sequence[Row], subnets: Sequence[Row], addresses: Sequence[Row])
             address_rows.get(network_id, []),
             problems,
         )
-        networks[network_id] = NetworkSpec(id=network_id, mtu=mtus[network_id], taps=tuple(specs), dhcp=dhcp)
+        if dhcp is not None and namespace_prefix != NAMESPACE_PREFIX:
+            dhcp = dataclasses.replace(dhcp, namespace_prefix=namespace_prefix)
+        vni = vnis[network_id]
+        networks[network_id] = NetworkSpec(
+            id=network_id,
+            mtu=mtus[network_id],
+            taps=tuple(specs),
+            dhcp=dhcp,
+            vni=vni,
+            remotes=tuple(sorted(remote_ports.get(network_id, []), key=lambda r: r.mac)) if vni else (),
+        )
     return Desired(networks=networks, problems=frozenset(problems))
+
+
+def _vni(row: Row, problems: set[str]) -> int | None:
+    if row.get("network_type") != "vxlan":
+        return None
+    vni = row.get("segmentation_id")
+    if vni is None:
+        return None  # no segment (yet): the network stays on this host
+    if isinstance(vni, bool) or not isinstance(vni, int) or not 1 <= vni <= MAX_VNI:
+        problems.add(f"network {row['network_id']!r}: bad VNI {vni!r}, kept on this host")
+        return None
+    return vni
+
+
+def _remote(row: Row, problems: set[str]) -> RemotePort | None:
+    """A remote port's row; None (a problem) when its MAC or addresses are not well formed."""
+    try:
+        vtep = IPv4Address(row["tunnel_ip"])
+        ips = tuple(IPv4Address(ip) for ip in row["ips"] or ())
+    except (TypeError, ValueError):
+        problems.add(f"port {row.get('port_id')!r}: bad tunnel or port address, not reachable across hosts")
+        return None
+    if not valid_mac(row["mac"]):
+        problems.add(f"port {row.get('port_id')!r}: bad MAC {row['mac']!r}, not reachable across hosts")
+        return None
+    return RemotePort(mac=row["mac"], vtep=vtep, ips=ips)
 
 
 def _dhcp(

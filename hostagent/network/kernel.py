@@ -206,6 +206,112 @@ def ensure_tap(
     return "updated" if _set(ipr, link, mac=host_mac, master=bridge.index, mtu=mtu, up=up) else None
 
 
+# --- VXLAN: the network across hosts ------------------------------------------------------------
+
+VXLAN_PORT = 4789  # IANA's; Neutron's default too
+
+
+def _vxlan_params(ipr: IPRoute, index: int) -> tuple[int | None, str | None, int | None]:
+    msg = ipr.link("get", index=index)[0]
+    info = msg.get("IFLA_LINKINFO")
+    data = info.get("IFLA_INFO_DATA") if info is not None else None
+    if data is None:
+        return None, None, None
+    return data.get("IFLA_VXLAN_ID"), data.get("IFLA_VXLAN_LOCAL"), data.get("IFLA_VXLAN_PORT")
+
+
+def ensure_vxlan(
+    ipr: IPRoute, name: str, vni: int, local: str, bridge: Link, mtu: int, owner: str
+) -> tuple[Link, str | None]:
+    """The network's VXLAN device on its bridge: unicast only (no multicast group), no source
+    learning (forwarding entries come from the port records, `sync_fdb`), ARP answered locally
+    from the neighbour entries (`proxy`), and isolated on the bridge, so that what the local DHCP
+    port says never leaves the host (every host serves DHCP for its own guests)."""
+    link = _mine(find(ipr, name), owner)
+    if link is not None and (
+        link.kind != "vxlan" or _vxlan_params(ipr, link.index) != (vni, local, VXLAN_PORT)
+    ):
+        delete_owned(ipr, link, owner)
+        link = None
+    done = None
+    if link is None:
+        ipr.link(
+            "add",
+            ifname=name,
+            kind="vxlan",
+            vxlan_id=vni,
+            vxlan_local=local,
+            vxlan_port=VXLAN_PORT,
+            vxlan_learning=0,
+            vxlan_proxy=1,
+            mtu=mtu,
+        )
+        link = _tag(ipr, name, owner)
+        _isolate(name, bridge=False)
+        done = "created"
+    changed = _set(ipr, link, master=bridge.index, mtu=mtu, up=True)
+    isolate_port(ipr, link.index)
+    return link, done or ("updated" if changed else None)
+
+
+def isolate_port(ipr: IPRoute, index: int) -> None:
+    """Mark a bridge port isolated: it forwards to and from the bridge's other ports, but never to
+    another isolated one (the VXLAN device and the DHCP port's veth: a host's DHCP and metadata
+    answer its own guests only)."""
+    ipr.brport("set", index=index, isolated=1)
+
+
+def _fdb_entries(ipr: IPRoute, index: int) -> set[tuple[str, str]]:
+    """The VXLAN device's own forwarding entries (those with a remote destination)."""
+    found = set()
+    for entry in ipr.fdb("dump", ifindex=index):
+        dst, mac = entry.get("NDA_DST"), entry.get("NDA_LLADDR")
+        if entry.get("ifindex") == index and dst and mac:
+            found.add((str(mac).lower(), str(dst)))
+    return found
+
+
+def sync_fdb(ipr: IPRoute, link: Link, wanted: frozenset[tuple[str, str]]) -> tuple[int, int]:
+    """Make the VXLAN device's forwarding entries exactly `wanted` ((MAC, VTEP) pairs; the
+    all-zeroes MAC is flooding). Returns (added, removed)."""
+    have = _fdb_entries(ipr, link.index)
+    for mac, dst in sorted(have - wanted):
+        with _ignore(errno.ENOENT):
+            ipr.fdb("del", ifindex=link.index, lladdr=mac, dst=dst)
+    for mac, dst in sorted(wanted - have):
+        ipr.fdb("append", ifindex=link.index, lladdr=mac, dst=dst, state="permanent")
+    return len(wanted - have), len(have - wanted)
+
+
+def sync_neighbours(ipr: IPRoute, link: Link, wanted: frozenset[tuple[str, str]]) -> tuple[int, int]:
+    """Make the VXLAN device's neighbour entries exactly `wanted` ((IPv4, MAC) pairs, permanent),
+    which its ARP proxy answers from. Returns (added, removed)."""
+    have = set()
+    for entry in ipr.neigh("dump", ifindex=link.index, family=socket.AF_INET):
+        ip, mac = entry.get("NDA_DST"), entry.get("NDA_LLADDR")
+        if entry.get("ifindex") == link.index and ip and mac:
+            have.add((str(ip), str(mac).lower()))
+    for ip, mac in sorted(have - wanted):
+        with _ignore(errno.ENOENT):
+            ipr.neigh("del", ifindex=link.index, dst=ip, lladdr=mac)
+    for ip, mac in sorted(wanted - have):
+        ipr.neigh("replace", ifindex=link.index, dst=ip, lladdr=mac, state="permanent")
+    return len(wanted - have), len(have - wanted)
+
+
+class _ignore:
+    """Suppress a NetlinkError of one errno (an entry already gone)."""
+
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> bool:
+        return isinstance(exc, NetlinkError) and exc.code == self.code
+
+
 def _set(
     ipr: IPRoute,
     link: Link,

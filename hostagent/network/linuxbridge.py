@@ -85,7 +85,12 @@ def _reason(exc: BaseException) -> str:
     return getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
 
 
-_REMOVED = {"bridge": "bridges_removed", "tun": "taps_removed", "veth": "dhcp_ports_removed"}
+_REMOVED = {
+    "bridge": "bridges_removed",
+    "tun": "taps_removed",
+    "veth": "dhcp_ports_removed",
+    "vxlan": "vxlans_removed",
+}
 
 
 class HostNetworking(Networking):
@@ -96,6 +101,7 @@ class HostNetworking(Networking):
         self._unplugged: dict[str, float] = {}  # server id -> when
         self._taps: dict[str, tuple[str, str]] = {}  # tap -> (server id, network id), as last desired
         self._veths: dict[str, str] = {}  # network id -> its DHCP veth, as last desired
+        self._vxlans: dict[str, str] = {}  # network id -> its VXLAN device, as last desired
         self._dnsmasq_pids: dict[str, int] = {}  # network id -> the dnsmasq we started or reloaded
         self._foreign: dict[str, int | None] = {}  # qdhcp namespaces proven not ours -> their inode
         self._problems: frozenset[str] = frozenset()
@@ -252,7 +258,9 @@ class HostNetworking(Networking):
     async def _pass(self, scope: Scope | None) -> _Pass:
         now = time.monotonic()
         self._unplugged = {s: t for s, t in self._unplugged.items() if now - t < UNPLUG_GRACE}
-        desired = await want.load(self.control, self.settings.hosts, self._unplugged)
+        desired = await want.load(
+            self.control, self.settings.hosts, self._unplugged, self.settings.namespace_prefix
+        )
         for problem in sorted(desired.problems - self._problems):
             log.warning("left out of the host's networking", problem=problem)
         self._problems = desired.problems
@@ -271,13 +279,16 @@ class HostNetworking(Networking):
                 result.taps.update(tap.name for tap in taps)
         owners = {tap.name: (tap.server_id, tap.network_id) for tap in desired.taps().values()}
         veths = {net.id: net.dhcp.veth for net in desired.networks.values() if net.dhcp is not None}
+        vxlans = {net.id: name for net in desired.networks.values() if (name := self._vxlan_of(net))}
         if scope is None:  # what a full pass does not find desired, it removes
             self._taps, self._veths = owners, veths
             await self._remove_undesired(desired, result)
+            self._vxlans = vxlans
         else:
             self._taps.update(owners)
             self._veths.update(veths)
             await self._remove_out_of(desired, scope, result)
+            self._vxlans.update(vxlans)
         return result
 
     def _network_dir(self, network_id: str) -> dnsmasq.Paths:
@@ -303,6 +314,18 @@ class HostNetworking(Networking):
             for tap in taps:
                 done = kernel.ensure_tap(ipr, tap.name, tap.host_mac, bridge, net.mtu, tap.up, owner)
                 _count(counts, "taps", done)
+            vxlan = self._vxlan_of(net)
+            if vxlan is not None and net.vni is not None and self.settings.tunnel_ip is not None:
+                link, done = kernel.ensure_vxlan(
+                    ipr, vxlan, net.vni, self.settings.tunnel_ip, bridge, net.mtu, owner
+                )
+                _count(counts, "vxlans", done)
+                added, removed = kernel.sync_fdb(ipr, link, net.fdb())
+                counts["fdb_added"] += added
+                counts["fdb_removed"] += removed
+                added, removed = kernel.sync_neighbours(ipr, link, net.neighbours())
+                counts["neighbours_added"] += added
+                counts["neighbours_removed"] += removed
             if net.dhcp is not None:
                 dhcp = net.dhcp
                 paths = self._network_dir(net.id)
@@ -322,7 +345,14 @@ class HostNetworking(Networking):
                     owner,
                 )
                 _count(counts, "dhcp_ports", done)
+                veth = kernel.find(ipr, dhcp.veth)
+                if vxlan is not None and veth is not None:
+                    kernel.isolate_port(ipr, veth.index)  # its answers stay on this host
         return counts
+
+    def _vxlan_of(self, net: want.NetworkSpec) -> str | None:
+        """The network's VXLAN device here: only with an underlay (a tunnel address)."""
+        return net.vxlan if self.settings.tunnel_ip is not None else None
 
     async def _ensure_dnsmasq(self, spec: want.DhcpSpec, counts: collections.Counter[str]) -> None:
         paths = self._network_dir(spec.network_id)
@@ -360,6 +390,9 @@ class HostNetworking(Networking):
             wanted.add(net.bridge)
             if net.dhcp is not None:
                 wanted.add(net.dhcp.veth)
+            vxlan = self._vxlan_of(net)
+            if vxlan is not None:
+                wanted.add(vxlan)
         removed = await asyncio.to_thread(self._remove_links, wanted, result.counts)
         self._forget(removed)
 
@@ -372,6 +405,7 @@ class HostNetworking(Networking):
         await self._remove_stacks(stacks | (self._metadata.networks() & without_dhcp), result.counts)
         names = (scope.taps - desired.taps().keys()) | {want.bridge_name(n) for n in gone}
         names |= {self._veths[n] for n in without_dhcp if n in self._veths}
+        names |= {self._vxlans.pop(n) for n in gone if n in self._vxlans}
         removed = await asyncio.to_thread(self._remove_named, names, result.counts)
         self._forget(removed)
 
@@ -398,7 +432,7 @@ class HostNetworking(Networking):
         present = kernel.namespaces()
         self._foreign = {name: inode for name, inode in self._foreign.items() if name in present}
         for name in present:
-            network_id = name.removeprefix("qdhcp-")
+            network_id = name.removeprefix(self.settings.namespace_prefix)
             if network_id == name or network_id in ids or not want.valid_id(network_id):
                 continue
             inode = kernel.namespace_inode(name)
@@ -419,7 +453,7 @@ class HostNetworking(Networking):
             await asyncio.to_thread(dnsmasq.stop, proc.pid)
             counts["dnsmasq_stopped"] += 1
         self._dnsmasq_pids.pop(network_id, None)
-        namespace = want.namespace_name(network_id)
+        namespace = want.namespace_name(network_id, self.settings.namespace_prefix)
         if await asyncio.to_thread(self._owns_namespace, namespace, paths.directory / "netns"):
             await asyncio.to_thread(kernel.remove_namespace, namespace)
             counts["namespaces_removed"] += 1

@@ -70,8 +70,10 @@ async def test_cli_networks_subnets_and_ports(cloud: Cloud) -> None:
             False,
             False,
         )
-        assert net["mtu"] == 1500 and net["availability_zones"] == ["nova"] and net["subnets"] == []
-        assert net["provider:network_type"] == "local" and net["revision_number"] >= 1
+        # A tenant network is VXLAN: a VNI of its own, the MTU less the 50 bytes of encapsulation.
+        assert net["mtu"] == 1450 and net["availability_zones"] == ["nova"] and net["subnets"] == []
+        assert net["provider:network_type"] == "vxlan" and net["revision_number"] >= 1
+        assert isinstance(net["provider:segmentation_id"], int) and net["provider:segmentation_id"] >= 1
         assert net["created_at"].endswith("Z") and net["l2_adjacency"] is True
         assert net["id"] in {n["ID"] for n in cloud.openstack("network", "list")}
 
@@ -476,6 +478,15 @@ async def test_bad_input_is_refused_with_neutron_errors_and_changes_nothing(clou
                 "'5' is not a valid string",
             ),
             ("POST", "/networks", {"network": {"mtu": 9000}}, 400, "InvalidInput", "MTU is too big"),
+            ("POST", "/networks", {"network": {"mtu": 1451}}, 400, "InvalidInput", "maximum is 1450"),
+            (
+                "PUT",
+                f"/networks/{net['id']}",
+                {"network": {"mtu": 1500}},
+                400,
+                "InvalidInput",
+                "maximum is 1450",
+            ),
             (
                 "POST",
                 "/networks",
@@ -1083,3 +1094,76 @@ async def test_extensions_and_availability_zones(cloud: Cloud, member: Credentia
     assert body["availability_zones"] == [{"name": "nova", "resource": "network", "state": "available"}]
     status, body = await call(cloud, "GET", "/routers", token)  # as Neutron without the router plugin
     assert status == 404 and body["NeutronError"]["type"] == "HTTPNotFound"
+
+
+async def test_vxlan_segments_are_unique_and_an_admin_may_name_one(cloud: Cloud) -> None:
+    """Every tenant network gets a VNI of its own; an admin may name one (Neutron's provider
+    attributes), a VNI in use is a 409, a VNI out of range or a physical network a 400, and an
+    admin's host-local network has no segment and the full MTU."""
+    admin = await cloud.token()
+    async with networks_removed(cloud) as created:
+        vnis = []
+        for _ in range(3):
+            status, body = await call(cloud, "POST", "/networks", admin, {"network": {"name": unique("vx")}})
+            assert status == 201, body
+            created.append(body["network"]["id"])
+            vnis.append(body["network"]["provider:segmentation_id"])
+        assert len(set(vnis)) == 3
+        named = max(vnis) + 1000
+        status, body = await call(
+            cloud,
+            "POST",
+            "/networks",
+            admin,
+            {
+                "network": {
+                    "name": unique("vx"),
+                    "provider:network_type": "vxlan",
+                    "provider:segmentation_id": named,
+                }
+            },
+        )
+        assert status == 201 and body["network"]["provider:segmentation_id"] == named, body
+        created.append(body["network"]["id"])
+        status, body = await call(
+            cloud, "POST", "/networks", admin, {"network": {"provider:segmentation_id": named}}
+        )
+        assert status == 409
+        assert_neutron_error(body, "TunnelIdInUse", f"tunnel ID {named} is in use")
+        for bad, text in (
+            ({"provider:segmentation_id": 2**24}, "not a valid VXLAN VNI"),
+            ({"provider:physical_network": "physnet1"}, "provider:physical_network specified for VXLAN"),
+            ({"provider:network_type": "local", "provider:segmentation_id": 7}, "not allowed"),
+        ):
+            status, body = await call(cloud, "POST", "/networks", admin, {"network": bad})
+            assert status == 400, (bad, body)
+            assert_neutron_error(body, "InvalidInput", text)
+        status, body = await call(
+            cloud, "POST", "/networks", admin, {"network": {"provider:network_type": "local", "mtu": 1500}}
+        )
+        assert status == 201, body
+        created.append(body["network"]["id"])
+        assert body["network"]["provider:segmentation_id"] is None and body["network"]["mtu"] == 1500
+
+
+async def test_network_agents_are_each_hosts_three_and_admins_only(cloud: Cloud) -> None:
+    """`openstack network agent list`: each compute host's Linux-bridge, DHCP and metadata
+    agents, alive; a member sees none, and an agent by id is a 404 to them."""
+    hosts = sorted(
+        s["Host"] for s in cloud.openstack("compute", "service", "list") if s["Binary"] == "nova-compute"
+    )
+    listed = cloud.openstack("network", "agent", "list")
+    assert sorted((a["Host"], a["Agent Type"]) for a in listed) == sorted(
+        (h, t) for h in hosts for t in ("Linux bridge agent", "DHCP agent", "Metadata agent")
+    )
+    assert all(a["Alive"] in (True, ":-)") and a["State"] in (True, "UP") for a in listed), listed
+    one = cloud.openstack("network", "agent", "show", listed[0]["ID"])
+    assert one["host"] == listed[0]["Host"] and one["binary"].startswith("neutron-")
+    dhcp = cloud.openstack("network", "agent", "list", "--agent-type", "dhcp")
+    assert sorted(a["Host"] for a in dhcp) == hosts
+    member = await cloud.new_member("agents")
+    assert cloud.openstack("network", "agent", "list", who=member) == []
+    token = await cloud.token(member)
+    status, body = await call(cloud, "GET", f"/agents/{listed[0]['ID']}", token)
+    assert status == 404
+    assert_neutron_error(body, "AgentNotFound")

@@ -246,3 +246,59 @@ def test_files_are_rewritten_only_when_they_change(tmp_path: Path) -> None:
     assert dnsmasq.write_if_changed(path, "b\n")
     assert path.read_text() == "b\n" and path.stat().st_mode & 0o777 == 0o644
     assert [p.name for p in tmp_path.iterdir()] == ["host"]
+
+
+def remote_row(port: str, mac: str, vtep: str, *ips: str) -> dict[str, Any]:
+    return {"port_id": port, "network_id": NET, "mac": mac, "tunnel_ip": vtep, "ips": list(ips)}
+
+
+def test_a_vxlan_network_floods_to_the_hosts_with_ports_and_knows_their_macs() -> None:
+    """l2population: the forwarding entries are each remote port's MAC at its host's VTEP and the
+    all-zeroes MAC once per such host (and to no other); ARP entries for the remote addresses."""
+    taps = [tap_row(network_type="vxlan", segmentation_id=4242)]
+    remotes = [
+        remote_row("r1", "fa:16:3e:00:00:11", "198.18.0.12", "10.1.0.11"),
+        remote_row("r2", "fa:16:3e:00:00:12", "198.18.0.12", "10.1.0.12"),
+        remote_row("r3", "fa:16:3e:00:00:13", "198.18.0.13", "10.1.0.13"),
+    ]
+    net = build(taps, [], [], remotes).networks[NET]
+    assert net.vni == 4242 and net.vxlan == "vxlan-4242"
+    assert net.vteps == (IPv4Address("198.18.0.12"), IPv4Address("198.18.0.13"))
+    assert net.fdb() == {
+        ("00:00:00:00:00:00", "198.18.0.12"),
+        ("00:00:00:00:00:00", "198.18.0.13"),
+        ("fa:16:3e:00:00:11", "198.18.0.12"),
+        ("fa:16:3e:00:00:12", "198.18.0.12"),
+        ("fa:16:3e:00:00:13", "198.18.0.13"),
+    }
+    assert net.neighbours() == {
+        ("10.1.0.11", "fa:16:3e:00:00:11"),
+        ("10.1.0.12", "fa:16:3e:00:00:12"),
+        ("10.1.0.13", "fa:16:3e:00:00:13"),
+    }
+
+
+def test_remote_rows_that_are_not_well_formed_are_left_out() -> None:
+    taps = [tap_row(network_type="vxlan", segmentation_id=7)]
+    remotes = [
+        remote_row("bad-vtep", "fa:16:3e:00:00:11", "not an address", "10.1.0.11"),
+        remote_row("bad-mac", "01:00:5e:00:00:01", "198.18.0.12", "10.1.0.12"),  # multicast
+        remote_row("bad-ip", "fa:16:3e:00:00:13", "198.18.0.13", "10.1.0.300"),
+        remote_row("good", "fa:16:3e:00:00:14", "198.18.0.14", "10.1.0.14"),
+    ]
+    desired = build(taps, [], [], remotes)
+    assert desired.networks[NET].fdb() == {
+        ("00:00:00:00:00:00", "198.18.0.14"),
+        ("fa:16:3e:00:00:14", "198.18.0.14"),
+    }
+    assert len(desired.problems) == 3
+
+
+def test_a_local_network_or_a_bad_vni_has_no_tunnel() -> None:
+    remotes = [remote_row("r1", "fa:16:3e:00:00:11", "198.18.0.12", "10.1.0.11")]
+    for extra in (
+        {"network_type": "local", "segmentation_id": None},
+        {"network_type": "vxlan", "segmentation_id": 2**24},
+    ):
+        net = build([tap_row(**extra)], [], [], remotes).networks[NET]
+        assert net.vni is None and net.vxlan is None and net.fdb() == frozenset() and net.remotes == ()
