@@ -71,7 +71,7 @@ def _make_broker_user(amqp_url: str, names: list[str]) -> str:
     """Create (or reset) the hosts' broker user; the AMQP URL it signs in with."""
     vhost = _vhost(amqp_url)
     user = broker_user(vhost, names)
-    password = secrets.token_urlsafe(24)
+    password = secrets.token_hex(24)  # never starts with "-" (rabbitmqctl would read an option)
     existing = _rabbitmqctl("list_users", "--no-table-headers").split()
     if user in existing:
         _rabbitmqctl("change_password", user, password)

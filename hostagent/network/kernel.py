@@ -279,7 +279,7 @@ def sync_fdb(ipr: IPRoute, link: Link, wanted: frozenset[tuple[str, str]]) -> tu
         with _ignore(errno.ENOENT):
             ipr.fdb("del", ifindex=link.index, lladdr=mac, dst=dst)
     for mac, dst in sorted(wanted - have):
-        ipr.fdb("append", ifindex=link.index, lladdr=mac, dst=dst, state="permanent")
+        ipr.fdb("append", ifindex=link.index, lladdr=mac, dst=dst)  # permanent, as the kernel makes it
     return len(wanted - have), len(have - wanted)
 
 

@@ -1084,8 +1084,16 @@ async def test_extensions_and_availability_zones(cloud: Cloud, member: Credentia
     token = await cloud.token(member)
     status, body = await call(cloud, "GET", "/extensions", token)
     aliases = {e["alias"] for e in body["extensions"]}
-    assert {"quotas", "binding", "port-security", "standard-attr-tag", "external-net", "net-mtu"} <= aliases
-    assert not aliases & {"router", "security-group", "qos", "subnet_allocation", "agent"}
+    assert {
+        "quotas",
+        "binding",
+        "port-security",
+        "standard-attr-tag",
+        "external-net",
+        "net-mtu",
+        "agent",
+    } <= aliases
+    assert not aliases & {"router", "security-group", "qos", "subnet_allocation"}
     status, body = await call(cloud, "GET", "/extensions/binding", token)
     assert status == 200 and body["extension"]["name"] == "Port Binding"
     status, body = await call(cloud, "GET", "/extensions/router", token)

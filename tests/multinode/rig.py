@@ -28,9 +28,10 @@ import os
 import random
 import signal
 import subprocess
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from pyroute2 import IPRoute, NetNS, netns
@@ -97,19 +98,25 @@ class Rig:
 
     async def _start(self) -> None:
         stack = self._stack
-        stack.callback(self._remove_fabric)
+        stack.push_async_callback(asyncio.to_thread, self._remove_fabric)
         await asyncio.to_thread(self._make_fabric)
-        self.api = await stack.enter_async_context(
-            TcpProxy("127.0.0.1", self.cloud.port, listen_host=self.fabric_ip)
-        )
+        # The relays run on an event loop of their own, in a thread: a test's blocking call (the
+        # openstack CLI waiting for a server) must not stall the hosts' traffic to the cloud.
+        relays = _LoopThread()
+        stack.callback(relays.close)
+        self.api = relays.run(_started(TcpProxy("127.0.0.1", self.cloud.port, listen_host=self.fabric_ip)))
+        stack.callback(relays.run, self.api.close())
         broker = urlsplit(self.cloud.amqp_url)
-        self.broker = await stack.enter_async_context(
-            TcpProxy(broker.hostname or "127.0.0.1", broker.port or 5672, listen_host=self.fabric_ip)
+        self.broker = relays.run(
+            _started(
+                TcpProxy(broker.hostname or "127.0.0.1", broker.port or 5672, listen_host=self.fabric_ip)
+            )
         )
+        stack.callback(relays.run, self.broker.close())
         for host in self.hosts:
-            stack.callback(self._remove_namespace, host.namespace)
+            stack.push_async_callback(asyncio.to_thread, self._remove_namespace, host.namespace)
             await asyncio.to_thread(self._make_host, host)
-        stack.callback(self._sweep)
+        stack.push_async_callback(asyncio.to_thread, self._sweep)
         stack.push_async_callback(self._stop_agents)
         for host in self.hosts:
             await asyncio.to_thread(host.state_dir.mkdir, parents=True, exist_ok=True)
@@ -222,7 +229,7 @@ class Rig:
     ) -> Guest:
         """A namespace as a guest: its NIC's outer end on `bridge` in the host's namespace."""
         guest = Guest(f"{RUN_PREFIX}-g{len(self.guests) + 1}", host, mac, ip, prefixlen)
-        self._stack.callback(self._remove_namespace, guest.namespace)
+        self._stack.push_async_callback(asyncio.to_thread, self._remove_namespace, guest.namespace)
         await asyncio.to_thread(self._make_guest, guest, bridge, mtu)
         self.guests.append(guest)
         return guest
@@ -247,10 +254,11 @@ class Rig:
             ns.link("set", index=index, state="up")
 
     async def ping(self, guest: Guest, ip: str, count: int = 3) -> bool:
-        """Bounded: `count` echo requests, 2 s each at most."""
+        """Bounded: `count` echo requests, 2 s each at most (busybox's ping: tools/setup installs
+        busybox-static; iputils' ping is not on every machine)."""
         done = await asyncio.to_thread(
             subprocess.run,
-            ["ip", "netns", "exec", guest.namespace, "ping", "-c", str(count), "-W", "2", "-i", "0.3", ip],
+            ["ip", "netns", "exec", guest.namespace, "busybox", "ping", "-c", str(count), "-W", "2", ip],
             capture_output=True,
             timeout=30,
         )
@@ -289,6 +297,31 @@ class Rig:
                     }
                 )
             return devices
+
+
+T = TypeVar("T")
+
+
+class _LoopThread:
+    """An event loop in a thread of its own."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="rig relays", daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=30)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+        self.loop.close()
+
+
+async def _started(proxy: TcpProxy) -> TcpProxy:
+    await proxy.start()
+    return proxy
 
 
 @contextlib.asynccontextmanager

@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -41,7 +42,8 @@ async def rig_cloud() -> AsyncIterator[tuple[Cloud, Rig]]:
             await cloud.scratch.wait_ready(hosts=len(rig.hosts), storage=False, timeout=90)
             yield cloud, rig
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        if not os.environ.get("RIG_KEEP"):
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 async def until(check: Callable[[], Any], what: str, timeout: float = 60) -> Any:
@@ -127,16 +129,17 @@ async def test_servers_on_three_hosts_talk_over_vxlan(rig_cloud: tuple[Cloud, Ri
 
     for host in rig.hosts:
         await until(lambda h=host: rig.fdb(h, vxlan) == expected(h.name, placed), f"the FDB of {host.name}")
-        devices = rig.vxlan_devices(host)
+        devices = await asyncio.to_thread(rig.vxlan_devices, host)
         assert devices == [{"name": vxlan, "vni": net["provider:segmentation_id"], "local": host.address}]
 
     # Packets cross the hosts, each way.
     ordered = list(guests.values())
     for a in ordered:
         for b in ordered:
-            if a is not b:
-                assert await rig.ping(a, b.ip), (
-                    f"{a.namespace} on {a.host.name} cannot reach {b.ip} on {b.host.name}"
+            if a is not b and not await rig.ping(a, b.ip):
+                raise AssertionError(
+                    f"{a.namespace} on {a.host.name} cannot reach {b.ip} on {b.host.name}\n"
+                    + await asyncio.to_thread(_diagnose, a, b)
                 )
 
     # DHCP and metadata: each host serves its own guests from its own namespace.
@@ -169,17 +172,9 @@ async def test_servers_on_three_hosts_talk_over_vxlan(rig_cloud: tuple[Cloud, Ri
     assert (
         _ns_run(first.namespace, "ip", "route", "add", "169.254.169.254/32", "via", dhcp_ip).returncode == 0
     )
-    meta = _ns_run(
-        first.namespace,
-        "busybox",
-        "wget",
-        "-q",
-        "-T",
-        "5",
-        "-O",
-        "-",
-        "http://169.254.169.254/openstack/latest/meta_data.json",
-    )
+    url = "http://169.254.169.254/openstack/latest/meta_data.json"
+    fetch = f"import urllib.request as u; print(u.urlopen({url!r}, timeout=5).read().decode())"
+    meta = _ns_run(first.namespace, sys.executable, "-c", fetch)
     server_of_first = next(sid for sid, g in guests.items() if g is first)
     assert meta.returncode == 0 and json.loads(meta.stdout)["uuid"] == server_of_first, meta.stderr
 
@@ -206,3 +201,21 @@ async def test_servers_on_three_hosts_talk_over_vxlan(rig_cloud: tuple[Cloud, Ri
 
     for sid in staying:
         cloud.openstack("server", "delete", "--wait", sid, fmt=None, timeout=120)
+
+
+def _diagnose(a: Guest, b: Guest) -> str:
+    """What the two guests and their hosts hold, for a failure's message."""
+    out = []
+    for ns, argv in (
+        (a.namespace, ["ip", "neigh"]),
+        (a.namespace, ["ip", "-s", "link"]),
+        (a.host.namespace, ["bridge", "fdb", "show"]),
+        (a.host.namespace, ["bridge", "-d", "link"]),
+        (a.host.namespace, ["ip", "-d", "-s", "link"]),
+        (a.host.namespace, ["ip", "neigh", "show", "nud", "permanent"]),
+        (b.host.namespace, ["bridge", "fdb", "show"]),
+        (b.host.namespace, ["ip", "-s", "link"]),
+    ):
+        done = _ns_run(ns, *argv)
+        out.append(f"--- {ns}: {' '.join(argv)}\n{done.stdout}{done.stderr}")
+    return "\n".join(out)
