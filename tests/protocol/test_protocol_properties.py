@@ -80,6 +80,8 @@ def strategy_for(info: mi.Type) -> st.SearchStrategy[Any]:
         return st.floats(allow_nan=False, allow_infinity=False)
     if isinstance(info, mi.BoolType):
         return st.booleans()
+    if isinstance(info, mi.BytesType):  # base64 in JSON (a console log, a dead letter's raw body)
+        return st.binary(max_size=64)
     if isinstance(info, mi.NoneType):
         return st.none()
     if isinstance(info, mi.AnyType):
