@@ -70,22 +70,22 @@ json_values = st.recursive(
 )
 
 
+# The scalar types, by msgspec's name for them: what a correct sender may put in such a field.
+SCALARS: dict[type[mi.Type], st.SearchStrategy[Any]] = {
+    mi.StrType: texts,
+    mi.IntType: st.integers(min_value=-(2**63), max_value=2**64 - 1),
+    mi.FloatType: st.floats(allow_nan=False, allow_infinity=False),  # JSON has no NaN or infinity
+    mi.BoolType: st.booleans(),
+    mi.BytesType: st.binary(max_size=64),  # base64 in JSON (a console log, a dead letter's body)
+    mi.NoneType: st.none(),
+    mi.AnyType: json_values,
+}
+
+
 def strategy_for(info: mi.Type) -> st.SearchStrategy[Any]:
     """Values of a message field's declared type (what a correct sender may put on the wire)."""
-    if isinstance(info, mi.StrType):
-        return texts
-    if isinstance(info, mi.IntType):
-        return st.integers(min_value=-(2**63), max_value=2**64 - 1)
-    if isinstance(info, mi.FloatType):  # JSON has no NaN or infinity
-        return st.floats(allow_nan=False, allow_infinity=False)
-    if isinstance(info, mi.BoolType):
-        return st.booleans()
-    if isinstance(info, mi.BytesType):  # base64 in JSON (a console log, a dead letter's raw body)
-        return st.binary(max_size=64)
-    if isinstance(info, mi.NoneType):
-        return st.none()
-    if isinstance(info, mi.AnyType):
-        return json_values
+    if type(info) in SCALARS:
+        return SCALARS[type(info)]
     if isinstance(info, mi.ListType):
         return st.lists(strategy_for(info.item_type), max_size=3)
     if isinstance(info, mi.DictType):
