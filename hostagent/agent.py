@@ -52,6 +52,7 @@ import dataclasses
 import re
 from pathlib import Path
 
+import msgspec
 import structlog
 from aio_pika.abc import AbstractRobustConnection
 
@@ -74,7 +75,7 @@ from hostagent.virt.base import (
 from protocol import Envelope, Message, ProtocolError, Target
 from protocol import compute as m
 from protocol import volume as v
-from protocol.hosts import DomainsReport
+from protocol.hosts import ComputeHostReport, DomainsReport
 from protocol.power import PowerAction
 from protocol.states import PowerState, VmState
 
@@ -141,7 +142,7 @@ class HostAgent(RequestAgent):
         self.storage = InstanceStorage(settings.state_dir, control)
         self._reported: dict[str, PowerState] = {}  # what the server actors last heard from us
         self._acted: dict[str, int] = {}  # per server: actions completed (tells a sync its read is stale)
-        self.inventory: host.Inventory | None = None
+        self.inventory: ComputeHostReport | None = None  # as last reported at start
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -185,7 +186,6 @@ class HostAgent(RequestAgent):
             reserved = 0 if self.driver.volatile else 512
         s = self.settings
         self.inventory = host.inventory(
-            self.name,
             info,
             disk_gb,
             availability_zone=s.availability_zone,
@@ -196,7 +196,7 @@ class HostAgent(RequestAgent):
             reserved_memory_mb=reserved,
             tunnel_ip=s.tunnel_ip,
         )
-        await self.control.report(self.name, host.report(self.inventory, started=True))
+        await self.control.report(self.name, self.inventory)
         log.info(
             "compute host registered",
             host=self.name,
@@ -211,7 +211,7 @@ class HostAgent(RequestAgent):
         if self.inventory is None:
             await self._register()
         else:
-            await self.control.report(self.name, host.report(self.inventory, started=False))
+            await self.control.report(self.name, msgspec.structs.replace(self.inventory, started=False))
 
     # --- adoption -------------------------------------------------------------------------
 

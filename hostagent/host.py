@@ -9,7 +9,6 @@ is older than ACTORSTACK_HOST_DOWN_AFTER (30 s) for down.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from pathlib import Path
 
@@ -19,23 +18,6 @@ from protocol.hosts import ComputeHostReport
 GIB = 1024**3
 
 
-@dataclasses.dataclass(frozen=True)
-class Inventory:
-    name: str
-    availability_zone: str
-    virt_type: str
-    hypervisor_hostname: str
-    host_ip: str
-    vcpus: int
-    memory_mb: int
-    local_gb: int
-    cpu_allocation_ratio: float
-    ram_allocation_ratio: float
-    disk_allocation_ratio: float
-    reserved_memory_mb: int
-    tunnel_ip: str | None = None
-
-
 def local_gb(path: Path) -> int:
     """The size of the file system that holds the instances, in GiB (Nova's local_gb). Blocking."""
     stat = os.statvfs(path)
@@ -43,7 +25,6 @@ def local_gb(path: Path) -> int:
 
 
 def inventory(
-    name: str,
     info: HostInfo,
     disk_gb: int,
     *,
@@ -54,9 +35,11 @@ def inventory(
     disk_allocation_ratio: float,
     reserved_memory_mb: int,
     tunnel_ip: str | None = None,
-) -> Inventory:
-    return Inventory(
-        name=name,
+) -> ComputeHostReport:
+    """The host's inventory as the `host` service takes it: the report of a start (a heartbeat is
+    the same report with `started` false)."""
+    return ComputeHostReport(
+        started=True,
         availability_zone=availability_zone,
         virt_type=info.virt_type,
         hypervisor_hostname=info.hypervisor_hostname,
@@ -69,23 +52,4 @@ def inventory(
         disk_allocation_ratio=disk_allocation_ratio,
         reserved_memory_mb=reserved_memory_mb,
         tunnel_ip=tunnel_ip,
-    )
-
-
-def report(inv: Inventory, *, started: bool) -> ComputeHostReport:
-    """The inventory as the `host` service takes it: at start, and as every heartbeat."""
-    return ComputeHostReport(
-        started=started,
-        availability_zone=inv.availability_zone,
-        virt_type=inv.virt_type,
-        hypervisor_hostname=inv.hypervisor_hostname,
-        host_ip=inv.host_ip,
-        vcpus=inv.vcpus,
-        memory_mb=inv.memory_mb,
-        local_gb=inv.local_gb,
-        cpu_allocation_ratio=inv.cpu_allocation_ratio,
-        ram_allocation_ratio=inv.ram_allocation_ratio,
-        disk_allocation_ratio=inv.disk_allocation_ratio,
-        reserved_memory_mb=inv.reserved_memory_mb,
-        tunnel_ip=inv.tunnel_ip,
     )

@@ -91,20 +91,21 @@ async def desired_network(request: web.Request) -> web.Response:
         return json_response(await queries.desired_network(conn, hosts))
 
 
+async def _ports(request: web.Request, sql: str) -> web.Response:
+    """A server's ports bound to the asked hosts, as `sql` selects them."""
+    hosts = _asked_hosts(request, _hosts(request))
+    records = await ctx(request).pool.fetch(sql, request.match_info["server_id"], hosts)
+    return json_response({"ports": queries.rows(records)})
+
+
 @host_only
 async def server_ports(request: web.Request) -> web.Response:
-    hosts = _asked_hosts(request, _hosts(request))
-    server_id = request.match_info["server_id"]
-    records = await ctx(request).pool.fetch(queries.PORTS_OF_SERVER_SQL, server_id, hosts)
-    return json_response({"ports": queries.rows(records)})
+    return await _ports(request, queries.PORTS_OF_SERVER_SQL)
 
 
 @host_only
 async def bound_ports(request: web.Request) -> web.Response:
-    hosts = _asked_hosts(request, _hosts(request))
-    server_id = request.match_info["server_id"]
-    records = await ctx(request).pool.fetch(queries.DEVICE_PORTS_SQL, server_id, hosts)
-    return json_response({"ports": queries.rows(records)})
+    return await _ports(request, queries.DEVICE_PORTS_SQL)
 
 
 @host_only
