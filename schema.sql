@@ -2,14 +2,14 @@
 -- messages in flight. Applied by `actorstack db init`; older databases are upgraded by the
 -- numbered files in migrations/ (this file always equals version 1 plus every migration).
 --
--- schema-version: 15
+-- schema-version: 16
 
 -- Which schema version this database is at; one row per applied version.
 CREATE TABLE schema_version (
     version     integer PRIMARY KEY,
     applied_at  timestamptz NOT NULL DEFAULT now()
 );
-INSERT INTO schema_version (version) VALUES (1), (2), (3), (4), (5), (6), (7), (8), (9), (10), (11), (12), (13), (14), (15);
+INSERT INTO schema_version (version) VALUES (1), (2), (3), (4), (5), (6), (7), (8), (9), (10), (11), (12), (13), (14), (15), (16);
 
 -- Settings every process must agree on (owned by `db init`; read by the runtime and senders).
 CREATE TABLE cluster_settings (
@@ -863,6 +863,7 @@ CREATE TABLE ports (
     dns_name               text NOT NULL DEFAULT '',
     port_security_enabled  boolean NOT NULL DEFAULT true,
     allowed_address_pairs  jsonb NOT NULL DEFAULT '[]',
+    security_group_ids     text[] NOT NULL DEFAULT '{}',  -- its security groups (the API's)
     tags                   text[] NOT NULL DEFAULT '{}',
     revision_number        integer NOT NULL DEFAULT 0,
     created_at             timestamptz NOT NULL DEFAULT now(),
@@ -873,6 +874,7 @@ CREATE INDEX ports_network ON ports (network_id);
 CREATE INDEX ports_project ON ports (project_id);
 CREATE INDEX ports_device ON ports (device_id) WHERE device_id <> '';
 CREATE INDEX ports_binding ON ports (binding_host_id) WHERE binding_host_id <> '';
+CREATE INDEX ports_security_groups ON ports USING gin (security_group_ids);
 
 -- A port's fixed IPs. The primary key is the IPAM guarantee: one address of a subnet belongs to
 -- at most one port, whatever the concurrency.
@@ -885,6 +887,55 @@ CREATE TABLE ip_allocations (
 );
 CREATE INDEX ip_allocations_port ON ip_allocations (port_id);
 CREATE INDEX ip_allocations_network ON ip_allocations (network_id, ip_address);
+
+-- Security groups and port security (issue 20).
+--
+-- Owned by the API (api/network/security_groups.py): Neutron's security groups and their rules.
+-- A project's `default` group is made on first use (is_default, one per project by the unique
+-- index, so two requests racing to make it end with one). A rule's protocol is kept as the user
+-- gave it (a name or a number, as Neutron shows it back); `ip_protocol` is its number (NULL: any),
+-- which the de-duplication index and the host agents use. Rules referencing a group as
+-- `remote_group_id` go with it (Neutron's cascade).
+CREATE TABLE security_groups (
+    id               text PRIMARY KEY,
+    project_id       text NOT NULL,
+    name             text NOT NULL DEFAULT '',
+    description      text NOT NULL DEFAULT '',
+    stateful         boolean NOT NULL DEFAULT true,
+    is_default       boolean NOT NULL DEFAULT false,
+    tags             text[] NOT NULL DEFAULT '{}',
+    revision_number  integer NOT NULL DEFAULT 1,
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    updated_at       timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX security_groups_project ON security_groups (project_id);
+CREATE UNIQUE INDEX security_groups_default ON security_groups (project_id) WHERE is_default;
+
+CREATE TABLE security_group_rules (
+    id                 text PRIMARY KEY,
+    security_group_id  text NOT NULL REFERENCES security_groups (id) ON DELETE CASCADE,
+    project_id         text NOT NULL,
+    direction          text NOT NULL CHECK (direction IN ('ingress', 'egress')),
+    ethertype          text NOT NULL CHECK (ethertype IN ('IPv4', 'IPv6')),
+    protocol           text,
+    ip_protocol        smallint CHECK (ip_protocol BETWEEN 0 AND 255),
+    port_range_min     integer CHECK (port_range_min BETWEEN 0 AND 65535),
+    port_range_max     integer CHECK (port_range_max BETWEEN 0 AND 65535),
+    remote_ip_prefix   cidr,
+    remote_group_id    text REFERENCES security_groups (id) ON DELETE CASCADE,
+    description        text NOT NULL DEFAULT '',
+    revision_number    integer NOT NULL DEFAULT 1,
+    created_at         timestamptz NOT NULL DEFAULT now(),
+    updated_at         timestamptz NOT NULL DEFAULT now(),
+    CHECK (remote_ip_prefix IS NULL OR remote_group_id IS NULL)
+);
+CREATE INDEX security_group_rules_group ON security_group_rules (security_group_id);
+CREATE INDEX security_group_rules_remote ON security_group_rules (remote_group_id) WHERE remote_group_id IS NOT NULL;
+CREATE INDEX security_group_rules_project ON security_group_rules (project_id);
+-- Neutron's SecurityGroupRuleExists: one rule per meaning, whatever the concurrency.
+CREATE UNIQUE INDEX security_group_rules_unique ON security_group_rules (
+    security_group_id, direction, ethertype, coalesce(ip_protocol, -1), coalesce(port_range_min, -1),
+    coalesce(port_range_max, -1), coalesce(remote_ip_prefix::text, ''), coalesce(remote_group_id, ''));
 
 -- Block storage (Cinder's model): volumes, and the storage backends that hold them.
 --

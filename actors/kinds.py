@@ -7,7 +7,7 @@ The tables (actors/server.py, volume.py, port.py, network.py) import no I/O, whi
 
 from __future__ import annotations
 
-from actors import hosts, network, notifications, port, scheduler, server, volume
+from actors import firewall, hosts, network, notifications, port, scheduler, server, volume
 from actors.kind import ActorKind
 from actors.service import ServiceKind
 
@@ -23,5 +23,14 @@ PORT = ActorKind(port.table, "ports", project_field="project_id", notifier=notif
 NETWORK = ActorKind(network.table, "networks", project_field="project_id")
 SCHEDULER: ServiceKind = scheduler.KIND
 HOSTS: ServiceKind = hosts.KIND
+SECURITY_GROUPS: ServiceKind = firewall.KIND
 
-BUILTIN: tuple[ActorKind | ServiceKind, ...] = (SERVER, SCHEDULER, HOSTS, NETWORK, PORT, VOLUME)
+BUILTIN: tuple[ActorKind | ServiceKind, ...] = (
+    SERVER,
+    SCHEDULER,
+    HOSTS,
+    SECURITY_GROUPS,
+    NETWORK,
+    PORT,
+    VOLUME,
+)

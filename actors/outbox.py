@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import aio_pika
 import asyncpg
@@ -105,6 +105,8 @@ class Relay:
         self._channel: AbstractChannel | None = None
         self._exchanges: dict[str, AbstractExchange] = {}
         self.published = 0
+        # Also woken by another process's NOTIFY (the runtime's timer wheel: a timer the API armed).
+        self.on_notify: list[Callable[[], None]] = []
 
     def wake(self) -> None:
         self._wake.set()
@@ -122,6 +124,8 @@ class Relay:
 
     def _notified(self, *_args: object) -> None:
         self.wake()
+        for callback in self.on_notify:
+            callback()
 
     async def listen(self) -> None:
         """Wake on other processes' commits (NOTIFY CHANNEL) for as long as the relay runs; the

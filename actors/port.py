@@ -22,6 +22,7 @@ import msgspec
 
 from actors.table import ABSENT, Context, Notify, Outcome, Send, TransitionTable
 from protocol import Target
+from protocol import firewall as f
 from protocol import network as n
 from protocol.actor import StateTimeout
 from protocol.states import PortStatus as P
@@ -45,6 +46,7 @@ class PortRecord(msgspec.Struct, kw_only=True):
     device_owner: str = ""
     binding_host_id: str = ""
     binding_vif_type: str = "unbound"
+    security_group_ids: tuple[str, ...] = ()  # the API's; read when the port goes
     revision_number: int = 0
     updated_at: datetime.datetime | None = None
 
@@ -139,4 +141,8 @@ def unbind(record: PortRecord, msg: n.UnbindPort, ctx: Context) -> Outcome[PortR
 def delete(record: PortRecord, msg: n.DeletePort, ctx: Context) -> Outcome[PortRecord]:
     if record.device_id != msg.server_id:
         return Outcome(record)  # the port was given to another server meanwhile: keep it
-    return Outcome(None, effects=(Notify("port.delete.start"), Notify("port.delete.end")), delete=True)
+    # Its groups lose a member: the hosts that filter by their addresses must learn it.
+    members = tuple(Send(Target("security_group", g), f.MembersChanged()) for g in record.security_group_ids)
+    return Outcome(
+        None, effects=(Notify("port.delete.start"), Notify("port.delete.end"), *members), delete=True
+    )

@@ -103,6 +103,7 @@ class Runtime:
         )
         self.relay = Relay(pool, connection)
         self.timers = TimerWheel(pool, self.relay.wake)
+        self.relay.on_notify.append(self.timers.wake)  # a timer armed by the API (actors/firewall.py)
         self.leases = ShardLeases(pool)
         self.membership = Membership(
             pool,

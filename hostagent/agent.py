@@ -74,6 +74,7 @@ from hostagent.virt.base import (
 )
 from protocol import Envelope, Message, ProtocolError, Target
 from protocol import compute as m
+from protocol import firewall as f
 from protocol import volume as v
 from protocol.hosts import ComputeHostReport, DomainsReport
 from protocol.power import PowerAction
@@ -285,10 +286,20 @@ class HostAgent(RequestAgent):
             return self._detach_volume
         if isinstance(body, m.ConsoleOutputOnHost):
             return self._console_output
+        if isinstance(body, f.RefreshFirewall):
+            return self._refresh_firewall
         raise ProtocolError(f"a host agent does not handle {body.TYPE!r}")
 
     def _subject(self, body: Message) -> Target:
+        if isinstance(body, f.RefreshFirewall):
+            return Target("security_group", body.security_group_id or "-")  # no reply goes to it
         return Target("server", str(body.server_id))  # type: ignore[attr-defined]
+
+    async def _refresh_firewall(self, msg: f.RefreshFirewall) -> None:
+        """A security group this host filters by changed: the firewall pass runs now (it
+        coalesces with one in flight, and does not keep the request waiting)."""
+        self.network.refresh_firewall()
+        return None
 
     def _handled(self, key: str) -> None:
         self._acted[key] = self._acted.get(key, 0) + 1

@@ -101,6 +101,10 @@ class Control(abc.ABC):
         """The rows of a converge pass (taps, subnets, addresses), from one snapshot."""
 
     @abc.abstractmethod
+    async def desired_firewall(self, hosts: list[str]) -> dict[str, list[Row]]:
+        """The rows of a firewall pass (ports, rules, remote group members), from one snapshot."""
+
+    @abc.abstractmethod
     async def server_ports(self, server_id: str, hosts: list[str]) -> list[Row]:
         """The server's ports bound to these hosts, in the order of its nics."""
 
@@ -203,6 +207,9 @@ class HttpControl(Control):
 
     async def desired_network(self, hosts: list[str]) -> dict[str, list[Row]]:
         return dict(await self._get("/network/desired", [("host", h) for h in hosts]))
+
+    async def desired_firewall(self, hosts: list[str]) -> dict[str, list[Row]]:
+        return dict(await self._get("/network/firewall", [("host", h) for h in hosts]))
 
     async def server_ports(self, server_id: str, hosts: list[str]) -> list[Row]:
         body = await self._get(f"/network/servers/{server_id}/ports", [("host", h) for h in hosts])

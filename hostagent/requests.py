@@ -58,7 +58,9 @@ log = structlog.get_logger("hostagent")
 REPLY_NAMESPACE = uuidlib.UUID("6d1f3c1e-9a57-4f0b-8f3e-5b0a8f1c2d7e")
 RETRY_DELAY = 1.0  # before a request whose handling raised unexpectedly goes back to the queue
 
-Handler = Callable[[Any], Awaitable[Message]]
+# A handler's reply to the actor the request is about; None for a request that wants none (a
+# nudge: `agent.refresh_firewall`).
+Handler = Callable[[Any], Awaitable[Message | None]]
 
 
 class RequestAgent(abc.ABC):
@@ -253,12 +255,15 @@ class RequestAgent(abc.ABC):
     ) -> None:
         async with self._locks.hold(subject.id):
             reply = await handler(envelope.body)
-            if envelope.reply_to is not None:
+            if reply is None:
+                log.info("request handled", reply=None)
+            elif envelope.reply_to is not None:
                 await self._answer(envelope, reply)  # a question (the API's): nothing changed
+                log.info("request handled", reply=reply.TYPE)
             else:
                 await self._publish(self._reply(envelope, subject, reply))
                 self._handled(subject.id)
-            log.info("request handled", reply=reply.TYPE)
+                log.info("request handled", reply=reply.TYPE)
         await message.ack()
 
     async def _answer(self, question: Envelope, body: Message) -> None:

@@ -221,6 +221,27 @@ async def temporary_database(prefix: str) -> AsyncIterator[str]:
 # --- leftovers on the host, checked at the end of the suite --------------------------------------
 
 
+def _nft_tables(tag: str) -> list[str]:
+    """nftables tables of the root namespace (ours are named actorstack_<hash>) whose comment,
+    the owner tag of the cloud or test that made them, names the run."""
+    nft = shutil.which("nft", path="/usr/sbin:/usr/bin:/sbin:/bin")
+    if nft is None:
+        return []
+    listed = subprocess.run([nft, "list", "tables"], capture_output=True, text=True, timeout=30)
+    found = []
+    for line in listed.stdout.splitlines():
+        parts = line.split()
+        if len(parts) != 3 or not parts[2].startswith("actorstack_"):
+            continue
+        shown = subprocess.run(
+            [nft, "-t", "list", "table", parts[1], parts[2]], capture_output=True, text=True, timeout=30
+        )
+        comment = next((t.strip() for t in shown.stdout.splitlines() if t.strip().startswith("comment ")), "")
+        if tag in comment:
+            found.append(f"nftables table {parts[1]} {parts[2]}")
+    return found
+
+
 def host_leftovers(tag: str = RUN_PREFIX) -> list[str]:
     """What this run left in the kernel: links whose alias (the owner tag networking writes on
     everything it creates) names the run, namespaces holding such links, and dnsmasq processes
@@ -243,6 +264,7 @@ def host_leftovers(tag: str = RUN_PREFIX) -> list[str]:
         with NetNS(name) as ns:
             if any(tag in (link.get_attr("IFLA_IFALIAS") or "") for link in ns.get_links()):
                 found.append(f"namespace {name}")
+    found.extend(_nft_tables(tag))
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             try:

@@ -7,6 +7,7 @@
 #   meta_data.json <one line of JSON>         GET /openstack/latest/meta_data.json
 #   openssh-key <key>                         GET /latest/meta-data/public-keys/0/openssh-key
 #   hostname <name>                           set from the metadata
+#   listening tcp 8080                        an HTTP server answers with the hostname
 #   ready                                     the checks ran; the guest stays up
 #   volume <dev> serial=<id> found=<old> wrote=<marker> read=<marker> ok|MISMATCH
 #   volume <dev> gone                         a disk was hot-unplugged
@@ -106,6 +107,10 @@ if key=$(metadata /latest/meta-data/public-keys/0/openssh-key); then
 else
     say "openssh-key failed: $key"
 fi
+# A TCP service to reach from outside (the security group tests): busybox's httpd on port 8080,
+# answering with the guest's hostname.
+mkdir -p /www && hostname > /www/index.html
+if httpd -p 8080 -h /www; then say "listening tcp 8080"; else say "httpd failed"; fi
 say "ready"
 
 # Volumes: every disk after vda that appears gets a marker written and read back from the

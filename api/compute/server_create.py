@@ -90,6 +90,7 @@ class CreateRequest:
     tags: list[str] = dataclasses.field(default_factory=list)
     hostname: str | None = None  # the one asked for (2.90); else derived from the name
     auto_disk_config: bool = False
+    security_groups: list[str] | None = None  # names or ids; None: the project's default group
 
 
 _ALLOWED = {
@@ -137,7 +138,7 @@ def parse_create(document: Any, version: Microversion) -> CreateRequest:
     min_count, max_count = _counts(data)
     image_ref, boots_from_volume = _boot_source(image_ref, boot)
     access_v4, access_v6 = access_ips(data)
-    _check_security_groups(data.get("security_groups"))
+    groups = _security_groups(data.get("security_groups"))
     hostname = hostname_asked(data, max_count, version)
     return CreateRequest(
         name=name,
@@ -161,6 +162,7 @@ def parse_create(document: Any, version: Microversion) -> CreateRequest:
         tags=server_tags.checked(data["tags"]) if "tags" in data else [],
         hostname=hostname,
         auto_disk_config=disk_config(data),
+        security_groups=groups,
     )
 
 
@@ -195,20 +197,18 @@ def disk_config(data: dict[str, Any]) -> bool:
     return value == "AUTO"
 
 
-def _check_security_groups(groups: Any) -> None:
-    """This cloud has no security groups yet: a server gets the one its views name, `default`;
-    any other group does not exist (Nova's SecurityGroupNotFound, 400)."""
+def _security_groups(groups: Any) -> list[str] | None:
+    """The names (or ids) of the security groups asked for, each once; None when none are
+    named (the server's new ports get the project's default group). Nova's schema: a list of
+    {"name": ...} objects."""
     if groups is None:
-        return
-    if not isinstance(groups, list) or not all(isinstance(g, dict) and set(g) <= {"name"} for g in groups):
+        return None
+    if not isinstance(groups, list) or not all(
+        isinstance(g, dict) and set(g) <= {"name"} and isinstance(g.get("name", ""), str) for g in groups
+    ):
         raise BadRequest(f"Invalid input for field/attribute security_groups. Value: {groups!r}.")
-    for group in groups:
-        name = group.get("name")
-        if name and name != "default":
-            raise BadRequest(
-                f"Security group {name} not found. (This cloud has no security groups yet: every "
-                "server is in the group 'default'.)"
-            )
+    names = list(dict.fromkeys(g["name"] for g in groups if g.get("name")))
+    return names or None
 
 
 _HOSTNAME = re.compile(r"^[a-zA-Z0-9-._]*$")
@@ -322,6 +322,7 @@ class Resolved:
     key_name: str | None
     key_data: str | None
     nics: list[server_networks.RequestedNic]
+    security_groups: list[str] | None  # ids
 
 
 async def _resolve(
@@ -347,7 +348,8 @@ async def _resolve(
     if asked.zone:
         await _check_zone(conn, asked.zone)
     nics = await server_networks.resolve(conn, me, asked.nics, asked.max_count)
-    return Resolved(flavor=flavor, key_name=key_name, key_data=key_data, nics=nics)
+    groups = await server_networks.security_group_ids(conn, project_id, asked.security_groups)
+    return Resolved(flavor=flavor, key_name=key_name, key_data=key_data, nics=nics, security_groups=groups)
 
 
 async def _check_zone(conn: asyncpg.Connection, zone: str) -> None:
@@ -476,7 +478,7 @@ async def _insert(
     for index in range(count):
         server_id = str(uuid.uuid4())
         display = batch.asked.name if count == 1 else f"{batch.asked.name}-{index + 1}"
-        later.extend(await _insert_server(conn, me, batch, server_id, index, display, spec))
+        later.extend(await _insert_server(conn, me, batch, server_id, index, display, spec, shards))
         created.append(server_id)
     await outbox.send(
         conn,
@@ -500,6 +502,7 @@ async def _insert_server(
     index: int,
     display: str,
     spec: dict[str, Any],
+    shards: int,
 ) -> list[tuple[Target, Message]]:
     """One server's row, its create action, its ports and its boot volumes; the messages for
     its volumes."""
@@ -541,7 +544,14 @@ async def _insert_server(
         user_id=me.user_id,
     )
     server_nics = await server_networks.allocate(
-        conn, me, project_id=project_id, server_id=server_id, zone=asked.zone, nics=batch.resolved.nics
+        conn,
+        me,
+        project_id=project_id,
+        server_id=server_id,
+        zone=asked.zone,
+        nics=batch.resolved.nics,
+        security_groups=batch.resolved.security_groups,
+        shards=shards,
     )
     devices, volume_messages = await server_volumes.prepare_boot_volumes(
         conn,
@@ -590,7 +600,7 @@ async def create(request: web.Request) -> web.Response:
         "id": created[0],
         "links": links,
         "OS-DCF:diskConfig": "AUTO" if asked.auto_disk_config else "MANUAL",
-        "security_groups": [{"name": "default"}],
+        "security_groups": [{"name": name} for name in asked.security_groups or ["default"]],
         "adminPass": asked.admin_pass or secrets.token_urlsafe(9),
     }
     return json_response({"server": body}, status=202, headers={"Location": links[0]["href"]})

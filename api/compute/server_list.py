@@ -403,7 +403,8 @@ async def list_servers_detail(request: web.Request) -> web.Response:
         found = await server_networks.addresses(conn, ids)
         volumes = await server_attachments.attached_volumes(conn, ids)
         hosts = await compute_hosts.host_statuses(conn, (r["host"] for r in rows))
-    body = {"servers": [view(request, r, found, volumes, hosts) for r in rows]}
+        groups = await server_networks.security_group_names(conn, ids)
+    body = {"servers": [view(request, r, found, volumes, hosts, security_groups=groups) for r in rows]}
     return json_response(_with_links(request, body, rows, "servers/detail"))
 
 

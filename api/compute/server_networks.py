@@ -123,8 +123,12 @@ async def allocate(
     server_id: str,
     zone: str | None,
     nics: list[RequestedNic],
+    security_groups: list[str] | None,
+    shards: int,
 ) -> list[dict[str, Any]]:
-    """Create or claim the server's ports (in the caller's transaction); the `nics` column."""
+    """Create or claim the server's ports (in the caller's transaction); the `nics` column. The
+    ports it creates get `security_groups` (ids; None: the project's default group); the ports
+    the user passed keep their own, as Nova leaves them."""
     owner = f"compute:{zone or 'nova'}"
     result = []
     for nic in nics:
@@ -132,7 +136,16 @@ async def allocate(
             port = await _claim(conn, me, nic.port_id, server_id, owner)
             delete = False
         else:
-            port = await _new_port(conn, me, nic, project_id=project_id, server_id=server_id, owner=owner)
+            port = await _new_port(
+                conn,
+                me,
+                nic,
+                project_id=project_id,
+                server_id=server_id,
+                owner=owner,
+                security_groups=security_groups,
+                shards=shards,
+            )
             delete = True
         result.append(
             {
@@ -153,6 +166,8 @@ async def _new_port(
     project_id: str,
     server_id: str,
     owner: str,
+    security_groups: list[str] | None,
+    shards: int,
 ) -> asyncpg.Record:
     """A new port on the NIC's network, with its fixed IP if it names one."""
     assert nic.network_id is not None
@@ -170,7 +185,13 @@ async def _new_port(
             device_id=server_id,
             device_owner=owner,
             fixed_ips=fixed,
+            security_groups=security_groups,
+            shards=shards,
         )
+    except server_ports.GroupsNeedPortSecurity:
+        raise BadRequest(
+            "Network requires port_security_enabled and subnet associated in order to apply security groups."
+        ) from None
     except ApiError as exc:
         raise _as_compute_error(exc, nic) from None
 
@@ -196,6 +217,25 @@ def _as_compute_error(exc: ApiError, nic: RequestedNic) -> ApiError:
     if exc.status in (400, 404):
         return BadRequest(exc.message)
     return Conflict(exc.message)
+
+
+# --- security groups -------------------------------------------------------------------------
+
+
+async def security_group_ids(conn: Any, project_id: str, names: list[str] | None) -> list[str] | None:
+    """The ids of the groups a boot names (None: none named), as Nova resolves them: a name no
+    group of the project has is SecurityGroupNotFound (400 at create)."""
+    if names is None:
+        return None
+    try:
+        return await server_ports.group_ids(conn, project_id, names)
+    except server_ports.GroupNotFound as exc:
+        raise BadRequest(f"Security group {exc.name} not found.") from None
+
+
+async def security_group_names(conn: Any, server_ids: list[str]) -> dict[str, list[str]]:
+    """Each server's security groups as its view names them (its ports' groups, each once)."""
+    return await server_ports.server_groups(conn, server_ids)
 
 
 # --- addresses ------------------------------------------------------------------------------

@@ -46,6 +46,7 @@ def view(
     *,
     full: bool = True,
     server_groups: bool = False,
+    security_groups: dict[str, list[str]] | None = None,
 ) -> dict[str, Any]:
     """The server as Nova shows it at the request's microversion (`addresses` and `volumes`: by
     server id; `hosts`: by host name, from `compute_hosts.host_statuses`).
@@ -54,7 +55,8 @@ def view(
     view, before 2.75) leaves out the availability zone, config drive, key name, usage times,
     security groups, extended status, volumes, the admin's OS-EXT-SRV-ATTR attributes and the
     host status, and shows addresses without their type and MAC. `server_groups`: show and
-    update show the server's groups from 2.71 on; the list does not.
+    update show the server's groups from 2.71 on; the list does not. `security_groups`: by server
+    id, the names of its ports' security groups (shown only when it has some, as Nova).
 
     While the server's host is silent (its agent's heartbeat older than the down window) the
     power state shows NOSTATE, Nova's "unknown": what the host last reported may no longer hold.
@@ -67,6 +69,9 @@ def view(
     if full:
         host_state = (hosts or {}).get(row["host"]) if row["host"] else None
         server.update(_full_attributes(row, version, host_state, (volumes or {}).get(row["id"], [])))
+        groups = (security_groups or {}).get(row["id"])
+        if groups:
+            server["security_groups"] = [{"name": name} for name in groups]
         if me.is_admin:
             server.update(_admin_attributes(row, version))
         if version >= (2, 16) and me.is_admin and hosts is not None:
@@ -133,7 +138,6 @@ def _full_attributes(
         "key_name": row["key_name"],
         "OS-SRV-USG:launched_at": _micro_or_none(row["launched_at"]),
         "OS-SRV-USG:terminated_at": _micro_or_none(row["terminated_at"]),
-        "security_groups": [{"name": "default"}],
         "OS-EXT-STS:task_state": row["task_state"],
         "OS-EXT-STS:vm_state": row["vm_state"],
         "OS-EXT-STS:power_state": power_state,

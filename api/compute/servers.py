@@ -31,7 +31,9 @@ async def show(request: web.Request) -> web.Response:
         found = await server_networks.addresses(conn, [row["id"]])
         volumes = await server_attachments.attached_volumes(conn, [row["id"]])
         hosts = await compute_hosts.host_statuses(conn, [row["host"]])
-    return json_response({"server": view(request, row, found, volumes, hosts, server_groups=True)})
+        groups = await server_networks.security_group_names(conn, [row["id"]])
+    server = view(request, row, found, volumes, hosts, server_groups=True, security_groups=groups)
+    return json_response({"server": server})
 
 
 def _update_keys(version: Microversion) -> set[str]:
@@ -97,7 +99,8 @@ async def update(request: web.Request) -> web.Response:
         found = await server_networks.addresses(conn, [row["id"]])
         volumes = await server_attachments.attached_volumes(conn, [row["id"]]) if full else {}
         hosts = await compute_hosts.host_statuses(conn, [row["host"]])
-    server = view(request, row, found, volumes, hosts, full=full, server_groups=True)
+        groups = await server_networks.security_group_names(conn, [row["id"]]) if full else {}
+    server = view(request, row, found, volumes, hosts, full=full, server_groups=True, security_groups=groups)
     return json_response({"server": server})
 
 

@@ -10,6 +10,7 @@ shows nothing of the others' servers, ports or instance data:
     GET /internal/v1/config                                  shards, cloud id, owner tag, the token's hosts
     GET /internal/v1/hosts/{host}/servers                    {server id: vm_state} placed there
     GET /internal/v1/network/desired?host=…                  taps, subnets, addresses (one snapshot)
+    GET /internal/v1/network/firewall?host=…                 ports, rules, remote group members
     GET /internal/v1/network/servers/{id}/ports?host=…       a server's ports bound to those hosts
     GET /internal/v1/network/servers/{id}/bound?host=…       its ports' ids and networks (unplug)
     GET /internal/v1/metadata/instance?network=&ip=          the server owning that address
@@ -89,6 +90,16 @@ async def desired_network(request: web.Request) -> web.Response:
         conn.transaction(isolation="repeatable_read", readonly=True),
     ):
         return json_response(await queries.desired_network(conn, hosts))
+
+
+@host_only
+async def desired_firewall(request: web.Request) -> web.Response:
+    hosts = _asked_hosts(request, _hosts(request))
+    async with (
+        ctx(request).pool.acquire() as conn,
+        conn.transaction(isolation="repeatable_read", readonly=True),
+    ):
+        return json_response(await queries.desired_firewall(conn, hosts))
 
 
 async def _ports(request: web.Request, sql: str) -> web.Response:
@@ -172,6 +183,7 @@ def setup(app: web.Application) -> None:
     r.add_get(f"{PREFIX}/config", config)
     r.add_get(f"{PREFIX}/hosts/{{host}}/servers", placed_servers)
     r.add_get(f"{PREFIX}/network/desired", desired_network)
+    r.add_get(f"{PREFIX}/network/firewall", desired_firewall)
     r.add_get(f"{PREFIX}/network/servers/{{server_id}}/ports", server_ports)
     r.add_get(f"{PREFIX}/network/servers/{{server_id}}/bound", bound_ports)
     r.add_get(f"{PREFIX}/metadata/instance", metadata_instance)

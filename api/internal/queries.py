@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import json
 from collections.abc import Iterable
 from typing import Any
 
@@ -88,6 +89,44 @@ WHERE p.network_id = ANY($1::text[]) AND NOT (p.binding_host_id = ANY($2::text[]
 ORDER BY p.network_id, p.id
 """
 
+# The firewall of the hosts' ports (hostagent/network/firewall.py builds from these): the ports
+# with a tap there (as TAPS_SQL), each with its addresses, port security, address pairs and
+# groups (stateful unless its groups are stateless); the rules of those groups; and the members
+# (fixed IPs and address pairs) of every group those rules name as their remote group.
+FIREWALL_PORTS_SQL = """
+SELECT p.id AS port_id, p.network_id, p.mac_address::text AS mac,
+       ARRAY(SELECT host(a.ip_address) FROM ip_allocations a WHERE a.port_id = p.id
+             ORDER BY a.ip_address) AS ips,
+       p.port_security_enabled, p.allowed_address_pairs, p.security_group_ids AS security_groups,
+       coalesce((SELECT bool_and(g.stateful) FROM security_groups g
+                 WHERE g.id = ANY(p.security_group_ids)), true) AS stateful
+FROM ports p
+JOIN servers s ON s.id = p.device_id
+WHERE p.binding_host_id = ANY($1::text[]) AND s.host = p.binding_host_id
+  AND s.vm_state <> 'deleted' AND s.task_state IS DISTINCT FROM 'deleting'
+ORDER BY p.id
+"""
+
+FIREWALL_RULES_SQL = """
+SELECT id, security_group_id, direction, ethertype, protocol, port_range_min, port_range_max,
+       remote_ip_prefix::text AS remote_ip_prefix, remote_group_id
+FROM security_group_rules WHERE security_group_id = ANY($1::text[])
+ORDER BY security_group_id, id
+"""
+
+FIREWALL_MEMBERS_SQL = """
+SELECT m.group_id AS security_group_id, host(a.ip_address) AS ip
+FROM ports p CROSS JOIN LATERAL unnest(p.security_group_ids) AS m(group_id)
+JOIN ip_allocations a ON a.port_id = p.id
+WHERE p.security_group_ids && $1::text[] AND m.group_id = ANY($1::text[])
+UNION
+SELECT m.group_id, pair->>'ip_address'
+FROM ports p CROSS JOIN LATERAL unnest(p.security_group_ids) AS m(group_id)
+CROSS JOIN LATERAL jsonb_array_elements(p.allowed_address_pairs) AS pair
+WHERE p.security_group_ids && $1::text[] AND m.group_id = ANY($1::text[]) AND p.port_security_enabled
+ORDER BY 1, 2
+"""
+
 # The server that owns an address on a network, if it lives on one of the caller's hosts.
 INSTANCE_SQL = """
 SELECT s.id, s.display_name, s.hostname, s.project_id, s.availability_zone, s.launch_index,
@@ -148,6 +187,19 @@ def rows(records: Iterable[asyncpg.Record]) -> list[dict[str, Any]]:
 
 async def placed(conn: db.Connection, host: str) -> dict[str, str]:
     return {row["id"]: row["vm_state"] for row in await conn.fetch(PLACED_SQL, host)}
+
+
+async def desired_firewall(conn: db.Connection, hosts: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """The rows of a firewall pass, in one snapshot (the caller's repeatable-read transaction)."""
+    ports = rows(await conn.fetch(FIREWALL_PORTS_SQL, hosts))
+    groups = sorted({g for port in ports if port["port_security_enabled"] for g in port["security_groups"]})
+    rules = rows(await conn.fetch(FIREWALL_RULES_SQL, groups)) if groups else []
+    remotes = sorted({r["remote_group_id"] for r in rules if r["remote_group_id"]})
+    members = rows(await conn.fetch(FIREWALL_MEMBERS_SQL, remotes)) if remotes else []
+    for port in ports:
+        if isinstance(port["allowed_address_pairs"], str):
+            port["allowed_address_pairs"] = json.loads(port["allowed_address_pairs"])
+    return {"ports": ports, "rules": rules, "members": members}
 
 
 async def desired_network(conn: db.Connection, hosts: list[str]) -> dict[str, list[dict[str, Any]]]:

@@ -1,6 +1,7 @@
 """Networking v2.0 (Neutron's API) under /networking/v2.0: networks, subnets and ports with
-IPAM (`ipam.py`) and the networks' DHCP ports (`dhcp.py`), their tags, quotas, extensions and
-availability zones. Neutron's other resources (routers, floating IPs, security groups, …) do
+IPAM (`ipam.py`) and the networks' DHCP ports (`dhcp.py`), security groups and their rules
+(`security_groups.py`), tags, quotas, extensions and availability zones. Neutron's other
+resources (routers, floating IPs, …) do
 not exist in this cloud yet and answer as Neutron answers a resource it does not have: 404,
 so that clients' cleanup (which tolerates 404) works.
 
@@ -11,7 +12,7 @@ errors raised with a `kind` carry it, and the application's error middleware ren
 from aiohttp import web
 
 from api.errors import NotFound
-from api.network import agents, extensions, networks, ports, quotas, subnets, tags
+from api.network import agents, extensions, networks, ports, quotas, security_groups, subnets, tags
 
 
 async def unknown(request: web.Request) -> web.Response:
@@ -25,6 +26,7 @@ def setup(app: web.Application) -> None:
     networks.setup(app)
     subnets.setup(app)
     ports.setup(app)
+    security_groups.setup(app)
     tags.setup(app)
     agents.setup(app)
     app.router.add_route("*", "/networking/v2.0/{tail:.*}", unknown)

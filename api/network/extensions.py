@@ -1,7 +1,7 @@
 """/networking/v2.0/extensions and /availability_zones: what this Neutron API supports, by
 Neutron's extension aliases (clients check these before they use a feature), and its one zone.
 
-Only what is true is listed: no routers, security groups, QoS or subnet pools here.
+Only what is true is listed: no routers, QoS or subnet pools here.
 """
 
 from __future__ import annotations
@@ -29,6 +29,12 @@ EXTENSIONS = (
     ("binding", "Port Binding", "Expose port bindings of a virtual port to external application"),
     ("agent", "agent", "The agent management extension."),
     ("port-security", "Port Security", "Provides port security"),
+    ("security-group", "security-group", "The security groups extension."),
+    (
+        "stateful-security-group",
+        "Stateful security group",
+        "Indicates if the security group is stateful or not",
+    ),
     ("allowed-address-pairs", "Allowed Address Pairs", "Provides allowed address pairs"),
     ("external-net", "Neutron external network", "Adds external network attribute to network resource."),
     ("provider", "Provider Network", "Expose mapping of virtual networks to physical networks"),

@@ -27,12 +27,12 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from actors import outbox
+from actors import firewall, outbox
 from api import notifications
 from api.auth import AuthContext
 from api.context import caller, ctx, json_body, json_response
-from api.errors import Conflict, ServiceUnavailable
-from api.network import ipam, networks, policy, query
+from api.errors import BadRequest, Conflict, ServiceUnavailable
+from api.network import ipam, networks, policy, query, security_groups
 from api.network.attributes import (
     STANDARD_READ_ONLY,
     Attr,
@@ -62,6 +62,7 @@ from api.network.faults import (
 from api.network.quotas import enforce
 from api.times import iso_seconds
 from protocol import Envelope, Target
+from protocol import firewall as f
 from protocol import network as n
 from protocol.states import PortStatus
 
@@ -132,6 +133,15 @@ def _vnic_type(name: str, value: Any) -> str:
     return value
 
 
+def _group_ids(name: str, value: Any) -> list[str]:
+    """Security group ids (Neutron's convert_to_uuid_list_or_none); null is none."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise bad_attribute(name, f"'{value}' is not a list")
+    return list(dict.fromkeys(uuid_string(name, v) for v in value))
+
+
 def _profile(name: str, value: Any) -> dict[str, Any]:
     if value is None:
         return {}
@@ -158,7 +168,7 @@ ATTRS = {
     "tags": Attr(tags, put=False),
     "project_id": Attr(string(), put=False),
     "tenant_id": Attr(string(), put=False),
-    "security_groups": Attr(empty_list_only("Security groups")),
+    "security_groups": Attr(_group_ids),
     "extra_dhcp_opts": Attr(empty_list_only("Extra DHCP options")),
     **read_only(*STANDARD_READ_ONLY, "status", "binding:vif_type", "binding:vif_details", "dns_assignment"),
 }
@@ -290,13 +300,17 @@ async def create_port(
     binding_profile: dict[str, Any] | None = None,
     binding_vnic_type: str = "normal",
     tags: list[str] | None = None,
+    security_groups: list[str] | None = None,
+    shards: int | None = None,
 ) -> asyncpg.Record:
     """Create a port on `network` (from `visible_network`) for `project_id`, in the caller's
     transaction: Neutron's policy checks for `me`, the port quota (atomically), the MAC and the
     fixed IPs (`fixed_ips` as in the API: {subnet_id}, {ip_address} or both; None: Neutron's
     default). Returns the ports row. Raises what the API answers: NetworkNotFound,
     OverQuota, IpAddressGenerationFailure, IpAddressAlreadyAllocated, InvalidIpForSubnet,
-    MacAddressInUse, PolicyNotAuthorized, BadRequest."""
+    MacAddressInUse, PolicyNotAuthorized, BadRequest, SecurityGroupNotFound. `security_groups`:
+    the port's group ids (None: the project's default group when port security is on, Neutron's
+    default); `shards` given: its groups' members changed, their hosts are nudged."""
     policy.require_writer(me, "create_port")
     if project_id != me.project_id and not me.is_admin:
         raise bad_request(
@@ -325,6 +339,7 @@ async def create_port(
         )
         if allowed_address_pairs and not security:
             raise _pairs_need_security()
+        groups = await _groups_for_new_port(conn, me, project_id, device_owner, security, security_groups)
         await enforce(conn, project_id, "port")
         row = await insert_row(
             conn,
@@ -344,7 +359,10 @@ async def create_port(
             binding_profile=binding_profile or {},
             binding_vnic_type=binding_vnic_type,
             tags=tags or [],
+            security_group_ids=groups,
         )
+        if shards is not None:
+            await firewall.arm(conn, groups, shards)
         await ipam.allocate_for_port(conn, network["id"], row["id"], str(row["mac_address"]), fixed_ips)
         addresses = (await ipam.addresses(conn, [row["id"]]))[row["id"]]
         request = {
@@ -357,6 +375,41 @@ async def create_port(
         }
         await notifications.neutron(conn, "create", "port", view(row, addresses, me), request)
     return row
+
+
+async def _groups_for_new_port(
+    conn: Any,
+    me: AuthContext,
+    project_id: str,
+    device_owner: str,
+    security: bool,
+    asked: list[str] | None,
+) -> list[str]:
+    """A new port's security groups: those asked for (the project's, locked against a delete),
+    or the project's default group when port security is on (not for the network's own
+    service ports, as Neutron)."""
+    if asked:
+        if not security:
+            raise _security_needed_for_groups()
+        return await security_groups.for_port(conn, me, project_id, asked)
+    if asked is None and security and not device_owner.startswith("network:"):
+        return [await security_groups.ensure_default(conn, project_id)]
+    return []
+
+
+def _security_needed_for_groups() -> BadRequest:
+    return BadRequest(
+        "Port security must be enabled and port must have an IP address in order to use security groups.",
+        kind="PortSecurityAndIPRequiredForSecurityGroups",
+    )
+
+
+def _groups_need_no_security() -> Conflict:
+    return Conflict(
+        "Port has security group associated. Cannot disable port security or ip address until security "
+        "group is removed",
+        kind="PortSecurityPortHasSecurityGroup",
+    )
 
 
 def _network_owner_only(owner: bool, asked: bool, attribute: str) -> None:
@@ -410,7 +463,7 @@ def view(
             for p in row["allowed_address_pairs"]
         ],
         "extra_dhcp_opts": [],
-        "security_groups": [],
+        "security_groups": list(row["security_group_ids"]),
         "port_security_enabled": row["port_security_enabled"],
         "dns_name": row["dns_name"],
         "dns_assignment": [
@@ -471,7 +524,9 @@ def _prepare(me: AuthContext, body: dict[str, Any]) -> tuple[str, dict[str, Any]
     return policy.project_for(me, values), values
 
 
-async def _insert(conn: Any, me: AuthContext, project_id: str, values: dict[str, Any]) -> dict[str, Any]:
+async def _insert(
+    conn: Any, me: AuthContext, project_id: str, values: dict[str, Any], ctx_shards: int
+) -> dict[str, Any]:
     """Create one prepared port in the caller's transaction; its view."""
     network = await visible_network(conn, me, values["network_id"])
     row = await create_port(
@@ -493,6 +548,8 @@ async def _insert(conn: Any, me: AuthContext, project_id: str, values: dict[str,
         binding_profile=values.get("binding:profile"),
         binding_vnic_type=values.get("binding:vnic_type", "normal"),
         tags=values.get("tags"),
+        security_groups=values.get("security_groups"),
+        shards=ctx_shards,
     )
     addresses = (await ipam.addresses(conn, [row["id"]]))[row["id"]]
     return view(row, addresses, me)
@@ -504,8 +561,11 @@ async def create(request: web.Request) -> web.Response:
     policy.require_writer(me, "create_port")
     bodies, bulk = create_bodies(await json_body(request), "port")
     prepared = [_prepare(me, body) for body in bodies]
-    async with ctx(request).pool.acquire() as conn, conn.transaction():
-        created = [await _insert(conn, me, project_id, values) for project_id, values in prepared]
+    context = ctx(request)
+    async with context.pool.acquire() as conn, conn.transaction():
+        created = [
+            await _insert(conn, me, project_id, values, context.shards) for project_id, values in prepared
+        ]
     return json_response({"ports": created} if bulk else {"port": created[0]}, status=201)
 
 
@@ -528,6 +588,52 @@ async def show(request: web.Request) -> web.Response:
         row = await find(conn, me, request.match_info["port_id"])
         addresses = (await ipam.addresses(conn, [row["id"]]))[row["id"]]
     return json_response({"port": query.select_fields(view(row, addresses, me), request.query)})
+
+
+# What the firewall of a port is made of: a change of any of them reaches its host (and, for
+# its addresses and groups, the hosts that filter by its groups' members).
+_FILTERING = frozenset(
+    {"security_groups", "port_security_enabled", "fixed_ips", "allowed_address_pairs", "mac_address"}
+)
+
+
+async def _firewall_changed(conn: Any, shards: int, row: asyncpg.Record, groups: set[str]) -> None:
+    """In the update's transaction: nudge the port's own host (when bound) and arm the fan-out
+    of every group it was or is in."""
+    if row["binding_host_id"]:
+        nudge = f.RefreshFirewall(security_group_id="")
+        await outbox.send(conn, [Envelope.new(Target("agent", row["binding_host_id"]), nudge)], shards)
+    await firewall.arm(conn, groups, shards)
+
+
+async def _updated_groups(
+    conn: Any, me: AuthContext, row: asyncpg.Record, values: dict[str, Any], security: bool
+) -> list[str]:
+    """The port's groups after the update (those asked for, locked; or its own), refused when
+    the port's security is, or is being, turned off while it has groups (Neutron's rules)."""
+    groups = list(row["security_group_ids"])
+    if "security_groups" in values:
+        groups = await security_groups.for_port(conn, me, row["project_id"], values["security_groups"])
+    if not security and groups:
+        if values.get("port_security_enabled") is False:
+            raise _groups_need_no_security()
+        raise _security_needed_for_groups()
+    return groups
+
+
+async def set_security_groups(conn: Any, row: asyncpg.Record, groups: list[str], shards: int) -> None:
+    """Replace a port's groups (Nova's add/remove of a server's group), in the caller's
+    transaction, with what an update of `security_groups` does: its revision, the firewall."""
+    await conn.fetch(
+        "SELECT id FROM security_groups WHERE id = ANY($1::text[]) ORDER BY id FOR KEY SHARE", groups
+    )
+    await conn.execute(
+        "UPDATE ports SET security_group_ids = $2, version = version + 1, "
+        "revision_number = revision_number + 1, updated_at = now() WHERE id = $1",
+        row["id"],
+        groups,
+    )
+    await _firewall_changed(conn, shards, row, set(groups) | set(row["security_group_ids"]))
 
 
 def _check_update(me: AuthContext, row: asyncpg.Record, values: dict[str, Any]) -> None:
@@ -565,13 +671,17 @@ async def update(request: web.Request) -> web.Response:
     context = ctx(request)
     async with context.pool.acquire() as conn, conn.transaction():
         row = await find(conn, me, port_id, lock="FOR UPDATE")
+        old_groups = list(row["security_group_ids"])
         if row["network_project_id"] != me.project_id:
             policy.require_owner(me, row["project_id"], "update_port")
         _check_update(me, row, values)
         security = values.get("port_security_enabled", row["port_security_enabled"])
         if not security and values.get("allowed_address_pairs", row["allowed_address_pairs"]):
             raise _pairs_need_security()
+        groups = await _updated_groups(conn, me, row, values, security)
         changes = {_COLUMNS[name]: value for name, value in values.items() if name in _COLUMNS}
+        if "security_groups" in values:
+            changes["security_group_ids"] = groups
         if changes or "fixed_ips" in values:
             if changes:
                 assignments = ", ".join(f"{column} = ${i}" for i, column in enumerate(changes, start=2))
@@ -608,6 +718,8 @@ async def update(request: web.Request) -> web.Response:
                 ],
                 context.shards,
             )
+        if _FILTERING.intersection(values):
+            await _firewall_changed(conn, context.shards, row, set(groups) | set(old_groups))
         addresses = (await ipam.addresses(conn, [port_id]))[port_id]
         await notifications.neutron(
             conn,
@@ -623,7 +735,8 @@ async def delete(request: web.Request) -> web.Response:
     me = caller(request)
     policy.require_writer(me, "delete_port")
     port_id = request.match_info["port_id"]
-    async with ctx(request).pool.acquire() as conn, conn.transaction():
+    context = ctx(request)
+    async with context.pool.acquire() as conn, conn.transaction():
         row = await find(conn, me, port_id, lock="FOR UPDATE")
         if row["network_project_id"] != me.project_id:
             policy.require_owner(me, row["project_id"], "delete_port")
@@ -635,6 +748,7 @@ async def delete(request: web.Request) -> web.Response:
             )
         addresses = (await ipam.addresses(conn, [port_id]))[port_id]
         await conn.execute("DELETE FROM ports WHERE id = $1", port_id)  # its ip_allocations cascade
+        await firewall.arm(conn, row["security_group_ids"], context.shards)
         await notifications.neutron(conn, "delete", "port", view(row, addresses, me))
     return web.Response(status=204)
 

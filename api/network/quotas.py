@@ -5,7 +5,7 @@ defaults), /quotas/{project_id}/details (limit, used, reserved) and /quotas/{pro
 Members read their own project's quotas, admins any project's. Like Neutron, an unknown project is
 not an error: it has the default quotas. Networks, subnets and ports are counted from their rows
 (a network's DHCP port counts for the network's project, as in Neutron, but is never refused for
-quota); routers and the rest do not exist in this cloud and are 0.
+quota), security groups and their rules; routers and the rest do not exist in this cloud and are 0.
 
 `enforce` is the check every create runs in its own transaction, under the quota lock of
 (project, resource), so concurrent creates are counted one after the other.
@@ -32,7 +32,14 @@ def _may_read(me: AuthContext, project_id: str) -> None:
         raise Forbidden("rule:get_quota is disallowed by policy")
 
 
-_COUNTED = {"network": "networks", "subnet": "subnets", "port": "ports"}  # quota resource -> its table
+# quota resource -> its table
+_COUNTED = {
+    "network": "networks",
+    "subnet": "subnets",
+    "port": "ports",
+    "security_group": "security_groups",
+    "security_group_rule": "security_group_rules",
+}
 
 
 async def network_usage(conn: Any, project_id: str) -> dict[str, int]:
@@ -40,7 +47,9 @@ async def network_usage(conn: Any, project_id: str) -> dict[str, int]:
     row = await conn.fetchrow(
         "SELECT (SELECT count(*) FROM networks WHERE project_id = $1) AS network, "
         "(SELECT count(*) FROM subnets WHERE project_id = $1) AS subnet, "
-        "(SELECT count(*) FROM ports WHERE project_id = $1) AS port",
+        "(SELECT count(*) FROM ports WHERE project_id = $1) AS port, "
+        "(SELECT count(*) FROM security_groups WHERE project_id = $1) AS security_group, "
+        "(SELECT count(*) FROM security_group_rules WHERE project_id = $1) AS security_group_rule",
         project_id,
     )
     return {**dict.fromkeys(NETWORK, 0), **{resource: int(row[resource]) for resource in _COUNTED}}

@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 
 from api.auth import AuthContext
-from api.network import ports
+from api.network import ports, security_groups
 
 
 async def usable_networks(conn: Any, project_id: str | None) -> list[asyncpg.Record]:
@@ -42,10 +42,15 @@ async def create_port(
     device_id: str,
     device_owner: str,
     fixed_ips: list[dict[str, Any]] | None,
+    security_groups: list[str] | None,
+    shards: int,
 ) -> asyncpg.Record:
     """A new port on `network` (from `visible_network`) for the server `device_id`, as Neutron
-    creates one (api/network/ports.py's create_port: its policy, quota and IP allocation, and its
-    errors)."""
+    creates one (api/network/ports.py's create_port: its policy, quota and IP allocation, its
+    security groups (None: the project's default group) and its errors). On a network without
+    port security a port gets no groups; asking for some there is SecurityGroupCannotBeApplied."""
+    if security_groups and not network["port_security_enabled"]:
+        raise GroupsNeedPortSecurity(network["id"])
     return await ports.create_port(
         conn,
         me,
@@ -54,7 +59,91 @@ async def create_port(
         device_id=device_id,
         device_owner=device_owner,
         fixed_ips=fixed_ips,
+        security_groups=security_groups,
+        shards=shards,
     )
+
+
+class GroupsNeedPortSecurity(Exception):
+    """Security groups asked for a port on a network without port security."""
+
+    def __init__(self, network_id: str) -> None:
+        super().__init__(network_id)
+        self.network_id = network_id
+
+
+class GroupNotFound(Exception):
+    """No group of the project has this name or id."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+# --- security groups as servers use them (Nova's names) ---------------------------------------------
+
+
+async def group_ids(conn: Any, project_id: str, names: list[str]) -> list[str]:
+    """The ids of the project's groups of these names (or ids); GroupNotFound for the first
+    name none has, api.errors.Conflict (NoUniqueMatch) for one two groups share."""
+    found = await security_groups.by_names(conn, project_id, names)
+    for name in names:
+        if name not in found:
+            raise GroupNotFound(name)
+    return list(dict.fromkeys(found[name] for name in names))
+
+
+async def server_groups(conn: Any, server_ids: list[str]) -> dict[str, list[str]]:
+    """The names of the security groups of each server's ports (each name once, by name)."""
+    if not server_ids:
+        return {}
+    rows = await conn.fetch(
+        "SELECT DISTINCT p.device_id, g.name FROM ports p "
+        "JOIN security_groups g ON g.id = ANY(p.security_group_ids) "
+        "WHERE p.device_id = ANY($1::text[]) AND p.device_owner LIKE 'compute:%' "
+        "ORDER BY p.device_id, g.name",
+        server_ids,
+    )
+    result: dict[str, list[str]] = {sid: [] for sid in server_ids}
+    for row in rows:
+        result[row["device_id"]].append(row["name"])
+    return result
+
+
+async def server_group_rows(conn: Any, server_id: str) -> list[asyncpg.Record]:
+    """The security groups of a server's ports (Nova's os-security-groups of a server), whole rows."""
+    return await conn.fetch(
+        "SELECT DISTINCT g.* FROM ports p JOIN security_groups g ON g.id = ANY(p.security_group_ids) "
+        "WHERE p.device_id = $1 AND p.device_owner LIKE 'compute:%' ORDER BY g.name, g.id",
+        server_id,
+    )
+
+
+async def change_server_group(
+    conn: Any, server_id: str, group_id: str, *, add: bool, shards: int
+) -> tuple[int, int]:
+    """Add the group to (or remove it from) every port of the server, as Nova's add_to_instance
+    and remove_from_instance do, in the caller's transaction; (ports, ports changed). A port
+    without port security cannot take a group (GroupsNeedPortSecurity)."""
+    rows = await conn.fetch(
+        "SELECT * FROM ports WHERE device_id = $1 AND device_owner LIKE 'compute:%' ORDER BY created_at, id "
+        "FOR UPDATE",
+        server_id,
+    )
+    changed = 0
+    for row in rows:
+        groups = list(row["security_group_ids"])
+        if add and group_id not in groups:
+            if not row["port_security_enabled"]:
+                raise GroupsNeedPortSecurity(row["network_id"])
+            groups.append(group_id)
+        elif not add and group_id in groups:
+            groups.remove(group_id)
+        else:
+            continue
+        await ports.set_security_groups(conn, row, groups, shards)
+        changed += 1
+    return len(rows), changed
 
 
 async def visible_port(conn: Any, me: AuthContext, port_id: str) -> asyncpg.Record | None:

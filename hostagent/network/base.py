@@ -87,6 +87,11 @@ class Networking(abc.ABC):
     async def converge(self) -> dict[str, int]:
         """One full level-triggered pass; counts of what was created, updated and removed."""
 
+    @abc.abstractmethod
+    def refresh_firewall(self) -> None:
+        """Ask for a firewall pass soon (a security group of this host's ports changed); returns
+        at once, and requests made while a pass runs share the next one."""
+
     async def __aenter__(self) -> Self:
         await self.start()
         return self
@@ -114,3 +119,6 @@ class NullNetworking(Networking):
 
     async def converge(self) -> dict[str, int]:
         return {}
+
+    def refresh_firewall(self) -> None:
+        pass

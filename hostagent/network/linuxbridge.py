@@ -16,6 +16,13 @@ so a caller that gives up (cancelled) never leaves a pass half-done.
 One network's failure (a name taken by a link that is not ours, dnsmasq refusing to start) is
 that network's error, reported to `plug` for its servers; the others converge.
 
+The firewall (security groups, `firewall.py` and `nftables.py`) is applied at the start of every
+pass, before any tap is made or kept, from its own snapshot of the internal API: a port is never
+on a bridge without its filter, and a pass whose firewall cannot be applied fails (fail closed).
+Between passes, `refresh_firewall` (the `agent.refresh_firewall` nudge of the `security_group`
+service) runs a firewall-only pass at once; passes of both kinds apply under one lock and read
+inside it, so a later one never applies an older snapshot.
+
 `unplug` must remove a server's taps at once, even while the database still wants them (a
 spawn that failed; the server actor catches up a moment later): the server is left out of
 the desired state for UNPLUG_GRACE seconds, unless it is plugged again.
@@ -44,8 +51,10 @@ from pyroute2.netlink.exceptions import NetlinkError
 from hostagent.control import Control, ControlUnavailable
 from hostagent.network import desired as want
 from hostagent.network import dnsmasq, kernel
+from hostagent.network import firewall as fw
 from hostagent.network.base import Networking, NetworkingError, NetworkSettings, Vif
 from hostagent.network.metadata import MetadataService
+from hostagent.network.nftables import HostFirewall
 
 log = structlog.get_logger("hostagent.network")
 
@@ -111,6 +120,12 @@ class HostNetworking(Networking):
         self._current: asyncio.Task[tuple[int, _Pass]] | None = None
         self._periodic_task: asyncio.Task[None] | None = None
         self._running = False
+        self._firewall = HostFirewall(settings.owner)
+        self._firewall_lock = asyncio.Lock()
+        self._firewall_wanted = asyncio.Event()
+        self._firewall_task: asyncio.Task[None] | None = None
+        self._firewall_problems: frozenset[str] = frozenset()
+        self._firewall_present: bool | None = None  # whether our tables are there (None: not known)
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -129,6 +144,7 @@ class HostNetworking(Networking):
             "host networking started", owner=self.settings.owner, dnsmasq_user=self._dnsmasq_user[0], **counts
         )
         self._periodic_task = asyncio.create_task(self._periodic(), name="network converge loop")
+        self._firewall_task = asyncio.create_task(self._firewall_loop(), name="firewall refresh loop")
 
     def _prepare(self) -> tuple[str, str]:
         self.settings.state_dir.mkdir(parents=True, exist_ok=True)
@@ -137,17 +153,20 @@ class HostNetworking(Networking):
     async def stop(self) -> None:
         """Stop converging and serving metadata; with `remove_on_stop`, remove all that is ours."""
         self._running = False
-        if self._periodic_task is not None:
-            self._periodic_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._periodic_task
-            self._periodic_task = None
+        for task in (self._periodic_task, self._firewall_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._periodic_task = self._firewall_task = None
         if self._current is not None:
             await asyncio.wait([self._current])  # a pass in flight finishes; its outcome was theirs
         await self._metadata.close()
         if self.settings.remove_on_stop:
             result = _Pass(collections.Counter(), {}, set())
             await self._remove_undesired(want.Desired(networks={}, problems=frozenset()), result)
+            if await asyncio.to_thread(self._firewall.remove):
+                result.counts["firewall_removed"] += 1
             if result.counts:
                 log.info("host networking removed", **result.counts)
 
@@ -226,6 +245,47 @@ class HostNetworking(Networking):
                 if (link := kernel.find(ipr, name)) is not None and link.alias == self.settings.owner
             }
 
+    # --- the firewall ---------------------------------------------------------------------------
+
+    def refresh_firewall(self) -> None:
+        self._firewall_wanted.set()
+
+    async def _firewall_loop(self) -> None:
+        """Firewall passes on request (a security group changed): one at a time, requests that
+        arrive during one sharing the next."""
+        while True:
+            await self._firewall_wanted.wait()
+            self._firewall_wanted.clear()
+            try:
+                counts = await self._apply_firewall()
+            except _FAILURES as exc:
+                log.warning("firewall pass failed", reason=_reason(exc))
+                continue
+            except Exception:  # a bug in one pass must not end the loop: logged, next request
+                log.exception("firewall pass failed unexpectedly")
+                continue
+            if counts:
+                log.info("firewall converged", **counts)
+
+    async def _apply_firewall(self) -> dict[str, int]:
+        """Read the desired firewall of this kernel's ports and make the kernel's match it. The
+        read happens under the lock, so a later pass never applies an older snapshot."""
+        async with self._firewall_lock:
+            rows = await self.control.desired_firewall(sorted(self.settings.hosts))
+            spec = fw.build(rows)
+            for problem in sorted(spec.problems - self._firewall_problems):
+                log.warning("left out of the host's firewall", problem=problem)
+            self._firewall_problems = spec.problems
+            if not spec.ports and not spec.blocked:
+                # No port to filter: no table kept (as no bridge is kept for no tap).
+                if self._firewall_present is False:
+                    return {}
+                removed = await asyncio.to_thread(self._firewall.remove)
+                self._firewall_present = False
+                return {"firewall_removed": 1} if removed else {}
+            self._firewall_present = True
+            return await asyncio.to_thread(self._firewall.apply, spec)
+
     # --- passes -------------------------------------------------------------------------------
 
     async def _request(self, scope: Scope | None) -> _Pass:
@@ -265,6 +325,9 @@ class HostNetworking(Networking):
             log.warning("left out of the host's networking", problem=problem)
         self._problems = desired.problems
         result = _Pass(collections.Counter(), {}, set())
+        # Every port's filter is in place before its tap is: a port is never on a bridge unfiltered
+        # (a failure here fails the pass, and the plug with it).
+        result.counts.update(await self._apply_firewall())
         for net in desired.networks.values():
             if scope is not None and net.id not in scope.networks:
                 continue

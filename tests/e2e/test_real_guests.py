@@ -334,3 +334,80 @@ def test_two_guests_on_one_network_each_read_their_own_metadata(
     finally:
         for server_id in ids:
             cloud.openstack("server", "delete", "--wait", server_id, fmt=None, timeout=BOOT_TIMEOUT)
+
+
+def http_get(namespace: str, ip: str, port: int) -> str | None:
+    """The body an HTTP GET of ip:port answers from inside `namespace`, or None when no
+    connection is made within 3 s (a dropped SYN)."""
+    probe = (
+        "import socket, sys\n"
+        "try:\n"
+        f"    s = socket.create_connection(({ip!r}, {port}), timeout=3)\n"
+        "except OSError:\n"
+        "    sys.exit(3)\n"
+        "s.sendall(b'GET / HTTP/1.0\\r\\n\\r\\n')\n"
+        "data = b''\n"
+        "while chunk := s.recv(4096):\n"
+        "    data += chunk\n"
+        "print(data.decode(errors='replace').split('\\r\\n\\r\\n', 1)[-1].strip())\n"
+    )
+    done = subprocess.run(
+        ["ip", "netns", "exec", namespace, sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def wait_reachable(namespace: str, ip: str, port: int, want: bool, timeout: float = 30.0) -> str | None:
+    deadline = time.monotonic() + timeout
+    while True:
+        body = http_get(namespace, ip, port)
+        if (body is not None) == want:
+            return body
+        assert time.monotonic() < deadline, (
+            f"{ip}:{port} from {namespace}: never {'reachable' if want else 'dropped'}"
+        )
+        time.sleep(0.5)
+
+
+def test_a_guest_is_reachable_only_as_its_security_groups_allow(
+    qemu_cloud: Cloud, test_image: str, keypair: tuple[str, str], network: dict[str, Any]
+) -> None:
+    """The guest's TCP service, seen from the network's DHCP namespace (on the same network but
+    in no group): dropped until a rule allows the port, dropped again once the rule is gone; a
+    server booted with no group is in `default`, which admits only its own members."""
+    cloud = qemu_cloud
+    group = cloud.openstack("security", "group", "create", f"e2e-sg-{uuid.uuid4().hex[:6]}")
+    ids = []
+    try:
+        for name, groups in (("e2e-web", ["--security-group", group["id"]]), ("e2e-plain", [])):
+            ids.append(
+                cloud.openstack(
+                    "server", "create", "--image", "actorstack-test", "--flavor", "m1.micro", "--network",
+                    network["id"], *groups, "--wait", name, timeout=BOOT_TIMEOUT,
+                )["id"]
+            )  # fmt: skip
+        web, plain = (cloud.openstack("server", "show", server_id) for server_id in ids)
+        assert web["security_groups"] == [{"name": group["name"]}], web["security_groups"]
+        assert plain["security_groups"] == [{"name": "default"}], plain["security_groups"]
+        namespace = f"qdhcp-{network['id']}"
+        for server in (web, plain):
+            wait_for_line(cloud, server["id"], "listening tcp 8080")
+        web_ip, plain_ip = fixed_ip(web, network["name"]), fixed_ip(plain, network["name"])
+        # Nothing admits the namespace yet: both guests' port 8080 drop its SYN.
+        assert http_get(namespace, web_ip, 8080) is None
+        assert http_get(namespace, plain_ip, 8080) is None
+        rule = cloud.openstack(
+            "security", "group", "rule", "create", group["id"], "--protocol", "tcp", "--dst-port", "8080"
+        )
+        answer = wait_reachable(namespace, web_ip, 8080, True)
+        assert answer is not None and answer.split(".")[0] == "e2e-web", answer
+        assert http_get(namespace, plain_ip, 8080) is None  # the rule is not the default group's
+        cloud.openstack("security", "group", "rule", "delete", rule["id"], fmt=None)
+        wait_reachable(namespace, web_ip, 8080, False)
+    finally:
+        for server_id in ids:
+            cloud.openstack("server", "delete", "--wait", server_id, fmt=None, timeout=BOOT_TIMEOUT)
+        cloud.openstack("security", "group", "delete", group["id"], fmt=None)

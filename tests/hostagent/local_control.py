@@ -55,6 +55,10 @@ class LocalControl(Control):
         async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
             return await queries.desired_network(conn, hosts)
 
+    async def desired_firewall(self, hosts: list[str]) -> dict[str, list[Row]]:
+        async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            return await queries.desired_firewall(conn, hosts)
+
     async def server_ports(self, server_id: str, hosts: list[str]) -> list[Row]:
         return queries.rows(await self.pool.fetch(queries.PORTS_OF_SERVER_SQL, server_id, hosts))
 

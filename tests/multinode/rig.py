@@ -234,7 +234,25 @@ class Rig:
         self.guests.append(guest)
         return guest
 
-    def _make_guest(self, guest: Guest, bridge: str, mtu: int) -> None:
+    async def add_tap_guest(
+        self, host: RigHost, tap: str, mac: str, ip: str, prefixlen: int, mtu: int
+    ) -> Guest:
+        """A namespace as a guest behind the tap its host's agent made for the port, as QEMU
+        would use it: a wire (`TapWire`) copies frames between the tap's file descriptor and a
+        veth into the guest's namespace, so what the guest sends enters the bridge through the
+        tap, where the host's firewall filters it by the tap's name."""
+        guest = Guest(f"{RUN_PREFIX}-g{len(self.guests) + 1}", host, mac, ip, prefixlen)
+        self._stack.push_async_callback(asyncio.to_thread, self._remove_namespace, guest.namespace)
+        outer = await asyncio.to_thread(self._make_guest, guest, None, mtu)
+        wire = TapWire(host.namespace, tap, outer)
+        self._stack.callback(wire.close)
+        await asyncio.to_thread(wire.start)
+        self.guests.append(guest)
+        return guest
+
+    def _make_guest(self, guest: Guest, bridge: str | None, mtu: int) -> str:
+        """The guest's namespace and veth; the outer end on `bridge`, or (None) alone and up in
+        the host's namespace. Its name."""
         netns.create(guest.namespace)
         n = len(self.guests) + 1
         outer, inner = f"ar{self.id}o{n}", f"ar{self.id}i{n}"
@@ -244,14 +262,18 @@ class Rig:
             ipr.link("set", index=ipr.link_lookup(ifname=inner)[0], net_ns_fd=guest.namespace)
         with NetNS(guest.host.namespace) as ns:
             index = ns.link_lookup(ifname=outer)[0]
-            master = ns.link_lookup(ifname=bridge)[0]
-            ns.link("set", index=index, master=master, mtu=mtu, state="up")
+            if bridge is None:
+                ns.link("set", index=index, mtu=mtu, state="up")
+            else:
+                master = ns.link_lookup(ifname=bridge)[0]
+                ns.link("set", index=index, master=master, mtu=mtu, state="up")
         with NetNS(guest.namespace) as ns:
             ns.link("set", index=ns.link_lookup(ifname="lo")[0], state="up")
             index = ns.link_lookup(ifname=inner)[0]
             ns.link("set", index=index, address=guest.mac, mtu=mtu)
             ns.addr("add", index=index, address=guest.ip, prefixlen=guest.prefixlen)
             ns.link("set", index=index, state="up")
+        return outer
 
     async def ping(self, guest: Guest, ip: str, count: int = 3) -> bool:
         """Bounded: `count` echo requests, 2 s each at most (busybox's ping: tools/setup installs
@@ -300,6 +322,67 @@ class Rig:
 
 
 T = TypeVar("T")
+
+_TUNSETIFF = 0x400454CA
+_IFF_TAP, _IFF_NO_PI = 0x0002, 0x1000
+_ETH_P_ALL = 0x0003
+_PACKET_OUTGOING = 4
+
+
+class TapWire:
+    """QEMU's side of a tap, for a namespace guest: a thread in the host's namespace holds the
+    tap's file descriptor and copies every frame between it and a packet socket on a veth end
+    whose peer is the guest's NIC. Bounded: it stops when closed (at the rig's end)."""
+
+    def __init__(self, namespace: str, tap: str, veth: str) -> None:
+        self.namespace, self.tap, self.veth = namespace, tap, veth
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=f"tap wire {tap}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        self._ready.wait(10)
+        if self._error is not None:
+            raise self._error
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        import fcntl
+        import select
+        import socket
+        import struct
+
+        try:
+            netns.setns(self.namespace)  # this thread only
+            tap = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK)
+            fcntl.ioctl(tap, _TUNSETIFF, struct.pack("16sH", self.tap.encode(), _IFF_TAP | _IFF_NO_PI))
+            wire = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(_ETH_P_ALL))
+            wire.bind((self.veth, 0))
+            wire.setblocking(False)
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        try:
+            while not self._stop.is_set():
+                readable, _, _ = select.select([tap, wire], [], [], 0.2)
+                if tap in readable:
+                    with contextlib.suppress(BlockingIOError, OSError):
+                        wire.send(os.read(tap, 65536))
+                if wire in readable:
+                    with contextlib.suppress(BlockingIOError, OSError):
+                        frame, address = wire.recvfrom(65536)
+                        if address[2] != _PACKET_OUTGOING:
+                            os.write(tap, frame)
+        finally:
+            wire.close()
+            os.close(tap)
 
 
 class _LoopThread:

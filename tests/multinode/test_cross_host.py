@@ -219,3 +219,86 @@ def _diagnose(a: Guest, b: Guest) -> str:
         done = _ns_run(ns, *argv)
         out.append(f"--- {ns}: {' '.join(argv)}\n{done.stdout}{done.stderr}")
     return "\n".join(out)
+
+
+async def test_a_remote_group_with_members_on_two_hosts(rig_cloud: tuple[Cloud, Rig]) -> None:
+    """`db` admits ICMP from the members of `clients`, who sit on two other hosts: they reach it
+    and an outsider does not; a port joining or leaving `clients` changes that on the third
+    host by a message (within seconds, well before its periodic pass), and so does a rule."""
+    cloud, rig = rig_cloud
+    image_file = rig.workdir / "tiny.raw"
+    image_file.write_bytes(b"\0" * 1024 * 1024)
+    image = cloud.openstack(
+        "image", "create", "--file", str(image_file), "--disk-format", "raw", "--container-format", "bare",
+        "sg-img",
+    )  # fmt: skip
+    net = cloud.openstack("network", "create", "sg-net")
+    cloud.openstack("subnet", "create", "--network", net["id"], "--subnet-range", "10.78.0.0/24", "sg-sub")
+    clients = cloud.openstack("security", "group", "create", "clients")
+    db = cloud.openstack("security", "group", "create", "db")
+    others = cloud.openstack("security", "group", "create", "others")
+    cloud.openstack(
+        "security", "group", "rule", "create", db["id"], "--protocol", "icmp", "--remote-group", clients["id"]
+    )
+    spread = cloud.openstack("server", "group", "create", "--policy", "anti-affinity", "sg-spread")
+    names = {"sg-c1": clients, "sg-c2": clients, "sg-db": db}
+    for name, group in names.items():
+        cloud.openstack(
+            "server", "create", "--image", image["id"], "--flavor", "m1.tiny", "--network", net["id"],
+            "--security-group", group["id"], "--hint", f"group={spread['id']}", "--wait", name, timeout=180,
+        )  # fmt: skip
+    cloud.openstack(
+        "server", "create", "--image", image["id"], "--flavor", "m1.tiny", "--network", net["id"],
+        "--security-group", others["id"], "--wait", "sg-out", timeout=180,
+    )  # fmt: skip
+    listed = {
+        s["Name"]: s for s in cloud.openstack("server", "list", "--long") if s["Name"].startswith("sg-")
+    }
+    assert len({listed[n]["Host"] for n in names}) == 3, "anti-affinity puts each on a host of its own"
+
+    guests: dict[str, Guest] = {}
+    ports: dict[str, str] = {}
+    for name, server in sorted(listed.items()):
+        port = cloud.openstack("port", "list", "--server", server["ID"])[0]
+        ports[name] = port["ID"]
+        host = rig.host(server["Host"])
+        tap = "tap" + port["ID"][:11]
+        await until(
+            lambda h=host, t=tap: t in _ns_run(h.namespace, "ip", "-o", "link").stdout, f"{tap} of {name}"
+        )
+        ip = port["Fixed IP Addresses"][0]["ip_address"]
+        guests[name] = await rig.add_tap_guest(host, tap, port["MAC Address"], ip, 24, net["mtu"])
+    target = guests["sg-db"].ip
+
+    async def reaches(name: str, want: bool, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while await rig.ping(guests[name], target, count=1) != want:
+            assert time.monotonic() < deadline, (
+                f"{name} {'never reached' if want else 'still reaches'} {target}"
+            )
+        return None
+
+    await reaches("sg-c1", True)
+    await reaches("sg-c2", True)
+    assert not await rig.ping(guests["sg-out"], target, count=2)
+    # db does not reach the clients: their groups admit nothing in (replies to their pings do).
+    assert not await rig.ping(guests["sg-db"], guests["sg-c1"].ip, count=1)
+
+    # The outsider joins `clients`: db's host learns its address by a message.
+    started = time.monotonic()
+    cloud.openstack("port", "set", "--security-group", clients["id"], ports["sg-out"], fmt=None)
+    await reaches("sg-out", True)
+    joined = time.monotonic() - started
+    # c1 leaves `clients` (only `others` left): db's host forgets it.
+    cloud.openstack(
+        "port", "set", "--no-security-group", "--security-group", others["id"], ports["sg-c1"], fmt=None
+    )
+    await reaches("sg-c1", False)
+    # A rule: ICMP from anywhere; then c1 reaches db again, until the rule goes.
+    rule = cloud.openstack("security", "group", "rule", "create", db["id"], "--protocol", "icmp")
+    await reaches("sg-c1", True)
+    cloud.openstack("security", "group", "rule", "delete", rule["id"], fmt=None)
+    await reaches("sg-c1", False)
+    assert joined < 10, f"a membership change took {joined:.1f} s to reach the host"
+    for server in listed.values():
+        cloud.openstack("server", "delete", "--wait", server["ID"], fmt=None, timeout=120)

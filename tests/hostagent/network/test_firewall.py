@@ -1,0 +1,549 @@
+"""Security groups from the control plane's rows to nft text: pure functions, no kernel. What
+reaches the ruleset is validated; a bad port fails closed. (With real packets:
+test_firewall_packets.py.)"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+from collections.abc import Sequence
+from ipaddress import IPv4Network, IPv6Network
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hostagent.network import firewall
+from hostagent.network.firewall import Direction, Firewall, build, render, ruleset, table_name, zone
+from hostagent.network.nftables import FirewallError, check
+
+OWNER = "astest:firewall:unit"
+NET = "6b1d3c2e-8f4a-4b1e-9c7d-0a1b2c3d4e5f"
+MAC = "fa:16:3e:00:00:01"
+
+
+def port_row(port: str = "p1", **extra: Any) -> dict[str, Any]:
+    return {
+        "port_id": port,
+        "network_id": NET,
+        "mac": MAC,
+        "ips": ["10.0.0.5", "fd00::5"],
+        "port_security_enabled": True,
+        "allowed_address_pairs": [],
+        "security_groups": ["web"],
+        "stateful": True,
+    } | extra
+
+
+def rule_row(
+    group: str = "web", direction: str = "ingress", ethertype: str = "IPv4", **extra: Any
+) -> dict[str, Any]:
+    return {
+        "id": f"rule-{random.randrange(10**6)}",
+        "security_group_id": group,
+        "direction": direction,
+        "ethertype": ethertype,
+        "protocol": None,
+        "port_range_min": None,
+        "port_range_max": None,
+        "remote_ip_prefix": None,
+        "remote_group_id": None,
+    } | extra
+
+
+def rows(
+    ports: list[dict[str, Any]] | None = None, rules: Sequence[Any] = (), members: Sequence[Any] = ()
+) -> Any:
+    return {"ports": [port_row()] if ports is None else ports, "rules": list(rules), "members": list(members)}
+
+
+def chain_of(text: str, tap: str, direction: Direction) -> list[str]:
+    """The statements of the rule chain a tap's traffic of one direction goes to."""
+    name = "egress_rules" if direction is Direction.EGRESS else "ingress_rules"
+    body = text.split(f"map {name} {{", 1)[1].split("}", 1)[0]
+    chain = body.split(f'"{tap}" : goto ', 1)[1].split(",", 1)[0].split()[0]
+    return [line.strip() for line in text.split(f"chain {chain} {{\n", 1)[1].split("\t}", 1)[0].splitlines()]
+
+
+def elements(text: str, name: str) -> list[str]:
+    """The elements of a named set of the rendered text."""
+    body = text.split(f"\tset {name} {{\n", 1)[1].split("\n\t}", 1)[0]
+    if "elements = {" not in body:
+        return []
+    listed = body.split("elements = {", 1)[1].rsplit("}", 1)[0]
+    return [element.strip() for element in listed.split(",")]
+
+
+def ingress(rule: dict[str, Any]) -> list[str]:
+    return chain_of(render(build(rows(rules=[rule])), OWNER), "tapp1", Direction.INGRESS)
+
+
+# --- ports ------------------------------------------------------------------------------------------
+
+
+def test_a_port_with_port_security_gets_both_guards_and_its_bridge_a_zone() -> None:
+    fw = build(rows())
+    assert list(fw.ports) == ["tapp1"] and fw.problems == frozenset()
+    text = render(fw, OWNER)
+    assert '"tapp1" : jump egress_guard' in text and '"tapp1" : jump ingress_guard' in text
+    assert elements(text, "port_macs") == ['"tapp1" . fa:16:3e:00:00:01']
+    assert elements(text, "port_ipv4") == ['"tapp1" . fa:16:3e:00:00:01 . 10.0.0.5']  # anti-spoofing
+    assert elements(text, "port_ipv6") == [
+        '"tapp1" . fa:16:3e:00:00:01 . fd00::5',
+        '"tapp1" . fa:16:3e:00:00:01 . fe80::/64',  # link-local, for ND
+    ]
+    assert elements(text, "stateful_ports") == ['"tapp1"']
+    assert fw.zones == {"brq6b1d3c2e-8f": zone(NET)}
+    assert f'"brq6b1d3c2e-8f" : {zone(NET)}' in text
+
+
+def test_port_security_off_is_not_filtered_at_all() -> None:
+    fw = build(rows([port_row(port_security_enabled=False)]))
+    assert fw.ports == {} and fw.blocked == frozenset() and fw.unfiltered == {"tapp1"}
+    assert "tapp1" not in render(fw, OWNER)
+    assert fw.zones == {"brq6b1d3c2e-8f": zone(NET)}  # its network's conntrack still has its zone
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"mac": "not-a-mac"},
+        {"mac": "01:00:5e:00:00:01"},  # multicast
+        {"mac": "FA:16:3E:00:00:01"},  # not PostgreSQL's text form
+        {"network_id": "../etc"},
+        {"ips": ["10.0.0.300"]},
+        {"ips": "10.0.0.5"},
+        {"ips": ["fe80::1%eth0"]},  # a scope id would reach nft
+        {"ips": [5]},
+        {"port_security_enabled": "yes"},
+        {"stateful": 1},
+        {"security_groups": ["web", 'x"; flush ruleset; "']},
+        {"allowed_address_pairs": [{"ip_address": "10.1.0.0/33", "mac_address": None}]},
+        {"allowed_address_pairs": [{"ip_address": "10.1.0.9", "mac_address": "ff:ff:ff:ff:ff:ff"}]},
+        {"allowed_address_pairs": [{"mac_address": None}]},
+        {"allowed_address_pairs": ["10.1.0.9"]},
+    ],
+)
+def test_a_bad_port_row_fails_closed(bad: dict[str, Any]) -> None:
+    fw = build(rows([port_row(**bad), port_row("p2", mac="fa:16:3e:00:00:02")]))
+    assert fw.blocked == {"tapp1"} and list(fw.ports) == ["tapp2"]
+    assert len(fw.problems) == 1 and "port p1" in next(iter(fw.problems))
+    text = render(fw, OWNER)
+    assert text.count('"tapp1" : drop') == 2  # both directions
+    assert "tapp1" not in text.replace('"tapp1" : drop', "")
+
+
+def test_a_port_row_without_a_field_fails_closed_too() -> None:
+    row = port_row()
+    del row["security_groups"]
+    fw = build(rows([row]))
+    assert fw.blocked == {"tapp1"} and "missing 'security_groups'" in next(iter(fw.problems))
+
+
+def test_a_port_with_a_bad_id_has_no_tap_and_is_only_reported() -> None:
+    fw = build(rows([port_row("../p1"), port_row(None)]))
+    assert fw.ports == {} and fw.blocked == frozenset() and len(fw.problems) == 2
+
+
+def test_two_ports_with_one_tap_name_are_both_blocked() -> None:
+    fw = build(rows([port_row("abcdefghijk-1"), port_row("abcdefghijk-2", mac="fa:16:3e:00:00:02")]))
+    assert fw.ports == {} and fw.blocked == {"tapabcdefghijk"} and len(fw.problems) == 1
+
+
+def test_allowed_address_pairs_may_send_with_their_mac_or_the_ports() -> None:
+    pairs = [
+        {"ip_address": "10.0.0.9", "mac_address": None},
+        {"ip_address": "10.1.0.0/24", "mac_address": "fa:16:3e:00:00:aa"},
+        {"ip_address": "10.0.0.0/24", "mac_address": None},  # contains the fixed IP and the pair above
+    ]
+    fw = build(rows([port_row(allowed_address_pairs=pairs)]))
+    port = fw.ports["tapp1"]
+    assert port.macs == ["fa:16:3e:00:00:01", "fa:16:3e:00:00:aa"]
+    assert port.sources(4) == {
+        "fa:16:3e:00:00:01": [IPv4Network("10.0.0.0/24")],  # merged: the kernel refuses overlaps
+        "fa:16:3e:00:00:aa": [IPv4Network("10.1.0.0/24")],
+    }
+    assert port.sources(6) == {"fa:16:3e:00:00:01": [IPv6Network("fd00::5/128"), firewall.LINK_LOCAL]}
+    text = render(fw, OWNER)
+    assert elements(text, "port_macs") == ['"tapp1" . fa:16:3e:00:00:01', '"tapp1" . fa:16:3e:00:00:aa']
+    assert elements(text, "port_ipv4") == [
+        '"tapp1" . fa:16:3e:00:00:01 . 10.0.0.0/24',
+        '"tapp1" . fa:16:3e:00:00:aa . 10.1.0.0/24',
+    ]
+
+
+def test_a_port_without_groups_gets_only_what_ip_needs() -> None:
+    text = render(build(rows([port_row(security_groups=[])], rules=[rule_row(protocol="tcp")])), OWNER)
+    assert chain_of(text, "tapp1", Direction.INGRESS) == ["drop"]
+    assert chain_of(text, "tapp1", Direction.EGRESS) == ["drop"]
+    guard = text.split("chain ingress_guard {", 1)[1].split("}", 1)[0]
+    assert "meta protocol arp return" in guard and "udp sport 67 udp dport 68 return" in guard
+
+
+def test_a_stateless_port_uses_no_conntrack() -> None:
+    fw = build(rows([port_row(stateful=False), port_row("p2", mac="fa:16:3e:00:00:02")]))
+    text = render(fw, OWNER)
+    assert elements(text, "stateful_ports") == ['"tapp2"']
+    assert "iifname @stateful_ports meta mark & 0x40000000 != 0 drop" in text
+
+
+def test_ports_with_the_same_rules_share_their_chains() -> None:
+    fw = build(rows([port_row(), port_row("p2", mac="fa:16:3e:00:00:02")], rules=[rule_row(protocol="tcp")]))
+    text = render(fw, OWNER)
+    assert text.count("chain in_") == 1 and text.count("chain out_") == 1
+
+
+# --- rules ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("protocol", "ethertype", "statement"),
+    [
+        (None, "IPv4", "meta protocol ip return"),
+        ("tcp", "IPv4", "meta protocol ip meta l4proto 6 return"),
+        ("6", "IPv4", "meta protocol ip meta l4proto 6 return"),
+        (6, "IPv4", "meta protocol ip meta l4proto 6 return"),
+        ("UDP", "IPv4", "meta protocol ip meta l4proto 17 return"),
+        ("icmp", "IPv4", "meta protocol ip meta l4proto 1 return"),
+        ("icmp", "IPv6", "meta protocol ip6 meta l4proto 58 return"),  # Neutron normalises it
+        ("ipv6-icmp", "IPv6", "meta protocol ip6 meta l4proto 58 return"),
+        ("icmpv6", "IPv6", "meta protocol ip6 meta l4proto 58 return"),
+        ("58", "IPv6", "meta protocol ip6 meta l4proto 58 return"),
+        ("gre", "IPv4", "meta protocol ip meta l4proto 47 return"),
+        ("sctp", "IPv6", "meta protocol ip6 meta l4proto 132 return"),
+        ("vrrp", "IPv4", "meta protocol ip meta l4proto 112 return"),
+        ("253", "IPv4", "meta protocol ip meta l4proto 253 return"),
+        ("0", "IPv4", "meta protocol ip return"),  # 0 is any, as in Neutron's iptables driver
+        ("ip", "IPv4", "meta protocol ip return"),
+    ],
+)
+def test_protocols_by_name_or_number(protocol: Any, ethertype: str, statement: str) -> None:
+    assert ingress(rule_row(protocol=protocol, ethertype=ethertype)) == [statement, "drop"]
+
+
+@pytest.mark.parametrize(
+    ("protocol", "low", "high", "match"),
+    [
+        ("tcp", 22, 22, "tcp dport 22"),
+        ("tcp", 1000, 2000, "tcp dport 1000-2000"),
+        ("udp", 0, 65535, "udp dport 0-65535"),
+        ("sctp", 9, 9, "sctp dport 9"),
+        ("udplite", 5, 6, "udplite dport 5-6"),
+        ("dccp", 7, 7, "dccp dport 7"),
+        ("17", 53, 53, "udp dport 53"),
+        ("icmp", 8, None, "icmp type 8"),
+        ("icmp", 3, 4, "icmp type 3 icmp code 4"),
+        ("icmp", 0, 0, "icmp type 0 icmp code 0"),
+    ],
+)
+def test_port_ranges_and_icmp_type_and_code(protocol: str, low: int, high: int | None, match: str) -> None:
+    assert ingress(rule_row(protocol=protocol, port_range_min=low, port_range_max=high)) == [
+        f"meta protocol ip {match} return",
+        "drop",
+    ]
+
+
+def test_icmpv6_type_and_code_and_a_remote_prefix() -> None:
+    rule = rule_row(ethertype="IPv6", protocol="ipv6-icmp", port_range_min=128, port_range_max=0)
+    assert ingress(rule | {"remote_ip_prefix": "fd00:1::/64"}) == [
+        "meta protocol ip6 ip6 saddr fd00:1::/64 icmpv6 type 128 icmpv6 code 0 return",
+        "drop",
+    ]
+
+
+def test_egress_rules_match_the_destination() -> None:
+    rule = rule_row(direction="egress", protocol="tcp", port_range_min=443, port_range_max=443)
+    text = render(build(rows(rules=[rule | {"remote_ip_prefix": "192.0.2.7/24"}])), OWNER)
+    assert chain_of(text, "tapp1", Direction.EGRESS) == [
+        "meta protocol ip ip daddr 192.0.2.0/24 tcp dport 443 return",  # host bits dropped
+        "drop",
+    ]
+    assert chain_of(text, "tapp1", Direction.INGRESS) == ["drop"]
+
+
+def test_a_prefix_of_everything_is_no_match_on_the_address() -> None:
+    assert ingress(rule_row(remote_ip_prefix="0.0.0.0/0")) == ["meta protocol ip return", "drop"]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"protocol": "gre", "port_range_min": 1, "port_range_max": 2},  # ports without port protocol
+        {"protocol": None, "port_range_min": 22, "port_range_max": 22},
+        {"protocol": "tcp", "port_range_min": 2000, "port_range_max": 1000},
+        {"protocol": "tcp", "port_range_min": 22, "port_range_max": None},
+        {"protocol": "tcp", "port_range_min": 1, "port_range_max": 70000},
+        {"protocol": "tcp", "port_range_min": True, "port_range_max": 5},
+        {"protocol": "tcp", "port_range_min": "22", "port_range_max": "22"},
+        {"protocol": "icmp", "port_range_min": 256, "port_range_max": None},
+        {"protocol": "icmp", "port_range_min": 8, "port_range_max": 256},
+        {"protocol": "icmp", "port_range_min": None, "port_range_max": 0},  # a code without a type
+        {"protocol": "ipv6-icmp"},  # in an IPv4 rule
+        {"protocol": "ipv6-frag"},
+        {"protocol": "bogus"},
+        {"protocol": "256"},
+        {"protocol": "-1"},
+        {"protocol": "６"},  # a digit, but not ASCII
+        {"protocol": 6.0},
+        {"remote_ip_prefix": "fd00::/64"},  # IPv6 prefix in an IPv4 rule
+        {"remote_ip_prefix": "10.0.0.0/8", "remote_group_id": "web"},
+        {"remote_ip_prefix": "10.0.0.0/8; flush ruleset"},
+        {"remote_group_id": "a b"},
+        {"security_group_id": "web\n"},
+        {"direction": "both"},
+        {"ethertype": "ipv4"},
+    ],
+)
+def test_a_bad_rule_is_left_out(bad: dict[str, Any]) -> None:
+    fw = build(rows(rules=[rule_row(**bad)]))
+    assert fw.rules == {} and len(fw.problems) == 1 and "left out" in next(iter(fw.problems))
+    assert ingress(rule_row(**bad)) == ["drop"]
+
+
+def test_rules_of_groups_no_port_here_uses_are_not_kept() -> None:
+    fw = build(rows(rules=[rule_row("web"), rule_row("elsewhere")]))
+    assert list(fw.rules) == ["web"]
+
+
+def test_the_rendering_does_not_depend_on_the_order_of_rows() -> None:
+    ports = [
+        port_row(f"p{i}", mac=f"fa:16:3e:00:00:0{i}", security_groups=["web", "db"]) for i in range(1, 5)
+    ]
+    rules = [
+        rule_row(protocol="tcp", port_range_min=p, port_range_max=p, remote_group_id="db")
+        for p in (22, 80, 443)
+    ] + [rule_row("db", "egress")]
+    members = [{"security_group_id": "db", "ip": f"10.0.0.{i}"} for i in range(9)]
+    text = render(build(rows(ports, rules, members)), OWNER)
+    for _ in range(5):
+        for listed in (ports, rules, members):
+            random.shuffle(listed)
+        assert render(build(rows(ports, rules, members)), OWNER) == text
+
+
+# --- remote groups ------------------------------------------------------------------------------------
+
+
+def test_remote_groups_are_sets_of_their_members() -> None:
+    rules = [
+        rule_row(protocol="tcp", port_range_min=22, port_range_max=22, remote_group_id="admins"),
+        rule_row(ethertype="IPv6", remote_group_id="admins"),
+    ]
+    members = [
+        {"security_group_id": "admins", "ip": "10.0.0.7"},
+        {"security_group_id": "admins", "ip": "10.0.1.0/24"},
+        {"security_group_id": "admins", "ip": "10.0.1.9"},  # inside the /24: merged
+        {"security_group_id": "admins", "ip": "fd00::7"},
+        {"security_group_id": "admins", "ip": "not an address"},
+        {"security_group_id": "others", "ip": "10.9.9.9"},  # not a remote group of any rule here
+    ]
+    fw = build(rows(rules=rules, members=members))
+    assert fw.members == {
+        "admins": (IPv4Network("10.0.0.7/32"), IPv4Network("10.0.1.0/24"), IPv6Network("fd00::7/128"))
+    }
+    assert len(fw.problems) == 1
+    rs = ruleset(fw, OWNER)
+    assert rs.sets == {"sg_admins_v4": ("10.0.0.7", "10.0.1.0/24"), "sg_admins_v6": ("fd00::7",)}
+    assert ingress(rules[0]) == ["meta protocol ip ip saddr @sg_admins_v4 tcp dport 22 return", "drop"]
+    assert sorted(chain_of(rs.replace(), "tapp1", Direction.INGRESS)) == [
+        "drop",
+        "meta protocol ip ip saddr @sg_admins_v4 tcp dport 22 return",
+        "meta protocol ip6 ip6 saddr @sg_admins_v6 return",
+    ]
+
+
+def test_a_remote_group_without_members_is_an_empty_set() -> None:
+    rs = ruleset(build(rows(rules=[rule_row(remote_group_id="web")])), OWNER)
+    assert rs.sets == {"sg_web_v4": (), "sg_web_v6": ()}
+    assert "set sg_web_v4 {\n\t\ttype ipv4_addr; flags interval;\n\t}" in rs.replace()
+
+
+def test_a_membership_change_is_a_set_update_and_a_rule_change_is_not() -> None:
+    rules = [rule_row(remote_group_id="web")]
+    first = build(rows(rules=rules, members=[{"security_group_id": "web", "ip": "10.0.0.5"}]))
+    second = build(rows(rules=rules, members=[{"security_group_id": "web", "ip": "10.0.0.6"}]))
+    assert second.same_but_members(first) and second != first
+    before, after = ruleset(first, OWNER), ruleset(second, OWNER)
+    assert ruleset(second, OWNER, before) == after  # only the sets rendered anew: the same
+    table = table_name(OWNER)
+    assert after.update(before) == (
+        f"flush set bridge {table} sg_web_v4\nadd element bridge {table} sg_web_v4 {{ 10.0.0.6 }}\n"
+    )
+    assert after.changed_sets(before) == 1
+    emptied = ruleset(build(rows(rules=rules)), OWNER)
+    assert emptied.update(before) == f"flush set bridge {table} sg_web_v4\n"
+    assert before.update(before) == ""
+    more = build(rows(rules=[*rules, rule_row(protocol="tcp")]))
+    assert not more.same_but_members(first)
+    assert ruleset(more, OWNER).update(before) is None
+    moved = build(rows([port_row(ips=["10.0.0.8"])], rules=rules))
+    assert not moved.same_but_members(first)
+    assert ruleset(moved, OWNER).update(before) is None  # the port's addresses are in port_ipv4
+
+
+# --- the tables -------------------------------------------------------------------------------------
+
+
+def test_tables_are_named_after_the_owner_and_carry_it() -> None:
+    text = render(build(rows()), OWNER)
+    table = table_name(OWNER)
+    assert table.startswith("actorstack_") and len(table) == len("actorstack_") + 12
+    assert table_name("astest:other") != table
+    assert text.startswith(
+        f"table bridge {table} {{}}\ndelete table bridge {table}\ntable bridge {table} {{\n"
+    )
+    assert f"table inet {table} {{}}\ndelete table inet {table}\ntable inet {table} {{\n" in text
+    assert text.count(f'\tcomment "{OWNER}"\n') == 2
+
+
+@pytest.mark.parametrize("owner", ["", 'a"b', "a\\b", "a\nb", "é", "x" * 129])
+def test_an_owner_tag_nft_cannot_carry_is_refused(owner: str) -> None:
+    with pytest.raises(ValueError, match="owner tag"):
+        render(build(rows()), owner)
+
+
+def test_zones_are_stable_and_in_range() -> None:
+    assert zone(NET) == zone(NET) and 1 <= zone(NET) <= firewall.ZONES
+    assert {zone(str(i)) for i in range(1000)} <= set(range(1, firewall.ZONES + 1))
+
+
+def test_no_ports_still_renders_both_tables() -> None:
+    fw = build({})
+    assert fw == Firewall({}, frozenset(), frozenset(), {}, {}, {}, frozenset())
+    text = render(fw, OWNER)
+    assert "hook forward" in text and "hook prerouting" in text
+
+
+# --- any rows: never an exception, always a ruleset nft accepts ----------------------------------------
+
+
+def _can_check() -> bool:
+    return os.geteuid() == 0 and shutil.which("nft", path="/usr/sbin:/usr/bin:/sbin:/bin") is not None
+
+
+junk = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**33), 2**33),
+    st.floats(allow_nan=True),
+    st.text(max_size=20),
+    st.sampled_from(['"', "}", "{ flush ruleset }", "\n", "a b", "../x", "fe80::1%eth0", "10.0.0.0/33"]),
+    st.lists(st.text(max_size=5), max_size=2),
+    st.dictionaries(st.text(max_size=5), st.text(max_size=5), max_size=2),
+)
+
+
+def mostly(strategy: st.SearchStrategy[Any], messy: bool) -> st.SearchStrategy[Any]:
+    """A well-formed value; when messy, junk once in a while (not more: some rows must survive)."""
+    return st.integers(0, 19).flatmap(lambda n: junk if n == 0 else strategy) if messy else strategy
+
+
+ADDRESSES = st.one_of(
+    st.ip_addresses().map(str),
+    st.builds(lambda a, n: f"{a}/{n % (a.max_prefixlen + 1)}", st.ip_addresses(), st.integers(0, 128)),
+    st.sampled_from(["0.0.0.0/0", "::/0", "10.0.0.5", "fd00::5", "10.0.0.0/8", "fe80::/10"]),
+)
+PROTOCOLS = st.one_of(
+    st.none(),
+    st.sampled_from(sorted(firewall.PROTOCOLS)),
+    st.sampled_from(["tcp", "udp", "icmp", "ipv6-icmp", "6", "17", "1", "58", "132"]),
+    st.integers(0, 255).map(str),
+    st.integers(0, 255),
+)
+ANY_RANGE = st.tuples(st.integers(0, 65535), st.integers(0, 65535)).map(sorted)
+
+
+def port_range(protocol: Any) -> st.SearchStrategy[Any]:
+    """Usually the kind of range the protocol takes, sometimes any."""
+    if protocol is None:
+        number = None
+    else:
+        number = firewall.PROTOCOLS[protocol] if protocol in firewall.PROTOCOLS else int(protocol)
+    if number in firewall.PORT_PROTOCOLS:
+        fitting = ANY_RANGE
+    elif number in (firewall.ICMP, firewall.ICMPV6):
+        fitting = st.tuples(st.integers(0, 255), st.one_of(st.none(), st.integers(0, 255)))
+    else:
+        fitting = st.just((None, None))
+    return st.one_of(st.just((None, None)), fitting, fitting, ANY_RANGE)
+
+
+def protocol_and_ports(v: Any) -> st.SearchStrategy[tuple[Any, Any, Any]]:
+    return PROTOCOLS.flatmap(
+        lambda protocol: port_range(protocol).flatmap(
+            lambda ports: st.tuples(v(st.just(protocol)), v(st.just(ports[0])), v(st.just(ports[1])))
+        )
+    )
+
+
+def _port_id(row: Any) -> str:
+    return repr(row.get("port_id") if isinstance(row, dict) else row)
+
+
+def rows_of(messy: bool) -> st.SearchStrategy[dict[str, Any]]:
+    """Rows as the control plane could send them; when messy, with junk anywhere."""
+
+    def v(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+        return mostly(strategy, messy)
+
+    groups = v(st.sampled_from(["web", "db", "Odd_id-9"]))
+    macs = v(st.sampled_from([MAC, "fa:16:3e:00:00:02", "fa:16:3e:00:00:aa"]))
+    addresses = v(ADDRESSES)
+    ports = st.fixed_dictionaries(
+        {
+            "port_id": v(st.sampled_from(["p1", "p2", "p3", "p4", "abcdefghijk-1", "abcdefghijk-2"])),
+            "network_id": v(st.sampled_from(["n1", "n2"])),
+            "mac": macs,
+            "ips": v(st.lists(v(st.ip_addresses().map(str)), max_size=3)),
+            "port_security_enabled": v(st.booleans()),
+            "allowed_address_pairs": v(
+                st.lists(
+                    st.fixed_dictionaries(
+                        {"ip_address": addresses, "mac_address": st.one_of(st.none(), macs)}
+                    ),
+                    max_size=3,
+                )
+            ),
+            "security_groups": v(st.lists(groups, max_size=3)),
+            "stateful": v(st.booleans()),
+        }
+    )
+    rules = st.builds(
+        lambda row, p: row | {"protocol": p[0], "port_range_min": p[1], "port_range_max": p[2]},
+        st.fixed_dictionaries(
+            {
+                "id": st.uuids().map(str),
+                "security_group_id": groups,
+                "direction": v(st.sampled_from(["ingress", "egress"])),
+                "ethertype": v(st.sampled_from(["IPv4", "IPv6"])),
+                "remote_ip_prefix": st.one_of(st.none(), addresses),
+                "remote_group_id": st.one_of(st.none(), groups),
+            }
+        ),
+        protocol_and_ports(v),
+    )
+    members = st.fixed_dictionaries({"security_group_id": groups, "ip": addresses})
+    return st.fixed_dictionaries(
+        {
+            "ports": v(st.lists(v(ports), min_size=1, max_size=4, unique_by=_port_id)),
+            "rules": v(st.lists(v(rules), max_size=10)),
+            "members": v(st.lists(v(members), max_size=10)),
+        }
+    )
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(rows_of(messy=True), rows_of(messy=False)))
+def test_any_rows_render_a_ruleset_nft_accepts(data: dict[str, Any]) -> None:
+    fw = build(data)
+    text = render(fw, OWNER)
+    assert all(isinstance(problem, str) for problem in fw.problems)
+    for tap in fw.blocked:
+        assert text.count(f'"{tap}" : drop') == 2
+    if _can_check():
+        try:
+            check(text)  # check mode: the kernel validates, nothing changes
+        except FirewallError as exc:
+            raise AssertionError(f"{exc}\n{text}") from None
