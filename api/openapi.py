@@ -191,8 +191,31 @@ _SERVER_ACTION: Schema = {
         ),
         obj({"lock": {"oneOf": [{"type": "null"}, obj({"locked_reason": NAME})]}}, "lock"),
         *(obj({key: {"type": "null"}}, key) for key in ("unlock", "restore", "forceDelete")),
+        *(
+            obj({key: obj({"name": NAME}, "name")}, key)
+            for key in ("addSecurityGroup", "removeSecurityGroup")
+        ),
     ]
 }
+# Nova's proxy of Neutron's groups (api/compute/security_groups.py): names and descriptions of at
+# most 255 characters (empty too), and rules as Nova takes them.
+_NOVA_SECURITY_GROUP = wrapped("security_group", {"name": TEXT, "description": TEXT}, "name", "description")
+_NOVA_PORT: Schema = {"anyOf": [{"type": "integer", "minimum": -1, "maximum": 65535}, {"type": "null"}]}
+_NOVA_SECURITY_GROUP_RULE = wrapped(
+    "security_group_rule",
+    {
+        "parent_group_id": UUID,
+        "ip_protocol": {
+            "type": ["string", "null"],
+            "enum": ["tcp", "udp", "icmp", "TCP", "UDP", "ICMP", None],
+        },
+        "from_port": _NOVA_PORT,
+        "to_port": _NOVA_PORT,
+        "cidr": {"type": ["string", "null"]},
+        "group_id": {"type": ["string", "null"], "format": "uuid"},
+    },
+    "parent_group_id",
+)
 _AGGREGATE_ZONE: Schema = {"type": ["string", "null"], "minLength": 1, "maxLength": 255, "pattern": "^[^:]*$"}
 _AGGREGATE_HOST: Schema = obj({"host": NAME}, "host")
 _AGGREGATE_ACTION: Schema = {
@@ -691,6 +714,9 @@ REQUEST_BODIES: dict[tuple[str, str], Schema] = {
     ("post", f"{_COMPUTE}/flavors/{{flavor_id}}/os-extra-specs"): _EXTRA_SPECS,
     ("post", f"{_COMPUTE}/os-keypairs"): _KEYPAIR_CREATE,
     ("post", f"{_COMPUTE}/os-server-groups"): _SERVER_GROUP_CREATE,
+    ("post", f"{_COMPUTE}/os-security-groups"): _NOVA_SECURITY_GROUP,
+    ("put", f"{_COMPUTE}/os-security-groups/{{group_id}}"): _NOVA_SECURITY_GROUP,
+    ("post", f"{_COMPUTE}/os-security-group-rules"): _NOVA_SECURITY_GROUP_RULE,
     ("put", f"{_COMPUTE}/os-quota-sets/{{project_id}}"): _QUOTA_SET,
     ("put", f"{_COMPUTE}/os-services/{{service_id}}"): _SERVICE_UPDATE,
     ("put", f"{_COMPUTE}/os-quota-class-sets/{{class_name}}"): obj(

@@ -31,7 +31,7 @@ CREATE TABLE security_group_rules (
     ip_protocol        smallint CHECK (ip_protocol BETWEEN 0 AND 255),
     port_range_min     integer CHECK (port_range_min BETWEEN 0 AND 65535),
     port_range_max     integer CHECK (port_range_max BETWEEN 0 AND 65535),
-    remote_ip_prefix   cidr,
+    remote_ip_prefix   inet,            -- as given; its network() is what filters
     remote_group_id    text REFERENCES security_groups (id) ON DELETE CASCADE,
     description        text NOT NULL DEFAULT '',
     revision_number    integer NOT NULL DEFAULT 1,
@@ -45,7 +45,7 @@ CREATE INDEX security_group_rules_project ON security_group_rules (project_id);
 -- Neutron's SecurityGroupRuleExists: one rule per meaning, whatever the concurrency.
 CREATE UNIQUE INDEX security_group_rules_unique ON security_group_rules (
     security_group_id, direction, ethertype, coalesce(ip_protocol, -1), coalesce(port_range_min, -1),
-    coalesce(port_range_max, -1), coalesce(remote_ip_prefix::text, ''), coalesce(remote_group_id, ''));
+    coalesce(port_range_max, -1), coalesce(network(remote_ip_prefix)::text, ''), coalesce(remote_group_id, ''));
 
 -- Owned by the API: a port's security groups (ids; a group in use cannot be deleted: the API
 -- locks the groups it adds a port to, and a delete checks under the group's row lock).

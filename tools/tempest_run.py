@@ -55,9 +55,9 @@ KNOWN = ROOT / "tools" / "tempest-known-failures.txt"
 GROUPS: dict[str, tuple[str, float]] = {
     "identity": (r"^tempest\.api\.identity\.(v3|admin\.v3)", 900),
     "compute": (
-        r"^tempest\.api\.compute\.(servers|flavors|keypairs|limits|quotas|server_groups|"
+        r"^tempest\.api\.compute\.(servers|flavors|keypairs|limits|quotas|server_groups|security_groups|"
         r"admin\.test_(flavors|quotas|hypervisor|services|availability_zone|aggregates|simple_tenant_usage|"
-        r"instance_usage_audit_log)|test_versions)",
+        r"instance_usage_audit_log|security_groups)|test_versions)",
         1500,
     ),
     "image": (r"^tempest\.api\.image\.v2", 900),

@@ -20,10 +20,12 @@ from api.compute import (
     migrations,
     quota_classes,
     quotas,
+    security_groups,
     server_groups,
     server_metadata,
     server_networks,
     server_password,
+    server_security_groups,
     server_tags,
     server_volumes,
     servers,
@@ -47,6 +49,8 @@ def setup(app: web.Application) -> None:
     server_tags.setup(app)
     server_volumes.setup(app)
     server_groups.setup(app)
+    security_groups.setup(app)
+    server_security_groups.setup(app)
     hosts.setup(app)
     hypervisors.setup(app)
     aggregates.setup(app)

@@ -6,7 +6,8 @@
   and the actor agree; the same check runs again in the actor when the message arrives.
 - `lock` and `unlock` change only the API's columns (who locked it and why): a locked server
   refuses the actions above (and metadata and volume changes) to anyone but an admin, 409.
-- `os-getConsoleOutput` is console.py's.
+- `os-getConsoleOutput` is console.py's; `addSecurityGroup` and `removeSecurityGroup` are
+  server_security_groups.py's.
 - Nova's other actions (rebuild, resize, createImage, migrate, shelve, rescue, ...) are ones
   this cloud does not have yet: after the server is found (404 first, as Nova looks it up before
   it acts), they answer Nova's 400 "The requested functionality is not supported." so a
@@ -29,7 +30,7 @@ from aiohttp import web
 from actors import kinds, outbox
 from actors import server as server_actor
 from api.auth import AuthContext
-from api.compute import console, instance_actions
+from api.compute import console, instance_actions, server_security_groups
 from api.compute.microversion import requested
 from api.compute.server_lookup import find
 from api.context import caller, ctx, json_body
@@ -51,7 +52,7 @@ NOT_SUPPORTED = frozenset(
     {
         "rebuild", "resize", "confirmResize", "revertResize", "createImage", "createBackup",
         "migrate", "os-migrateLive", "evacuate", "shelve", "shelveOffload", "unshelve", "rescue",
-        "unrescue", "addSecurityGroup", "removeSecurityGroup", "changePassword", "os-resetState",
+        "unrescue", "changePassword", "os-resetState",
         "os-resetNetwork", "injectNetworkInfo", "addFixedIp", "removeFixedIp", "addFloatingIp",
         "removeFloatingIp", "trigger_crash_dump", "os-getVNCConsole", "os-getSPICEConsole",
         "os-getSerialConsole", "os-getRDPConsole", "os-getMKSConsole",
@@ -242,6 +243,8 @@ _HANDLERS = {
     "forceDelete": _force_delete,
     "lock": _lock,
     "unlock": _unlock,
+    server_security_groups.ADD: server_security_groups.change,
+    server_security_groups.REMOVE: server_security_groups.change,
     **dict.fromkeys(NOT_SUPPORTED, _not_supported),
 }
 

@@ -109,7 +109,7 @@ ORDER BY p.id
 
 FIREWALL_RULES_SQL = """
 SELECT id, security_group_id, direction, ethertype, protocol, port_range_min, port_range_max,
-       remote_ip_prefix::text AS remote_ip_prefix, remote_group_id
+       network(remote_ip_prefix)::text AS remote_ip_prefix, remote_group_id
 FROM security_group_rules WHERE security_group_id = ANY($1::text[])
 ORDER BY security_group_id, id
 """

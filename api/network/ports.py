@@ -139,7 +139,11 @@ def _group_ids(name: str, value: Any) -> list[str]:
         return []
     if not isinstance(value, list):
         raise bad_attribute(name, f"'{value}' is not a list")
-    return list(dict.fromkeys(uuid_string(name, v) for v in value))
+    ids = [uuid_string(name, v) for v in value]
+    duplicates = sorted({v for v in ids if ids.count(v) > 1})
+    if duplicates:
+        raise bad_attribute(name, f"Duplicate items in the list: '{', '.join(duplicates)}'")
+    return ids
 
 
 def _profile(name: str, value: Any) -> dict[str, Any]:

@@ -91,12 +91,13 @@ class Collection:
     not_found: Callable[[str], ApiError]
     extra_filters: Callable[[Sql, Any], None] | None = None
     extra_filter_names: frozenset[str] = frozenset()  # the query parameters extra_filters reads
+    taggable: bool = True  # has `tags` (standard-attr-tag): the tag filters apply
 
 
 def add_filters(sql: Sql, query: Any, collection: Collection, *, is_admin: bool) -> None:
     for name in set(query.keys()) - _CONTROL:
         values = query.getall(name)
-        if name in _TAG_FILTERS:
+        if name in _TAG_FILTERS and collection.taggable:
             wanted = [t.strip() for v in values for t in v.split(",") if t.strip()]
             if wanted:
                 sql.where(

@@ -92,7 +92,7 @@ def _bad(kind: str, message: str) -> BadRequest:
 
 def _not_default(name: str, value: Any) -> str:
     text = string(255)(name, value)
-    if text == DEFAULT_NAME:
+    if text.lower() == DEFAULT_NAME:
         raise Conflict("Default security group already exists.", kind="SecurityGroupDefaultAlreadyExists")
     return text
 
@@ -152,16 +152,26 @@ def _port(name: str, value: Any) -> int | None:
         raise _bad("SecurityGroupInvalidPortValue", f"Invalid value for port {value}") from None
 
 
-def _prefix(name: str, value: Any) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
-    """Neutron's convert_ip_prefix_to_cidr: an address is its /32 or /128, host bits cleared."""
+def _prefix(name: str, value: Any) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface | None:
+    """A CIDR, kept as given (host bits and all, as Neutron shows it back; `normalized_cidr` and
+    the hosts use its network); an address alone is its /32 or /128."""
     if value is None:
         return None
     if not isinstance(value, str):
         raise bad_attribute(name, f"'{value}' is not a valid IP subnet")
     try:
-        return ipaddress.ip_network(value.strip(), strict=False)
+        return ipaddress.ip_interface(value.strip())
     except ValueError:
         raise bad_attribute(name, f"'{value}' is not a valid IP subnet") from None
+
+
+def _group_id(name: str, value: Any) -> str | None:
+    """A group's id as Neutron takes it: any string (one no group has is SecurityGroupNotFound)."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise bad_attribute(name, f"'{value}' is not a valid string")
+    return value
 
 
 def _nullable_uuid(name: str, value: Any) -> str | None:
@@ -179,14 +189,14 @@ GROUP_ATTRS = {
 }
 
 RULE_ATTRS = {
-    "security_group_id": Attr(uuid_string, put=False),
+    "security_group_id": Attr(_group_id, put=False),
     "direction": Attr(_direction, put=False),
     "ethertype": Attr(_ethertype, put=False),
     "protocol": Attr(_protocol, put=False),
     "port_range_min": Attr(_port, put=False),
     "port_range_max": Attr(_port, put=False),
     "remote_ip_prefix": Attr(_prefix, put=False),
-    "remote_group_id": Attr(_nullable_uuid, put=False),
+    "remote_group_id": Attr(_group_id, put=False),
     "remote_address_group_id": Attr(_nullable_uuid, put=False),
     "description": Attr(string()),
     "project_id": Attr(string(), put=False),
@@ -227,6 +237,7 @@ RULES = query.Collection(
     alias="r",
     select=RULE_SELECT,
     not_found=rule_not_found,
+    taggable=False,
     fields={
         "id": query.text("r.id"),
         "security_group_id": query.text("r.security_group_id"),
@@ -249,7 +260,10 @@ RULES = query.Collection(
 
 
 def rule_view(row: asyncpg.Record | dict[str, Any]) -> dict[str, Any]:
-    prefix = str(row["remote_ip_prefix"]) if row["remote_ip_prefix"] is not None else None
+    prefix = normalized = None
+    if row["remote_ip_prefix"] is not None:
+        given = ipaddress.ip_interface(str(row["remote_ip_prefix"]))  # an address alone is its /32
+        prefix, normalized = str(given), str(given.network)
     return {
         "id": row["id"],
         "security_group_id": row["security_group_id"],
@@ -259,7 +273,7 @@ def rule_view(row: asyncpg.Record | dict[str, Any]) -> dict[str, Any]:
         "port_range_min": row["port_range_min"],
         "port_range_max": row["port_range_max"],
         "remote_ip_prefix": prefix,
-        "normalized_cidr": prefix,
+        "normalized_cidr": normalized,
         "remote_group_id": row["remote_group_id"],
         "remote_address_group_id": None,
         "description": row["description"],
@@ -415,15 +429,13 @@ async def by_names(conn: Any, project_id: str, names: list[str]) -> dict[str, st
 # --- security groups ------------------------------------------------------------------------------
 
 
-async def _notify_rules(conn: Any, group_ids: Iterable[str], shards: int, correlation_id: str) -> None:
+async def notify_rules(conn: Any, group_ids: Iterable[str], shards: int, correlation_id: str) -> None:
     envelopes = [firewall.rules_changed(g, correlation_id) for g in sorted(set(group_ids))]
     if envelopes:
         await outbox.send(conn, envelopes, shards)
 
 
-async def _create_group(
-    conn: Any, me: AuthContext, project_id: str, values: dict[str, Any]
-) -> dict[str, Any]:
+async def insert_group(conn: Any, me: AuthContext, project_id: str, values: dict[str, Any]) -> dict[str, Any]:
     await ensure_default(conn, project_id)
     await enforce(conn, project_id, "security_group")
     group_id = str(uuid.uuid4())
@@ -452,7 +464,7 @@ async def create_group(request: web.Request) -> web.Response:
         values = parse(body, GROUP_ATTRS, method="POST")
         prepared.append((policy.project_for(me, values), values))
     async with ctx(request).pool.acquire() as conn, conn.transaction():
-        created = [await _create_group(conn, me, project_id, values) for project_id, values in prepared]
+        created = [await insert_group(conn, me, project_id, values) for project_id, values in prepared]
     body = {"security_groups": created} if bulk else {"security_group": created[0]}
     return json_response(body, status=201)
 
@@ -481,41 +493,57 @@ async def show_group(request: web.Request) -> web.Response:
     )
 
 
+async def change_group(
+    conn: Any, me: AuthContext, group_id: str, values: dict[str, Any], *, shards: int, correlation_id: str
+) -> dict[str, Any]:
+    """Update a group (parsed `values`) in the caller's transaction, as Neutron's PUT does: the
+    default group keeps its name, a group in use keeps its statefulness; its view."""
+    row = await find(conn, me, group_id, lock="FOR UPDATE")
+    policy.require_owner(me, row["project_id"], "update_security_group")
+    if row["is_default"] and values.get("name", row["name"]) != row["name"]:
+        raise Conflict(
+            "Updating default security group not allowed.", kind="SecurityGroupCannotUpdateDefault"
+        )
+    if "stateful" in values and values["stateful"] != row["stateful"] and await in_use(conn, group_id):
+        raise Conflict(
+            f"Security Group {group_id} in use: its stateful attribute cannot change while ports use it.",
+            kind="SecurityGroupInUse",
+        )
+    changes = {k: v for k, v in values.items() if k in ("name", "description", "stateful")}
+    if changes:
+        assignments = ", ".join(f"{column} = ${i}" for i, column in enumerate(changes, start=2))
+        row = await conn.fetchrow(
+            f"UPDATE security_groups SET {assignments}, revision_number = revision_number + 1, "
+            "updated_at = now() WHERE id = $1 RETURNING *",
+            group_id,
+            *changes.values(),
+        )
+        if "stateful" in changes:
+            await notify_rules(conn, [group_id], shards, correlation_id)
+    view = group_view(row, (await rules_of(conn, [group_id]))[group_id])
+    await notifications.neutron(conn, "update", "security_group", view, values)
+    return view
+
+
 async def update_group(request: web.Request) -> web.Response:
     me = caller(request)
     policy.require_writer(me, "update_security_group")
-    group_id = request.match_info["group_id"]
     values = parse(resource_body(await json_body(request), "security_group"), GROUP_ATTRS, method="PUT")
     context = ctx(request)
     async with context.pool.acquire() as conn, conn.transaction():
-        row = await find(conn, me, group_id, lock="FOR UPDATE")
-        policy.require_owner(me, row["project_id"], "update_security_group")
-        if row["is_default"] and values.get("name", row["name"]) != row["name"]:
-            raise Conflict(
-                "Updating default security group not allowed.", kind="SecurityGroupCannotUpdateDefault"
-            )
-        if "stateful" in values and values["stateful"] != row["stateful"] and await _in_use(conn, group_id):
-            raise Conflict(
-                f"Security Group {group_id} in use: its stateful attribute cannot change while ports use it.",
-                kind="SecurityGroupInUse",
-            )
-        changes = {k: v for k, v in values.items() if k in ("name", "description", "stateful")}
-        if changes:
-            assignments = ", ".join(f"{column} = ${i}" for i, column in enumerate(changes, start=2))
-            row = await conn.fetchrow(
-                f"UPDATE security_groups SET {assignments}, revision_number = revision_number + 1, "
-                "updated_at = now() WHERE id = $1 RETURNING *",
-                group_id,
-                *changes.values(),
-            )
-            if "stateful" in changes:
-                await _notify_rules(conn, [group_id], context.shards, request["request_id"])
-        view = group_view(row, (await rules_of(conn, [group_id]))[group_id])
-        await notifications.neutron(conn, "update", "security_group", view, values)
+        view = await change_group(
+            conn,
+            me,
+            request.match_info["group_id"],
+            values,
+            shards=context.shards,
+            correlation_id=request["request_id"],
+        )
     return json_response({"security_group": view})
 
 
-async def _in_use(conn: Any, group_id: str) -> bool:
+async def in_use(conn: Any, group_id: str) -> bool:
+    """Whether a port has the group."""
     return bool(
         await conn.fetchval(
             "SELECT EXISTS (SELECT 1 FROM ports WHERE security_group_ids @> ARRAY[$1::text])", group_id
@@ -523,31 +551,44 @@ async def _in_use(conn: Any, group_id: str) -> bool:
     )
 
 
+async def remove_group(
+    conn: Any, me: AuthContext, group_id: str, *, shards: int, correlation_id: str
+) -> None:
+    """Delete a group in the caller's transaction as Neutron's DELETE does: not the default
+    group (but by an admin), not one a port has; the rules of other groups naming it go with
+    it, and their hosts learn."""
+    row = await find(conn, me, group_id, lock="FOR UPDATE")
+    policy.require_owner(me, row["project_id"], "delete_security_group")
+    if row["is_default"] and not me.is_admin:
+        raise Conflict(
+            "Insufficient rights for removing default security group.",
+            kind="SecurityGroupCannotRemoveDefault",
+        )
+    if await in_use(conn, group_id):
+        raise group_in_use(group_id)
+    referencing = await conn.fetch(
+        "SELECT DISTINCT security_group_id FROM security_group_rules "
+        "WHERE remote_group_id = $1 AND security_group_id <> $1",
+        group_id,
+    )
+    view = group_view(row, [])
+    await conn.execute("DELETE FROM security_groups WHERE id = $1", group_id)  # its rules cascade
+    await notify_rules(conn, [r[0] for r in referencing], shards, correlation_id)
+    await notifications.neutron(conn, "delete", "security_group", view)
+
+
 async def delete_group(request: web.Request) -> web.Response:
     me = caller(request)
     policy.require_writer(me, "delete_security_group")
-    group_id = request.match_info["group_id"]
     context = ctx(request)
     async with context.pool.acquire() as conn, conn.transaction():
-        row = await find(conn, me, group_id, lock="FOR UPDATE")
-        policy.require_owner(me, row["project_id"], "delete_security_group")
-        if row["is_default"] and not me.is_admin:
-            raise Conflict(
-                "Insufficient rights for removing default security group.",
-                kind="SecurityGroupCannotRemoveDefault",
-            )
-        if await _in_use(conn, group_id):
-            raise group_in_use(group_id)
-        # Other groups' rules naming it as their remote group go with it: their hosts must learn.
-        referencing = await conn.fetch(
-            "SELECT DISTINCT security_group_id FROM security_group_rules "
-            "WHERE remote_group_id = $1 AND security_group_id <> $1",
-            group_id,
+        await remove_group(
+            conn,
+            me,
+            request.match_info["group_id"],
+            shards=context.shards,
+            correlation_id=request["request_id"],
         )
-        view = group_view(row, [])
-        await conn.execute("DELETE FROM security_groups WHERE id = $1", group_id)  # its rules cascade
-        await _notify_rules(conn, [r[0] for r in referencing], context.shards, request["request_id"])
-        await notifications.neutron(conn, "delete", "security_group", view)
     return web.Response(status=204)
 
 
@@ -593,13 +634,12 @@ def _check_ports(values: dict[str, Any], number: int | None) -> None:
             f"Invalid protocol {protocol} for port range, only supported for TCP, UDP, UDPLITE, SCTP "
             "and DCCP.",
         )
+    if low == 0 or high == 0:
+        raise _bad("SecurityGroupInvalidPortValue", "Invalid value for port 0")
     for value in (low, high):
         if value is not None and not 1 <= value <= 65535:
             raise _bad("SecurityGroupInvalidPortValue", f"Invalid value for port {value}")
-    if low is None or high is None:
-        # Neutron fills the missing end with the given one (a single port).
-        values["port_range_min"] = values["port_range_max"] = low if low is not None else high
-    elif low > high:
+    if low is None or high is None or low > high:
         raise _bad(
             "SecurityGroupInvalidPortRange", "For TCP/UDP protocols, port_range_min must be <= port_range_max"
         )
@@ -652,7 +692,7 @@ async def _existing_rule(conn: Any, group_id: str, values: dict[str, Any], numbe
         "SELECT id FROM security_group_rules WHERE security_group_id = $1 AND direction = $2 "
         "AND ethertype = $3 AND ip_protocol IS NOT DISTINCT FROM $4 "
         "AND port_range_min IS NOT DISTINCT FROM $5 AND port_range_max IS NOT DISTINCT FROM $6 "
-        "AND remote_ip_prefix IS NOT DISTINCT FROM $7::cidr "
+        "AND network(remote_ip_prefix) IS NOT DISTINCT FROM network($7::inet) "
         "AND remote_group_id IS NOT DISTINCT FROM $8",
         group_id,
         values["direction"],
@@ -671,7 +711,7 @@ def _rule_exists(rule_id: str) -> Conflict:
     )
 
 
-async def _create_rule(
+async def insert_rule(
     conn: Any, me: AuthContext, values: dict[str, Any], number: int | None
 ) -> dict[str, Any]:
     group = await find(conn, me, values["security_group_id"], lock="FOR KEY SHARE")
@@ -697,7 +737,7 @@ async def _create_rule(
             row = await conn.fetchrow(
                 "INSERT INTO security_group_rules (id, security_group_id, project_id, direction, ethertype, "
                 "protocol, ip_protocol, port_range_min, port_range_max, remote_ip_prefix, remote_group_id, "
-                "description) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::cidr, $11, $12) RETURNING *, "
+                "description) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::inet, $11, $12) RETURNING *, "
                 "$13::boolean AS in_default_group",
                 str(uuid.uuid4()),
                 group["id"],
@@ -730,8 +770,8 @@ async def create_rule(request: web.Request) -> web.Response:
         prepared.append((values, check_rule(values)))
     context = ctx(request)
     async with context.pool.acquire() as conn, conn.transaction():
-        created = [await _create_rule(conn, me, values, number) for values, number in prepared]
-        await _notify_rules(
+        created = [await insert_rule(conn, me, values, number) for values, number in prepared]
+        await notify_rules(
             conn, [v["security_group_id"] for v in created], context.shards, request["request_id"]
         )
     body = {"security_group_rules": created} if bulk else {"security_group_rule": created[0]}
@@ -752,7 +792,7 @@ def _rule_visible_sql(me: AuthContext) -> Any:
     return where
 
 
-async def _find_rule(conn: Any, me: AuthContext, rule_id: str, *, lock: str = "") -> asyncpg.Record:
+async def find_rule(conn: Any, me: AuthContext, rule_id: str, *, lock: str = "") -> asyncpg.Record:
     row = await conn.fetchrow(f"{RULE_SELECT} WHERE r.id = $1 {lock}", rule_id)
     if row is None:
         raise rule_not_found(rule_id)
@@ -782,7 +822,7 @@ async def list_rules(request: web.Request) -> web.Response:
 async def show_rule(request: web.Request) -> web.Response:
     me = caller(request)
     async with ctx(request).pool.acquire() as conn:
-        row = await _find_rule(conn, me, request.match_info["rule_id"])
+        row = await find_rule(conn, me, request.match_info["rule_id"])
     return json_response({"security_group_rule": query.select_fields(rule_view(row), request.query)})
 
 
@@ -792,7 +832,7 @@ async def update_rule(request: web.Request) -> web.Response:
     policy.require_writer(me, "update_security_group_rule")
     values = parse(resource_body(await json_body(request), "security_group_rule"), RULE_ATTRS, method="PUT")
     async with ctx(request).pool.acquire() as conn, conn.transaction():
-        row = await _find_rule(conn, me, request.match_info["rule_id"], lock="FOR UPDATE OF r")
+        row = await find_rule(conn, me, request.match_info["rule_id"], lock="FOR UPDATE OF r")
         policy.require_owner(me, row["project_id"], "update_security_group_rule")
         if "description" in values:
             await conn.execute(
@@ -801,10 +841,23 @@ async def update_rule(request: web.Request) -> web.Response:
                 row["id"],
                 values["description"],
             )
-            row = await _find_rule(conn, me, row["id"])
+            row = await find_rule(conn, me, row["id"])
         view = rule_view(row)
         await notifications.neutron(conn, "update", "security_group_rule", view, values)
     return json_response({"security_group_rule": view})
+
+
+async def remove_rule(conn: Any, me: AuthContext, rule_id: str, *, shards: int, correlation_id: str) -> None:
+    """Delete a rule in the caller's transaction; the hosts of its group's members learn."""
+    row = await find_rule(conn, me, rule_id, lock="FOR UPDATE OF r")
+    owner = await conn.fetchval(
+        "SELECT project_id FROM security_groups WHERE id = $1", row["security_group_id"]
+    )
+    if not (me.is_admin or me.project_id in (row["project_id"], owner)):
+        raise rule_not_found(row["id"])
+    await conn.execute("DELETE FROM security_group_rules WHERE id = $1", row["id"])
+    await notify_rules(conn, [row["security_group_id"]], shards, correlation_id)
+    await notifications.neutron(conn, "delete", "security_group_rule", rule_view(row))
 
 
 async def delete_rule(request: web.Request) -> web.Response:
@@ -812,15 +865,13 @@ async def delete_rule(request: web.Request) -> web.Response:
     policy.require_writer(me, "delete_security_group_rule")
     context = ctx(request)
     async with context.pool.acquire() as conn, conn.transaction():
-        row = await _find_rule(conn, me, request.match_info["rule_id"], lock="FOR UPDATE OF r")
-        owner = await conn.fetchval(
-            "SELECT project_id FROM security_groups WHERE id = $1", row["security_group_id"]
+        await remove_rule(
+            conn,
+            me,
+            request.match_info["rule_id"],
+            shards=context.shards,
+            correlation_id=request["request_id"],
         )
-        if not (me.is_admin or me.project_id in (row["project_id"], owner)):
-            raise rule_not_found(row["id"])
-        await conn.execute("DELETE FROM security_group_rules WHERE id = $1", row["id"])
-        await _notify_rules(conn, [row["security_group_id"]], context.shards, request["request_id"])
-        await notifications.neutron(conn, "delete", "security_group_rule", rule_view(row))
     return web.Response(status=204)
 
 

@@ -1,4 +1,4 @@
-"""Neutron's tag API (standard-attr-tag) on networks, subnets and ports:
+"""Neutron's tag API (standard-attr-tag) on networks, subnets, ports and security groups:
 /{collection}/{id}/tags (GET, PUT the whole list, DELETE all) and /{collection}/{id}/tags/{tag}
 (GET 204 or 404, PUT adds, DELETE removes). `openstack ... create --tag` and `... set --tag`
 use it. Changing tags is changing the resource: its revision goes up (and its `version`, where an
@@ -15,7 +15,7 @@ from aiohttp import web
 from api.auth import AuthContext
 from api.context import caller, ctx, json_body, json_response
 from api.errors import NotFound
-from api.network import networks, policy, ports, subnets
+from api.network import networks, policy, ports, security_groups, subnets
 from api.network.attributes import tags as tag_list
 from api.network.faults import bad_request, policy_denied
 
@@ -32,12 +32,13 @@ RESOURCES = {
     "networks": Tagged("networks", networks.find, lambda r: (r["project_id"],), True),
     "subnets": Tagged("subnets", subnets.find, lambda r: (r["project_id"], r["network_project_id"]), False),
     "ports": Tagged("ports", ports.find, lambda r: (r["project_id"], r["network_project_id"]), True),
+    "security-groups": Tagged("security_groups", security_groups.find, lambda r: (r["project_id"],), False),
 }
 
 
 def _resource(request: web.Request) -> tuple[Tagged, str, str]:
     collection = request.match_info["collection"]
-    return RESOURCES[collection], collection[:-1], request.match_info["resource_id"]
+    return RESOURCES[collection], collection[:-1].replace("-", "_"), request.match_info["resource_id"]
 
 
 async def _write(request: web.Request, change: Callable[[list[str]], list[str]]) -> list[str]:
@@ -117,7 +118,7 @@ async def remove_tag(request: web.Request) -> web.Response:
 
 def setup(app: web.Application) -> None:
     r = app.router
-    base = "/networking/v2.0/{collection:networks|subnets|ports}/{resource_id}/tags"
+    base = "/networking/v2.0/{collection:networks|subnets|ports|security-groups}/{resource_id}/tags"
     r.add_get(base, list_tags)
     r.add_put(base, replace_tags)
     r.add_delete(base, remove_all)

@@ -133,6 +133,12 @@ BAD_RULES: list[tuple[dict[str, Any], int, str, str]] = [
         "70000",
     ),
     (
+        {"direction": "ingress", "protocol": "tcp", "port_range_max": 6},
+        400,
+        "SecurityGroupInvalidPortRange",
+        "port_range_min must be <= port_range_max",
+    ),
+    (
         {"direction": "ingress", "protocol": "gre", "port_range_min": 1, "port_range_max": 2},
         400,
         "SecurityGroupInvalidProtocolForPort",
@@ -194,8 +200,22 @@ async def test_bad_rules_are_refused_in_neutrons_words_and_change_nothing(
     )
     assert status == 400
     assert_neutron_error(answer, "SecurityGroupRemoteGroupAndRemoteIpPrefix")
+    # A prefix is kept as given; its network is what it means (and what is de-duplicated).
+    body = {"security_group_id": group["id"], "direction": "ingress", "remote_ip_prefix": "10.2.3.124/24"}
+    status, answer = await call(cloud, "POST", "/security-group-rules", token, {"security_group_rule": body})
+    assert status == 201, answer
+    made = answer["security_group_rule"]
+    assert (made["remote_ip_prefix"], made["normalized_cidr"]) == ("10.2.3.124/24", "10.2.3.0/24")
+    body["remote_ip_prefix"] = "10.2.3.0/24"
+    status, answer = await call(cloud, "POST", "/security-group-rules", token, {"security_group_rule": body})
+    assert status == 409
+    assert_neutron_error(answer, "SecurityGroupRuleExists", made["id"])
+    status, _ = await call(cloud, "DELETE", f"/security-group-rules/{made['id']}", token)
+    assert status == 204
     missing = str(uuid.uuid4())
     for body in (
+        {"security_group_id": "not-a-uuid", "direction": "ingress"},
+        {"security_group_id": group["id"], "direction": "ingress", "remote_group_id": "bad_group_id"},
         {"security_group_id": missing, "direction": "ingress"},
         {"security_group_id": group["id"], "direction": "ingress", "remote_group_id": missing},
     ):
@@ -203,7 +223,8 @@ async def test_bad_rules_are_refused_in_neutrons_words_and_change_nothing(
             cloud, "POST", "/security-group-rules", token, {"security_group_rule": body}
         )
         assert status == 404
-        assert_neutron_error(answer, "SecurityGroupNotFound", missing)
+        named = body.get("remote_group_id") or body["security_group_id"]
+        assert_neutron_error(answer, "SecurityGroupNotFound", f"Security group {named} does not exist")
     # One bad rule of a bulk create: none of them is made.
     bulk = {
         "security_group_rules": [
