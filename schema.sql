@@ -903,6 +903,7 @@ CREATE TABLE security_groups (
     description      text NOT NULL DEFAULT '',
     stateful         boolean NOT NULL DEFAULT true,
     is_default       boolean NOT NULL DEFAULT false,
+    fanned_out_at    timestamptz,  -- the security_group service's (actors/firewall.py): its last fan-out
     tags             text[] NOT NULL DEFAULT '{}',
     revision_number  integer NOT NULL DEFAULT 1,
     created_at       timestamptz NOT NULL DEFAULT now(),

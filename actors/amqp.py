@@ -34,6 +34,10 @@ from protocol.routing import (
 DEAD_INTAKE_EXCHANGE = "actorstack.dead-intake"
 DEAD_INTAKE_QUEUE = "actorstack.dead-intake"
 DELIVERY_LIMIT = 20
+# How long opening a connection may take: a broker busy creating the quorum queues of other
+# clients (a cloud's start declares one per shard per kind) can take well over 10 s to answer a
+# handshake on a loaded machine; a broker that is down fails at once (connection refused).
+CONNECT_TIMEOUT = 30.0
 
 
 async def connect(url: str) -> AbstractRobustConnection:
@@ -44,7 +48,7 @@ async def connect(url: str) -> AbstractRobustConnection:
     level = quiet.level
     quiet.setLevel(logging.CRITICAL)
     try:
-        return await aio_pika.connect_robust(url, timeout=10, fail_fast=True)
+        return await aio_pika.connect_robust(url, timeout=CONNECT_TIMEOUT, fail_fast=True)
     except (OSError, aiormq.exceptions.AMQPError, TimeoutError) as exc:
         text = str(exc).strip() or type(exc).__name__
         if "Connection.OpenOk" in text and "Connection.Close" in text:  # the vhost was refused

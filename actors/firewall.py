@@ -13,8 +13,10 @@ group at a time (its id is the service's actor id, so one group's fan-outs are h
 Membership changes are frequent (every boot and delete of a server in the default group) and
 each reaches many hosts, so they are coalesced: the first change arms the group's `fan_out`
 timer FAN_OUT_DELAY ahead, and every change until it fires rides on it (`arm`, an INSERT that
-does nothing when the timer is armed: a storm can delay a fan-out by at most that delay, never
-push it back). A host that misses a nudge still converges at its next periodic pass.
+does nothing when the timer is armed: a storm can never push a fan-out back). A group fans out
+at most once per FAN_OUT_INTERVAL (the service notes when, in `security_groups.fanned_out_at`),
+so a boot storm in one group costs its hosts two nudges a second, not one per boot. A host that
+misses a nudge still converges at its next periodic pass.
 """
 
 from __future__ import annotations
@@ -30,12 +32,15 @@ from protocol import firewall as f
 
 KIND_NAME = "security_group"
 FAN_OUT_DELAY = 0.25  # seconds a membership change waits for others to share its fan-out
+FAN_OUT_INTERVAL = 0.5  # seconds at least between two fan-outs of a group's membership
 TIMER = "fan_out"
 
 _ARM = """
 INSERT INTO timers (kind, actor_id, name, fire_at, message_id, routing_key, body)
-SELECT $1, g, $2, now() + make_interval(secs => $3), m, r, b
+SELECT $1, t.g, $2,
+       greatest(now() + make_interval(secs => $3), sg.fanned_out_at + make_interval(secs => $8)), m, r, b
 FROM unnest($4::text[], $5::uuid[], $6::text[], $7::bytea[]) AS t(g, m, r, b)
+LEFT JOIN security_groups sg ON sg.id = t.g
 ON CONFLICT (kind, actor_id, name) DO NOTHING
 """
 
@@ -72,6 +77,7 @@ async def arm(conn: db.Connection, group_ids: Iterable[str], shards: int) -> Non
         [r.message_id for r in rows],
         [r.routing_key for r in rows],
         [r.body for r in rows],
+        FAN_OUT_INTERVAL,
     )
     await conn.execute(f"NOTIFY {outbox.CHANNEL}")
 
@@ -99,6 +105,8 @@ async def _members_changed(conn: db.Connection, msg: f.MembersChanged, ctx: Cont
 async def _fan_out(conn: db.Connection, msg: f.FanOut, ctx: Context) -> list[Any]:
     group_id = ctx.self_target.id
     hosts = await hosts_to_nudge(conn, group_id, rules=msg.rules, members=msg.members)
+    if msg.members:
+        await conn.execute("UPDATE security_groups SET fanned_out_at = now() WHERE id = $1", group_id)
     return [Send(Target("agent", host), f.RefreshFirewall(security_group_id=group_id)) for host in hosts]
 
 

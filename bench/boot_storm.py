@@ -19,7 +19,8 @@ public 1 MiB raw image.
    table of the bench database from a pool of 8 connections with 16 concurrent tasks (commits per
    second). Then a few idle seconds, to see what the broker and the database do without the bench.
 2. The boot storm: C tasks on one aiohttp session take server numbers from a shared counter and
-   POST /compute/v2.1/servers (microversion 2.96, `"networks": "none"`), noting time.time() just
+   POST /compute/v2.1/servers (microversion 2.96, `"networks": "none"`, or with `--ports` a port
+   each on a network of the bench, in the project's default security group), noting time.time() just
    before each POST. The bench database is polled every 0.2 s until every server is ACTIVE. A
    server's create->ACTIVE latency is the `at` of its `events` row (kind 'server', new_state
    'active'; `at` is now() of the turn's transaction) minus its POST's start, both from this
@@ -280,6 +281,7 @@ class Bench:
         self.project_id = ""
         self.flavor_id = ""
         self.image_id = ""
+        self.network_id = ""  # with --ports: the network every server gets a port on
         self.lease_holders: list[int] = []
         self.floor: dict[str, float] = {}
         self.idle: dict[str, float] = {}
@@ -417,6 +419,8 @@ class Bench:
         status, body = await self.request("GET", f"/image/v2/images/{self.image_id}")
         if status != 200 or body["status"] != "active":
             raise BenchError(f"the image is not active after its upload: {status} {body}")
+        if self.args.ports:
+            await self._network()
         _log(
             f"admin quotas fit {n} servers; flavor {self.flavor_id} ({FLAVOR['ram']} MiB, "
             f"{FLAVOR['vcpus']} vCPU, {FLAVOR['disk']} GB), image {self.image_id} (1 MiB raw, public)"
@@ -623,6 +627,23 @@ class Bench:
         )
         return result
 
+    async def _network(self) -> None:
+        """--ports: a network with a subnet large enough for N ports, the port quota lifted."""
+        quota = {"quota": {"port": -1}}
+        status, body = await self.request("PUT", f"/networking/v2.0/quotas/{self.project_id}", json=quota)
+        if status != 200:
+            raise BenchError(f"port quota update: {status} {body}")
+        status, body = await self.request(
+            "POST", "/networking/v2.0/networks", json={"network": {"name": f"bench-storm-{self.tag}"}}
+        )
+        if status != 201:
+            raise BenchError(f"network create: {status} {body}")
+        self.network_id = body["network"]["id"]
+        subnet = {"network_id": self.network_id, "cidr": "10.64.0.0/16", "ip_version": 4}
+        status, body = await self.request("POST", "/networking/v2.0/subnets", json={"subnet": subnet})
+        if status != 201:
+            raise BenchError(f"subnet create: {status} {body}")
+
     async def _post_server(self, session: aiohttp.ClientSession, index: int) -> tuple[str, float]:
         """POST server number `index`: (its id, time.time() just before the request)."""
         body = {
@@ -630,7 +651,7 @@ class Bench:
                 "name": f"storm-{self.tag}-{index}",
                 "imageRef": self.image_id,
                 "flavorRef": self.flavor_id,
-                "networks": "none",
+                "networks": [{"uuid": self.network_id}] if self.args.ports else "none",
             }
         }
         t = time.time()
@@ -999,6 +1020,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--servers", type=int, default=1000, help="servers to boot and delete (default 1000)")
     parser.add_argument("--hosts", type=int, default=50, help="simulated compute hosts (default 50)")
     parser.add_argument("--concurrency", type=int, default=50, help="concurrent API clients (default 50)")
+    parser.add_argument(
+        "--ports",
+        action="store_true",
+        help="give every server a port on a network of the bench (in its project's default security group); "
+        "the hosts' networking stays off (--network none), so ports are bound and nudged, not plugged",
+    )
     parser.add_argument(
         "--runtimes", type=int, default=1, help="`actorstack runtime` processes beside `up` (default 1)"
     )

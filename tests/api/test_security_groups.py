@@ -361,3 +361,49 @@ async def test_security_group_quotas(cloud: Cloud, member: Credentials) -> None:
     assert_neutron_error(body, "OverQuota", "security_group_rule")
     status, body = await call(cloud, "GET", f"/quotas/{member.project_id}/details", token)
     assert body["quota"]["security_group"]["used"] == 2 and body["quota"]["security_group_rule"]["used"] == 7
+
+
+async def test_a_boot_names_groups_that_exist_or_is_refused(
+    cloud: Cloud, member: Credentials, image: str
+) -> None:
+    """`server create --security-group` of a group the project does not have is refused (400,
+    nothing made); with no group the server's new port is in `default`, with one in that one."""
+    token = await cloud.token(member)
+    web = await _group(cloud, token, unique("web"))
+    async with networks_removed(cloud) as created:
+        net = cloud.openstack("network", "create", unique("net"), who=member)
+        created.append(net["id"])
+        cloud.openstack(
+            "subnet", "create", "--network", net["id"], "--subnet-range", "10.9.0.0/24", "s", who=member
+        )
+        # (The CLI looks the name up first; the API refuses it as Nova does, for any client.)
+        boot = {
+            "server": {
+                "name": unique("vm"), "imageRef": image, "flavorRef": "1", "networks": [{"uuid": net["id"]}],
+                "security_groups": [{"name": "no-such-group"}],
+            }
+        }  # fmt: skip
+        status, answer, _ = await cloud.request("POST", "/compute/v2.1/servers", token=token, json=boot)
+        assert status == 400 and answer == {
+            "badRequest": {"code": 400, "message": "Security group no-such-group not found."}
+        }, answer
+        assert cloud.openstack("server", "list", who=member) == []
+        status, body = await call(
+            cloud, "GET", f"/ports?network_id={net['id']}&device_owner=compute:nova", token
+        )
+        assert body["ports"] == []
+        ids = []
+        for groups in ([], ["--security-group", web["name"]]):
+            server = cloud.openstack(
+                "server", "create", "--image", image, "--flavor", "m1.tiny", "--network", net["id"], *groups,
+                "--wait", unique("vm"), who=member,
+            )  # fmt: skip
+            ids.append(server["id"])
+            shown = cloud.openstack("server", "show", server["id"], who=member)
+            want = web["name"] if groups else "default"
+            assert shown["security_groups"] in ([{"name": want}], f"name='{want}'"), shown["security_groups"]
+            status, body = await call(cloud, "GET", f"/ports?device_id={server['id']}", token)
+            expected = [web["id"]] if groups else [(await _default(cloud, token))["id"]]
+            assert [p["security_groups"] for p in body["ports"]] == [expected]
+        for server_id in ids:
+            cloud.openstack("server", "delete", "--wait", server_id, who=member, fmt=None)
