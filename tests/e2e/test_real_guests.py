@@ -386,7 +386,7 @@ def test_a_guest_is_reachable_only_as_its_security_groups_allow(
             ids.append(
                 cloud.openstack(
                     "server", "create", "--image", "actorstack-test", "--flavor", "m1.micro", "--network",
-                    network["id"], *groups, "--wait", name, timeout=BOOT_TIMEOUT,
+                    network["id"], "--key-name", keypair[0], *groups, "--wait", name, timeout=BOOT_TIMEOUT,
                 )["id"]
             )  # fmt: skip
         web, plain = (cloud.openstack("server", "show", server_id) for server_id in ids)
