@@ -6,9 +6,11 @@ Everything happens in a network namespace of its own, `bench_fw_<hex>`, removed 
 knows. Each port has two fixed IPs (IPv4 and IPv6), an allowed address pair and two groups;
 each group has five rules (TCP and UDP ports, ICMP, and one from its own group as a remote
 group) and the ports' addresses as members. Timed, `--rounds` times each: `build` (rows to
-`Firewall`), `render` (to nft text), a full replace (`apply(full=True)`: render, sysctl check,
-`nft -f`), a set-only update after one membership change (`apply`), the replace's `nft -f` alone,
-and `nft -c` of the text.
+`Firewall`) from scratch and again by a `Builder` that built the same rows before (as every
+pass but the first), `render` (to nft text), a full replace (`apply(full=True)`: render, sysctl
+check, `nft -f`), the update after one membership change and after a rule added to a group
+(`apply`, as the agent's passes do them: build included), the replace's `nft -f` alone, and
+`nft -c` of the text.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 from bench.common import log
 from hostagent.network import firewall
 from hostagent.network.nftables import HostFirewall, check, run_nft
+from hostagent.network.ruleset import render
 
 
 def rows(ports: int, groups: int) -> dict[str, Any]:
@@ -99,29 +102,37 @@ def _bench(name: str, args: argparse.Namespace) -> int:
     owner = f"actorstack:{name}:"
     data = rows(args.ports, args.groups)
     wanted = firewall.build(data)
-    text = firewall.render(wanted, owner)
+    text = render(wanted, owner)
     log(
         f"{args.ports} ports, {args.groups} groups: ruleset {len(text) / 1e6:.2f} MB, "
         f"{text.count(chr(10))} lines, problems {len(wanted.problems)}"
     )
     host = HostFirewall(owner, netns=name)
-    times: dict[str, list[float]] = {
-        label: [] for label in ("build", "render", "full replace", "set update", "nft -f alone", "nft -c")
-    }
+    builder = firewall.Builder()
+    builder.build(data)
+    labels = ("build", "build again", "render", "full replace", "member update", "rule update")
+    times: dict[str, list[float]] = {label: [] for label in (*labels, "nft -f alone", "nft -c")}
     for round_ in range(args.rounds):
         times["build"].append(timed(firewall.build, data)[0])
-        times["render"].append(timed(firewall.render, wanted, owner)[0])
+        times["build again"].append(timed(builder.build, data)[0])
+        times["render"].append(timed(render, wanted, owner)[0])
         seconds, counts = timed(host.apply, wanted, full=True)
         times["full replace"].append(seconds)
         assert counts.get("firewall_replaced") == 1, counts
         data["members"].append(
             {"security_group_id": f"group-{round_ % args.groups}", "ip": f"192.0.2.{round_}"}
         )
-        wanted = firewall.build(data)
-        seconds, counts = timed(host.apply, wanted)
-        times["set update"].append(seconds)
-        assert counts.get("firewall_sets_updated") == 1, counts  # the group's IPv4 set
-        text = firewall.render(wanted, owner)
+        seconds, counts = timed(lambda: host.apply(builder.build(data)))
+        times["member update"].append(seconds)
+        assert counts == {"firewall_elements_added": 1}, counts  # the group's IPv4 set
+        data["rules"].append(
+            _rule(f"group-{round_ % args.groups}", "ingress", "tcp", 20000 + round_, 20000 + round_)
+        )
+        seconds, counts = timed(lambda: host.apply(builder.build(data)))
+        times["rule update"].append(seconds)
+        assert "firewall_replaced" not in counts and counts.get("firewall_chains_added"), counts
+        wanted = builder.build(data)
+        text = render(wanted, owner)
         times["nft -f alone"].append(timed(run_nft, ["-f", "-"], text, name)[0])
         times["nft -c"].append(timed(check, text, name)[0])
     for label, values in times.items():

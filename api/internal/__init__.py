@@ -95,11 +95,8 @@ async def desired_network(request: web.Request) -> web.Response:
 @host_only
 async def desired_firewall(request: web.Request) -> web.Response:
     hosts = _asked_hosts(request, _hosts(request))
-    async with (
-        ctx(request).pool.acquire() as conn,
-        conn.transaction(isolation="repeatable_read", readonly=True),
-    ):
-        return json_response(await queries.desired_firewall(conn, hosts))
+    async with ctx(request).pool.acquire() as conn:  # one statement: one snapshot
+        return web.Response(text=await queries.desired_firewall(conn, hosts), content_type="application/json")
 
 
 async def _ports(request: web.Request, sql: str) -> web.Response:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime
 import decimal
-import json
 from collections.abc import Iterable
 from typing import Any
 
@@ -89,42 +88,48 @@ WHERE p.network_id = ANY($1::text[]) AND NOT (p.binding_host_id = ANY($2::text[]
 ORDER BY p.network_id, p.id
 """
 
-# The firewall of the hosts' ports (hostagent/network/firewall.py builds from these): the ports
-# with a tap there (as TAPS_SQL), each with its addresses, port security, address pairs and
-# groups (stateful unless its groups are stateless); the rules of those groups; and the members
-# (fixed IPs and address pairs) of every group those rules name as their remote group.
-FIREWALL_PORTS_SQL = """
-SELECT p.id AS port_id, p.network_id, p.mac_address::text AS mac,
-       ARRAY(SELECT host(a.ip_address) FROM ip_allocations a WHERE a.port_id = p.id
-             ORDER BY a.ip_address) AS ips,
-       p.port_security_enabled, p.allowed_address_pairs, p.security_group_ids AS security_groups,
-       coalesce((SELECT bool_and(g.stateful) FROM security_groups g
-                 WHERE g.id = ANY(p.security_group_ids)), true) AS stateful
-FROM ports p
-JOIN servers s ON s.id = p.device_id
-WHERE p.binding_host_id = ANY($1::text[]) AND s.host = p.binding_host_id
-  AND s.vm_state <> 'deleted' AND s.task_state IS DISTINCT FROM 'deleting'
-ORDER BY p.id
-"""
-
-FIREWALL_RULES_SQL = """
-SELECT id, security_group_id, direction, ethertype, protocol, port_range_min, port_range_max,
-       network(remote_ip_prefix)::text AS remote_ip_prefix, remote_group_id
-FROM security_group_rules WHERE security_group_id = ANY($1::text[])
-ORDER BY security_group_id, id
-"""
-
-FIREWALL_MEMBERS_SQL = """
-SELECT m.group_id AS security_group_id, host(a.ip_address) AS ip
-FROM ports p CROSS JOIN LATERAL unnest(p.security_group_ids) AS m(group_id)
-JOIN ip_allocations a ON a.port_id = p.id
-WHERE p.security_group_ids && $1::text[] AND m.group_id = ANY($1::text[])
-UNION
-SELECT m.group_id, pair->>'ip_address'
-FROM ports p CROSS JOIN LATERAL unnest(p.security_group_ids) AS m(group_id)
-CROSS JOIN LATERAL jsonb_array_elements(p.allowed_address_pairs) AS pair
-WHERE p.security_group_ids && $1::text[] AND m.group_id = ANY($1::text[]) AND p.port_security_enabled
-ORDER BY 1, 2
+# The firewall of the hosts' ports (hostagent/network/firewall.py builds from these), as the one
+# JSON document PostgreSQL writes, which the API hands on as it is (a thousand ports' rows never
+# become Python objects there): `ports`, those with a tap there (as TAPS_SQL), each with its
+# addresses, port security, address pairs and groups (stateful unless its groups are stateless);
+# `rules`, those of the groups of the ports with port security; and `members`, the fixed IPs and
+# (with port security) address pairs of the ports of every group those rules name as their remote
+# group. One statement: one snapshot.
+FIREWALL_SQL = """
+WITH port AS (
+    SELECT p.id AS port_id, p.network_id, p.mac_address::text AS mac,
+           ARRAY(SELECT host(a.ip_address) FROM ip_allocations a WHERE a.port_id = p.id
+                 ORDER BY a.ip_address) AS ips,
+           p.port_security_enabled, p.allowed_address_pairs, p.security_group_ids AS security_groups,
+           NOT p.security_group_ids && ARRAY(SELECT id FROM security_groups WHERE NOT stateful) AS stateful
+    FROM ports p
+    JOIN servers s ON s.id = p.device_id
+    WHERE p.binding_host_id = ANY($1::text[]) AND s.host = p.binding_host_id
+      AND s.vm_state <> 'deleted' AND s.task_state IS DISTINCT FROM 'deleting'
+), rule AS (
+    SELECT id, security_group_id, direction, ethertype, protocol, port_range_min, port_range_max,
+           network(remote_ip_prefix)::text AS remote_ip_prefix, remote_group_id
+    FROM security_group_rules
+    WHERE security_group_id = ANY(ARRAY(
+        SELECT DISTINCT unnest(security_groups) FROM port WHERE port_security_enabled))
+), remote AS (
+    SELECT ARRAY(SELECT DISTINCT remote_group_id FROM rule WHERE remote_group_id IS NOT NULL) AS ids
+), member AS (
+    SELECT m.group_id AS security_group_id, host(a.ip_address) AS ip
+    FROM remote, ports p CROSS JOIN LATERAL unnest(p.security_group_ids) AS m(group_id)
+    JOIN ip_allocations a ON a.port_id = p.id
+    WHERE p.security_group_ids && remote.ids AND m.group_id = ANY(remote.ids)
+    UNION
+    SELECT m.group_id, pair->>'ip_address'
+    FROM remote, ports p CROSS JOIN LATERAL unnest(p.security_group_ids) AS m(group_id)
+    CROSS JOIN LATERAL jsonb_array_elements(p.allowed_address_pairs) AS pair
+    WHERE p.security_group_ids && remote.ids AND m.group_id = ANY(remote.ids) AND p.port_security_enabled
+)
+SELECT json_build_object(
+    'ports', (SELECT coalesce(json_agg(port ORDER BY port_id), '[]') FROM port),
+    'rules', (SELECT coalesce(json_agg(rule ORDER BY security_group_id, id), '[]') FROM rule),
+    'members', (SELECT coalesce(json_agg(member ORDER BY security_group_id, ip), '[]') FROM member)
+)::text
 """
 
 # The server that owns an address on a network, if it lives on one of the caller's hosts.
@@ -189,17 +194,10 @@ async def placed(conn: db.Connection, host: str) -> dict[str, str]:
     return {row["id"]: row["vm_state"] for row in await conn.fetch(PLACED_SQL, host)}
 
 
-async def desired_firewall(conn: db.Connection, hosts: list[str]) -> dict[str, list[dict[str, Any]]]:
-    """The rows of a firewall pass, in one snapshot (the caller's repeatable-read transaction)."""
-    ports = rows(await conn.fetch(FIREWALL_PORTS_SQL, hosts))
-    groups = sorted({g for port in ports if port["port_security_enabled"] for g in port["security_groups"]})
-    rules = rows(await conn.fetch(FIREWALL_RULES_SQL, groups)) if groups else []
-    remotes = sorted({r["remote_group_id"] for r in rules if r["remote_group_id"]})
-    members = rows(await conn.fetch(FIREWALL_MEMBERS_SQL, remotes)) if remotes else []
-    for port in ports:
-        if isinstance(port["allowed_address_pairs"], str):
-            port["allowed_address_pairs"] = json.loads(port["allowed_address_pairs"])
-    return {"ports": ports, "rules": rules, "members": members}
+async def desired_firewall(conn: db.Connection, hosts: list[str]) -> str:
+    """The rows of a firewall pass as a JSON document (`ports`, `rules`, `members`), from one
+    snapshot (one statement)."""
+    return str(await conn.fetchval(FIREWALL_SQL, hosts))
 
 
 async def desired_network(conn: db.Connection, hosts: list[str]) -> dict[str, list[dict[str, Any]]]:

@@ -29,7 +29,7 @@ import errno
 import os
 import socket
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from ipaddress import IPv4Interface
 from pathlib import Path
 from typing import Any, TypeVar
@@ -189,10 +189,20 @@ def ensure_bridge(ipr: IPRoute, name: str, mtu: int, owner: str) -> tuple[Link, 
 
 
 def ensure_tap(
-    ipr: IPRoute, name: str, host_mac: str, bridge: Link, mtu: int, up: bool, owner: str
+    ipr: IPRoute,
+    name: str,
+    host_mac: str,
+    bridge: Link,
+    mtu: int,
+    up: bool,
+    owner: str,
+    seen: Mapping[str, Link] | None = None,
 ) -> str | None:
-    """A persistent tap (libvirt opens it), on the bridge, with the network's MTU."""
-    link = _mine(find(ipr, name), owner)
+    """A persistent tap (libvirt opens it), on the bridge, with the network's MTU. `seen`: the
+    links as a dump found them a moment ago (a full pass reads every link in one dump rather
+    than one request per tap: pyroute2 spends about a millisecond decoding a link either way);
+    without it, the tap is looked up."""
+    link = _mine(seen.get(name) if seen is not None else find(ipr, name), owner)
     if link is not None and link.kind != "tun":
         delete_owned(ipr, link, owner)
         link = None

@@ -9,7 +9,8 @@ removes what is ours and no longer desired. A full pass runs at start (which is 
 namespaces and dnsmasq left by an earlier run are adopted) and every `interval` seconds.
 `plug` and `unplug` ask for a pass scoped to one server: its taps, and its networks' bridges
 and DHCP, so a boot costs the same on a host with one tap or a thousand (pyroute2 spends about
-a millisecond per netlink request, a full pass one per link). Passes never overlap: requests
+a millisecond decoding a link: a full pass reads them all in one dump, which it uses both for
+the taps it keeps and the links it removes). Passes never overlap: requests
 that arrive during a pass are merged into the next one, which runs as a task of this object,
 so a caller that gives up (cancelled) never leaves a pass half-done.
 
@@ -21,7 +22,10 @@ pass, before any tap is made or kept, from its own snapshot of the internal API:
 on a bridge without its filter, and a pass whose firewall cannot be applied fails (fail closed).
 Between passes, `refresh_firewall` (the `agent.refresh_firewall` nudge of the `security_group`
 service) runs a firewall-only pass at once; passes of both kinds apply under one lock and read
-inside it, so a later one never applies an older snapshot.
+inside it, so a later one never applies an older snapshot. A pass spends little on what did not
+change: rows it has seen are not validated again (`firewall.Builder`), and the kernel gets one
+transaction of what differs (`nftables.py`); a periodic pass replaces the tables whole every
+FIREWALL_RESYNC seconds, which repairs whatever was changed behind the agent's back.
 
 `unplug` must remove a server's taps at once, even while the database still wants them (a
 spawn that failed; the server actor catches up a moment later): the server is left out of
@@ -42,6 +46,7 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Mapping
 from collections.abc import Set as AbstractSet
 
 import structlog
@@ -59,6 +64,7 @@ from hostagent.network.nftables import HostFirewall
 log = structlog.get_logger("hostagent.network")
 
 UNPLUG_GRACE = 30.0  # seconds an unplugged server's taps stay out of the desired state
+FIREWALL_RESYNC = 300.0  # seconds between full replaces of the firewall by periodic passes
 _FAILURES = (NetworkingError, NetlinkError, OSError, subprocess.SubprocessError, ControlUnavailable)
 
 
@@ -121,6 +127,8 @@ class HostNetworking(Networking):
         self._periodic_task: asyncio.Task[None] | None = None
         self._running = False
         self._firewall = HostFirewall(settings.owner)
+        self._firewall_builder = fw.Builder()
+        self._firewall_replaced = -FIREWALL_RESYNC  # monotonic time of the last full replace
         self._firewall_lock = asyncio.Lock()
         self._firewall_wanted = asyncio.Event()
         self._firewall_task: asyncio.Task[None] | None = None
@@ -237,6 +245,10 @@ class HostNetworking(Networking):
                 f"the taps {', '.join(sorted(left))} of server {server_id} could not be removed"
             )
 
+    def _links(self) -> dict[str, kernel.Link]:
+        with kernel.iproute() as ipr:
+            return {link.name: link for link in kernel.links(ipr)}
+
     def _existing(self, names: set[str]) -> set[str]:
         with kernel.iproute() as ipr:
             return {
@@ -267,12 +279,14 @@ class HostNetworking(Networking):
             if counts:
                 log.info("firewall converged", **counts)
 
-    async def _apply_firewall(self) -> dict[str, int]:
+    async def _apply_firewall(self, *, resync: bool = False) -> dict[str, int]:
         """Read the desired firewall of this kernel's ports and make the kernel's match it. The
-        read happens under the lock, so a later pass never applies an older snapshot."""
+        read happens under the lock, so a later pass never applies an older snapshot. With
+        `resync` (a periodic pass), the tables are replaced whatever changed once FIREWALL_RESYNC
+        seconds have passed since the last replace."""
         async with self._firewall_lock:
             rows = await self.control.desired_firewall(sorted(self.settings.hosts))
-            spec = fw.build(rows)
+            spec = await asyncio.to_thread(self._firewall_builder.build, rows)
             for problem in sorted(spec.problems - self._firewall_problems):
                 log.warning("left out of the host's firewall", problem=problem)
             self._firewall_problems = spec.problems
@@ -284,7 +298,11 @@ class HostNetworking(Networking):
                 self._firewall_present = False
                 return {"firewall_removed": 1} if removed else {}
             self._firewall_present = True
-            return await asyncio.to_thread(self._firewall.apply, spec)
+            full = resync and time.monotonic() - self._firewall_replaced >= FIREWALL_RESYNC
+            counts = await asyncio.to_thread(self._firewall.apply, spec, full=full)
+            if "firewall_replaced" in counts:
+                self._firewall_replaced = time.monotonic()
+            return counts
 
     # --- passes -------------------------------------------------------------------------------
 
@@ -327,13 +345,15 @@ class HostNetworking(Networking):
         result = _Pass(collections.Counter(), {}, set())
         # Every port's filter is in place before its tap is: a port is never on a bridge unfiltered
         # (a failure here fails the pass, and the plug with it).
-        result.counts.update(await self._apply_firewall())
+        result.counts.update(await self._apply_firewall(resync=scope is None))
+        # A full pass looks at every link: one dump, for its taps and for what it removes.
+        seen = None if scope is not None else await asyncio.to_thread(self._links)
         for net in desired.networks.values():
             if scope is not None and net.id not in scope.networks:
                 continue
             taps = net.taps if scope is None else tuple(t for t in net.taps if t.name in scope.taps)
             try:
-                await self._ensure_network(net, taps, result.counts)
+                await self._ensure_network(net, taps, result.counts, seen)
             except _FAILURES as exc:
                 result.errors[net.id] = _reason(exc)
                 result.counts["errors"] += 1
@@ -345,7 +365,7 @@ class HostNetworking(Networking):
         vxlans = {net.id: name for net in desired.networks.values() if (name := self._vxlan_of(net))}
         if scope is None:  # what a full pass does not find desired, it removes
             self._taps, self._veths = owners, veths
-            await self._remove_undesired(desired, result)
+            await self._remove_undesired(desired, result, seen)
             self._vxlans = vxlans
         else:
             self._taps.update(owners)
@@ -358,24 +378,29 @@ class HostNetworking(Networking):
         return dnsmasq.Paths(self.settings.state_dir / network_id)
 
     async def _ensure_network(
-        self, net: want.NetworkSpec, taps: tuple[want.TapSpec, ...], counts: collections.Counter[str]
+        self,
+        net: want.NetworkSpec,
+        taps: tuple[want.TapSpec, ...],
+        counts: collections.Counter[str],
+        seen: Mapping[str, kernel.Link] | None,
     ) -> None:
-        counts.update(await asyncio.to_thread(self._ensure_links, net, taps))
+        counts.update(await asyncio.to_thread(self._ensure_links, net, taps, seen))
         if net.dhcp is not None:
             await self._ensure_dnsmasq(net.dhcp, counts)
             if await self._metadata.ensure(net.id, net.dhcp.namespace):
                 counts["listeners_started"] += 1
 
     def _ensure_links(
-        self, net: want.NetworkSpec, taps: tuple[want.TapSpec, ...]
+        self, net: want.NetworkSpec, taps: tuple[want.TapSpec, ...], seen: Mapping[str, kernel.Link] | None
     ) -> collections.Counter[str]:
+        """The network's links as desired. `seen`: every link, as a full pass's dump found them."""
         owner = self.settings.owner
         counts: collections.Counter[str] = collections.Counter()
         with kernel.iproute() as ipr:
             bridge, done = kernel.ensure_bridge(ipr, net.bridge, net.mtu, owner)
             _count(counts, "bridges", done)
             for tap in taps:
-                done = kernel.ensure_tap(ipr, tap.name, tap.host_mac, bridge, net.mtu, tap.up, owner)
+                done = kernel.ensure_tap(ipr, tap.name, tap.host_mac, bridge, net.mtu, tap.up, owner, seen)
                 _count(counts, "taps", done)
             vxlan = self._vxlan_of(net)
             if vxlan is not None and net.vni is not None and self.settings.tunnel_ip is not None:
@@ -443,8 +468,11 @@ class HostNetworking(Networking):
 
     # --- removal ------------------------------------------------------------------------------
 
-    async def _remove_undesired(self, desired: want.Desired, result: _Pass) -> None:
-        """A full pass: remove all that is ours and not desired, DHCP stacks first, then links."""
+    async def _remove_undesired(
+        self, desired: want.Desired, result: _Pass, seen: Mapping[str, kernel.Link] | None = None
+    ) -> None:
+        """A full pass: remove all that is ours and not desired, DHCP stacks first, then links
+        (of those `seen`, the pass's dump of every link, if it has one)."""
         with_dhcp = {net.id for net in desired.networks.values() if net.dhcp is not None}
         stacks = await asyncio.to_thread(self._stacks)
         await self._remove_stacks((stacks | self._metadata.networks()) - with_dhcp, result.counts)
@@ -456,7 +484,7 @@ class HostNetworking(Networking):
             vxlan = self._vxlan_of(net)
             if vxlan is not None:
                 wanted.add(vxlan)
-        removed = await asyncio.to_thread(self._remove_links, wanted, result.counts)
+        removed = await asyncio.to_thread(self._remove_links, wanted, result.counts, seen)
         self._forget(removed)
 
     async def _remove_out_of(self, desired: want.Desired, scope: Scope, result: _Pass) -> None:
@@ -527,11 +555,14 @@ class HostNetworking(Networking):
             return False
         return os.path.exists(marker) or kernel.namespace_has_link_of(name, self.settings.owner)
 
-    def _remove_links(self, wanted: set[str], counts: collections.Counter[str]) -> list[str]:
-        """Delete our links that are not wanted: ports first, then bridges."""
+    def _remove_links(
+        self, wanted: set[str], counts: collections.Counter[str], seen: Mapping[str, kernel.Link] | None
+    ) -> list[str]:
+        """Delete our links that are not wanted: ports first, then bridges. Those `seen` a moment
+        ago will do (each is looked at again before it goes): a link made since is wanted."""
         with kernel.iproute() as ipr:
-            owned = kernel.owned_links(ipr, self.settings.owner)
-            doomed = [link for link in owned if link.name not in wanted]
+            found = seen.values() if seen is not None else kernel.links(ipr)
+            doomed = [link for link in found if link.alias == self.settings.owner and link.name not in wanted]
             doomed.sort(key=lambda link: link.kind == "bridge")
             return self._delete(ipr, doomed, counts)
 

@@ -8,8 +8,11 @@ Ownership: our two tables (`bridge` and `inet`, named after the owner, with the 
 comment) and nothing else. A table of our name whose comment is another owner's is an error,
 never touched. Both tables are replaced as a whole in one `nft -f` transaction, so a port that
 had a filter is never without one; when the agent restarts, the tables stay in the kernel and
-its first apply replaces them (adoption). When only remote-group memberships changed since the
-last apply, only those sets are rewritten, in one transaction too.
+its first apply replaces them (adoption). After that, an apply changes only what differs from
+the last one (`Ruleset.update`: elements, rule chains, remote groups' sets), in one transaction
+too; should that fail (the kernel is not what was applied: someone changed our tables), the
+tables are replaced. `apply(full=True)` replaces them whatever changed: the agent does so now and
+then, which repairs whatever was changed behind its back.
 
 br_netfilter is what hands bridged packets to conntrack: the bridge-nf-call sysctls of the
 namespace must be 1 (Neutron's agent sets them too); a full apply checks them and sets them.
@@ -27,7 +30,8 @@ from typing import Any
 
 from hostagent.network import kernel
 from hostagent.network.base import NetworkingError
-from hostagent.network.firewall import Firewall, Ruleset, check_owner, removal, ruleset, table_name
+from hostagent.network.firewall import Firewall, check_owner, table_name
+from hostagent.network.ruleset import Renderer, Ruleset, removal
 
 NFT_TIMEOUT = 120.0  # seconds one nft transaction may take (a full replace of thousands of ports: ~1 s)
 SYSCTLS = ("bridge-nf-call-iptables", "bridge-nf-call-ip6tables")
@@ -87,8 +91,7 @@ def _bridge_netfilter() -> list[str]:
 
 
 def _strip_handles(value: Any) -> Any:
-    """A `nft -j` listing without what differs between two equal rulesets (handles, the order
-    of set elements)."""
+    """A `nft -j` listing without handles, set elements in order."""
     if isinstance(value, dict):
         out = {k: _strip_handles(v) for k, v in value.items() if k != "handle"}
         if isinstance(out.get("elem"), list):
@@ -97,6 +100,18 @@ def _strip_handles(value: Any) -> Any:
     if isinstance(value, list):
         return [_strip_handles(v) for v in value]
     return value
+
+
+def _canonical(listing: Any) -> Any:
+    """A `nft -j list table` without what differs between two equal rulesets: handles, the order
+    of set elements, and the order of the table's objects (which is the order they were added
+    in), while the rules of each chain stay in their order."""
+
+    def key(item: dict[str, Any]) -> tuple[str, str]:
+        kind, body = next(iter(item.items()))
+        return kind, str(body.get("chain") or body.get("name") or "") if isinstance(body, dict) else ""
+
+    return sorted(_strip_handles(listing).get("nftables", []), key=key)
 
 
 class HostFirewall:
@@ -110,30 +125,31 @@ class HostFirewall:
         self.table = table_name(owner)
         self._applied: Ruleset | None = None  # what the kernel holds, as far as we know
         self._firewall: Firewall | None = None  # what it was made from
+        self._renderer = Renderer()
         self._adopted = False  # whether tables of our name were checked to be ours
 
     def _nft(self, args: list[str], text: str | None = None) -> str:
         return run_nft(args, text, self.netns)
 
     def apply(self, firewall: Firewall, *, full: bool = False) -> dict[str, int]:
-        """Make the kernel enforce `firewall`: nothing when it is what was applied last, set
-        updates when only remote-group members changed, else (or with `full`) a full replace.
-        Counts of what was done."""
-        before, last = (None, None) if full else (self._applied, self._firewall)
-        if before is not None and firewall == last:
+        """Make the kernel enforce `firewall`: nothing when it is what was applied last, else
+        one transaction of what differs, or (first, with `full`, or when that fails) a full
+        replace. Counts of what was done."""
+        before = None if full else self._applied
+        if before is not None and firewall == self._firewall:
             return {}
-        similar = before is not None and last is not None and firewall.same_but_members(last)
-        wanted = ruleset(firewall, self.owner, before if similar else None)
-        if before is not None and (updates := wanted.update(before)) is not None:
+        wanted = self._renderer.ruleset(firewall, self.owner)
+        counts: dict[str, int] = {}
+        if before is not None and (update := wanted.update(before)) is not None:
             try:
-                if updates:
-                    self._nft(["-f", "-"], updates)
+                if update.text:
+                    self._nft(["-f", "-"], update.text)
             except FirewallError:
-                pass  # the kernel is not what we thought (someone deleted a set?): replace it all
+                counts["firewall_update_failed"] = 1  # the kernel is not what we thought: replace it all
             else:
                 self._applied, self._firewall = wanted, firewall
-                return {"firewall_sets_updated": wanted.changed_sets(before)} if updates else {}
-        return self._replace(wanted, firewall)
+                return update.counts
+        return counts | self._replace(wanted, firewall)
 
     def _replace(self, wanted: Ruleset, firewall: Firewall) -> dict[str, int]:
         counts = {"firewall_replaced": 1}
@@ -184,10 +200,10 @@ class HostFirewall:
         return bool(present)
 
     def state(self) -> dict[str, Any]:
-        """Both tables as `nft -j list table` gives them, handles left out: equal for equal
-        rulesets, however they were made."""
+        """Both tables as `nft -j list table` gives them (`_canonical`): equal for equal rulesets,
+        however they were made."""
         return {
-            family: _strip_handles(json.loads(self._nft(["-j", "list", "table", family, self.table])))
+            family: _canonical(json.loads(self._nft(["-j", "list", "table", family, self.table])))
             for family in self.tables()
         }
 

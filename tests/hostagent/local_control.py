@@ -10,6 +10,7 @@ host tokens, reports over the broker) is tested through `up` (tests/e2e, tests/a
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import time
 from pathlib import Path
@@ -56,8 +57,8 @@ class LocalControl(Control):
             return await queries.desired_network(conn, hosts)
 
     async def desired_firewall(self, hosts: list[str]) -> dict[str, list[Row]]:
-        async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-            return await queries.desired_firewall(conn, hosts)
+        async with self.pool.acquire() as conn:
+            return dict(json.loads(await queries.desired_firewall(conn, hosts)))
 
     async def server_ports(self, server_id: str, hosts: list[str]) -> list[Row]:
         return queries.rows(await self.pool.fetch(queries.PORTS_OF_SERVER_SQL, server_id, hosts))

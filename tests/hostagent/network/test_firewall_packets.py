@@ -22,12 +22,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from hostagent.network import kernel
 from hostagent.network.desired import bridge_name, tap_name
-from hostagent.network.firewall import build, table_name, zone
+from hostagent.network.firewall import Builder, build, table_name, zone
 from hostagent.network.nftables import FirewallError, HostFirewall
 from tests.hostagent.network.conftest import Sweeper, needs_root, owner_tag
+from tests.hostagent.network.firewall_rows import ANY_ROWS
 
 pytestmark = [
     needs_root,
@@ -277,13 +280,20 @@ def test_ingress_is_dropped_unless_a_rule_allows_it_and_rule_changes_apply_next_
 
     icmp, ssh = rule("default", protocol="icmp"), rule("default", protocol="tcp", ports=(22, 22))
     lab.rules += [icmp, ssh]
-    assert lab.apply() == {"firewall_replaced": 1}
+    # Not a replace: both taps go from their old ingress chain to the new one in one transaction.
+    swapped = {
+        "firewall_chains_added": 1,
+        "firewall_elements_deleted": 2,
+        "firewall_elements_added": 2,
+        "firewall_chains_deleted": 1,
+    }
+    assert lab.apply() == swapped
     assert pings(a, b.ip, attempts=2) and pings(b, a.ip, attempts=2)
     assert lab.tcp_connects(a, b.ip, 22)
     assert not lab.tcp_connects(a, b.ip, 23, timeout=1)  # only the rule's port
 
     lab.rules.remove(icmp)
-    assert lab.apply() == {"firewall_replaced": 1}
+    assert lab.apply() == swapped
     assert not pings(a, b.ip)
     assert lab.tcp_connects(a, b.ip, 22)
 
@@ -305,7 +315,7 @@ def test_replies_to_egress_flows_come_back_to_a_stateful_port_only(lab: Lab) -> 
     assert pings(client, server.ip, attempts=2)
 
 
-def test_a_remote_group_allows_its_members_and_a_membership_change_is_a_set_update(lab: Lab) -> None:
+def test_a_remote_group_allows_its_members_and_a_membership_change_is_an_element_update(lab: Lab) -> None:
     net = lab.network()
     server = lab.vm(net, "10.52.0.1", security_groups=["server"])
     member = lab.vm(net, "10.52.0.2", security_groups=["clients"])
@@ -317,11 +327,11 @@ def test_a_remote_group_allows_its_members_and_a_membership_change_is_a_set_upda
     assert not pings(other, server.ip)
 
     lab.members = [{"security_group_id": "clients", "ip": "10.52.0.0/30"}]  # a CIDR: .0 to .3
-    assert lab.apply() == {"firewall_sets_updated": 1}
+    assert lab.apply() == {"firewall_elements_deleted": 1, "firewall_elements_added": 1}
     assert pings(other, server.ip, attempts=2)
 
     lab.members = [{"security_group_id": "clients", "ip": other.ip}]
-    assert lab.apply() == {"firewall_sets_updated": 1}
+    assert lab.apply() == {"firewall_elements_deleted": 1, "firewall_elements_added": 1}
     assert pings(other, server.ip, attempts=2)
     assert not pings(member, server.ip)
 
@@ -551,10 +561,19 @@ def test_replacing_the_ruleset_keeps_an_open_connection_and_never_opens_a_gap(la
     assert received(inbox) == [(b"x", intruder.ip)]
 
 
-def test_set_updates_and_a_full_replace_leave_the_same_tables(lab: Lab) -> None:
+def _same_as_a_replace(lab: Lab) -> None:
+    """The tables the lab's firewall made (by updates) are those a full replace makes."""
+    made = lab.firewall.state()
+    assert set(made) == {"bridge", "inet"}
+    lab.firewall = HostFirewall(lab.owner, netns=lab.host)  # it knows nothing: it replaces
+    assert lab.apply() == {"firewall_replaced": 1}
+    assert lab.firewall.state() == made
+    assert lab.apply() == {}  # nothing changed: nothing done
+
+
+def test_updates_and_a_full_replace_leave_the_same_tables(lab: Lab) -> None:
     net = lab.network()
-    for i in range(4):
-        lab.vm(net, f"10.61.0.{i + 1}", security_groups=["default", f"g{i % 2}"])
+    vms = [lab.vm(net, f"10.61.0.{i + 1}", security_groups=["default", f"g{i % 2}"]) for i in range(4)]
     lab.rules = [
         *egress_any("default"),
         rule("g0", protocol="tcp", ports=(22, 22), remote_group="g1"),
@@ -564,20 +583,89 @@ def test_set_updates_and_a_full_replace_leave_the_same_tables(lab: Lab) -> None:
         {"security_group_id": "g1", "ip": "10.61.0.2"},
         {"security_group_id": "g0", "ip": "fd00::1"},
     ]
-    lab.apply()
-    lab.members = [
+    assert lab.apply() == {"firewall_replaced": 1}
+
+    def updated() -> dict[str, int]:
+        counts = lab.apply()
+        assert counts and "firewall_replaced" not in counts, counts
+        return counts
+
+    lab.members = [  # members: elements of the groups' sets
         {"security_group_id": "g1", "ip": "10.61.0.4"},
         {"security_group_id": "g1", "ip": "10.61.1.0/24"},
         {"security_group_id": "g0", "ip": "fd00::3"},
         {"security_group_id": "g0", "ip": "fd00:1::/64"},
     ]
-    assert lab.apply() == {"firewall_sets_updated": 2}
-    incremental = lab.firewall.state()
-    assert set(incremental) == {"bridge", "inet"}
-    lab.firewall = HostFirewall(lab.owner, netns=lab.host)
-    assert lab.apply() == {"firewall_replaced": 1}
-    assert lab.firewall.state() == incremental
-    assert lab.apply() == {}  # nothing changed: nothing done
+    assert updated() == {"firewall_elements_deleted": 2, "firewall_elements_added": 4}
+    _same_as_a_replace(lab)
+
+    lab.rules.append(rule("g1", protocol="udp", ports=(53, 53), remote_group="g2"))  # a new chain and set
+    lab.members.append({"security_group_id": "g2", "ip": "10.61.2.0/25"})
+    assert updated()["firewall_sets_added"] == 2
+    _same_as_a_replace(lab)
+
+    other = lab.network()  # a port on another network (a new zone), one gone, one in other groups
+    lab.vm(other, "10.62.0.1", security_groups=["g2"], stateful=False)
+    del lab.ports[vms[0].namespace]
+    lab.ports[vms[1].namespace]["security_groups"] = ["g0"]
+    pair = {"ip_address": "10.61.9.0/24", "mac_address": None}
+    lab.ports[vms[2].namespace]["allowed_address_pairs"] = [pair]
+    updated()
+    _same_as_a_replace(lab)
+
+    lab.rules = lab.rules[:-1]  # g2 is no group's remote group any more: its sets go
+    lab.ports[vms[2].namespace]["port_security_enabled"] = False
+    assert updated()["firewall_sets_deleted"] == 2
+    _same_as_a_replace(lab)
+
+
+def test_an_update_the_kernel_refuses_falls_back_to_a_replace(lab: Lab) -> None:
+    net = lab.network()
+    vm = lab.vm(net, "10.63.0.1")
+    lab.members = [{"security_group_id": "default", "ip": "10.63.0.1"}]
+    lab.rules = [rule("default", protocol="icmp", remote_group="default")]
+    lab.apply()
+    group_set = ["bridge", table_name(lab.owner), "sg_default_v4"]
+    sh("ip", "netns", "exec", lab.host, "nft", "flush", "set", *group_set)  # behind the firewall's back
+    lab.members = [{"security_group_id": "default", "ip": "10.63.0.2"}]  # the delete of .1 fails
+    assert lab.apply() == {"firewall_update_failed": 1, "firewall_replaced": 1}
+    listed = sh("ip", "netns", "exec", lab.host, "nft", "list", "set", *group_set).stdout
+    assert "10.63.0.2" in listed and vm.ip not in listed
+
+
+@pytest.fixture
+def two_hosts(sweeper: Sweeper) -> tuple[str, str]:
+    """Two empty host namespaces (made once per test: hypothesis runs its examples in them)."""
+    names = sweeper.namespace(f"fwhost{next(_names)}"), sweeper.namespace(f"fwhost{next(_names)}")
+    for name in names:
+        sh("ip", "netns", "add", name)
+    return names
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(steps=st.lists(ANY_ROWS, min_size=2, max_size=5))
+def test_any_sequence_of_updates_leaves_the_tables_a_replace_makes(
+    two_hosts: tuple[str, str], steps: list[Any]
+) -> None:
+    """Firewalls one after the other, as passes see them: each is applied as an update of the
+    one before (never a replace, never refused) and leaves what a full replace leaves."""
+    owner = owner_tag()
+    updated, replaced = (HostFirewall(owner, netns=host) for host in two_hosts)
+    builder = Builder()
+    try:
+        for number, data in enumerate(steps):
+            firewall = builder.build(data)
+            counts = updated.apply(firewall)
+            assert ("firewall_replaced" in counts) == (number == 0), counts
+            replaced.apply(firewall, full=True)
+            assert updated.state() == replaced.state()
+    finally:
+        updated.remove()
+        replaced.remove()
 
 
 def test_bridge_netfilter_is_turned_on_where_it_is_off(lab: Lab) -> None:
