@@ -25,7 +25,7 @@ import enum
 import hashlib
 import ipaddress
 import zlib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Any, TypeVar, cast
 
@@ -468,6 +468,130 @@ class Builder:
 def build(rows: Row) -> Firewall:
     """The desired filtering from the control plane's rows (`ports`, `rules`, `members`)."""
     return Builder().build(rows)
+
+
+# --- what a change revokes ---------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Revocation:
+    """Connections that a change no longer allows, as conntrack entries of the port's network's
+    zone: to the port's addresses (ingress) or from them (egress), of a protocol and destination
+    ports (None: any), with a peer in `peers` (None: any). Without deleting them, a stateful
+    port would keep passing a connection that a rule admitted after the rule is gone (Neutron
+    deletes them too). A connection still allowed by another rule loses nothing that matters:
+    its next packet is tracked anew and admitted by that rule."""
+
+    zone: int
+    direction: Direction
+    version: int
+    addresses: tuple[Network, ...]
+    protocol: int | None = None
+    port_min: int | None = None
+    port_max: int | None = None
+    peers: tuple[Network, ...] | None = None
+
+    def matches(
+        self, zone: int | None, protocol: int, source: Address, destination: Address, dport: int | None
+    ) -> bool:
+        """Whether a conntrack entry (its original direction) is one of these connections."""
+        if zone != self.zone or source.version != self.version:
+            return False
+        port, peer = (destination, source) if self.direction is Direction.INGRESS else (source, destination)
+        if not any(port in network for network in self.addresses):
+            return False
+        if self.peers is not None and not any(peer in network for network in self.peers):
+            return False
+        if self.protocol is not None and protocol != self.protocol:
+            return False
+        if self.port_min is not None and self.protocol in PORT_PROTOCOLS:
+            high = self.port_max if self.port_max is not None else self.port_min
+            return dport is not None and self.port_min <= dport <= high
+        return True
+
+
+def _minus(old: Iterable[Network], new: Sequence[Network]) -> tuple[Network, ...]:
+    """The addresses of `old` that `new` does not hold, as networks."""
+    left: list[Network] = []
+    for network in old:
+        pieces = [network]
+        for taken in new:
+            if taken.version != network.version:
+                continue
+            next_pieces: list[Network] = []
+            for piece in pieces:
+                if piece.subnet_of(taken):  # type: ignore[arg-type]
+                    continue
+                if taken.subnet_of(piece):  # type: ignore[arg-type]
+                    next_pieces.extend(piece.address_exclude(taken))  # type: ignore[arg-type]
+                else:
+                    next_pieces.append(piece)
+            pieces = next_pieces
+        left.extend(pieces)
+    return tuple(_collapse(left))
+
+
+def _port_addresses(port: PortFilter, version: int) -> tuple[Network, ...]:
+    addresses = [ipaddress.ip_network(ip) for ip in port.ips if ip.version == version]
+    addresses += [pair.cidr for pair in port.pairs if pair.cidr.version == version]
+    return tuple(_collapse(addresses))
+
+
+def _revoke(port: PortFilter, rule: Rule, peers: tuple[Network, ...] | None) -> Revocation | None:
+    version = 6 if rule.ipv6 else 4
+    addresses = _port_addresses(port, version)
+    if not addresses or peers == ():
+        return None
+    return Revocation(
+        zone(port.network_id),
+        rule.direction,
+        version,
+        addresses,
+        rule.protocol,
+        rule.port_min,
+        rule.port_max,
+        peers,
+    )
+
+
+def _everything(port: PortFilter) -> Iterator[Revocation]:
+    for version in (4, 6):
+        addresses = _port_addresses(port, version)
+        if addresses:
+            for direction in Direction:
+                yield Revocation(zone(port.network_id), direction, version, addresses)
+
+
+def revocations(before: Firewall, after: Firewall) -> frozenset[Revocation]:
+    """The connections of this host's stateful ports that `before` allowed and `after` may not:
+    those a removed rule admitted (a rule deleted, a group left), those with a peer a remote
+    group lost, and all of a port that is now blocked."""
+    found: set[Revocation | None] = set()
+    for tap, old in before.ports.items():
+        if not old.stateful:
+            continue  # no connection was admitted as established
+        new = after.ports.get(tap)
+        if new is None:
+            if tap in after.blocked:
+                found.update(_everything(old))
+            continue  # gone, or port security off: nothing it had is refused now
+        if not new.stateful:
+            continue
+        old_rules = {rule for group in old.groups for rule in before.rules.get(group, ())}
+        new_rules = {rule for group in new.groups for rule in after.rules.get(group, ())}
+        for rule in old_rules - new_rules:
+            peers = before.members.get(rule.remote_group, ()) if rule.remote_group else None
+            if rule.remote_prefix is not None:
+                peers = (rule.remote_prefix,)
+            found.add(_revoke(old, rule, peers))
+        for rule in old_rules & new_rules:
+            if rule.remote_group:
+                lost = _minus(
+                    before.members.get(rule.remote_group, ()), after.members.get(rule.remote_group, ())
+                )
+                found.add(_revoke(old, rule, lost))
+    found.discard(None)
+    return frozenset(r for r in found if r is not None)
 
 
 # --- names ------------------------------------------------------------------------------------

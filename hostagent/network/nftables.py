@@ -28,9 +28,11 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from hostagent.network import kernel
+from pyroute2.netlink.exceptions import NetlinkError
+
+from hostagent.network import conntrack, kernel
 from hostagent.network.base import NetworkingError
-from hostagent.network.firewall import Firewall, check_owner, table_name
+from hostagent.network.firewall import Firewall, check_owner, revocations, table_name
 from hostagent.network.ruleset import Renderer, Ruleset, removal
 
 NFT_TIMEOUT = 120.0  # seconds one nft transaction may take (a full replace of thousands of ports: ~1 s)
@@ -138,6 +140,7 @@ class HostFirewall:
         before = None if full else self._applied
         if before is not None and firewall == self._firewall:
             return {}
+        previous = self._firewall
         wanted = self._renderer.ruleset(firewall, self.owner)
         counts: dict[str, int] = {}
         if before is not None and (update := wanted.update(before)) is not None:
@@ -148,8 +151,23 @@ class HostFirewall:
                 counts["firewall_update_failed"] = 1  # the kernel is not what we thought: replace it all
             else:
                 self._applied, self._firewall = wanted, firewall
-                return update.counts
-        return counts | self._replace(wanted, firewall)
+                return update.counts | self._revoke(previous, firewall)
+        return counts | self._replace(wanted, firewall) | self._revoke(previous, firewall)
+
+    def _revoke(self, before: Firewall | None, after: Firewall) -> dict[str, int]:
+        """Once `after` is in force: the connections `before` admitted and `after` does not lose
+        their conntrack entries. A failure here leaves them to time out (counted, never raised:
+        the filter itself is in place)."""
+        if before is None:
+            return {}
+        revoked = revocations(before, after)
+        if not revoked:
+            return {}
+        try:
+            deleted = conntrack.forget(revoked, self.netns)
+        except (OSError, NetlinkError, NetworkingError):
+            return {"conntrack_errors": 1}
+        return {"conntrack_entries_deleted": deleted} if deleted else {}
 
     def _replace(self, wanted: Ruleset, firewall: Firewall) -> dict[str, int]:
         counts = {"firewall_replaced": 1}

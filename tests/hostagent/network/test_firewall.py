@@ -8,7 +8,7 @@ import os
 import random
 import shutil
 from collections.abc import Sequence
-from ipaddress import IPv4Network, IPv6Network
+from ipaddress import IPv4Network, IPv6Network, ip_address
 from typing import Any
 
 import pytest
@@ -493,3 +493,80 @@ def test_an_unchanged_row_gives_the_same_objects() -> None:
     assert second.ports["tapp1"] is first.ports["tapp1"]
     assert second.ports["tapp2"] is not first.ports["tapp2"] and second.ports["tapp2"].mac.endswith(":03")
     assert second.rules["web"][0] is first.rules["web"][0]
+
+
+# --- what a change revokes (conntrack entries to delete) ---------------------------------------
+
+
+def _match(
+    revoked: frozenset[firewall.Revocation], source: str, destination: str, proto: int, dport: int
+) -> bool:
+    return any(
+        r.matches(zone(NET), proto, ip_address(source), ip_address(destination), dport) for r in revoked
+    )
+
+
+def test_a_removed_rule_revokes_the_connections_it_admitted_and_no_others() -> None:
+    ssh, web = (
+        rule_row(protocol="tcp", port_range_min=22, port_range_max=22),
+        rule_row(protocol="tcp", port_range_min=80, port_range_max=80),
+    )
+    before, after = build(rows(rules=[ssh, web])), build(rows(rules=[web]))
+    revoked = firewall.revocations(before, after)
+    assert _match(revoked, "10.9.9.9", "10.0.0.5", 6, 22)  # to the port, on 22
+    assert not _match(revoked, "10.9.9.9", "10.0.0.5", 6, 80)  # still admitted
+    assert not _match(revoked, "10.9.9.9", "10.0.0.6", 6, 22)  # another address
+    assert not _match(revoked, "10.0.0.5", "10.9.9.9", 6, 22)  # egress from the port
+    assert not _match(revoked, "10.9.9.9", "10.0.0.5", 17, 22)  # udp
+    assert firewall.revocations(after, before) == frozenset()  # adding a rule revokes nothing
+    assert firewall.revocations(before, before) == frozenset()
+
+
+def test_leaving_a_group_revokes_its_rules_and_an_egress_rule_the_destination() -> None:
+    out = rule_row(direction="egress", protocol="udp", remote_ip_prefix="192.0.2.0/24")
+    before = build(rows(rules=[out]))
+    after = build(rows(ports=[port_row(security_groups=[])], rules=[out]))
+    revoked = firewall.revocations(before, after)
+    assert _match(revoked, "10.0.0.5", "192.0.2.7", 17, 53)
+    assert not _match(revoked, "10.0.0.5", "198.51.100.7", 17, 53)  # not what the rule admitted
+    assert not _match(revoked, "192.0.2.7", "10.0.0.5", 17, 53)  # the other direction
+
+
+def test_a_remote_group_that_loses_a_member_revokes_that_peer_only() -> None:
+    rule = rule_row(remote_group_id="peers")
+    members = [
+        {"security_group_id": "peers", "ip": "10.0.0.8"},
+        {"security_group_id": "peers", "ip": "10.0.0.9"},
+    ]
+    before, after = build(rows(rules=[rule], members=members)), build(rows(rules=[rule], members=members[1:]))
+    revoked = firewall.revocations(before, after)
+    assert _match(revoked, "10.0.0.8", "10.0.0.5", 6, 443)
+    assert not _match(revoked, "10.0.0.9", "10.0.0.5", 6, 443)
+    wider = build(rows(rules=[rule], members=[{"security_group_id": "peers", "ip": "10.0.0.8/29"}]))
+    assert firewall.revocations(before, wider) == frozenset()  # it still holds both
+
+
+def test_a_blocked_port_loses_everything_and_a_stateless_or_unfiltered_one_nothing() -> None:
+    before = build(rows(rules=[rule_row()]))
+    blocked = build(rows(ports=[port_row(mac="not a mac")]))
+    assert blocked.blocked
+    revoked = firewall.revocations(before, blocked)
+    assert _match(revoked, "10.9.9.9", "10.0.0.5", 1, 0) and _match(revoked, "10.0.0.5", "10.9.9.9", 17, 53)
+    assert (
+        firewall.revocations(
+            before, build(rows(ports=[port_row(port_security_enabled=False, security_groups=[])]))
+        )
+        == frozenset()
+    )
+    stateless = build(rows(ports=[port_row(stateful=False)], rules=[rule_row()]))
+    assert firewall.revocations(stateless, build(rows(ports=[port_row(stateful=False)]))) == frozenset()
+
+
+def test_revocations_are_in_the_ports_zone_and_ip_version() -> None:
+    before, after = build(rows(rules=[rule_row(ethertype="IPv6")])), build(rows())
+    revoked = firewall.revocations(before, after)
+    assert _match(revoked, "fd00::9", "fd00::5", 58, 0)
+    assert not _match(revoked, "10.9.9.9", "10.0.0.5", 6, 22)
+    assert not any(
+        r.matches(zone(NET) + 1, 58, ip_address("fd00::9"), ip_address("fd00::5"), 0) for r in revoked
+    )

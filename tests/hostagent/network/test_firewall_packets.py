@@ -256,6 +256,14 @@ def received(sock: socket.socket, timeout: float = 1.0) -> list[tuple[bytes, str
     return got
 
 
+def revoked(counts: dict[str, int]) -> dict[str, int]:
+    """An apply's counts, having checked that it deleted conntrack entries (how many depends on
+    how many pings it took to get an answer: each is an entry)."""
+    counts = dict(counts)
+    assert counts.pop("conntrack_entries_deleted", 0) >= 1, counts
+    return counts
+
+
 @pytest.fixture
 def lab(sweeper: Sweeper) -> Iterator[Lab]:
     made = Lab(sweeper)
@@ -293,7 +301,7 @@ def test_ingress_is_dropped_unless_a_rule_allows_it_and_rule_changes_apply_next_
     assert not lab.tcp_connects(a, b.ip, 23, timeout=1)  # only the rule's port
 
     lab.rules.remove(icmp)
-    assert lab.apply() == swapped
+    assert revoked(lab.apply()) == swapped  # and the pings' entries, both ways
     assert not pings(a, b.ip)
     assert lab.tcp_connects(a, b.ip, 22)
 
@@ -331,7 +339,7 @@ def test_a_remote_group_allows_its_members_and_a_membership_change_is_an_element
     assert pings(other, server.ip, attempts=2)
 
     lab.members = [{"security_group_id": "clients", "ip": other.ip}]
-    assert lab.apply() == {"firewall_elements_deleted": 1, "firewall_elements_added": 1}
+    assert revoked(lab.apply()) == {"firewall_elements_deleted": 1, "firewall_elements_added": 1}
     assert pings(other, server.ip, attempts=2)
     assert not pings(member, server.ip)
 
@@ -559,6 +567,48 @@ def test_replacing_the_ruleset_keeps_an_open_connection_and_never_opens_a_gap(la
     lab.firewall.remove()  # the control: without the filter, the intruder's packets arrive
     lab.udp_send(intruder, intruder.ip, 0, server.ip, 9999, b"x")
     assert received(inbox) == [(b"x", intruder.ip)]
+
+
+def test_removing_a_rule_cuts_the_connections_it_admitted_and_only_those(lab: Lab) -> None:
+    net = lab.network()
+    client, server = lab.vm(net, "10.61.0.1"), lab.vm(net, "10.61.0.2")
+    kept, cut = (
+        rule("default", protocol="tcp", ports=(7001, 7001)),
+        rule("default", protocol="tcp", ports=(7000, 7000)),
+    )
+    lab.rules = [*egress_any("default"), kept, cut]
+    lab.apply()
+    stop = threading.Event()
+    connections = {}
+    echoes = []
+    for port in (7000, 7001):
+        echo = threading.Thread(target=_echo, args=(lab.tcp_listener(server, port), stop), daemon=True)
+        echo.start()
+        echoes.append(echo)
+        conn = lab.in_namespace(client.namespace, socket.AF_INET, socket.SOCK_STREAM)
+        conn.settimeout(3)
+        conn.connect((server.ip, port))
+        conn.sendall(b"before")
+        assert conn.recv(1024) == b"before"
+        connections[port] = conn
+    try:
+        lab.rules.remove(cut)
+        counts = lab.apply()
+        assert counts.get("conntrack_entries_deleted") == 1, counts
+        kept_conn, cut_conn = connections[7001], connections[7000]
+        kept_conn.sendall(b"after")
+        assert kept_conn.recv(1024) == b"after"  # its rule is still there: untouched
+        cut_conn.settimeout(2)
+        cut_conn.sendall(b"after")
+        with pytest.raises(TimeoutError):
+            cut_conn.recv(1024)  # tracked anew, it is a new connection no rule admits
+        assert not lab.tcp_connects(client, server.ip, 7000, timeout=1)
+    finally:
+        stop.set()
+        for conn in connections.values():
+            conn.close()
+        for echo in echoes:
+            echo.join(5)
 
 
 def _same_as_a_replace(lab: Lab) -> None:
